@@ -1,0 +1,67 @@
+//! Connecting to Postgres and applying this repository's migrations.
+//!
+//! Migrations come in two sets so the read models can live in another database:
+//! `migrations/command` (owned by the command service) and `migrations/read` (owned by
+//! the projection service, also applied by the query service). Both sets may share one
+//! database and one `_sqlx_migrations` table, so versions never overlap (command 1xxx,
+//! read 2xxx) and each migrator ignores the other's rows.
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+static COMMAND_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/command");
+static READ_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/read");
+
+/// A pool whose connections are checked out for at most `acquire_timeout`: a client
+/// gets a 503 rather than hanging when Postgres is down.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    Ok(pool_options(max_connections).connect_lazy_with(options))
+}
+
+/// The pool settings every service uses.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+/// Apply the command-side migrations (event log, snapshots, state tables).
+pub async fn migrate_command(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    run_tolerating_other_set(&COMMAND_MIGRATIONS, pool).await
+}
+
+/// Apply the read-model migrations.
+pub async fn migrate_read(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    run_tolerating_other_set(&READ_MIGRATIONS, pool).await
+}
+
+async fn run_tolerating_other_set(
+    set: &Migrator,
+    pool: &PgPool,
+) -> Result<(), sqlx::migrate::MigrateError> {
+    let migrator = Migrator {
+        migrations: set.migrations.clone(),
+        ignore_missing: true,
+        ..Migrator::DEFAULT
+    };
+    migrator.run(pool).await
+}
+
+/// Wait until Postgres answers, for up to `patience`.
+pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(), sqlx::Error> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        match sqlx::query("select 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(%error, "postgres not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}

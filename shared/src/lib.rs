@@ -1,0 +1,21 @@
+//! `synapse-shared`: the one place where SYNAPSE's wire types live.
+//!
+//! Every service depends on this crate for the event envelope ([`event`]), the NATS
+//! subject scheme ([`subject`]), the JetStream headers ([`nats`]), configuration pieces
+//! ([`config`]), database bootstrapping ([`db`]) and the HTTP error format ([`problem`]).
+//! **Architecture invariant:** no other crate defines a type that crosses a process
+//! boundary; if two services need to agree on it, it is defined here.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod event;
+pub mod nats;
+pub mod problem;
+pub mod shutdown;
+pub mod subject;
+pub mod telemetry;
+
+pub use event::{AggregateType, EventEnvelope, EventType, NewEvent};
+pub use problem::Problem;
+pub use subject::SubjectScheme;

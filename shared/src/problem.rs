@@ -1,0 +1,168 @@
+//! RFC 9457 problem details: the one error body both HTTP services return.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Media type of every error body.
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+/// A machine-readable client or server error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A stable identifier of the kind of problem, e.g. `/problems/version-conflict`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Problem-specific details: field errors, conflicting ids, ...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub errors: Option<Value>,
+}
+
+impl Problem {
+    /// A problem of `kind` (a short slug such as `version-conflict`).
+    pub fn new(status: StatusCode, kind: &str, title: impl Into<String>) -> Self {
+        Self {
+            kind: format!("/problems/{kind}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail: None,
+            errors: None,
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_errors(mut self, errors: Value) -> Self {
+        self.errors = Some(errors);
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    /// The opaque 500 a client sees when something it cannot fix went wrong; the cause
+    /// is logged by the caller, never sent.
+    pub fn internal() -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
+    }
+
+    /// A dependency (Postgres, NATS) is unreachable: retry later.
+    pub fn unavailable(what: &str) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "service unavailable")
+            .with_detail(format!("{what} is unreachable; retry later"))
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut response = (status, axum::Json(&self)).into_response();
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        response
+    }
+}
+
+/// Converts axum's body-extraction failures (malformed JSON, wrong content type, body
+/// too large) into problems, so no handler ever answers a bad body with plain text.
+pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -> Problem {
+    use axum::extract::rejection::JsonRejection::*;
+    let status = rejection.status();
+    let kind = match &rejection {
+        JsonDataError(_) => "invalid-body",
+        JsonSyntaxError(_) => "malformed-json",
+        MissingJsonContentType(_) => "unsupported-media-type",
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
+        _ => "invalid-body",
+    };
+    Problem::new(status, kind, "the request body was refused").with_detail(rejection.body_text())
+}
+
+/// `Json<T>` whose rejection is a [`Problem`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    axum::Json<T>: axum::extract::FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(from_json_rejection(rejection)),
+        }
+    }
+}
+
+/// Query-string extraction whose rejection is a [`Problem`] (400 with the reason).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
+            Err(rejection) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-query",
+                "the query string was refused",
+            )
+            .with_detail(rejection.body_text())),
+        }
+    }
+}
+
+/// Path extraction whose rejection is a [`Problem`] (e.g. an id that is not a UUID).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
+            Err(rejection) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-path",
+                "the request path was refused",
+            )
+            .with_detail(rejection.body_text())),
+        }
+    }
+}
+
+/// Fallback for unknown routes: a 404 problem rather than an empty body.
+pub async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
+}
