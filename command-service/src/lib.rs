@@ -1,1 +1,14 @@
+//! SYNAPSE command service: the write side. It owns the event log
+//! (`workflow_events`), `execution_snapshots` and the current-state tables, and runs
+//! the relay that publishes the log to JetStream.
+
+pub mod assets;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod relay;
 pub mod startup;
+pub mod store;
+
+pub use config::Config;
+pub use startup::Application;

@@ -1,0 +1,80 @@
+//! Building and running the command service; `main` and the tests share this.
+
+use crate::config::{Config, DEFAULT_PORT};
+use crate::http::{self, AppState};
+use crate::relay::Relay;
+use anyhow::Context;
+use std::time::Duration;
+use synapse_shared::shutdown::CancellationToken;
+use synapse_shared::{db, nats};
+use tokio::net::TcpListener;
+
+/// A built, bound, not yet running command service.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    relay: Option<Relay>,
+}
+
+impl Application {
+    /// Connect to Postgres (waiting up to 30 s for it), apply migrations, connect to
+    /// NATS (in the background if it is down), and bind the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = db::connect(
+            &config.database.database_url,
+            config.database.database_max_connections,
+        )
+        .await
+        .context("configuring the database pool")?;
+        db::wait_until_reachable(&pool, Duration::from_secs(30))
+            .await
+            .context("reaching postgres")?;
+        db::migrate_command(&pool)
+            .await
+            .context("applying command migrations")?;
+        let client = nats::connect(&config.nats, "command-service")
+            .await
+            .context("configuring the nats connection")?;
+        let address = config.listen.or_default_port(DEFAULT_PORT);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let relay = config.relay_enabled.then(|| Relay {
+            pool: pool.clone(),
+            database_url: config.database.database_url.clone(),
+            nats: config.nats.clone(),
+            client: client.clone(),
+        });
+        Ok(Self {
+            listener,
+            state: AppState { pool, nats: client },
+            relay,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener
+            .local_addr()
+            .map(|address| address.port())
+            .unwrap_or(0)
+    }
+
+    /// Serve until `shutdown` is cancelled, then drain requests and stop the relay
+    /// after its current round.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let port = self.port();
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        tracing::info!(port, "command service listening");
+        let router = http::router(self.state);
+        axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await
+            .context("serving http")?;
+        if let Some(relay) = relay {
+            relay.await.context("joining the relay")?;
+        }
+        Ok(())
+    }
+}

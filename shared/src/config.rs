@@ -9,7 +9,11 @@ use crate::subject::SubjectScheme;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
     /// Postgres URL of the event log and command-side state.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/synapse")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/synapse"
+    )]
     pub database_url: String,
     /// Upper bound of pooled connections of this process. Every replica of every service
     /// holds up to this many, so keep the sum under Postgres' `max_connections` (100).

@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod event;
+pub mod event_log;
 pub mod nats;
 pub mod problem;
 pub mod shutdown;

@@ -24,7 +24,10 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(30 * 60);
 
 /// Connect, retrying in the background if NATS is not up yet (off by default in
 /// async-nats: a service started before NATS would otherwise fail).
-pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+pub async fn connect(
+    args: &NatsArgs,
+    name: &str,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -77,7 +80,10 @@ pub fn headers_for(event: &EventEnvelope) -> HeaderMap {
     headers.insert("ce-time", event.occurred_at.to_rfc3339().as_str());
     headers.insert("content-type", "application/json");
     headers.insert(HEADER_POSITION, event.position.to_string().as_str());
-    headers.insert(HEADER_CORRELATION_ID, event.correlation_id.to_string().as_str());
+    headers.insert(
+        HEADER_CORRELATION_ID,
+        event.correlation_id.to_string().as_str(),
+    );
     headers.insert(HEADER_AGGREGATE_ID, event.aggregate_id.to_string().as_str());
     headers
 }

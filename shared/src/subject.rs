@@ -27,7 +27,9 @@ pub struct SubjectScheme {
 
 impl SubjectScheme {
     pub fn new(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
 
     pub fn prefix(&self) -> &str {
@@ -58,7 +60,9 @@ impl SubjectScheme {
         format!(
             "{}.{}.{}.{}",
             self.prefix,
-            discipline.map(sanitize).unwrap_or_else(|| NO_DISCIPLINE.to_owned()),
+            discipline
+                .map(sanitize)
+                .unwrap_or_else(|| NO_DISCIPLINE.to_owned()),
             aggregate_type.as_str(),
             event_type.as_str()
         )
@@ -115,7 +119,11 @@ mod tests {
     #[test]
     fn a_discipline_cannot_inject_wildcards_or_tokens() {
         let scheme = SubjectScheme::new("p");
-        let subject = scheme.subject(Some("a.b *>"), AggregateType::Batch, EventType::BatchStarted);
+        let subject = scheme.subject(
+            Some("a.b *>"),
+            AggregateType::Batch,
+            EventType::BatchStarted,
+        );
         assert_eq!(subject, "p.a_b___.batch.BATCH_STARTED");
         let subject = scheme.subject(None, AggregateType::Batch, EventType::BatchStarted);
         assert_eq!(subject, "p.NONE.batch.BATCH_STARTED");

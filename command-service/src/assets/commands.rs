@@ -1,0 +1,322 @@
+//! Creating, changing and deleting one asset: each call is one batch
+//! (`BATCH_STARTED`, the change, `BATCH_COMPLETED`) written in the caller's transaction.
+
+use super::input::{
+    check_code, check_properties, check_tag, check_text, AssetPatch, FieldError, NewAsset,
+};
+use super::store;
+use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
+use crate::store::{append, snapshot, AppendError};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use synapse_shared::domain::{AssetState, Change};
+use synapse_shared::{AggregateType, EventEnvelope, EventType};
+use uuid::Uuid;
+
+/// Why an asset command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AssetError {
+    #[error("the request is invalid")]
+    Invalid(Vec<FieldError>),
+    #[error("asset {0} does not exist")]
+    NotFound(Uuid),
+    #[error("tag `{0}` is already used by another asset")]
+    TagTaken(String),
+    #[error("asset {id} is at version {actual}, not {expected}")]
+    VersionConflict {
+        id: Uuid,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("the asset was changed concurrently")]
+    Concurrent,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AppendError> for AssetError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::VersionConflict { .. } => AssetError::Concurrent,
+            AppendError::Database(error) => AssetError::Database(error),
+        }
+    }
+}
+
+/// What a single change did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CommandOutcome {
+    /// The batch of this change (absent when nothing changed).
+    pub correlation_id: Option<Uuid>,
+    /// The asset after the change; absent after a deletion.
+    pub asset: Option<AssetState>,
+    /// Whether anything changed (a patch that sets what is already there does not).
+    pub changed: bool,
+    /// The events appended, in order.
+    pub events: Vec<EventSummary>,
+}
+
+/// An appended event, as reported to the client.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct EventSummary {
+    pub event_id: Uuid,
+    pub position: i64,
+    pub event_type: EventType,
+}
+
+impl From<&EventEnvelope> for EventSummary {
+    fn from(event: &EventEnvelope) -> Self {
+        Self {
+            event_id: event.event_id,
+            position: event.position,
+            event_type: event.event_type,
+        }
+    }
+}
+
+/// Create an asset.
+pub async fn create(
+    connection: &mut PgConnection,
+    actor: &str,
+    input: NewAsset,
+) -> Result<CommandOutcome, AssetError> {
+    let mut errors = Vec::new();
+    check_tag(&input.tag, &mut errors);
+    let asset_type = check_code("asset_type", &input.asset_type, &mut errors);
+    let discipline = check_code("discipline", &input.discipline, &mut errors);
+    check_text("name", input.name.as_deref(), &mut errors);
+    check_text("area", input.area.as_deref(), &mut errors);
+    check_properties(&input.properties, false, &mut errors);
+    if !errors.is_empty() {
+        return Err(AssetError::Invalid(errors));
+    }
+    let asset = AssetState {
+        id: Uuid::now_v7(),
+        tag: input.tag,
+        asset_type,
+        discipline,
+        name: input.name,
+        area: input.area,
+        properties: input.properties,
+        version: 1,
+    };
+    store::insert(connection, &asset)
+        .await
+        .map_err(|error| tag_taken_or(error, &asset.tag))?;
+    let change = Change {
+        before: None,
+        after: Some(state_json(&asset)),
+    };
+    let events = commit_single_change(
+        connection,
+        actor,
+        EventType::AssetCreated,
+        &asset,
+        0,
+        change,
+    )
+    .await?;
+    Ok(outcome(Some(asset), events))
+}
+
+/// Apply a patch to an asset, refusing a stale `expected_version`.
+pub async fn update(
+    connection: &mut PgConnection,
+    actor: &str,
+    id: Uuid,
+    patch: AssetPatch,
+) -> Result<CommandOutcome, AssetError> {
+    let mut errors = Vec::new();
+    if let Some(tag) = &patch.tag {
+        check_tag(tag, &mut errors);
+    }
+    let asset_type = patch
+        .asset_type
+        .as_deref()
+        .map(|value| check_code("asset_type", value, &mut errors));
+    let discipline = patch
+        .discipline
+        .as_deref()
+        .map(|value| check_code("discipline", value, &mut errors));
+    check_text("name", patch.name.as_deref(), &mut errors);
+    check_text("area", patch.area.as_deref(), &mut errors);
+    if let Some(properties) = &patch.properties {
+        check_properties(properties, true, &mut errors);
+    }
+    if !errors.is_empty() {
+        return Err(AssetError::Invalid(errors));
+    }
+
+    let before = load_checked(connection, id, patch.expected_version).await?;
+    let mut after = before.clone();
+    if let Some(tag) = patch.tag {
+        after.tag = tag;
+    }
+    if let Some(asset_type) = asset_type {
+        after.asset_type = asset_type;
+    }
+    if let Some(discipline) = discipline {
+        after.discipline = discipline;
+    }
+    if let Some(name) = patch.name {
+        after.name = Some(name);
+    }
+    if let Some(area) = patch.area {
+        after.area = Some(area);
+    }
+    for (key, value) in patch.properties.unwrap_or_default() {
+        if value.is_null() {
+            after.properties.remove(&key);
+        } else {
+            after.properties.insert(key, value);
+        }
+    }
+    if after == before {
+        return Ok(CommandOutcome {
+            correlation_id: None,
+            asset: Some(before),
+            changed: false,
+            events: Vec::new(),
+        });
+    }
+    after.version = before.version + 1;
+    store::update(connection, &after)
+        .await
+        .map_err(|error| tag_taken_or(error, &after.tag))?;
+    let change = Change {
+        before: Some(state_json(&before)),
+        after: Some(state_json(&after)),
+    };
+    let events = commit_single_change(
+        connection,
+        actor,
+        EventType::AssetUpdated,
+        &after,
+        before.version,
+        change,
+    )
+    .await?;
+    Ok(outcome(Some(after), events))
+}
+
+/// Delete an asset, refusing a stale `expected_version`.
+pub async fn delete(
+    connection: &mut PgConnection,
+    actor: &str,
+    id: Uuid,
+    expected_version: Option<i64>,
+) -> Result<CommandOutcome, AssetError> {
+    let before = load_checked(connection, id, expected_version).await?;
+    store::delete(connection, id).await?;
+    let change = Change {
+        before: Some(state_json(&before)),
+        after: None,
+    };
+    let mut deleted = before.clone();
+    deleted.version = before.version + 1;
+    let events = commit_single_change(
+        connection,
+        actor,
+        EventType::AssetDeleted,
+        &deleted,
+        before.version,
+        change,
+    )
+    .await?;
+    Ok(outcome(None, events))
+}
+
+async fn load_checked(
+    connection: &mut PgConnection,
+    id: Uuid,
+    expected_version: Option<i64>,
+) -> Result<AssetState, AssetError> {
+    let current = store::load_for_update(connection, id)
+        .await?
+        .ok_or(AssetError::NotFound(id))?;
+    match expected_version {
+        Some(expected) if expected != current.version => Err(AssetError::VersionConflict {
+            id,
+            expected,
+            actual: current.version,
+        }),
+        _ => Ok(current),
+    }
+}
+
+/// Write the batch row, the snapshot and the three events of a single change.
+/// `asset` carries the version after the change; `version_before` the one before.
+async fn commit_single_change(
+    connection: &mut PgConnection,
+    actor: &str,
+    event_type: EventType,
+    asset: &AssetState,
+    version_before: i64,
+    change: Change,
+) -> Result<Vec<EventEnvelope>, AssetError> {
+    let mut batch = Batch::new(BatchKind::SingleChange, actor);
+    batches::open(connection, &batch, None).await?;
+    snapshot::take(
+        connection,
+        batch.correlation_id,
+        AggregateType::Asset,
+        asset.id,
+        change.before.as_ref(),
+        version_before,
+    )
+    .await?;
+    let started = batch.event(
+        EventType::BatchStarted,
+        json!({"kind": batch.kind.as_str(), "asset_id": asset.id}),
+    );
+    let target = ChangeTarget {
+        event_type,
+        aggregate_type: AggregateType::Asset,
+        aggregate_id: asset.id,
+        version: asset.version,
+        discipline: Some(asset.discipline.clone()),
+    };
+    let changed = batch.change(target, change, Some(started.event_id));
+    let completed = batch.event(
+        EventType::BatchCompleted,
+        json!({"kind": batch.kind.as_str(), "changed": 1}),
+    );
+    batches::record(connection, &batch, BatchStatus::Completed).await?;
+    Ok(append(connection, vec![started, changed, completed]).await?)
+}
+
+fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutcome {
+    CommandOutcome {
+        correlation_id: events.first().map(|event| event.correlation_id),
+        asset,
+        changed: true,
+        events: events.iter().map(EventSummary::from).collect(),
+    }
+}
+
+/// The asset as carried in event payloads.
+pub fn state_json(asset: &AssetState) -> Value {
+    json!({
+        "id": asset.id,
+        "tag": asset.tag,
+        "asset_type": asset.asset_type,
+        "discipline": asset.discipline,
+        "name": asset.name,
+        "area": asset.area,
+        "properties": asset.properties,
+        "version": asset.version,
+    })
+}
+
+fn tag_taken_or(error: sqlx::Error, tag: &str) -> AssetError {
+    let taken = error
+        .as_database_error()
+        .and_then(|database_error| database_error.constraint())
+        == Some(store::TAG_CONSTRAINT);
+    if taken {
+        AssetError::TagTaken(tag.to_owned())
+    } else {
+        AssetError::Database(error)
+    }
+}

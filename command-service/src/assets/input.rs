@@ -1,0 +1,182 @@
+//! What a client may send to create or change an asset, and its validation.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Longest tag, name, area or string property accepted; a plant tag is short, a limit
+/// keeps a hostile body from storing megabytes per row.
+const MAX_TEXT: usize = 256;
+const MAX_STRING_PROPERTY: usize = 4096;
+/// Most properties one asset may carry (CFIHOS tag classes carry well under 100).
+const MAX_PROPERTIES: usize = 200;
+
+/// Body of `POST /assets`.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAsset {
+    /// Unique plant tag, e.g. `P-101A`.
+    pub tag: String,
+    /// Asset class, e.g. `ELECTRIC_MOTOR`.
+    pub asset_type: String,
+    /// Owning discipline, e.g. `ELECTRICAL`; stored upper-case.
+    pub discipline: String,
+    pub name: Option<String>,
+    pub area: Option<String>,
+    /// Typed attributes: numbers, strings or booleans.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub properties: Map<String, Value>,
+}
+
+/// Body of `PATCH /assets/{id}`: fields to set; in `properties` a `null` removes a key.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssetPatch {
+    /// The version the client last saw; a different current version is a 409. May also
+    /// be given as an `If-Match` header.
+    pub expected_version: Option<i64>,
+    pub tag: Option<String>,
+    pub asset_type: Option<String>,
+    pub discipline: Option<String>,
+    pub name: Option<String>,
+    pub area: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub properties: Option<Map<String, Value>>,
+}
+
+/// One thing wrong with a request, for the problem's `errors` list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Check a tag: non-empty, short, printable, no whitespace.
+pub fn check_tag(tag: &str, errors: &mut Vec<FieldError>) {
+    if tag.is_empty() {
+        errors.push(FieldError::new("tag", "must not be empty"));
+    } else if tag.len() > MAX_TEXT {
+        errors.push(FieldError::new(
+            "tag",
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
+    } else if tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.push(FieldError::new(
+            "tag",
+            "must not contain whitespace or control characters",
+        ));
+    }
+}
+
+/// Check a code such as a discipline or asset type and return it upper-cased.
+pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {
+    let valid = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        errors.push(FieldError::new(
+            field,
+            "must be 1 to 64 letters, digits, `_` or `-`",
+        ));
+    }
+    value.to_ascii_uppercase()
+}
+
+/// Check an optional free-text field.
+pub fn check_text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
+    if value.is_some_and(|text| text.len() > MAX_TEXT) {
+        errors.push(FieldError::new(
+            field,
+            format!("longer than {MAX_TEXT} bytes"),
+        ));
+    }
+}
+
+/// Check property names and values: scalars only (`null` allowed when `allow_null`,
+/// meaning "remove" in a patch).
+pub fn check_properties(
+    properties: &Map<String, Value>,
+    allow_null: bool,
+    errors: &mut Vec<FieldError>,
+) {
+    if properties.len() > MAX_PROPERTIES {
+        errors.push(FieldError::new(
+            "properties",
+            format!("more than {MAX_PROPERTIES} properties"),
+        ));
+        return;
+    }
+    for (key, value) in properties {
+        let field = format!("properties.{key}");
+        let key_valid = !key.is_empty()
+            && key.len() <= 64
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_valid {
+            errors.push(FieldError::new(
+                field.clone(),
+                "property names are 1 to 64 letters, digits or `_`",
+            ));
+        }
+        match value {
+            Value::Number(_) | Value::Bool(_) => {}
+            Value::String(text) if text.len() <= MAX_STRING_PROPERTY => {}
+            Value::String(_) => errors.push(FieldError::new(
+                field,
+                format!("longer than {MAX_STRING_PROPERTY} bytes"),
+            )),
+            Value::Null if allow_null => {}
+            _ => errors.push(FieldError::new(
+                field,
+                "must be a number, a string or a boolean",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn nested_property_values_are_refused_with_their_path() {
+        let mut errors = Vec::new();
+        let properties = json!({"power_kw": 75, "wiring": {"a": 1}, "tags": [1]});
+        check_properties(properties.as_object().unwrap(), false, &mut errors);
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["properties.tags", "properties.wiring"]);
+    }
+
+    #[test]
+    fn null_removes_a_property_only_in_a_patch() {
+        let properties = json!({"power_kw": null});
+        let mut errors = Vec::new();
+        check_properties(properties.as_object().unwrap(), true, &mut errors);
+        assert!(errors.is_empty());
+        check_properties(properties.as_object().unwrap(), false, &mut errors);
+        assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn codes_are_upper_cased_and_checked() {
+        let mut errors = Vec::new();
+        assert_eq!(
+            check_code("discipline", "electrical", &mut errors),
+            "ELECTRICAL"
+        );
+        assert!(errors.is_empty());
+        check_code("discipline", "elec trical", &mut errors);
+        assert_eq!(errors[0].field, "discipline");
+    }
+}

@@ -1,0 +1,136 @@
+//! `POST /assets`, `PATCH /assets/{id}`, `DELETE /assets/{id}`.
+
+use super::actor::Actor;
+use super::error::ApiError;
+use super::transaction::run_command;
+use super::AppState;
+use crate::assets::{self, AssetPatch, CommandOutcome, NewAsset};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::Value;
+use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery};
+use synapse_shared::Problem;
+use uuid::Uuid;
+
+/// Create an asset (one batch).
+#[utoipa::path(post, path = "/assets", request_body = NewAsset,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
+    responses(
+        (status = 201, description = "created", body = CommandOutcome),
+        (status = 409, description = "tag already used", body = Problem),
+        (status = 422, description = "invalid asset", body = Problem),
+    ))]
+pub async fn create(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<NewAsset>,
+) -> Result<Response, ApiError> {
+    let request = format!(
+        "POST /assets {}",
+        serde_json::to_string(&input).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            let outcome = assets::create(connection, &actor_name, input).await?;
+            Ok((StatusCode::CREATED, to_body(&outcome)?))
+        })
+    })
+    .await
+}
+
+/// Change an asset (one batch). A stale `expected_version` or `If-Match` is a 409.
+#[utoipa::path(patch, path = "/assets/{id}", request_body = AssetPatch,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
+    responses(
+        (status = 200, description = "changed, or nothing to change", body = CommandOutcome),
+        (status = 404, description = "no such asset", body = Problem),
+        (status = 409, description = "stale version", body = Problem),
+        (status = 422, description = "invalid change", body = Problem),
+    ))]
+pub async fn update(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(mut patch): ApiJson<AssetPatch>,
+) -> Result<Response, ApiError> {
+    if let Some(version) = if_match(&headers)? {
+        patch.expected_version = Some(version);
+    }
+    let request = format!(
+        "PATCH /assets/{id} {}",
+        serde_json::to_string(&patch).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            let outcome = assets::update(connection, &actor_name, id, patch).await?;
+            Ok((StatusCode::OK, to_body(&outcome)?))
+        })
+    })
+    .await
+}
+
+/// Query string of `DELETE /assets/{id}`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// The version the client last saw (or send `If-Match`).
+    pub expected_version: Option<i64>,
+}
+
+/// Delete an asset (one batch).
+#[utoipa::path(delete, path = "/assets/{id}",
+    params(("id" = Uuid, Path), DeleteParams, ("If-Match" = Option<String>, Header, description = "expected version")),
+    responses(
+        (status = 200, description = "deleted", body = CommandOutcome),
+        (status = 404, description = "no such asset", body = Problem),
+        (status = 409, description = "stale version", body = Problem),
+    ))]
+pub async fn delete(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
+) -> Result<Response, ApiError> {
+    let expected_version = if_match(&headers)?.or(params.expected_version);
+    let request = format!("DELETE /assets/{id} {expected_version:?}");
+    let actor_name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            let outcome = assets::delete(connection, &actor_name, id, expected_version).await?;
+            Ok((StatusCode::OK, to_body(&outcome)?))
+        })
+    })
+    .await
+}
+
+/// The version in an `If-Match` header (`"3"` or `3`).
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .map(|text| text.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|text| text.parse::<i64>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-if-match",
+                "If-Match must carry the asset version, e.g. \"3\"",
+            )
+            .into()
+        })
+}
+
+fn to_body(outcome: &CommandOutcome) -> Result<Value, ApiError> {
+    serde_json::to_value(outcome).map_err(|error| ApiError::Internal(error.into()))
+}

@@ -1,0 +1,54 @@
+//! The command service's HTTP surface.
+
+pub mod actor;
+pub mod assets;
+pub mod error;
+pub mod health;
+pub mod transaction;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::Router;
+use sqlx::PgPool;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Largest request body accepted: a CSV import of a large plant fits, a runaway upload
+/// does not (it gets a 413 problem).
+pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub nats: async_nats::Client,
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "SYNAPSE command service",
+    description = "Commands: asset changes, CSV import, rules, execution and rollback. Every change is a batch of immutable events."
+))]
+struct ApiDoc;
+
+/// The router with every route and the OpenAPI document at `/openapi.json`.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(assets::create))
+        .routes(routes!(assets::update, assets::delete))
+        .split_for_parts();
+    let openapi_json = openapi.clone();
+    api.route(
+        "/openapi.json",
+        get(move || async move { axum::Json(openapi_json) }),
+    )
+    .route("/healthz", get(health::healthz))
+    .route("/readyz", get(health::readyz))
+    .route("/metrics", get(health::metrics))
+    .fallback(synapse_shared::problem::not_found)
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(TraceLayer::new_for_http())
+    .with_state(state)
+}

@@ -1,0 +1,63 @@
+//! Running a command in one transaction, honouring `Idempotency-Key`.
+
+use super::actor::Actor;
+use super::error::ApiError;
+use crate::idempotency::{self, Claim};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+use std::hash::{Hash, Hasher};
+use synapse_shared::Problem;
+
+/// Run `work` in a transaction. With an `Idempotency-Key`, a replay returns the stored
+/// response and runs nothing; a fresh key stores the response in the same transaction.
+/// `request` identifies the request (method, path, body) so a key reused for a
+/// different request is refused rather than silently answered with another response.
+pub async fn run_command<F>(
+    pool: &PgPool,
+    actor: &Actor,
+    headers: &HeaderMap,
+    request: &str,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(StatusCode, Value), ApiError>>,
+{
+    let key = idempotency::key_of(headers).map_err(|reason| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", reason)
+    })?;
+    let fingerprint = fingerprint(request);
+    let mut transaction = pool.begin().await?;
+    if let Some(key) = &key {
+        if let Claim::Replay(stored) =
+            idempotency::claim(&mut transaction, &actor.0, key, &fingerprint).await?
+        {
+            if stored.request_fingerprint != fingerprint {
+                return Err(Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency-key-reused",
+                    "this Idempotency-Key was used for a different request",
+                )
+                .into());
+            }
+            let status = StatusCode::from_u16(stored.status as u16).unwrap_or(StatusCode::OK);
+            return Ok((status, axum::Json(stored.body)).into_response());
+        }
+    }
+    let (status, body) = work(&mut transaction).await?;
+    if let Some(key) = &key {
+        idempotency::remember(&mut transaction, &actor.0, key, status, &body).await?;
+    }
+    transaction.commit().await?;
+    Ok((status, axum::Json(body)).into_response())
+}
+
+fn fingerprint(request: &str) -> String {
+    // SipHash with fixed keys: stable for a given build, which is all a retry window
+    // needs; the length makes accidental collisions of different bodies even rarer.
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    request.hash(&mut hasher);
+    format!("{:016x}-{}", hasher.finish(), request.len())
+}

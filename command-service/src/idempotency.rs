@@ -1,0 +1,90 @@
+//! `Idempotency-Key`: a retried request returns the first response and appends nothing.
+//!
+//! The key is claimed inside the command's own transaction, before any work: a
+//! concurrent request with the same key blocks on the unique index until the first
+//! commits (then replays its response) or rolls back (then runs itself). The response
+//! is stored in the same transaction as the events, so "applied" and "remembered"
+//! cannot disagree.
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use sqlx::PgConnection;
+
+pub const HEADER: &str = "idempotency-key";
+const MAX_KEY_LENGTH: usize = 200;
+
+/// A stored response, replayed for a retried request.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct StoredResponse {
+    pub request_fingerprint: String,
+    pub status: i16,
+    pub body: Value,
+}
+
+/// The outcome of claiming a key.
+pub enum Claim {
+    /// First use of the key: do the work, then [`remember`] the response.
+    Fresh,
+    /// The key was used before: answer with this.
+    Replay(StoredResponse),
+}
+
+/// The key of a request, if it sent one. Empty or overlong keys are a client error.
+pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
+    let Some(value) = headers.get(HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_LENGTH => Ok(Some(key.to_owned())),
+        _ => Err("Idempotency-Key must be 1 to 200 visible ASCII characters"),
+    }
+}
+
+/// Claim `key` for `actor` in the caller's transaction.
+pub async fn claim(
+    connection: &mut PgConnection,
+    actor: &str,
+    key: &str,
+    fingerprint: &str,
+) -> Result<Claim, sqlx::Error> {
+    let inserted = sqlx::query(
+        "insert into idempotency_keys (actor, key, request_fingerprint, status, body)
+         values ($1, $2, $3, 0, 'null')
+         on conflict (actor, key) do nothing",
+    )
+    .bind(actor)
+    .bind(key)
+    .bind(fingerprint)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Fresh);
+    }
+    let stored: StoredResponse = sqlx::query_as(
+        "select request_fingerprint, status, body from idempotency_keys where actor = $1 and key = $2",
+    )
+    .bind(actor)
+    .bind(key)
+    .fetch_one(connection)
+    .await?;
+    Ok(Claim::Replay(stored))
+}
+
+/// Store the response of a fresh claim, in the same transaction as the work.
+pub async fn remember(
+    connection: &mut PgConnection,
+    actor: &str,
+    key: &str,
+    status: StatusCode,
+    body: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update idempotency_keys set status = $3, body = $4 where actor = $1 and key = $2")
+        .bind(actor)
+        .bind(key)
+        .bind(status.as_u16() as i16)
+        .bind(body)
+        .execute(connection)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! The relay: publishes every committed event, in position order, to JetStream.
+//!
+//! - **One publisher across replicas:** a session-level advisory lock held on a
+//!   dedicated connection ([`leader`]). A paused old leader that wakes up cannot
+//!   corrupt the stream: every publish names the stream sequence it expects to follow
+//!   (`Nats-Expected-Last-Sequence`) and carries `Nats-Msg-Id = event_id`.
+//! - **Nothing lost, nothing duplicated, in order:** the stream itself is the
+//!   checkpoint. On every (re)start the relay reads the stream's last message, takes the
+//!   position from its `Synapse-Position` header and continues after it
+//!   ([`publisher::StreamTail`]). Because each publish expects the previous sequence,
+//!   a failed publish makes all later ones in flight fail too: the stream never holds
+//!   a later event without the earlier ones.
+//! - **NATS down:** commands do not depend on the relay; it retries with capped
+//!   backoff and catches up from the log when NATS returns.
+//! - **Wakes without busy polling:** `LISTEN synapse_workflow_events` (a NOTIFY sent by
+//!   the append trigger at commit), with a slow poll as a safety net since a
+//!   reconnecting listener misses notifications.
+
+pub mod leader;
+pub mod publisher;
+
+use publisher::{Publisher, StreamTail};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use std::time::Duration;
+use synapse_shared::config::NatsArgs;
+use synapse_shared::shutdown::CancellationToken;
+
+/// How many events one publish round reads and pipelines. Large enough to amortise
+/// the round trips, small enough that a round's envelopes stay a few MB.
+const ROUND_SIZE: i64 = 500;
+/// Safety-net poll when no NOTIFY arrives.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often a follower retries to become the leader.
+const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
+/// Cap of the exponential backoff after NATS or Postgres errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Everything the relay needs.
+#[derive(Clone)]
+pub struct Relay {
+    pub pool: PgPool,
+    pub database_url: String,
+    pub nats: NatsArgs,
+    pub client: async_nats::Client,
+}
+
+impl Relay {
+    /// Run until `shutdown`: become leader, then publish. Errors are logged and retried.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            match self.lead(&shutdown).await {
+                Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "relay interrupted; retrying");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(backoff) => {}
+            }
+        }
+        tracing::info!("relay stopped");
+    }
+
+    /// One leadership term: returns when leadership or a connection is lost.
+    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let Some(mut leadership) = leader::try_acquire(&self.database_url).await? else {
+            metrics::gauge!("synapse_relay_leader").set(0.0);
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = tokio::time::sleep(FOLLOWER_RETRY) => {}
+            }
+            return Ok(());
+        };
+        metrics::gauge!("synapse_relay_leader").set(1.0);
+        tracing::info!("relay is the leader");
+        let mut listener = PgListener::connect(&self.database_url).await?;
+        listener.listen(leader::NOTIFY_CHANNEL).await?;
+
+        let publisher = Publisher::connect(&self.client, &self.nats).await?;
+        let mut tail = publisher.tail(&self.pool).await?;
+        tracing::info!(
+            position = tail.position,
+            sequence = tail.sequence,
+            "relay resumes"
+        );
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let events =
+                synapse_shared::event_log::read_after(&self.pool, tail.position, ROUND_SIZE)
+                    .await?;
+            if events.is_empty() {
+                self.record_lag(&tail).await;
+                if !leadership.still_held().await {
+                    anyhow::bail!("lost the leader connection");
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Ok(()),
+                    notification = tokio::time::timeout(IDLE_POLL, listener.recv()) => {
+                        if let Ok(Err(error)) = notification {
+                            tracing::warn!(%error, "relay listener error; polling");
+                        }
+                    }
+                }
+                continue;
+            }
+            tail = publish_round(&publisher, &self.pool, tail, &events).await?;
+        }
+    }
+
+    async fn record_lag(&self, tail: &StreamTail) {
+        if let Ok(head) = synapse_shared::event_log::head(&self.pool).await {
+            metrics::gauge!("synapse_relay_lag_events").set((head - tail.position).max(0) as f64);
+        }
+    }
+}
+
+async fn publish_round(
+    publisher: &Publisher,
+    pool: &PgPool,
+    tail: StreamTail,
+    events: &[synapse_shared::EventEnvelope],
+) -> anyhow::Result<StreamTail> {
+    let outcome = publisher.publish(tail, events).await;
+    let reached = outcome.reached;
+    if reached.position > tail.position {
+        metrics::counter!("synapse_relay_published_total").increment(outcome.published);
+        // Advanced only after the acks: a crash before this line republishes from the
+        // stream's tail, which the stream already holds, so nothing is duplicated.
+        sqlx::query(
+            "insert into relay_checkpoint (relay, position) values ('relay', $1)
+             on conflict (relay) do update set position = excluded.position, updated_at = now()",
+        )
+        .bind(reached.position)
+        .execute(pool)
+        .await?;
+    }
+    match outcome.error {
+        Some(error) => Err(error),
+        None => Ok(reached),
+    }
+}

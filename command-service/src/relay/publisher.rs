@@ -1,0 +1,130 @@
+//! Publishing envelopes to the stream, in order, with fencing.
+
+use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
+use sqlx::PgPool;
+use synapse_shared::config::NatsArgs;
+use synapse_shared::{nats, EventEnvelope, SubjectScheme};
+
+/// Where the stream ends: its last sequence and the log position of that message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTail {
+    pub sequence: u64,
+    pub position: i64,
+}
+
+/// What a publish round achieved.
+pub struct RoundOutcome {
+    /// The tail after the last acknowledged message.
+    pub reached: StreamTail,
+    pub published: u64,
+    pub error: Option<anyhow::Error>,
+}
+
+/// A JetStream publisher bound to the events stream.
+pub struct Publisher {
+    context: jetstream::Context,
+    stream: Stream,
+    subjects: SubjectScheme,
+}
+
+impl Publisher {
+    /// Bind to the stream, creating it if needed.
+    pub async fn connect(client: &async_nats::Client, args: &NatsArgs) -> anyhow::Result<Self> {
+        let context = jetstream::new(client.clone());
+        let stream = nats::ensure_stream(&context, args).await?;
+        Ok(Self {
+            context,
+            stream,
+            subjects: args.subjects(),
+        })
+    }
+
+    /// The stream's tail, read from the stream itself. If the stream has sequences but
+    /// its last message is gone (limits removed it), the relay's own checkpoint row says
+    /// which position that was.
+    pub async fn tail(&self, pool: &PgPool) -> anyhow::Result<StreamTail> {
+        let mut stream = self.stream.clone();
+        let info = stream.info().await?;
+        let sequence = info.state.last_sequence;
+        if sequence == 0 {
+            return Ok(StreamTail {
+                sequence: 0,
+                position: 0,
+            });
+        }
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            if let Some(position) = nats::position_header(Some(&message.headers)) {
+                return Ok(StreamTail { sequence, position });
+            }
+        }
+        let checkpoint: Option<(i64,)> =
+            sqlx::query_as("select position from relay_checkpoint where relay = 'relay'")
+                .fetch_optional(pool)
+                .await?;
+        Ok(StreamTail {
+            sequence,
+            position: checkpoint.map(|(position,)| position).unwrap_or(0),
+        })
+    }
+
+    /// Publish `events` (positions above `tail.position`, in order), pipelined. Each
+    /// message expects the sequence of the one before it, so the stream accepts them
+    /// only in order: if one fails, every later one in flight fails too.
+    pub async fn publish(&self, tail: StreamTail, events: &[EventEnvelope]) -> RoundOutcome {
+        let mut acks = Vec::with_capacity(events.len());
+        let mut error = None;
+        for (offset, event) in events.iter().enumerate() {
+            let payload = match serde_json::to_vec(event) {
+                Ok(payload) => payload,
+                Err(serialize_error) => {
+                    error = Some(serialize_error.into());
+                    break;
+                }
+            };
+            let publish = PublishMessage::build()
+                .payload(payload.into())
+                .headers(nats::headers_for(event))
+                .expected_last_sequence(tail.sequence + offset as u64);
+            match self
+                .context
+                .send_publish(self.subjects.for_event(event), publish)
+                .await
+            {
+                Ok(ack) => acks.push((event.position, ack)),
+                Err(publish_error) => {
+                    error = Some(publish_error.into());
+                    break;
+                }
+            }
+        }
+        // Acks arrive for a prefix of what was sent; the first failed ack ends the
+        // prefix (later ones were fenced by their expected sequence anyway).
+        let send_error = error;
+        let mut ack_error = None;
+        let mut reached = tail;
+        let mut published = 0;
+        for (position, ack) in acks {
+            match ack.await {
+                Ok(ack) if ack_error.is_none() => {
+                    reached = StreamTail {
+                        sequence: reached.sequence.max(ack.sequence),
+                        position,
+                    };
+                    if !ack.duplicate {
+                        published += 1;
+                    }
+                }
+                Ok(_) => {}
+                Err(failure) => {
+                    ack_error.get_or_insert(anyhow::Error::from(failure));
+                }
+            }
+        }
+        let error = ack_error.or(send_error);
+        RoundOutcome {
+            reached,
+            published,
+            error,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Batches: every import, execution, rollback and single change is one, with a
+//! `correlation_id` shared by all its events.
+
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::PgConnection;
+use synapse_shared::domain::Change;
+use synapse_shared::{AggregateType, EventType, NewEvent};
+use uuid::Uuid;
+
+/// What started a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchKind {
+    SingleChange,
+    CsvImport,
+    RuleExecution,
+    Rollback,
+}
+
+impl BatchKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchKind::SingleChange => "single_change",
+            BatchKind::CsvImport => "csv_import",
+            BatchKind::RuleExecution => "rule_execution",
+            BatchKind::Rollback => "rollback",
+        }
+    }
+}
+
+/// Where a batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchStatus {
+    Running,
+    Completed,
+    Failed,
+}
+
+impl BatchStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Running => "running",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Failed => "failed",
+        }
+    }
+}
+
+/// A batch being written: builds its events with the right correlation, actor and
+/// batch-aggregate versions.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub correlation_id: Uuid,
+    pub actor: String,
+    pub kind: BatchKind,
+    /// Version of the batch aggregate after the last event built.
+    version: i64,
+}
+
+impl Batch {
+    /// A new batch with a fresh correlation id.
+    pub fn new(kind: BatchKind, actor: impl Into<String>) -> Self {
+        Self {
+            correlation_id: Uuid::now_v7(),
+            actor: actor.into(),
+            kind,
+            version: 0,
+        }
+    }
+
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// A batch-level event (`BATCH_*`, `RULE_EXECUTION_*`, rule outcomes).
+    pub fn event(&mut self, event_type: EventType, payload: Value) -> NewEvent {
+        self.version += 1;
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type,
+            aggregate_type: AggregateType::Batch,
+            aggregate_id: self.correlation_id,
+            aggregate_version: self.version,
+            correlation_id: self.correlation_id,
+            causation_id: None,
+            rule_id: None,
+            rule_version: None,
+            discipline: None,
+            actor: self.actor.clone(),
+            occurred_at: Utc::now(),
+            payload,
+        }
+    }
+
+    /// A change to an asset, cable or relationship, caused by `causation_id`.
+    pub fn change(
+        &self,
+        target: ChangeTarget,
+        change: Change,
+        causation_id: Option<Uuid>,
+    ) -> NewEvent {
+        NewEvent {
+            event_id: Uuid::now_v7(),
+            event_type: target.event_type,
+            aggregate_type: target.aggregate_type,
+            aggregate_id: target.aggregate_id,
+            aggregate_version: target.version,
+            correlation_id: self.correlation_id,
+            causation_id,
+            rule_id: None,
+            rule_version: None,
+            discipline: target.discipline,
+            actor: self.actor.clone(),
+            occurred_at: Utc::now(),
+            payload: serde_json::json!({"before": change.before, "after": change.after}),
+        }
+    }
+}
+
+/// Which aggregate a change event is about.
+#[derive(Debug, Clone)]
+pub struct ChangeTarget {
+    pub event_type: EventType,
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: Uuid,
+    /// The aggregate's version after the change.
+    pub version: i64,
+    pub discipline: Option<String>,
+}
+
+/// Record a batch as running.
+pub async fn open(
+    connection: &mut PgConnection,
+    batch: &Batch,
+    request: Option<&Value>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into batches (correlation_id, kind, status, actor, request)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(batch.correlation_id)
+    .bind(batch.kind.as_str())
+    .bind(BatchStatus::Running.as_str())
+    .bind(&batch.actor)
+    .bind(request)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Record how a batch ended (or refresh a running batch's heartbeat and version).
+pub async fn record(
+    connection: &mut PgConnection,
+    batch: &Batch,
+    status: BatchStatus,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update batches set status = $2, version = $3, heartbeat_at = now(),
+             finished_at = case when $2 = 'running' then null else now() end
+         where correlation_id = $1",
+    )
+    .bind(batch.correlation_id)
+    .bind(status.as_str())
+    .bind(batch.version)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
