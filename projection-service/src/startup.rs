@@ -1,0 +1,118 @@
+//! Building and running the service: what `main` does, and what the tests do on port 0.
+
+pub use crate::config::Config;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::DEFAULT_PORT;
+use crate::consumer::Consumer;
+use crate::http::{self, HttpState};
+use crate::lag;
+use crate::projectors::{AssetHistoryProjector, Projector};
+use anyhow::Context;
+use async_nats::jetstream;
+use sqlx::PgPool;
+use std::time::Duration;
+use synapse_shared::db;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How long start-up waits for Postgres before giving up: long enough to ride out a
+/// database that starts alongside the service, short enough to fail visibly.
+const DATABASE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// A connected, migrated service with its port bound, ready to run.
+pub struct Application {
+    config: Config,
+    pool: PgPool,
+    nats: async_nats::Client,
+    listener: TcpListener,
+    port: u16,
+}
+
+impl Application {
+    /// Connect to the read database (applying the read-model migrations) and to NATS,
+    /// and bind the HTTP port. The stream need not exist yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records.
+        synapse_shared::telemetry::metrics();
+        let pool = db::connect(
+            config.read_database_url(),
+            config.database.database_max_connections,
+        )
+        .await
+        .context("parsing the read database url")?;
+        db::wait_until_reachable(&pool, DATABASE_PATIENCE)
+            .await
+            .context("connecting to the read database")?;
+        db::migrate_read(&pool)
+            .await
+            .context("applying the read-model migrations")?;
+        let nats = synapse_shared::nats::connect(&config.nats, "projection-service")
+            .await
+            .context("connecting to nats")?;
+        let address = config.listen.or_default_port(DEFAULT_PORT);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+        Ok(Self {
+            config,
+            pool,
+            nats,
+            listener,
+            port,
+        })
+    }
+
+    /// The bound HTTP port (the real one when configured with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serve HTTP and run the projectors until `shutdown` is cancelled; each projector
+    /// finishes the batch it is applying before this returns.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        // A child token lets a failing HTTP server stop the projectors too, without
+        // cancelling the caller's token.
+        let stop = shutdown.child_token();
+        let jetstream = jetstream::new(self.nats.clone());
+        let (progress, progress_seen) = watch::channel::<Option<Checkpoint>>(None);
+        let projector = AssetHistoryProjector;
+        let sampler = tokio::spawn(lag::sample(
+            jetstream.clone(),
+            self.config.nats.nats_stream.clone(),
+            projector.name(),
+            progress_seen,
+            stop.clone(),
+        ));
+        let consumer = Consumer::new(
+            projector,
+            self.pool.clone(),
+            jetstream,
+            self.config.nats.clone(),
+            self.config.projector.clone(),
+            progress,
+        );
+        let consumer = tokio::spawn(consumer.run(stop.clone()));
+        tracing::info!(port = self.port, "projection-service listening");
+
+        let router = http::router(HttpState {
+            pool: self.pool.clone(),
+            nats: self.nats.clone(),
+        });
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        stop.cancel();
+        let consumed = consumer.await;
+        let sampled = sampler.await;
+        served.context("serving http")?;
+        consumed.context("the projector task failed")?;
+        sampled.context("the lag sampler failed")?;
+        Ok(())
+    }
+}

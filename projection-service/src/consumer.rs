@@ -1,0 +1,276 @@
+//! Following the JetStream stream: one ordered consumer per projector.
+//!
+//! The consumer starts right after the projector's checkpoint, takes messages in
+//! batches and hands each batch to [`apply_batch`]. Any failure (Postgres down, a NATS
+//! error from the message stream, the stream ending) drops the consumer; after a capped
+//! exponential back-off a new one starts from the checkpoint stored in Postgres, which
+//! is the only progress that counts.
+
+use crate::apply::{apply_batch, Delivered};
+use crate::backoff::Backoff;
+use crate::checkpoint::{self, Checkpoint};
+use crate::config::ProjectorArgs;
+use crate::lag;
+use crate::projectors::Projector;
+use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedError};
+use async_nats::jetstream::consumer::DeliverPolicy;
+use async_nats::jetstream::{self, stream};
+use futures::StreamExt;
+use sqlx::PgPool;
+use std::time::Duration;
+use synapse_shared::config::NatsArgs;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// First pause after a failure: long enough not to spin, short enough that a blip
+/// costs little.
+const INITIAL_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest pause between attempts while a dependency stays down.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Why the consumer stopped following the stream; every case is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("creating or looking up the stream")]
+    Stream(#[from] jetstream::context::CreateStreamError),
+    #[error("reading the checkpoint")]
+    Checkpoint(#[source] sqlx::Error),
+    #[error("creating the ordered consumer")]
+    Consumer(#[from] jetstream::stream::ConsumerError),
+    #[error("starting the message stream")]
+    Messages(#[from] jetstream::consumer::StreamError),
+    #[error("receiving a message")]
+    Receive(#[from] OrderedError),
+    #[error("reading a message's JetStream metadata")]
+    Metadata(#[source] async_nats::Error),
+    #[error("the message stream ended")]
+    Ended,
+    #[error("applying a batch")]
+    Apply(#[source] sqlx::Error),
+}
+
+/// Runs one projector against the stream until shut down.
+pub struct Consumer<P> {
+    projector: P,
+    pool: PgPool,
+    jetstream: jetstream::Context,
+    nats: NatsArgs,
+    settings: ProjectorArgs,
+    progress: watch::Sender<Option<Checkpoint>>,
+}
+
+impl<P: Projector> Consumer<P> {
+    /// `progress` receives the checkpoint whenever it is read or advanced (for the lag
+    /// gauges).
+    pub fn new(
+        projector: P,
+        pool: PgPool,
+        jetstream: jetstream::Context,
+        nats: NatsArgs,
+        settings: ProjectorArgs,
+        progress: watch::Sender<Option<Checkpoint>>,
+    ) -> Self {
+        Self {
+            projector,
+            pool,
+            jetstream,
+            nats,
+            settings,
+            progress,
+        }
+    }
+
+    /// Follow the stream until `shutdown` is cancelled; the batch being applied at that
+    /// moment is finished first.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let projector = self.projector.name();
+        let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
+        loop {
+            match self.follow(&shutdown, &mut backoff).await {
+                Ok(()) => break,
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    let error = anyhow::Error::from(error);
+                    tracing::error!(
+                        projector,
+                        error = format!("{error:#}"),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "projector stopped following the stream; resuming from its checkpoint"
+                    );
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        tracing::info!(projector, "projector stopped");
+    }
+
+    /// Subscribe from the checkpoint and apply batches until shutdown (`Ok`) or failure.
+    async fn follow(
+        &self,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<(), FollowError> {
+        let mut messages = self.subscribe().await?;
+        while let Some(batch) = next_batch(&mut messages, shutdown, &self.settings).await {
+            if !batch.delivered.is_empty() {
+                let applied = apply_batch(&self.pool, &self.projector, &batch.delivered)
+                    .await
+                    .map_err(FollowError::Apply)?;
+                lag::record_applied(self.projector.name(), &self.nats.nats_stream, &applied);
+                self.progress.send_replace(Some(applied.checkpoint));
+                backoff.reset();
+                tracing::debug!(
+                    projector = self.projector.name(),
+                    applied = applied.applied,
+                    skipped = applied.skipped,
+                    position = applied.checkpoint.position,
+                    "batch applied"
+                );
+            }
+            if let Some(error) = batch.error {
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// A fresh ordered consumer starting right after the stored checkpoint.
+    async fn subscribe(&self) -> Result<Ordered, FollowError> {
+        // Creating the stream here, not only at start-up, lets the projection service
+        // start before the command service (or NATS) and still find its stream.
+        let stream = synapse_shared::nats::ensure_stream(&self.jetstream, &self.nats).await?;
+        let checkpoint = checkpoint::read(&self.pool, self.projector.name())
+            .await
+            .map_err(FollowError::Checkpoint)?
+            .unwrap_or_default();
+        self.progress.send_replace(Some(checkpoint));
+        let deliver_policy = start_after(
+            self.projector.name(),
+            checkpoint,
+            &stream.cached_info().state,
+        );
+        tracing::info!(
+            projector = self.projector.name(),
+            ?deliver_policy,
+            position = checkpoint.position,
+            "following the stream"
+        );
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: self.nats.subjects().all(),
+                deliver_policy,
+                ..Default::default()
+            })
+            .await?;
+        Ok(consumer.messages().await?)
+    }
+}
+
+/// Where a new consumer starts: right after the checkpoint's message.
+fn start_after(projector: &str, checkpoint: Checkpoint, stream: &stream::State) -> DeliverPolicy {
+    let consumed = checkpoint.stream_sequence();
+    if consumed == 0 {
+        return DeliverPolicy::All;
+    }
+    if stream.last_sequence < consumed {
+        // The stream is younger than the checkpoint: it was deleted and recreated (and
+        // refilled by the relay). Replaying it whole is safe because positions already
+        // applied are skipped.
+        tracing::warn!(
+            projector,
+            consumed,
+            last_sequence = stream.last_sequence,
+            "the stream is behind the checkpoint; replaying it from its start"
+        );
+        return DeliverPolicy::All;
+    }
+    if stream.first_sequence > consumed + 1 {
+        tracing::error!(projector, consumed, first_sequence = stream.first_sequence,
+            "messages after the checkpoint are gone from the stream; rebuild this read model from the event log");
+    }
+    DeliverPolicy::ByStartSequence {
+        start_sequence: consumed + 1,
+    }
+}
+
+/// Messages taken from the stream for one transaction, and the error that cut the
+/// batch short, if any (the messages before it are still applied).
+#[derive(Default)]
+struct Batch {
+    delivered: Vec<Delivered>,
+    error: Option<FollowError>,
+}
+
+impl Batch {
+    /// Add what the stream yielded; `false` when the batch must end here.
+    fn take(&mut self, next: Option<Result<jetstream::Message, OrderedError>>) -> bool {
+        // Errors from `messages()` do not end the stream, so each one is matched here
+        // rather than filtered away: the caller recreates the consumer.
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                self.error = Some(FollowError::Receive(error));
+                return false;
+            }
+            None => {
+                self.error = Some(FollowError::Ended);
+                return false;
+            }
+        };
+        let stream_sequence = match message.info() {
+            Ok(info) => info.stream_sequence,
+            Err(error) => {
+                self.error = Some(FollowError::Metadata(error));
+                return false;
+            }
+        };
+        let envelope = match synapse_shared::nats::decode(&message.payload) {
+            Ok(envelope) => Some(envelope),
+            Err(error) => {
+                tracing::error!(stream_sequence, %error, subject = %message.subject,
+                    "passing over a message that is not an event envelope");
+                metrics::counter!("synapse_projector_undecodable_messages_total").increment(1);
+                None
+            }
+        };
+        self.delivered.push(Delivered {
+            stream_sequence,
+            envelope,
+        });
+        true
+    }
+}
+
+/// Wait for the next message, then collect what else arrives within the batch window,
+/// up to the batch size. `None` once shutdown is requested while waiting; a batch
+/// already started is always returned, so shutdown never drops work half-taken.
+async fn next_batch(
+    messages: &mut Ordered,
+    shutdown: &CancellationToken,
+    settings: &ProjectorArgs,
+) -> Option<Batch> {
+    let first = tokio::select! {
+        biased;
+        () = shutdown.cancelled() => return None,
+        next = messages.next() => next,
+    };
+    let mut batch = Batch::default();
+    if !batch.take(first) {
+        return Some(batch);
+    }
+    let deadline = tokio::time::Instant::now() + settings.batch_window();
+    while batch.delivered.len() < settings.batch_size() {
+        match tokio::time::timeout_at(deadline, messages.next()).await {
+            Ok(next) => {
+                if !batch.take(next) {
+                    break;
+                }
+            }
+            Err(_window_closed) => break,
+        }
+    }
+    Some(batch)
+}

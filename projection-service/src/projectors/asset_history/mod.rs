@@ -1,0 +1,178 @@
+//! The asset-history read model: `rm_events` (every event, with the columns the
+//! timeline and histories filter on, and the diff of each change) and `rm_aggregates`
+//! (the current state of every asset, cable and relationship).
+//!
+//! Both tables are written with one statement each per batch (arrays bound as
+//! parameters and `unnest`ed), because a rule run produces tens of thousands of
+//! events per second and a statement per event would not keep up.
+
+mod rows;
+
+pub use rows::{asset_id, change, diff, latest_states, AggregateState};
+
+use super::Projector;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgConnection;
+use synapse_shared::EventEnvelope;
+use uuid::Uuid;
+
+/// Projects every event into `rm_events` and every change into `rm_aggregates`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AssetHistoryProjector;
+
+/// Its checkpoint name.
+pub const NAME: &str = "asset_history";
+
+impl Projector for AssetHistoryProjector {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&EventEnvelope],
+    ) -> Result<(), sqlx::Error> {
+        insert_events(connection, events).await?;
+        upsert_states(connection, &latest_states(events)).await
+    }
+}
+
+/// Append the events to `rm_events`. The checkpoint already keeps repeats out; `on
+/// conflict do nothing` only makes a replay over rows left by an earlier run harmless.
+async fn insert_events(
+    connection: &mut PgConnection,
+    events: &[&EventEnvelope],
+) -> Result<(), sqlx::Error> {
+    let mut columns = EventColumns::with_capacity(events.len());
+    for event in events {
+        columns.push(event);
+    }
+    sqlx::query(
+        "insert into rm_events (
+             position, event_id, event_type, aggregate_type, aggregate_id, asset_id,
+             correlation_id, causation_id, rule_id, rule_version, discipline, actor,
+             occurred_at, payload, diff)
+         select * from unnest(
+             $1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[],
+             $7::uuid[], $8::uuid[], $9::uuid[], $10::integer[], $11::text[], $12::text[],
+             $13::timestamptz[], $14::jsonb[], $15::jsonb[])
+         on conflict do nothing",
+    )
+    .bind(columns.position)
+    .bind(columns.event_id)
+    .bind(columns.event_type)
+    .bind(columns.aggregate_type)
+    .bind(columns.aggregate_id)
+    .bind(columns.asset_id)
+    .bind(columns.correlation_id)
+    .bind(columns.causation_id)
+    .bind(columns.rule_id)
+    .bind(columns.rule_version)
+    .bind(columns.discipline)
+    .bind(columns.actor)
+    .bind(columns.occurred_at)
+    .bind(columns.payload)
+    .bind(columns.diff)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Set the current state of each aggregate, unless the row already reflects a later
+/// event (state never moves backwards, whatever order replicas or replays commit in).
+async fn upsert_states(
+    connection: &mut PgConnection,
+    states: &[AggregateState],
+) -> Result<(), sqlx::Error> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let aggregate_id: Vec<Uuid> = states.iter().map(|row| row.aggregate_id).collect();
+    let aggregate_type: Vec<&str> = states
+        .iter()
+        .map(|row| row.aggregate_type.as_str())
+        .collect();
+    let state: Vec<Option<Value>> = states.iter().map(|row| row.state.clone()).collect();
+    let version: Vec<i64> = states.iter().map(|row| row.version).collect();
+    let last_position: Vec<i64> = states.iter().map(|row| row.last_position).collect();
+    sqlx::query(
+        "insert into rm_aggregates (aggregate_id, aggregate_type, state, version, last_position)
+         select * from unnest($1::uuid[], $2::text[], $3::jsonb[], $4::bigint[], $5::bigint[])
+         on conflict (aggregate_id) do update
+         set aggregate_type = excluded.aggregate_type,
+             state = excluded.state,
+             version = excluded.version,
+             last_position = excluded.last_position
+         where rm_aggregates.last_position < excluded.last_position",
+    )
+    .bind(aggregate_id)
+    .bind(aggregate_type)
+    .bind(state)
+    .bind(version)
+    .bind(last_position)
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The `rm_events` rows of a batch, column by column, as `unnest` wants them.
+#[derive(Default)]
+struct EventColumns<'a> {
+    position: Vec<i64>,
+    event_id: Vec<Uuid>,
+    event_type: Vec<&'static str>,
+    aggregate_type: Vec<&'static str>,
+    aggregate_id: Vec<Uuid>,
+    asset_id: Vec<Option<Uuid>>,
+    correlation_id: Vec<Uuid>,
+    causation_id: Vec<Option<Uuid>>,
+    rule_id: Vec<Option<Uuid>>,
+    rule_version: Vec<Option<i32>>,
+    discipline: Vec<Option<&'a str>>,
+    actor: Vec<&'a str>,
+    occurred_at: Vec<DateTime<Utc>>,
+    payload: Vec<&'a Value>,
+    diff: Vec<Option<Value>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            position: Vec::with_capacity(capacity),
+            event_id: Vec::with_capacity(capacity),
+            event_type: Vec::with_capacity(capacity),
+            aggregate_type: Vec::with_capacity(capacity),
+            aggregate_id: Vec::with_capacity(capacity),
+            asset_id: Vec::with_capacity(capacity),
+            correlation_id: Vec::with_capacity(capacity),
+            causation_id: Vec::with_capacity(capacity),
+            rule_id: Vec::with_capacity(capacity),
+            rule_version: Vec::with_capacity(capacity),
+            discipline: Vec::with_capacity(capacity),
+            actor: Vec::with_capacity(capacity),
+            occurred_at: Vec::with_capacity(capacity),
+            payload: Vec::with_capacity(capacity),
+            diff: Vec::with_capacity(capacity),
+        }
+    }
+
+    fn push(&mut self, event: &'a EventEnvelope) {
+        self.position.push(event.position);
+        self.event_id.push(event.event_id);
+        self.event_type.push(event.event_type.as_str());
+        self.aggregate_type.push(event.aggregate_type.as_str());
+        self.aggregate_id.push(event.aggregate_id);
+        self.asset_id.push(asset_id(event));
+        self.correlation_id.push(event.correlation_id);
+        self.causation_id.push(event.causation_id);
+        self.rule_id.push(event.rule_id);
+        self.rule_version.push(event.rule_version);
+        self.discipline.push(event.discipline.as_deref());
+        self.actor.push(&event.actor);
+        self.occurred_at.push(event.occurred_at);
+        self.payload.push(&event.payload);
+        self.diff.push(change(event).as_ref().and_then(diff));
+    }
+}

@@ -1,0 +1,226 @@
+//! What one event contributes to the asset-history tables, without touching a database.
+
+use serde_json::Value;
+use std::collections::HashMap;
+use synapse_shared::domain::Change;
+use synapse_shared::{AggregateType, EventEnvelope};
+use uuid::Uuid;
+
+/// The asset an event is about: the aggregate itself for asset events, else the
+/// `asset_id` a rule-outcome payload names, else none.
+pub fn asset_id(event: &EventEnvelope) -> Option<Uuid> {
+    if event.aggregate_type == AggregateType::Asset {
+        return Some(event.aggregate_id);
+    }
+    event
+        .payload
+        .get("asset_id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+}
+
+/// The before/after of a change event; `None` for any other event.
+pub fn change(event: &EventEnvelope) -> Option<Change> {
+    if !event.event_type.is_state_change() {
+        return None;
+    }
+    // Read the two sides directly rather than deserialising the whole payload: a change
+    // event may carry more fields than `Change` knows.
+    let side = |name: &str| {
+        event
+            .payload
+            .get(name)
+            .filter(|value| !value.is_null())
+            .cloned()
+    };
+    Some(Change {
+        before: side("before"),
+        after: side("after"),
+    })
+}
+
+/// The RFC 6902 patch of a change event, as stored in `rm_events.diff`.
+pub fn diff(change: &Change) -> Option<Value> {
+    // A patch is a list of plain operations; turning it into JSON cannot fail.
+    serde_json::to_value(change.diff()).ok()
+}
+
+/// The current state of an asset, cable or relationship after an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AggregateState {
+    pub aggregate_id: Uuid,
+    pub aggregate_type: AggregateType,
+    /// `None` once deleted.
+    pub state: Option<Value>,
+    pub version: i64,
+    pub last_position: i64,
+}
+
+/// Whether an aggregate type has a row in `rm_aggregates`.
+fn has_current_state(aggregate_type: AggregateType) -> bool {
+    matches!(
+        aggregate_type,
+        AggregateType::Asset | AggregateType::Cable | AggregateType::Relationship
+    )
+}
+
+/// The newest state of each aggregate the events change. One statement cannot upsert
+/// the same row twice, so a batch that changes an aggregate several times keeps only
+/// its last change (events arrive in position order).
+pub fn latest_states(events: &[&EventEnvelope]) -> Vec<AggregateState> {
+    let mut latest: HashMap<Uuid, AggregateState> = HashMap::new();
+    for event in events {
+        if !has_current_state(event.aggregate_type) {
+            continue;
+        }
+        let Some(change) = change(event) else {
+            continue;
+        };
+        let state = AggregateState {
+            aggregate_id: event.aggregate_id,
+            aggregate_type: event.aggregate_type,
+            state: change.after,
+            version: event.aggregate_version,
+            last_position: event.position,
+        };
+        latest
+            .entry(event.aggregate_id)
+            .and_modify(|current| {
+                if state.last_position > current.last_position {
+                    *current = state.clone();
+                }
+            })
+            .or_insert(state);
+    }
+    let mut states: Vec<_> = latest.into_values().collect();
+    // A stable order keeps concurrent upserts of the same rows from deadlocking.
+    states.sort_by_key(|state| state.aggregate_id);
+    states
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use synapse_shared::EventType;
+
+    fn event(
+        position: i64,
+        event_type: EventType,
+        aggregate_type: AggregateType,
+        aggregate_id: Uuid,
+        payload: Value,
+    ) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::now_v7(),
+            position,
+            event_type,
+            aggregate_type,
+            aggregate_id,
+            aggregate_version: position,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            rule_id: None,
+            rule_version: None,
+            discipline: Some("ELECTRICAL".to_owned()),
+            actor: "tester".to_owned(),
+            occurred_at: Utc::now(),
+            schema_version: 1,
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_rule_outcome_is_about_the_asset_its_payload_names() {
+        let asset = Uuid::now_v7();
+        let outcome = event(
+            1,
+            EventType::RuleSkipped,
+            AggregateType::Batch,
+            Uuid::now_v7(),
+            json!({ "asset_id": asset.to_string(), "reason": "unchanged" }),
+        );
+        let batch_event = event(
+            2,
+            EventType::BatchStarted,
+            AggregateType::Batch,
+            Uuid::now_v7(),
+            json!({}),
+        );
+
+        assert_eq!(asset_id(&outcome), Some(asset));
+        assert_eq!(asset_id(&batch_event), None);
+    }
+
+    #[test]
+    fn an_update_diff_lists_only_the_changed_fields() {
+        let update = event(
+            1,
+            EventType::AssetUpdated,
+            AggregateType::Asset,
+            Uuid::now_v7(),
+            json!({ "before": { "tag": "P-1", "properties": { "power_kw": 50 } },
+                    "after": { "tag": "P-1", "properties": { "power_kw": 75 } } }),
+        );
+
+        let patch = change(&update).as_ref().and_then(diff);
+
+        assert_eq!(
+            patch,
+            Some(json!([{ "op": "replace", "path": "/properties/power_kw", "value": 75 }]))
+        );
+    }
+
+    #[test]
+    fn events_that_are_not_changes_have_no_diff() {
+        let started = event(
+            1,
+            EventType::BatchStarted,
+            AggregateType::Batch,
+            Uuid::now_v7(),
+            json!({}),
+        );
+
+        assert_eq!(change(&started), None);
+    }
+
+    #[test]
+    fn only_the_last_change_of_an_aggregate_in_a_batch_counts() {
+        let pump = Uuid::now_v7();
+        let created = event(
+            1,
+            EventType::AssetCreated,
+            AggregateType::Asset,
+            pump,
+            json!({ "before": null, "after": { "tag": "P-1" } }),
+        );
+        let deleted = event(
+            2,
+            EventType::AssetDeleted,
+            AggregateType::Asset,
+            pump,
+            json!({ "before": { "tag": "P-1" }, "after": null }),
+        );
+        let started = event(
+            3,
+            EventType::BatchStarted,
+            AggregateType::Batch,
+            Uuid::now_v7(),
+            json!({}),
+        );
+
+        let states = latest_states(&[&created, &deleted, &started]);
+
+        assert_eq!(
+            states,
+            [AggregateState {
+                aggregate_id: pump,
+                aggregate_type: AggregateType::Asset,
+                state: None,
+                version: 2,
+                last_position: 2,
+            }]
+        );
+    }
+}

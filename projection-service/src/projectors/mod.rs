@@ -1,0 +1,26 @@
+//! Read models, one module per projector; each owns the SQL of its tables.
+
+pub mod asset_history;
+
+pub use asset_history::AssetHistoryProjector;
+
+use sqlx::PgConnection;
+use std::future::Future;
+use synapse_shared::EventEnvelope;
+
+/// Turns events into read-model rows.
+///
+/// A projector is called inside the transaction that also advances its checkpoint, with
+/// events it has not seen before, in position order. It must not commit.
+pub trait Projector: Send + Sync + 'static {
+    /// The name of its checkpoint row and its metrics label; never change it, or the
+    /// projector starts over from the beginning of the stream.
+    fn name(&self) -> &'static str;
+
+    /// Write what `events` change, using as few statements as the batch allows.
+    fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&EventEnvelope],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+}
