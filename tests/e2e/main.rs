@@ -1,4 +1,7 @@
 //! End-to-end tests: one binary (one link step) with a module per area.
 
+mod commands;
 mod projection;
 mod query;
+mod relay;
+mod relay_outage;

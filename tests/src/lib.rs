@@ -1,7 +1,11 @@
 //! Test harness shared by the end-to-end tests: a fresh Postgres database and a fresh
 //! JetStream stream + subject prefix per test, so tests run in parallel and leave
-//! nothing behind.
+//! nothing behind, and the services started in-process on port 0.
 
+pub mod apps;
+pub mod client;
+pub mod nats_server;
 pub mod resources;
+pub mod stream;
 
 pub use resources::{TestDatabase, TestNats};

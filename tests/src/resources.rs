@@ -50,9 +50,10 @@ impl Drop for TestDatabase {
             if let Ok(runtime) = runtime {
                 runtime.block_on(async move {
                     if let Ok(mut connection) = PgConnection::connect(&admin_database_url()).await {
-                        let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                            .execute(&mut connection)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("drop database if exists {name} with (force)"))
+                                .execute(&mut connection)
+                                .await;
                     }
                 });
             }
@@ -98,7 +99,9 @@ impl Drop for TestNats {
             if let Ok(runtime) = runtime {
                 runtime.block_on(async move {
                     if let Ok(client) = async_nats::connect(&url).await {
-                        let _ = async_nats::jetstream::new(client).delete_stream(&stream).await;
+                        let _ = async_nats::jetstream::new(client)
+                            .delete_stream(&stream)
+                            .await;
                     }
                 });
             }

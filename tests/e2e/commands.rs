@@ -1,0 +1,175 @@
+//! Asset commands: versions, conflicts, bad input and idempotency.
+
+use serde_json::json;
+use sqlx::PgPool;
+use synapse_tests::apps;
+use synapse_tests::client::send;
+use synapse_tests::{TestDatabase, TestNats};
+
+async fn log_count(pool: &PgPool) -> anyhow::Result<i64> {
+    let (count,): (i64,) = sqlx::query_as("select count(*) from workflow_events")
+        .fetch_one(pool)
+        .await?;
+    Ok(count)
+}
+
+fn motor(tag: &str) -> serde_json::Value {
+    json!({"tag": tag, "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+           "properties": {"rated_power_kw": 75}})
+}
+
+#[tokio::test]
+async fn a_stale_expected_version_is_a_409_problem_and_appends_nothing() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = reqwest::Client::new();
+    let pool = PgPool::connect(&database.url).await?;
+    let created = send(
+        &http,
+        reqwest::Method::POST,
+        &command.url("/assets"),
+        Some(&motor("M-1")),
+    )
+    .await?;
+    let id = created.body["asset"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let url = command.url(&format!("/assets/{id}"));
+    send(
+        &http,
+        reqwest::Method::PATCH,
+        &url,
+        Some(&json!({"expected_version": 1, "name": "Feed pump motor"})),
+    )
+    .await?
+    .expect_status(200);
+    let before = log_count(&pool).await?;
+
+    // Act: a client that still believes version 1.
+    let stale = send(
+        &http,
+        reqwest::Method::PATCH,
+        &url,
+        Some(&json!({"expected_version": 1, "name": "x"})),
+    )
+    .await?;
+    let stale_header = http.delete(&url).header("If-Match", "\"1\"").send().await?;
+
+    // Assert
+    assert_eq!(stale.status, 409);
+    assert!(stale.is_problem());
+    assert_eq!(stale.body["type"], "/problems/version-conflict");
+    assert_eq!(stale.body["errors"]["current_version"], 2);
+    assert_eq!(stale_header.status().as_u16(), 409);
+    assert_eq!(log_count(&pool).await?, before);
+    let (name,): (Option<String>,) = sqlx::query_as("select name from assets where tag = 'M-1'")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(name.as_deref(), Some("Feed pump motor"));
+    command.stop().await
+}
+
+#[tokio::test]
+async fn malformed_or_invalid_bodies_get_a_4xx_problem_and_append_nothing() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = reqwest::Client::new();
+    let pool = PgPool::connect(&database.url).await?;
+    let url = command.url("/assets");
+
+    // Act
+    let malformed = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"tag\": \"M-1\", ")
+        .send()
+        .await?;
+    let unknown_field = send(&http, reqwest::Method::POST, &url,
+        Some(&json!({"tag": "M-1", "asset_type": "MOTOR", "discipline": "ELECTRICAL", "colour": "red"}))).await?;
+    let nested = send(&http, reqwest::Method::POST, &url,
+        Some(&json!({"tag": "M-1", "asset_type": "MOTOR", "discipline": "ELECTRICAL", "properties": {"a": {"b": 1}}}))).await?;
+    let bad_id = send(
+        &http,
+        reqwest::Method::PATCH,
+        &command.url("/assets/not-a-uuid"),
+        Some(&json!({})),
+    )
+    .await?;
+    let unknown_id = send(
+        &http,
+        reqwest::Method::DELETE,
+        &command.url(&format!("/assets/{}", uuid::Uuid::new_v4())),
+        None,
+    )
+    .await?;
+    let huge = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 33 * 1024 * 1024])
+        .send()
+        .await?;
+
+    // Assert
+    assert_eq!(malformed.status().as_u16(), 400);
+    assert_eq!(
+        malformed
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    assert_eq!(unknown_field.status, 422);
+    assert!(unknown_field.is_problem());
+    assert_eq!(nested.status, 422);
+    assert_eq!(nested.body["errors"][0]["field"], "properties.a");
+    assert_eq!(bad_id.status, 400);
+    assert!(bad_id.is_problem());
+    assert_eq!(unknown_id.status, 404);
+    assert_eq!(unknown_id.body["type"], "/problems/asset-not-found");
+    assert_eq!(huge.status().as_u16(), 413);
+    assert_eq!(log_count(&pool).await?, 0);
+    let (assets,): (i64,) = sqlx::query_as("select count(*) from assets")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(assets, 0);
+    command.stop().await
+}
+
+#[tokio::test]
+async fn a_retried_request_with_the_same_idempotency_key_returns_the_first_result_and_appends_once(
+) -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = reqwest::Client::new();
+    let pool = PgPool::connect(&database.url).await?;
+    let post = |body: serde_json::Value| {
+        http.post(command.url("/assets"))
+            .header("Idempotency-Key", "import-42")
+            .json(&body)
+            .send()
+    };
+
+    // Act: the same request three times, two of them concurrently.
+    let (first, second) = tokio::join!(post(motor("M-7")), post(motor("M-7")));
+    let third = post(motor("M-7")).await?;
+    let different = post(motor("M-8")).await?;
+
+    // Assert
+    let first: serde_json::Value = first?.json().await?;
+    let second: serde_json::Value = second?.json().await?;
+    let third_status = third.status().as_u16();
+    let third: serde_json::Value = third.json().await?;
+    assert_eq!(third_status, 201);
+    assert_eq!(first, second);
+    assert_eq!(first, third);
+    assert_eq!(different.status().as_u16(), 422);
+    assert_eq!(log_count(&pool).await?, 3);
+    command.stop().await
+}
