@@ -1,0 +1,154 @@
+//! Configuration and assembly of the service: what `main` and the tests both build.
+
+use crate::http;
+use crate::live::hub::Hub;
+use crate::live::{consumer, LiveLimits};
+use crate::state::AppState;
+use anyhow::Context;
+use std::time::Duration;
+use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs, ReadDatabaseArgs};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Default port of the query service (SPEC §10).
+pub const DEFAULT_PORT: u16 = 8082;
+
+/// How long shutdown waits for WebSocket sessions to send their close frames: each
+/// write is already bounded, this only caps the total.
+const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything the query service reads from the environment (or the command line).
+#[derive(Debug, Clone, clap::Parser)]
+#[command(
+    name = "query-service",
+    about = "SYNAPSE read side: timeline, histories, asset states and the live feed"
+)]
+pub struct Config {
+    /// Used only as the fallback of `READ_DATABASE_URL`: the query service reads read
+    /// models, never command-side tables.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub read_database: ReadDatabaseArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    #[command(flatten)]
+    pub live: LiveLimits,
+}
+
+impl Config {
+    /// The read-model database: `READ_DATABASE_URL`, else `DATABASE_URL`.
+    pub fn read_database_url(&self) -> &str {
+        self.read_database
+            .read_database_url
+            .as_deref()
+            .unwrap_or(&self.database.database_url)
+    }
+}
+
+/// A built service: connected, migrated and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    port: u16,
+    state: AppState,
+    jetstream: async_nats::jetstream::Context,
+    nats: NatsArgs,
+}
+
+impl Application {
+    /// Connect to the read database (applying the read-model migrations, which is
+    /// idempotent) and to NATS, and bind the listening socket.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // Install the recorder before anything records (the WS client gauge).
+        let _ = synapse_shared::telemetry::metrics();
+        let pool = synapse_shared::db::connect(
+            config.read_database_url(),
+            config.database.database_max_connections,
+        )
+        .await
+        .context("configuring the read database pool")?;
+        synapse_shared::db::migrate_read(&pool)
+            .await
+            .context("applying the read-model migrations")?;
+        let client = synapse_shared::nats::connect(&config.nats, "query-service")
+            .await
+            .context("connecting to NATS")?;
+        let jetstream = async_nats::jetstream::new(client.clone());
+        let address = config.listen.or_default_port(DEFAULT_PORT);
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("binding {address}"))?;
+        let port = listener
+            .local_addr()
+            .context("reading the bound address")?
+            .port();
+        let state = AppState {
+            pool,
+            nats: client,
+            hub: Hub::new(&config.live),
+            live_limits: config.live,
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+        };
+        Ok(Application {
+            listener,
+            port,
+            state,
+            jetstream,
+            nats: config.nats,
+        })
+    }
+
+    /// The port the service listens on (useful with port 0).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serve until `shutdown` is cancelled: then stop accepting, close every WebSocket
+    /// (axum's graceful shutdown does not wait for them) and stop following NATS.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            jetstream,
+            nats,
+            ..
+        } = self;
+        let stop = state.shutdown.clone();
+        let hub_follower = tokio::spawn(consumer::run(
+            state.hub.clone(),
+            jetstream,
+            nats,
+            stop.clone(),
+        ));
+        let relay_signal = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                shutdown.cancelled().await;
+                stop.cancel();
+            })
+        };
+        let sessions = state.sessions.clone();
+        let served = axum::serve(listener, http::router(state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await
+            .context("serving HTTP");
+        // However serving ended, end everything else too.
+        stop.cancel();
+        relay_signal.abort();
+        sessions.close();
+        if tokio::time::timeout(SESSION_DRAIN_TIMEOUT, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some WebSocket sessions did not close in time");
+        }
+        if let Err(error) = hub_follower.await {
+            tracing::error!(%error, "live hub follower panicked");
+        }
+        served
+    }
+}

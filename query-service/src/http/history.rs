@@ -1,0 +1,99 @@
+//! `GET /events/assets/{id}/history`: every change to one asset, with diffs.
+
+use crate::http::error::ApiError;
+use crate::http::pagination::PageRequest;
+use crate::read::events::{self, AssetMatch, EventFilter, TimelineEntry};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use synapse_shared::problem::{ApiPath, ApiQuery};
+use synapse_shared::Problem;
+use uuid::Uuid;
+
+/// Pagination of a history; nothing else is accepted.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryParams {
+    /// Return events after this position (the previous page's `next_after`).
+    pub after: Option<i64>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u32>,
+}
+
+/// One event of an asset's history: the timeline entry plus the states around it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub entry: TimelineEntry,
+    /// State before the change (absent for creations and non-change events).
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<Value>,
+    /// State after the change (absent for deletions and non-change events).
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<Value>,
+}
+
+impl From<TimelineEntry> for HistoryEntry {
+    fn from(entry: TimelineEntry) -> Self {
+        let side = |name: &str| entry.payload.get(name).filter(|v| !v.is_null()).cloned();
+        let before = side("before");
+        let after = side("after");
+        Self {
+            entry,
+            before,
+            after,
+        }
+    }
+}
+
+/// A page of an asset's history.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct HistoryPage {
+    /// Events in ascending position.
+    pub events: Vec<HistoryEntry>,
+    /// Pass as `after` for the next page; null on the last page.
+    pub next_after: Option<i64>,
+}
+
+/// Every event about the asset or concerning it, ascending, with diffs.
+#[utoipa::path(
+    get,
+    path = "/events/assets/{id}/history",
+    tag = "events",
+    params(("id" = Uuid, Path, description = "Asset id"), HistoryParams),
+    responses(
+        (status = 200, description = "A page of the asset's history", body = HistoryPage),
+        (status = 400, description = "Bad id or parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No event concerns this asset", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    ApiPath(asset_id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<HistoryParams>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let page = PageRequest::new(params.after, params.limit)?;
+    let filter = EventFilter {
+        asset: Some(AssetMatch::ConcernsOrIs(asset_id)),
+        ..EventFilter::everything()
+    };
+    let rows = events::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;
+    // An empty page past the end of a known history is fine; an asset nothing ever
+    // happened to is not found.
+    if rows.is_empty() && !events::asset_has_events(&state.pool, asset_id).await? {
+        return Err(
+            Problem::new(StatusCode::NOT_FOUND, "asset-not-found", "no such asset")
+                .with_detail(format!("no event concerns asset {asset_id}"))
+                .into(),
+        );
+    }
+    let (rows, next_after) = page.finish(rows, |entry| entry.position);
+    Ok(Json(HistoryPage {
+        events: rows.into_iter().map(HistoryEntry::from).collect(),
+        next_after,
+    }))
+}

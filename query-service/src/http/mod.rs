@@ -1,0 +1,57 @@
+//! The HTTP API: routes, their OpenAPI document and the error format.
+
+pub mod assets;
+pub mod error;
+pub mod health;
+pub mod history;
+pub mod pagination;
+pub mod timeline;
+
+use crate::live::socket;
+use crate::state::AppState;
+use axum::routing::get;
+use axum::{Json, Router};
+use std::sync::Arc;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Top-level facts of the OpenAPI document; paths come from the handlers.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SYNAPSE query service",
+        description = "Read side of SYNAPSE: the event timeline, asset histories and \
+                       states, and a live WebSocket feed at `/ws`."
+    ),
+    tags(
+        (name = "events", description = "The timeline and asset histories"),
+        (name = "assets", description = "Asset state, current or as of a time"),
+        (name = "operations", description = "Health, readiness and metrics"),
+    )
+)]
+struct ApiDoc;
+
+/// Every route of the service, with its state.
+pub fn router(state: AppState) -> Router {
+    let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(timeline::timeline))
+        .routes(routes!(history::history))
+        .routes(routes!(assets::asset))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .split_for_parts();
+    let api = Arc::new(api);
+    router
+        .route(
+            "/openapi.json",
+            get(move || async move { Json(api.as_ref().clone()) }),
+        )
+        .route("/ws", get(socket::upgrade))
+        .fallback(synapse_shared::problem::not_found)
+        .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

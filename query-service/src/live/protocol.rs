@@ -1,0 +1,231 @@
+//! The WebSocket wire format (SPEC §9).
+//!
+//! Client → server: `{"type":"subscribe","filters":{...},"after":<position>}`.
+//! Server → client: `SUBSCRIBED`, then events as
+//! `{"type":<kind>,"position":n,"event":<EventEnvelope>}`, plus `LAGGED` and
+//! `ERROR_PROTOCOL`.
+
+use crate::read::events::{AssetMatch, EventFilter};
+use serde::{Deserialize, Serialize};
+use synapse_shared::{EventEnvelope, EventType};
+use uuid::Uuid;
+
+/// The protocol message kind of an event: per batch a client sees
+/// `STARTED → RULE_START → ACTION (per asset) → PROGRESS → RULE_COMPLETE → COMPLETED`,
+/// plus `ERROR` and `ROLLED_BACK`. Every other event is an `ACTION`.
+pub fn message_kind(event_type: EventType) -> &'static str {
+    use EventType::*;
+    match event_type {
+        BatchStarted => "STARTED",
+        RuleExecutionStarted => "RULE_START",
+        BatchProgress => "PROGRESS",
+        RuleExecutionCompleted => "RULE_COMPLETE",
+        BatchCompleted => "COMPLETED",
+        RuleError | BatchFailed => "ERROR",
+        BatchRolledBack => "ROLLED_BACK",
+        AssetCreated | AssetUpdated | AssetDeleted | CableCreated | CableUpdated | CableDeleted
+        | RelationshipCreated | RelationshipDeleted | RuleDefined | RuleExecuted | RuleSkipped
+        | FindingRaised | CsvImported | Rollback => "ACTION",
+    }
+}
+
+/// What a client may send.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// Start (or replace) the session's subscription.
+    #[serde(rename = "subscribe")]
+    Subscribe {
+        #[serde(default)]
+        filters: Filters,
+        /// Resume: everything after this position, then live events.
+        after: Option<i64>,
+    },
+}
+
+/// A subscription's filters; all optional, combined with `and`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filters {
+    pub correlation_id: Option<Uuid>,
+    /// The event's aggregate or the asset its payload names (`payload.asset_id`).
+    pub asset_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
+    pub discipline: Option<String>,
+}
+
+impl Filters {
+    /// Whether a live event matches, on envelope fields only.
+    pub fn matches(&self, event: &EventEnvelope) -> bool {
+        let asset_matches = |asset: Uuid| {
+            event.aggregate_id == asset
+                || event
+                    .payload
+                    .get("asset_id")
+                    .and_then(|value| value.as_str())
+                    .and_then(|value| value.parse::<Uuid>().ok())
+                    == Some(asset)
+        };
+        self.correlation_id
+            .is_none_or(|id| event.correlation_id == id)
+            && self.rule_id.is_none_or(|id| event.rule_id == Some(id))
+            && self
+                .discipline
+                .as_deref()
+                .is_none_or(|discipline| event.discipline.as_deref() == Some(discipline))
+            && self.asset_id.is_none_or(asset_matches)
+    }
+
+    /// The same filters as a read-model query, for replaying what a client missed.
+    pub fn to_event_filter(&self) -> EventFilter {
+        EventFilter {
+            asset: self.asset_id.map(AssetMatch::Envelope),
+            correlation_id: self.correlation_id,
+            rule_id: self.rule_id,
+            discipline: self.discipline.clone(),
+            ..EventFilter::everything()
+        }
+    }
+}
+
+/// One event as sent to clients.
+#[derive(Debug, Serialize)]
+pub struct EventMessage<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub position: i64,
+    pub event: &'a EventEnvelope,
+}
+
+impl<'a> EventMessage<'a> {
+    pub fn new(event: &'a EventEnvelope) -> Self {
+        Self {
+            kind: message_kind(event.event_type),
+            position: event.position,
+            event,
+        }
+    }
+}
+
+/// Control messages from server to client.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum ControlMessage {
+    /// The subscription is registered: every event published from now on that matches
+    /// will be delivered (and with `after`, everything since that position first).
+    #[serde(rename = "SUBSCRIBED")]
+    Subscribed { after: Option<i64> },
+    /// The client fell too far behind and is being disconnected; subscribing again
+    /// with `after = resume_after` continues without a gap.
+    #[serde(rename = "LAGGED")]
+    Lagged { resume_after: i64 },
+    /// The client sent something that is not a valid message; the session goes on.
+    #[serde(rename = "ERROR_PROTOCOL")]
+    ProtocolError { detail: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use serde_json::json;
+    use synapse_shared::AggregateType;
+
+    fn event(event_type: EventType) -> EventEnvelope {
+        EventEnvelope {
+            event_id: Uuid::now_v7(),
+            position: 7,
+            event_type,
+            aggregate_type: AggregateType::Batch,
+            aggregate_id: Uuid::now_v7(),
+            aggregate_version: 1,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            rule_id: None,
+            rule_version: None,
+            discipline: Some("ELECTRICAL".to_owned()),
+            actor: "tester".to_owned(),
+            occurred_at: Utc::now(),
+            schema_version: 1,
+            payload: json!({}),
+        }
+    }
+
+    #[test]
+    fn every_event_type_maps_to_its_protocol_message_kind() {
+        use EventType::*;
+        let expected = [
+            (BatchStarted, "STARTED"),
+            (RuleExecutionStarted, "RULE_START"),
+            (BatchProgress, "PROGRESS"),
+            (RuleExecutionCompleted, "RULE_COMPLETE"),
+            (BatchCompleted, "COMPLETED"),
+            (RuleError, "ERROR"),
+            (BatchFailed, "ERROR"),
+            (BatchRolledBack, "ROLLED_BACK"),
+        ];
+        for event_type in EventType::ALL {
+            let want = expected
+                .iter()
+                .find(|(t, _)| t == event_type)
+                .map_or("ACTION", |(_, kind)| *kind);
+            assert_eq!(message_kind(*event_type), want, "{event_type}");
+        }
+    }
+
+    #[test]
+    fn a_subscribe_message_parses_and_unknown_fields_are_refused() {
+        let message: ClientMessage = serde_json::from_value(json!({
+            "type": "subscribe", "filters": {"discipline": "ELECTRICAL"}, "after": 12
+        }))
+        .unwrap();
+        assert_eq!(
+            message,
+            ClientMessage::Subscribe {
+                filters: Filters {
+                    discipline: Some("ELECTRICAL".to_owned()),
+                    ..Filters::default()
+                },
+                after: Some(12)
+            }
+        );
+        let unknown_top = json!({"type": "subscribe", "filter": {}});
+        assert!(serde_json::from_value::<ClientMessage>(unknown_top).is_err());
+        let unknown_filter = json!({"type": "subscribe", "filters": {"tag": "P-1"}});
+        assert!(serde_json::from_value::<ClientMessage>(unknown_filter).is_err());
+        let unknown_type = json!({"type": "unsubscribe"});
+        assert!(serde_json::from_value::<ClientMessage>(unknown_type).is_err());
+    }
+
+    #[test]
+    fn an_asset_filter_matches_the_aggregate_or_the_payloads_asset() {
+        let asset = Uuid::now_v7();
+        let filters = Filters {
+            asset_id: Some(asset),
+            ..Filters::default()
+        };
+        let mut about_the_asset = event(EventType::AssetUpdated);
+        about_the_asset.aggregate_id = asset;
+        let mut rule_outcome = event(EventType::RuleExecuted);
+        rule_outcome.payload = json!({"asset_id": asset.to_string()});
+        assert!(filters.matches(&about_the_asset));
+        assert!(filters.matches(&rule_outcome));
+        assert!(!filters.matches(&event(EventType::RuleExecuted)));
+    }
+
+    #[test]
+    fn filters_combine_with_and() {
+        let started = event(EventType::BatchStarted);
+        let same_batch_other_discipline = Filters {
+            correlation_id: Some(started.correlation_id),
+            discipline: Some("PROCESS".to_owned()),
+            ..Filters::default()
+        };
+        assert!(!same_batch_other_discipline.matches(&started));
+        let same_batch = Filters {
+            correlation_id: Some(started.correlation_id),
+            ..Filters::default()
+        };
+        assert!(same_batch.matches(&started));
+    }
+}

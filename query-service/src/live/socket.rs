@@ -1,0 +1,184 @@
+//! `WS /ws`: one WebSocket session.
+//!
+//! A session is three parts: this reader (client messages, idle timeout), a writer task
+//! that owns the socket's sending half and its bounded queue, and at most one
+//! [`subscription`](super::subscription) task feeding that queue. A client that does
+//! not read only fills its own queue and lags its own broadcast receiver: nobody else
+//! waits for it.
+
+use super::protocol::{ClientMessage, ControlMessage};
+use super::subscription::{self, encode_control, Outbound};
+use crate::state::AppState;
+use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use futures::stream::SplitSink;
+use futures::{SinkExt, StreamExt};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Largest client message: a subscribe request is well under 1 KiB; anything bigger is
+/// refused by the WebSocket layer before we buffer it.
+const MAX_CLIENT_MESSAGE: usize = 16 * 1024;
+/// How often the server pings: keeps idle proxies from dropping the connection and
+/// makes the client answer, which the idle timeout below relies on.
+const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// A client silent (not even a pong) for this long is gone: three missed pings.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A write the peer does not accept within this time means it stopped reading for
+/// good; its connection is dropped so it holds no resources.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Upgrade to a WebSocket session.
+pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let sessions = state.sessions.clone();
+    upgrade
+        .max_message_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| sessions.track_future(session(socket, state)))
+}
+
+/// Counts connected clients in the `synapse_ws_clients` gauge for as long as it lives.
+struct ClientGauge;
+
+impl ClientGauge {
+    fn connect() -> Self {
+        metrics::gauge!("synapse_ws_clients").increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("synapse_ws_clients").decrement(1.0);
+    }
+}
+
+async fn session(socket: WebSocket, state: AppState) {
+    let _gauge = ClientGauge::connect();
+    let (sink, mut incoming) = socket.split();
+    let (outbound, queue) = mpsc::channel(state.live_limits.client_queue.max(1));
+    // Ends the session: cancelled by shutdown, by the writer when the socket fails, or
+    // here when the client leaves.
+    let session_end = state.shutdown.child_token();
+    let writer = tokio::spawn(write(
+        sink,
+        queue,
+        session_end.clone(),
+        state.shutdown.clone(),
+    ));
+    let mut current: Option<JoinHandle<()>> = None;
+    loop {
+        let received = tokio::select! {
+            () = session_end.cancelled() => break,
+            received = tokio::time::timeout(IDLE_TIMEOUT, incoming.next()) => received,
+        };
+        let message = match received {
+            Ok(Some(Ok(message))) => message,
+            Ok(Some(Err(error))) => {
+                tracing::debug!(%error, "live feed: client socket failed");
+                break;
+            }
+            Ok(None) => break,
+            Err(_) => {
+                tracing::info!("live feed: client idle too long; closing");
+                break;
+            }
+        };
+        let reply = match message {
+            Message::Text(text) => match serde_json::from_str::<ClientMessage>(text.as_str()) {
+                Ok(ClientMessage::Subscribe {
+                    after: Some(after), ..
+                }) if after < 0 => Some(ControlMessage::ProtocolError {
+                    detail: "`after` must be a position, 0 or more".to_owned(),
+                }),
+                Ok(ClientMessage::Subscribe { filters, after }) => {
+                    // A new subscription replaces the previous one.
+                    if let Some(previous) = current.take() {
+                        previous.abort();
+                    }
+                    current = Some(tokio::spawn(subscription::run(
+                        state.hub.clone(),
+                        state.pool.clone(),
+                        filters,
+                        after,
+                        outbound.clone(),
+                    )));
+                    None
+                }
+                Err(error) => Some(ControlMessage::ProtocolError {
+                    detail: error.to_string(),
+                }),
+            },
+            Message::Binary(_) => Some(ControlMessage::ProtocolError {
+                detail: "binary messages are not supported; send JSON text".to_owned(),
+            }),
+            Message::Close(_) => break,
+            // Pings are answered by the WebSocket layer; pongs only prove liveness.
+            Message::Ping(_) | Message::Pong(_) => None,
+        };
+        if let Some(frame) = reply.as_ref().and_then(encode_control) {
+            tokio::select! {
+                () = session_end.cancelled() => break,
+                _ = outbound.send(Outbound::Frame(frame)) => {}
+            }
+        }
+    }
+    session_end.cancel();
+    if let Some(current) = current {
+        current.abort();
+    }
+    drop(outbound);
+    let _ = writer.await;
+}
+
+/// Owns the sending half: sends queued frames and pings, and the close frame at the end.
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    session_end: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    loop {
+        let (message, last) = tokio::select! {
+            biased;
+            () = session_end.cancelled() => {
+                if !shutdown.is_cancelled() {
+                    break;
+                }
+                (close(close_code::AWAY, "server shutting down"), true)
+            }
+            next = queue.recv() => match next {
+                Some(Outbound::Frame(frame)) => (Message::Text(frame), false),
+                Some(Outbound::Close { code, reason }) => (close(code, reason), true),
+                None => break,
+            },
+            _ = ping.tick() => (Message::Ping(bytes::Bytes::new()), false),
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "live feed: cannot write to the client");
+                break;
+            }
+            Err(_) => {
+                tracing::info!("live feed: client stopped reading; dropping it");
+                break;
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    session_end.cancel();
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: Utf8Bytes::from_static(reason),
+    }))
+}

@@ -1,0 +1,231 @@
+//! `rm_events`: one row per event, with the columns readers filter on.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use synapse_shared::event::{UnknownName, SCHEMA_VERSION};
+use synapse_shared::EventEnvelope;
+use uuid::Uuid;
+
+/// The columns every event query selects, in [`TimelineEntry`] order.
+const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, asset_id, \
+     correlation_id, causation_id, rule_id, rule_version, discipline, actor, occurred_at, \
+     payload, diff, rolled_back, rolled_back_by";
+
+/// One event as the timeline and histories show it: the envelope's fields, the asset it
+/// concerns, its diff and whether a rollback undid it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    /// Global order in the event log; the keyset of pagination.
+    pub position: i64,
+    pub event_id: Uuid,
+    /// Wire name, e.g. `ASSET_UPDATED`.
+    pub event_type: String,
+    /// `asset`, `cable`, `relationship`, `rule` or `batch`.
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    /// The asset this event concerns (the aggregate itself for asset events, the target
+    /// asset for rule outcomes).
+    pub asset_id: Option<Uuid>,
+    /// The batch the event belongs to.
+    pub correlation_id: Uuid,
+    pub causation_id: Option<Uuid>,
+    pub rule_id: Option<Uuid>,
+    pub rule_version: Option<i32>,
+    pub discipline: Option<String>,
+    /// Who caused the event.
+    pub actor: String,
+    pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// RFC 6902 patch from `before` to `after`, for change events.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub diff: Option<Value>,
+    /// Whether a rollback has undone this event (history itself is never rewritten).
+    pub rolled_back: bool,
+    /// The correlation id of the rollback batch that undid it.
+    pub rolled_back_by: Option<Uuid>,
+}
+
+impl TimelineEntry {
+    /// The envelope a live-feed client receives for this row, so replayed and live
+    /// events look alike.
+    ///
+    /// `rm_events` stores neither `aggregate_version` nor `schema_version` (see the
+    /// crate's report on the read schema); until it does, the version is taken from the
+    /// state the change event carries (`after.version`, else `before.version`) and is 0
+    /// for events without one, and the schema version is the current one.
+    pub fn to_envelope(&self) -> Result<EventEnvelope, UnknownName> {
+        let version_of = |side: &str| self.payload.get(side)?.get("version")?.as_i64();
+        Ok(EventEnvelope {
+            event_id: self.event_id,
+            position: self.position,
+            event_type: self.event_type.parse()?,
+            aggregate_type: self.aggregate_type.parse()?,
+            aggregate_id: self.aggregate_id,
+            aggregate_version: version_of("after")
+                .or_else(|| version_of("before"))
+                .unwrap_or(0),
+            correlation_id: self.correlation_id,
+            causation_id: self.causation_id,
+            rule_id: self.rule_id,
+            rule_version: self.rule_version,
+            discipline: self.discipline.clone(),
+            actor: self.actor.clone(),
+            occurred_at: self.occurred_at,
+            schema_version: SCHEMA_VERSION,
+            payload: self.payload.clone(),
+        })
+    }
+}
+
+/// How an asset filter matches an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssetMatch {
+    /// `asset_id` column equals the asset (timeline `asset_id` filter).
+    Concerns(Uuid),
+    /// The asset is the event's `asset_id` or its aggregate (asset history).
+    ConcernsOrIs(Uuid),
+    /// The asset is the aggregate or the payload's `asset_id`: exactly what a live
+    /// subscription matches on the envelope, so a replay and the live feed agree.
+    Envelope(Uuid),
+}
+
+/// Conditions on `rm_events`; every field is optional and they combine with `and`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFilter {
+    pub asset: Option<AssetMatch>,
+    pub aggregate_id: Option<Uuid>,
+    pub correlation_id: Option<Uuid>,
+    /// Wire names of the event types to keep; empty keeps every type.
+    pub event_types: Vec<String>,
+    pub rule_id: Option<Uuid>,
+    pub discipline: Option<String>,
+    pub actor: Option<String>,
+    /// Inclusive lower bound of `occurred_at`.
+    pub from: Option<DateTime<Utc>>,
+    /// Inclusive upper bound of `occurred_at`.
+    pub to: Option<DateTime<Utc>>,
+    /// Keep events a rollback has undone.
+    pub include_rolled_back: bool,
+}
+
+impl EventFilter {
+    /// A filter that keeps everything (rolled-back events included).
+    pub fn everything() -> Self {
+        Self {
+            include_rolled_back: true,
+            ..Self::default()
+        }
+    }
+
+    fn push_conditions(&self, query: &mut QueryBuilder<'_, Postgres>) {
+        match self.asset {
+            Some(AssetMatch::Concerns(asset)) => {
+                query.push(" and asset_id = ").push_bind(asset);
+            }
+            Some(AssetMatch::ConcernsOrIs(asset)) => {
+                query
+                    .push(" and (asset_id = ")
+                    .push_bind(asset)
+                    .push(" or aggregate_id = ")
+                    .push_bind(asset)
+                    .push(")");
+            }
+            Some(AssetMatch::Envelope(asset)) => {
+                query
+                    .push(" and (aggregate_id = ")
+                    .push_bind(asset)
+                    .push(" or payload->>'asset_id' = ")
+                    .push_bind(asset.to_string())
+                    .push(")");
+            }
+            None => {}
+        }
+        if let Some(aggregate_id) = self.aggregate_id {
+            query.push(" and aggregate_id = ").push_bind(aggregate_id);
+        }
+        if let Some(correlation_id) = self.correlation_id {
+            query
+                .push(" and correlation_id = ")
+                .push_bind(correlation_id);
+        }
+        if !self.event_types.is_empty() {
+            query
+                .push(" and event_type = any(")
+                .push_bind(self.event_types.clone())
+                .push(")");
+        }
+        if let Some(rule_id) = self.rule_id {
+            query.push(" and rule_id = ").push_bind(rule_id);
+        }
+        if let Some(discipline) = &self.discipline {
+            query
+                .push(" and discipline = ")
+                .push_bind(discipline.clone());
+        }
+        if let Some(actor) = &self.actor {
+            query.push(" and actor = ").push_bind(actor.clone());
+        }
+        if let Some(from) = self.from {
+            query.push(" and occurred_at >= ").push_bind(from);
+        }
+        if let Some(to) = self.to {
+            query.push(" and occurred_at <= ").push_bind(to);
+        }
+        if !self.include_rolled_back {
+            query.push(" and not rolled_back");
+        }
+    }
+}
+
+/// Up to `limit` events matching `filter` with a position above `after`, ascending.
+/// The keyset (`position > after`) makes every page an index range scan, however deep.
+pub async fn page(
+    pool: &PgPool,
+    filter: &EventFilter,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    let mut query = QueryBuilder::new("select ");
+    query
+        .push(COLUMNS)
+        .push(" from rm_events where position > ");
+    query.push_bind(after);
+    filter.push_conditions(&mut query);
+    query.push(" order by position limit ").push_bind(limit);
+    query.build_query_as().fetch_all(pool).await
+}
+
+/// Whether any event concerns the asset or is about it.
+pub async fn asset_has_events(pool: &PgPool, asset_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists(select 1 from rm_events where asset_id = $1 or aggregate_id = $1)",
+    )
+    .bind(asset_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// The last change event of an aggregate that occurred at or before `as_of`: its
+/// payload's `after` is the aggregate's state at that time.
+pub async fn last_change_as_of(
+    pool: &PgPool,
+    aggregate_id: Uuid,
+    change_types: &[&str],
+    as_of: DateTime<Utc>,
+) -> Result<Option<TimelineEntry>, sqlx::Error> {
+    let change_types: Vec<String> = change_types.iter().map(|t| (*t).to_owned()).collect();
+    let mut query = QueryBuilder::new("select ");
+    query
+        .push(COLUMNS)
+        .push(" from rm_events where aggregate_id = ")
+        .push_bind(aggregate_id)
+        .push(" and event_type = any(")
+        .push_bind(change_types)
+        .push(") and occurred_at <= ")
+        .push_bind(as_of)
+        .push(" order by position desc limit 1");
+    query.build_query_as().fetch_optional(pool).await
+}
