@@ -6,7 +6,9 @@ pub mod assets;
 pub mod config;
 pub mod http;
 pub mod idempotency;
+pub mod import;
 pub mod relay;
+pub mod rules;
 pub mod startup;
 pub mod store;
 

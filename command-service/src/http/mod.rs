@@ -4,6 +4,8 @@ pub mod actor;
 pub mod assets;
 pub mod error;
 pub mod health;
+pub mod import;
+pub mod rules;
 pub mod transaction;
 
 use axum::extract::DefaultBodyLimit;
@@ -38,6 +40,9 @@ pub fn router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(assets::create))
         .routes(routes!(assets::update, assets::delete))
+        .routes(routes!(import::import_assets))
+        .routes(routes!(rules::define, rules::list))
+        .routes(routes!(rules::revise))
         .split_for_parts();
     let openapi_json = openapi.clone();
     api.route(

@@ -1,0 +1,97 @@
+//! `POST /rules`, `PUT /rules/{id}`, `GET /rules`.
+
+use super::actor::Actor;
+use super::error::ApiError;
+use super::transaction::run_command;
+use super::AppState;
+use crate::rules::definition::RuleInput;
+use crate::rules::store::{self, StoredRule};
+use crate::rules::{self, RuleError};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use synapse_shared::problem::{ApiJson, ApiPath};
+use synapse_shared::Problem;
+use uuid::Uuid;
+
+impl From<RuleError> for ApiError {
+    fn from(error: RuleError) -> Self {
+        match error {
+            RuleError::Invalid(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-rule",
+                "the rule does not compile",
+            )
+            .with_errors(json!(errors))
+            .into(),
+            RuleError::NotFound(id) => {
+                Problem::new(StatusCode::NOT_FOUND, "rule-not-found", "no such rule")
+                    .with_detail(format!("rule {id} does not exist"))
+                    .into()
+            }
+            RuleError::Database(error) => error.into(),
+        }
+    }
+}
+
+/// Define a rule. Its condition and actions are compiled first: an invalid expression
+/// is a 422 listing each problem with its field, line and column.
+#[utoipa::path(post, path = "/rules", request_body = RuleInput,
+    responses(
+        (status = 201, description = "version 1 of the rule", body = StoredRule),
+        (status = 422, description = "does not compile", body = Problem),
+    ))]
+pub async fn define(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<RuleInput>,
+) -> Result<Response, ApiError> {
+    let request = format!(
+        "POST /rules {}",
+        serde_json::to_string(&input).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            let stored = rules::define(connection, &actor_name, input).await?;
+            Ok((StatusCode::CREATED, json!(stored)))
+        })
+    })
+    .await
+}
+
+/// Store a new version of a rule; earlier versions stay as they were.
+#[utoipa::path(put, path = "/rules/{id}", request_body = RuleInput, params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "the new version", body = StoredRule),
+        (status = 404, description = "no such rule", body = Problem),
+        (status = 422, description = "does not compile", body = Problem),
+    ))]
+pub async fn revise(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(input): ApiJson<RuleInput>,
+) -> Result<Response, ApiError> {
+    let request = format!(
+        "PUT /rules/{id} {}",
+        serde_json::to_string(&input).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            let stored = rules::revise(connection, &actor_name, id, input).await?;
+            Ok((StatusCode::OK, json!(stored)))
+        })
+    })
+    .await
+}
+
+/// The newest version of every rule, in execution order.
+#[utoipa::path(get, path = "/rules", responses((status = 200, body = Vec<StoredRule>)))]
+pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<StoredRule>>, ApiError> {
+    Ok(axum::Json(store::latest_all(&state.pool).await?))
+}

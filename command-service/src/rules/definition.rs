@@ -1,0 +1,407 @@
+//! What a rule says, as sent by clients and stored, and its compiled form.
+
+use super::expression::{Expression, ExpressionError};
+use super::template::Template;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+/// Most actions one rule may have; a rule with more is a script, not a rule.
+const MAX_ACTIONS: usize = 32;
+
+/// A rule as defined by an engineer (body of `POST /rules` and `PUT /rules/{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    pub name: String,
+    pub discipline: String,
+    /// Lower runs first.
+    #[serde(default = "default_priority")]
+    pub priority: i32,
+    #[serde(default = "default_enabled")]
+    pub enabled: bool,
+    /// CEL condition over `asset`, e.g. `asset.properties.rated_power_kw > 55`.
+    pub when: String,
+    /// The desired state where the condition holds.
+    pub then: Vec<Action>,
+}
+
+fn default_priority() -> i32 {
+    100
+}
+
+fn default_enabled() -> bool {
+    true
+}
+
+/// One end of a cable or relationship: the rule's asset, or an asset found by tag.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum End {
+    /// The asset the rule runs on.
+    Asset,
+    /// The asset whose tag this template renders, e.g. `{asset.properties.mcc}`.
+    Tag(String),
+}
+
+/// Severity of a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Error,
+}
+
+/// What a rule makes true. Values are CEL expressions; tags and names are templates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// `properties[name] = value` (a CEL expression).
+    SetProperty {
+        name: String,
+        value: String,
+    },
+    RemoveProperty {
+        name: String,
+    },
+    /// An asset with this tag exists with these fields (created or updated).
+    UpsertAsset {
+        tag: String,
+        asset_type: String,
+        discipline: String,
+        name: Option<String>,
+        area: Option<String>,
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+    },
+    /// A cable with this tag exists between these ends (created or updated).
+    UpsertCable {
+        tag: String,
+        cable_type: String,
+        discipline: Option<String>,
+        from: End,
+        to: End,
+        #[serde(default)]
+        properties: BTreeMap<String, String>,
+    },
+    /// A relationship of this kind exists between these ends.
+    CreateRelationship {
+        kind: String,
+        from: End,
+        to: End,
+    },
+    /// A validation finding on the asset; changes nothing.
+    Flag {
+        severity: Severity,
+        message: String,
+    },
+}
+
+/// A compiled rule version, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct CompiledRule {
+    pub id: Uuid,
+    pub version: i32,
+    pub name: String,
+    pub discipline: String,
+    pub priority: i32,
+    pub condition: Expression,
+    pub actions: Vec<CompiledAction>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CompiledEnd {
+    Asset,
+    Tag(Template),
+}
+
+#[derive(Debug, Clone)]
+pub enum CompiledAction {
+    SetProperty {
+        name: String,
+        value: Expression,
+    },
+    RemoveProperty {
+        name: String,
+    },
+    UpsertAsset {
+        tag: Template,
+        asset_type: String,
+        discipline: String,
+        name: Option<Template>,
+        area: Option<Template>,
+        properties: Vec<(String, Expression)>,
+    },
+    UpsertCable {
+        tag: Template,
+        cable_type: String,
+        discipline: Option<String>,
+        from: CompiledEnd,
+        to: CompiledEnd,
+        properties: Vec<(String, Expression)>,
+    },
+    CreateRelationship {
+        kind: String,
+        from: CompiledEnd,
+        to: CompiledEnd,
+    },
+    Flag {
+        severity: Severity,
+        message: Template,
+    },
+}
+
+/// Compile a rule; every problem is reported, each with its place.
+pub fn compile(
+    id: Uuid,
+    version: i32,
+    input: &RuleInput,
+) -> Result<CompiledRule, Vec<ExpressionError>> {
+    let mut errors = Vec::new();
+    let plain = |field: &str, message: &str| ExpressionError {
+        field: field.to_owned(),
+        message: message.to_owned(),
+        line: None,
+        column: None,
+    };
+    if input.name.trim().is_empty() || input.name.len() > 200 {
+        errors.push(plain("name", "must be 1 to 200 characters"));
+    }
+    if !is_code(&input.discipline) {
+        errors.push(plain(
+            "discipline",
+            "must be 1 to 64 letters, digits, `_` or `-`",
+        ));
+    }
+    if input.then.is_empty() || input.then.len() > MAX_ACTIONS {
+        errors.push(plain("then", "must list 1 to 32 actions"));
+    }
+    let condition = collect(Expression::compile(&input.when, "when"), &mut errors);
+    let actions: Vec<_> = input
+        .then
+        .iter()
+        .enumerate()
+        .filter_map(|(index, action)| {
+            compile_action(action, &format!("then[{index}]"), &mut errors)
+        })
+        .collect();
+    match condition {
+        Some(condition) if errors.is_empty() => Ok(CompiledRule {
+            id,
+            version,
+            name: input.name.clone(),
+            discipline: input.discipline.to_ascii_uppercase(),
+            priority: input.priority,
+            condition,
+            actions,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn compile_action(
+    action: &Action,
+    at: &str,
+    errors: &mut Vec<ExpressionError>,
+) -> Option<CompiledAction> {
+    let before = errors.len();
+    let mut check_name = |field: &str, name: &str, errors: &mut Vec<ExpressionError>| {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            errors.push(ExpressionError {
+                field: format!("{at}.{field}"),
+                message: "must be 1 to 64 letters, digits or `_`".into(),
+                line: None,
+                column: None,
+            });
+        }
+    };
+    let compiled = match action {
+        Action::SetProperty { name, value } => {
+            check_name("name", name, errors);
+            collect(Expression::compile(value, &format!("{at}.value")), errors).map(|value| {
+                CompiledAction::SetProperty {
+                    name: name.clone(),
+                    value,
+                }
+            })
+        }
+        Action::RemoveProperty { name } => {
+            check_name("name", name, errors);
+            Some(CompiledAction::RemoveProperty { name: name.clone() })
+        }
+        Action::UpsertAsset {
+            tag,
+            asset_type,
+            discipline,
+            name,
+            area,
+            properties,
+        } => {
+            for (field, code) in [("asset_type", asset_type), ("discipline", discipline)] {
+                if !is_code(code) {
+                    errors.push(ExpressionError {
+                        field: format!("{at}.{field}"),
+                        message: "must be 1 to 64 letters, digits, `_` or `-`".into(),
+                        line: None,
+                        column: None,
+                    });
+                }
+            }
+            let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
+            let name = name
+                .as_ref()
+                .and_then(|name| collect(Template::compile(name, &format!("{at}.name")), errors));
+            let area = area
+                .as_ref()
+                .and_then(|area| collect(Template::compile(area, &format!("{at}.area")), errors));
+            let properties = compile_properties(properties, at, errors, &mut check_name);
+            tag.map(|tag| CompiledAction::UpsertAsset {
+                tag,
+                asset_type: asset_type.to_ascii_uppercase(),
+                discipline: discipline.to_ascii_uppercase(),
+                name,
+                area,
+                properties,
+            })
+        }
+        Action::UpsertCable {
+            tag,
+            cable_type,
+            discipline,
+            from,
+            to,
+            properties,
+        } => {
+            let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
+            let from = compile_end(from, &format!("{at}.from"), errors);
+            let to = compile_end(to, &format!("{at}.to"), errors);
+            let properties = compile_properties(properties, at, errors, &mut check_name);
+            match (tag, from, to) {
+                (Some(tag), Some(from), Some(to)) => Some(CompiledAction::UpsertCable {
+                    tag,
+                    cable_type: cable_type.to_ascii_uppercase(),
+                    discipline: discipline.as_ref().map(|d| d.to_ascii_uppercase()),
+                    from,
+                    to,
+                    properties,
+                }),
+                _ => None,
+            }
+        }
+        Action::CreateRelationship { kind, from, to } => {
+            let from = compile_end(from, &format!("{at}.from"), errors);
+            let to = compile_end(to, &format!("{at}.to"), errors);
+            match (from, to) {
+                (Some(from), Some(to)) => Some(CompiledAction::CreateRelationship {
+                    kind: kind.to_ascii_uppercase(),
+                    from,
+                    to,
+                }),
+                _ => None,
+            }
+        }
+        Action::Flag { severity, message } => {
+            collect(Template::compile(message, &format!("{at}.message")), errors).map(|message| {
+                CompiledAction::Flag {
+                    severity: *severity,
+                    message,
+                }
+            })
+        }
+    };
+    (errors.len() == before).then_some(compiled).flatten()
+}
+
+fn compile_end(end: &End, field: &str, errors: &mut Vec<ExpressionError>) -> Option<CompiledEnd> {
+    match end {
+        End::Asset => Some(CompiledEnd::Asset),
+        End::Tag(template) => collect(Template::compile(template, &format!("{field}.tag")), errors)
+            .map(CompiledEnd::Tag),
+    }
+}
+
+fn compile_properties(
+    properties: &BTreeMap<String, String>,
+    at: &str,
+    errors: &mut Vec<ExpressionError>,
+    check_name: &mut dyn FnMut(&str, &str, &mut Vec<ExpressionError>),
+) -> Vec<(String, Expression)> {
+    properties
+        .iter()
+        .filter_map(|(name, source)| {
+            check_name(&format!("properties.{name}"), name, errors);
+            collect(
+                Expression::compile(source, &format!("{at}.properties.{name}")),
+                errors,
+            )
+            .map(|expression| (name.clone(), expression))
+        })
+        .collect()
+}
+
+fn collect<T>(result: Result<T, ExpressionError>, errors: &mut Vec<ExpressionError>) -> Option<T> {
+    result.map_err(|error| errors.push(error)).ok()
+}
+
+fn is_code(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_rule_with_every_action_kind_compiles() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "Large motors get a VFD and a power cable",
+            "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+            "then": [
+                {"type": "set_property", "name": "needs_vfd", "value": "true"},
+                {"type": "remove_property", "name": "legacy"},
+                {"type": "upsert_asset", "tag": "VFD-{asset.tag}", "asset_type": "VARIABLE_FREQUENCY_DRIVE",
+                 "discipline": "ELECTRICAL", "area": "{asset.area}",
+                 "properties": {"rated_power_kw": "asset.properties.rated_power_kw"}},
+                {"type": "upsert_cable", "tag": "W-{asset.tag}-PWR", "cable_type": "POWER",
+                 "from": {"tag": "{asset.properties.mcc}"}, "to": "asset"},
+                {"type": "create_relationship", "kind": "FEEDS", "from": {"tag": "VFD-{asset.tag}"}, "to": "asset"},
+                {"type": "flag", "severity": "warning", "message": "check {asset.tag}"}
+            ]
+        }))
+        .unwrap();
+        let rule = compile(Uuid::nil(), 1, &input).unwrap();
+        assert_eq!(rule.actions.len(), 6);
+    }
+
+    #[test]
+    fn every_bad_expression_is_reported_with_its_place() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "broken",
+            "discipline": "ELECTRICAL",
+            "when": "asset.tag ==",
+            "then": [{"type": "set_property", "name": "x", "value": "asset.colour"}]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, vec!["when", "then[0].value"]);
+    }
+
+    #[test]
+    fn unknown_action_fields_are_refused_when_parsing() {
+        let parsed = serde_json::from_value::<Action>(
+            json!({"type": "set_property", "name": "a", "value": "1", "x": 1}),
+        );
+        assert!(parsed.is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! CEL expressions over an asset, compiled once per rule version.
+//!
+//! Conditions, property values and the `{...}` parts of templates are CEL (the `cel`
+//! crate), evaluated with one variable, `asset`: `{id, tag, asset_type, discipline,
+//! name, area, properties, version}`. At definition time an expression is parsed
+//! (syntax errors carry line and column), checked for unknown variables and unknown
+//! asset fields (with the position of the offending selection), and evaluated once
+//! against a sample asset to catch type errors such as `asset.tag > 5`.
+
+use cel::common::ast::{EntryExpr, Expr};
+use cel::{Context, ExecutionError, IdedExpr, Program};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use synapse_shared::domain::AssetState;
+
+/// The fields of `asset` an expression may select.
+pub const ASSET_FIELDS: &[&str] = &[
+    "id",
+    "tag",
+    "asset_type",
+    "discipline",
+    "name",
+    "area",
+    "properties",
+    "version",
+];
+
+/// A rejected expression: where and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExpressionError {
+    /// Which part of the rule, e.g. `when` or `then[2].value`.
+    pub field: String,
+    pub message: String,
+    /// 1-based line and column in the expression, when known.
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+/// A compiled CEL expression.
+#[derive(Clone)]
+pub struct Expression {
+    pub source: String,
+    program: Arc<Program>,
+}
+
+impl std::fmt::Debug for Expression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Expression").field(&self.source).finish()
+    }
+}
+
+/// Why evaluating an expression failed for one asset (a RULE_ERROR, not a 4xx).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct EvaluationError(pub String);
+
+impl Expression {
+    /// Parse and check `source`; `field` names it in errors.
+    pub fn compile(source: &str, field: &str) -> Result<Self, ExpressionError> {
+        let program = Program::compile(source).map_err(|errors| {
+            let first = errors.errors.first();
+            ExpressionError {
+                field: field.to_owned(),
+                message: first
+                    .map(|error| error.msg.clone())
+                    .unwrap_or_else(|| errors.to_string()),
+                line: first.and_then(|error| u32::try_from(error.pos.0).ok()),
+                column: first
+                    .and_then(|error| u32::try_from(error.pos.1).ok().map(|column| column + 1)),
+            }
+        })?;
+        check_references(&program, field)?;
+        let expression = Self {
+            source: source.to_owned(),
+            program: Arc::new(program),
+        };
+        expression.check_types(field)?;
+        Ok(expression)
+    }
+
+    /// Evaluate against an asset, as JSON.
+    pub fn evaluate(&self, asset: &AssetContext) -> Result<Value, EvaluationError> {
+        let value = self
+            .program
+            .execute(&asset.context)
+            .map_err(|error| EvaluationError(error.to_string()))?;
+        value.json().map_err(|error| {
+            EvaluationError(format!("result is not representable as JSON: {error:?}"))
+        })
+    }
+
+    /// Evaluate as a condition: must yield a boolean.
+    pub fn is_true(&self, asset: &AssetContext) -> Result<bool, EvaluationError> {
+        match self.evaluate(asset)? {
+            Value::Bool(value) => Ok(value),
+            other => Err(EvaluationError(format!(
+                "condition gave {other}, not a boolean"
+            ))),
+        }
+    }
+
+    /// A trial run on a sample asset with no properties. Errors that depend on data
+    /// (a missing property) are fine; errors that no data can fix (comparing a string
+    /// with a number, calling a function on the wrong type) are refused now.
+    fn check_types(&self, field: &str) -> Result<(), ExpressionError> {
+        let sample = AssetContext::sample();
+        match self.program.execute(&sample.context) {
+            Ok(_) | Err(ExecutionError::NoSuchKey(_)) => Ok(()),
+            Err(error) => Err(ExpressionError {
+                field: field.to_owned(),
+                message: format!("type error: {error}"),
+                line: None,
+                column: None,
+            }),
+        }
+    }
+}
+
+/// An asset bound as the CEL variable `asset`, built once per asset state.
+pub struct AssetContext {
+    context: Context<'static, 'static>,
+}
+
+impl AssetContext {
+    pub fn new(asset: &AssetState) -> Self {
+        Self::from_json(&json!({
+            "id": asset.id.to_string(),
+            "tag": asset.tag,
+            "asset_type": asset.asset_type,
+            "discipline": asset.discipline,
+            "name": asset.name.clone().unwrap_or_default(),
+            "area": asset.area.clone().unwrap_or_default(),
+            "properties": asset.properties,
+            "version": asset.version,
+        }))
+    }
+
+    fn from_json(asset: &Value) -> Self {
+        let mut context = Context::default();
+        // Converting plain JSON to a CEL value cannot fail: JSON has no types CEL lacks.
+        if let Ok(value) = cel::to_value(asset) {
+            context.add_variable_from_value("asset", value);
+        }
+        Self { context }
+    }
+
+    fn sample() -> Self {
+        Self::from_json(&json!({
+            "id": "00000000-0000-0000-0000-000000000000",
+            "tag": "SAMPLE-1",
+            "asset_type": "SAMPLE",
+            "discipline": "SAMPLE",
+            "name": "",
+            "area": "",
+            "properties": {},
+            "version": 1,
+        }))
+    }
+}
+
+/// Only `asset` may be referenced, and only its known fields selected.
+fn check_references(program: &Program, field: &str) -> Result<(), ExpressionError> {
+    let mut error = None;
+    walk(program.expression(), &mut Vec::new(), &mut |node, bound| {
+        if error.is_some() {
+            return;
+        }
+        // Byte offset of the node (for a selection: its `.`); reported as the 1-based
+        // line and column of what follows.
+        let position = || {
+            program.source_info().offset_for(node.id).map(|(start, _)| {
+                let skip_dot = usize::from(matches!(node.expr, Expr::Select(_)));
+                line_and_column(&program.source_info().source, start as usize + skip_dot)
+            })
+        };
+        let problem = match &node.expr {
+            Expr::Ident(name) if name != "asset" && !bound.contains(name) => {
+                Some(format!("unknown variable `{name}`; rules can use `asset`"))
+            }
+            Expr::Select(select) => match &select.operand.expr {
+                Expr::Ident(name) if name == "asset" && !ASSET_FIELDS.contains(&select.field.as_str()) => {
+                    Some(format!(
+                        "unknown asset field `{}`; fields are {} (properties via asset.properties.NAME)",
+                        select.field,
+                        ASSET_FIELDS.join(", ")
+                    ))
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(message) = problem {
+            let (line, column) =
+                position().map_or((None, None), |(line, column)| (Some(line), Some(column)));
+            error = Some(ExpressionError {
+                field: field.to_owned(),
+                message,
+                line,
+                column,
+            });
+        }
+    });
+    error.map_or(Ok(()), Err)
+}
+
+/// 1-based line and column of a byte offset.
+fn line_and_column(source: &str, offset: usize) -> (u32, u32) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map_or(0, |text| text.chars().count())
+        + 1;
+    (line as u32, column as u32)
+}
+
+/// Visit every node, tracking comprehension variables in scope.
+fn walk(node: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExpr, &[String])) {
+    visit(node, bound);
+    match &node.expr {
+        Expr::Call(call) => {
+            if let Some(target) = &call.target {
+                walk(target, bound, visit);
+            }
+            for argument in &call.args {
+                walk(argument, bound, visit);
+            }
+        }
+        Expr::Select(select) => walk(&select.operand, bound, visit),
+        Expr::List(list) => list
+            .elements
+            .iter()
+            .for_each(|element| walk(element, bound, visit)),
+        Expr::Map(map) => visit_entries(&map.entries, bound, visit),
+        Expr::Struct(structure) => visit_entries(&structure.entries, bound, visit),
+        Expr::Comprehension(comprehension) => {
+            walk(&comprehension.iter_range, bound, visit);
+            let added = 2 + usize::from(comprehension.iter_var2.is_some());
+            bound.push(comprehension.iter_var.clone());
+            bound.push(comprehension.accu_var.clone());
+            if let Some(second) = &comprehension.iter_var2 {
+                bound.push(second.clone());
+            }
+            for part in [
+                &comprehension.accu_init,
+                &comprehension.loop_cond,
+                &comprehension.loop_step,
+                &comprehension.result,
+            ] {
+                walk(part, bound, visit);
+            }
+            bound.truncate(bound.len() - added);
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+    }
+}
+
+fn visit_entries(
+    entries: &[cel::common::ast::IdedEntryExpr],
+    bound: &mut Vec<String>,
+    visit: &mut dyn FnMut(&IdedExpr, &[String]),
+) {
+    for entry in entries {
+        match &entry.expr {
+            EntryExpr::MapEntry(map_entry) => {
+                walk(&map_entry.key, bound, visit);
+                walk(&map_entry.value, bound, visit);
+            }
+            EntryExpr::StructField(field) => walk(&field.value, bound, visit),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+    use uuid::Uuid;
+
+    fn motor(power: Value) -> AssetState {
+        let mut properties = Map::new();
+        properties.insert("rated_power_kw".into(), power);
+        AssetState {
+            id: Uuid::nil(),
+            tag: "M-101".into(),
+            asset_type: "ELECTRIC_MOTOR".into(),
+            discipline: "ELECTRICAL".into(),
+            name: None,
+            area: Some("U100".into()),
+            properties,
+            version: 3,
+        }
+    }
+
+    #[test]
+    fn a_condition_reads_asset_fields_and_numeric_properties() {
+        let condition = Expression::compile(
+            "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+            "when",
+        )
+        .unwrap();
+        assert!(condition
+            .is_true(&AssetContext::new(&motor(json!(75))))
+            .unwrap());
+        assert!(condition
+            .is_true(&AssetContext::new(&motor(json!(75.5))))
+            .unwrap());
+        assert!(!condition
+            .is_true(&AssetContext::new(&motor(json!(30))))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_syntax_error_reports_line_and_column() {
+        let error = Expression::compile("asset.tag == ", "when").unwrap_err();
+        assert_eq!(error.field, "when");
+        assert_eq!(error.line, Some(1));
+        assert!(error.column.is_some());
+    }
+
+    #[test]
+    fn unknown_fields_and_variables_are_refused_with_their_position() {
+        let error =
+            Expression::compile("asset.tag == 'x' && asset.colour == 'red'", "when").unwrap_err();
+        assert!(
+            error.message.contains("unknown asset field `colour`"),
+            "{error:?}"
+        );
+        assert_eq!(error.line, Some(1));
+        assert_eq!(error.column, Some(27));
+        let error = Expression::compile("motor.tag == 'x'", "when").unwrap_err();
+        assert!(error.message.contains("unknown variable `motor`"));
+        assert_eq!((error.line, error.column), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn comprehension_variables_are_in_scope() {
+        let expression =
+            Expression::compile("['A', 'B'].exists(x, x == asset.area)", "when").unwrap();
+        assert!(!expression
+            .is_true(&AssetContext::new(&motor(json!(1))))
+            .unwrap());
+    }
+
+    #[test]
+    fn a_type_error_no_data_can_fix_is_refused() {
+        let error = Expression::compile("asset.tag > 5", "when").unwrap_err();
+        assert!(error.message.starts_with("type error"), "{error:?}");
+    }
+
+    #[test]
+    fn a_missing_property_is_an_evaluation_error_not_a_definition_error() {
+        let condition = Expression::compile("asset.properties.voltage > 400", "when").unwrap();
+        let error = condition
+            .is_true(&AssetContext::new(&motor(json!(1))))
+            .unwrap_err();
+        assert!(error.0.contains("voltage"), "{error:?}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Rules: versioned, immutable definitions with CEL conditions and desired-state
+//! actions. Defining a rule compiles it first; a rule that does not compile is never
+//! stored.
+
+pub mod definition;
+pub mod expression;
+pub mod store;
+pub mod template;
+
+use chrono::Utc;
+use definition::{compile, CompiledRule, RuleInput};
+use expression::ExpressionError;
+use sqlx::PgConnection;
+use store::StoredRule;
+use synapse_shared::{AggregateType, EventType, NewEvent};
+use uuid::Uuid;
+
+/// Why a rule definition was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("the rule does not compile")]
+    Invalid(Vec<ExpressionError>),
+    #[error("rule {0} does not exist")]
+    NotFound(Uuid),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<crate::store::AppendError> for RuleError {
+    fn from(error: crate::store::AppendError) -> Self {
+        match error {
+            crate::store::AppendError::Database(error) => RuleError::Database(error),
+            // Two edits racing for the same version: the row lock prevents it, so
+            // this only surfaces if that invariant breaks.
+            crate::store::AppendError::VersionConflict { aggregate_id } => {
+                RuleError::NotFound(aggregate_id.unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Define a new rule (version 1).
+pub async fn define(
+    connection: &mut PgConnection,
+    actor: &str,
+    input: RuleInput,
+) -> Result<StoredRule, RuleError> {
+    store_version(connection, actor, Uuid::now_v7(), 1, input).await
+}
+
+/// Store a new version of an existing rule.
+pub async fn revise(
+    connection: &mut PgConnection,
+    actor: &str,
+    id: Uuid,
+    input: RuleInput,
+) -> Result<StoredRule, RuleError> {
+    let current = store::latest_for_update(connection, id)
+        .await?
+        .ok_or(RuleError::NotFound(id))?;
+    store_version(connection, actor, id, current.version + 1, input).await
+}
+
+async fn store_version(
+    connection: &mut PgConnection,
+    actor: &str,
+    id: Uuid,
+    version: i32,
+    input: RuleInput,
+) -> Result<StoredRule, RuleError> {
+    compile(id, version, &input).map_err(RuleError::Invalid)?;
+    let stored = store::insert(connection, id, version, &input, actor).await?;
+    let event = NewEvent {
+        event_id: Uuid::now_v7(),
+        event_type: EventType::RuleDefined,
+        aggregate_type: AggregateType::Rule,
+        aggregate_id: id,
+        aggregate_version: i64::from(version),
+        correlation_id: Uuid::now_v7(),
+        causation_id: None,
+        rule_id: Some(id),
+        rule_version: Some(version),
+        discipline: Some(stored.discipline.clone()),
+        actor: actor.to_owned(),
+        occurred_at: Utc::now(),
+        payload: serde_json::json!({"version": version, "definition": input}),
+    };
+    crate::store::append(connection, vec![event]).await?;
+    Ok(stored)
+}
+
+/// Compile a stored rule version. Stored versions compiled when defined; failing now
+/// means the expression engine changed underneath, which is reported per rule.
+pub fn compiled(stored: &StoredRule) -> Result<CompiledRule, Vec<ExpressionError>> {
+    compile(stored.id, stored.version, &stored.definition.0)
+}

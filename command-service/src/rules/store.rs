@@ -1,0 +1,85 @@
+//! SQL for the `rules` table: immutable versions, the newest one is current.
+
+use super::definition::RuleInput;
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A stored rule version.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, utoipa::ToSchema)]
+pub struct StoredRule {
+    pub id: Uuid,
+    pub version: i32,
+    pub name: String,
+    pub discipline: String,
+    pub priority: i32,
+    pub enabled: bool,
+    #[schema(value_type = Object)]
+    pub definition: Json<RuleInput>,
+    pub defined_by: String,
+    pub defined_at: chrono::DateTime<chrono::Utc>,
+}
+
+const COLUMNS: &str =
+    "id, version, name, discipline, priority, enabled, definition, defined_by, defined_at";
+
+pub async fn insert(
+    connection: &mut PgConnection,
+    id: Uuid,
+    version: i32,
+    input: &RuleInput,
+    actor: &str,
+) -> Result<StoredRule, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into rules (id, version, name, discipline, priority, enabled, definition, defined_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(version)
+    .bind(&input.name)
+    .bind(input.discipline.to_ascii_uppercase())
+    .bind(input.priority)
+    .bind(input.enabled)
+    .bind(Json(input))
+    .bind(actor)
+    .fetch_one(connection)
+    .await
+}
+
+/// The newest version of a rule, locked so two edits cannot both make version N+1.
+pub async fn latest_for_update(
+    connection: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<StoredRule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from rules where id = $1 order by version desc limit 1 for update"
+    ))
+    .bind(id)
+    .fetch_optional(connection)
+    .await
+}
+
+/// The newest version of every rule, by priority then name.
+pub async fn latest_all(pool: &PgPool) -> Result<Vec<StoredRule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select * from (select distinct on (id) {COLUMNS} from rules order by id, version desc) newest
+         order by priority, name, id"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+/// Specific versions, e.g. those a plan was made with.
+pub async fn version(
+    pool: &PgPool,
+    id: Uuid,
+    version: i32,
+) -> Result<Option<StoredRule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from rules where id = $1 and version = $2"
+    ))
+    .bind(id)
+    .bind(version)
+    .fetch_optional(pool)
+    .await
+}
