@@ -40,6 +40,20 @@ pub struct Config {
 }
 
 impl Config {
+    /// A configuration with default live-feed limits and no separate read database,
+    /// for callers (such as tests) that assemble one in code.
+    pub fn new(database: DatabaseArgs, nats: NatsArgs, listen: ListenArgs) -> Self {
+        Self {
+            database,
+            read_database: ReadDatabaseArgs {
+                read_database_url: None,
+            },
+            nats,
+            listen,
+            live: LiveLimits::default(),
+        }
+    }
+
     /// The read-model database: `READ_DATABASE_URL`, else `DATABASE_URL`.
     pub fn read_database_url(&self) -> &str {
         self.read_database
@@ -88,7 +102,7 @@ impl Application {
         let state = AppState {
             pool,
             nats: client,
-            hub: Hub::new(&config.live),
+            hub: Hub::new(&config.nats.nats_stream, &config.live),
             live_limits: config.live,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

@@ -26,7 +26,7 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The read database and NATS are reachable.
+/// The read database and NATS are reachable, and the live feed follows the stream.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Health),
@@ -47,6 +47,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, Probl
     }
     if state.nats.connection_state() != async_nats::connection::State::Connected {
         return Err(Problem::unavailable("NATS"));
+    }
+    if !state.hub.is_ready() {
+        return Err(Problem::unavailable("the event stream"));
     }
     Ok(Json(Health { status: "ready" }))
 }

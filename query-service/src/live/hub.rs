@@ -44,6 +44,8 @@ pub struct Hub {
 }
 
 struct Shared {
+    /// The stream's name, a label of the hub's metrics (one hub per stream).
+    stream: String,
     window: Mutex<Window>,
     sender: broadcast::Sender<Arc<LiveEvent>>,
     /// Becomes true once the hub knows where the stream stood when it started; before
@@ -76,11 +78,12 @@ pub struct Subscription {
 }
 
 impl Hub {
-    pub fn new(limits: &LiveLimits) -> Self {
+    pub fn new(stream: &str, limits: &LiveLimits) -> Self {
         let (sender, _) = broadcast::channel(limits.broadcast_capacity.max(1));
         let (ready, _) = watch::channel(false);
         Self {
             shared: Arc::new(Shared {
+                stream: stream.to_owned(),
                 window: Mutex::new(Window {
                     ring: VecDeque::with_capacity(limits.ring_capacity),
                     evicted_upto: 0,
@@ -138,6 +141,10 @@ impl Hub {
         }
         // An error only means no session is listening right now.
         let _ = self.shared.sender.send(event);
+        drop(window);
+        // How far the live feed has got, to compare with the relay's published position.
+        metrics::gauge!("synapse_live_hub_position", "stream" => self.shared.stream.clone())
+            .set(position as f64);
     }
 
     /// Subscribe, waiting until the hub has started. With `snapshot`, the ring's
@@ -197,11 +204,14 @@ mod tests {
     }
 
     fn hub(ring_capacity: usize) -> Hub {
-        Hub::new(&LiveLimits {
-            ring_capacity,
-            broadcast_capacity: 16,
-            client_queue: 4,
-        })
+        Hub::new(
+            "TEST",
+            &LiveLimits {
+                ring_capacity,
+                broadcast_capacity: 16,
+                client_queue: 4,
+            },
+        )
     }
 
     #[tokio::test]

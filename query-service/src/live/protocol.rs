@@ -79,7 +79,7 @@ impl Filters {
     /// The same filters as a read-model query, for replaying what a client missed.
     pub fn to_event_filter(&self) -> EventFilter {
         EventFilter {
-            asset: self.asset_id.map(AssetMatch::Envelope),
+            asset: self.asset_id.map(AssetMatch::ConcernsOrIs),
             correlation_id: self.correlation_id,
             rule_id: self.rule_id,
             discipline: self.discipline.clone(),

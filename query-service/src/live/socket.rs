@@ -142,23 +142,29 @@ async fn write(
 ) {
     let mut ping =
         tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    let mut closed = false;
     loop {
-        let (message, last) = tokio::select! {
+        let message = tokio::select! {
             biased;
-            () = session_end.cancelled() => {
-                if !shutdown.is_cancelled() {
+            () = session_end.cancelled() => break,
+            next = queue.recv() => match next {
+                Some(Outbound::Frame(frame)) => Message::Text(frame),
+                Some(Outbound::Close { code, reason }) => {
+                    send_close(&mut sink, code, reason).await;
+                    closed = true;
                     break;
                 }
-                (close(close_code::AWAY, "server shutting down"), true)
-            }
-            next = queue.recv() => match next {
-                Some(Outbound::Frame(frame)) => (Message::Text(frame), false),
-                Some(Outbound::Close { code, reason }) => (close(code, reason), true),
                 None => break,
             },
-            _ = ping.tick() => (Message::Ping(bytes::Bytes::new()), false),
+            _ = ping.tick() => Message::Ping(bytes::Bytes::new()),
         };
-        match tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)).await {
+        // A write to a client that stopped reading blocks until its socket drains; the
+        // session may end meanwhile (shutdown, client gone), so both are watched.
+        let written = tokio::select! {
+            () = session_end.cancelled() => break,
+            written = tokio::time::timeout(WRITE_TIMEOUT, sink.send(message)) => written,
+        };
+        match written {
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 tracing::debug!(%error, "live feed: cannot write to the client");
@@ -169,11 +175,18 @@ async fn write(
                 break;
             }
         }
-        if last {
-            break;
-        }
+    }
+    if shutdown.is_cancelled() && !closed {
+        send_close(&mut sink, close_code::AWAY, "server shutting down").await;
     }
     session_end.cancel();
+}
+
+/// Send a close frame, giving a stalled client only a moment: it is being dropped
+/// anyway, and shutdown must not wait for it.
+async fn send_close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &'static str) {
+    const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(close(code, reason))).await;
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

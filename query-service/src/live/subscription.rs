@@ -101,7 +101,7 @@ async fn catch_up(
     loop {
         // Read the checkpoint before paging: a projector commits rows and checkpoint
         // together, so every row at or below it is visible to the pages that follow.
-        let projected = checkpoints::projected_upto(pool).await?;
+        let projected = checkpoints::events_projected_upto(pool).await?;
         loop {
             let rows = events::page(pool, &filter, last_sent, REPLAY_PAGE).await?;
             for row in &rows {

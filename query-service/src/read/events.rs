@@ -85,11 +85,11 @@ impl TimelineEntry {
 pub enum AssetMatch {
     /// `asset_id` column equals the asset (timeline `asset_id` filter).
     Concerns(Uuid),
-    /// The asset is the event's `asset_id` or its aggregate (asset history).
+    /// The asset is the event's `asset_id` or its aggregate (asset history, live-feed
+    /// replay). The projection fills `asset_id` from the aggregate of asset events and
+    /// from `payload.asset_id` otherwise, so this selects the events a live
+    /// subscription's asset filter matches on the envelope.
     ConcernsOrIs(Uuid),
-    /// The asset is the aggregate or the payload's `asset_id`: exactly what a live
-    /// subscription matches on the envelope, so a replay and the live feed agree.
-    Envelope(Uuid),
 }
 
 /// Conditions on `rm_events`; every field is optional and they combine with `and`.
@@ -131,14 +131,6 @@ impl EventFilter {
                     .push_bind(asset)
                     .push(" or aggregate_id = ")
                     .push_bind(asset)
-                    .push(")");
-            }
-            Some(AssetMatch::Envelope(asset)) => {
-                query
-                    .push(" and (aggregate_id = ")
-                    .push_bind(asset)
-                    .push(" or payload->>'asset_id' = ")
-                    .push_bind(asset.to_string())
                     .push(")");
             }
             None => {}
