@@ -47,7 +47,11 @@ impl Application {
         });
         Ok(Self {
             listener,
-            state: AppState { pool, nats: client },
+            state: AppState {
+                pool,
+                nats: client,
+                shutdown: CancellationToken::new(),
+            },
             relay,
         })
     }
@@ -63,6 +67,12 @@ impl Application {
     /// after its current round.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let port = self.port();
+        let executions = self.state.shutdown.clone();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            signal.cancelled().await;
+            executions.cancel();
+        });
         let relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run(shutdown.clone())));

@@ -96,3 +96,101 @@ pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<(), sqlx:
         .await?;
     Ok(())
 }
+
+/// Insert or overwrite many assets (by id) in one statement.
+pub async fn upsert_many(
+    connection: &mut PgConnection,
+    assets: &[AssetState],
+) -> Result<(), sqlx::Error> {
+    if assets.is_empty() {
+        return Ok(());
+    }
+    let properties: Vec<Value> = assets
+        .iter()
+        .map(|a| Value::Object(a.properties.clone()))
+        .collect();
+    sqlx::query(
+        "insert into assets (id, tag, asset_type, discipline, name, area, properties, version)
+         select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::int8[])
+         on conflict (id) do update set tag = excluded.tag, asset_type = excluded.asset_type,
+             discipline = excluded.discipline, name = excluded.name, area = excluded.area,
+             properties = excluded.properties, version = excluded.version",
+    )
+    .bind(assets.iter().map(|a| a.id).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.tag.clone()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.asset_type.clone()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.discipline.clone()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.name.clone()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.area.clone()).collect::<Vec<_>>())
+    .bind(properties)
+    .bind(assets.iter().map(|a| a.version).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// Assets with these tags, locked until the transaction ends.
+pub async fn by_tags_for_update(
+    connection: &mut PgConnection,
+    tags: &[String],
+) -> Result<Vec<AssetState>, sqlx::Error> {
+    let rows: Vec<AssetRow> = sqlx::query_as(
+        "select id, tag, asset_type, discipline, name, area, properties, version
+         from assets where tag = any($1) order by id for update",
+    )
+    .bind(tags)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(AssetState::from).collect())
+}
+
+/// One page of the assets an execution runs over, in id order after `after`, locked
+/// when `lock` (a real run) and not when previewing.
+pub async fn page_for_execution(
+    connection: &mut PgConnection,
+    filter: &crate::execute::request::AssetFilter,
+    after: Uuid,
+    limit: i64,
+    lock: bool,
+) -> Result<Vec<AssetState>, sqlx::Error> {
+    let rows: Vec<AssetRow> = sqlx::query_as(&format!(
+        "select id, tag, asset_type, discipline, name, area, properties, version from assets
+         where id > $1
+           and (cardinality($2::uuid[]) = 0 or id = any($2))
+           and (cardinality($3::text[]) = 0 or discipline = any($3))
+           and (cardinality($4::text[]) = 0 or asset_type = any($4))
+           and ($5::text is null or tag like $5)
+         order by id limit $6 {}",
+        if lock { "for update" } else { "" }
+    ))
+    .bind(after)
+    .bind(&filter.asset_ids)
+    .bind(filter.disciplines_upper())
+    .bind(filter.asset_types_upper())
+    .bind(filter.tag_like())
+    .bind(limit)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(AssetState::from).collect())
+}
+
+/// How many assets a filter selects.
+pub async fn count_for_execution(
+    connection: &mut PgConnection,
+    filter: &crate::execute::request::AssetFilter,
+) -> Result<i64, sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as(
+        "select count(*) from assets
+         where (cardinality($1::uuid[]) = 0 or id = any($1))
+           and (cardinality($2::text[]) = 0 or discipline = any($2))
+           and (cardinality($3::text[]) = 0 or asset_type = any($3))
+           and ($4::text is null or tag like $4)",
+    )
+    .bind(&filter.asset_ids)
+    .bind(filter.disciplines_upper())
+    .bind(filter.asset_types_upper())
+    .bind(filter.tag_like())
+    .fetch_one(connection)
+    .await?;
+    Ok(count)
+}

@@ -3,6 +3,7 @@
 pub mod actor;
 pub mod assets;
 pub mod error;
+pub mod execute;
 pub mod health;
 pub mod import;
 pub mod rules;
@@ -26,6 +27,8 @@ pub const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub struct AppState {
     pub pool: PgPool,
     pub nats: async_nats::Client,
+    /// Cancelled on shutdown: background executions stop between chunks.
+    pub shutdown: synapse_shared::shutdown::CancellationToken,
 }
 
 #[derive(OpenApi)]
@@ -43,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(import::import_assets))
         .routes(routes!(rules::define, rules::list))
         .routes(routes!(rules::revise))
+        .routes(routes!(execute::execute))
         .split_for_parts();
     let openapi_json = openapi.clone();
     api.route(

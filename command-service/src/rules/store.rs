@@ -71,7 +71,7 @@ pub async fn latest_all(pool: &PgPool) -> Result<Vec<StoredRule>, sqlx::Error> {
 
 /// Specific versions, e.g. those a plan was made with.
 pub async fn version(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     id: Uuid,
     version: i32,
 ) -> Result<Option<StoredRule>, sqlx::Error> {
@@ -80,6 +80,6 @@ pub async fn version(
     ))
     .bind(id)
     .bind(version)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await
 }

@@ -30,3 +30,40 @@ pub async fn take(
     .await?;
     Ok(())
 }
+
+/// One pre-batch state to remember.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: Uuid,
+    pub state: Option<Value>,
+    pub version: i64,
+}
+
+/// [`take`] for many aggregates in one statement; the first snapshot of an aggregate
+/// in the list (and in the batch) wins.
+pub async fn take_many(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    snapshots: &[Snapshot],
+) -> Result<(), sqlx::Error> {
+    if snapshots.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
+         select $1, aggregate_type, aggregate_id, state, version
+         from unnest($2::text[], $3::uuid[], $4::jsonb[], $5::int8[]) with ordinality
+             as s(aggregate_type, aggregate_id, state, version, ordinal)
+         order by ordinal
+         on conflict (correlation_id, aggregate_id) do nothing",
+    )
+    .bind(correlation_id)
+    .bind(snapshots.iter().map(|s| s.aggregate_type.as_str()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.aggregate_id).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.state.clone()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}

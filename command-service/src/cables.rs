@@ -1,0 +1,81 @@
+//! SQL for the command-side `cables` table.
+
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use synapse_shared::domain::CableState;
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct CableRow {
+    id: Uuid,
+    tag: String,
+    from_asset: Uuid,
+    to_asset: Uuid,
+    cable_type: String,
+    discipline: String,
+    properties: Json<Map<String, Value>>,
+    version: i64,
+}
+
+impl From<CableRow> for CableState {
+    fn from(row: CableRow) -> Self {
+        CableState {
+            id: row.id,
+            tag: row.tag,
+            from_asset: row.from_asset,
+            to_asset: row.to_asset,
+            cable_type: row.cable_type,
+            discipline: row.discipline,
+            properties: row.properties.0,
+            version: row.version,
+        }
+    }
+}
+
+/// Cables with these tags, locked until the transaction ends.
+pub async fn by_tags_for_update(
+    connection: &mut PgConnection,
+    tags: &[String],
+) -> Result<Vec<CableState>, sqlx::Error> {
+    let rows: Vec<CableRow> = sqlx::query_as(
+        "select id, tag, from_asset, to_asset, cable_type, discipline, properties, version
+         from cables where tag = any($1) order by id for update",
+    )
+    .bind(tags)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(CableState::from).collect())
+}
+
+/// Insert or overwrite cables (by id).
+pub async fn upsert(
+    connection: &mut PgConnection,
+    cables: &[CableState],
+) -> Result<(), sqlx::Error> {
+    if cables.is_empty() {
+        return Ok(());
+    }
+    let properties: Vec<Value> = cables
+        .iter()
+        .map(|c| Value::Object(c.properties.clone()))
+        .collect();
+    sqlx::query(
+        "insert into cables (id, tag, from_asset, to_asset, cable_type, discipline, properties, version)
+         select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::int8[])
+         on conflict (id) do update set tag = excluded.tag, from_asset = excluded.from_asset,
+             to_asset = excluded.to_asset, cable_type = excluded.cable_type, discipline = excluded.discipline,
+             properties = excluded.properties, version = excluded.version",
+    )
+    .bind(cables.iter().map(|c| c.id).collect::<Vec<_>>())
+    .bind(cables.iter().map(|c| c.tag.clone()).collect::<Vec<_>>())
+    .bind(cables.iter().map(|c| c.from_asset).collect::<Vec<_>>())
+    .bind(cables.iter().map(|c| c.to_asset).collect::<Vec<_>>())
+    .bind(cables.iter().map(|c| c.cable_type.clone()).collect::<Vec<_>>())
+    .bind(cables.iter().map(|c| c.discipline.clone()).collect::<Vec<_>>())
+    .bind(properties)
+    .bind(cables.iter().map(|c| c.version).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Writing one planned chunk: state, snapshots, findings and events, in the chunk's
+//! transaction, with set-based statements (a chunk is a handful of statements,
+//! whatever its size).
+
+use super::planner::{Outcome, PlannedChange};
+use crate::assets::store as asset_store;
+use crate::rules::definition::CompiledRule;
+use crate::store::batches::{Batch, ChangeTarget};
+use crate::store::snapshot::{self, Snapshot};
+use crate::{cables, relationships};
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use synapse_shared::domain::Change;
+use synapse_shared::{AggregateType, EventType, NewEvent};
+use uuid::Uuid;
+
+/// The rule outcome for one asset of a chunk.
+#[derive(Debug, Clone)]
+pub struct AssetOutcome {
+    pub asset_id: Uuid,
+    pub tag: String,
+    pub outcome: Outcome,
+}
+
+/// Counts of outcomes, per rule and per batch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Counts {
+    pub assets: u64,
+    pub matched: u64,
+    pub executed: u64,
+    pub skipped: u64,
+    pub errors: u64,
+    pub changes: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, outcome: &Outcome) {
+        self.assets += 1;
+        match outcome {
+            Outcome::NotMatched => {}
+            Outcome::Skipped { .. } => {
+                self.matched += 1;
+                self.skipped += 1;
+            }
+            Outcome::Executed { changes } => {
+                self.matched += 1;
+                self.executed += 1;
+                self.changes += changes.len() as u64;
+            }
+            Outcome::Error { .. } => {
+                self.matched += 1;
+                self.errors += 1;
+            }
+        }
+    }
+
+    pub fn merge(&mut self, other: &Counts) {
+        self.assets += other.assets;
+        self.matched += other.matched;
+        self.executed += other.executed;
+        self.skipped += other.skipped;
+        self.errors += other.errors;
+        self.changes += other.changes;
+    }
+}
+
+/// Write the state changes of `outcomes` (always) and build their events (returned,
+/// for the caller to append last). Snapshots are taken for every aggregate touched.
+pub async fn write_state(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    rule: &CompiledRule,
+    outcomes: &[AssetOutcome],
+) -> Result<(), sqlx::Error> {
+    let mut snapshots = Vec::new();
+    let mut assets = HashMap::new();
+    let mut cable_states = HashMap::new();
+    let mut new_relationships = Vec::new();
+    let mut findings = Vec::new();
+    for outcome in outcomes {
+        let Outcome::Executed { changes } = &outcome.outcome else {
+            continue;
+        };
+        for change in changes {
+            match change {
+                PlannedChange::Asset { before, after } => {
+                    snapshots.push(Snapshot {
+                        aggregate_type: AggregateType::Asset,
+                        aggregate_id: after.id,
+                        state: before.as_ref().map(crate::assets::commands::state_json),
+                        version: before.as_ref().map_or(0, |b| b.version),
+                    });
+                    assets.insert(after.id, after.clone());
+                }
+                PlannedChange::Cable { before, after } => {
+                    snapshots.push(Snapshot {
+                        aggregate_type: AggregateType::Cable,
+                        aggregate_id: after.id,
+                        state: before.as_ref().map(|b| json!(b)),
+                        version: before.as_ref().map_or(0, |b| b.version),
+                    });
+                    cable_states.insert(after.id, after.clone());
+                }
+                PlannedChange::Relationship(relationship) => {
+                    snapshots.push(Snapshot {
+                        aggregate_type: AggregateType::Relationship,
+                        aggregate_id: relationship.id,
+                        state: None,
+                        version: 0,
+                    });
+                    new_relationships.push(relationship.clone());
+                }
+                PlannedChange::Finding {
+                    asset_id,
+                    severity,
+                    message,
+                } => {
+                    findings.push((
+                        *asset_id,
+                        json!(severity).as_str().unwrap_or("info").to_owned(),
+                        message.clone(),
+                    ));
+                }
+            }
+        }
+    }
+    snapshot::take_many(connection, correlation_id, &snapshots).await?;
+    asset_store::upsert_many(connection, &assets.into_values().collect::<Vec<_>>()).await?;
+    cables::upsert(connection, &cable_states.into_values().collect::<Vec<_>>()).await?;
+    relationships::insert(connection, &new_relationships).await?;
+    if !findings.is_empty() {
+        sqlx::query(
+            "insert into findings (asset_id, rule_id, severity, message, correlation_id)
+             select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
+                 as f(asset_id, severity, message)
+             on conflict do nothing",
+        )
+        .bind(findings.iter().map(|f| f.0).collect::<Vec<_>>())
+        .bind(findings.iter().map(|f| f.1.clone()).collect::<Vec<_>>())
+        .bind(findings.iter().map(|f| f.2.clone()).collect::<Vec<_>>())
+        .bind(rule.id)
+        .bind(correlation_id)
+        .execute(connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// The events of a chunk's outcomes, in order: per asset its rule outcome, then the
+/// changes it caused (causation = the `RULE_EXECUTED` event).
+pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome]) -> Vec<NewEvent> {
+    let mut events = Vec::new();
+    for outcome in outcomes {
+        let (event_type, payload) = match &outcome.outcome {
+            Outcome::NotMatched => continue,
+            Outcome::Skipped { reason } => (
+                EventType::RuleSkipped,
+                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "reason": reason}),
+            ),
+            Outcome::Error { message } => (
+                EventType::RuleError,
+                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "error": message}),
+            ),
+            Outcome::Executed { changes } => (
+                EventType::RuleExecuted,
+                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "rule_name": rule.name, "changes": changes.len()}),
+            ),
+        };
+        let head = rule_event(batch, rule, event_type, payload);
+        let cause = head.event_id;
+        events.push(head);
+        if let Outcome::Executed { changes } = &outcome.outcome {
+            for change in changes {
+                let mut event = match change {
+                    PlannedChange::Finding {
+                        asset_id,
+                        severity,
+                        message,
+                    } => {
+                        let payload =
+                            json!({"asset_id": asset_id, "severity": severity, "message": message});
+                        rule_event(batch, rule, EventType::FindingRaised, payload)
+                    }
+                    other => match change_event(batch, other) {
+                        Some(event) => event,
+                        None => continue,
+                    },
+                };
+                event.causation_id = Some(cause);
+                event.rule_id = Some(rule.id);
+                event.rule_version = Some(rule.version);
+                events.push(event);
+            }
+        }
+    }
+    events
+}
+
+/// A batch-level event about `rule`.
+pub fn rule_event(
+    batch: &mut Batch,
+    rule: &CompiledRule,
+    event_type: EventType,
+    payload: Value,
+) -> NewEvent {
+    let mut event = batch.event(event_type, payload);
+    event.rule_id = Some(rule.id);
+    event.rule_version = Some(rule.version);
+    event.discipline = Some(rule.discipline.clone());
+    event
+}
+
+/// The change event of an asset, cable or relationship change (`None` for findings,
+/// which are batch events).
+fn change_event(batch: &Batch, change: &PlannedChange) -> Option<NewEvent> {
+    let (event_type, aggregate_type, id, version, discipline, before, after) = match change {
+        PlannedChange::Asset { before, after } => (
+            if before.is_some() {
+                EventType::AssetUpdated
+            } else {
+                EventType::AssetCreated
+            },
+            AggregateType::Asset,
+            after.id,
+            after.version,
+            Some(after.discipline.clone()),
+            before.as_ref().map(crate::assets::commands::state_json),
+            Some(crate::assets::commands::state_json(after)),
+        ),
+        PlannedChange::Cable { before, after } => (
+            if before.is_some() {
+                EventType::CableUpdated
+            } else {
+                EventType::CableCreated
+            },
+            AggregateType::Cable,
+            after.id,
+            after.version,
+            Some(after.discipline.clone()),
+            before.as_ref().map(|b| json!(b)),
+            Some(json!(after)),
+        ),
+        PlannedChange::Relationship(relationship) => (
+            EventType::RelationshipCreated,
+            AggregateType::Relationship,
+            relationship.id,
+            relationship.version,
+            None,
+            None,
+            Some(json!(relationship)),
+        ),
+        PlannedChange::Finding { .. } => return None,
+    };
+    let target = ChangeTarget {
+        event_type,
+        aggregate_type,
+        aggregate_id: id,
+        version,
+        discipline,
+    };
+    Some(batch.change(target, Change { before, after }, None))
+}

@@ -1,0 +1,304 @@
+//! Planning: what one rule makes true for one asset, as a list of changes.
+//!
+//! Pure and synchronous: it reads and updates a [`World`] and never touches the
+//! database, so a dry run, a real run and the apply of a stored plan all plan the
+//! same way. Every expression of a rule sees the asset as it was when the rule started
+//! on it; later rules (higher priority numbers) see the changes of earlier ones.
+
+use super::world::World;
+use crate::rules::definition::{CompiledAction, CompiledEnd, CompiledRule, Severity};
+use crate::rules::expression::{AssetContext, EvaluationError};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use synapse_shared::domain::{AssetState, CableState, RelationshipState};
+use uuid::Uuid;
+
+/// One change a rule makes true.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PlannedChange {
+    /// `before` is `None` for a creation.
+    Asset {
+        before: Option<AssetState>,
+        after: AssetState,
+    },
+    Cable {
+        before: Option<CableState>,
+        after: CableState,
+    },
+    Relationship(RelationshipState),
+    Finding {
+        asset_id: Uuid,
+        severity: Severity,
+        message: String,
+    },
+}
+
+/// What a rule did for one asset.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The condition is false.
+    NotMatched,
+    /// The condition holds and everything is already as the rule wants.
+    Skipped {
+        reason: String,
+    },
+    Executed {
+        changes: Vec<PlannedChange>,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// Ids for created things: fresh, or those a stored plan promised.
+#[derive(Debug, Default, Clone)]
+pub struct Ids {
+    preset: BTreeMap<String, Uuid>,
+    /// Key → id of everything created so far, for the plan.
+    pub created: BTreeMap<String, Uuid>,
+}
+
+impl Ids {
+    pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
+        Self {
+            preset,
+            created: BTreeMap::new(),
+        }
+    }
+
+    fn id_for(&mut self, key: String) -> Uuid {
+        let id = self.preset.get(&key).copied().unwrap_or_else(Uuid::now_v7);
+        self.created.insert(key, id);
+        id
+    }
+}
+
+/// Plan `rule` for the asset `asset_id` and record its changes in `world`.
+pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Ids) -> Outcome {
+    let Some(asset) = world.asset(asset_id).cloned() else {
+        return Outcome::Error {
+            message: format!("asset {asset_id} no longer exists"),
+        };
+    };
+    let context = AssetContext::new(&asset);
+    match rule.condition.is_true(&context) {
+        Ok(true) => {}
+        Ok(false) => return Outcome::NotMatched,
+        Err(error) => {
+            return Outcome::Error {
+                message: format!("when: {error}"),
+            }
+        }
+    }
+    match desired_changes(rule, &asset, &context, world, ids) {
+        Ok(changes) if changes.is_empty() => Outcome::Skipped {
+            reason: "already in desired state".to_owned(),
+        },
+        Ok(changes) => {
+            for change in &changes {
+                record(world, rule, change);
+            }
+            Outcome::Executed { changes }
+        }
+        Err(error) => Outcome::Error { message: error.0 },
+    }
+}
+
+fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {
+    match change {
+        PlannedChange::Asset { after, .. } => world.put_asset(after.clone()),
+        PlannedChange::Cable { after, .. } => world.put_cable(after.clone()),
+        PlannedChange::Relationship(relationship) => world.put_relationship(relationship.clone()),
+        PlannedChange::Finding {
+            asset_id, message, ..
+        } => world.put_finding((*asset_id, rule.id, message.clone())),
+    }
+}
+
+fn desired_changes(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    context: &AssetContext,
+    world: &mut World,
+    ids: &mut Ids,
+) -> Result<Vec<PlannedChange>, EvaluationError> {
+    let mut target = asset.clone();
+    let mut others = Vec::new();
+    for action in &rule.actions {
+        match action {
+            CompiledAction::SetProperty { name, value } => {
+                let value = scalar(value.evaluate(context)?, name)?;
+                target.properties.insert(name.clone(), value);
+            }
+            CompiledAction::RemoveProperty { name } => {
+                target.properties.remove(name);
+            }
+            CompiledAction::UpsertAsset {
+                tag,
+                asset_type,
+                discipline,
+                name,
+                area,
+                properties,
+            } => {
+                let tag = tag.render(context)?;
+                let existing = if tag == asset.tag {
+                    Some(target.clone())
+                } else {
+                    world.asset_by_tag(&tag)
+                };
+                let mut desired = existing.clone().unwrap_or_else(|| AssetState {
+                    id: ids.id_for(format!("asset:{tag}")),
+                    tag: tag.clone(),
+                    asset_type: asset_type.clone(),
+                    discipline: discipline.clone(),
+                    name: None,
+                    area: None,
+                    properties: Map::new(),
+                    version: 0,
+                });
+                desired.asset_type = asset_type.clone();
+                desired.discipline = discipline.clone();
+                if let Some(name) = name {
+                    desired.name = Some(name.render(context)?);
+                }
+                if let Some(area) = area {
+                    desired.area = Some(area.render(context)?);
+                }
+                for (property, expression) in properties {
+                    desired.properties.insert(
+                        property.clone(),
+                        scalar(expression.evaluate(context)?, property)?,
+                    );
+                }
+                if desired.id == asset.id {
+                    target = desired;
+                } else if existing.as_ref() != Some(&desired) {
+                    desired.version = existing.as_ref().map_or(1, |existing| existing.version + 1);
+                    others.push(PlannedChange::Asset {
+                        before: existing,
+                        after: desired,
+                    });
+                }
+            }
+            CompiledAction::UpsertCable {
+                tag,
+                cable_type,
+                discipline,
+                from,
+                to,
+                properties,
+            } => {
+                let tag = tag.render(context)?;
+                let from_asset = resolve(from, asset, context, world, &others)?;
+                let to_asset = resolve(to, asset, context, world, &others)?;
+                let existing = world.cable_by_tag(&tag);
+                let mut desired = existing.clone().unwrap_or_else(|| CableState {
+                    id: ids.id_for(format!("cable:{tag}")),
+                    tag: tag.clone(),
+                    from_asset,
+                    to_asset,
+                    cable_type: cable_type.clone(),
+                    discipline: discipline
+                        .clone()
+                        .unwrap_or_else(|| asset.discipline.clone()),
+                    properties: Map::new(),
+                    version: 0,
+                });
+                desired.from_asset = from_asset;
+                desired.to_asset = to_asset;
+                desired.cable_type = cable_type.clone();
+                if let Some(discipline) = discipline {
+                    desired.discipline = discipline.clone();
+                }
+                for (property, expression) in properties {
+                    desired.properties.insert(
+                        property.clone(),
+                        scalar(expression.evaluate(context)?, property)?,
+                    );
+                }
+                if existing.as_ref() != Some(&desired) {
+                    desired.version = existing.as_ref().map_or(1, |existing| existing.version + 1);
+                    others.push(PlannedChange::Cable {
+                        before: existing,
+                        after: desired,
+                    });
+                }
+            }
+            CompiledAction::CreateRelationship { kind, from, to } => {
+                let from_asset = resolve(from, asset, context, world, &others)?;
+                let to_asset = resolve(to, asset, context, world, &others)?;
+                let key = (kind.clone(), from_asset, to_asset);
+                let planned = others.iter().any(|change| {
+                    matches!(change, PlannedChange::Relationship(r) if (r.kind.clone(), r.from_asset, r.to_asset) == key)
+                });
+                if !planned && world.relationship(&key).is_none() {
+                    others.push(PlannedChange::Relationship(RelationshipState {
+                        id: ids.id_for(format!("relationship:{kind}:{from_asset}:{to_asset}")),
+                        kind: kind.clone(),
+                        from_asset,
+                        to_asset,
+                        properties: Map::new(),
+                        version: 1,
+                    }));
+                }
+            }
+            CompiledAction::Flag { severity, message } => {
+                let message = message.render(context)?;
+                if !world.finding_exists(&(asset.id, rule.id, message.clone())) {
+                    others.push(PlannedChange::Finding {
+                        asset_id: asset.id,
+                        severity: *severity,
+                        message,
+                    });
+                }
+            }
+        }
+    }
+    let mut changes = Vec::with_capacity(others.len() + 1);
+    if target != *asset {
+        target.version = asset.version + 1;
+        changes.push(PlannedChange::Asset {
+            before: Some(asset.clone()),
+            after: target,
+        });
+    }
+    changes.extend(others);
+    Ok(changes)
+}
+
+/// The asset id an end names: the rule's asset, or the asset with the rendered tag
+/// (which may be one this very rule creates).
+fn resolve(
+    end: &CompiledEnd,
+    asset: &AssetState,
+    context: &AssetContext,
+    world: &mut World,
+    planned: &[PlannedChange],
+) -> Result<Uuid, EvaluationError> {
+    let tag = match end {
+        CompiledEnd::Asset => return Ok(asset.id),
+        CompiledEnd::Tag(template) => template.render(context)?,
+    };
+    let planned_here = planned.iter().find_map(|change| match change {
+        PlannedChange::Asset { after, .. } if after.tag == tag => Some(after.id),
+        _ => None,
+    });
+    if let Some(id) = planned_here {
+        return Ok(id);
+    }
+    world
+        .asset_by_tag(&tag)
+        .map(|found| found.id)
+        .ok_or_else(|| EvaluationError(format!("no asset with tag `{tag}`")))
+}
+
+/// Property values are scalars: numbers, strings, booleans.
+fn scalar(value: Value, name: &str) -> Result<Value, EvaluationError> {
+    match value {
+        Value::Number(_) | Value::String(_) | Value::Bool(_) => Ok(value),
+        other => Err(EvaluationError(format!(
+            "property `{name}` would be {other}; properties are numbers, strings or booleans"
+        ))),
+    }
+}

@@ -1,0 +1,197 @@
+//! Dry runs: the whole execution planned inside one transaction that is rolled back,
+//! so later rules see earlier rules' changes exactly as in a real run, and nothing
+//! (state or log) is written. The plan is stored for a later exact apply.
+
+use super::apply::{self, AssetOutcome, Counts};
+use super::planner::{Ids, Outcome, PlannedChange};
+use super::plans;
+use super::request::{AssetFilter, ExecuteRequest};
+use super::runner::{plan_chunk, RuleReport, CHUNK_SIZE};
+use crate::assets::store as asset_store;
+use crate::rules::definition::CompiledRule;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashSet};
+use uuid::Uuid;
+
+/// Most per-asset entries returned with a plan; the counts always cover everything.
+pub const MAX_ENTRIES: usize = 1_000;
+
+/// What a rule would do to one asset.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct PlanEntry {
+    pub asset_id: Uuid,
+    pub tag: String,
+    pub rule_id: Uuid,
+    pub rule_name: String,
+    /// `executed`, `skipped` or `error`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    pub changes: Vec<Value>,
+}
+
+/// A dry run's result.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Preview {
+    /// Apply exactly this with `POST /rules/execute {"plan_id": ...}`.
+    pub plan_id: Uuid,
+    pub dry_run: bool,
+    pub rules: Vec<RuleReport>,
+    pub totals: Counts,
+    pub entries: Vec<PlanEntry>,
+    /// More entries exist than were returned.
+    pub truncated: bool,
+}
+
+/// Plan `rules` over `filter` without writing anything, then store the plan.
+pub async fn preview(
+    pool: &PgPool,
+    actor: &str,
+    request: &ExecuteRequest,
+    rules: &[CompiledRule],
+    filter: &AssetFilter,
+) -> Result<Preview, sqlx::Error> {
+    let plan_id = Uuid::now_v7();
+    let mut transaction = pool.begin().await?;
+    let mut ids = Ids::default();
+    let mut read_versions = BTreeMap::new();
+    let mut reports = Vec::new();
+    let mut totals = Counts::default();
+    let mut entries = Vec::new();
+    let mut truncated = false;
+    for rule in rules {
+        let mut counts = Counts::default();
+        let mut after = Uuid::nil();
+        loop {
+            let page =
+                asset_store::page_for_execution(&mut transaction, filter, after, CHUNK_SIZE, false)
+                    .await?;
+            let Some(last) = page.last().map(|asset| asset.id) else {
+                break;
+            };
+            after = last;
+            let (outcomes, world) = plan_chunk(&mut transaction, rule, page, &mut ids).await?;
+            for (key, version) in world.read_versions() {
+                read_versions.entry(key.clone()).or_insert(*version);
+            }
+            // Written inside the transaction so later chunks and rules see it; rolled
+            // back below.
+            apply::write_state(&mut transaction, plan_id, rule, &outcomes).await?;
+            for outcome in &outcomes {
+                counts.add(&outcome.outcome);
+                if matches!(outcome.outcome, Outcome::NotMatched) {
+                    continue;
+                }
+                if entries.len() < MAX_ENTRIES {
+                    entries.push(entry(rule, outcome));
+                } else {
+                    truncated = true;
+                }
+            }
+        }
+        totals.merge(&counts);
+        reports.push(RuleReport {
+            rule_id: rule.id,
+            rule_version: rule.version,
+            name: rule.name.clone(),
+            counts,
+        });
+    }
+    transaction.rollback().await?;
+
+    // What the plan creates did not exist before it; only the rest is a dependency.
+    let created: HashSet<String> = ids.created.values().map(Uuid::to_string).collect();
+    read_versions.retain(|key, _| !created.contains(key));
+    let rule_versions: BTreeMap<Uuid, i32> =
+        rules.iter().map(|rule| (rule.id, rule.version)).collect();
+    let summary = json!({"rules": reports, "totals": totals});
+    let mut connection = pool.acquire().await?;
+    plans::save(
+        &mut connection,
+        plan_id,
+        actor,
+        request,
+        &rule_versions,
+        &read_versions,
+        &ids.created,
+        &summary,
+    )
+    .await?;
+    Ok(Preview {
+        plan_id,
+        dry_run: true,
+        rules: reports,
+        totals,
+        entries,
+        truncated,
+    })
+}
+
+fn entry(rule: &CompiledRule, outcome: &AssetOutcome) -> PlanEntry {
+    let (kind, reason, changes) = match &outcome.outcome {
+        Outcome::Skipped { reason } => ("skipped", Some(reason.clone()), Vec::new()),
+        Outcome::Error { message } => ("error", Some(message.clone()), Vec::new()),
+        Outcome::Executed { changes } => {
+            ("executed", None, changes.iter().map(change_json).collect())
+        }
+        Outcome::NotMatched => ("not_matched", None, Vec::new()),
+    };
+    PlanEntry {
+        asset_id: outcome.asset_id,
+        tag: outcome.tag.clone(),
+        rule_id: rule.id,
+        rule_name: rule.name.clone(),
+        outcome: kind.to_owned(),
+        reason,
+        changes,
+    }
+}
+
+/// A planned change as shown to engineers: what, which, before, after and the diff.
+pub fn change_json(change: &PlannedChange) -> Value {
+    let (aggregate_type, id, tag, before, after) = match change {
+        PlannedChange::Asset { before, after } => (
+            "asset",
+            after.id,
+            Some(after.tag.clone()),
+            before.as_ref().map(crate::assets::commands::state_json),
+            Some(crate::assets::commands::state_json(after)),
+        ),
+        PlannedChange::Cable { before, after } => (
+            "cable",
+            after.id,
+            Some(after.tag.clone()),
+            before.as_ref().map(|b| json!(b)),
+            Some(json!(after)),
+        ),
+        PlannedChange::Relationship(relationship) => (
+            "relationship",
+            relationship.id,
+            None,
+            None,
+            Some(json!(relationship)),
+        ),
+        PlannedChange::Finding {
+            asset_id,
+            severity,
+            message,
+        } => {
+            return json!({"aggregate_type": "finding", "asset_id": asset_id, "severity": severity, "message": message})
+        }
+    };
+    let diff = json_patch::diff(
+        before.as_ref().unwrap_or(&Value::Null),
+        after.as_ref().unwrap_or(&Value::Null),
+    );
+    json!({
+        "aggregate_type": aggregate_type,
+        "aggregate_id": id,
+        "tag": tag,
+        "change": if before.is_some() { "updated" } else { "created" },
+        "before": before,
+        "after": after,
+        "diff": diff,
+    })
+}

@@ -1,0 +1,378 @@
+//! Running an execution: rule by rule (in priority order), chunk by chunk (in asset id
+//! order), each chunk one transaction with its snapshots and events, so progress is
+//! visible while a large batch runs and memory stays flat.
+
+use super::apply::{self, AssetOutcome, Counts};
+use super::planner::{self, Ids};
+use super::request::AssetFilter;
+use super::world::World;
+use crate::assets::store as asset_store;
+use crate::rules::definition::CompiledRule;
+use crate::store::batches::{self, Batch, BatchStatus};
+use crate::store::{append, AppendError};
+use crate::{cables, relationships};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+use synapse_shared::shutdown::CancellationToken;
+use synapse_shared::EventType;
+use uuid::Uuid;
+
+/// Assets per chunk: one transaction. Big enough that per-transaction costs vanish,
+/// small enough that a chunk's locks and events stay short-lived (a few MB).
+pub const CHUNK_SIZE: i64 = 1_000;
+/// How often a chunk is retried after a deadlock, serialization failure or a tag
+/// created concurrently by another batch.
+const CHUNK_ATTEMPTS: u32 = 5;
+/// How many times planning may discover things it needs to load (a chain of lookups
+/// such as "cable to the VFD this rule creates" needs two rounds).
+const DISCOVERY_ROUNDS: usize = 4;
+
+/// What one rule did over the whole batch.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RuleReport {
+    pub rule_id: Uuid,
+    pub rule_version: i32,
+    pub name: String,
+    pub counts: Counts,
+}
+
+/// What an execution did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Report {
+    pub correlation_id: Uuid,
+    /// `completed` or `failed`.
+    pub status: String,
+    pub rules: Vec<RuleReport>,
+    pub totals: Counts,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// A real execution, started after its `BATCH_STARTED` was committed.
+pub struct Execution {
+    pub pool: PgPool,
+    pub batch: Batch,
+    pub rules: Vec<CompiledRule>,
+    pub filter: AssetFilter,
+    pub ids: Ids,
+    /// When applying a plan: only these assets.
+    pub only: Option<HashSet<Uuid>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Execution {
+    /// Run every rule; the batch ends `BATCH_COMPLETED` or `BATCH_FAILED`.
+    pub async fn run(mut self) -> Report {
+        let started = Instant::now();
+        let mut reports = Vec::new();
+        let mut failure = None;
+        for rule in self.rules.clone() {
+            match self.run_rule(&rule).await {
+                Ok(counts) => reports.push(RuleReport {
+                    rule_id: rule.id,
+                    rule_version: rule.version,
+                    name: rule.name.clone(),
+                    counts,
+                }),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut totals = Counts::default();
+        reports
+            .iter()
+            .for_each(|report| totals.merge(&report.counts));
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let error = failure.map(|error| format!("{error:#}"));
+        let status = self
+            .finish(&reports, &totals, duration_ms, error.as_deref())
+            .await;
+        Report {
+            correlation_id: self.batch.correlation_id,
+            status: status.as_str().to_owned(),
+            rules: reports,
+            totals,
+            duration_ms,
+            error,
+        }
+    }
+
+    async fn run_rule(&mut self, rule: &CompiledRule) -> anyhow::Result<Counts> {
+        let mut transaction = self.pool.begin().await?;
+        let total = asset_store::count_for_execution(&mut transaction, &self.filter).await?;
+        let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "total": total});
+        let started = apply::rule_event(
+            &mut self.batch,
+            rule,
+            EventType::RuleExecutionStarted,
+            payload,
+        );
+        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+        append(&mut transaction, vec![started]).await?;
+        transaction.commit().await?;
+
+        let mut counts = Counts::default();
+        let mut after = Uuid::nil();
+        loop {
+            if self.shutdown.is_cancelled() {
+                anyhow::bail!("the command service shut down during the batch");
+            }
+            match self
+                .chunk_with_retries(rule, after, &mut counts, total)
+                .await?
+            {
+                Some(last) => after = last,
+                None => break,
+            }
+        }
+        let mut transaction = self.pool.begin().await?;
+        let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "counts": counts});
+        let completed = apply::rule_event(
+            &mut self.batch,
+            rule,
+            EventType::RuleExecutionCompleted,
+            payload,
+        );
+        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+        append(&mut transaction, vec![completed]).await?;
+        transaction.commit().await?;
+        Ok(counts)
+    }
+
+    async fn chunk_with_retries(
+        &mut self,
+        rule: &CompiledRule,
+        after: Uuid,
+        counts: &mut Counts,
+        total: i64,
+    ) -> anyhow::Result<Option<Uuid>> {
+        let mut attempt = 0;
+        loop {
+            let batch = self.batch.clone();
+            let ids = self.ids.clone();
+            let mut chunk_counts = *counts;
+            match self.chunk(rule, after, &mut chunk_counts, total).await {
+                Ok(last) => {
+                    *counts = chunk_counts;
+                    return Ok(last);
+                }
+                Err(error) if attempt + 1 < CHUNK_ATTEMPTS && retryable(&error) => {
+                    tracing::info!(%error, attempt, correlation_id = %self.batch.correlation_id, "retrying chunk");
+                    self.batch = batch;
+                    self.ids = ids;
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// One chunk in one transaction; `None` when no assets are left.
+    async fn chunk(
+        &mut self,
+        rule: &CompiledRule,
+        after: Uuid,
+        counts: &mut Counts,
+        total: i64,
+    ) -> Result<Option<Uuid>, AppendError> {
+        let mut transaction = self.pool.begin().await?;
+        let page = asset_store::page_for_execution(
+            &mut transaction,
+            &self.filter,
+            after,
+            CHUNK_SIZE,
+            true,
+        )
+        .await?;
+        let Some(last) = page.last().map(|asset| asset.id) else {
+            return Ok(None);
+        };
+        let page = restrict(page, self.only.as_ref());
+        let (outcomes, _) = plan_chunk(&mut transaction, rule, page, &mut self.ids).await?;
+        apply::write_state(&mut transaction, self.batch.correlation_id, rule, &outcomes).await?;
+        outcomes
+            .iter()
+            .for_each(|outcome| counts.add(&outcome.outcome));
+        let mut events = apply::events(&mut self.batch, rule, &outcomes);
+        let progress =
+            json!({"rule_id": rule.id, "done": counts.assets, "total": total, "counts": counts});
+        events.push(apply::rule_event(
+            &mut self.batch,
+            rule,
+            EventType::BatchProgress,
+            progress,
+        ));
+        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+        append(&mut transaction, events).await?;
+        transaction.commit().await?;
+        Ok(Some(last))
+    }
+
+    async fn finish(
+        &mut self,
+        reports: &[RuleReport],
+        totals: &Counts,
+        duration_ms: u64,
+        error: Option<&str>,
+    ) -> BatchStatus {
+        let (status, event_type, payload) = match error {
+            None => (
+                BatchStatus::Completed,
+                EventType::BatchCompleted,
+                json!({"kind": self.batch.kind.as_str(), "rules": reports, "totals": totals, "duration_ms": duration_ms}),
+            ),
+            Some(error) => (
+                BatchStatus::Failed,
+                EventType::BatchFailed,
+                json!({"kind": self.batch.kind.as_str(), "rules": reports, "totals": totals, "duration_ms": duration_ms, "error": error}),
+            ),
+        };
+        // The closing events must land; retry briefly if Postgres hiccups. If it stays
+        // down, the batch stays "running" and the abandoned-batch sweep marks it failed.
+        for attempt in 0..5u32 {
+            let mut batch = self.batch.clone();
+            let event = batch.event(event_type, payload.clone());
+            let result: Result<(), anyhow::Error> = async {
+                let mut transaction = self.pool.begin().await?;
+                batches::record(&mut transaction, &batch, status).await?;
+                append(&mut transaction, vec![event]).await?;
+                transaction.commit().await?;
+                Ok(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    self.batch = batch;
+                    return status;
+                }
+                Err(error) => {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        attempt,
+                        "could not close the batch; retrying"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+            }
+        }
+        BatchStatus::Failed
+    }
+}
+
+fn restrict(
+    page: Vec<synapse_shared::domain::AssetState>,
+    only: Option<&HashSet<Uuid>>,
+) -> Vec<synapse_shared::domain::AssetState> {
+    match only {
+        Some(only) => page
+            .into_iter()
+            .filter(|asset| only.contains(&asset.id))
+            .collect(),
+        None => page,
+    }
+}
+
+/// Plan `rule` over `page`: discover what planning needs, load it (locked), plan.
+pub async fn plan_chunk(
+    connection: &mut PgConnection,
+    rule: &CompiledRule,
+    page: Vec<synapse_shared::domain::AssetState>,
+    ids: &mut Ids,
+) -> Result<(Vec<AssetOutcome>, World), sqlx::Error> {
+    let mut world = World::default();
+    let order: Vec<(Uuid, String)> = page
+        .iter()
+        .map(|asset| (asset.id, asset.tag.clone()))
+        .collect();
+    world.load_assets(page);
+    for _ in 0..DISCOVERY_ROUNDS {
+        let mut probe = world.clone();
+        let mut probe_ids = ids.clone();
+        for (id, _) in &order {
+            planner::plan(rule, *id, &mut probe, &mut probe_ids);
+        }
+        if probe.needs.is_empty() {
+            break;
+        }
+        load(connection, &mut world, std::mem::take(&mut probe.needs)).await?;
+    }
+    let outcomes = order
+        .into_iter()
+        .map(|(asset_id, tag)| AssetOutcome {
+            asset_id,
+            tag,
+            outcome: planner::plan(rule, asset_id, &mut world, ids),
+        })
+        .collect();
+    Ok((outcomes, world))
+}
+
+async fn load(
+    connection: &mut PgConnection,
+    world: &mut World,
+    needs: super::world::Needs,
+) -> Result<(), sqlx::Error> {
+    if !needs.asset_tags.is_empty() {
+        let tags: Vec<String> = needs.asset_tags.iter().cloned().collect();
+        let found = asset_store::by_tags_for_update(connection, &tags).await?;
+        let found_tags: HashSet<String> = found.iter().map(|asset| asset.tag.clone()).collect();
+        world.load_assets(found);
+        world.load_absent_tags(tags.into_iter().filter(|tag| !found_tags.contains(tag)));
+    }
+    if !needs.cable_tags.is_empty() {
+        let tags: Vec<String> = needs.cable_tags.iter().cloned().collect();
+        let found = cables::by_tags_for_update(connection, &tags).await?;
+        for tag in tags {
+            let cable = found.iter().find(|cable| cable.tag == tag).cloned();
+            world.load_cable(tag, cable);
+        }
+    }
+    if !needs.relationships.is_empty() {
+        let keys: Vec<_> = needs.relationships.iter().cloned().collect();
+        let found = relationships::by_keys(connection, &keys).await?;
+        for key in keys {
+            let relationship = found
+                .iter()
+                .find(|r| r.kind == key.0 && r.from_asset == key.1 && r.to_asset == key.2)
+                .cloned();
+            world.load_relationship(key, relationship);
+        }
+    }
+    if !needs.findings.is_empty() {
+        let keys: Vec<_> = needs.findings.iter().cloned().collect();
+        let existing: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
+            "select f.asset_id, f.rule_id, f.message from findings f
+             join unnest($1::uuid[], $2::uuid[], $3::text[]) as k(asset_id, rule_id, message)
+               on f.asset_id = k.asset_id and f.rule_id = k.rule_id and f.message = k.message",
+        )
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.2.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *connection)
+        .await?;
+        let existing: HashSet<_> = existing.into_iter().collect();
+        for key in keys {
+            let exists = existing.contains(&key);
+            world.load_finding(key, exists);
+        }
+    }
+    Ok(())
+}
+
+/// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag
+/// another batch created meanwhile (unique violation), a version raced by a writer.
+fn retryable(error: &AppendError) -> bool {
+    let AppendError::Database(error) = error else {
+        return true;
+    };
+    error
+        .as_database_error()
+        .and_then(|database_error| database_error.code())
+        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "23505"))
+}

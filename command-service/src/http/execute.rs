@@ -1,0 +1,281 @@
+//! `POST /rules/execute`: run rules now (in the background or waiting), preview them
+//! (`dry_run`), or apply a previewed plan (`plan_id`).
+
+use super::actor::Actor;
+use super::error::ApiError;
+use super::transaction::run_command;
+use super::AppState;
+use crate::execute::planner::Ids;
+use crate::execute::plans;
+use crate::execute::preview::{self, Preview};
+use crate::execute::request::{AssetFilter, ExecuteRequest, MAX_RULES};
+use crate::execute::runner::{Execution, Report};
+use crate::rules::definition::CompiledRule;
+use crate::rules::{self, store as rule_store};
+use crate::store::append;
+use crate::store::batches::{self, Batch, BatchKind};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sqlx::PgConnection;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use synapse_shared::problem::ApiJson;
+use synapse_shared::{EventType, Problem};
+use uuid::Uuid;
+
+/// What the background task needs, prepared inside the request's transaction.
+struct Prepared {
+    batch: Batch,
+    rules: Vec<CompiledRule>,
+    filter: AssetFilter,
+    ids: Ids,
+    only: Option<HashSet<Uuid>>,
+}
+
+/// Execute rules over assets. Returns `202 {correlation_id}` at once and runs in the
+/// background (`wait: true` answers with the report when done); `dry_run: true`
+/// answers with the plan and writes nothing; `plan_id` applies a plan exactly, or is
+/// refused with 409 listing what changed since it was made.
+#[utoipa::path(post, path = "/rules/execute", request_body = ExecuteRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
+    responses(
+        (status = 200, description = "finished (wait) or the dry-run plan", body = Preview),
+        (status = 202, description = "started; follow the correlation_id"),
+        (status = 404, description = "unknown plan", body = Problem),
+        (status = 409, description = "plan is stale or already applied", body = Problem),
+        (status = 422, description = "invalid request or unknown rules", body = Problem),
+    ))]
+pub async fn execute(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<ExecuteRequest>,
+) -> Result<Response, ApiError> {
+    let mut problems = request.filters.problems();
+    if request.rule_ids.len() > MAX_RULES {
+        problems.push(format!("rule_ids lists more than {MAX_RULES} rules"));
+    }
+    if request.plan_id.is_some()
+        && (request.dry_run
+            || !request.rule_ids.is_empty()
+            || request.filters != AssetFilter::default())
+    {
+        problems.push(
+            "plan_id applies a stored plan: send it without rule_ids, filters or dry_run"
+                .to_owned(),
+        );
+    }
+    if !problems.is_empty() {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-execution",
+            "the execution request is invalid",
+        )
+        .with_errors(json!(problems))
+        .into());
+    }
+    if request.dry_run {
+        let rules = select_rules(&state, &request.rule_ids).await?;
+        let preview =
+            preview::preview(&state.pool, &actor.0, &request, &rules, &request.filters).await?;
+        return Ok((StatusCode::OK, axum::Json(preview)).into_response());
+    }
+    let prepared = Arc::new(Mutex::new(None));
+    let slot = prepared.clone();
+    let fingerprint = format!(
+        "POST /rules/execute {}",
+        serde_json::to_string(&request).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    let rules = match request.plan_id {
+        Some(_) => Vec::new(),
+        None => select_rules(&state, &request.rule_ids).await?,
+    };
+    let wait = request.wait;
+    let response = run_command(&state.pool, &actor, &headers, &fingerprint, move |connection| {
+        Box::pin(async move {
+            let ready = match request.plan_id {
+                Some(plan_id) => prepare_plan(connection, &actor_name, plan_id).await?,
+                None => start(connection, &actor_name, rules, request.filters.clone(), None).await?,
+            };
+            let body = json!({"correlation_id": ready.batch.correlation_id, "status": "running", "plan_id": request.plan_id});
+            if let Ok(mut slot) = slot.lock() {
+                *slot = Some(ready);
+            }
+            Ok((StatusCode::ACCEPTED, body))
+        })
+    })
+    .await?;
+    let ready = prepared.lock().ok().and_then(|mut slot| slot.take());
+    let Some(ready) = ready else {
+        // A replayed Idempotency-Key: the first request started the batch.
+        return Ok(response);
+    };
+    let execution = Execution {
+        pool: state.pool.clone(),
+        batch: ready.batch,
+        rules: ready.rules,
+        filter: ready.filter,
+        ids: ready.ids,
+        only: ready.only,
+        shutdown: state.shutdown.clone(),
+    };
+    let handle = tokio::spawn(execution.run());
+    if !wait {
+        return Ok(response);
+    }
+    let report: Report = handle
+        .await
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("execution task failed: {error}")))?;
+    Ok((StatusCode::OK, axum::Json(report)).into_response())
+}
+
+/// Open the batch and append `BATCH_STARTED`, in the request's transaction.
+async fn start(
+    connection: &mut PgConnection,
+    actor: &str,
+    rules: Vec<CompiledRule>,
+    filter: AssetFilter,
+    plan: Option<(Uuid, Ids, HashSet<Uuid>)>,
+) -> Result<Prepared, ApiError> {
+    let mut batch = Batch::new(BatchKind::RuleExecution, actor);
+    let described: Vec<_> = rules
+        .iter()
+        .map(|rule| json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "priority": rule.priority}))
+        .collect();
+    let plan_id = plan.as_ref().map(|(plan_id, _, _)| *plan_id);
+    let request = json!({"rules": described, "filters": filter, "plan_id": plan_id});
+    let started = batch.event(EventType::BatchStarted, json!({"kind": batch.kind.as_str(), "rules": described, "filters": filter, "plan_id": plan_id}));
+    batches::open(connection, &batch, Some(&request)).await?;
+    append(connection, vec![started])
+        .await
+        .map_err(|error| ApiError::Internal(error.into()))?;
+    let (ids, only) = match plan {
+        Some((_, ids, only)) => (ids, Some(only)),
+        None => (Ids::default(), None),
+    };
+    Ok(Prepared {
+        batch,
+        rules,
+        filter,
+        ids,
+        only,
+    })
+}
+
+/// Check a stored plan still holds and prepare to apply it exactly.
+async fn prepare_plan(
+    connection: &mut PgConnection,
+    actor: &str,
+    plan_id: Uuid,
+) -> Result<Prepared, ApiError> {
+    let plan = plans::load_for_apply(connection, plan_id)
+        .await?
+        .ok_or_else(|| {
+            Problem::new(StatusCode::NOT_FOUND, "plan-not-found", "no such plan")
+                .with_detail(format!("plan {plan_id} does not exist"))
+        })?;
+    if let Some(correlation_id) = plan.applied_by_correlation_id {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "plan-already-applied",
+            "the plan was applied already",
+        )
+        .with_errors(json!({"correlation_id": correlation_id}))
+        .into());
+    }
+    let stale = plans::stale_reads(connection, &plan.read_versions.0).await?;
+    if !stale.is_empty() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "stale-plan",
+            "assets the plan depends on changed since it was made",
+        )
+        .with_detail(format!(
+            "{} aggregates changed; make a new dry run",
+            stale.len()
+        ))
+        .with_errors(json!(stale))
+        .into());
+    }
+    let mut rules = Vec::new();
+    for (rule_id, version) in plan.rule_versions.0.iter() {
+        let stored = rule_store::version(connection, *rule_id, *version)
+            .await?
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "plan {plan_id} names a missing rule version"
+                ))
+            })?;
+        rules.push(
+            rules::compiled(&stored).map_err(|errors| invalid_stored_rule(stored.id, errors))?,
+        );
+    }
+    rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
+    let only: HashSet<Uuid> = plan
+        .read_versions
+        .0
+        .keys()
+        .filter_map(|key| key.parse().ok())
+        .chain(plan.created_ids.0.values().copied())
+        .collect();
+    let ids = Ids::from_plan(plan.created_ids.0.clone());
+    let prepared = start(
+        connection,
+        actor,
+        rules,
+        plan.request.0.filters.clone(),
+        Some((plan_id, ids, only)),
+    )
+    .await?;
+    plans::mark_applied(connection, plan_id, prepared.batch.correlation_id).await?;
+    Ok(prepared)
+}
+
+/// The rules an execution runs: the listed ones, or every enabled one; newest
+/// versions, by priority.
+async fn select_rules(state: &AppState, rule_ids: &[Uuid]) -> Result<Vec<CompiledRule>, ApiError> {
+    let all = rule_store::latest_all(&state.pool).await?;
+    let chosen: Vec<_> = if rule_ids.is_empty() {
+        all.into_iter().filter(|rule| rule.enabled).collect()
+    } else {
+        let unknown: Vec<_> = rule_ids
+            .iter()
+            .filter(|id| !all.iter().any(|rule| rule.id == **id))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-rules",
+                "some rules do not exist",
+            )
+            .with_errors(json!(unknown))
+            .into());
+        }
+        all.into_iter()
+            .filter(|rule| rule_ids.contains(&rule.id))
+            .collect()
+    };
+    chosen
+        .iter()
+        .map(|stored| {
+            rules::compiled(stored).map_err(|errors| invalid_stored_rule(stored.id, errors))
+        })
+        .collect()
+}
+
+fn invalid_stored_rule(
+    rule_id: Uuid,
+    errors: Vec<crate::rules::expression::ExpressionError>,
+) -> ApiError {
+    Problem::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-rule",
+        "a stored rule no longer compiles",
+    )
+    .with_detail(format!("rule {rule_id}: define a new version"))
+    .with_errors(json!(errors))
+    .into()
+}

@@ -1,0 +1,72 @@
+//! SQL for the command-side `relationships` table.
+
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+use sqlx::PgConnection;
+use synapse_shared::domain::RelationshipState;
+use uuid::Uuid;
+
+#[derive(sqlx::FromRow)]
+struct RelationshipRow {
+    id: Uuid,
+    kind: String,
+    from_asset: Uuid,
+    to_asset: Uuid,
+    properties: Json<Map<String, Value>>,
+    version: i64,
+}
+
+/// Relationships matching any of `keys` (kind, from, to).
+pub async fn by_keys(
+    connection: &mut PgConnection,
+    keys: &[(String, Uuid, Uuid)],
+) -> Result<Vec<RelationshipState>, sqlx::Error> {
+    let rows: Vec<RelationshipRow> = sqlx::query_as(
+        "select r.id, r.kind, r.from_asset, r.to_asset, r.properties, r.version
+         from relationships r
+         join unnest($1::text[], $2::uuid[], $3::uuid[]) as k(kind, from_asset, to_asset)
+           on r.kind = k.kind and r.from_asset = k.from_asset and r.to_asset = k.to_asset",
+    )
+    .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| RelationshipState {
+            id: row.id,
+            kind: row.kind,
+            from_asset: row.from_asset,
+            to_asset: row.to_asset,
+            properties: row.properties.0,
+            version: row.version,
+        })
+        .collect())
+}
+
+pub async fn insert(
+    connection: &mut PgConnection,
+    relationships: &[RelationshipState],
+) -> Result<(), sqlx::Error> {
+    if relationships.is_empty() {
+        return Ok(());
+    }
+    let properties: Vec<Value> = relationships
+        .iter()
+        .map(|r| Value::Object(r.properties.clone()))
+        .collect();
+    sqlx::query(
+        "insert into relationships (id, kind, from_asset, to_asset, properties, version)
+         select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::int8[])",
+    )
+    .bind(relationships.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(relationships.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
+    .bind(relationships.iter().map(|r| r.from_asset).collect::<Vec<_>>())
+    .bind(relationships.iter().map(|r| r.to_asset).collect::<Vec<_>>())
+    .bind(properties)
+    .bind(relationships.iter().map(|r| r.version).collect::<Vec<_>>())
+    .execute(connection)
+    .await?;
+    Ok(())
+}
