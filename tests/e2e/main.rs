@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary (one link step) with a module per area.
 
 mod commands;
+mod execute;
 mod projection;
 mod query;
 mod relay;

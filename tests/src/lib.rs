@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod client;
 pub mod nats_server;
+pub mod plant;
 pub mod resources;
 pub mod stream;
 

@@ -1,0 +1,475 @@
+//! Rule execution end to end: state, log and stream agree; desired state; dry run and
+//! plan/apply; concurrent batches; bad rules.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use synapse_tests::apps;
+use synapse_tests::client::send;
+use synapse_tests::plant::{pump_flag_rule, small_plant, vfd_rule};
+use synapse_tests::stream::{read_all, wait_for_messages};
+use synapse_tests::{TestDatabase, TestNats};
+
+struct Setup {
+    _database: TestDatabase,
+    nats: TestNats,
+    command: apps::Running,
+    http: reqwest::Client,
+    pool: PgPool,
+}
+
+async fn setup(relay: bool) -> anyhow::Result<Setup> {
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, relay).await?;
+    let pool = PgPool::connect(&database.url).await?;
+    let http = reqwest::Client::new();
+    for asset in small_plant() {
+        send(&http, Method::POST, &command.url("/assets"), Some(&asset))
+            .await?
+            .expect_status(201);
+    }
+    Ok(Setup {
+        _database: database,
+        nats,
+        command,
+        http,
+        pool,
+    })
+}
+
+impl Setup {
+    async fn define(&self, rule: &Value) -> anyhow::Result<String> {
+        let reply = send(
+            &self.http,
+            Method::POST,
+            &self.command.url("/rules"),
+            Some(rule),
+        )
+        .await?
+        .expect_status(201);
+        Ok(reply.body["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    async fn execute(&self, body: Value) -> anyhow::Result<Value> {
+        let reply = send(
+            &self.http,
+            Method::POST,
+            &self.command.url("/rules/execute"),
+            Some(&body),
+        )
+        .await?;
+        Ok(reply.expect_status(200).body)
+    }
+
+    async fn events(&self) -> anyhow::Result<Vec<synapse_shared::EventEnvelope>> {
+        Ok(synapse_shared::event_log::read_after(&self.pool, 0, 100_000).await?)
+    }
+}
+
+fn types_of(events: &[synapse_shared::EventEnvelope]) -> Vec<&'static str> {
+    events
+        .iter()
+        .map(|event| event.event_type.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_execution_derives_state_with_causation_chains_and_a_rerun_changes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(true).await?;
+    let vfd = setup.define(&vfd_rule()).await?;
+    let before = setup.events().await?.len();
+
+    // Act
+    let report = setup
+        .execute(json!({"rule_ids": [vfd], "wait": true}))
+        .await?;
+
+    // Assert: the report
+    assert_eq!(report["status"], "completed", "{report}");
+    let counts = &report["rules"][0]["counts"];
+    assert_eq!(counts["matched"], 4, "motors of 75, 90, 110 and 160 kW");
+    assert_eq!(counts["executed"], 4);
+    assert_eq!(counts["errors"], 0);
+    // State: four VFDs, four cables from the right MCC, four FEEDS relationships.
+    let cables: Vec<(String, String, String, Value)> = sqlx::query_as(
+        "select c.tag, f.tag, t.tag, c.properties from cables c join assets f on f.id = c.from_asset
+         join assets t on t.id = c.to_asset order by c.tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    let expected = vec![
+        (
+            "W-M-102-PWR".to_owned(),
+            "MCC-U100-01".to_owned(),
+            "M-102".to_owned(),
+            json!({"cross_section_mm2": 50}),
+        ),
+        (
+            "W-M-103-PWR".to_owned(),
+            "MCC-U200-01".to_owned(),
+            "M-103".to_owned(),
+            json!({"cross_section_mm2": 50}),
+        ),
+        (
+            "W-M-104-PWR".to_owned(),
+            "MCC-U100-01".to_owned(),
+            "M-104".to_owned(),
+            json!({"cross_section_mm2": 95}),
+        ),
+        (
+            "W-M-105-PWR".to_owned(),
+            "MCC-U200-01".to_owned(),
+            "M-105".to_owned(),
+            json!({"cross_section_mm2": 95}),
+        ),
+    ];
+    assert_eq!(cables, expected);
+    let (vfds,): (i64,) =
+        sqlx::query_as("select count(*) from assets where asset_type = 'VARIABLE_FREQUENCY_DRIVE'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(vfds, 4);
+    let (feeds,): (i64,) = sqlx::query_as(
+        "select count(*) from relationships r join assets f on f.id = r.from_asset join assets t on t.id = r.to_asset
+         where r.kind = 'FEEDS' and f.tag = 'VFD-' || t.tag",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(feeds, 4);
+    // Log: every change is caused by a RULE_EXECUTED of the same batch and rule.
+    let events = setup.events().await?;
+    let batch: Vec<_> = events[before..].to_vec();
+    assert_eq!(
+        batch.first().map(|e| e.event_type.as_str()),
+        Some("BATCH_STARTED")
+    );
+    assert_eq!(
+        batch.last().map(|e| e.event_type.as_str()),
+        Some("BATCH_COMPLETED")
+    );
+    let executed: BTreeMap<_, _> = batch
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_EXECUTED")
+        .map(|e| (e.event_id, e.payload["asset_id"].clone()))
+        .collect();
+    assert_eq!(executed.len(), 4);
+    let changes: Vec<_> = batch
+        .iter()
+        .filter(|e| e.event_type.is_state_change())
+        .collect();
+    assert_eq!(
+        changes.len(),
+        16,
+        "per motor: motor updated, VFD, cable, relationship created"
+    );
+    for change in &changes {
+        let cause = change.causation_id.expect("a change has a cause");
+        assert!(
+            executed.contains_key(&cause),
+            "{change:?} is caused by a RULE_EXECUTED"
+        );
+        assert_eq!(change.rule_id.map(|id| id.to_string()), Some(vfd.clone()));
+        assert_eq!(change.correlation_id, batch[0].correlation_id);
+    }
+    // Stream: exactly the log.
+    wait_for_messages(
+        &setup.nats.args,
+        events.len() as u64,
+        Duration::from_secs(20),
+    )
+    .await?;
+    let streamed: Vec<_> = read_all(&setup.nats.args)
+        .await?
+        .into_iter()
+        .map(|m| m.envelope)
+        .collect();
+    assert_eq!(streamed, events);
+
+    // Act again: the same execution.
+    let rerun = setup
+        .execute(json!({"rule_ids": [vfd], "wait": true}))
+        .await?;
+
+    // Assert: nothing changed; the four motors are skipped with the reason.
+    assert_eq!(rerun["rules"][0]["counts"]["executed"], 0);
+    assert_eq!(rerun["rules"][0]["counts"]["skipped"], 4);
+    let again = setup.events().await?;
+    let second: Vec<_> = again[events.len()..].to_vec();
+    assert!(
+        second.iter().all(|e| !e.event_type.is_state_change()),
+        "{:?}",
+        types_of(&second)
+    );
+    let skipped: Vec<_> = second
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_SKIPPED")
+        .collect();
+    assert_eq!(skipped.len(), 4);
+    assert_eq!(skipped[0].payload["reason"], "already in desired state");
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_dry_run_writes_nothing_and_equals_what_applying_its_plan_then_does() -> anyhow::Result<()>
+{
+    // Arrange
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    setup.define(&pump_flag_rule()).await?;
+    let logged = setup.events().await?.len();
+    let (states_before,): (String,) = sqlx::query_as(
+        "select coalesce(string_agg(id::text || version, ',' order by id), '') from assets",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+
+    // Act
+    let plan = setup.execute(json!({"dry_run": true})).await?;
+
+    // Assert: nothing written
+    assert_eq!(setup.events().await?.len(), logged);
+    let (states_after,): (String,) = sqlx::query_as(
+        "select coalesce(string_agg(id::text || version, ',' order by id), '') from assets",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(states_after, states_before);
+    assert_eq!(plan["totals"]["executed"], 5, "{plan}");
+    let planned: BTreeSet<(String, String, String)> = plan["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| entry["changes"].as_array().cloned().unwrap_or_default())
+        .filter(|change| change["aggregate_type"] != "finding")
+        .map(|change| {
+            (
+                change["aggregate_type"].as_str().unwrap_or("").to_owned(),
+                change["aggregate_id"].as_str().unwrap_or("").to_owned(),
+                change["after"].to_string(),
+            )
+        })
+        .collect();
+
+    // Act: apply the plan.
+    let applied = setup
+        .execute(json!({"plan_id": plan["plan_id"], "wait": true}))
+        .await?;
+
+    // Assert: the changes made are exactly the planned ones (same ids, same states).
+    assert_eq!(applied["status"], "completed");
+    let events = setup.events().await?;
+    let made: BTreeSet<(String, String, String)> = events[logged..]
+        .iter()
+        .filter(|e| e.event_type.is_state_change())
+        .map(|e| {
+            (
+                e.aggregate_type.as_str().to_owned(),
+                e.aggregate_id.to_string(),
+                e.payload["after"].to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(made, planned);
+    assert_eq!(
+        events[logged..]
+            .iter()
+            .filter(|e| e.event_type.as_str() == "FINDING_RAISED")
+            .count(),
+        1
+    );
+    // A plan applies once.
+    let again = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"plan_id": plan["plan_id"]})),
+    )
+    .await?;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["type"], "/problems/plan-already-applied");
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let plan = setup
+        .execute(json!({"dry_run": true, "filters": {"tag": "M-10*"}}))
+        .await?;
+    let (motor,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = 'M-104'")
+        .fetch_one(&setup.pool)
+        .await?;
+    send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{motor}")),
+        Some(&json!({"properties": {"rated_power_kw": 132}})),
+    )
+    .await?
+    .expect_status(200);
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"plan_id": plan["plan_id"]})),
+    )
+    .await?;
+
+    // Assert
+    assert_eq!(refused.status, 409);
+    assert!(refused.is_problem());
+    assert_eq!(refused.body["type"], "/problems/stale-plan");
+    let stale: Vec<_> = refused.body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["key"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(stale, vec![motor.to_string()]);
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn concurrent_executions_over_the_same_assets_lose_no_change_and_replay_reproduces_the_state(
+) -> anyhow::Result<()> {
+    // Arrange: two rules writing different properties of the same motors.
+    let setup = setup(false).await?;
+    let mut ids = Vec::new();
+    for (name, property) in [
+        ("Tag motors for inspection", "inspection"),
+        ("Tag motors for painting", "painting"),
+    ] {
+        ids.push(
+            setup
+                .define(&json!({
+                    "name": name, "discipline": "ELECTRICAL",
+                    "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+                    "then": [{"type": "set_property", "name": property, "value": "'due'"}]
+                }))
+                .await?,
+        );
+    }
+
+    // Act: both at once.
+    let (first, second) = tokio::join!(
+        setup.execute(json!({"rule_ids": [ids[0]], "wait": true})),
+        setup.execute(json!({"rule_ids": [ids[1]], "wait": true}))
+    );
+
+    // Assert: every motor has both properties.
+    assert_eq!(first?["status"], "completed");
+    assert_eq!(second?["status"], "completed");
+    let tagged: Vec<(String, Value)> = sqlx::query_as(
+        "select tag, properties from assets where asset_type = 'ELECTRIC_MOTOR' order by tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(tagged.len(), 6);
+    for (tag, properties) in &tagged {
+        assert_eq!(properties["inspection"], "due", "{tag}");
+        assert_eq!(properties["painting"], "due", "{tag}");
+    }
+    // Replaying the log's change events gives the same state as the table.
+    let mut folded: BTreeMap<String, Value> = BTreeMap::new();
+    for event in setup.events().await? {
+        if event.aggregate_type.as_str() == "asset" {
+            folded.insert(
+                event.aggregate_id.to_string(),
+                event.payload["after"].clone(),
+            );
+        }
+    }
+    let current: Vec<(uuid::Uuid, Value)> = sqlx::query_as(
+        "select id, jsonb_build_object('id', id, 'tag', tag, 'asset_type', asset_type, 'discipline', discipline,
+             'name', name, 'area', area, 'properties', properties, 'version', version) from assets",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    let current: BTreeMap<String, Value> = current
+        .into_iter()
+        .map(|(id, state)| (id.to_string(), state))
+        .collect();
+    folded.retain(|_, state| !state.is_null());
+    assert_eq!(folded, current);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    let logged = setup.events().await?.len();
+    let rule = |when: &str| {
+        json!({"name": "r", "discipline": "ELECTRICAL", "when": when,
+        "then": [{"type": "set_property", "name": "x", "value": "1"}]})
+    };
+
+    // Act
+    let syntax = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(&rule("asset.tag == 'M-1' &&")),
+    )
+    .await?;
+    let unknown = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(&rule("asset.power_kw > 55")),
+    )
+    .await?;
+    let wrong_type = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(&rule("asset.tag > 55")),
+    )
+    .await?;
+    let unknown_action = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(
+            &json!({"name": "r", "discipline": "E", "when": "true", "then": [{"type": "explode"}]}),
+        ),
+    )
+    .await?;
+
+    // Assert
+    for reply in [&syntax, &unknown, &wrong_type] {
+        assert_eq!(reply.status, 422, "{reply:?}");
+        assert!(reply.is_problem());
+        assert_eq!(reply.body["type"], "/problems/invalid-rule");
+        assert_eq!(reply.body["errors"][0]["field"], "when");
+    }
+    assert_eq!(syntax.body["errors"][0]["line"], 1);
+    assert!(syntax.body["errors"][0]["column"].as_u64().is_some());
+    assert_eq!(unknown.body["errors"][0]["column"], 7);
+    assert!(unknown.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("power_kw"));
+    assert!(wrong_type.body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("type error"));
+    assert_eq!(unknown_action.status, 422);
+    let (rules,): (i64,) = sqlx::query_as("select count(*) from rules")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(rules, 0);
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}

@@ -1,0 +1,56 @@
+//! A small plant and rules for tests: motors fed from MCCs, pumps, transmitters.
+
+use serde_json::{json, Value};
+
+/// Assets of a small plant: two MCCs, motors of various sizes, pumps and a transmitter.
+pub fn small_plant() -> Vec<Value> {
+    let mut assets = vec![
+        json!({"tag": "MCC-U100-01", "asset_type": "MOTOR_CONTROL_CENTRE", "discipline": "ELECTRICAL", "area": "U100", "properties": {"rated_voltage_v": 400}}),
+        json!({"tag": "MCC-U200-01", "asset_type": "MOTOR_CONTROL_CENTRE", "discipline": "ELECTRICAL", "area": "U200", "properties": {"rated_voltage_v": 400}}),
+        json!({"tag": "JB-U100-01", "asset_type": "JUNCTION_BOX", "discipline": "INSTRUMENTATION", "area": "U100", "properties": {}}),
+        json!({"tag": "FT-1001", "asset_type": "FLOW_TRANSMITTER", "discipline": "INSTRUMENTATION", "area": "U100", "properties": {"junction_box": "JB-U100-01"}}),
+    ];
+    for (index, power) in [15, 37, 75, 90, 110, 160].iter().enumerate() {
+        let area = if index % 2 == 0 { "U100" } else { "U200" };
+        assets.push(json!({
+            "tag": format!("M-10{index}"),
+            "asset_type": "ELECTRIC_MOTOR",
+            "discipline": "ELECTRICAL",
+            "area": area,
+            "properties": {"rated_power_kw": power, "mcc": format!("MCC-{area}-01")}
+        }));
+    }
+    assets.push(json!({"tag": "P-101A", "asset_type": "CENTRIFUGAL_PUMP", "discipline": "MECHANICAL", "area": "U100", "properties": {}}));
+    assets
+}
+
+/// Large motors get a VFD, a power cable from their MCC, and a FEEDS relationship.
+pub fn vfd_rule() -> Value {
+    json!({
+        "name": "Motors above 55 kW get a VFD and a power cable from their MCC",
+        "discipline": "ELECTRICAL",
+        "priority": 10,
+        "when": "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+        "then": [
+            {"type": "set_property", "name": "needs_vfd", "value": "true"},
+            {"type": "upsert_asset", "tag": "VFD-{asset.tag}", "asset_type": "VARIABLE_FREQUENCY_DRIVE",
+             "discipline": "ELECTRICAL", "area": "{asset.area}",
+             "properties": {"rated_power_kw": "asset.properties.rated_power_kw"}},
+            {"type": "upsert_cable", "tag": "W-{asset.tag}-PWR", "cable_type": "POWER",
+             "from": {"tag": "{asset.properties.mcc}"}, "to": "asset",
+             "properties": {"cross_section_mm2": "asset.properties.rated_power_kw > 100 ? 95 : 50"}},
+            {"type": "create_relationship", "kind": "FEEDS", "from": {"tag": "VFD-{asset.tag}"}, "to": "asset"}
+        ]
+    })
+}
+
+/// Pumps without a driver are flagged.
+pub fn pump_flag_rule() -> Value {
+    json!({
+        "name": "Pumps must name their driver",
+        "discipline": "MECHANICAL",
+        "priority": 20,
+        "when": "asset.asset_type == 'CENTRIFUGAL_PUMP' && !has(asset.properties.driver)",
+        "then": [{"type": "flag", "severity": "warning", "message": "pump {asset.tag} has no driver"}]
+    })
+}
