@@ -2,6 +2,7 @@
 
 mod commands;
 mod execute;
+mod pipeline;
 mod projection;
 mod query;
 mod relay;

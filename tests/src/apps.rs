@@ -1,7 +1,7 @@
 //! Running the services in-process on port 0, exactly as their `main` does.
 
 use crate::resources::TestDatabase;
-use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs, ReadDatabaseArgs};
+use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs};
 use synapse_shared::shutdown::CancellationToken;
 use tokio::task::JoinHandle;
 
@@ -77,9 +77,83 @@ pub async fn command_service(
     })
 }
 
-#[allow(dead_code)]
-fn read_args() -> ReadDatabaseArgs {
-    ReadDatabaseArgs {
-        read_database_url: None,
+/// Start the projection service.
+pub async fn projection_service(
+    database: &TestDatabase,
+    nats: &NatsArgs,
+) -> anyhow::Result<Running> {
+    let config =
+        projection_service::startup::Config::new(database_args(database), nats.clone(), any_port());
+    let app = projection_service::startup::Application::build(config).await?;
+    let port = app.port();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Ok(Running {
+        port,
+        shutdown,
+        handle: Some(handle),
+    })
+}
+
+/// Start the query service.
+pub async fn query_service(database: &TestDatabase, nats: &NatsArgs) -> anyhow::Result<Running> {
+    let config =
+        query_service::startup::Config::new(database_args(database), nats.clone(), any_port());
+    let app = query_service::startup::Application::build(config).await?;
+    let port = app.port();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+    Ok(Running {
+        port,
+        shutdown,
+        handle: Some(handle),
+    })
+}
+
+/// The whole system on one database and one isolated stream.
+pub struct System {
+    pub database: TestDatabase,
+    pub nats: crate::TestNats,
+    pub command: Running,
+    pub projection: Running,
+    pub query: Running,
+    pub http: reqwest::Client,
+}
+
+impl System {
+    pub async fn start() -> anyhow::Result<Self> {
+        let database = TestDatabase::create().await?;
+        let nats = crate::TestNats::new();
+        let command = command_service(&database, &nats.args, true).await?;
+        let projection = projection_service(&database, &nats.args).await?;
+        let query = query_service(&database, &nats.args).await?;
+        Ok(Self {
+            database,
+            nats,
+            command,
+            projection,
+            query,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    /// Wait until the projector has applied everything in the log (bounded).
+    pub async fn wait_for_projection(&self) -> anyhow::Result<()> {
+        let pool = sqlx::PgPool::connect(&self.database.url).await?;
+        let head = synapse_shared::event_log::head(&pool).await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let (projected,): (Option<i64>,) =
+                sqlx::query_as("select max(position) from projector_checkpoints")
+                    .fetch_one(&pool)
+                    .await?;
+            if projected.unwrap_or(0) >= head {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!("projection reached {projected:?} of {head} within 30 s");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
     }
 }

@@ -8,5 +8,6 @@ pub mod nats_server;
 pub mod plant;
 pub mod resources;
 pub mod stream;
+pub mod ws;
 
 pub use resources::{TestDatabase, TestNats};
