@@ -1,0 +1,225 @@
+//! Load the plant through the command API, one `POST /assets` per asset.
+//!
+//! Idempotent: an asset whose tag already exists (409) counts as loaded, so re-running
+//! after an interruption completes the load. At most `concurrency` requests are in
+//! flight; connection failures and 5xx answers are retried a few times with backoff.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use reqwest::StatusCode;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::plant::{Asset, Plant};
+
+/// Attempts per asset for transient failures (connection errors, 5xx, 429).
+const ATTEMPTS: u32 = 4;
+/// How many failure messages to print before only counting them.
+const REPORTED_FAILURES: usize = 10;
+
+/// Where and how to load.
+pub struct LoadOptions {
+    pub command_url: String,
+    pub concurrency: usize,
+    /// Sent as `Authorization: Bearer <token>` when set.
+    pub token: Option<String>,
+}
+
+/// What happened to each asset.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LoadReport {
+    pub created: usize,
+    pub already_present: usize,
+    pub failed: usize,
+}
+
+enum Outcome {
+    Created,
+    AlreadyPresent,
+    Failed(String),
+}
+
+/// Post every asset of `plant`; fails if the command API is unreachable or any asset
+/// could not be loaded.
+pub async fn load(plant: &Plant, options: &LoadOptions) -> anyhow::Result<LoadReport> {
+    let base = options.command_url.trim_end_matches('/').to_owned();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .context("building the HTTP client")?;
+    check_reachable(&client, &base).await?;
+
+    let url = Arc::new(format!("{base}/assets"));
+    let token = Arc::new(options.token.clone());
+    // The semaphore bounds requests in flight; every spawned task holds one permit.
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut report = LoadReport::default();
+    let mut progress = Progress::new(plant.assets.len());
+
+    for asset in plant.assets.iter().cloned() {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .context("semaphore closed")?;
+        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        tasks.spawn(async move {
+            let outcome = post_asset(&client, &url, token.as_deref(), &asset).await;
+            drop(permit);
+            (asset.tag, outcome)
+        });
+        // Collect what has finished so far, so the progress line moves while posting.
+        while let Some(done) = tasks.try_join_next() {
+            record(done, &mut report, &mut progress)?;
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        record(done, &mut report, &mut progress)?;
+    }
+    progress.finish(&report);
+    if report.failed > 0 {
+        bail!(
+            "{} of {} assets could not be loaded",
+            report.failed,
+            plant.assets.len()
+        );
+    }
+    Ok(report)
+}
+
+fn record(
+    done: Result<(String, Outcome), tokio::task::JoinError>,
+    report: &mut LoadReport,
+    progress: &mut Progress,
+) -> anyhow::Result<()> {
+    let (tag, outcome) = done.context("a load task panicked")?;
+    match outcome {
+        Outcome::Created => report.created += 1,
+        Outcome::AlreadyPresent => report.already_present += 1,
+        Outcome::Failed(reason) => {
+            report.failed += 1;
+            if report.failed <= REPORTED_FAILURES {
+                progress.clear_line();
+                eprintln!("failed to load {tag}: {reason}");
+            }
+        }
+    }
+    progress.update(report);
+    Ok(())
+}
+
+async fn check_reachable(client: &reqwest::Client, base: &str) -> anyhow::Result<()> {
+    let url = format!("{base}/healthz");
+    let response = client.get(&url).send().await.with_context(|| {
+        format!("command API not reachable at {url}: is command-service running?")
+    })?;
+    if !response.status().is_success() {
+        bail!(
+            "command API health check {url} answered {}",
+            response.status()
+        );
+    }
+    Ok(())
+}
+
+async fn post_asset(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    asset: &Asset,
+) -> Outcome {
+    let mut last_error = String::new();
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt - 1))).await;
+        }
+        let mut request = client.post(url).json(asset);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                if status.is_success() {
+                    return Outcome::Created;
+                }
+                if status == StatusCode::CONFLICT {
+                    return Outcome::AlreadyPresent;
+                }
+                let body = response.text().await.unwrap_or_default();
+                last_error = format!("{status}: {}", body.chars().take(300).collect::<String>());
+                let transient = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+                if !transient {
+                    break;
+                }
+            }
+            Err(error) => last_error = format!("request failed: {error}"),
+        }
+    }
+    Outcome::Failed(last_error)
+}
+
+/// A progress line on stderr: rewritten in place on a terminal, a line every few
+/// seconds otherwise (logs).
+struct Progress {
+    total: usize,
+    started: Instant,
+    last_print: Instant,
+    terminal: bool,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            total,
+            started: now,
+            last_print: now,
+            terminal: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn line(&self, report: &LoadReport) -> String {
+        let done = report.created + report.already_present + report.failed;
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "assets {done}/{} (created {}, already present {}, failed {}) {rate:.0}/s",
+            self.total, report.created, report.already_present, report.failed
+        )
+    }
+
+    fn update(&mut self, report: &LoadReport) {
+        let interval = if self.terminal {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last_print.elapsed() >= interval {
+            self.last_print = Instant::now();
+            if self.terminal {
+                eprint!("\r{}", self.line(report));
+            } else {
+                eprintln!("{}", self.line(report));
+            }
+        }
+    }
+
+    fn clear_line(&self) {
+        if self.terminal {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    fn finish(&self, report: &LoadReport) {
+        self.clear_line();
+        eprintln!(
+            "{} in {:.1}s",
+            self.line(report),
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
