@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod import;
 pub mod relationships;
 pub mod relay;
+pub mod rollback;
 pub mod rules;
 pub mod startup;
 pub mod store;

@@ -2,8 +2,10 @@
 
 mod commands;
 mod execute;
+mod import;
 mod pipeline;
 mod projection;
 mod query;
 mod relay;
 mod relay_outage;
+mod rollback;

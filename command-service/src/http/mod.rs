@@ -6,6 +6,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod import;
+pub mod rollback;
 pub mod rules;
 pub mod transaction;
 
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(rules::define, rules::list))
         .routes(routes!(rules::revise))
         .routes(routes!(execute::execute))
+        .routes(routes!(rollback::rollback))
         .split_for_parts();
     let openapi_json = openapi.clone();
     api.route(

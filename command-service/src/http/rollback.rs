@@ -1,0 +1,112 @@
+//! `POST /rules/rollback`: roll a batch back, preview it, or cascade through the later
+//! batches in its way.
+
+use super::actor::Actor;
+use super::error::ApiError;
+use super::transaction::run_command;
+use super::AppState;
+use crate::rollback::analyze::{analyze, Analysis};
+use crate::rollback::cascade::{lock_batch, rollback_cascade, rollback_one};
+use crate::rollback::restore::RollbackOutcome;
+use crate::rollback::{Mode, RollbackError, RollbackRequest};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use synapse_shared::problem::ApiJson;
+use synapse_shared::Problem;
+
+impl From<RollbackError> for ApiError {
+    fn from(error: RollbackError) -> Self {
+        let detail = error.to_string();
+        let problem = match error {
+            RollbackError::Database(error) => return error.into(),
+            RollbackError::NotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "batch-not-found", "no such batch")
+            }
+            RollbackError::StillRunning(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "batch-running",
+                "the batch is still running",
+            ),
+            RollbackError::AlreadyRolledBack {
+                correlation_id,
+                rolled_back_by,
+            } => Problem::new(
+                StatusCode::CONFLICT,
+                "already-rolled-back",
+                "the batch was already rolled back",
+            )
+            .with_errors(
+                json!({"correlation_id": correlation_id, "rolled_back_by": rolled_back_by}),
+            ),
+            RollbackError::Conflicts(analysis) => Problem::new(
+                StatusCode::CONFLICT,
+                "rollback-conflict",
+                "later batches changed aggregates this batch touched",
+            )
+            .with_errors(json!(analysis.conflicts)),
+            RollbackError::CascadeTooLong(_) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "cascade-too-long",
+                "the cascade is too long",
+            ),
+        };
+        problem.with_detail(detail).into()
+    }
+}
+
+/// Roll back a batch by its `correlation_id`. `mode`: `strict` (default; 409 with a
+/// conflict report if later batches changed what it touched), `partial` (roll back the
+/// rest, report the conflicts) or `cascade` (roll back the later batches first, newest
+/// first). `dry_run` answers with what would be restored and the conflicts.
+#[utoipa::path(post, path = "/rules/rollback", request_body = RollbackRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
+    responses(
+        (status = 200, description = "rolled back, or the dry-run analysis", body = RollbackOutcome),
+        (status = 404, description = "no such batch", body = Problem),
+        (status = 409, description = "conflicts, still running, or already rolled back", body = Problem),
+    ))]
+pub async fn rollback(
+    State(state): State<AppState>,
+    actor: Actor,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<RollbackRequest>,
+) -> Result<Response, ApiError> {
+    if request.dry_run {
+        let mut transaction = state.pool.begin().await?;
+        lock_batch(&mut transaction, request.correlation_id).await?;
+        let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
+        transaction.rollback().await?;
+        let would = analysis.conflicts.is_empty() || request.mode != Mode::Strict;
+        return Ok((StatusCode::OK, axum::Json(json!({"dry_run": true, "mode": request.mode, "would_roll_back": would, "analysis": analysis}))).into_response());
+    }
+    if request.mode == Mode::Cascade {
+        let outcome = rollback_cascade(&state.pool, &actor.0, request.correlation_id).await?;
+        return Ok((StatusCode::OK, axum::Json(outcome)).into_response());
+    }
+    let fingerprint = format!(
+        "POST /rules/rollback {}",
+        serde_json::to_string(&request).unwrap_or_default()
+    );
+    let actor_name = actor.0.clone();
+    run_command(
+        &state.pool,
+        &actor,
+        &headers,
+        &fingerprint,
+        move |connection| {
+            Box::pin(async move {
+                let outcome = rollback_one(
+                    connection,
+                    &actor_name,
+                    request.correlation_id,
+                    request.mode,
+                )
+                .await?;
+                Ok((StatusCode::OK, json!(outcome)))
+            })
+        },
+    )
+    .await
+}

@@ -1,0 +1,208 @@
+//! What rolling back a batch would do, read from the snapshots, the log and the
+//! current state, in the caller's transaction.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// One aggregate a rollback returns to its pre-batch state.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Restoration {
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    /// The state now (null: does not exist).
+    #[schema(value_type = Option<Object>)]
+    pub current: Option<Value>,
+    /// The pre-batch state it returns to (null: it is deleted).
+    #[schema(value_type = Option<Object>)]
+    pub restored: Option<Value>,
+    /// The version the aggregate gets (one past the newest in the log).
+    pub new_version: i64,
+    /// `restored`, `deleted` or `recreated`.
+    pub change: String,
+    #[schema(value_type = Vec<Object>)]
+    pub diff: Value,
+}
+
+/// An aggregate a later batch changed after this one.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Conflict {
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    /// Batches after this one that changed the aggregate and are not rolled back.
+    pub later_batches: Vec<Uuid>,
+    /// RFC 6902 patch from this batch's result to the current state.
+    #[schema(value_type = Vec<Object>)]
+    pub diff: Value,
+}
+
+/// The rollback of one batch, as it would happen now.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Analysis {
+    pub correlation_id: Uuid,
+    pub restorations: Vec<Restoration>,
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Touched {
+    aggregate_type: String,
+    aggregate_id: Uuid,
+    /// Pre-batch state.
+    snapshot: Option<Value>,
+    /// This batch's result: `after` of its last event on the aggregate.
+    batch_after: Option<Value>,
+    batch_last_position: i64,
+    current: Option<Value>,
+    newest_version: i64,
+}
+
+/// Analyse the rollback of `correlation_id`. Aggregates whose events of this batch are
+/// already marked rolled back (by an earlier partial rollback) are left out.
+pub async fn analyze(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+) -> Result<Analysis, sqlx::Error> {
+    let touched: Vec<Touched> = sqlx::query_as(
+        "with last_change as (
+             select distinct on (e.aggregate_id) e.aggregate_id, e.payload -> 'after' as batch_after, e.position
+             from workflow_events e
+             where e.correlation_id = $1 and e.aggregate_type <> 'batch'
+               and not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)
+             order by e.aggregate_id, e.position desc
+         )
+         select s.aggregate_type, s.aggregate_id, s.state as snapshot,
+                nullif(l.batch_after, 'null'::jsonb) as batch_after, l.position as batch_last_position,
+                case s.aggregate_type
+                    when 'asset' then (select jsonb_build_object('id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
+                        'discipline', a.discipline, 'name', a.name, 'area', a.area, 'properties', a.properties,
+                        'version', a.version) from assets a where a.id = s.aggregate_id)
+                    when 'cable' then (select jsonb_build_object('id', c.id, 'tag', c.tag, 'from_asset', c.from_asset,
+                        'to_asset', c.to_asset, 'cable_type', c.cable_type, 'discipline', c.discipline,
+                        'properties', c.properties, 'version', c.version) from cables c where c.id = s.aggregate_id)
+                    when 'relationship' then (select jsonb_build_object('id', r.id, 'kind', r.kind,
+                        'from_asset', r.from_asset, 'to_asset', r.to_asset, 'properties', r.properties,
+                        'version', r.version) from relationships r where r.id = s.aggregate_id)
+                end as current,
+                (select max(w.aggregate_version) from workflow_events w where w.aggregate_id = s.aggregate_id) as newest_version
+         from execution_snapshots s
+         join last_change l on l.aggregate_id = s.aggregate_id
+         where s.correlation_id = $1
+         order by l.position",
+    )
+    .bind(correlation_id)
+    .fetch_all(&mut *connection)
+    .await?;
+
+    let mut restorations = Vec::new();
+    let mut conflicting = Vec::new();
+    for aggregate in touched {
+        if without_version(aggregate.current.as_ref())
+            != without_version(aggregate.batch_after.as_ref())
+        {
+            conflicting.push(aggregate);
+            continue;
+        }
+        let new_version = aggregate.newest_version + 1;
+        let restored = aggregate.snapshot.map(|mut state| {
+            if let Some(object) = state.as_object_mut() {
+                object.insert("version".into(), Value::from(new_version));
+            }
+            state
+        });
+        let change = match (&aggregate.current, &restored) {
+            (Some(_), Some(_)) => "restored",
+            (Some(_), None) => "deleted",
+            (None, _) => "recreated",
+        };
+        let diff = json_patch::diff(
+            aggregate.current.as_ref().unwrap_or(&Value::Null),
+            restored.as_ref().unwrap_or(&Value::Null),
+        );
+        restorations.push(Restoration {
+            aggregate_type: aggregate.aggregate_type,
+            aggregate_id: aggregate.aggregate_id,
+            current: aggregate.current,
+            restored,
+            new_version,
+            change: change.to_owned(),
+            diff: serde_json::to_value(diff).unwrap_or(Value::Null),
+        });
+    }
+    let conflicts = later_batches(connection, &conflicting).await?;
+    Ok(Analysis {
+        correlation_id,
+        restorations,
+        conflicts,
+    })
+}
+
+async fn later_batches(
+    connection: &mut PgConnection,
+    conflicting: &[Touched],
+) -> Result<Vec<Conflict>, sqlx::Error> {
+    if conflicting.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "select distinct e.aggregate_id, e.correlation_id
+         from workflow_events e
+         join unnest($1::uuid[], $2::int8[]) as t(aggregate_id, after_position)
+           on e.aggregate_id = t.aggregate_id and e.position > t.after_position
+         where not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)",
+    )
+    .bind(
+        conflicting
+            .iter()
+            .map(|t| t.aggregate_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        conflicting
+            .iter()
+            .map(|t| t.batch_last_position)
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(connection)
+    .await?;
+    let mut by_aggregate: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for (aggregate_id, correlation_id) in rows {
+        by_aggregate
+            .entry(aggregate_id)
+            .or_default()
+            .push(correlation_id);
+    }
+    Ok(conflicting
+        .iter()
+        .map(|aggregate| {
+            let diff = json_patch::diff(
+                aggregate.batch_after.as_ref().unwrap_or(&Value::Null),
+                aggregate.current.as_ref().unwrap_or(&Value::Null),
+            );
+            let mut later = by_aggregate
+                .remove(&aggregate.aggregate_id)
+                .unwrap_or_default();
+            later.sort();
+            Conflict {
+                aggregate_type: aggregate.aggregate_type.clone(),
+                aggregate_id: aggregate.aggregate_id,
+                later_batches: later,
+                diff: serde_json::to_value(diff).unwrap_or(Value::Null),
+            }
+        })
+        .collect())
+}
+
+/// A state without its version: two states with equal content are "the same" even if
+/// a later batch and its rollback moved the version on.
+fn without_version(state: Option<&Value>) -> Option<Value> {
+    state.map(|state| {
+        let mut state = state.clone();
+        if let Some(object) = state.as_object_mut() {
+            object.remove("version");
+        }
+        state
+    })
+}

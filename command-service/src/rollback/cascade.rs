@@ -1,0 +1,113 @@
+//! Rolling back a batch, and in cascade mode the later batches in its way first.
+
+use super::analyze::analyze;
+use super::restore::{restore, RollbackOutcome};
+use super::{Mode, RollbackError};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Most batches one cascade may roll back: a longer chain is better reviewed by an
+/// engineer batch by batch.
+pub const MAX_CASCADE: usize = 50;
+
+/// Lock `correlation_id`'s batch row and check it can be rolled back.
+pub async fn lock_batch(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+) -> Result<(), RollbackError> {
+    let row: Option<(String, Option<Uuid>)> = sqlx::query_as(
+        "select status, rolled_back_by from batches where correlation_id = $1 for update",
+    )
+    .bind(correlation_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    match row {
+        None => Err(RollbackError::NotFound(correlation_id)),
+        Some((status, _)) if status == "running" => {
+            Err(RollbackError::StillRunning(correlation_id))
+        }
+        Some((status, Some(rolled_back_by))) if status == "rolled_back" => {
+            Err(RollbackError::AlreadyRolledBack {
+                correlation_id,
+                rolled_back_by,
+            })
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Roll back one batch in the caller's transaction, per `mode` (strict or partial).
+pub async fn rollback_one(
+    connection: &mut PgConnection,
+    actor: &str,
+    correlation_id: Uuid,
+    mode: Mode,
+) -> Result<RollbackOutcome, RollbackError> {
+    lock_batch(connection, correlation_id).await?;
+    let analysis = analyze(connection, correlation_id).await?;
+    if !analysis.conflicts.is_empty() && mode != Mode::Partial {
+        return Err(RollbackError::Conflicts(analysis));
+    }
+    restore(connection, actor, analysis, mode).await
+}
+
+/// Cascade: while the target conflicts, roll back the newest later batch in its way
+/// (itself by cascade), each in its own transaction; then the target.
+pub async fn rollback_cascade(
+    pool: &PgPool,
+    actor: &str,
+    correlation_id: Uuid,
+) -> Result<RollbackOutcome, RollbackError> {
+    let mut cascaded = Vec::new();
+    let mut stack = vec![correlation_id];
+    while let Some(&current) = stack.last() {
+        if cascaded.len() > MAX_CASCADE {
+            return Err(RollbackError::CascadeTooLong(MAX_CASCADE));
+        }
+        let mut transaction = pool.begin().await?;
+        lock_batch(&mut transaction, current).await?;
+        let analysis = analyze(&mut transaction, current).await?;
+        let newest_later = newest_of(&mut transaction, &analysis).await?;
+        match newest_later {
+            Some(later) if !stack.contains(&later) => {
+                transaction.rollback().await?;
+                stack.push(later);
+            }
+            Some(_) => return Err(RollbackError::Conflicts(analysis)),
+            None => {
+                let mut outcome = restore(&mut transaction, actor, analysis, Mode::Cascade).await?;
+                transaction.commit().await?;
+                stack.pop();
+                if stack.is_empty() {
+                    outcome.cascaded = cascaded;
+                    return Ok(outcome);
+                }
+                cascaded.push(outcome.correlation_id);
+            }
+        }
+    }
+    Err(RollbackError::NotFound(correlation_id))
+}
+
+/// The most recent batch among those in the way of `analysis`.
+async fn newest_of(
+    connection: &mut PgConnection,
+    analysis: &super::analyze::Analysis,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let later: Vec<Uuid> = analysis
+        .conflicts
+        .iter()
+        .flat_map(|c| c.later_batches.iter().copied())
+        .collect();
+    if later.is_empty() {
+        return Ok(None);
+    }
+    let newest: Option<(Uuid,)> = sqlx::query_as(
+        "select correlation_id from workflow_events where correlation_id = any($1)
+         group by correlation_id order by max(position) desc limit 1",
+    )
+    .bind(&later)
+    .fetch_optional(connection)
+    .await?;
+    Ok(newest.map(|(id,)| id))
+}

@@ -1,0 +1,74 @@
+//! Batch rollback (`POST /rules/rollback`): every aggregate a batch touched returns to
+//! its pre-batch state (from `execution_snapshots`), as a new batch of `ROLLBACK`
+//! events; the original events are marked rolled back beside the log, never rewritten.
+//!
+//! - [`analyze`]: what a rollback would restore, and which aggregates a later batch
+//!   changed since (conflicts, with the later batches and a field-level diff);
+//! - [`restore`]: writing one rollback batch in one transaction;
+//! - [`cascade`]: rolling back later batches first, newest first.
+
+pub mod analyze;
+pub mod cascade;
+pub mod restore;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// How to treat aggregates a later batch changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Refuse the whole rollback if anything conflicts (409 with the report).
+    #[default]
+    Strict,
+    /// Roll back what does not conflict; report the rest.
+    Partial,
+    /// Roll back the later batches first (newest first), then this one.
+    Cascade,
+}
+
+/// Body of `POST /rules/rollback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The batch to roll back.
+    pub correlation_id: Uuid,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Report what would happen and write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Why a rollback was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("batch {0} does not exist")]
+    NotFound(Uuid),
+    #[error("batch {0} is still running")]
+    StillRunning(Uuid),
+    #[error("batch {correlation_id} was already rolled back by {rolled_back_by}")]
+    AlreadyRolledBack {
+        correlation_id: Uuid,
+        rolled_back_by: Uuid,
+    },
+    #[error("later batches changed aggregates this batch touched")]
+    Conflicts(analyze::Analysis),
+    #[error("cascade would roll back more than {0} batches")]
+    CascadeTooLong(usize),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<crate::store::AppendError> for RollbackError {
+    fn from(error: crate::store::AppendError) -> Self {
+        match error {
+            crate::store::AppendError::Database(error) => RollbackError::Database(error),
+            // The aggregate row locks make this impossible; surface it as a database
+            // failure rather than pretending it is the client's fault.
+            crate::store::AppendError::VersionConflict { .. } => {
+                RollbackError::Database(sqlx::Error::RowNotFound)
+            }
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Writing a rollback batch: restored state, snapshots (so a rollback can itself be
+//! rolled back), `ROLLBACK` events, the rolled-back marks, all in one transaction.
+
+use super::analyze::{Analysis, Restoration};
+use super::{Mode, RollbackError};
+use crate::assets::store as asset_store;
+use crate::store::append;
+use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
+use crate::store::snapshot::{self, Snapshot};
+use crate::{cables, relationships};
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgConnection;
+use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
+use synapse_shared::{AggregateType, EventType};
+use uuid::Uuid;
+
+/// Appending in slices keeps each statement's parameter arrays bounded.
+const EVENT_SLICE: usize = 5_000;
+
+/// What a rollback did.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RollbackOutcome {
+    /// The rollback batch.
+    pub correlation_id: Uuid,
+    /// The batch rolled back.
+    pub rolled_back: Uuid,
+    pub mode: Mode,
+    pub restored: usize,
+    /// Aggregates left alone (partial mode): each with the later batches.
+    pub skipped: Vec<super::analyze::Conflict>,
+    /// Rollback batches run first (cascade mode), newest first.
+    pub cascaded: Vec<Uuid>,
+}
+
+/// Roll back `analysis` as a new batch. The caller holds the target batch's row lock.
+pub async fn restore(
+    connection: &mut PgConnection,
+    actor: &str,
+    analysis: Analysis,
+    mode: Mode,
+) -> Result<RollbackOutcome, RollbackError> {
+    let target = analysis.correlation_id;
+    let mut batch = Batch::new(BatchKind::Rollback, actor);
+    batches::open(
+        connection,
+        &batch,
+        Some(&json!({"target_correlation_id": target, "mode": mode})),
+    )
+    .await?;
+    let (cause,): (Option<Uuid>,) = sqlx::query_as(
+        "select event_id from workflow_events where correlation_id = $1 order by position limit 1",
+    )
+    .bind(target)
+    .fetch_optional(&mut *connection)
+    .await?
+    .unwrap_or((None,));
+
+    snapshot::take_many(
+        connection,
+        batch.correlation_id,
+        &analysis
+            .restorations
+            .iter()
+            .map(|r| Snapshot {
+                aggregate_type: aggregate_type(&r.aggregate_type),
+                aggregate_id: r.aggregate_id,
+                state: r.current.clone(),
+                version: r.new_version - 1,
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    write_state(connection, &analysis.restorations).await?;
+    sqlx::query("delete from findings where correlation_id = $1")
+        .bind(target)
+        .execute(&mut *connection)
+        .await?;
+
+    let mut started = batch.event(
+        EventType::BatchStarted,
+        json!({"kind": batch.kind.as_str(), "target_correlation_id": target, "mode": mode}),
+    );
+    started.causation_id = cause;
+    let started_id = started.event_id;
+    let mut events = vec![started];
+    for restoration in &analysis.restorations {
+        let discipline = restoration
+            .restored
+            .as_ref()
+            .or(restoration.current.as_ref())
+            .and_then(|state| state.get("discipline"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let target_kind = ChangeTarget {
+            event_type: EventType::Rollback,
+            aggregate_type: aggregate_type(&restoration.aggregate_type),
+            aggregate_id: restoration.aggregate_id,
+            version: restoration.new_version,
+            discipline,
+        };
+        let mut event = batch.change(
+            target_kind,
+            Change {
+                before: restoration.current.clone(),
+                after: restoration.restored.clone(),
+            },
+            Some(started_id),
+        );
+        if let Some(payload) = event.payload.as_object_mut() {
+            payload.insert("rolled_back_correlation_id".into(), json!(target));
+        }
+        events.push(event);
+    }
+    let skipped = analysis.conflicts.clone();
+    let status = if skipped.is_empty() {
+        "rolled_back"
+    } else {
+        "partially_rolled_back"
+    };
+    let mut rolled = batch.event(
+        EventType::BatchRolledBack,
+        json!({"target_correlation_id": target, "mode": mode, "restored": analysis.restorations.len(),
+               "skipped": skipped.len(), "status": status}),
+    );
+    rolled.causation_id = Some(started_id);
+    events.push(rolled);
+    events.push(batch.event(
+        EventType::BatchCompleted,
+        json!({"kind": batch.kind.as_str(), "restored": analysis.restorations.len()}),
+    ));
+
+    mark_rolled_back(
+        connection,
+        target,
+        batch.correlation_id,
+        &analysis.restorations,
+    )
+    .await?;
+    sqlx::query("update batches set status = $2, rolled_back_by = $3 where correlation_id = $1")
+        .bind(target)
+        .bind(status)
+        .bind(batch.correlation_id)
+        .execute(&mut *connection)
+        .await?;
+    batches::record(connection, &batch, BatchStatus::Completed).await?;
+    let mut events = events.into_iter().peekable();
+    while events.peek().is_some() {
+        let slice: Vec<_> = events.by_ref().take(EVENT_SLICE).collect();
+        append(connection, slice).await?;
+    }
+    Ok(RollbackOutcome {
+        correlation_id: batch.correlation_id,
+        rolled_back: target,
+        mode,
+        restored: analysis.restorations.len(),
+        skipped,
+        cascaded: Vec::new(),
+    })
+}
+
+/// Deletions first (a restored tag may be held by a row the batch created), then
+/// upserts of restored states with their new versions.
+async fn write_state(
+    connection: &mut PgConnection,
+    restorations: &[Restoration],
+) -> Result<(), sqlx::Error> {
+    let deleted = |kind: &str| -> Vec<Uuid> {
+        restorations
+            .iter()
+            .filter(|r| r.aggregate_type == kind && r.restored.is_none())
+            .map(|r| r.aggregate_id)
+            .collect()
+    };
+    sqlx::query("delete from relationships where id = any($1)")
+        .bind(deleted("relationship"))
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("delete from cables where id = any($1)")
+        .bind(deleted("cable"))
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("delete from assets where id = any($1)")
+        .bind(deleted("asset"))
+        .execute(&mut *connection)
+        .await?;
+    let states = |kind: &'static str| {
+        restorations
+            .iter()
+            .filter(move |r| r.aggregate_type == kind)
+            .filter_map(|r| r.restored.clone())
+    };
+    let assets: Vec<AssetState> = states("asset")
+        .filter_map(|s| serde_json::from_value(s).ok())
+        .collect();
+    let cable_states: Vec<CableState> = states("cable")
+        .filter_map(|s| serde_json::from_value(s).ok())
+        .collect();
+    let relationship_states: Vec<RelationshipState> = states("relationship")
+        .filter_map(|s| serde_json::from_value(s).ok())
+        .collect();
+    asset_store::upsert_many(connection, &assets).await?;
+    cables::upsert(connection, &cable_states).await?;
+    sqlx::query("delete from relationships where id = any($1)")
+        .bind(relationship_states.iter().map(|r| r.id).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    relationships::insert(connection, &relationship_states).await?;
+    Ok(())
+}
+
+/// Mark the target's events of the restored aggregates, and its batch-level events,
+/// as rolled back by `rollback`.
+async fn mark_rolled_back(
+    connection: &mut PgConnection,
+    target: Uuid,
+    rollback: Uuid,
+    restorations: &[Restoration],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into event_rollbacks (event_id, rolled_back_by)
+         select event_id, $2 from workflow_events
+         where correlation_id = $1 and (aggregate_type = 'batch' or aggregate_id = any($3))
+         on conflict (event_id) do nothing",
+    )
+    .bind(target)
+    .bind(rollback)
+    .bind(
+        restorations
+            .iter()
+            .map(|r| r.aggregate_id)
+            .collect::<Vec<_>>(),
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+fn aggregate_type(name: &str) -> AggregateType {
+    name.parse().unwrap_or(AggregateType::Asset)
+}

@@ -1,0 +1,360 @@
+//! Batch rollback: restores, conflicts (strict, partial, cascade), idempotence, redo.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use synapse_tests::apps;
+use synapse_tests::client::{send, Reply};
+use synapse_tests::plant::{small_plant, vfd_rule};
+use synapse_tests::{TestDatabase, TestNats};
+
+struct Setup {
+    _database: TestDatabase,
+    _nats: TestNats,
+    command: apps::Running,
+    http: reqwest::Client,
+    pool: PgPool,
+}
+
+async fn setup() -> anyhow::Result<Setup> {
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let pool = PgPool::connect(&database.url).await?;
+    let http = reqwest::Client::new();
+    for asset in small_plant() {
+        send(&http, Method::POST, &command.url("/assets"), Some(&asset))
+            .await?
+            .expect_status(201);
+    }
+    Ok(Setup {
+        _database: database,
+        _nats: nats,
+        command,
+        http,
+        pool,
+    })
+}
+
+impl Setup {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Reply> {
+        send(
+            &self.http,
+            Method::POST,
+            &self.command.url(path),
+            Some(&body),
+        )
+        .await
+    }
+
+    async fn run_rule(&self, rule: Value) -> anyhow::Result<String> {
+        let id = self.post("/rules", rule).await?.expect_status(201).body["id"].clone();
+        let report = self
+            .post("/rules/execute", json!({"rule_ids": [id], "wait": true}))
+            .await?
+            .expect_status(200);
+        Ok(report.body["correlation_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
+        let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = $1")
+            .bind(tag)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(id)
+    }
+
+    /// Everything command-side state holds, without versions (which move on).
+    async fn state(&self) -> anyhow::Result<BTreeMap<String, Value>> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(
+            "select 'asset:' || tag, jsonb_build_object('type', asset_type, 'discipline', discipline, 'name', name, 'area', area, 'properties', properties) from assets
+             union all select 'cable:' || tag, jsonb_build_object('from', from_asset, 'to', to_asset, 'type', cable_type, 'properties', properties) from cables
+             union all select 'relationship:' || kind || ':' || from_asset || ':' || to_asset, properties from relationships
+             union all select 'finding:' || asset_id || ':' || message, to_jsonb(severity) from findings",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().collect())
+    }
+}
+
+fn motor_rule(name: &str, property: &str, value: &str) -> Value {
+    json!({"name": name, "discipline": "ELECTRICAL", "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+           "then": [{"type": "set_property", "name": property, "value": value}]})
+}
+
+#[tokio::test]
+async fn rolling_back_an_execution_restores_every_aggregate_and_marks_its_events(
+) -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let batch = setup.run_rule(vfd_rule()).await?;
+    assert_ne!(setup.state().await?, before);
+
+    // Act
+    let reply = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?
+        .expect_status(200);
+
+    // Assert: state as before, 16 aggregates restored (4 motors, 4 VFDs, 4 cables, 4 relationships).
+    assert_eq!(setup.state().await?, before);
+    assert_eq!(reply.body["restored"], 16);
+    let rollback = reply.body["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let events = synapse_shared::event_log::read_after(&setup.pool, 0, 100_000).await?;
+    let rollbacks: Vec<_> = events
+        .iter()
+        .filter(|e| e.correlation_id.to_string() == rollback)
+        .collect();
+    assert_eq!(
+        rollbacks
+            .iter()
+            .filter(|e| e.event_type.as_str() == "ROLLBACK")
+            .count(),
+        16
+    );
+    let started = rollbacks[0];
+    assert_eq!(started.event_type.as_str(), "BATCH_STARTED");
+    let original_start = events
+        .iter()
+        .find(|e| e.correlation_id.to_string() == batch)
+        .map(|e| e.event_id);
+    assert_eq!(
+        started.causation_id, original_start,
+        "the rollback is caused by the original batch"
+    );
+    assert!(rollbacks
+        .iter()
+        .any(|e| e.event_type.as_str() == "BATCH_ROLLED_BACK"
+            && e.payload["target_correlation_id"] == batch.as_str()));
+    // Every original event is marked, none rewritten.
+    let (unmarked,): (i64,) = sqlx::query_as(
+        "select count(*) from workflow_events e where e.correlation_id = $1::uuid
+         and not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)",
+    )
+    .bind(&batch)
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(unmarked, 0);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_cascade_do_what_they_say(
+) -> anyhow::Result<()> {
+    // Arrange: batch A tags all six motors; batch B changes two of them afterwards.
+    let setup = setup().await?;
+    let before_a = setup.state().await?;
+    let batch_a = setup
+        .run_rule(motor_rule("Inspect motors", "inspection", "'due'"))
+        .await?;
+    let m102 = setup.asset_id("M-102").await?;
+    let m104 = setup.asset_id("M-104").await?;
+    let mut later = Vec::new();
+    for id in [m102, m104] {
+        let reply = send(
+            &setup.http,
+            Method::PATCH,
+            &setup.command.url(&format!("/assets/{id}")),
+            Some(&json!({"properties": {"inspection": "done"}})),
+        )
+        .await?
+        .expect_status(200);
+        later.push(
+            reply.body["correlation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let before_rollback = setup.state().await?;
+
+    // Act: strict
+    let refused = setup
+        .post("/rules/rollback", json!({"correlation_id": batch_a}))
+        .await?;
+
+    // Assert: 409 naming exactly M-102 and M-104, their later batches and the field diff.
+    assert_eq!(refused.status, 409);
+    assert!(refused.is_problem());
+    assert_eq!(refused.body["type"], "/problems/rollback-conflict");
+    let mut conflicts: Vec<(String, String, String)> = refused.body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            (
+                c["aggregate_id"].as_str().unwrap_or("").to_owned(),
+                c["later_batches"][0].as_str().unwrap_or("").to_owned(),
+                c["diff"].to_string(),
+            )
+        })
+        .collect();
+    conflicts.sort();
+    let mut expected = vec![
+        (m102.to_string(), later[0].clone(), json!([{"op": "replace", "path": "/properties/inspection", "value": "done"}, {"op": "replace", "path": "/version", "value": 3}]).to_string()),
+        (m104.to_string(), later[1].clone(), json!([{"op": "replace", "path": "/properties/inspection", "value": "done"}, {"op": "replace", "path": "/version", "value": 3}]).to_string()),
+    ];
+    expected.sort();
+    assert_eq!(conflicts, expected);
+    assert_eq!(
+        setup.state().await?,
+        before_rollback,
+        "a refused rollback writes nothing"
+    );
+
+    // Act: partial
+    let partial = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch_a, "mode": "partial"}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: four motors restored, the two conflicting ones untouched and reported.
+    assert_eq!(partial.body["restored"], 4);
+    assert_eq!(partial.body["skipped"].as_array().map(Vec::len), Some(2));
+    let state = setup.state().await?;
+    assert_eq!(state["asset:M-100"]["properties"].get("inspection"), None);
+    assert_eq!(state["asset:M-102"]["properties"]["inspection"], "done");
+
+    // Act: cascade finishes the job by rolling back the two later batches first.
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch_a, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert
+    assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(2));
+    assert_eq!(setup.state().await?, before_a);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn two_concurrent_rollbacks_of_one_batch_write_one_set_of_events() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup().await?;
+    let batch = setup
+        .run_rule(motor_rule("Inspect motors", "inspection", "'due'"))
+        .await?;
+
+    // Act
+    let body = json!({"correlation_id": batch});
+    let (first, second) = tokio::join!(
+        setup.post("/rules/rollback", body.clone()),
+        setup.post("/rules/rollback", body.clone())
+    );
+
+    // Assert
+    let mut statuses = vec![first?.status, second?.status];
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 409]);
+    let (rollbacks,): (i64,) =
+        sqlx::query_as("select count(*) from workflow_events where event_type = 'ROLLBACK'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(rollbacks, 6);
+    let again = setup.post("/rules/rollback", body).await?;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["type"], "/problems/already-rolled-back");
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup().await?;
+    let batch = setup.run_rule(vfd_rule()).await?;
+    let after_batch = setup.state().await?;
+    let rollback = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?
+        .expect_status(200);
+
+    // Act: redo
+    let redo = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": rollback.body["correlation_id"]}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert
+    assert_eq!(redo.body["restored"], 16);
+    assert_eq!(setup.state().await?, after_batch);
+    // The log still folds to the live state.
+    let mut folded = BTreeMap::new();
+    for event in synapse_shared::event_log::read_after(&setup.pool, 0, 100_000).await? {
+        if event.event_type.is_state_change() {
+            folded.insert(event.aggregate_id, event.payload["after"].clone());
+        }
+    }
+    folded.retain(|_, state| !state.is_null());
+    let (assets, cables, relationships): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from assets), (select count(*) from cables), (select count(*) from relationships)",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(folded.len() as i64, assets + cables + relationships);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_dry_run_of_a_rollback_reports_and_writes_nothing() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup().await?;
+    let batch = setup.run_rule(vfd_rule()).await?;
+    let state = setup.state().await?;
+    let logged = synapse_shared::event_log::head(&setup.pool).await?;
+
+    // Act
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert
+    assert_eq!(
+        preview.body["analysis"]["restorations"]
+            .as_array()
+            .map(Vec::len),
+        Some(16)
+    );
+    let created: Vec<_> = preview.body["analysis"]["restorations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["change"] == "deleted")
+        .collect();
+    assert_eq!(
+        created.len(),
+        12,
+        "VFDs, cables and relationships the batch created are deleted"
+    );
+    assert_eq!(setup.state().await?, state);
+    assert_eq!(synapse_shared::event_log::head(&setup.pool).await?, logged);
+    let unknown = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": uuid::Uuid::new_v4()}),
+        )
+        .await?;
+    assert_eq!(unknown.status, 404);
+    setup.command.stop().await
+}
