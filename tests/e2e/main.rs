@@ -9,3 +9,4 @@ mod query;
 mod relay;
 mod relay_outage;
 mod rollback;
+mod rollback_properties;
