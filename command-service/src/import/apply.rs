@@ -1,0 +1,229 @@
+//! Upsert the parsed rows by tag as one `csv_import` batch, in the caller's transaction.
+//!
+//! Write order follows the store's invariant: batch row, snapshots, state, and the
+//! events last (the append lock is held from the first append until commit).
+
+use super::parse::ImportRow;
+use super::store::{self, Snapshot};
+use super::ImportError;
+use crate::assets::commands::state_json;
+use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
+use crate::store::{append, AppendError};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::PgConnection;
+use std::collections::HashMap;
+use synapse_shared::domain::{AssetState, Change};
+use synapse_shared::{AggregateType, EventType, NewEvent};
+use uuid::Uuid;
+
+/// Events per append statement: one statement per slice keeps each bounded (100,000
+/// rows would otherwise be one 14-array statement of ~100 MB).
+const EVENT_SLICE: usize = 5_000;
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ImportOutcome {
+    /// The batch of the import; absent when nothing changed (no batch is written).
+    pub correlation_id: Option<Uuid>,
+    pub created: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    /// Data rows in the file.
+    pub rows: usize,
+    /// Events appended (batch events included).
+    pub events: usize,
+}
+
+impl From<AppendError> for ImportError {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::VersionConflict { .. } => ImportError::Concurrent,
+            AppendError::Database(error) => ImportError::Database(error),
+        }
+    }
+}
+
+/// One asset the import changes: `before` is `None` for a new asset.
+struct AssetChange {
+    before: Option<AssetState>,
+    after: AssetState,
+}
+
+/// Create or update an asset per row. `file_name` is recorded in `CSV_IMPORTED`.
+pub async fn apply(
+    connection: &mut PgConnection,
+    actor: &str,
+    rows: Vec<ImportRow>,
+    file_name: Option<&str>,
+) -> Result<ImportOutcome, ImportError> {
+    let row_count = rows.len();
+    let tags: Vec<&str> = rows.iter().map(|row| row.tag.as_str()).collect();
+    let mut existing: HashMap<String, AssetState> = store::lock_by_tags(connection, &tags)
+        .await?
+        .into_iter()
+        .map(|asset| (asset.tag.clone(), asset))
+        .collect();
+    let mut changes = Vec::new();
+    let mut unchanged = 0;
+    for row in rows {
+        match existing.remove(&row.tag) {
+            Some(before) => match merged(&before, row) {
+                Some(after) => changes.push(AssetChange {
+                    before: Some(before),
+                    after,
+                }),
+                None => unchanged += 1,
+            },
+            None => changes.push(AssetChange {
+                before: None,
+                after: created(row),
+            }),
+        }
+    }
+    let created = changes.iter().filter(|c| c.before.is_none()).count();
+    let mut outcome = ImportOutcome {
+        correlation_id: None,
+        created,
+        updated: changes.len() - created,
+        unchanged,
+        rows: row_count,
+        events: 0,
+    };
+    if changes.is_empty() {
+        return Ok(outcome);
+    }
+
+    let mut batch = Batch::new(BatchKind::CsvImport, actor);
+    let request = json!({"file_name": file_name, "rows": row_count});
+    batches::open(connection, &batch, Some(&request)).await?;
+    let snapshots: Vec<Snapshot> = changes.iter().map(snapshot).collect();
+    store::snapshot_all(connection, batch.correlation_id, &snapshots).await?;
+    drop(snapshots);
+    let (new, changed): (Vec<&AssetChange>, Vec<&AssetChange>) =
+        changes.iter().partition(|change| change.before.is_none());
+    let new: Vec<&AssetState> = new.iter().map(|change| &change.after).collect();
+    store::insert_all(connection, &new)
+        .await
+        .map_err(tag_taken_or)?;
+    let changed: Vec<&AssetState> = changed.iter().map(|change| &change.after).collect();
+    store::update_all(connection, &changed).await?;
+
+    let started = batch.event(
+        EventType::BatchStarted,
+        json!({"kind": batch.kind.as_str(), "rows": row_count}),
+    );
+    let mut events = Vec::with_capacity(changes.len() + 3);
+    let cause = Some(started.event_id);
+    events.push(started);
+    events.extend(
+        changes
+            .iter()
+            .map(|change| change_event(&batch, change, cause)),
+    );
+    events.push(batch.event(
+        EventType::CsvImported,
+        json!({
+            "created": outcome.created,
+            "updated": outcome.updated,
+            "unchanged": outcome.unchanged,
+            "rows": row_count,
+            "file_name": file_name,
+        }),
+    ));
+    events.push(batch.event(
+        EventType::BatchCompleted,
+        json!({"kind": batch.kind.as_str(), "changed": changes.len()}),
+    ));
+    batches::record(connection, &batch, BatchStatus::Completed).await?;
+    outcome.events = append_in_slices(connection, events).await?;
+    outcome.correlation_id = Some(batch.correlation_id);
+    Ok(outcome)
+}
+
+/// The asset after applying `row`, or `None` if that changes nothing. The import sets
+/// what the row lists: empty cells and properties the file lacks keep their values.
+fn merged(before: &AssetState, row: ImportRow) -> Option<AssetState> {
+    let mut after = before.clone();
+    after.asset_type = row.asset_type;
+    after.discipline = row.discipline;
+    if row.name.is_some() {
+        after.name = row.name;
+    }
+    if row.area.is_some() {
+        after.area = row.area;
+    }
+    after.properties.extend(row.properties);
+    if after == *before {
+        return None;
+    }
+    after.version = before.version + 1;
+    Some(after)
+}
+
+fn created(row: ImportRow) -> AssetState {
+    AssetState {
+        id: Uuid::now_v7(),
+        tag: row.tag,
+        asset_type: row.asset_type,
+        discipline: row.discipline,
+        name: row.name,
+        area: row.area,
+        properties: row.properties,
+        version: 1,
+    }
+}
+
+fn snapshot(change: &AssetChange) -> Snapshot {
+    Snapshot {
+        aggregate_id: change.after.id,
+        state: change.before.as_ref().map(state_json),
+        version: change.before.as_ref().map_or(0, |before| before.version),
+    }
+}
+
+/// `ASSET_CREATED` or `ASSET_UPDATED` with the before/after payload of single changes.
+fn change_event(batch: &Batch, change: &AssetChange, cause: Option<Uuid>) -> NewEvent {
+    let event_type = match change.before {
+        None => EventType::AssetCreated,
+        Some(_) => EventType::AssetUpdated,
+    };
+    let target = ChangeTarget {
+        event_type,
+        aggregate_type: AggregateType::Asset,
+        aggregate_id: change.after.id,
+        version: change.after.version,
+        discipline: Some(change.after.discipline.clone()),
+    };
+    let diff = Change {
+        before: change.before.as_ref().map(state_json),
+        after: Some(state_json(&change.after)),
+    };
+    batch.change(target, diff, cause)
+}
+
+/// Append `events` in order, [`EVENT_SLICE`] per statement; returns how many.
+async fn append_in_slices(
+    connection: &mut PgConnection,
+    events: Vec<NewEvent>,
+) -> Result<usize, ImportError> {
+    let mut appended = 0;
+    let mut remaining = events.into_iter().peekable();
+    while remaining.peek().is_some() {
+        let slice: Vec<NewEvent> = remaining.by_ref().take(EVENT_SLICE).collect();
+        appended += append(connection, slice).await?.len();
+    }
+    Ok(appended)
+}
+
+fn tag_taken_or(error: sqlx::Error) -> ImportError {
+    let taken = error
+        .as_database_error()
+        .and_then(|database_error| database_error.constraint())
+        == Some(crate::assets::store::TAG_CONSTRAINT);
+    if taken {
+        ImportError::TagTaken
+    } else {
+        ImportError::Database(error)
+    }
+}

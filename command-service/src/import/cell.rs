@@ -1,0 +1,187 @@
+//! One cell to a property value, and the check that a numeric column holds numbers.
+//!
+//! Typing is deliberately strict so data survives the trip: only plain decimal
+//! numbers become JSON numbers. A leading `+` (phone numbers), leading zeros (`007`,
+//! cable numbers), integers beyond 64 bits (serial numbers), `NaN`/`inf` and formulas
+//! (`=SUM(A1)`, `@ref`) stay strings, verbatim. Nothing is ever evaluated.
+
+use super::RowError;
+use serde_json::{Number, Value};
+
+/// The JSON value of a cell (already trimmed); `None` for an empty cell (absent).
+pub fn type_cell(text: &str) -> Option<Value> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.eq_ignore_ascii_case("true") {
+        return Some(Value::Bool(true));
+    }
+    if text.eq_ignore_ascii_case("false") {
+        return Some(Value::Bool(false));
+    }
+    Some(number(text).unwrap_or_else(|| Value::String(text.to_owned())))
+}
+
+/// `text` as a JSON number if it is a plain decimal number.
+fn number(text: &str) -> Option<Value> {
+    if !is_plain_number(text) {
+        return None;
+    }
+    if let Ok(integer) = text.parse::<i64>() {
+        return Some(Value::Number(integer.into()));
+    }
+    let is_integer = !text.contains(['.', 'e', 'E']);
+    if is_integer {
+        // Too large for 64 bits: a float would silently change the digits.
+        return None;
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
+}
+
+/// `-?digits[.digits][e[+-]digits]`, without superfluous leading zeros.
+fn is_plain_number(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], Some(&unsigned[at + 1..])),
+        None => (unsigned, None),
+    };
+    let (whole, fraction) = match mantissa.split_once('.') {
+        Some((whole, fraction)) => (whole, Some(fraction)),
+        None => (mantissa, None),
+    };
+    let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+    let exponent_valid = exponent
+        .is_none_or(|exponent| digits(exponent.strip_prefix(['+', '-']).unwrap_or(exponent)));
+    digits(whole)
+        && !(whole.len() > 1 && whole.starts_with('0'))
+        && fraction.is_none_or(digits)
+        && exponent_valid
+}
+
+/// Counts of a property column's non-empty cells, to find a numeric column's strays: a
+/// stray `n/a` or `75,5` in a power column would otherwise become a string and make
+/// every rule that compares numbers fail on that asset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ColumnTally {
+    pub numbers: usize,
+    pub values: usize,
+}
+
+impl ColumnTally {
+    pub fn add(&mut self, value: &Value) {
+        self.values += 1;
+        if value.is_number() {
+            self.numbers += 1;
+        }
+    }
+
+    /// Whether most cells are numbers but not all: then the others are errors.
+    pub fn has_strays(&self) -> bool {
+        let others = self.values - self.numbers;
+        others > 0 && self.numbers > others
+    }
+
+    /// The error for a non-numeric `value` in this (mostly numeric) column.
+    pub fn stray(&self, row: u64, column: &str, value: &Value) -> RowError {
+        let shown = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        let hint = if looks_like_decimal_comma(&shown) {
+            " (use `.` as the decimal separator)"
+        } else {
+            ""
+        };
+        RowError::new(
+            row,
+            Some(column),
+            format!(
+                "non-numeric value `{shown}` in a numeric column \
+                 ({} of {} values are numbers){hint}",
+                self.numbers, self.values
+            ),
+        )
+    }
+}
+
+fn looks_like_decimal_comma(text: &str) -> bool {
+    text.split_once(',')
+        .is_some_and(|(whole, fraction)| is_plain_number(whole) && is_plain_number(fraction))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cells_are_typed_as_numbers_booleans_or_strings_and_empty_is_absent() {
+        assert_eq!(type_cell("75"), Some(json!(75)));
+        assert_eq!(type_cell("-5"), Some(json!(-5)));
+        assert_eq!(type_cell("0.75"), Some(json!(0.75)));
+        assert_eq!(type_cell("1.5e3"), Some(json!(1500.0)));
+        assert_eq!(type_cell("TRUE"), Some(json!(true)));
+        assert_eq!(type_cell("False"), Some(json!(false)));
+        assert_eq!(type_cell("IP55"), Some(json!("IP55")));
+        assert_eq!(type_cell(""), None);
+    }
+
+    #[test]
+    fn formulas_and_lookalike_numbers_stay_verbatim_strings() {
+        for text in [
+            "=SUM(A1)",
+            "+49 30 1234",
+            "+5",
+            "@ref",
+            "-",
+            "007",
+            "NaN",
+            "inf",
+            "1_000",
+            "1.",
+            ".5",
+            "99999999999999999999",
+            "75,5",
+        ] {
+            assert_eq!(type_cell(text), Some(json!(text)), "{text}");
+        }
+    }
+
+    fn tally(values: &[Value]) -> ColumnTally {
+        let mut tally = ColumnTally::default();
+        values.iter().for_each(|value| tally.add(value));
+        tally
+    }
+
+    #[test]
+    fn a_mostly_numeric_column_reports_its_non_numeric_cells() {
+        let tally = tally(&[
+            json!(75),
+            json!("n/a"),
+            json!(90.5),
+            json!("75,5"),
+            json!(1),
+        ]);
+        assert!(tally.has_strays());
+        let error = tally.stray(3, "power_kw", &json!("n/a"));
+        assert_eq!((error.row, error.column.as_deref()), (3, Some("power_kw")));
+        assert_eq!(
+            error.message,
+            "non-numeric value `n/a` in a numeric column (3 of 5 values are numbers)"
+        );
+        let comma = tally.stray(5, "power_kw", &json!("75,5"));
+        assert!(comma
+            .message
+            .ends_with("(use `.` as the decimal separator)"));
+    }
+
+    #[test]
+    fn a_mostly_text_or_all_numeric_column_has_no_strays() {
+        assert!(!tally(&[json!("IP55"), json!("IP65"), json!(5)]).has_strays());
+        assert!(!tally(&[json!(1), json!("x")]).has_strays());
+        assert!(!tally(&[json!(1), json!(2.5)]).has_strays());
+    }
+}

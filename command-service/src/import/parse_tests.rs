@@ -1,0 +1,160 @@
+use super::*;
+use serde_json::json;
+
+fn invalid(text: &str, delimiter: Option<Delimiter>) -> Vec<RowError> {
+    match parse(text, delimiter) {
+        Err(ImportError::Invalid { errors, .. }) => errors,
+        other => panic!("expected row errors, got {other:?}"),
+    }
+}
+
+fn error(row: u64, column: Option<&str>, message: &str) -> RowError {
+    RowError::new(row, column, message)
+}
+
+#[test]
+fn a_semicolon_file_is_detected_and_its_cells_typed() {
+    let text = "tag;asset_type;discipline;name;power_kw;is_spare;note\n\
+                M-1;motor;electrical;Feed pump motor;75;TRUE;=SUM(A1)\n\
+                M-2;MOTOR;ELECTRICAL;;-5.5;false;\n";
+
+    let parsed = parse(text, None).unwrap();
+
+    assert_eq!(parsed.delimiter, Delimiter::Semicolon);
+    assert_eq!(
+        parsed.rows,
+        vec![
+            ImportRow {
+                row: 2,
+                tag: "M-1".into(),
+                asset_type: "MOTOR".into(),
+                discipline: "ELECTRICAL".into(),
+                name: Some("Feed pump motor".into()),
+                area: None,
+                properties: json!({"power_kw": 75, "is_spare": true, "note": "=SUM(A1)"})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+            ImportRow {
+                row: 3,
+                tag: "M-2".into(),
+                asset_type: "MOTOR".into(),
+                discipline: "ELECTRICAL".into(),
+                name: None,
+                area: None,
+                properties: json!({"power_kw": -5.5, "is_spare": false})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            },
+        ]
+    );
+}
+
+#[test]
+fn quoted_fields_may_hold_delimiters_quotes_and_line_breaks() {
+    let text = "tag,asset_type,discipline,name,note\r\n\
+                P-1,PUMP,PROCESS,\"Pump, \"\"main\"\"\",\"two\nlines\"\r\n\
+                P-2,PUMP,PROCESS,x,y\r\n";
+
+    let parsed = parse(text, None).unwrap();
+
+    assert_eq!(parsed.rows[0].name.as_deref(), Some("Pump, \"main\""));
+    assert_eq!(parsed.rows[0].properties["note"], json!("two\nlines"));
+    // Rows are lines of the file: the record after a two-line cell starts on line 4.
+    assert_eq!(parsed.rows[1].row, 4);
+}
+
+#[test]
+fn blank_lines_count_as_rows_so_numbers_match_the_file() {
+    let errors = invalid("tag,asset_type,discipline\n\nM 1,MOTOR,E\n", None);
+    assert_eq!(errors[0].row, 3);
+}
+
+#[test]
+fn every_bad_cell_and_ragged_row_is_reported_with_row_and_column() {
+    let text = "tag,asset_type,discipline,power_kw\n\
+                M-1,MOTOR,ELECTRICAL,75\n\
+                M 2,MOTOR,ELEC TRICAL,90\n\
+                M-3,MOTOR,ELECTRICAL\n\
+                M-4,MOTOR,ELECTRICAL,n/a\n\
+                ,MOTOR,ELECTRICAL,110\n";
+
+    let errors = invalid(text, None);
+
+    assert_eq!(
+        errors,
+        vec![
+            error(
+                3,
+                Some("tag"),
+                "must not contain whitespace or control characters"
+            ),
+            error(
+                3,
+                Some("discipline"),
+                "must be 1 to 64 letters, digits, `_` or `-`"
+            ),
+            error(4, None, "the row has 3 fields, the header has 4"),
+            error(
+                5,
+                Some("power_kw"),
+                "non-numeric value `n/a` in a numeric column (3 of 4 values are numbers)"
+            ),
+            error(6, Some("tag"), "must not be empty"),
+        ]
+    );
+}
+
+#[test]
+fn duplicate_tags_list_every_row_they_are_on() {
+    let text = "tag,asset_type,discipline\nM-1,MOTOR,E\nM-2,MOTOR,E\nM-1,MOTOR,E\n";
+
+    let errors = invalid(text, None);
+
+    let message = "duplicate tag `M-1` (rows 2, 4)";
+    assert_eq!(
+        errors,
+        vec![
+            error(2, Some("tag"), message),
+            error(4, Some("tag"), message)
+        ]
+    );
+}
+
+#[test]
+fn a_header_without_rows_or_an_empty_file_is_empty() {
+    for text in [
+        "",
+        " \r\n",
+        "tag,asset_type,discipline\n",
+        "tag;asset_type;discipline\n;;\n",
+    ] {
+        assert!(
+            matches!(parse(text, None), Err(ImportError::Empty(_))),
+            "{text:?}"
+        );
+    }
+}
+
+#[test]
+fn more_rows_than_the_limit_are_refused_before_any_other_check() {
+    let mut text = String::from("tag,asset_type,discipline\n");
+    for index in 0..=MAX_ROWS {
+        text.push_str(&format!("M-{index},MOTOR,E\n"));
+    }
+    assert!(matches!(parse(&text, None), Err(ImportError::TooManyRows)));
+}
+
+#[test]
+fn a_value_under_an_empty_header_is_an_error_but_empty_trailing_columns_are_fine() {
+    let fine = parse("tag;asset_type;discipline;;\nM-1;MOTOR;E;;\n", None).unwrap();
+    assert_eq!(fine.rows.len(), 1);
+
+    let errors = invalid("tag;asset_type;discipline;\nM-1;MOTOR;E;oops\n", None);
+    assert_eq!(
+        errors,
+        vec![error(2, None, "column 4 has a value but no header")]
+    );
+}
