@@ -26,6 +26,9 @@ pub struct LoadOptions {
     pub concurrency: usize,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
+    /// Sent as `X-Synapse-Actor`, so the events name the loader (until bearer tokens
+    /// carry the identity).
+    pub actor: String,
 }
 
 /// What happened to each asset.
@@ -53,7 +56,10 @@ pub async fn load(plant: &Plant, options: &LoadOptions) -> anyhow::Result<LoadRe
     check_reachable(&client, &base).await?;
 
     let url = Arc::new(format!("{base}/assets"));
-    let token = Arc::new(options.token.clone());
+    let auth = Arc::new(Auth {
+        token: options.token.clone(),
+        actor: options.actor.clone(),
+    });
     // The semaphore bounds requests in flight; every spawned task holds one permit.
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -66,9 +72,9 @@ pub async fn load(plant: &Plant, options: &LoadOptions) -> anyhow::Result<LoadRe
             .acquire_owned()
             .await
             .context("semaphore closed")?;
-        let (client, url, token) = (client.clone(), url.clone(), token.clone());
+        let (client, url, auth) = (client.clone(), url.clone(), auth.clone());
         tasks.spawn(async move {
-            let outcome = post_asset(&client, &url, token.as_deref(), &asset).await;
+            let outcome = post_asset(&client, &url, &auth, &asset).await;
             drop(permit);
             (asset.tag, outcome)
         });
@@ -126,19 +132,23 @@ async fn check_reachable(client: &reqwest::Client, base: &str) -> anyhow::Result
     Ok(())
 }
 
-async fn post_asset(
-    client: &reqwest::Client,
-    url: &str,
-    token: Option<&str>,
-    asset: &Asset,
-) -> Outcome {
+/// Who the loader says it is.
+struct Auth {
+    token: Option<String>,
+    actor: String,
+}
+
+async fn post_asset(client: &reqwest::Client, url: &str, auth: &Auth, asset: &Asset) -> Outcome {
     let mut last_error = String::new();
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt - 1))).await;
         }
-        let mut request = client.post(url).json(asset);
-        if let Some(token) = token {
+        let mut request = client
+            .post(url)
+            .header("x-synapse-actor", &auth.actor)
+            .json(asset);
+        if let Some(token) = &auth.token {
             request = request.bearer_auth(token);
         }
         match request.send().await {
