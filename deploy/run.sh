@@ -137,6 +137,58 @@ fail() {
     exit 1
 }
 
+# --- authentication ------------------------------------------------------------------
+# The services verify HS256 bearer tokens signed with JWT_SECRET. Locally, run.sh keeps
+# a random secret in .run/jwt-secret (created once, readable by its owner only) and
+# signs ready-made tokens for the three roles into .run/tokens.env. AUTH_DISABLED=true
+# in the environment switches authentication off instead.
+readonly JWT_ISSUER=${JWT_ISSUER:-synapse}
+readonly JWT_AUDIENCE=${JWT_AUDIENCE:-synapse-api}
+# Seven days: long enough for a demo session, short enough not to live forever.
+readonly TOKEN_TTL_SECONDS=$((7 * 24 * 3600))
+readonly TOKENS_FILE="$repo_root/.run/tokens.env"
+
+base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+
+# sign_token SUBJECT ROLE: an HS256 JWT with the claims the services require.
+sign_token() {
+    local now header payload signature
+    now=$(date +%s)
+    header=$(printf '{"alg":"HS256","typ":"JWT"}' | base64url)
+    payload=$(printf '{"sub":"%s","role":"%s","iss":"%s","aud":"%s","exp":%d,"iat":%d}' \
+        "$1" "$2" "$JWT_ISSUER" "$JWT_AUDIENCE" $((now + TOKEN_TTL_SECONDS)) "$now" | base64url)
+    signature=$(printf '%s.%s' "$header" "$payload" |
+        openssl dgst -sha256 -mac HMAC -macopt "key:$JWT_SECRET" -binary | base64url)
+    printf '%s.%s.%s' "$header" "$payload" "$signature"
+}
+
+setup_auth() {
+    mkdir -p "$repo_root/.run"
+    if [[ ${AUTH_DISABLED:-false} == true ]]; then
+        log "AUTH_DISABLED=true: the services accept every request as an admin"
+        : >"$TOKENS_FILE"
+        return
+    fi
+    command -v openssl >/dev/null 2>&1 || fail "openssl is needed to sign local tokens (or set AUTH_DISABLED=true)"
+    if [[ -z ${JWT_SECRET:-} ]]; then
+        local secret_file="$repo_root/.run/jwt-secret"
+        if [[ ! -s $secret_file ]]; then
+            (umask 077 && openssl rand -hex 32 >"$secret_file")
+        fi
+        JWT_SECRET=$(<"$secret_file")
+    fi
+    export JWT_SECRET
+    (
+        umask 077
+        {
+            echo "# Local SYNAPSE tokens, signed by deploy/run.sh; valid 7 days. source this file."
+            echo "export SYNAPSE_VIEWER_TOKEN=$(sign_token demo-viewer viewer)"
+            echo "export SYNAPSE_ENGINEER_TOKEN=$(sign_token demo-engineer engineer)"
+            echo "export SYNAPSE_ADMIN_TOKEN=$(sign_token demo-admin admin)"
+        } >"$TOKENS_FILE"
+    )
+}
+
 # --- 1. services and database ------------------------------------------------------
 bash deploy/ensure-services.sh
 
@@ -152,6 +204,8 @@ for service in "${SERVICES[@]}"; do
         fail "port ${PORT[$service]} ($service) is already in use: is another deploy/run.sh running?"
     fi
 done
+
+setup_auth
 
 # --- 2. build ----------------------------------------------------------------------
 log "building (cargo build --bins, dev profile; target $target_dir)"
@@ -185,7 +239,10 @@ done
 demo_status="not loaded (--no-demo)"
 if [[ $load_demo == true ]]; then
     log "loading the demo plant (synapse-demo ${demo_args[*]:-})"
-    if "$BIN_DIR/synapse-demo" --command-url "http://$HOST:${PORT[command-service]}" "${demo_args[@]}"; then
+    demo_token=""
+    [[ ${AUTH_DISABLED:-false} == true ]] || demo_token=$(sign_token synapse-demo engineer)
+    if SYNAPSE_TOKEN=$demo_token "$BIN_DIR/synapse-demo" \
+        --command-url "http://$HOST:${PORT[command-service]}" "${demo_args[@]}"; then
         demo_status="loaded"
     else
         demo_status="FAILED to load (see above); the services keep running"
@@ -211,14 +268,16 @@ SYNAPSE is running (Ctrl-C stops it).
   database         $DATABASE_URL
   NATS             $NATS_URL (JetStream)
   demo plant       $demo_status
+  tokens           $TOKENS_FILE (viewer, engineer, admin; source it)
 
-Try:
-  curl -s '$qry/disciplines'
-  curl -s '$qry/events/timeline?discipline=ELECTRICAL&limit=5'
-  curl -s '$qry/batches'
-  curl -s -X POST '$cmd/assets' -H 'content-type: application/json' \\
+Try (in another shell):
+  source $TOKENS_FILE
+  curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/disciplines'
+  curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/events/timeline?discipline=ELECTRICAL&limit=5'
+  curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/batches'
+  curl -s -X POST '$cmd/assets' -H "authorization: Bearer \$SYNAPSE_ENGINEER_TOKEN" -H 'content-type: application/json' \\
        -d '{"tag":"M-999A","asset_type":"ELECTRIC_MOTOR","discipline":"ELECTRICAL","name":"Spare motor","area":"U100","properties":{"rated_power_kw":75,"rated_voltage_v":400,"mcc":"MCC-U100-02"}}'
-  curl -s -X POST '$cmd/rules/execute' -H 'content-type: application/json' \\
+  curl -s -X POST '$cmd/rules/execute' -H "authorization: Bearer \$SYNAPSE_ENGINEER_TOKEN" -H 'content-type: application/json' \\
        -d '{"dry_run":true,"wait":true,"filters":{"disciplines":["ELECTRICAL"]}}'
 
 EOF
