@@ -827,6 +827,7 @@ async fn the_service_documents_its_api_and_reports_health_and_metrics() {
         "/events/timeline",
         "/events/assets/{id}/history",
         "/assets/{id}",
+        "/ws",
     ] {
         assert!(openapi["paths"].get(path).is_some(), "openapi lacks {path}");
     }

@@ -28,6 +28,7 @@ use utoipa_axum::routes;
     tags(
         (name = "events", description = "The timeline and asset histories"),
         (name = "assets", description = "Asset state, current or as of a time"),
+        (name = "live", description = "The live WebSocket feed"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
 )]
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
+        .routes(routes!(socket::upgrade))
         .split_for_parts();
     let api = Arc::new(api);
     router
@@ -49,7 +51,6 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(move || async move { Json(api.as_ref().clone()) }),
         )
-        .route("/ws", get(socket::upgrade))
         .fallback(synapse_shared::problem::not_found)
         .layer(axum::middleware::from_fn(error::log_failures))
         .layer(TraceLayer::new_for_http())

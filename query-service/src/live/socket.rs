@@ -32,6 +32,19 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Upgrade to a WebSocket session.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "live",
+    description = "The live feed over WebSocket. Send `{\"type\":\"subscribe\",\"filters\":\
+        {\"correlation_id\"?,\"asset_id\"?,\"rule_id\"?,\"discipline\"?},\"after\"?:<position>}`; \
+        the server answers `SUBSCRIBED`, then (with `after`) every matching event after that \
+        position, then live events, as `{\"type\":<kind>,\"position\":n,\"event\":<EventEnvelope>}` \
+        where kind is STARTED, RULE_START, ACTION, PROGRESS, RULE_COMPLETE, COMPLETED, ERROR or \
+        ROLLED_BACK. `LAGGED` (`resume_after`) precedes a close for a client too far behind; \
+        `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` replaces the previous one.",
+    responses((status = 101, description = "Switching to the WebSocket protocol"))
+)]
 pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
     let sessions = state.sessions.clone();
     upgrade

@@ -221,3 +221,54 @@ pub async fn last_change_as_of(
         .push(" order by position desc limit 1");
     query.build_query_as().fetch_optional(pool).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(event_type: &str, payload: Value) -> TimelineEntry {
+        TimelineEntry {
+            position: 42,
+            event_id: Uuid::now_v7(),
+            event_type: event_type.to_owned(),
+            aggregate_type: "asset".to_owned(),
+            aggregate_id: Uuid::now_v7(),
+            asset_id: None,
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            rule_id: None,
+            rule_version: None,
+            discipline: Some("ELECTRICAL".to_owned()),
+            actor: "alice".to_owned(),
+            occurred_at: Utc::now(),
+            payload,
+            diff: None,
+            rolled_back: false,
+            rolled_back_by: None,
+        }
+    }
+
+    #[test]
+    fn a_replayed_row_becomes_the_envelope_the_live_feed_would_have_sent() {
+        let row = entry(
+            "ASSET_UPDATED",
+            json!({"before": {"version": 1}, "after": {"version": 2}}),
+        );
+        let envelope = row.to_envelope().unwrap();
+        assert_eq!(envelope.position, 42);
+        assert_eq!(envelope.event_type, synapse_shared::EventType::AssetUpdated);
+        assert_eq!(envelope.aggregate_version, 2);
+        assert_eq!(envelope.payload, row.payload);
+        let deletion = entry(
+            "ASSET_DELETED",
+            json!({"before": {"version": 3}, "after": null}),
+        );
+        assert_eq!(deletion.to_envelope().unwrap().aggregate_version, 3);
+    }
+
+    #[test]
+    fn a_row_of_an_unknown_event_type_is_reported_not_guessed() {
+        assert!(entry("ASSET_EXPLODED", json!({})).to_envelope().is_err());
+    }
+}
