@@ -233,3 +233,160 @@ impl Progress {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::plant::generate;
+
+    /// How the fake command API answers `POST /assets` for one tag.
+    #[derive(Clone, Copy)]
+    enum Answer {
+        Created,
+        Exists,
+        /// A 503 this many times, then 201.
+        Unavailable(u32),
+        Invalid,
+    }
+
+    /// A minimal HTTP/1.1 server standing in for the command API: answers per tag and
+    /// records how many POSTs each tag got.
+    async fn fake_command_api(
+        answers: HashMap<String, Answer>,
+    ) -> (String, Arc<Mutex<HashMap<String, u32>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let answers = Arc::new(Mutex::new(answers));
+        let posts = Arc::new(Mutex::new(HashMap::new()));
+        let recorded = posts.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                let (answers, posts) = (answers.clone(), posts.clone());
+                tokio::spawn(async move {
+                    let (read, mut write) = socket.into_split();
+                    let mut reader = BufReader::new(read);
+                    loop {
+                        let mut request_line = String::new();
+                        if reader.read_line(&mut request_line).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let mut content_length = 0;
+                        loop {
+                            let mut header = String::new();
+                            reader.read_line(&mut header).await.unwrap();
+                            if header == "\r\n" {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':') {
+                                if name.eq_ignore_ascii_case("content-length") {
+                                    content_length = value.trim().parse().unwrap();
+                                }
+                            }
+                        }
+                        let mut body = vec![0; content_length];
+                        reader.read_exact(&mut body).await.unwrap();
+                        let status = if request_line.starts_with("GET /healthz") {
+                            "200 OK"
+                        } else {
+                            let asset: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                            let tag = asset["tag"].as_str().unwrap().to_owned();
+                            let attempt = {
+                                let mut posts = posts.lock().unwrap();
+                                let count = posts.entry(tag.clone()).or_insert(0);
+                                *count += 1;
+                                *count
+                            };
+                            let answer = answers
+                                .lock()
+                                .unwrap()
+                                .get(&tag)
+                                .copied()
+                                .unwrap_or(Answer::Created);
+                            match answer {
+                                Answer::Created => "201 Created",
+                                Answer::Exists => "409 Conflict",
+                                Answer::Unavailable(times) if attempt <= times => {
+                                    "503 Service Unavailable"
+                                }
+                                Answer::Unavailable(_) => "201 Created",
+                                Answer::Invalid => "422 Unprocessable Entity",
+                            }
+                        };
+                        let response = format!("HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{{}}");
+                        write.write_all(response.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (url, recorded)
+    }
+
+    fn options(command_url: String) -> LoadOptions {
+        LoadOptions {
+            command_url,
+            concurrency: 4,
+            token: None,
+            actor: "test".to_owned(),
+        }
+    }
+
+    #[tokio::test]
+    async fn existing_tags_count_as_loaded_and_transient_failures_are_retried() {
+        let plant = generate(60, 1);
+        let mut answers = HashMap::new();
+        for asset in plant.assets.iter().step_by(3) {
+            answers.insert(asset.tag.clone(), Answer::Exists);
+        }
+        answers.insert(plant.assets[1].tag.clone(), Answer::Unavailable(2));
+        let (url, posts) = fake_command_api(answers).await;
+
+        let report = load(&plant, &options(url)).await.unwrap();
+
+        assert_eq!(report.already_present, 20);
+        assert_eq!(report.created, 40);
+        assert_eq!(report.failed, 0);
+        let posts = posts.lock().unwrap();
+        assert_eq!(posts[&plant.assets[1].tag], 3, "two 503s, then created");
+        assert_eq!(posts.len(), 60, "every asset posted");
+    }
+
+    #[tokio::test]
+    async fn a_refused_asset_fails_the_load_without_retrying() {
+        let plant = generate(10, 1);
+        let refused = plant.assets[4].tag.clone();
+        let (url, posts) =
+            fake_command_api(HashMap::from([(refused.clone(), Answer::Invalid)])).await;
+
+        let error = load(&plant, &options(url)).await.unwrap_err();
+
+        assert!(error.to_string().contains("1 of 10 assets"), "{error}");
+        assert_eq!(posts.lock().unwrap()[&refused], 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_command_api_is_reported_before_loading() {
+        // Bind and drop a listener to get a port nobody listens on.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+
+        let error = load(
+            &generate(5, 1),
+            &options(format!("http://127.0.0.1:{port}")),
+        )
+        .await
+        .unwrap_err();
+
+        assert!(error.to_string().contains("not reachable"), "{error}");
+    }
+}
