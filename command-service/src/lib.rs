@@ -9,6 +9,7 @@ pub mod execute;
 pub mod http;
 pub mod idempotency;
 pub mod import;
+pub mod recovery;
 pub mod relationships;
 pub mod relay;
 pub mod rollback;

@@ -5,6 +5,7 @@ use crate::http::{self, AppState};
 use crate::relay::Relay;
 use anyhow::Context;
 use std::time::Duration;
+use synapse_shared::auth::Authenticator;
 use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{db, nats};
 use tokio::net::TcpListener;
@@ -14,12 +15,17 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     relay: Option<Relay>,
+    /// Silence after which a running batch counts as abandoned.
+    stale_after: Duration,
 }
 
 impl Application {
     /// Connect to Postgres (waiting up to 30 s for it), apply migrations, connect to
     /// NATS (in the background if it is down), and bind the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        // First, so a service that would run without authentication by accident
+        // refuses to start before touching anything.
+        let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
         let pool = db::connect(
             &config.database.database_url,
             config.database.database_max_connections,
@@ -51,8 +57,10 @@ impl Application {
                 pool,
                 nats: client,
                 shutdown: CancellationToken::new(),
+                auth,
             },
             relay,
+            stale_after: Duration::from_secs(config.batch_stale_after_secs),
         })
     }
 
@@ -76,6 +84,14 @@ impl Application {
         let relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run(shutdown.clone())));
+        tokio::spawn(crate::recovery::sweep(
+            self.state.pool.clone(),
+            self.stale_after,
+            shutdown.clone(),
+        ));
+        self.state
+            .auth
+            .warn_while_disabled("command-service", shutdown.clone());
         tracing::info!(port, "command service listening");
         let router = http::router(self.state);
         axum::serve(self.listener, router)

@@ -6,6 +6,7 @@ mod import;
 mod pipeline;
 mod projection;
 mod query;
+mod recovery;
 mod relay;
 mod relay_outage;
 mod rollback;

@@ -65,6 +65,7 @@ pub async fn command_service(
         nats: nats.clone(),
         listen: any_port(),
         relay_enabled: relay,
+        batch_stale_after_secs: 30,
     };
     let app = command_service::Application::build(config).await?;
     let port = app.port();

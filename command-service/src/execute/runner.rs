@@ -67,6 +67,13 @@ impl Execution {
     /// Run every rule; the batch ends `BATCH_COMPLETED` or `BATCH_FAILED`.
     pub async fn run(mut self) -> Report {
         let started = Instant::now();
+        let alive = CancellationToken::new();
+        tokio::spawn(crate::recovery::heartbeat(
+            self.pool.clone(),
+            self.batch.correlation_id,
+            alive.clone(),
+        ));
+        let _stop_heartbeat = alive.drop_guard();
         let mut reports = Vec::new();
         let mut failure = None;
         for rule in self.rules.clone() {

@@ -135,14 +135,15 @@ pub async fn open(
     request: Option<&Value>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into batches (correlation_id, kind, status, actor, request)
-         values ($1, $2, $3, $4, $5)",
+        "insert into batches (correlation_id, kind, status, actor, request, version)
+         values ($1, $2, $3, $4, $5, $6)",
     )
     .bind(batch.correlation_id)
     .bind(batch.kind.as_str())
     .bind(BatchStatus::Running.as_str())
     .bind(&batch.actor)
     .bind(request)
+    .bind(batch.version)
     .execute(connection)
     .await?;
     Ok(())
