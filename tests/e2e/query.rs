@@ -11,10 +11,12 @@ use query_service::startup::{Application, Config};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::time::Duration;
+use synapse_shared::config::NatsArgs;
 use synapse_shared::config::{DatabaseArgs, ListenArgs};
 use synapse_shared::domain::Change;
 use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
+use synapse_tests::nats_server::OwnNatsServer;
 use synapse_tests::{TestDatabase, TestNats};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -55,8 +57,16 @@ async fn spawn_app() -> QueryApp {
 /// Start the service with `limits`, after publishing `already_published` to its stream
 /// (events that predate the service's live hub). Returns once `/readyz` says ready.
 async fn spawn_app_with(limits: LiveLimits, already_published: &[EventEnvelope]) -> QueryApp {
+    spawn_app_on(TestNats::new(), limits, already_published).await
+}
+
+/// As [`spawn_app_with`], on the given NATS server and stream.
+async fn spawn_app_on(
+    nats: TestNats,
+    limits: LiveLimits,
+    already_published: &[EventEnvelope],
+) -> QueryApp {
     let database = TestDatabase::create().await.expect("test database");
-    let nats = TestNats::new();
     let jetstream = nats.jetstream().await.expect("jetstream");
     synapse_shared::nats::ensure_stream(&jetstream, &nats.args)
         .await
@@ -1128,4 +1138,38 @@ async fn shutdown_closes_every_websocket_with_going_away() {
         .await
         .expect("the service did not stop in time")
         .expect("stop task");
+}
+
+#[tokio::test]
+async fn the_live_feed_carries_on_after_nats_restarts() {
+    // Arrange: a nats-server of this test's own, so stopping it disturbs no other test.
+    let mut server = OwnNatsServer::start().await.expect("own nats-server");
+    let unique = Uuid::new_v4().simple().to_string();
+    let nats = TestNats {
+        args: NatsArgs::isolated(&server.url(), &unique),
+    };
+    let app = spawn_app_on(nats, LiveLimits::default(), &[]).await;
+    let batch = Uuid::now_v7();
+    let mut socket = app.connect().await;
+    subscribe(
+        &mut socket,
+        json!({"type": "subscribe", "filters": {"correlation_id": batch}}),
+    )
+    .await;
+    app.publish(&[batch_event(1, EventType::BatchStarted, batch)])
+        .await;
+    let before = receive_json(&mut socket).await;
+
+    // Act: NATS dies and comes back (same store); the relay publishes again.
+    server.kill().await.expect("kill nats-server");
+    server.restart().await.expect("restart nats-server");
+    app.publish(&[batch_event(2, EventType::BatchProgress, batch)])
+        .await;
+    let after = receive_json(&mut socket).await;
+
+    // Assert
+    assert_eq!(before["position"], 1);
+    assert_eq!(after["position"], 2);
+    assert_eq!(after["type"], "PROGRESS");
+    app.stop().await;
 }

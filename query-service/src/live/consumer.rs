@@ -11,6 +11,7 @@ use async_nats::jetstream::consumer::pull::{OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream::Stream};
 use futures::StreamExt;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use synapse_shared::config::NatsArgs;
 use synapse_shared::nats;
@@ -19,6 +20,12 @@ use tokio_util::sync::CancellationToken;
 /// Wait between attempts to reach the stream or recreate the consumer: short enough to
 /// resume quickly after a NATS restart, long enough not to spin while it is down.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// How often the follower checks whether the NATS connection was re-established. A
+/// server restart loses the ephemeral consumer, and the ordered consumer notices only
+/// after its idle heartbeats lapse (15 s or more); a reconnect seen here recreates it
+/// within a second instead.
+const RECONNECT_CHECK: Duration = Duration::from_secs(1);
 
 /// Follow the stream until `shutdown` is cancelled.
 pub async fn run(
@@ -42,7 +49,10 @@ pub async fn run(
         }
     };
     tracing::info!(stream = %args.nats_stream, next_sequence, "live hub following the stream");
+    let statistics = context.client().statistics();
+    let mut reconnect_check = tokio::time::interval(RECONNECT_CHECK);
     loop {
+        let connects_at_creation = statistics.connects.load(Ordering::Relaxed);
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
@@ -75,6 +85,13 @@ pub async fn run(
             let item = tokio::select! {
                 () = shutdown.cancelled() => return,
                 item = messages.next() => item,
+                _ = reconnect_check.tick() => {
+                    if statistics.connects.load(Ordering::Relaxed) != connects_at_creation {
+                        tracing::info!(next_sequence, "live hub: NATS reconnected; recreating the consumer");
+                        break;
+                    }
+                    continue;
+                }
             };
             match item {
                 Some(Ok(message)) => {
@@ -88,7 +105,7 @@ pub async fn run(
                         }
                     }
                 }
-                Some(Err(error)) if error.kind() == OrderedErrorKind::Recreate => {
+                Some(Err(error)) if consumer_is_lost(error.kind()) => {
                     tracing::warn!(%error, next_sequence, "live hub: consumer lost; recreating");
                     break;
                 }
@@ -127,6 +144,18 @@ async fn start(
     };
     hub.start_at(last_position);
     Ok((stream, last_sequence + 1))
+}
+
+/// Whether an error means the consumer is gone (e.g. "consumer not found" after a
+/// NATS restart dropped the ephemeral consumer, which the ordered consumer reports as a
+/// pull failure without recreating it). Recreating from the next sequence is cheap and
+/// exact, so any doubt is resolved by recreating; only heartbeat hiccups and unclassified
+/// errors are logged and waited out.
+fn consumer_is_lost(kind: OrderedErrorKind) -> bool {
+    !matches!(
+        kind,
+        OrderedErrorKind::MissingHeartbeat | OrderedErrorKind::Other
+    )
 }
 
 /// Wait [`RETRY_DELAY`], or fail at once on shutdown.
