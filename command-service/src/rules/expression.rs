@@ -8,10 +8,10 @@
 //! against a sample asset to catch type errors such as `asset.tag > 5`.
 
 use cel::common::ast::{EntryExpr, Expr};
-use cel::{Context, ExecutionError, IdedExpr, Program};
+use cel::{extensions, Context, Env, ExecutionError, IdedExpr, Program};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use synapse_shared::domain::AssetState;
 
 /// The fields of `asset` an expression may select.
@@ -25,6 +25,21 @@ pub const ASSET_FIELDS: &[&str] = &[
     "properties",
     "version",
 ];
+
+/// The CEL environment every rule compiles and runs in: the standard library plus the
+/// strings (`replace`, `substring`, `split`, `lowerAscii`...), lists and math
+/// extensions, so engineers can derive tags and values without custom functions.
+static ENVIRONMENT: LazyLock<Arc<Env>> = LazyLock::new(|| {
+    let mut env = Env::stdlib();
+    for extension in [extensions::strings, extensions::lists, extensions::math] {
+        // Registering a built-in extension on the standard library only fails if the
+        // two declare the same overload, which the crate's own tests rule out.
+        if let Err(error) = env.add_extension(extension) {
+            tracing::error!(?error, "a CEL extension could not be registered");
+        }
+    }
+    Arc::new(env)
+});
 
 /// A rejected expression: where and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -58,7 +73,7 @@ pub struct EvaluationError(pub String);
 impl Expression {
     /// Parse and check `source`; `field` names it in errors.
     pub fn compile(source: &str, field: &str) -> Result<Self, ExpressionError> {
-        let program = Program::compile(source).map_err(|errors| {
+        let program = ENVIRONMENT.compile(source).map_err(|errors| {
             let first = errors.errors.first();
             ExpressionError {
                 field: field.to_owned(),
@@ -137,7 +152,7 @@ impl AssetContext {
     }
 
     fn from_json(asset: &Value) -> Self {
-        let mut context = Context::default();
+        let mut context = Context::with_env(ENVIRONMENT.clone());
         // Converting plain JSON to a CEL value cannot fail: JSON has no types CEL lacks.
         if let Ok(value) = cel::to_value(asset) {
             context.add_variable_from_value("asset", value);
@@ -342,6 +357,25 @@ mod tests {
         assert!(!expression
             .is_true(&AssetContext::new(&motor(json!(1))))
             .unwrap());
+    }
+
+    #[test]
+    fn string_functions_help_derive_tags() {
+        let expression =
+            Expression::compile("asset.tag.replace('M-', 'VFD-')", "then[0].tag").unwrap();
+        assert_eq!(
+            expression
+                .evaluate(&AssetContext::new(&motor(json!(1))))
+                .unwrap(),
+            json!("VFD-101")
+        );
+        let expression = Expression::compile("asset.tag.substring(2)", "x").unwrap();
+        assert_eq!(
+            expression
+                .evaluate(&AssetContext::new(&motor(json!(1))))
+                .unwrap(),
+            json!("101")
+        );
     }
 
     #[test]
