@@ -6,6 +6,7 @@ use crate::live::{consumer, LiveLimits};
 use crate::state::AppState;
 use anyhow::Context;
 use std::time::Duration;
+use synapse_shared::auth::{AuthArgs, Authenticator};
 use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs, ReadDatabaseArgs};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,11 +38,15 @@ pub struct Config {
     pub listen: ListenArgs,
     #[command(flatten)]
     pub live: LiveLimits,
+    /// Bearer tokens: every query and the live feed need at least the viewer role.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 impl Config {
-    /// A configuration with default live-feed limits and no separate read database,
-    /// for callers (such as tests) that assemble one in code.
+    /// A configuration with default live-feed limits, no separate read database and
+    /// **authentication disabled**, for callers (such as tests) that assemble one in code
+    /// and do not exercise authentication; add [`Config::with_auth`] to require tokens.
     pub fn new(database: DatabaseArgs, nats: NatsArgs, listen: ListenArgs) -> Self {
         Self {
             database,
@@ -51,7 +56,14 @@ impl Config {
             nats,
             listen,
             live: LiveLimits::default(),
+            auth: AuthArgs::disabled(),
         }
+    }
+
+    /// The same configuration with these authentication settings.
+    pub fn with_auth(mut self, auth: AuthArgs) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// The read-model database: `READ_DATABASE_URL`, else `DATABASE_URL`.
@@ -76,6 +88,9 @@ impl Application {
     /// Connect to the read database (applying the read-model migrations, which is
     /// idempotent) and to NATS, and bind the listening socket.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        // First, so a service that would run without authentication by accident refuses
+        // to start before it connects to anything.
+        let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
         // Install the recorder before anything records (the WS client gauge).
         let _ = synapse_shared::telemetry::metrics();
         let pool = synapse_shared::db::connect(
@@ -106,6 +121,7 @@ impl Application {
             live_limits: config.live,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
+            auth,
         };
         Ok(Application {
             listener,
@@ -132,6 +148,9 @@ impl Application {
             ..
         } = self;
         let stop = state.shutdown.clone();
+        state
+            .auth
+            .warn_while_disabled("query-service", stop.clone());
         let hub_follower = tokio::spawn(consumer::run(
             state.hub.clone(),
             jetstream,

@@ -2,7 +2,9 @@
 
 use crate::live::hub::Hub;
 use crate::live::LiveLimits;
+use axum::extract::FromRef;
 use sqlx::PgPool;
+use synapse_shared::auth::Authenticator;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,4 +24,13 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket sessions so shutdown can wait for their close frames to go out.
     pub sessions: TaskTracker,
+    /// Checks bearer tokens and WebSocket tickets; handlers get the caller as a
+    /// `Principal` extractor.
+    pub auth: Authenticator,
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }

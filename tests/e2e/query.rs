@@ -16,14 +16,19 @@ use synapse_shared::config::{DatabaseArgs, ListenArgs};
 use synapse_shared::domain::Change;
 use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
+use synapse_tests::auth::{bearer, Role};
+use synapse_tests::client::http_client_as;
 use synapse_tests::nats_server::OwnNatsServer;
-use synapse_tests::{TestDatabase, TestNats};
+use synapse_tests::{ws, TestDatabase, TestNats};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
+
+/// The subject of the tests' viewer token: reading needs no more.
+const VIEWER: &str = "vera-viewer";
 
 /// How long any wait in these tests may take before it counts as a failure.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -83,7 +88,8 @@ async fn spawn_app_on(
         ListenArgs {
             listen_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         },
-    );
+    )
+    .with_auth(synapse_tests::auth::args());
     config.live = limits;
     let application = Application::build(config)
         .await
@@ -94,7 +100,7 @@ async fn spawn_app_on(
     let read_models = PgPool::connect(&database.url).await.expect("read pool");
     let app = QueryApp {
         base,
-        http: reqwest::Client::new(),
+        http: http_client_as(Role::Viewer, VIEWER),
         read_models,
         jetstream,
         nats,
@@ -237,12 +243,19 @@ impl QueryApp {
         }
     }
 
+    fn ws_url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.base.replacen("http", "ws", 1))
+    }
+
+    /// Open the live feed as a viewer, with a bearer header (a non-browser client).
     async fn connect(&self) -> Ws {
-        let url = format!("{}/ws", self.base.replacen("http", "ws", 1));
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("ws connect");
-        socket
+        ws::connect_with(
+            &self.ws_url("/ws"),
+            Some(&bearer(Role::Viewer, VIEWER)),
+            None,
+        )
+        .await
+        .expect("ws connect")
     }
 
     /// Poll `/metrics` until the live hub has published `position`.
@@ -1171,5 +1184,89 @@ async fn the_live_feed_carries_on_after_nats_restarts() {
     assert_eq!(before["position"], 1);
     assert_eq!(after["position"], 2);
     assert_eq!(after["type"], "PROGRESS");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn queries_and_the_live_feed_need_a_token_and_a_browser_opens_the_feed_with_a_ticket() {
+    // Arrange
+    let app = spawn_app().await;
+    let anonymous = reqwest::Client::new();
+    let batch = Uuid::now_v7();
+    let forged = synapse_shared::auth::issue_token(
+        "some-other-secret-that-is-long-enough-0123456789",
+        "mallory",
+        Role::Admin,
+        Duration::from_secs(60),
+        synapse_shared::auth::DEFAULT_ISSUER,
+        synapse_shared::auth::DEFAULT_AUDIENCE,
+    )
+    .expect("sign");
+
+    // Act
+    let without_token = anonymous
+        .get(app.url("/events/timeline"))
+        .send()
+        .await
+        .expect("request");
+    let with_forged_token = anonymous
+        .get(app.url("/assets/00000000-0000-0000-0000-000000000000"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .expect("request");
+    let health = anonymous
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("request");
+    let socket_without_token = ws::connect_with(&app.ws_url("/ws"), None, None).await;
+    let ticket: Value = app
+        .http
+        .post(app.url("/ws/ticket"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("ticket json");
+    let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
+    let own_origin = app.base.clone();
+    let mut browser = ws::connect_with(
+        &app.ws_url(&format!("/ws?ticket={ticket}")),
+        None,
+        Some(&own_origin),
+    )
+    .await
+    .expect("a browser with a ticket opens the feed");
+    let foreign_origin = ws::connect_with(
+        &app.ws_url(&format!("/ws?ticket={ticket}")),
+        None,
+        Some("https://evil.example"),
+    )
+    .await;
+    subscribe(
+        &mut browser,
+        json!({"type": "subscribe", "filters": {"correlation_id": batch}}),
+    )
+    .await;
+    app.publish(&[batch_event(1, EventType::BatchStarted, batch)])
+        .await;
+    let started = receive_json(&mut browser).await;
+
+    // Assert
+    assert_eq!(without_token.status(), 401);
+    assert!(without_token.headers().contains_key("www-authenticate"));
+    assert_eq!(with_forged_token.status(), 401);
+    assert_eq!(health.status(), 200);
+    let refusal = socket_without_token
+        .expect_err("the handshake needs a token")
+        .to_string();
+    assert!(refusal.contains("401"), "{refusal}");
+    let refusal = foreign_origin
+        .expect_err("a foreign origin is refused")
+        .to_string();
+    assert!(refusal.contains("403"), "{refusal}");
+    assert_eq!(started["type"], "STARTED");
     app.stop().await;
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use synapse_shared::auth::Principal;
 use synapse_shared::problem::{ApiPath, ApiQuery};
 use synapse_shared::{AggregateType, EventType, Problem};
 use uuid::Uuid;
@@ -45,12 +46,15 @@ pub struct AssetView {
     params(("id" = Uuid, Path, description = "Asset id"), AssetParams),
     responses(
         (status = 200, description = "The asset's state", body = AssetView),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Bad id or parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such asset (at that time)", body = Problem, content_type = "application/problem+json"),
         (status = 410, description = "The asset was deleted (by that time)", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn asset(
+    // Reading needs the viewer role, the lowest: any authenticated caller has it.
+    _caller: Principal,
     State(state): State<AppState>,
     ApiPath(asset_id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<AssetParams>,

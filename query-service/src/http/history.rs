@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use synapse_shared::auth::Principal;
 use synapse_shared::problem::{ApiPath, ApiQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
@@ -67,11 +68,14 @@ pub struct HistoryPage {
     params(("id" = Uuid, Path, description = "Asset id"), HistoryParams),
     responses(
         (status = 200, description = "A page of the asset's history", body = HistoryPage),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Bad id or parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No event concerns this asset", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn history(
+    // Reading needs the viewer role, the lowest: any authenticated caller has it.
+    _caller: Principal,
     State(state): State<AppState>,
     ApiPath(asset_id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<HistoryParams>,

@@ -7,11 +7,12 @@ pub mod history;
 pub mod pagination;
 pub mod timeline;
 
-use crate::live::socket;
+use crate::live::{socket, ticket};
 use crate::state::AppState;
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
+use synapse_shared::auth::BearerSecurity;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -23,8 +24,10 @@ use utoipa_axum::routes;
     info(
         title = "SYNAPSE query service",
         description = "Read side of SYNAPSE: the event timeline, asset histories and \
-                       states, and a live WebSocket feed at `/ws`."
+                       states, and a live WebSocket feed at `/ws`. Every route but health, \
+                       readiness and metrics needs a bearer token (any role; 401 without one)."
     ),
+    modifiers(&BearerSecurity),
     tags(
         (name = "events", description = "The timeline and asset histories"),
         (name = "assets", description = "Asset state, current or as of a time"),
@@ -44,7 +47,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))
         .routes(routes!(socket::upgrade))
+        .routes(routes!(ticket::ticket))
         .split_for_parts();
+    let mut api = api;
+    BearerSecurity::open(&mut api, &["/healthz", "/readyz", "/metrics"]);
     let api = Arc::new(api);
     router
         .route(

@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use synapse_shared::auth::Principal;
 use synapse_shared::problem::ApiQuery;
 use synapse_shared::{EventType, Problem};
 use uuid::Uuid;
@@ -58,10 +59,13 @@ pub struct TimelinePage {
     params(TimelineParams),
     responses(
         (status = 200, description = "A page of events", body = TimelinePage),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Unknown parameter or bad value", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn timeline(
+    // Reading needs the viewer role, the lowest: any authenticated caller has it.
+    _caller: Principal,
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<TimelineParams>,
 ) -> Result<Json<TimelinePage>, ApiError> {

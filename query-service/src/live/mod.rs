@@ -9,6 +9,7 @@ pub mod hub;
 pub mod protocol;
 pub mod socket;
 pub mod subscription;
+pub mod ticket;
 
 /// Sizes of the live feed's buffers, configurable so tests can provoke lag cheaply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]

@@ -11,10 +11,13 @@ use super::subscription::{self, encode_control, Outbound};
 use crate::state::AppState;
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
+use synapse_shared::auth::{bearer_token, AuthError, Principal};
+use synapse_shared::problem::ApiQuery;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -41,15 +44,54 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
         the server answers `SUBSCRIBED`, then (with `after`) every matching event after that \
         position, then live events, as `{\"type\":<kind>,\"position\":n,\"event\":<EventEnvelope>}` \
         where kind is STARTED, RULE_START, ACTION, PROGRESS, RULE_COMPLETE, COMPLETED, ERROR or \
-        ROLLED_BACK. `LAGGED` (`resume_after`) precedes a close for a client too far behind; \
+        ROLLED_BACK. Authenticate with `Authorization: Bearer <token>` or `?ticket=` from \
+        `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a client too far behind; \
         `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` replaces the previous one.",
-    responses((status = 101, description = "Switching to the WebSocket protocol"))
+    params(HandshakeParams),
+    responses(
+        (status = 101, description = "Switching to the WebSocket protocol"),
+        (status = 401, description = "No valid ticket or bearer token", body = synapse_shared::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "A browser origin that may not open the feed", body = synapse_shared::Problem, content_type = "application/problem+json"),
+    )
 )]
-pub async fn upgrade(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiQuery(params): ApiQuery<HandshakeParams>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if let Err(refused) = authenticate(&state, &headers, &params) {
+        return refused.into_response();
+    }
     let sessions = state.sessions.clone();
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| sessions.track_future(session(socket, state)))
+}
+
+/// How a handshake may authenticate besides the `Authorization` header.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct HandshakeParams {
+    /// A ticket from `POST /ws/ticket`, for clients that cannot set headers (browsers).
+    pub ticket: Option<String>,
+}
+
+/// The handshake needs an allowed `Origin` (browsers) and a ticket or bearer token; the
+/// live feed is a read, so any role will do. Refused before upgrading, as a problem.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &HandshakeParams,
+) -> Result<Principal, AuthError> {
+    state.auth.check_origin(headers)?;
+    match (&params.ticket, bearer_token(headers)?) {
+        (Some(ticket), _) => state.auth.authenticate_ticket(ticket),
+        (None, Some(token)) => state.auth.authenticate(token),
+        (None, None) if state.auth.is_disabled() => state.auth.authenticate(""),
+        (None, None) => Err(AuthError::Missing),
+    }
 }
 
 /// Counts connected clients in the `synapse_ws_clients` gauge for as long as it lives.
