@@ -25,12 +25,20 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
 
 log "TEST_DATABASE_URL=$TEST_DATABASE_URL TEST_NATS_URL=$TEST_NATS_URL"
 
+# The whole workspace unless the caller chose packages (`-p synapse-demo`).
+scope=(--workspace)
+for argument in "$@"; do
+    case $argument in
+        -p | --package | --package=* | -p*) scope=() ;;
+    esac
+done
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
     if ! cargo install cargo-nextest --locked; then
         log "could not install cargo-nextest: falling back to cargo test"
         set +e
-        cargo test --workspace "$@"
+        cargo test "${scope[@]}" "$@"
         status=$?
         set -e
         log "cargo test exited with $status"
@@ -39,7 +47,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 set +e
-cargo nextest run --workspace --profile ci "$@"
+cargo nextest run "${scope[@]}" --profile ci "$@"
 status=$?
 set -e
 log "cargo nextest exited with $status"
