@@ -58,6 +58,8 @@ readonly BIN_DIR="$target_dir/debug"
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@$HOST:5432/$DATABASE_NAME}
 export NATS_URL=${NATS_URL:-nats://$HOST:4222}
 export RUST_LOG=${RUST_LOG:-info}
+# The logs go to files: no ANSI colour codes in them (tracing-subscriber honours NO_COLOR).
+export NO_COLOR=${NO_COLOR:-1}
 
 port_in_use() { { exec 3<>"/dev/tcp/$HOST/$1"; } 2>/dev/null && { exec 3>&- 3<&-; return 0; }; return 1; }
 
