@@ -147,6 +147,9 @@ ensure_nats() {
             -a "$NATS_HOST" -p "$NATS_PORT" -js -sd "$NATS_STORE_DIR" -l "$NATS_LOG"
     fi
     if ! wait_until "NATS" nats_ready; then
+        if pgrep -x nats-server >/dev/null 2>&1; then
+            log "a nats-server process runs (start-stop-daemon left it alone) but nothing answers on $NATS_HOST:$NATS_PORT"
+        fi
         log "NATS did not accept connections within ${WAIT_SECONDS}s; log tail:"
         tail -n 40 "$NATS_LOG" >&2 2>/dev/null || true
         exit 1
