@@ -480,3 +480,114 @@ async fn a_retried_import_with_the_same_idempotency_key_returns_the_first_respon
     assert_problem(&other_file, 422, "idempotency-key-reused");
     app.stop().await
 }
+
+/// `rows` motors as a semicolon file with typed property columns; `power` sets the
+/// power of every motor, so a second file with another power updates every row.
+fn plant_file(rows: usize, power: u32) -> String {
+    let mut file = String::from(
+        "tag;asset_type;discipline;name;area;power_kw;voltage_v;ip_rating;is_spare;speed_rpm\n",
+    );
+    for index in 0..rows {
+        file.push_str(&format!(
+            "M-{index:06};ELECTRIC_MOTOR;ELECTRICAL;Motor {index};A{};{power};400;IP55;false;1480.5\n",
+            index % 40
+        ));
+    }
+    file
+}
+
+#[tokio::test]
+async fn a_file_larger_than_one_append_slice_imports_and_re_imports_with_changes(
+) -> anyhow::Result<()> {
+    // 12,000 rows: three append statements per import, in order.
+    let timing = import_twice(12_000).await?;
+    assert!(
+        timing.0.as_secs() < 60 && timing.1.as_secs() < 60,
+        "{timing:?}"
+    );
+    Ok(())
+}
+
+/// The speed measurement: run it in release, where it is seconds, with
+/// `cargo nextest run --release -p synapse-tests --run-ignored only import::a_hundred --no-capture`.
+#[tokio::test]
+#[ignore = "a benchmark: 100,000 rows twice, meaningful in a release build"]
+async fn a_hundred_thousand_row_file_imports_and_re_imports_with_changes_in_seconds(
+) -> anyhow::Result<()> {
+    let (create, update) = import_twice(100_000).await?;
+    assert!(create.as_secs() < 60 && update.as_secs() < 60);
+    Ok(())
+}
+
+/// Import `rows` new motors, then the same motors with another power; check the log,
+/// snapshots and state, and return how long each import took.
+async fn import_twice(rows: usize) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+    // Arrange
+    let app = ImportApp::spawn().await?;
+    let (first, second) = (plant_file(rows, 75), plant_file(rows, 90));
+
+    // Act
+    let started = std::time::Instant::now();
+    let created = app.import("", first).await?;
+    let create_time = started.elapsed();
+    let started = std::time::Instant::now();
+    let updated = app.import("", second).await?;
+    let update_time = started.elapsed();
+
+    // Assert
+    eprintln!(
+        "imported {rows} new rows in {create_time:.2?} ({:.0} rows/s), \
+         {rows} changed rows in {update_time:.2?} ({:.0} rows/s)",
+        rows as f64 / create_time.as_secs_f64(),
+        rows as f64 / update_time.as_secs_f64(),
+    );
+    let created = created.expect_status(201);
+    assert_eq!(
+        (&created.body["created"], &created.body["events"]),
+        (&json!(rows), &json!(rows + 3))
+    );
+    let updated = updated.expect_status(200);
+    assert_eq!(
+        (&updated.body["updated"], &updated.body["events"]),
+        (&json!(rows), &json!(rows + 3))
+    );
+    // Each batch's events sit in one unbroken run of positions, in the file's order.
+    let runs: Vec<(String, i64, i64, i64, String, String)> = sqlx::query_as(
+        "select correlation_id::text, count(*), max(position) - min(position) + 1,
+             count(*) filter (where event_type = 'ASSET_UPDATED'),
+             (array_agg(event_type order by position))[1],
+             (array_agg(event_type order by position desc))[1]
+         from workflow_events group by correlation_id order by min(position)",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    let events = rows as i64 + 3;
+    assert_eq!(runs.len(), 2);
+    for (run, updates) in runs.iter().zip([0, rows as i64]) {
+        assert_eq!((run.1, run.2, run.3), (events, events, updates));
+        assert_eq!(
+            (run.4.as_str(), run.5.as_str()),
+            ("BATCH_STARTED", "BATCH_COMPLETED")
+        );
+    }
+    let (first_asset, last_asset): (String, String) = sqlx::query_as(
+        "select (array_agg(payload->'after'->>'tag' order by position))[1],
+             (array_agg(payload->'after'->>'tag' order by position desc))[1]
+         from workflow_events where event_type = 'ASSET_CREATED'",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(
+        (first_asset, last_asset),
+        ("M-000000".to_owned(), format!("M-{:06}", rows - 1))
+    );
+    assert_eq!(app.count("execution_snapshots").await?, 2 * rows as i64);
+    let (changed,): (i64,) = sqlx::query_as(
+        "select count(*) from assets where properties->'power_kw' = '90' and version = 2",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(changed, rows as i64);
+    app.stop().await?;
+    Ok((create_time, update_time))
+}

@@ -4,7 +4,7 @@
 //! events last (the append lock is held from the first append until commit).
 
 use super::parse::ImportRow;
-use super::store::{self, Snapshot};
+use super::store;
 use super::ImportError;
 use crate::assets::commands::state_json;
 use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
@@ -97,9 +97,9 @@ pub async fn apply(
     let mut batch = Batch::new(BatchKind::CsvImport, actor);
     let request = json!({"file_name": file_name, "rows": row_count});
     batches::open(connection, &batch, Some(&request)).await?;
-    let snapshots: Vec<Snapshot> = changes.iter().map(snapshot).collect();
-    store::snapshot_all(connection, batch.correlation_id, &snapshots).await?;
-    drop(snapshots);
+    // Snapshots first: they read the pre-batch states from the rows about to change.
+    let ids: Vec<Uuid> = changes.iter().map(|change| change.after.id).collect();
+    store::snapshot_all(connection, batch.correlation_id, &ids).await?;
     let (new, changed): (Vec<&AssetChange>, Vec<&AssetChange>) =
         changes.iter().partition(|change| change.before.is_none());
     let new: Vec<&AssetState> = new.iter().map(|change| &change.after).collect();
@@ -171,14 +171,6 @@ fn created(row: ImportRow) -> AssetState {
         area: row.area,
         properties: row.properties,
         version: 1,
-    }
-}
-
-fn snapshot(change: &AssetChange) -> Snapshot {
-    Snapshot {
-        aggregate_id: change.after.id,
-        state: change.before.as_ref().map(state_json),
-        version: change.before.as_ref().map_or(0, |before| before.version),
     }
 }
 

@@ -3,7 +3,8 @@
 //! The work is split by what happens to the file:
 //! - [`decode`]: bytes to text (UTF-8 with or without BOM, or Windows-1252 on request);
 //! - [`header`]: the header row to columns, and the delimiter when none was given;
-//! - [`parse`]: records to typed rows, collecting every row/column error;
+//! - [`parse`]: records to typed rows, collecting every row/column error ([`lines`]
+//!   numbers them as the file's lines);
 //! - [`cell`]: one cell to a JSON value, and the "numeric column" check;
 //! - [`apply`]: the rows against the current assets, written as one batch;
 //! - [`store`]: the set-based SQL that makes 100,000 rows a few statements.
@@ -17,6 +18,7 @@ pub mod apply;
 pub mod cell;
 pub mod decode;
 pub mod header;
+pub mod lines;
 pub mod parse;
 pub mod store;
 

@@ -4,6 +4,7 @@
 
 use super::cell::{type_cell, ColumnTally};
 use super::header::{self, Columns};
+use super::lines::Lines;
 use super::{Delimiter, ErrorList, ImportError, RowError, MAX_ROWS};
 use crate::assets::input::{check_code, check_properties, check_tag, check_text, FieldError};
 use csv::{ErrorKind, StringRecord};
@@ -224,45 +225,6 @@ fn check_file(
                 errors.push(tally.stray(row.row, name, value));
             }
         }
-    }
-}
-
-/// Line numbers of record starts. The `csv` crate's own line count skips blank lines
-/// and counts a quoted line break, so it can disagree with the file; counting newlines
-/// up to the record's byte offset cannot. Records come in order, so this is one pass.
-struct Lines<'a> {
-    text: &'a [u8],
-    offset: usize,
-    line: u64,
-}
-
-impl<'a> Lines<'a> {
-    fn new(text: &'a str) -> Self {
-        Self {
-            text: text.as_bytes(),
-            offset: 0,
-            line: 1,
-        }
-    }
-
-    /// The 1-based line where the record at `position` starts.
-    fn of(&mut self, position: Option<&csv::Position>) -> u64 {
-        let Some(position) = position else {
-            return self.line;
-        };
-        let mut target = usize::try_from(position.byte())
-            .unwrap_or(usize::MAX)
-            .clamp(self.offset, self.text.len());
-        // The reader's position is where it started reading, before the terminator of
-        // the previous record's `\r\n` and any blank lines; a record never starts with
-        // a line break, so its first character is past them.
-        while matches!(self.text.get(target), Some(b'\r' | b'\n')) {
-            target += 1;
-        }
-        let skipped = self.text.get(self.offset..target).unwrap_or_default();
-        self.line += skipped.iter().filter(|&&byte| byte == b'\n').count() as u64;
-        self.offset = target;
-        self.line
     }
 }
 

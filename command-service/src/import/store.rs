@@ -142,37 +142,34 @@ pub async fn update_all(
     Ok(())
 }
 
-/// A pre-batch state to remember: `state` `None` means the asset did not exist.
-pub struct Snapshot {
-    pub aggregate_id: Uuid,
-    pub state: Option<Value>,
-    pub version: i64,
-}
-
-/// Remember the pre-batch states of every asset the batch touches, in one statement
-/// (same rows and `on conflict` rule as `store::snapshot::take`).
+/// Remember the pre-batch state of every asset in `ids` (before the batch writes them),
+/// in one statement with the same rows and `on conflict` rule as
+/// `store::snapshot::take`. The database reads each state from the locked row itself,
+/// in the shape of `assets::commands::state_json`, rather than receiving 100,000 JSON
+/// documents it already has; an id with no row (a new asset) gets a null state at
+/// version 0.
 pub async fn snapshot_all(
     connection: &mut PgConnection,
     correlation_id: Uuid,
-    snapshots: &[Snapshot],
+    ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    if snapshots.is_empty() {
+    if ids.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = snapshots.iter().map(|s| s.aggregate_id).collect();
-    let states: Vec<Option<&Value>> = snapshots.iter().map(|s| s.state.as_ref()).collect();
-    let versions: Vec<i64> = snapshots.iter().map(|s| s.version).collect();
     sqlx::query(
         "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
-         select $1, $2, aggregate_id, state, version
-         from unnest($3::uuid[], $4::jsonb[], $5::int8[]) as s(aggregate_id, state, version)
+         select $1, $2, s.id,
+             case when a.id is null then null else jsonb_build_object(
+                 'id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
+                 'discipline', a.discipline, 'name', a.name, 'area', a.area,
+                 'properties', a.properties, 'version', a.version) end,
+             coalesce(a.version, 0)
+         from unnest($3::uuid[]) as s(id) left join assets a on a.id = s.id
          on conflict (correlation_id, aggregate_id) do nothing",
     )
     .bind(correlation_id)
     .bind(AggregateType::Asset.as_str())
-    .bind(&ids)
-    .bind(&states)
-    .bind(&versions)
+    .bind(ids)
     .execute(connection)
     .await?;
     Ok(())
