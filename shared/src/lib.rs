@@ -2,10 +2,12 @@
 //!
 //! Every service depends on this crate for the event envelope ([`event`]), the NATS
 //! subject scheme ([`subject`]), the JetStream headers ([`nats`]), configuration pieces
-//! ([`config`]), database bootstrapping ([`db`]) and the HTTP error format ([`problem`]).
+//! ([`config`]), database bootstrapping ([`db`]), the HTTP error format ([`problem`]) and
+//! bearer-token authentication with roles ([`auth`]).
 //! **Architecture invariant:** no other crate defines a type that crosses a process
 //! boundary; if two services need to agree on it, it is defined here.
 
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod domain;

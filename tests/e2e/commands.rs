@@ -24,7 +24,7 @@ async fn a_stale_expected_version_is_a_409_problem_and_appends_nothing() -> anyh
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     let pool = PgPool::connect(&database.url).await?;
     let created = send(
         &http,
@@ -78,7 +78,7 @@ async fn malformed_or_invalid_bodies_get_a_4xx_problem_and_append_nothing() -> a
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     let pool = PgPool::connect(&database.url).await?;
     let url = command.url("/assets");
 
@@ -147,7 +147,7 @@ async fn a_retried_request_with_the_same_idempotency_key_returns_the_first_resul
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     let pool = PgPool::connect(&database.url).await?;
     let post = |body: serde_json::Value| {
         http.post(command.url("/assets"))

@@ -25,7 +25,7 @@ async fn setup(relay: bool) -> anyhow::Result<Setup> {
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, relay).await?;
     let pool = PgPool::connect(&database.url).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     for asset in small_plant() {
         send(&http, Method::POST, &command.url("/assets"), Some(&asset))
             .await?

@@ -25,7 +25,7 @@ impl ImportApp {
         let pool = PgPool::connect(&database.url).await?;
         Ok(Self {
             command,
-            http: reqwest::Client::new(),
+            http: synapse_tests::client::http_client(),
             pool,
             _database: database,
             _nats: nats,

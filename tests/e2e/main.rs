@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary (one link step) with a module per area.
 
+mod auth;
 mod commands;
 mod execute;
 mod import;

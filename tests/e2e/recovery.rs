@@ -17,7 +17,7 @@ async fn a_batch_whose_executor_vanished_is_marked_failed_and_can_be_rolled_back
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     let pool = PgPool::connect(&database.url).await?;
     let mut batch = command_service::store::batches::Batch::new(
         command_service::store::batches::BatchKind::RuleExecution,

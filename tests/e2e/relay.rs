@@ -28,7 +28,7 @@ async fn a_plain_jetstream_consumer_receives_each_event_once_with_documented_sub
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, true).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
 
     // Act
     let created = send(

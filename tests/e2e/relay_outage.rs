@@ -18,7 +18,7 @@ async fn commands_succeed_while_nats_is_down_and_every_event_is_published_once_a
     let nats = NatsArgs::isolated(&server.url(), &uuid::Uuid::new_v4().simple().to_string());
     let database = TestDatabase::create().await?;
     let command = apps::command_service(&database, &nats, true).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     let create = |tag: String| json!({"tag": tag, "asset_type": "PUMP", "discipline": "MECHANICAL", "properties": {}});
     send(
         &http,

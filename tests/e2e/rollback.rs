@@ -22,7 +22,7 @@ async fn setup() -> anyhow::Result<Setup> {
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
     let pool = PgPool::connect(&database.url).await?;
-    let http = reqwest::Client::new();
+    let http = synapse_tests::client::http_client();
     for asset in small_plant() {
         send(&http, Method::POST, &command.url("/assets"), Some(&asset))
             .await?

@@ -1,6 +1,7 @@
 //! Running the services in-process on port 0, exactly as their `main` does.
 
 use crate::resources::TestDatabase;
+use synapse_shared::auth::AuthArgs;
 use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs};
 use synapse_shared::shutdown::CancellationToken;
 use tokio::task::JoinHandle;
@@ -54,16 +55,28 @@ fn any_port() -> ListenArgs {
     }
 }
 
-/// Start the command service (with its relay when `relay` is true).
+/// Start the command service (with its relay when `relay` is true), trusting tokens
+/// signed with the test secret.
 pub async fn command_service(
     database: &TestDatabase,
     nats: &NatsArgs,
     relay: bool,
 ) -> anyhow::Result<Running> {
+    command_service_with_auth(database, nats, relay, crate::auth::args()).await
+}
+
+/// Start the command service with the given authentication settings.
+pub async fn command_service_with_auth(
+    database: &TestDatabase,
+    nats: &NatsArgs,
+    relay: bool,
+    auth: AuthArgs,
+) -> anyhow::Result<Running> {
     let config = command_service::Config {
         database: database_args(database),
         nats: nats.clone(),
         listen: any_port(),
+        auth,
         relay_enabled: relay,
         batch_stale_after_secs: 30,
     };
@@ -134,7 +147,7 @@ impl System {
             command,
             projection,
             query,
-            http: reqwest::Client::new(),
+            http: crate::client::http_client(),
         })
     }
 

@@ -1,6 +1,26 @@
 //! Typed helpers for talking to the services over HTTP.
 
+use crate::auth::{self, Role};
 use serde_json::Value;
+
+/// An HTTP client that authenticates every request as the admin [`auth::TEST_ADMIN`]
+/// (tests about roles build their own with [`http_client_as`]).
+pub fn http_client() -> reqwest::Client {
+    http_client_as(Role::Admin, auth::TEST_ADMIN)
+}
+
+/// An HTTP client whose every request carries a bearer token for `subject` and `role`.
+pub fn http_client_as(role: Role, subject: &str) -> reqwest::Client {
+    let mut value = reqwest::header::HeaderValue::from_str(&auth::bearer(role, subject))
+        .expect("a JWT is a valid header value");
+    value.set_sensitive(true);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("building an HTTP client")
+}
 
 /// A response, kept whole so tests can assert on status, headers and body.
 #[derive(Debug)]

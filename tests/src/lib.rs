@@ -3,6 +3,7 @@
 //! nothing behind, and the services started in-process on port 0.
 
 pub mod apps;
+pub mod auth;
 pub mod client;
 pub mod nats_server;
 pub mod plant;
@@ -10,4 +11,5 @@ pub mod resources;
 pub mod stream;
 pub mod ws;
 
+pub use auth::token;
 pub use resources::{TestDatabase, TestNats};

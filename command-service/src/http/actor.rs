@@ -1,33 +1,89 @@
-//! Who is calling. Every event records the caller as its `actor`.
+//! Who is calling, and whether their role allows the command.
 //!
-//! Until bearer-token authentication lands (issue 6), the actor is taken from the
-//! `X-Synapse-Actor` header and defaults to `anonymous`; it is never taken from a body.
+//! The caller is the subject of the request's bearer token (see
+//! `synapse_shared::auth`); every event records it as its `actor`. It is never taken
+//! from a header such as `X-Synapse-Actor` or from a body, so a caller cannot act in
+//! someone else's name. Handlers state the role they need in their signature:
+//! `Engineer(actor): Engineer` runs only for engineers and admins, and the 403 is
+//! answered before the body is even read.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
-use synapse_shared::Problem;
+use synapse_shared::auth::{AuthError, Authenticator, Principal, Role};
 
-pub const ACTOR_HEADER: &str = "x-synapse-actor";
-
-/// The authenticated caller.
+/// The authenticated caller: `.0` is the name recorded on events.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor(pub String);
+pub struct Actor(pub String, Role);
 
-impl<S: Send + Sync> FromRequestParts<S> for Actor {
-    type Rejection = Problem;
+impl Actor {
+    pub fn role(&self) -> Role {
+        self.1
+    }
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get(ACTOR_HEADER) else {
-            return Ok(Actor("anonymous".to_owned()));
-        };
-        match value.to_str() {
-            Ok(name) if !name.is_empty() && name.len() <= 128 => Ok(Actor(name.to_owned())),
-            _ => Err(Problem::new(
-                StatusCode::BAD_REQUEST,
-                "invalid-actor",
-                "the actor header must be 1 to 128 visible ASCII characters",
-            )),
+    /// `Ok` if the caller's role includes `role`, else a 403 problem.
+    pub fn require(&self, role: Role) -> Result<(), AuthError> {
+        if self.1 >= role {
+            Ok(())
+        } else {
+            Err(AuthError::Forbidden {
+                required: role,
+                granted: self.1,
+            })
         }
     }
 }
+
+impl<S> FromRequestParts<S> for Actor
+where
+    Authenticator: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = AuthError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let principal = Principal::from_request_parts(parts, state).await?;
+        Ok(Actor(principal.name, principal.role))
+    }
+}
+
+/// Extractors that authenticate the caller and require a role.
+macro_rules! role_extractor {
+    ($(#[$doc:meta])* $name:ident, $role:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone)]
+        pub struct $name(pub Actor);
+
+        impl<S> FromRequestParts<S> for $name
+        where
+            Authenticator: FromRef<S>,
+            S: Send + Sync,
+        {
+            type Rejection = AuthError;
+
+            async fn from_request_parts(
+                parts: &mut Parts,
+                state: &S,
+            ) -> Result<Self, Self::Rejection> {
+                let actor = Actor::from_request_parts(parts, state).await?;
+                actor.require($role)?;
+                Ok($name(actor))
+            }
+        }
+    };
+}
+
+role_extractor!(
+    /// Any authenticated caller (reads).
+    Viewer,
+    Role::Viewer
+);
+role_extractor!(
+    /// An engineer or admin: asset changes, imports, executions and their dry runs.
+    Engineer,
+    Role::Engineer
+);
+role_extractor!(
+    /// An admin: rule definitions and rollbacks.
+    Admin,
+    Role::Admin
+);

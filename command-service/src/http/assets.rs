@@ -1,6 +1,6 @@
 //! `POST /assets`, `PATCH /assets/{id}`, `DELETE /assets/{id}`.
 
-use super::actor::Actor;
+use super::actor::Engineer;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
@@ -24,7 +24,7 @@ use uuid::Uuid;
     ))]
 pub async fn create(
     State(state): State<AppState>,
-    actor: Actor,
+    Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiJson(input): ApiJson<NewAsset>,
 ) -> Result<Response, ApiError> {
@@ -53,7 +53,7 @@ pub async fn create(
     ))]
 pub async fn update(
     State(state): State<AppState>,
-    actor: Actor,
+    Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(mut patch): ApiJson<AssetPatch>,
@@ -93,7 +93,7 @@ pub struct DeleteParams {
     ))]
 pub async fn delete(
     State(state): State<AppState>,
-    actor: Actor,
+    Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<DeleteParams>,

@@ -1,7 +1,7 @@
 //! `POST /rules/execute`: run rules now (in the background or waiting), preview them
 //! (`dry_run`), or apply a previewed plan (`plan_id`).
 
-use super::actor::Actor;
+use super::actor::Engineer;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
@@ -49,7 +49,7 @@ struct Prepared {
     ))]
 pub async fn execute(
     State(state): State<AppState>,
-    actor: Actor,
+    Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ExecuteRequest>,
 ) -> Result<Response, ApiError> {

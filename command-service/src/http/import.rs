@@ -1,6 +1,6 @@
 //! `POST /assets/import`: a CSV file becomes one batch of asset creations and updates.
 
-use super::actor::Actor;
+use super::actor::Engineer;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::{AppState, MAX_BODY_BYTES};
@@ -51,7 +51,7 @@ pub struct ImportParams {
     ))]
 pub async fn import_assets(
     State(state): State<AppState>,
-    actor: Actor,
+    Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<ImportParams>,
     body: Result<Bytes, BytesRejection>,

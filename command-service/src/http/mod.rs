@@ -10,10 +10,11 @@ pub mod rollback;
 pub mod rules;
 pub mod transaction;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::get;
 use axum::Router;
 use sqlx::PgPool;
+use synapse_shared::auth::{Authenticator, BearerSecurity};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -30,13 +31,24 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// Cancelled on shutdown: background executions stop between chunks.
     pub shutdown: synapse_shared::shutdown::CancellationToken,
+    /// Checks bearer tokens; handlers get the caller through `actor::Actor`.
+    pub auth: Authenticator,
+}
+
+impl FromRef<AppState> for Authenticator {
+    fn from_ref(state: &AppState) -> Self {
+        state.auth.clone()
+    }
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    title = "SYNAPSE command service",
-    description = "Commands: asset changes, CSV import, rules, execution and rollback. Every change is a batch of immutable events."
-))]
+#[openapi(
+    info(
+        title = "SYNAPSE command service",
+        description = "Commands: asset changes, CSV import, rules, execution and rollback. Every change is a batch of immutable events. Every route needs a bearer token: viewer reads rules; engineer changes assets, imports and executes; admin defines rules and rolls back (401 without a valid token, 403 for a role that may not)."
+    ),
+    modifiers(&BearerSecurity)
+)]
 struct ApiDoc;
 
 /// The router with every route and the OpenAPI document at `/openapi.json`.

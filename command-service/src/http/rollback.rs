@@ -1,7 +1,7 @@
 //! `POST /rules/rollback`: roll a batch back, preview it, or cascade through the later
 //! batches in its way.
 
-use super::actor::Actor;
+use super::actor::Admin;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
@@ -69,7 +69,7 @@ impl From<RollbackError> for ApiError {
     ))]
 pub async fn rollback(
     State(state): State<AppState>,
-    actor: Actor,
+    Admin(actor): Admin,
     headers: HeaderMap,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {

@@ -1,6 +1,6 @@
 //! `POST /rules`, `PUT /rules/{id}`, `GET /rules`.
 
-use super::actor::Actor;
+use super::actor::{Admin, Viewer};
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
@@ -44,7 +44,7 @@ impl From<RuleError> for ApiError {
     ))]
 pub async fn define(
     State(state): State<AppState>,
-    actor: Actor,
+    Admin(actor): Admin,
     headers: HeaderMap,
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<Response, ApiError> {
@@ -71,7 +71,7 @@ pub async fn define(
     ))]
 pub async fn revise(
     State(state): State<AppState>,
-    actor: Actor,
+    Admin(actor): Admin,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(input): ApiJson<RuleInput>,
@@ -92,6 +92,9 @@ pub async fn revise(
 
 /// The newest version of every rule, in execution order.
 #[utoipa::path(get, path = "/rules", responses((status = 200, body = Vec<StoredRule>)))]
-pub async fn list(State(state): State<AppState>) -> Result<axum::Json<Vec<StoredRule>>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    _viewer: Viewer,
+) -> Result<axum::Json<Vec<StoredRule>>, ApiError> {
     Ok(axum::Json(store::latest_all(&state.pool).await?))
 }

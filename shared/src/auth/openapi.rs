@@ -1,0 +1,57 @@
+//! The bearer security scheme in the services' OpenAPI documents.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::OpenApi;
+
+/// Name of the scheme in `components.securitySchemes`.
+const SCHEME: &str = "bearer";
+
+/// `#[openapi(modifiers(&BearerSecurity))]`: declares the JWT bearer scheme and requires
+/// it on every operation. Operations open to anyone are marked with
+/// [`BearerSecurity::open`] once the paths are known.
+pub struct BearerSecurity;
+
+impl utoipa::Modify for BearerSecurity {
+    fn modify(&self, openapi: &mut OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            SCHEME,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "HS256 JWT with `sub`, `role` (viewer, engineer, admin), `iss`, `aud` \
+                         and `exp`. Viewer reads; engineer imports and executes; admin \
+                         defines rules and rolls back.",
+                    ))
+                    .build(),
+            ),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new(SCHEME, Vec::<String>::new())]);
+    }
+}
+
+impl BearerSecurity {
+    /// Mark the operations under `paths` as needing no token (health, metrics).
+    pub fn open(openapi: &mut OpenApi, paths: &[&str]) {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !paths.contains(&path.as_str()) {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for operation in operations.into_iter().flatten() {
+                operation.security = Some(vec![SecurityRequirement::default()]);
+            }
+        }
+    }
+}
