@@ -5,6 +5,7 @@
 //! live feed with no gap and no duplicate; [`protocol`] is the wire format.
 
 pub mod consumer;
+pub mod handshake;
 pub mod hub;
 pub mod protocol;
 pub mod socket;

@@ -6,6 +6,7 @@
 //! not read only fills its own queue and lags its own broadcast receiver: nobody else
 //! waits for it.
 
+use super::handshake::{authenticate, HandshakeParams};
 use super::protocol::{ClientMessage, ControlMessage};
 use super::subscription::{self, encode_control, Outbound};
 use crate::state::AppState;
@@ -16,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
-use synapse_shared::auth::{bearer_token, AuthError, Principal};
 use synapse_shared::problem::ApiQuery;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -67,31 +67,6 @@ pub async fn upgrade(
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| sessions.track_future(session(socket, state)))
-}
-
-/// How a handshake may authenticate besides the `Authorization` header.
-#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct HandshakeParams {
-    /// A ticket from `POST /ws/ticket`, for clients that cannot set headers (browsers).
-    pub ticket: Option<String>,
-}
-
-/// The handshake needs an allowed `Origin` (browsers) and a ticket or bearer token; the
-/// live feed is a read, so any role will do. Refused before upgrading, as a problem.
-fn authenticate(
-    state: &AppState,
-    headers: &HeaderMap,
-    params: &HandshakeParams,
-) -> Result<Principal, AuthError> {
-    state.auth.check_origin(headers)?;
-    match (&params.ticket, bearer_token(headers)?) {
-        (Some(ticket), _) => state.auth.authenticate_ticket(ticket),
-        (None, Some(token)) => state.auth.authenticate(token),
-        (None, None) if state.auth.is_disabled() => state.auth.authenticate(""),
-        (None, None) => Err(AuthError::Missing),
-    }
 }
 
 /// Counts connected clients in the `synapse_ws_clients` gauge for as long as it lives.
