@@ -235,3 +235,80 @@ async fn concurrent_writers_holding_transactions_open_never_make_a_follower_skip
     assert_eq!(streamed, all);
     command.stop().await
 }
+
+#[tokio::test]
+async fn a_relay_lease_held_by_a_silent_leader_runs_out_and_a_follower_takes_it(
+) -> anyhow::Result<()> {
+    // Arrange: leader A holds the lease; follower B cannot take it.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let _command = apps::command_service(&database, &nats.args, false).await?;
+    let pool = PgPool::connect(&database.url).await?;
+    let mut leader = command_service::relay::leader::Lease::new(pool.clone());
+    let mut follower = command_service::relay::leader::Lease::new(pool.clone());
+    assert!(leader.acquire().await?);
+    assert!(!follower.acquire().await?);
+
+    // Act: the leader goes silent (as a SIGSTOPped process would) past the lease.
+    tokio::time::sleep(command_service::relay::leader::LEASE_TTL + Duration::from_millis(300))
+        .await;
+
+    // Assert
+    assert!(
+        follower.acquire().await?,
+        "the follower takes the expired lease"
+    );
+    assert!(
+        !leader.still_held().await?,
+        "the thawed leader learns it lost the lease"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_two_relays_each_event_is_published_once_in_order_across_a_leader_stop(
+) -> anyhow::Result<()> {
+    // Arrange: two command-service replicas, both running the relay.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let first = apps::command_service(&database, &nats.args, true).await?;
+    let second = apps::command_service(&database, &nats.args, true).await?;
+    let http = synapse_tests::client::http_client();
+    for index in 0..5 {
+        send(
+            &http,
+            reqwest::Method::POST,
+            &first.url("/assets"),
+            Some(&asset(&format!("A-{index}"))),
+        )
+        .await?
+        .expect_status(201);
+    }
+    wait_for_messages(&nats.args, 15, Duration::from_secs(15)).await?;
+
+    // Act: the first replica stops; writes continue through the second.
+    first.stop().await?;
+    for index in 0..5 {
+        send(
+            &http,
+            reqwest::Method::POST,
+            &second.url("/assets"),
+            Some(&asset(&format!("B-{index}"))),
+        )
+        .await?
+        .expect_status(201);
+    }
+
+    // Assert
+    let pool = PgPool::connect(&database.url).await?;
+    let logged = synapse_shared::event_log::read_after(&pool, 0, 1000).await?;
+    assert_eq!(logged.len(), 30);
+    wait_for_messages(&nats.args, 30, Duration::from_secs(20)).await?;
+    let streamed: Vec<_> = read_all(&nats.args)
+        .await?
+        .into_iter()
+        .map(|m| m.envelope)
+        .collect();
+    assert_eq!(streamed, logged);
+    second.stop().await
+}

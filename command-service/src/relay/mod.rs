@@ -1,9 +1,10 @@
 //! The relay: publishes every committed event, in position order, to JetStream.
 //!
-//! - **One publisher across replicas:** a session-level advisory lock held on a
-//!   dedicated connection ([`leader`]). A paused old leader that wakes up cannot
-//!   corrupt the stream: every publish names the stream sequence it expects to follow
-//!   (`Nats-Expected-Last-Sequence`) and carries `Nats-Msg-Id = event_id`.
+//! - **One publisher across replicas:** a lease with an expiry that the leader renews
+//!   ([`leader`]); a frozen leader loses it after [`leader::LEASE_TTL`]. A paused old
+//!   leader that wakes up cannot corrupt the stream: every publish names the stream
+//!   sequence it expects to follow (`Nats-Expected-Last-Sequence`) and carries
+//!   `Nats-Msg-Id = event_id`.
 //! - **Nothing lost, nothing duplicated, in order:** the stream itself is the
 //!   checkpoint. On every (re)start the relay reads the stream's last message, takes the
 //!   position from its `Synapse-Position` header and continues after it
@@ -31,8 +32,9 @@ use synapse_shared::shutdown::CancellationToken;
 const ROUND_SIZE: i64 = 500;
 /// Safety-net poll when no NOTIFY arrives.
 const IDLE_POLL: Duration = Duration::from_secs(1);
-/// How often a follower retries to become the leader.
-const FOLLOWER_RETRY: Duration = Duration::from_secs(2);
+/// How often a follower retries to become the leader: well inside the lease's lifetime,
+/// so a takeover happens soon after a lease runs out.
+const FOLLOWER_RETRY: Duration = Duration::from_secs(1);
 /// Cap of the exponential backoff after NATS or Postgres errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -49,8 +51,9 @@ impl Relay {
     /// Run until `shutdown`: become leader, then publish. Errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut lease = leader::Lease::new(self.pool.clone());
         while !shutdown.is_cancelled() {
-            match self.lead(&shutdown).await {
+            match self.lead(&mut lease, &shutdown).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "relay interrupted; retrying");
@@ -62,21 +65,26 @@ impl Relay {
                 () = tokio::time::sleep(backoff) => {}
             }
         }
+        lease.release().await;
         tracing::info!("relay stopped");
     }
 
     /// One leadership term: returns when leadership or a connection is lost.
-    async fn lead(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
-        let Some(mut leadership) = leader::try_acquire(&self.database_url).await? else {
+    async fn lead(
+        &self,
+        lease: &mut leader::Lease,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        if !lease.acquire().await? {
             metrics::gauge!("synapse_relay_leader").set(0.0);
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = tokio::time::sleep(FOLLOWER_RETRY) => {}
             }
             return Ok(());
-        };
+        }
         metrics::gauge!("synapse_relay_leader").set(1.0);
-        tracing::info!("relay is the leader");
+        tracing::info!(holder = %lease.holder(), "relay is the leader");
         let mut listener = PgListener::connect(&self.database_url).await?;
         listener.listen(leader::NOTIFY_CHANNEL).await?;
 
@@ -91,14 +99,15 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
+            if !lease.still_held().await? {
+                metrics::gauge!("synapse_relay_leader").set(0.0);
+                anyhow::bail!("lost the relay lease");
+            }
             let events =
                 synapse_shared::event_log::read_after(&self.pool, tail.position, ROUND_SIZE)
                     .await?;
             if events.is_empty() {
                 self.record_lag(&tail).await;
-                if !leadership.still_held().await {
-                    anyhow::bail!("lost the leader connection");
-                }
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     notification = tokio::time::timeout(IDLE_POLL, listener.recv()) => {
