@@ -147,6 +147,13 @@ CLASSES = [
     ("TERMINATION_PANEL", "termination panel", "AUTOMATION", [
         ("explosion_protection_zone", "explosion protection zone"),
     ]),
+    # Fire and gas detection, engineered with the safety instrumented system.
+    ("GAS_DETECTOR", "gas detector", "AUTOMATION", [
+        ("set_point_low_pct_lel", "set point low"),
+        ("set_point_high_pct_lel", "set point high"),
+        ("safety_integrity_level", "safety integrity level"),
+        ("explosion_protection_zone", "explosion protection zone"),
+    ]),
 ]
 
 # Every transmitter carries the same measurement properties.

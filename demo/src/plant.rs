@@ -5,7 +5,8 @@
 //! (switchboards, a transformer, MCCs, distribution boards, a UPS, controllers,
 //! marshalling panels, junction boxes), then equipment modules (pump sets with their
 //! motors, instrument loops with control valves, vessels with relief valves,
-//! compressors, air coolers with fans, heat exchangers, gauges) until its share of the
+//! compressors, air coolers with fans, heat exchangers, gauges, gas detectors) until
+//! its share of the
 //! assets is reached. Asset types and property names come from CFIHOS v2.0
 //! (`demo/data/cfihos-subset.csv`); a few properties name another asset by tag
 //! (see [`REFERENCE_KEYS`]).
@@ -34,7 +35,7 @@ pub const REFERENCE_KEYS: [&str; 8] = [
     "motor",               // a variable speed drive's motor
     "junction_box",        // a field instrument's junction box
     "marshalling_panel",   // a junction box's marshalling (termination) panel
-    "controller",          // a marshalling panel's controller
+    "controller",          // a marshalling panel's or gas detector's controller
     "protected_equipment", // the vessel a relief valve protects
 ];
 
