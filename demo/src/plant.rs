@@ -6,8 +6,7 @@
 //! marshalling panels, junction boxes), then equipment modules (pump sets with their
 //! motors, instrument loops with control valves, vessels with relief valves,
 //! compressors, air coolers with fans, heat exchangers, gauges, gas detectors) until
-//! its share of the
-//! assets is reached. Asset types and property names come from CFIHOS v2.0
+//! its share of the assets is reached. Asset types and property names come from CFIHOS v2.0
 //! (`demo/data/cfihos-subset.csv`); a few properties name another asset by tag
 //! (see [`REFERENCE_KEYS`]).
 //!
