@@ -117,6 +117,7 @@ async fn a_request_without_a_token_is_a_401_problem_with_a_bearer_challenge() ->
         openapi.body["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
+    assert!(openapi.body["paths"]["/rules/rollback"]["post"]["responses"]["403"].is_object());
     assert!(setup.events().await?.is_empty());
     Ok(())
 }

@@ -109,10 +109,11 @@ pub async fn projection_service(
     })
 }
 
-/// Start the query service.
+/// Start the query service, trusting tokens signed with the test secret.
 pub async fn query_service(database: &TestDatabase, nats: &NatsArgs) -> anyhow::Result<Running> {
     let config =
-        query_service::startup::Config::new(database_args(database), nats.clone(), any_port());
+        query_service::startup::Config::new(database_args(database), nats.clone(), any_port())
+            .with_auth(crate::auth::args());
     let app = query_service::startup::Application::build(config).await?;
     let port = app.port();
     let shutdown = CancellationToken::new();

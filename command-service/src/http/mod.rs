@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(execute::execute))
         .routes(routes!(rollback::rollback))
         .split_for_parts();
+    let mut openapi = openapi;
+    BearerSecurity::document_refusals(&mut openapi);
     let openapi_json = openapi.clone();
     api.route(
         "/openapi.json",

@@ -1,7 +1,7 @@
 //! The bearer security scheme in the services' OpenAPI documents.
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::OpenApi;
+use utoipa::openapi::{ContentBuilder, OpenApi, PathItem, Ref, ResponseBuilder};
 
 /// Name of the scheme in `components.securitySchemes`.
 const SCHEME: &str = "bearer";
@@ -39,19 +39,54 @@ impl BearerSecurity {
             if !paths.contains(&path.as_str()) {
                 continue;
             }
-            let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.options,
-                &mut item.head,
-                &mut item.patch,
-                &mut item.trace,
-            ];
-            for operation in operations.into_iter().flatten() {
+            for operation in operations(item) {
                 operation.security = Some(vec![SecurityRequirement::default()]);
             }
         }
     }
+
+    /// Document the 401 (no valid token) and 403 (role too low) problems on every
+    /// operation that does not already describe them. Call once the paths are known;
+    /// the `Problem` schema must be among the components.
+    pub fn document_refusals(openapi: &mut OpenApi) {
+        let problem = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in operations(item) {
+                let responses = &mut operation.responses.responses;
+                responses.entry("401".to_owned()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("no valid bearer token (missing, expired, forged)")
+                        .content(crate::problem::PROBLEM_JSON, problem())
+                        .build()
+                        .into()
+                });
+                responses.entry("403".to_owned()).or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("the token's role does not allow this")
+                        .content(crate::problem::PROBLEM_JSON, problem())
+                        .build()
+                        .into()
+                });
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
