@@ -406,3 +406,61 @@ async fn a_service_with_neither_a_secret_nor_auth_disabled_refuses_to_start() ->
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket(
+) -> anyhow::Result<()> {
+    // Arrange: the whole system; a viewer exchanges their token for a ticket.
+    let system = apps::System::start().await?;
+    let viewer = http_client_as(Role::Viewer, "vera");
+    let ticket = send(&viewer, Method::POST, &system.query.url("/ws/ticket"), None)
+        .await?
+        .expect_status(200)
+        .body["ticket"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let api_token = synapse_tests::token(Role::Viewer, "vera");
+    let ws_url = |query: &str| format!("ws://127.0.0.1:{}/ws?{query}", system.query.port);
+
+    // Act
+    let ticket_as_bearer_on_commands = send(
+        &client_with_token(&ticket)?,
+        Method::GET,
+        &system.command.url("/rules"),
+        None,
+    )
+    .await?;
+    let ticket_as_bearer_on_queries = send(
+        &client_with_token(&ticket)?,
+        Method::GET,
+        &system.query.url("/events/timeline"),
+        None,
+    )
+    .await?;
+    let token_as_ticket =
+        synapse_tests::ws::connect_with(&ws_url(&format!("ticket={api_token}")), None, None).await;
+    let with_ticket =
+        synapse_tests::ws::connect_with(&ws_url(&format!("ticket={ticket}")), None, None).await;
+    let without_anything = synapse_tests::ws::connect_with(&ws_url(""), None, None).await;
+
+    // Assert
+    assert_refused(&ticket_as_bearer_on_commands, 401, "invalid-token");
+    assert_refused(&ticket_as_bearer_on_queries, 401, "invalid-token");
+    let refusal = token_as_ticket.err().map(|error| error.to_string());
+    assert!(
+        refusal
+            .as_deref()
+            .is_some_and(|error| error.contains("401")),
+        "{refusal:?}"
+    );
+    assert!(with_ticket.is_ok(), "{:?}", with_ticket.err());
+    let refusal = without_anything.err().map(|error| error.to_string());
+    assert!(
+        refusal
+            .as_deref()
+            .is_some_and(|error| error.contains("401")),
+        "{refusal:?}"
+    );
+    Ok(())
+}
