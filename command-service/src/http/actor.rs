@@ -6,6 +6,10 @@
 //! someone else's name. Handlers state the role they need in their signature:
 //! `Engineer(actor): Engineer` runs only for engineers and admins, and the 403 is
 //! answered before the body is even read.
+//!
+//! **Invariant:** `Actor` itself is not an extractor, so a new handler cannot take a
+//! caller without choosing a role: it must name [`Viewer`], [`Engineer`] or [`Admin`]
+//! (and a handler that writes must not pick `Viewer`).
 
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
@@ -33,16 +37,9 @@ impl Actor {
     }
 }
 
-impl<S> FromRequestParts<S> for Actor
-where
-    Authenticator: FromRef<S>,
-    S: Send + Sync,
-{
-    type Rejection = AuthError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let principal = Principal::from_request_parts(parts, state).await?;
-        Ok(Actor(principal.name, principal.role))
+impl From<Principal> for Actor {
+    fn from(principal: Principal) -> Self {
+        Actor(principal.name, principal.role)
     }
 }
 
@@ -64,7 +61,7 @@ macro_rules! role_extractor {
                 parts: &mut Parts,
                 state: &S,
             ) -> Result<Self, Self::Rejection> {
-                let actor = Actor::from_request_parts(parts, state).await?;
+                let actor = Actor::from(Principal::from_request_parts(parts, state).await?);
                 actor.require($role)?;
                 Ok($name(actor))
             }
