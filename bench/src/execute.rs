@@ -7,6 +7,7 @@
 use crate::copy_limit::{self, CopyLimit};
 use crate::environment::{with_environment, Endpoints};
 use crate::plant;
+use crate::profile::Profile;
 use crate::report::{self, Table};
 use crate::scenario::{self, per_second, seconds, Executed, Imported};
 use anyhow::bail;
@@ -26,6 +27,10 @@ pub struct ExecuteArgs {
     /// Run the service without its relay (to see the relay's share of the time).
     #[arg(long)]
     pub no_relay: bool,
+    /// Sample what the service's database connections do during the execution and
+    /// print where the time goes.
+    #[arg(long)]
+    pub profile: bool,
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -99,7 +104,7 @@ pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
                 seconds(imported.elapsed)
             );
             let rule_id = scenario::define_rule(environment).await?;
-            let executed = scenario::execute(environment, &rule_id).await?;
+            let executed = scenario::execute(environment, &rule_id, args.profile).await?;
             let expected = plant::expected_matches(assets) as u64;
             if executed.executed != expected {
                 bail!(
@@ -125,6 +130,11 @@ pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
         cases.push(case);
     }
     print(&cases, !args.no_relay);
+    for case in &cases {
+        if let Some(profile) = &case.executed.profile {
+            print_profile(case.imported.rows, profile);
+        }
+    }
     if args.json {
         let full = cases.last().map(Case::json);
         report::json_line(&json!({
@@ -207,4 +217,25 @@ fn print(cases: &[Case], relay: bool) {
             full.ratio()
         );
     }
+}
+
+fn print_profile(assets: usize, profile: &Profile) {
+    let mut table = Table::new(
+        format!(
+            "profile of the {} asset execution: service connections, {} samples every 5 ms \
+             (share = fraction of the time a connection was doing this)",
+            report::count(assets as f64),
+            profile.rounds
+        ),
+        &["activity", "samples", "share"],
+    );
+    for (label, samples) in profile.activities.iter().take(15) {
+        let share = *samples as f64 / profile.rounds.max(1) as f64;
+        table.row(vec![
+            label.clone(),
+            samples.to_string(),
+            format!("{:.0}%", share * 100.0),
+        ]);
+    }
+    table.print();
 }

@@ -8,6 +8,7 @@ mod copy_limit;
 mod environment;
 mod execute;
 mod plant;
+mod profile;
 mod relay;
 mod report;
 mod rollback;

@@ -45,7 +45,7 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         let rule_id = scenario::define_rule(environment).await?;
         let pool = environment.pool().await?;
         let before = plant::state_digest(&pool).await?;
-        let executed = scenario::execute(environment, &rule_id).await?;
+        let executed = scenario::execute(environment, &rule_id, false).await?;
         let after_execution = plant::state_digest(&pool).await?;
         let url = environment.service()?.url("/rules/rollback");
         let body = json!({"correlation_id": executed.correlation_id});

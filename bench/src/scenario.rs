@@ -4,6 +4,7 @@
 use crate::api::{self, Timed};
 use crate::environment::Environment;
 use crate::plant;
+use crate::profile::{Profile, Sampler};
 use crate::service::postgres_cpu_seconds;
 use anyhow::{bail, Context};
 use serde_json::json;
@@ -71,10 +72,20 @@ pub struct Executed {
     pub service_cpu: f64,
     /// CPU seconds of all postgres processes during the request.
     pub postgres_cpu: f64,
+    /// What the service's database connections did meanwhile, if sampled.
+    pub profile: Option<Profile>,
 }
 
 /// `POST /rules/execute {"rule_ids": [rule_id], "wait": true}`, timed.
-pub async fn execute(environment: &mut Environment, rule_id: &str) -> anyhow::Result<Executed> {
+pub async fn execute(
+    environment: &mut Environment,
+    rule_id: &str,
+    profile: bool,
+) -> anyhow::Result<Executed> {
+    let sampler = match profile {
+        true => Some(Sampler::start(&environment.database_url).await?),
+        false => None,
+    };
     let service = environment.service()?;
     let url = service.url("/rules/execute");
     let service_cpu_before = service.cpu_seconds()?;
@@ -84,6 +95,10 @@ pub async fn execute(environment: &mut Environment, rule_id: &str) -> anyhow::Re
     let service_cpu = service.cpu_seconds()? - service_cpu_before;
     let postgres_cpu = postgres_cpu_seconds() - postgres_cpu_before;
     let peak_kib = service.peak_memory_kib()?;
+    let profile = match sampler {
+        Some(sampler) => Some(sampler.finish().await?),
+        None => None,
+    };
     if answer.body["status"] != "completed" {
         bail!("the execution did not complete: {}", answer.body);
     }
@@ -105,6 +120,7 @@ pub async fn execute(environment: &mut Environment, rule_id: &str) -> anyhow::Re
         peak_kib,
         service_cpu,
         postgres_cpu,
+        profile,
     })
 }
 
