@@ -3,6 +3,7 @@
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
+use std::time::Duration;
 use synapse_tests::apps::{self, Running};
 use synapse_tests::client::Reply;
 use synapse_tests::{TestDatabase, TestNats};
@@ -14,21 +15,26 @@ struct ImportApp {
     http: reqwest::Client,
     pool: PgPool,
     _database: TestDatabase,
-    _nats: TestNats,
+    nats: TestNats,
 }
 
 impl ImportApp {
     async fn spawn() -> anyhow::Result<Self> {
+        Self::spawn_with_relay(false).await
+    }
+
+    /// With `relay`, the service also publishes the log to the test's stream.
+    async fn spawn_with_relay(relay: bool) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
         let nats = TestNats::new();
-        let command = apps::command_service(&database, &nats.args, false).await?;
+        let command = apps::command_service(&database, &nats.args, relay).await?;
         let pool = PgPool::connect(&database.url).await?;
         Ok(Self {
             command,
             http: synapse_tests::client::http_client(),
             pool,
             _database: database,
-            _nats: nats,
+            nats,
         })
     }
 
@@ -481,6 +487,81 @@ async fn a_retried_import_with_the_same_idempotency_key_returns_the_first_respon
     app.stop().await
 }
 
+#[tokio::test]
+async fn an_imported_batch_reaches_the_stream_in_log_order() -> anyhow::Result<()> {
+    // Arrange
+    let app = ImportApp::spawn_with_relay(true).await?;
+
+    // Act
+    let reply = app.import("file_name=plant.csv", PLANT).await?;
+    synapse_tests::stream::wait_for_messages(&app.nats.args, 6, Duration::from_secs(15)).await?;
+
+    // Assert
+    let reply = reply.expect_status(201);
+    let streamed = synapse_tests::stream::read_all(&app.nats.args).await?;
+    let types: Vec<&str> = streamed
+        .iter()
+        .map(|message| message.envelope.event_type.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "BATCH_STARTED",
+            "ASSET_CREATED",
+            "ASSET_CREATED",
+            "ASSET_CREATED",
+            "CSV_IMPORTED",
+            "BATCH_COMPLETED"
+        ]
+    );
+    let logged: Vec<Uuid> = app.events().await?.iter().map(|event| event.5).collect();
+    let published: Vec<Uuid> = streamed.iter().map(|m| m.envelope.event_id).collect();
+    assert_eq!(published, logged);
+    assert!(streamed
+        .iter()
+        .all(|m| json!(m.envelope.correlation_id) == reply.body["correlation_id"]));
+    app.stop().await
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_import_with_a_csv_body() -> anyhow::Result<()> {
+    // Arrange
+    let app = ImportApp::spawn().await?;
+
+    // Act
+    let document: Value = app
+        .http
+        .get(app.command.url("/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+
+    // Assert
+    let import = &document["paths"]["/assets/import"]["post"];
+    assert!(
+        import["requestBody"]["content"]["text/csv"].is_object(),
+        "{import:#}"
+    );
+    let mut statuses: Vec<&String> = import["responses"]
+        .as_object()
+        .map(|responses| responses.keys().collect())
+        .unwrap_or_default();
+    statuses.sort();
+    assert_eq!(statuses, ["200", "201", "409", "413", "415", "422"]);
+    let parameters: Vec<&str> = import["parameters"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|p| p["name"].as_str()).collect())
+        .unwrap_or_default();
+    for name in ["delimiter", "encoding", "file_name", "Idempotency-Key"] {
+        assert!(
+            parameters.contains(&name),
+            "{name} missing from {parameters:?}"
+        );
+    }
+    app.stop().await
+}
+
 /// `rows` motors as a semicolon file with typed property columns; `power` sets the
 /// power of every motor, so a second file with another power updates every row.
 fn plant_file(rows: usize, power: u32) -> String {
@@ -521,7 +602,7 @@ async fn a_hundred_thousand_row_file_imports_and_re_imports_with_changes_in_seco
 
 /// Import `rows` new motors, then the same motors with another power; check the log,
 /// snapshots and state, and return how long each import took.
-async fn import_twice(rows: usize) -> anyhow::Result<(std::time::Duration, std::time::Duration)> {
+async fn import_twice(rows: usize) -> anyhow::Result<(Duration, Duration)> {
     // Arrange
     let app = ImportApp::spawn().await?;
     let (first, second) = (plant_file(rows, 75), plant_file(rows, 90));

@@ -128,6 +128,8 @@ fn encoding(given: Option<&str>, headers: &HeaderMap) -> Result<Encoding, Proble
         "text/comma-separated-values",
         "application/vnd.ms-excel",
         "application/octet-stream",
+        // What `curl --data-binary @plant.csv` sends unless told otherwise.
+        "application/x-www-form-urlencoded",
     ];
     if !accepted.contains(&media_type) {
         return Err(Problem::new(
@@ -137,7 +139,7 @@ fn encoding(given: Option<&str>, headers: &HeaderMap) -> Result<Encoding, Proble
         )
         .with_detail(format!(
             "Content-Type `{media_type}` is not accepted: send the file's bytes as text/csv \
-             or application/octet-stream (not JSON or a multipart form)"
+             or application/octet-stream (not JSON, not a multipart form)"
         )));
     }
     let charset = content_type
@@ -216,9 +218,12 @@ impl From<ImportError> for ApiError {
                     "invalid-csv",
                     "the file has errors; nothing was imported",
                 )
-                .with_detail(hint.unwrap_or_else(|| match listed < total {
-                    true => format!("{total} errors; the first {listed} are listed"),
-                    false => format!("{total} errors"),
+                .with_detail(hint.unwrap_or_else(|| {
+                    if listed < total {
+                        format!("{total} errors; the first {listed} are listed")
+                    } else {
+                        format!("{total} errors")
+                    }
                 }))
                 .with_errors(json!(errors))
                 .into();
