@@ -524,6 +524,41 @@ async fn an_imported_batch_reaches_the_stream_in_log_order() -> anyhow::Result<(
 }
 
 #[tokio::test]
+async fn concurrent_imports_of_the_same_new_tags_create_each_asset_once_or_ask_for_a_retry(
+) -> anyhow::Result<()> {
+    // Arrange: the same 2,000 new tags, in opposite orders.
+    let app = ImportApp::spawn().await?;
+    let rows: Vec<String> = (0..2_000)
+        .map(|i| format!("T-{i:04},VALVE,PROCESS\n"))
+        .collect();
+    let header = "tag,asset_type,discipline\n";
+    let ascending = format!("{header}{}", rows.concat());
+    let descending = format!("{header}{}", rows.iter().rev().cloned().collect::<String>());
+
+    // Act
+    let (first, second) = tokio::join!(app.import("", ascending), app.import("", descending));
+
+    // Assert: each import either created the assets, found them unchanged, or was told
+    // to retry; never a 500, never a duplicate.
+    let statuses = [first?.status, second?.status];
+    assert!(statuses.contains(&201), "{statuses:?}");
+    assert!(
+        statuses
+            .iter()
+            .all(|status| [200, 201, 409].contains(status)),
+        "{statuses:?}"
+    );
+    assert_eq!(app.count("assets").await?, 2_000);
+    let (created,): (i64,) = sqlx::query_as(
+        "select count(distinct aggregate_id) from workflow_events where event_type = 'ASSET_CREATED'",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    assert_eq!(created, 2_000);
+    app.stop().await
+}
+
+#[tokio::test]
 async fn the_openapi_document_describes_the_import_with_a_csv_body() -> anyhow::Result<()> {
     // Arrange
     let app = ImportApp::spawn().await?;

@@ -102,10 +102,11 @@ pub async fn apply(
     store::snapshot_all(connection, batch.correlation_id, &ids).await?;
     let (new, changed): (Vec<&AssetChange>, Vec<&AssetChange>) =
         changes.iter().partition(|change| change.before.is_none());
-    let new: Vec<&AssetState> = new.iter().map(|change| &change.after).collect();
-    store::insert_all(connection, &new)
-        .await
-        .map_err(tag_taken_or)?;
+    let mut new: Vec<&AssetState> = new.iter().map(|change| &change.after).collect();
+    // Inserting in tag order, like the locks taken above, means two imports that both
+    // create the same tags wait for each other in one order and never deadlock.
+    new.sort_unstable_by(|a, b| a.tag.cmp(&b.tag));
+    store::insert_all(connection, &new).await?;
     let changed: Vec<&AssetState> = changed.iter().map(|change| &change.after).collect();
     store::update_all(connection, &changed).await?;
 
@@ -206,16 +207,4 @@ async fn append_in_slices(
         appended += append(connection, slice).await?.len();
     }
     Ok(appended)
-}
-
-fn tag_taken_or(error: sqlx::Error) -> ImportError {
-    let taken = error
-        .as_database_error()
-        .and_then(|database_error| database_error.constraint())
-        == Some(crate::assets::store::TAG_CONSTRAINT);
-    if taken {
-        ImportError::TagTaken
-    } else {
-        ImportError::Database(error)
-    }
 }

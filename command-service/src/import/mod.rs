@@ -112,7 +112,25 @@ pub enum ImportError {
     #[error("an asset was changed concurrently; retry the import")]
     Concurrent,
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ImportError {
+    /// Conflicts with concurrent writers are the client's to retry (409), not 500s: a
+    /// tag inserted meanwhile, or Postgres breaking a deadlock or serialization failure
+    /// between overlapping imports.
+    fn from(error: sqlx::Error) -> Self {
+        let database_error = error.as_database_error();
+        if database_error.and_then(|e| e.constraint()) == Some(crate::assets::store::TAG_CONSTRAINT)
+        {
+            return ImportError::TagTaken;
+        }
+        let code = database_error.and_then(|e| e.code());
+        if matches!(code.as_deref(), Some("40P01" | "40001")) {
+            return ImportError::Concurrent;
+        }
+        ImportError::Database(error)
+    }
 }
 
 impl ImportError {
