@@ -19,7 +19,7 @@ use futures::StreamExt;
 use sqlx::PgPool;
 use std::time::Duration;
 use synapse_shared::config::NatsArgs;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// First pause after a failure: long enough not to spin, short enough that a blip
@@ -113,8 +113,21 @@ impl<P: Projector> Consumer<P> {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), FollowError> {
-        let mut messages = self.subscribe().await?;
-        while let Some(batch) = next_batch(&mut messages, shutdown, &self.settings).await {
+        let messages = self.subscribe().await?;
+        // Receiving runs one batch ahead of applying: while Postgres commits batch n,
+        // batch n+1 is collected and decoded. The channel holds one batch, so at most
+        // two batches are in memory and a shutdown waits for at most two.
+        let (batches, mut received) = mpsc::channel(1);
+        let receiver = tokio::spawn(receive(
+            messages,
+            shutdown.clone(),
+            self.settings.clone(),
+            batches,
+        ));
+        // Dropping the receiver task with this guard stops it when applying fails, so
+        // the next consumer does not compete with it.
+        let _receiver = AbortOnDrop(receiver);
+        while let Some(batch) = received.recv().await {
             if !batch.delivered.is_empty() {
                 let applied = apply_batch(&self.pool, &self.projector, &batch.delivered)
                     .await
@@ -193,6 +206,31 @@ fn start_after(projector: &str, checkpoint: Checkpoint, stream: &stream::State) 
     }
     DeliverPolicy::ByStartSequence {
         start_sequence: consumed + 1,
+    }
+}
+
+/// Take batches from `messages` and hand them on until shutdown, an error (handed on
+/// with the batch it cut short) or the applying side going away.
+async fn receive(
+    mut messages: Ordered,
+    shutdown: CancellationToken,
+    settings: ProjectorArgs,
+    batches: mpsc::Sender<Batch>,
+) {
+    while let Some(batch) = next_batch(&mut messages, &shutdown, &settings).await {
+        let failed = batch.error.is_some();
+        if batches.send(batch).await.is_err() || failed {
+            break;
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
