@@ -244,7 +244,7 @@ demo_status="not loaded (--no-demo)"
 if [[ $load_demo == true ]]; then
     log "loading the demo plant (synapse-demo ${demo_args[*]:-})"
     demo_token=""
-    [[ ${AUTH_DISABLED:-false} == true ]] || demo_token=$(sign_token synapse-demo engineer)
+    [[ ${AUTH_DISABLED:-false} == true ]] || demo_token=$(sign_token synapse-demo admin)
     if SYNAPSE_TOKEN=$demo_token "$BIN_DIR/synapse-demo" \
         --command-url "http://$HOST:${PORT[command-service]}" "${demo_args[@]}"; then
         demo_status="loaded"

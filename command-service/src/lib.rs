@@ -3,14 +3,13 @@
 //! the relay that publishes the log to JetStream.
 
 pub mod assets;
-pub mod cables;
 pub mod config;
 pub mod execute;
 pub mod http;
 pub mod idempotency;
 pub mod import;
+pub mod links;
 pub mod recovery;
-pub mod relationships;
 pub mod relay;
 pub mod rollback;
 pub mod rules;

@@ -11,6 +11,7 @@ mod export;
 mod load;
 mod plant;
 mod rng;
+mod rules;
 
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Write};
@@ -53,8 +54,11 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Load the plant through `POST /assets` (the default).
+    /// Import the plant as one CSV batch, define the demo rules and run them once
+    /// (the default). Needs an admin token (rules are defined by admins).
     Load,
+    /// Load the plant through `POST /assets`, one request per asset, and nothing else.
+    LoadEach,
     /// Write the plant as CSV: `tag,asset_type,discipline,name,area,<properties>`.
     Csv {
         /// Output file; `-` writes to standard output.
@@ -69,6 +73,12 @@ async fn main() -> anyhow::Result<()> {
     let plant = plant::generate(cli.assets, cli.seed);
     match cli.command.unwrap_or(Command::Load) {
         Command::Load => {
+            print_summary(&plant);
+            let mut csv = Vec::new();
+            export::write_csv(&plant, &mut csv).context("writing the plant as CSV")?;
+            rules::import_define_and_run(&cli.command_url, cli.token.as_deref(), csv).await?;
+        }
+        Command::LoadEach => {
             print_summary(&plant);
             let options = load::LoadOptions {
                 command_url: cli.command_url.clone(),

@@ -3,10 +3,13 @@
 mod auth;
 mod commands;
 mod execute;
+mod faults;
 mod import;
+mod links;
 mod pipeline;
 mod projection;
 mod query;
+mod read_models;
 mod recovery;
 mod relay;
 mod relay_outage;

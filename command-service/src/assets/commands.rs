@@ -5,8 +5,8 @@ use super::input::{
     check_code, check_properties, check_tag, check_text, AssetPatch, FieldError, NewAsset,
 };
 use super::store;
-use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
-use crate::store::{append, snapshot, AppendError};
+use crate::store::batches::ChangeTarget;
+use crate::store::AppendError;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -245,8 +245,8 @@ async fn load_checked(
     }
 }
 
-/// Write the batch row, the snapshot and the three events of a single change.
-/// `asset` carries the version after the change; `version_before` the one before.
+/// Write the single-change batch of an asset change. `asset` carries the version after
+/// the change; `version_before` the one before.
 async fn commit_single_change(
     connection: &mut PgConnection,
     actor: &str,
@@ -255,21 +255,6 @@ async fn commit_single_change(
     version_before: i64,
     change: Change,
 ) -> Result<Vec<EventEnvelope>, AssetError> {
-    let mut batch = Batch::new(BatchKind::SingleChange, actor);
-    batches::open(connection, &batch, None).await?;
-    snapshot::take(
-        connection,
-        batch.correlation_id,
-        AggregateType::Asset,
-        asset.id,
-        change.before.as_ref(),
-        version_before,
-    )
-    .await?;
-    let started = batch.event(
-        EventType::BatchStarted,
-        json!({"kind": batch.kind.as_str(), "asset_id": asset.id}),
-    );
     let target = ChangeTarget {
         event_type,
         aggregate_type: AggregateType::Asset,
@@ -277,13 +262,7 @@ async fn commit_single_change(
         version: asset.version,
         discipline: Some(asset.discipline.clone()),
     };
-    let changed = batch.change(target, change, Some(started.event_id));
-    let completed = batch.event(
-        EventType::BatchCompleted,
-        json!({"kind": batch.kind.as_str(), "changed": 1}),
-    );
-    batches::record(connection, &batch, BatchStatus::Completed).await?;
-    Ok(append(connection, vec![started, changed, completed]).await?)
+    Ok(crate::store::single::commit(connection, actor, target, version_before, change).await?)
 }
 
 fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutcome {

@@ -4,10 +4,10 @@
 
 use super::planner::{Outcome, PlannedChange};
 use crate::assets::store as asset_store;
+use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{Batch, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
-use crate::{cables, relationships};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use std::collections::HashMap;

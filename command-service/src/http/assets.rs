@@ -111,7 +111,7 @@ pub async fn delete(
 }
 
 /// The version in an `If-Match` header (`"3"` or `3`).
-fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };

@@ -6,6 +6,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod import;
+pub mod links;
 pub mod rollback;
 pub mod rules;
 pub mod transaction;
@@ -61,6 +62,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(rules::revise))
         .routes(routes!(execute::execute))
         .routes(routes!(rollback::rollback))
+        .routes(routes!(links::create_cable))
+        .routes(routes!(links::update_cable, links::delete_cable))
+        .routes(routes!(links::create_relationship))
+        .routes(routes!(links::delete_relationship))
         .split_for_parts();
     let mut openapi = openapi;
     BearerSecurity::document_refusals(&mut openapi);

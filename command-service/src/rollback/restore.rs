@@ -4,10 +4,10 @@
 use super::analyze::{Analysis, Restoration};
 use super::{Mode, RollbackError};
 use crate::assets::store as asset_store;
+use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::store::append;
 use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
-use crate::{cables, relationships};
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::PgConnection;

@@ -8,6 +8,7 @@
 
 pub mod append;
 pub mod batches;
+pub mod single;
 pub mod snapshot;
 
 pub use append::{append, AppendError};

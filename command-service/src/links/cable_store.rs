@@ -79,3 +79,29 @@ pub async fn upsert(
     .await?;
     Ok(())
 }
+
+/// The unique constraint on cable tags.
+pub const TAG_CONSTRAINT: &str = "cables_tag_key";
+
+/// Load a cable and lock its row until the transaction ends.
+pub async fn load_for_update(
+    connection: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<CableState>, sqlx::Error> {
+    let row: Option<CableRow> = sqlx::query_as(
+        "select id, tag, from_asset, to_asset, cable_type, discipline, properties, version
+         from cables where id = $1 for update",
+    )
+    .bind(id)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(CableState::from))
+}
+
+pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from cables where id = $1")
+        .bind(id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}

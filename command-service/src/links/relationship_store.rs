@@ -70,3 +70,35 @@ pub async fn insert(
     .await?;
     Ok(())
 }
+
+/// The unique constraint on (kind, from, to).
+pub const KEY_CONSTRAINT: &str = "relationships_kind_from_to_key";
+
+/// Load a relationship and lock its row until the transaction ends.
+pub async fn load_for_update(
+    connection: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<RelationshipState>, sqlx::Error> {
+    let row: Option<RelationshipRow> = sqlx::query_as(
+        "select id, kind, from_asset, to_asset, properties, version from relationships where id = $1 for update",
+    )
+    .bind(id)
+    .fetch_optional(connection)
+    .await?;
+    Ok(row.map(|row| RelationshipState {
+        id: row.id,
+        kind: row.kind,
+        from_asset: row.from_asset,
+        to_asset: row.to_asset,
+        properties: row.properties.0,
+        version: row.version,
+    }))
+}
+
+pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from relationships where id = $1")
+        .bind(id)
+        .execute(connection)
+        .await?;
+    Ok(())
+}

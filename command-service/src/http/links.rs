@@ -1,0 +1,195 @@
+//! `POST /cables`, `PATCH/DELETE /cables/{id}`, `POST /relationships`,
+//! `DELETE /relationships/{id}`: single changes to links, each its own batch.
+
+use super::actor::Engineer;
+use super::assets::{if_match, DeleteParams};
+use super::error::ApiError;
+use super::transaction::run_command;
+use super::AppState;
+use crate::assets::CommandOutcome;
+use crate::links::cables::{self, CablePatch, NewCable};
+use crate::links::relationships::{self, NewRelationship};
+use crate::links::LinkError;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery};
+use synapse_shared::Problem;
+use uuid::Uuid;
+
+impl From<LinkError> for ApiError {
+    fn from(error: LinkError) -> Self {
+        let detail = error.to_string();
+        let problem = match error {
+            LinkError::Database(error) => return error.into(),
+            LinkError::Invalid(errors) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation",
+                "the request is invalid",
+            )
+            .with_errors(json!(errors)),
+            LinkError::NotFound { .. } => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "no such cable or relationship",
+            ),
+            LinkError::EndMissing(id) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown-asset",
+                "an end of the link is not an asset",
+            )
+            .with_errors(json!({"asset_id": id})),
+            LinkError::TagTaken(_) => {
+                Problem::new(StatusCode::CONFLICT, "tag-taken", "the tag is already used")
+            }
+            LinkError::RelationshipExists { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "relationship-exists",
+                "the relationship exists already",
+            ),
+            LinkError::VersionConflict {
+                id,
+                expected,
+                actual,
+            } => Problem::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "the cable changed since you read it",
+            )
+            .with_errors(
+                json!({"id": id, "expected_version": expected, "current_version": actual}),
+            ),
+        };
+        problem.with_detail(detail).into()
+    }
+}
+
+fn body(outcome: &CommandOutcome) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(outcome).map_err(|error| ApiError::Internal(error.into()))
+}
+
+/// Create a cable between two assets (one batch).
+#[utoipa::path(post, path = "/cables", request_body = NewCable,
+    responses((status = 201, body = CommandOutcome), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_cable(
+    State(state): State<AppState>,
+    Engineer(actor): Engineer,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<NewCable>,
+) -> Result<Response, ApiError> {
+    let request = format!(
+        "POST /cables {}",
+        serde_json::to_string(&input).unwrap_or_default()
+    );
+    let name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            Ok((
+                StatusCode::CREATED,
+                body(&cables::create(connection, &name, input).await?)?,
+            ))
+        })
+    })
+    .await
+}
+
+/// Change a cable (one batch); a stale `expected_version` or `If-Match` is a 409.
+#[utoipa::path(patch, path = "/cables/{id}", request_body = CablePatch, params(("id" = Uuid, Path)),
+    responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn update_cable(
+    State(state): State<AppState>,
+    Engineer(actor): Engineer,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(mut patch): ApiJson<CablePatch>,
+) -> Result<Response, ApiError> {
+    if let Some(version) = if_match(&headers)? {
+        patch.expected_version = Some(version);
+    }
+    let request = format!(
+        "PATCH /cables/{id} {}",
+        serde_json::to_string(&patch).unwrap_or_default()
+    );
+    let name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            Ok((
+                StatusCode::OK,
+                body(&cables::update(connection, &name, id, patch).await?)?,
+            ))
+        })
+    })
+    .await
+}
+
+/// Delete a cable (one batch).
+#[utoipa::path(delete, path = "/cables/{id}", params(("id" = Uuid, Path), DeleteParams),
+    responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn delete_cable(
+    State(state): State<AppState>,
+    Engineer(actor): Engineer,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
+) -> Result<Response, ApiError> {
+    let expected = if_match(&headers)?.or(params.expected_version);
+    let request = format!("DELETE /cables/{id} {expected:?}");
+    let name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            Ok((
+                StatusCode::OK,
+                body(&cables::delete(connection, &name, id, expected).await?)?,
+            ))
+        })
+    })
+    .await
+}
+
+/// Create a relationship between two assets (one batch).
+#[utoipa::path(post, path = "/relationships", request_body = NewRelationship,
+    responses((status = 201, body = CommandOutcome), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_relationship(
+    State(state): State<AppState>,
+    Engineer(actor): Engineer,
+    headers: HeaderMap,
+    ApiJson(input): ApiJson<NewRelationship>,
+) -> Result<Response, ApiError> {
+    let request = format!(
+        "POST /relationships {}",
+        serde_json::to_string(&input).unwrap_or_default()
+    );
+    let name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            Ok((
+                StatusCode::CREATED,
+                body(&relationships::create(connection, &name, input).await?)?,
+            ))
+        })
+    })
+    .await
+}
+
+/// Delete a relationship (one batch).
+#[utoipa::path(delete, path = "/relationships/{id}", params(("id" = Uuid, Path)),
+    responses((status = 200, body = CommandOutcome), (status = 404, body = Problem)))]
+pub async fn delete_relationship(
+    State(state): State<AppState>,
+    Engineer(actor): Engineer,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let request = format!("DELETE /relationships/{id}");
+    let name = actor.0.clone();
+    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+        Box::pin(async move {
+            Ok((
+                StatusCode::OK,
+                body(&relationships::delete(connection, &name, id).await?)?,
+            ))
+        })
+    })
+    .await
+}
