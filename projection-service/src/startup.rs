@@ -7,7 +7,7 @@ use crate::config::DEFAULT_PORT;
 use crate::consumer::Consumer;
 use crate::http::{self, HttpState};
 use crate::lag;
-use crate::projectors::{AssetHistoryProjector, Projector};
+use crate::projectors::{AssetHistoryProjector, BatchesProjector, DisciplinesProjector, Projector};
 use anyhow::Context;
 use async_nats::jetstream;
 use sqlx::PgPool;
@@ -15,6 +15,7 @@ use std::time::Duration;
 use synapse_shared::db;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long start-up waits for Postgres before giving up: long enough to ride out a
@@ -80,24 +81,13 @@ impl Application {
         // cancelling the caller's token.
         let stop = shutdown.child_token();
         let jetstream = jetstream::new(self.nats.clone());
-        let (progress, progress_seen) = watch::channel::<Option<Checkpoint>>(None);
-        let projector = AssetHistoryProjector;
-        let sampler = tokio::spawn(lag::sample(
-            jetstream.clone(),
-            self.config.nats.nats_stream.clone(),
-            projector.name(),
-            progress_seen,
-            stop.clone(),
-        ));
-        let consumer = Consumer::new(
-            projector,
-            self.pool.clone(),
-            jetstream,
-            self.config.nats.clone(),
-            self.config.projector.clone(),
-            progress,
-        );
-        let consumer = tokio::spawn(consumer.run(stop.clone()));
+        // Each projector follows the stream on its own, with its own checkpoint, so a
+        // slow or failing read model never holds the others back.
+        let projectors = vec![
+            self.spawn_projector(AssetHistoryProjector, &jetstream, &stop),
+            self.spawn_projector(BatchesProjector, &jetstream, &stop),
+            self.spawn_projector(DisciplinesProjector, &jetstream, &stop),
+        ];
         tracing::info!(port = self.port, "projection-service listening");
 
         let router = http::router(HttpState {
@@ -108,11 +98,41 @@ impl Application {
             .with_graceful_shutdown(stop.clone().cancelled_owned())
             .await;
         stop.cancel();
-        let consumed = consumer.await;
-        let sampled = sampler.await;
-        served.context("serving http")?;
-        consumed.context("the projector task failed")?;
-        sampled.context("the lag sampler failed")?;
+        let mut outcome = served.context("serving http");
+        for (consumer, sampler) in projectors {
+            let consumed = consumer.await.context("the projector task failed");
+            let sampled = sampler.await.context("the lag sampler failed");
+            // Wait for every task before reporting, so none outlives `run_until_stopped`.
+            outcome = outcome.and(consumed).and(sampled);
+        }
+        outcome?;
         Ok(())
+    }
+
+    /// Start `projector` following the stream and its lag sampler, both until `stop`.
+    fn spawn_projector<P: Projector>(
+        &self,
+        projector: P,
+        jetstream: &jetstream::Context,
+        stop: &CancellationToken,
+    ) -> (JoinHandle<()>, JoinHandle<()>) {
+        let (progress, progress_seen) = watch::channel::<Option<Checkpoint>>(None);
+        let sampler = tokio::spawn(lag::sample(
+            jetstream.clone(),
+            self.config.nats.nats_stream.clone(),
+            projector.name(),
+            progress_seen,
+            stop.clone(),
+        ));
+        let consumer = Consumer::new(
+            projector,
+            self.pool.clone(),
+            jetstream.clone(),
+            self.config.nats.clone(),
+            self.config.projector.clone(),
+            progress,
+        );
+        let consumer = tokio::spawn(consumer.run(stop.clone()));
+        (consumer, sampler)
     }
 }

@@ -152,16 +152,23 @@ impl System {
         })
     }
 
-    /// Wait until the projector has applied everything in the log (bounded).
+    /// Wait until every projector has applied everything in the log (bounded).
     pub async fn wait_for_projection(&self) -> anyhow::Result<()> {
         let pool = sqlx::PgPool::connect(&self.database.url).await?;
         let head = synapse_shared::event_log::head(&pool).await?;
+        let names: Vec<&str> = projection_service::projectors::ALL.to_vec();
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let (projected,): (Option<i64>,) =
-                sqlx::query_as("select max(position) from projector_checkpoints")
-                    .fetch_one(&pool)
-                    .await?;
+            // A projector without a checkpoint row has applied nothing yet: the least
+            // position counts it as 0 through the outer join.
+            let (projected,): (Option<i64>,) = sqlx::query_as(
+                "select min(coalesce(c.position, 0))
+                 from unnest($1::text[]) as p(name)
+                 left join projector_checkpoints c on c.projector = p.name",
+            )
+            .bind(&names)
+            .fetch_one(&pool)
+            .await?;
             if projected.unwrap_or(0) >= head {
                 return Ok(());
             }

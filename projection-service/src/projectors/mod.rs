@@ -1,8 +1,16 @@
 //! Read models, one module per projector; each owns the SQL of its tables.
 
 pub mod asset_history;
+pub mod batches;
+pub mod disciplines;
 
 pub use asset_history::AssetHistoryProjector;
+pub use batches::BatchesProjector;
+pub use disciplines::DisciplinesProjector;
+
+/// The checkpoint name of every projector the service runs: caught up means all of
+/// these reached the log's head.
+pub const ALL: &[&str] = &[asset_history::NAME, batches::NAME, disciplines::NAME];
 
 use sqlx::PgConnection;
 use std::future::Future;

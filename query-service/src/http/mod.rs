@@ -1,6 +1,8 @@
 //! The HTTP API: routes, their OpenAPI document and the error format.
 
 pub mod assets;
+pub mod batches;
+pub mod disciplines;
 pub mod error;
 pub mod health;
 pub mod history;
@@ -24,13 +26,15 @@ use utoipa_axum::routes;
     info(
         title = "SYNAPSE query service",
         description = "Read side of SYNAPSE: the event timeline, asset histories and \
-                       states, and a live WebSocket feed at `/ws`. Every route but health, \
+                       states, batches, disciplines, and a live WebSocket feed at `/ws`. Every route but health, \
                        readiness and metrics needs a bearer token (any role; 401 without one)."
     ),
     modifiers(&BearerSecurity),
     tags(
         (name = "events", description = "The timeline and asset histories"),
         (name = "assets", description = "Asset state, current or as of a time"),
+        (name = "batches", description = "Batches: status, timings, who ran and rolled back, per-rule counts"),
+        (name = "disciplines", description = "Activity per discipline"),
         (name = "live", description = "The live WebSocket feed"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -43,6 +47,10 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(timeline::timeline))
         .routes(routes!(history::history))
         .routes(routes!(assets::asset))
+        .routes(routes!(batches::list))
+        .routes(routes!(batches::detail))
+        .routes(routes!(disciplines::list))
+        .routes(routes!(disciplines::detail))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

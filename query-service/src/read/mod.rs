@@ -5,5 +5,7 @@
 //! (`query_as` + `FromRow`) and every value is bound, never formatted into SQL.
 
 pub mod aggregates;
+pub mod batches;
 pub mod checkpoints;
+pub mod disciplines;
 pub mod events;

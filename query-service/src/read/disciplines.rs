@@ -1,0 +1,76 @@
+//! `rm_disciplines` and `rm_discipline_batches`: activity per discipline.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// How many events of one type a discipline has.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TypeCountRow {
+    pub discipline: String,
+    pub event_type: String,
+    pub count: i64,
+    pub last_at: DateTime<Utc>,
+}
+
+/// A discipline's activity in one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct DisciplineBatchRow {
+    pub correlation_id: Uuid,
+    /// Events of the discipline in the batch.
+    pub events: i64,
+    /// RULE_ERROR events of the discipline in the batch.
+    pub errors: i64,
+    /// When the discipline's last event in the batch occurred.
+    pub last_at: DateTime<Utc>,
+}
+
+/// Event counts by type of every discipline (or only `discipline`), ordered by
+/// discipline then event type.
+pub async fn type_counts(
+    pool: &PgPool,
+    discipline: Option<&str>,
+) -> Result<Vec<TypeCountRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select discipline, event_type, count, last_at from rm_disciplines
+         where $1::text is null or discipline = $1
+         order by discipline, event_type",
+    )
+    .bind(discipline)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many batches each discipline (or only `discipline`) took part in.
+pub async fn batch_counts(
+    pool: &PgPool,
+    discipline: Option<&str>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select discipline, count(*) from rm_discipline_batches
+         where $1::text is null or discipline = $1
+         group by discipline order by discipline",
+    )
+    .bind(discipline)
+    .fetch_all(pool)
+    .await
+}
+
+/// The discipline's `limit` most recently active batches, newest first.
+pub async fn recent_batches(
+    pool: &PgPool,
+    discipline: &str,
+    limit: i64,
+) -> Result<Vec<DisciplineBatchRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select correlation_id, events, errors, last_at from rm_discipline_batches
+         where discipline = $1
+         order by last_position desc
+         limit $2",
+    )
+    .bind(discipline)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
