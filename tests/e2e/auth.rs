@@ -464,3 +464,61 @@ async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn every_documented_route_of_both_services_refuses_a_caller_without_a_token(
+) -> anyhow::Result<()> {
+    // Arrange: a guard for routes added later: anything in the OpenAPI documents but
+    // health, readiness and metrics needs a token (the WebSocket has its own test).
+    let system = apps::System::start().await?;
+    let anonymous = reqwest::Client::new();
+    let open = ["/healthz", "/readyz", "/metrics", "/openapi.json", "/ws"];
+    let mut checked = Vec::new();
+
+    for service in [&system.command, &system.query] {
+        let document = send(&anonymous, Method::GET, &service.url("/openapi.json"), None)
+            .await?
+            .expect_status(200)
+            .body;
+        let paths = document["paths"].as_object().cloned().unwrap_or_default();
+        for (path, operations) in paths {
+            if open.contains(&path.as_str()) {
+                continue;
+            }
+            let concrete = path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') {
+                        "00000000-0000-0000-0000-000000000000"
+                    } else {
+                        segment
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            for method in operations
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_default()
+            {
+                let Ok(method) = method.to_uppercase().parse::<Method>() else {
+                    continue;
+                };
+                // Act
+                let reply = send(
+                    &anonymous,
+                    method.clone(),
+                    &service.url(&concrete),
+                    Some(&json!({})),
+                )
+                .await?;
+
+                // Assert
+                assert_eq!(reply.status, 401, "{method} {path}: {reply:#?}");
+                checked.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(checked.len() >= 14, "{checked:?}");
+    Ok(())
+}
