@@ -550,12 +550,14 @@ async fn the_service_reports_health_readiness_and_projector_lag() -> anyhow::Res
     let health = http.get(app.url("/healthz")).send().await?;
     let ready = http.get(app.url("/readyz")).send().await?;
     let caught_up = format!("stream=\"{}\"", relay.nats.args.nats_stream);
+    let ours = format!("projector=\"{PROJECTOR}\"");
     let deadline = tokio::time::Instant::now() + PATIENCE;
     let metrics = loop {
         let metrics = http.get(app.url("/metrics")).send().await?.text().await?;
         let lag_reported = metrics.lines().any(|line| {
             line.starts_with("synapse_projector_lag_events")
                 && line.contains(&caught_up)
+                && line.contains(&ours)
                 && line.ends_with(" 0")
         });
         if lag_reported || tokio::time::Instant::now() > deadline {
@@ -570,7 +572,9 @@ async fn the_service_reports_health_readiness_and_projector_lag() -> anyhow::Res
     let gauge = |name: &str| {
         metrics
             .lines()
-            .find(|line| line.starts_with(name) && line.contains(&caught_up))
+            .find(|line| {
+                line.starts_with(name) && line.contains(&caught_up) && line.contains(&ours)
+            })
             .map(|line| line.rsplit(' ').next().unwrap_or_default().to_owned())
     };
     assert_eq!(gauge("synapse_projector_position").as_deref(), Some("2"));
