@@ -578,12 +578,14 @@ async fn the_openapi_document_describes_the_import_with_a_csv_body() -> anyhow::
         import["requestBody"]["content"]["text/csv"].is_object(),
         "{import:#}"
     );
-    let mut statuses: Vec<&String> = import["responses"]
-        .as_object()
-        .map(|responses| responses.keys().collect())
-        .unwrap_or_default();
-    statuses.sort();
-    assert_eq!(statuses, ["200", "201", "409", "413", "415", "422"]);
+    // (Other layers may add their own, e.g. 401/403 for authentication.)
+    let statuses = import["responses"].as_object().cloned().unwrap_or_default();
+    for status in ["200", "201", "409", "413", "415", "422"] {
+        assert!(
+            statuses.contains_key(status),
+            "{status} missing from {import:#}"
+        );
+    }
     let parameters: Vec<&str> = import["parameters"]
         .as_array()
         .map(|all| all.iter().filter_map(|p| p["name"].as_str()).collect())
