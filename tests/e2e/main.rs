@@ -15,3 +15,4 @@ mod relay;
 mod relay_outage;
 mod rollback;
 mod rollback_properties;
+mod rollback_read;

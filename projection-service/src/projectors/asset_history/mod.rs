@@ -14,7 +14,7 @@ use super::Projector;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
-use synapse_shared::EventEnvelope;
+use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
 /// Projects every event into `rm_events` and every change into `rm_aggregates`.
@@ -35,8 +35,54 @@ impl Projector for AssetHistoryProjector {
         events: &[&EventEnvelope],
     ) -> Result<(), sqlx::Error> {
         insert_events(connection, events).await?;
+        mark_rolled_back(connection, events).await?;
         upsert_states(connection, &latest_states(events)).await
     }
+}
+
+/// Show a rolled-back batch's events as rolled back, without touching their content:
+/// a `ROLLBACK` event marks the target batch's events on its aggregate, and
+/// `BATCH_ROLLED_BACK` marks the target batch's own batch-level events. The targets
+/// precede the rollback in the log, so they are already in `rm_events`.
+async fn mark_rolled_back(
+    connection: &mut PgConnection,
+    events: &[&EventEnvelope],
+) -> Result<(), sqlx::Error> {
+    let mut targets: Vec<Uuid> = Vec::new();
+    let mut aggregates: Vec<Option<Uuid>> = Vec::new();
+    let mut rollbacks: Vec<Uuid> = Vec::new();
+    for event in events {
+        let (key, aggregate) = match event.event_type {
+            EventType::Rollback => ("rolled_back_correlation_id", Some(event.aggregate_id)),
+            EventType::BatchRolledBack => ("target_correlation_id", None),
+            _ => continue,
+        };
+        let target = event
+            .payload
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok());
+        if let Some(target) = target {
+            targets.push(target);
+            aggregates.push(aggregate);
+            rollbacks.push(event.correlation_id);
+        }
+    }
+    if targets.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update rm_events e set rolled_back = true, rolled_back_by = m.rollback
+         from unnest($1::uuid[], $2::uuid[], $3::uuid[]) as m(target, aggregate_id, rollback)
+         where e.correlation_id = m.target
+           and ((m.aggregate_id is null and e.aggregate_type = 'batch') or e.aggregate_id = m.aggregate_id)",
+    )
+    .bind(targets)
+    .bind(aggregates)
+    .bind(rollbacks)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 /// Append the events to `rm_events`. The checkpoint already keeps repeats out; `on
