@@ -75,7 +75,8 @@ async fn upsert_batches(connection: &mut PgConnection, fold: &Fold) -> Result<()
              finished_at = coalesce(excluded.finished_at, b.finished_at),
              duration_ms = coalesce(
                  excluded.duration_ms,
-                 (extract(epoch from excluded.finished_at - b.started_at) * 1000)::bigint,
+                 -- Truncated like the fold's `num_milliseconds`, so slicing never changes it.
+                 floor(extract(epoch from excluded.finished_at - b.started_at) * 1000)::bigint,
                  b.duration_ms),
              counts = rm_sum_counts(b.counts, excluded.counts),
              error = coalesce(excluded.error, b.error),
