@@ -199,22 +199,7 @@ async fn a_projector_killed_mid_stream_resumes_and_its_read_model_equals_a_fold_
         .expect_status(200);
     }
     let restarted = apps::projection_service(&database, &nats.args).await?;
-    let head = synapse_shared::event_log::head(&pool).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (projected,): (Option<i64>,) =
-            sqlx::query_as("select max(position) from projector_checkpoints")
-                .fetch_one(&pool)
-                .await?;
-        if projected.unwrap_or(0) >= head {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "projection stuck at {projected:?} of {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    apps::wait_for_projection(&database.url).await?;
 
     // Assert: each event once, state equals a fold of the log.
     let (rows, distinct): (i64, i64) =

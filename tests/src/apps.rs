@@ -154,28 +154,33 @@ impl System {
 
     /// Wait until every projector has applied everything in the log (bounded).
     pub async fn wait_for_projection(&self) -> anyhow::Result<()> {
-        let pool = sqlx::PgPool::connect(&self.database.url).await?;
-        let head = synapse_shared::event_log::head(&pool).await?;
-        let names: Vec<&str> = projection_service::projectors::ALL.to_vec();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            // A projector without a checkpoint row has applied nothing yet: the least
-            // position counts it as 0 through the outer join.
-            let (projected,): (Option<i64>,) = sqlx::query_as(
-                "select min(coalesce(c.position, 0))
-                 from unnest($1::text[]) as p(name)
-                 left join projector_checkpoints c on c.projector = p.name",
-            )
-            .bind(&names)
-            .fetch_one(&pool)
-            .await?;
-            if projected.unwrap_or(0) >= head {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() > deadline {
-                anyhow::bail!("projection reached {projected:?} of {head} within 30 s");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        wait_for_projection(&self.database.url).await
+    }
+}
+
+/// Wait (up to 30 s) until every projector has applied everything in the log.
+pub async fn wait_for_projection(database_url: &str) -> anyhow::Result<()> {
+    let pool = sqlx::PgPool::connect(database_url).await?;
+    let head = synapse_shared::event_log::head(&pool).await?;
+    let names: Vec<&str> = projection_service::projectors::ALL.to_vec();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        // A projector without a checkpoint row has applied nothing yet: the least
+        // position counts it as 0 through the outer join.
+        let (projected,): (Option<i64>,) = sqlx::query_as(
+            "select min(coalesce(c.position, 0))
+             from unnest($1::text[]) as p(name)
+             left join projector_checkpoints c on c.projector = p.name",
+        )
+        .bind(&names)
+        .fetch_one(&pool)
+        .await?;
+        if projected.unwrap_or(0) >= head {
+            return Ok(());
         }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("projection reached {projected:?} of {head} within 30 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
 }
