@@ -147,7 +147,13 @@ impl<P: Projector> Consumer<P> {
                 return Err(error);
             }
         }
-        Ok(())
+        // The receiver hands on every error it meets, so it ends quietly only on
+        // shutdown; anything else (a panic) must not stop the projector for good.
+        if shutdown.is_cancelled() {
+            Ok(())
+        } else {
+            Err(FollowError::Ended)
+        }
     }
 
     /// A fresh ordered consumer starting right after the stored checkpoint.
