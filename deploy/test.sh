@@ -33,6 +33,9 @@ for argument in "$@"; do
     esac
 done
 
+# The fault tests (tests/e2e/faults.rs) run the service binaries as real processes.
+cargo build --bins
+
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
     if ! cargo install cargo-nextest --locked; then

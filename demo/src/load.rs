@@ -26,9 +26,6 @@ pub struct LoadOptions {
     pub concurrency: usize,
     /// Sent as `Authorization: Bearer <token>` when set.
     pub token: Option<String>,
-    /// Sent as `X-Synapse-Actor`, so the events name the loader (until bearer tokens
-    /// carry the identity).
-    pub actor: String,
 }
 
 /// What happened to each asset.
@@ -58,7 +55,6 @@ pub async fn load(plant: &Plant, options: &LoadOptions) -> anyhow::Result<LoadRe
     let url = Arc::new(format!("{base}/assets"));
     let auth = Arc::new(Auth {
         token: options.token.clone(),
-        actor: options.actor.clone(),
     });
     // The semaphore bounds requests in flight; every spawned task holds one permit.
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
@@ -132,10 +128,9 @@ async fn check_reachable(client: &reqwest::Client, base: &str) -> anyhow::Result
     Ok(())
 }
 
-/// Who the loader says it is.
+/// How the loader proves who it is: the token's subject is the actor on the events.
 struct Auth {
     token: Option<String>,
-    actor: String,
 }
 
 async fn post_asset(client: &reqwest::Client, url: &str, auth: &Auth, asset: &Asset) -> Outcome {
@@ -144,10 +139,7 @@ async fn post_asset(client: &reqwest::Client, url: &str, auth: &Auth, asset: &As
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(250 * 2u64.pow(attempt - 1))).await;
         }
-        let mut request = client
-            .post(url)
-            .header("x-synapse-actor", &auth.actor)
-            .json(asset);
+        let mut request = client.post(url).json(asset);
         if let Some(token) = &auth.token {
             request = request.bearer_auth(token);
         }
@@ -333,7 +325,6 @@ mod tests {
             command_url,
             concurrency: 4,
             token: None,
-            actor: "test".to_owned(),
         }
     }
 

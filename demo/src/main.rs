@@ -47,9 +47,6 @@ struct Cli {
     /// Bearer token for the command API (a role that may create assets).
     #[arg(long, env = "SYNAPSE_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// The actor recorded on the events the load produces.
-    #[arg(long, default_value = "synapse-demo", global = true)]
-    actor: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,7 +81,6 @@ async fn main() -> anyhow::Result<()> {
                 command_url: cli.command_url.clone(),
                 concurrency: cli.concurrency,
                 token: cli.token.clone(),
-                actor: cli.actor.clone(),
             };
             let report = load::load(&plant, &options).await?;
             eprintln!(

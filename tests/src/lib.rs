@@ -7,6 +7,7 @@ pub mod auth;
 pub mod client;
 pub mod nats_server;
 pub mod plant;
+pub mod process;
 pub mod resources;
 pub mod stream;
 pub mod ws;
