@@ -98,14 +98,17 @@ impl Publisher {
             }
         }
         // Acks arrive for a prefix of what was sent; the first failed ack ends the
-        // prefix (later ones were fenced by their expected sequence anyway).
+        // prefix (later ones were fenced by their expected sequence anyway). Stop
+        // there: each ack's timeout starts when it is awaited, so awaiting the rest
+        // after a connection loss would stall the relay for one timeout per lost ack
+        // (500 x 5 s). The dropped futures hand their permits to the context's acker.
         let send_error = error;
         let mut ack_error = None;
         let mut reached = tail;
         let mut published = 0;
         for (position, ack) in acks {
             match ack.await {
-                Ok(ack) if ack_error.is_none() => {
+                Ok(ack) => {
                     reached = StreamTail {
                         sequence: reached.sequence.max(ack.sequence),
                         position,
@@ -114,9 +117,9 @@ impl Publisher {
                         published += 1;
                     }
                 }
-                Ok(_) => {}
                 Err(failure) => {
-                    ack_error.get_or_insert(anyhow::Error::from(failure));
+                    ack_error = Some(anyhow::Error::from(failure));
+                    break;
                 }
             }
         }
