@@ -136,15 +136,15 @@ pub async fn detail(
     }))
 }
 
-/// Group per-type rows (ordered by discipline) into one summary per discipline; the
+/// Group per-type rows into one summary per discipline, ordered by discipline; the
 /// batch count is left at 0 for the caller.
 fn summarise(rows: Vec<TypeCountRow>) -> Vec<DisciplineSummary> {
-    let mut summaries: Vec<DisciplineSummary> = Vec::new();
+    let mut summaries: BTreeMap<String, DisciplineSummary> = BTreeMap::new();
     for row in rows {
-        let summary = match summaries.last_mut() {
-            Some(last) if last.discipline == row.discipline => last,
-            _ => {
-                summaries.push(DisciplineSummary {
+        let summary =
+            summaries
+                .entry(row.discipline.clone())
+                .or_insert_with(|| DisciplineSummary {
                     discipline: row.discipline.clone(),
                     events: 0,
                     counts: BTreeMap::new(),
@@ -152,13 +152,6 @@ fn summarise(rows: Vec<TypeCountRow>) -> Vec<DisciplineSummary> {
                     batches: 0,
                     last_activity: row.last_at,
                 });
-                // Just pushed, so there is a last element.
-                let Some(last) = summaries.last_mut() else {
-                    continue;
-                };
-                last
-            }
-        };
         summary.events += row.count;
         if row.event_type == EventType::RuleError.as_str() {
             summary.errors += row.count;
@@ -166,7 +159,7 @@ fn summarise(rows: Vec<TypeCountRow>) -> Vec<DisciplineSummary> {
         summary.last_activity = summary.last_activity.max(row.last_at);
         summary.counts.insert(row.event_type, row.count);
     }
-    summaries
+    summaries.into_values().collect()
 }
 
 #[cfg(test)]

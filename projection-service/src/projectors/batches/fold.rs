@@ -362,6 +362,38 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_batch_keeps_its_error_and_rule_definitions_are_no_batch() {
+        let batch = Uuid::now_v7();
+        let mut defined = event(1, EventType::RuleDefined, Uuid::now_v7(), None, json!({}));
+        defined.aggregate_type = AggregateType::Rule;
+        let events = [
+            defined,
+            event(
+                2,
+                EventType::BatchStarted,
+                batch,
+                None,
+                json!({"kind": "rule_execution"}),
+            ),
+            event(
+                3,
+                EventType::BatchFailed,
+                batch,
+                None,
+                json!({"error": "the executor stopped"}),
+            ),
+        ];
+
+        let fold = Fold::of(&events.iter().collect::<Vec<_>>());
+
+        assert_eq!(fold.batches.len(), 1);
+        let row = &fold.batches[&batch];
+        assert_eq!(row.status, "failed");
+        assert_eq!(row.error.as_deref(), Some("the executor stopped"));
+        assert!(row.duration_ms.is_some_and(|ms| ms >= 0));
+    }
+
+    #[test]
     fn a_rollback_marks_its_target_with_the_rollback_batch_and_status() {
         let target = Uuid::now_v7();
         let rollback = Uuid::now_v7();
