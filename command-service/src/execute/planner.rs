@@ -50,25 +50,53 @@ pub enum Outcome {
     },
 }
 
-/// Ids for created things: fresh, or those a stored plan promised.
+/// Ids for created things: fresh, or those a stored plan promised. A dry run records
+/// every id it hands out (for the plan); a real run does not, so the record never
+/// grows with the batch.
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
     preset: BTreeMap<String, Uuid>,
-    /// Key → id of everything created so far, for the plan.
-    pub created: BTreeMap<String, Uuid>,
+    recording: bool,
+    /// Key → id of everything created so far, in order (only when recording).
+    created: Vec<(String, Uuid)>,
 }
 
 impl Ids {
+    /// Fresh ids, recorded for a plan.
+    pub fn recording() -> Self {
+        Self {
+            recording: true,
+            ..Self::default()
+        }
+    }
+
+    /// The ids a stored plan promised.
     pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
         Self {
             preset,
-            created: BTreeMap::new(),
+            ..Self::default()
         }
+    }
+
+    /// Everything created so far (when recording).
+    pub fn created(&self) -> BTreeMap<String, Uuid> {
+        self.created.iter().cloned().collect()
+    }
+
+    /// How far the record goes, to undo a planning pass with [`Ids::rewind`].
+    pub fn mark(&self) -> usize {
+        self.created.len()
+    }
+
+    pub fn rewind(&mut self, mark: usize) {
+        self.created.truncate(mark);
     }
 
     fn id_for(&mut self, key: String) -> Uuid {
         let id = self.preset.get(&key).copied().unwrap_or_else(Uuid::now_v7);
-        self.created.insert(key, id);
+        if self.recording {
+            self.created.push((key, id));
+        }
         id
     }
 }

@@ -55,7 +55,7 @@ pub async fn preview(
 ) -> Result<Preview, sqlx::Error> {
     let plan_id = Uuid::now_v7();
     let mut transaction = pool.begin().await?;
-    let mut ids = Ids::default();
+    let mut ids = Ids::recording();
     let mut read_versions = BTreeMap::new();
     let mut reports = Vec::new();
     let mut totals = Counts::default();
@@ -102,7 +102,8 @@ pub async fn preview(
     transaction.rollback().await?;
 
     // What the plan creates did not exist before it; only the rest is a dependency.
-    let created: HashSet<String> = ids.created.values().map(Uuid::to_string).collect();
+    let created_ids = ids.created();
+    let created: HashSet<String> = created_ids.values().map(Uuid::to_string).collect();
     read_versions.retain(|key, _| !created.contains(key));
     let rule_versions: BTreeMap<Uuid, i32> =
         rules.iter().map(|rule| (rule.id, rule.version)).collect();
@@ -115,7 +116,7 @@ pub async fn preview(
         request,
         &rule_versions,
         &read_versions,
-        &ids.created,
+        &created_ids,
         &summary,
     )
     .await?;

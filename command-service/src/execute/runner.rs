@@ -298,25 +298,32 @@ pub async fn plan_chunk(
         .map(|asset| (asset.id, asset.tag.clone()))
         .collect();
     world.load_assets(page);
+    let plan_all = |world: &mut World, ids: &mut Ids| -> Vec<AssetOutcome> {
+        order
+            .iter()
+            .map(|(asset_id, tag)| AssetOutcome {
+                asset_id: *asset_id,
+                tag: tag.clone(),
+                outcome: planner::plan(rule, *asset_id, world, ids),
+            })
+            .collect()
+    };
+    // Plan for real; if planning asked for something not loaded, undo the pass, load
+    // it, and plan again. Most chunks need one pass, or two when rules look assets up
+    // by tag.
     for _ in 0..DISCOVERY_ROUNDS {
-        let mut probe = world.clone();
-        let mut probe_ids = ids.clone();
-        for (id, _) in &order {
-            planner::plan(rule, *id, &mut probe, &mut probe_ids);
+        let before = world.clone();
+        let mark = ids.mark();
+        let outcomes = plan_all(&mut world, ids);
+        if world.needs.is_empty() {
+            return Ok((outcomes, world));
         }
-        if probe.needs.is_empty() {
-            break;
-        }
-        load(connection, &mut world, std::mem::take(&mut probe.needs)).await?;
+        let needs = std::mem::take(&mut world.needs);
+        world = before;
+        ids.rewind(mark);
+        load(connection, &mut world, needs).await?;
     }
-    let outcomes = order
-        .into_iter()
-        .map(|(asset_id, tag)| AssetOutcome {
-            asset_id,
-            tag,
-            outcome: planner::plan(rule, asset_id, &mut world, ids),
-        })
-        .collect();
+    let outcomes = plan_all(&mut world, ids);
     Ok((outcomes, world))
 }
 
