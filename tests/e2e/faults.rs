@@ -637,3 +637,124 @@ async fn kill_9_of_the_projection_service_mid_batch_leaves_read_models_equal_to_
     projection.terminate().await?;
     command.stop().await
 }
+
+#[tokio::test]
+async fn postgres_stopped_mid_batch_gives_prompt_503_problems_and_the_batch_ends_and_rolls_back(
+) -> anyhow::Result<()> {
+    // Arrange: a Postgres of the test's own, so stopping it disturbs no other test.
+    let postgres = synapse_tests::process::OwnPostgres::start().await?;
+    let url = postgres.url("postgres");
+    let nats = TestNats::new();
+    let api = Api::new();
+    let mut command = ServiceProcess::start(
+        Service::Command,
+        ServiceEnv::with_database_url(&url, &nats.args),
+    )
+    .await?;
+    let pool = PgPool::connect(&url).await?;
+    let batch = import_and_start_execution(&api, &command.url("")).await?;
+
+    // Act: Postgres crashes mid-batch.
+    wait_mid_batch(&pool, batch).await?;
+    pool.close().await;
+    postgres.stop_immediate().await?;
+
+    // Assert: every kind of request gets a 503 problem within a few seconds, repeatedly
+    // (first on pooled connections that just broke, then on refused connections).
+    let patient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers({
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                reqwest::header::HeaderValue::from_str(&synapse_tests::auth::bearer(
+                    synapse_tests::auth::Role::Admin,
+                    synapse_tests::auth::TEST_ADMIN,
+                ))?,
+            );
+            headers
+        })
+        .build()?;
+    let mut slowest = Duration::ZERO;
+    let mut answers = Vec::new();
+    for round in 0..2 {
+        let requests = [
+            (Method::GET, "/readyz", None),
+            (
+                Method::POST,
+                "/assets",
+                Some(single_asset(&format!("DOWN-{round}"))),
+            ),
+            (
+                Method::POST,
+                "/rules/execute",
+                Some(json!({"rule_ids": [Uuid::new_v4()]})),
+            ),
+            (Method::GET, "/rules", None),
+        ];
+        for (method, path, body) in requests {
+            let started = Instant::now();
+            let mut request = patient.request(method.clone(), command.url(path));
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let reply = Reply::from(request.send().await?).await?;
+            let took = started.elapsed();
+            slowest = slowest.max(took);
+            api.note(&reply);
+            answers.push((format!("{method} {path}"), reply.status, took));
+            assert_eq!(
+                reply.status, 503,
+                "{method} {path} while Postgres is down: {reply:#?}"
+            );
+            assert!(reply.is_problem(), "{reply:#?}");
+            assert!(
+                took < Duration::from_secs(10),
+                "{method} {path} took {took:?}"
+            );
+        }
+    }
+    println!("while Postgres was down: {answers:?}; slowest {slowest:?}");
+    postgres.start_server().await?;
+
+    // The batch ends (its executor fails it, or the sweep does) and rolls back.
+    let pool = PgPool::connect(&url).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        let status = batch_status(&pool, batch).await?;
+        if status != "running" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the batch stayed running");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("after the Postgres restart the batch is {status}");
+    let last = whole_log(&pool)
+        .await?
+        .iter()
+        .rfind(|event| event.correlation_id == batch)
+        .map(|event| event.event_type);
+    if status == "failed" {
+        assert_eq!(last, Some(EventType::BatchFailed));
+    } else {
+        assert_eq!(status, "completed");
+        assert_eq!(last, Some(EventType::BatchCompleted));
+    }
+    let updates = count_events(&pool, batch, "ASSET_UPDATED").await?;
+    assert_eq!(checked_assets(&pool).await?, updates, "chunks are atomic");
+    let rollback = api
+        .post(
+            &command.url("/rules/rollback"),
+            json!({"correlation_id": batch}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(rollback.body["restored"], json!(updates));
+    assert_eq!(checked_assets(&pool).await?, 0);
+
+    let stream = compare_stream_with_log(&pool, &nats.args).await?;
+    report("postgres_stop_mid_batch", &stream, 0, api.bad_5xx());
+    assert_clean(&stream, 0, api.bad_5xx());
+    command.terminate().await?;
+    Ok(())
+}

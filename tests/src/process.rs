@@ -99,6 +99,17 @@ impl ServiceEnv {
         }
     }
 
+    /// The same, on a database given by URL (e.g. on an [`OwnPostgres`]).
+    pub fn with_database_url(database_url: &str, nats: &NatsArgs) -> Self {
+        Self {
+            database_url: database_url.to_owned(),
+            nats: nats.clone(),
+            batch_stale_after_secs: 8,
+            relay_enabled: true,
+            extra: Vec::new(),
+        }
+    }
+
     fn apply(&self, command: &mut Command, port: u16) {
         // Nothing from the developer's shell may leak in and point a service elsewhere.
         for name in [
@@ -358,5 +369,121 @@ impl Drop for ServiceProcess {
         } else {
             let _ = std::fs::remove_file(&self.log_path);
         }
+    }
+}
+
+/// Where Debian installs the PostgreSQL 15 server binaries.
+const POSTGRES_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A Postgres server of a test's own (initdb in a temporary directory, trust auth, a
+/// free port, its socket in that directory) that the test may stop (`-m immediate`,
+/// as a crash would) and start again. Run as the `postgres` user, which initdb
+/// requires when the tests run as root. Stopped and removed on drop.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl OwnPostgres {
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("synapse-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir)?;
+        let server = Self {
+            port: free_port()?,
+            dir,
+        };
+        run_checked(
+            tokio::process::Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&server.dir),
+        )
+        .await?;
+        run_checked(
+            server
+                .as_postgres("initdb")
+                .arg("-D")
+                .arg(server.data())
+                .args(["--auth=trust", "-U", "postgres"]),
+        )
+        .await?;
+        server.start_server().await?;
+        Ok(server)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn as_postgres(&self, tool: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(Path::new(POSTGRES_BIN).join(tool))
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Start the server (again) and wait until it accepts connections.
+    pub async fn start_server(&self) -> anyhow::Result<()> {
+        run_checked(
+            self.as_postgres("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-o")
+                .arg(format!(
+                    "-p {} -k {} -c listen_addresses=127.0.0.1",
+                    self.port,
+                    self.dir.display()
+                ))
+                .arg("-l")
+                .arg(self.dir.join("server.log"))
+                .args(["-w", "-t", "60", "start"]),
+        )
+        .await
+    }
+
+    /// Stop at once, without a checkpoint, as a crash would (`pg_ctl -m immediate`).
+    pub async fn stop_immediate(&self) -> anyhow::Result<()> {
+        run_checked(self.as_postgres("pg_ctl").arg("-D").arg(self.data()).args([
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]))
+        .await
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+async fn run_checked(command: &mut tokio::process::Command) -> anyhow::Result<()> {
+    let output = command.output().await?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{command:?} failed ({}): {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(Path::new(POSTGRES_BIN).join("pg_ctl"))
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
