@@ -24,4 +24,5 @@ pub mod consumer;
 pub mod http;
 pub mod lag;
 pub mod projectors;
+pub mod rebuild;
 pub mod startup;

@@ -10,6 +10,7 @@ mod pipeline;
 mod projection;
 mod query;
 mod read_models;
+mod rebuild;
 mod recovery;
 mod relay;
 mod relay_outage;

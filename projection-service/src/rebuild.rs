@@ -1,0 +1,175 @@
+//! `projection-service rebuild [PROJECTOR...]`: rebuild read models from the event log
+//! into new tables while the old ones keep serving, then swap them in atomically.
+//!
+//! The new tables live in a scratch schema put first on the connection's
+//! `search_path`, so each projector's own SQL (which names its tables unqualified)
+//! writes them unchanged. The log is folded up to the live projector's checkpoint;
+//! then, in one transaction that holds the live checkpoint row, the remainder up to
+//! that checkpoint is applied and the tables are swapped. The live projector simply
+//! continues from its checkpoint afterwards: nothing is applied twice or missed.
+
+use crate::projectors::{
+    self, AssetHistoryProjector, BatchesProjector, DisciplinesProjector, Projector,
+};
+use anyhow::Context;
+use sqlx::{Connection, PgConnection};
+use synapse_shared::EventEnvelope;
+
+/// Events folded per transaction while rebuilding.
+const PAGE: i64 = 2_000;
+
+/// The tables each projector owns.
+pub fn tables_of(projector: &str) -> Option<&'static [&'static str]> {
+    match projector {
+        projectors::asset_history::NAME => Some(&["rm_events", "rm_aggregates"]),
+        projectors::batches::NAME => Some(&["rm_batches", "rm_batch_rules"]),
+        projectors::disciplines::NAME => Some(&["rm_disciplines", "rm_discipline_batches"]),
+        _ => None,
+    }
+}
+
+/// What a rebuild did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    pub projector: &'static str,
+    pub events: u64,
+    pub position: i64,
+}
+
+/// Rebuild `projector` (by name) from the log at `log_url` into the read database at
+/// `read_url`.
+pub async fn rebuild(log_url: &str, read_url: &str, projector: &str) -> anyhow::Result<Rebuilt> {
+    match projector {
+        projectors::asset_history::NAME => {
+            rebuild_with(log_url, read_url, AssetHistoryProjector).await
+        }
+        projectors::batches::NAME => rebuild_with(log_url, read_url, BatchesProjector).await,
+        projectors::disciplines::NAME => {
+            rebuild_with(log_url, read_url, DisciplinesProjector).await
+        }
+        other => anyhow::bail!(
+            "unknown projector `{other}`; known: {}",
+            projectors::ALL.join(", ")
+        ),
+    }
+}
+
+async fn rebuild_with<P: Projector>(
+    log_url: &str,
+    read_url: &str,
+    projector: P,
+) -> anyhow::Result<Rebuilt> {
+    let name = projector.name();
+    let tables = tables_of(name).context("projector without a table list")?;
+    let log = synapse_shared::db::connect(log_url, 2).await?;
+    let mut read = PgConnection::connect(read_url)
+        .await
+        .context("connecting to the read database")?;
+    let schema = format!("rebuild_{}_{}", name, uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("create schema {schema}"))
+        .execute(&mut read)
+        .await?;
+    let result = async {
+        for table in tables {
+            sqlx::query(&format!(
+                "create table {schema}.{table} (like public.{table} including all)"
+            ))
+            .execute(&mut read)
+            .await?;
+        }
+        sqlx::query(&format!("set search_path to {schema}, public"))
+            .execute(&mut read)
+            .await?;
+
+        // Fold the log up to where the live projector is now, page by page.
+        let target = live_position(&mut read, name).await?;
+        let mut applied = 0;
+        let mut position = 0;
+        while position < target {
+            let page = fold_page(&log, &mut read, &projector, position, target).await?;
+            if page.0 == 0 {
+                break;
+            }
+            applied += page.0;
+            position = page.1;
+        }
+
+        // Catch up to the live checkpoint and swap, holding the checkpoint row so the
+        // live projector waits for the swap.
+        let mut transaction = read.begin().await?;
+        let (live,): (i64,) = sqlx::query_as(
+            "select position from public.projector_checkpoints where projector = $1 for update",
+        )
+        .bind(name)
+        .fetch_optional(&mut *transaction)
+        .await?
+        .unwrap_or((0,));
+        loop {
+            let events = synapse_shared::event_log::read_after(&log, position, PAGE).await?;
+            let events: Vec<&EventEnvelope> = events
+                .iter()
+                .filter(|event| event.position <= live)
+                .collect();
+            let Some(last) = events.last().map(|event| event.position) else {
+                break;
+            };
+            projector.apply(&mut transaction, &events).await?;
+            applied += events.len() as u64;
+            position = last;
+        }
+        for table in tables {
+            sqlx::query(&format!("drop table public.{table}"))
+                .execute(&mut *transaction)
+                .await?;
+            sqlx::query(&format!("alter table {schema}.{table} set schema public"))
+                .execute(&mut *transaction)
+                .await?;
+        }
+        transaction.commit().await?;
+        anyhow::Ok(Rebuilt {
+            projector: name,
+            events: applied,
+            position: live.max(position),
+        })
+    }
+    .await;
+    let dropped = sqlx::query(&format!("drop schema if exists {schema} cascade"))
+        .execute(&mut read)
+        .await;
+    if let Err(error) = dropped {
+        tracing::warn!(%error, %schema, "could not drop the scratch schema");
+    }
+    result
+}
+
+async fn live_position(connection: &mut PgConnection, projector: &str) -> Result<i64, sqlx::Error> {
+    let row: Option<(i64,)> =
+        sqlx::query_as("select position from public.projector_checkpoints where projector = $1")
+            .bind(projector)
+            .fetch_optional(connection)
+            .await?;
+    Ok(row.map_or(0, |(position,)| position))
+}
+
+/// Apply the next page of the log after `after` (not past `target`); returns how many
+/// events and the last position.
+async fn fold_page<P: Projector>(
+    log: &sqlx::PgPool,
+    read: &mut PgConnection,
+    projector: &P,
+    after: i64,
+    target: i64,
+) -> anyhow::Result<(u64, i64)> {
+    let events = synapse_shared::event_log::read_after(log, after, PAGE).await?;
+    let events: Vec<&EventEnvelope> = events
+        .iter()
+        .filter(|event| event.position <= target)
+        .collect();
+    let Some(last) = events.last().map(|event| event.position) else {
+        return Ok((0, after));
+    };
+    let mut transaction = read.begin().await?;
+    projector.apply(&mut transaction, &events).await?;
+    transaction.commit().await?;
+    Ok((events.len() as u64, last))
+}
