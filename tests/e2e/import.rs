@@ -617,23 +617,9 @@ fn plant_file(rows: usize, power: u32) -> String {
 #[tokio::test]
 async fn a_file_larger_than_one_append_slice_imports_and_re_imports_with_changes(
 ) -> anyhow::Result<()> {
-    // 12,000 rows: three append statements per import, in order.
-    let timing = import_twice(12_000).await?;
-    assert!(
-        timing.0.as_secs() < 60 && timing.1.as_secs() < 60,
-        "{timing:?}"
-    );
-    Ok(())
-}
-
-/// The speed measurement: run it in release, where it is seconds, with
-/// `cargo nextest run --release -p synapse-tests --run-ignored only import::a_hundred --no-capture`.
-#[tokio::test]
-#[ignore = "a benchmark: 100,000 rows twice, meaningful in a release build"]
-async fn a_hundred_thousand_row_file_imports_and_re_imports_with_changes_in_seconds(
-) -> anyhow::Result<()> {
-    let (create, update) = import_twice(100_000).await?;
-    assert!(create.as_secs() < 60 && update.as_secs() < 60);
+    // 12,000 rows: three append statements per import, in order. (Speed is measured
+    // by `bench execute`, which imports 100,000 rows; this checks correctness.)
+    import_twice(12_000).await?;
     Ok(())
 }
 
