@@ -758,3 +758,100 @@ async fn postgres_stopped_mid_batch_gives_prompt_503_problems_and_the_batch_ends
     command.terminate().await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn postgres_stopped_mid_rollback_gives_a_503_writes_nothing_and_a_retry_rolls_back(
+) -> anyhow::Result<()> {
+    // Arrange: a completed execution over the whole plant, on a Postgres of our own.
+    let postgres = synapse_tests::process::OwnPostgres::start().await?;
+    let url = postgres.url("postgres");
+    let nats = TestNats::new();
+    let api = Api::new();
+    let command = ServiceProcess::start(
+        Service::Command,
+        ServiceEnv::with_database_url(&url, &nats.args),
+    )
+    .await?;
+    let pool = PgPool::connect(&url).await?;
+    let batch = import_and_start_execution(&api, &command.url("")).await?;
+    wait_for_status(&pool, batch, "completed", Duration::from_secs(120)).await?;
+    let events_before = whole_log(&pool).await?.len();
+
+    // Act: Postgres crashes while the rollback's transaction is open.
+    let http = api.http.clone();
+    let rollback_url = command.url("/rules/rollback");
+    let rollback = tokio::spawn(async move {
+        let sent = Instant::now();
+        let reply = send(
+            &http,
+            Method::POST,
+            &rollback_url,
+            Some(&json!({"correlation_id": batch})),
+        )
+        .await;
+        (reply, sent.elapsed())
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (open,): (i64,) = sqlx::query_as(
+            "select count(*) from pg_stat_activity
+             where pid <> pg_backend_pid() and backend_type = 'client backend'
+               and xact_start < now() - interval '50 milliseconds'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if open > 0 {
+            break;
+        }
+        assert!(
+            !rollback.is_finished(),
+            "the rollback finished before the fault"
+        );
+        assert!(Instant::now() < deadline, "no rollback transaction seen");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    pool.close().await;
+    postgres.stop_immediate().await?;
+
+    // Assert: the rollback is refused with a 503 problem (never another 5xx, never a hang).
+    let (refused, took) = tokio::time::timeout(Duration::from_secs(30), rollback).await??;
+    let refused = refused?;
+    api.note(&refused);
+    println!(
+        "rollback during the crash: {} after {took:?}",
+        refused.status
+    );
+    assert!(took < Duration::from_secs(20), "the rollback took {took:?}");
+    assert_eq!(refused.status, 503, "{refused:#?}");
+    assert!(refused.is_problem());
+    postgres.start_server().await?;
+    let pool = PgPool::connect(&url).await?;
+    assert_eq!(
+        batch_status(&pool, batch).await?,
+        "completed",
+        "nothing rolled back"
+    );
+    assert_eq!(
+        whole_log(&pool).await?.len(),
+        events_before,
+        "nothing appended"
+    );
+    assert_eq!(checked_assets(&pool).await?, PLANT_SIZE as i64);
+
+    // A retry after the restart rolls the batch back.
+    let retried = api
+        .post(
+            &command.url("/rules/rollback"),
+            json!({"correlation_id": batch}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(retried.body["restored"], json!(PLANT_SIZE));
+    assert_eq!(batch_status(&pool, batch).await?, "rolled_back");
+    assert_eq!(checked_assets(&pool).await?, 0);
+
+    let stream = compare_stream_with_log(&pool, &nats.args).await?;
+    report("postgres_stop_mid_rollback", &stream, 0, api.bad_5xx());
+    assert_clean(&stream, 0, api.bad_5xx());
+    Ok(())
+}
