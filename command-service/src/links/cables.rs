@@ -1,7 +1,7 @@
 //! Creating, changing and deleting one cable, each its own batch.
 
 use super::{cable_store, check_ends, LinkError};
-use crate::assets::commands::{CommandOutcome, EventSummary};
+use crate::assets::commands::CommandOutcome;
 use crate::assets::input::{check_code, check_properties, check_tag};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
@@ -211,12 +211,5 @@ async fn commit(
         version: cable.version,
         discipline: Some(cable.discipline.clone()),
     };
-    let events =
-        crate::store::single::commit(connection, actor, target, version_before, change).await?;
-    Ok(CommandOutcome {
-        correlation_id: events.first().map(|event| event.correlation_id),
-        asset: None,
-        changed: true,
-        events: events.iter().map(EventSummary::from).collect(),
-    })
+    super::commit(connection, actor, target, version_before, change).await
 }

@@ -6,8 +6,11 @@ pub mod cables;
 pub mod relationship_store;
 pub mod relationships;
 
+use crate::assets::commands::{CommandOutcome, EventSummary};
 use crate::assets::input::FieldError;
+use crate::store::batches::ChangeTarget;
 use crate::store::AppendError;
+use synapse_shared::domain::Change;
 use uuid::Uuid;
 
 /// Why a cable or relationship command was refused.
@@ -62,4 +65,22 @@ async fn check_ends(
         }
     }
     Ok(())
+}
+
+/// Write the single-change batch of a link change and describe it to the client.
+async fn commit(
+    connection: &mut sqlx::PgConnection,
+    actor: &str,
+    target: ChangeTarget,
+    version_before: i64,
+    change: Change,
+) -> Result<CommandOutcome, LinkError> {
+    let events =
+        crate::store::single::commit(connection, actor, target, version_before, change).await?;
+    Ok(CommandOutcome {
+        correlation_id: events.first().map(|event| event.correlation_id),
+        asset: None,
+        changed: true,
+        events: events.iter().map(EventSummary::from).collect(),
+    })
 }

@@ -1,7 +1,7 @@
 //! Creating and deleting one relationship, each its own batch.
 
 use super::{check_ends, relationship_store, LinkError};
-use crate::assets::commands::{CommandOutcome, EventSummary};
+use crate::assets::commands::CommandOutcome;
 use crate::assets::input::{check_code, check_properties};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
@@ -118,12 +118,5 @@ async fn commit(
         version: relationship.version,
         discipline: None,
     };
-    let events =
-        crate::store::single::commit(connection, actor, target, version_before, change).await?;
-    Ok(CommandOutcome {
-        correlation_id: events.first().map(|event| event.correlation_id),
-        asset: None,
-        changed: true,
-        events: events.iter().map(EventSummary::from).collect(),
-    })
+    super::commit(connection, actor, target, version_before, change).await
 }
