@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary (one link step) with a module per area.
 
 mod auth;
+mod bad_input;
 mod commands;
 mod execute;
 mod faults;
