@@ -358,3 +358,57 @@ async fn a_dry_run_of_a_rollback_reports_and_writes_nothing() -> anyhow::Result<
     assert_eq!(unknown.status, 404);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn an_edit_landing_between_a_rollbacks_analysis_and_its_append_is_a_concurrent_change_and_writes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange: a batch, and a rollback that has analysed it but not yet written.
+    let setup = setup().await?;
+    let batch: uuid::Uuid = setup
+        .run_rule(motor_rule("Inspect motors", "inspection", "'due'"))
+        .await?
+        .parse()?;
+    let mut rollback = setup.pool.begin().await?;
+    command_service::rollback::cascade::lock_batch(&mut rollback, batch).await?;
+    let analysis = command_service::rollback::analyze::analyze(&mut rollback, batch).await?;
+    assert_eq!(analysis.restorations.len(), 6);
+
+    // Act: an engineer edits one of the motors meanwhile, then the rollback writes.
+    let motor = setup.asset_id("M-103").await?;
+    send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{motor}")),
+        Some(&json!({"name": "edited meanwhile"})),
+    )
+    .await?
+    .expect_status(200);
+    let result = command_service::rollback::restore::restore(
+        &mut rollback,
+        "admin",
+        analysis,
+        command_service::rollback::Mode::Strict,
+    )
+    .await;
+
+    // Assert: refused as a concurrent change; after abandoning it nothing of it is left.
+    assert!(
+        matches!(
+            result,
+            Err(command_service::rollback::RollbackError::Concurrent)
+        ),
+        "{result:?}"
+    );
+    rollback.rollback().await?;
+    let (rollbacks,): (i64,) =
+        sqlx::query_as("select count(*) from workflow_events where event_type = 'ROLLBACK'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(rollbacks, 0);
+    let (name,): (Option<String>,) = sqlx::query_as("select name from assets where id = $1")
+        .bind(motor)
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(name.as_deref(), Some("edited meanwhile"));
+    setup.command.stop().await
+}

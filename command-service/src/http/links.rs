@@ -48,6 +48,11 @@ impl From<LinkError> for ApiError {
                 "relationship-exists",
                 "the relationship exists already",
             ),
+            LinkError::Concurrent => Problem::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "the link was changed concurrently; read it again and retry",
+            ),
             LinkError::VersionConflict {
                 id,
                 expected,

@@ -46,6 +46,11 @@ impl From<RollbackError> for ApiError {
                 "later batches changed aggregates this batch touched",
             )
             .with_errors(json!(analysis.conflicts)),
+            RollbackError::Concurrent => Problem::new(
+                StatusCode::CONFLICT,
+                "concurrent-change",
+                "an aggregate changed while rolling back; retry",
+            ),
             RollbackError::CascadeTooLong(_) => Problem::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "cascade-too-long",

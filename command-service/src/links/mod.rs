@@ -32,6 +32,8 @@ pub enum LinkError {
         expected: i64,
         actual: i64,
     },
+    #[error("the link was changed concurrently; read it again and retry")]
+    Concurrent,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -40,11 +42,7 @@ impl From<AppendError> for LinkError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Database(error) => LinkError::Database(error),
-            AppendError::VersionConflict { aggregate_id } => LinkError::VersionConflict {
-                id: aggregate_id.unwrap_or_default(),
-                expected: 0,
-                actual: 0,
-            },
+            AppendError::VersionConflict { .. } => LinkError::Concurrent,
         }
     }
 }

@@ -56,6 +56,10 @@ pub enum RollbackError {
     Conflicts(analyze::Analysis),
     #[error("cascade would roll back more than {0} batches")]
     CascadeTooLong(usize),
+    /// Another writer changed an aggregate between the analysis and the append (the
+    /// log's unique (aggregate, version) caught it); nothing was written.
+    #[error("an aggregate of the batch changed while rolling back; retry")]
+    Concurrent,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -64,11 +68,9 @@ impl From<crate::store::AppendError> for RollbackError {
     fn from(error: crate::store::AppendError) -> Self {
         match error {
             crate::store::AppendError::Database(error) => RollbackError::Database(error),
-            // The aggregate row locks make this impossible; surface it as a database
-            // failure rather than pretending it is the client's fault.
-            crate::store::AppendError::VersionConflict { .. } => {
-                RollbackError::Database(sqlx::Error::RowNotFound)
-            }
+            // The analysis reads aggregates without locking them, so a concurrent
+            // single change can take the version the rollback meant to append.
+            crate::store::AppendError::VersionConflict { .. } => RollbackError::Concurrent,
         }
     }
 }
