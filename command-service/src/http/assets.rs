@@ -2,14 +2,13 @@
 
 use super::actor::Engineer;
 use super::error::ApiError;
-use super::transaction::run_command;
+use super::transaction::run_single_change;
 use super::AppState;
 use crate::assets::{self, AssetPatch, CommandOutcome, NewAsset};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
 use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
@@ -32,13 +31,16 @@ pub async fn create(
         "POST /assets {}",
         serde_json::to_string(&input).unwrap_or_default()
     );
-    let actor_name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            let outcome = assets::create(connection, &actor_name, input).await?;
-            Ok((StatusCode::CREATED, to_body(&outcome)?))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::CREATED,
+        move |connection, actor| {
+            Box::pin(async move { Ok(assets::create(connection, &actor, input).await?) })
+        },
+    )
     .await
 }
 
@@ -65,13 +67,16 @@ pub async fn update(
         "PATCH /assets/{id} {}",
         serde_json::to_string(&patch).unwrap_or_default()
     );
-    let actor_name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            let outcome = assets::update(connection, &actor_name, id, patch).await?;
-            Ok((StatusCode::OK, to_body(&outcome)?))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::OK,
+        move |connection, actor| {
+            Box::pin(async move { Ok(assets::update(connection, &actor, id, patch).await?) })
+        },
+    )
     .await
 }
 
@@ -100,13 +105,18 @@ pub async fn delete(
 ) -> Result<Response, ApiError> {
     let expected_version = if_match(&headers)?.or(params.expected_version);
     let request = format!("DELETE /assets/{id} {expected_version:?}");
-    let actor_name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            let outcome = assets::delete(connection, &actor_name, id, expected_version).await?;
-            Ok((StatusCode::OK, to_body(&outcome)?))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::OK,
+        move |connection, actor| {
+            Box::pin(
+                async move { Ok(assets::delete(connection, &actor, id, expected_version).await?) },
+            )
+        },
+    )
     .await
 }
 
@@ -129,8 +139,4 @@ pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             )
             .into()
         })
-}
-
-fn to_body(outcome: &CommandOutcome) -> Result<Value, ApiError> {
-    serde_json::to_value(outcome).map_err(|error| ApiError::Internal(error.into()))
 }

@@ -4,7 +4,7 @@
 use super::actor::Engineer;
 use super::assets::{if_match, DeleteParams};
 use super::error::ApiError;
-use super::transaction::run_command;
+use super::transaction::run_single_change;
 use super::AppState;
 use crate::assets::CommandOutcome;
 use crate::links::cables::{self, CablePatch, NewCable};
@@ -70,10 +70,6 @@ impl From<LinkError> for ApiError {
     }
 }
 
-fn body(outcome: &CommandOutcome) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(outcome).map_err(|error| ApiError::Internal(error.into()))
-}
-
 /// Create a cable between two assets (one batch).
 #[utoipa::path(post, path = "/cables", request_body = NewCable,
     responses((status = 201, body = CommandOutcome), (status = 409, body = Problem), (status = 422, body = Problem)))]
@@ -87,15 +83,16 @@ pub async fn create_cable(
         "POST /cables {}",
         serde_json::to_string(&input).unwrap_or_default()
     );
-    let name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            Ok((
-                StatusCode::CREATED,
-                body(&cables::create(connection, &name, input).await?)?,
-            ))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::CREATED,
+        move |connection, actor| {
+            Box::pin(async move { Ok(cables::create(connection, &actor, input).await?) })
+        },
+    )
     .await
 }
 
@@ -116,15 +113,16 @@ pub async fn update_cable(
         "PATCH /cables/{id} {}",
         serde_json::to_string(&patch).unwrap_or_default()
     );
-    let name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            Ok((
-                StatusCode::OK,
-                body(&cables::update(connection, &name, id, patch).await?)?,
-            ))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::OK,
+        move |connection, actor| {
+            Box::pin(async move { Ok(cables::update(connection, &actor, id, patch).await?) })
+        },
+    )
     .await
 }
 
@@ -140,15 +138,16 @@ pub async fn delete_cable(
 ) -> Result<Response, ApiError> {
     let expected = if_match(&headers)?.or(params.expected_version);
     let request = format!("DELETE /cables/{id} {expected:?}");
-    let name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            Ok((
-                StatusCode::OK,
-                body(&cables::delete(connection, &name, id, expected).await?)?,
-            ))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::OK,
+        move |connection, actor| {
+            Box::pin(async move { Ok(cables::delete(connection, &actor, id, expected).await?) })
+        },
+    )
     .await
 }
 
@@ -165,15 +164,16 @@ pub async fn create_relationship(
         "POST /relationships {}",
         serde_json::to_string(&input).unwrap_or_default()
     );
-    let name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            Ok((
-                StatusCode::CREATED,
-                body(&relationships::create(connection, &name, input).await?)?,
-            ))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::CREATED,
+        move |connection, actor| {
+            Box::pin(async move { Ok(relationships::create(connection, &actor, input).await?) })
+        },
+    )
     .await
 }
 
@@ -187,14 +187,15 @@ pub async fn delete_relationship(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let request = format!("DELETE /relationships/{id}");
-    let name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
-        Box::pin(async move {
-            Ok((
-                StatusCode::OK,
-                body(&relationships::delete(connection, &name, id).await?)?,
-            ))
-        })
-    })
+    run_single_change(
+        &state.pool,
+        &actor,
+        &headers,
+        &request,
+        StatusCode::OK,
+        move |connection, actor| {
+            Box::pin(async move { Ok(relationships::delete(connection, &actor, id).await?) })
+        },
+    )
     .await
 }

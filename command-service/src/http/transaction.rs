@@ -2,6 +2,7 @@
 
 use super::actor::Actor;
 use super::error::ApiError;
+use crate::assets::CommandOutcome;
 use crate::idempotency::{self, Claim};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -52,6 +53,36 @@ where
     }
     transaction.commit().await?;
     Ok((status, axum::Json(body)).into_response())
+}
+
+/// [`run_command`] for a single change: `work` gets the transaction and the caller's
+/// name and returns what it did, which is answered with `status` as JSON.
+pub async fn run_single_change<F>(
+    pool: &PgPool,
+    actor: &Actor,
+    headers: &HeaderMap,
+    request: &str,
+    status: StatusCode,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: for<'c> FnOnce(
+            &'c mut PgConnection,
+            String,
+        ) -> BoxFuture<'c, Result<CommandOutcome, ApiError>>
+        + Send,
+{
+    let name = actor.0.clone();
+    run_command(pool, actor, headers, request, move |connection| {
+        let work = work(connection, name);
+        Box::pin(async move {
+            let outcome = work.await?;
+            let body =
+                serde_json::to_value(&outcome).map_err(|error| ApiError::Internal(error.into()))?;
+            Ok((status, body))
+        })
+    })
+    .await
 }
 
 fn fingerprint(request: &str) -> String {
