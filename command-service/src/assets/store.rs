@@ -129,15 +129,17 @@ pub async fn upsert_many(
     Ok(())
 }
 
-/// Assets with these tags, locked until the transaction ends.
-pub async fn by_tags_for_update(
+/// Assets with these tags; when `lock`, locked until the transaction ends.
+pub async fn by_tags(
     connection: &mut PgConnection,
     tags: &[String],
+    lock: bool,
 ) -> Result<Vec<AssetState>, sqlx::Error> {
-    let rows: Vec<AssetRow> = sqlx::query_as(
+    let rows: Vec<AssetRow> = sqlx::query_as(&format!(
         "select id, tag, asset_type, discipline, name, area, properties, version
-         from assets where tag = any($1) order by id for update",
-    )
+         from assets where tag = any($1) order by id {}",
+        if lock { "for update" } else { "" }
+    ))
     .bind(tags)
     .fetch_all(connection)
     .await?;

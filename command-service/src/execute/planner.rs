@@ -55,7 +55,8 @@ pub enum Outcome {
 /// grows with the batch.
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
-    preset: BTreeMap<String, Uuid>,
+    /// Shared: a chunk planned ahead holds a copy of the `Ids`.
+    preset: std::sync::Arc<BTreeMap<String, Uuid>>,
     recording: bool,
     /// Key → id of everything created so far, in order (only when recording).
     created: Vec<(String, Uuid)>,
@@ -73,7 +74,7 @@ impl Ids {
     /// The ids a stored plan promised.
     pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
         Self {
-            preset,
+            preset: std::sync::Arc::new(preset),
             ..Self::default()
         }
     }
@@ -81,6 +82,12 @@ impl Ids {
     /// Everything created so far (when recording).
     pub fn created(&self) -> BTreeMap<String, Uuid> {
         self.created.iter().cloned().collect()
+    }
+
+    /// Whether ids handed out are recorded (a dry run): such planning cannot be done
+    /// ahead, since a discarded plan would leave its ids in the record.
+    pub fn is_recording(&self) -> bool {
+        self.recording
     }
 
     /// How far the record goes, to undo a planning pass with [`Ids::rewind`].

@@ -6,7 +6,8 @@ use super::apply::{self, AssetOutcome, Counts};
 use super::planner::{Ids, Outcome, PlannedChange};
 use super::plans;
 use super::request::{AssetFilter, ExecuteRequest};
-use super::runner::{plan_chunk, RuleReport, CHUNK_SIZE};
+use super::runner::{plan_chunk, Reads, RuleReport, CHUNK_SIZE};
+use super::world::World;
 use crate::assets::store as asset_store;
 use crate::rules::definition::CompiledRule;
 use serde::Serialize;
@@ -72,7 +73,15 @@ pub async fn preview(
                 break;
             };
             after = last;
-            let (outcomes, world) = plan_chunk(&mut transaction, rule, page, &mut ids).await?;
+            let (outcomes, world) = plan_chunk(
+                &mut transaction,
+                rule,
+                page,
+                &mut ids,
+                World::default(),
+                Reads::Locked,
+            )
+            .await?;
             for (key, version) in world.read_versions() {
                 read_versions.entry(key.clone()).or_insert(*version);
             }

@@ -2,6 +2,7 @@
 //! order), each chunk one transaction with its snapshots and events, so progress is
 //! visible while a large batch runs and memory stays flat.
 
+use super::ahead::{self, Ahead, Planned, Planning};
 use super::apply::{self, AssetOutcome, Counts};
 use super::planner::{self, Ids};
 use super::request::AssetFilter;
@@ -11,10 +12,12 @@ use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{self, Batch, BatchStatus};
 use crate::store::{append, AppendError};
+use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::EventType;
@@ -23,6 +26,11 @@ use uuid::Uuid;
 /// Assets per chunk: one transaction. Big enough that per-transaction costs vanish,
 /// small enough that a chunk's locks and events stay short-lived (a few MB).
 pub const CHUNK_SIZE: i64 = 1_000;
+/// The smallest chunk [`Pace`] goes down to for slow rules.
+const MIN_CHUNK_SIZE: i64 = 50;
+/// Each chunk ends with a `BATCH_PROGRESS`: chunks are kept short enough that one
+/// comes at least this often.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How often a chunk is retried after a deadlock, serialization failure or a tag
 /// created concurrently by another batch.
 const CHUNK_ATTEMPTS: u32 = 5;
@@ -125,17 +133,73 @@ impl Execution {
 
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
+        let mut pace = Pace::new();
+        // Planning ahead records nothing, so it only runs when ids are not recorded.
+        let planning = (!self.ids.is_recording()).then(|| Planning {
+            pool: self.pool.clone(),
+            rule: rule.clone(),
+            filter: self.filter.clone(),
+            only: self.only.clone().map(Arc::new),
+            ids: self.ids.clone(),
+        });
+        let mut ahead: Option<Ahead> = None;
         loop {
             if self.shutdown.is_cancelled() {
+                if let Some(ahead) = ahead.take() {
+                    ahead.abort();
+                }
                 anyhow::bail!("the command service shut down during the batch");
             }
-            match self
-                .chunk_with_retries(rule, after, &mut counts, total)
-                .await?
-            {
-                Some(last) => after = last,
-                None => break,
+            let planned = match (ahead.take(), &planning) {
+                (Some(ahead), _) => ahead.await.context("planning a chunk ahead")??,
+                (None, Some(planning)) => planning
+                    .spawn(after, pace.size, World::default())
+                    .await
+                    .context("planning a chunk")??,
+                (None, None) => None,
+            };
+            let Some(planned) = planned else {
+                // Nothing was left when the page was read (or nothing is planned ahead):
+                // read again, locked, now that every earlier chunk has committed.
+                match self
+                    .chunk_with_retries(rule, after, &mut counts, total, pace.size)
+                    .await?
+                {
+                    Some(last) => {
+                        after = last;
+                        pace.committed();
+                        continue;
+                    }
+                    None => break,
+                }
+            };
+            if let (true, Some(planning)) = (planned.full, &planning) {
+                ahead = Some(planning.spawn(planned.last, pace.size, planned.world.carry_over()));
             }
+            match self.write_planned(rule, &planned, &mut counts, total).await {
+                Ok(true) => after = planned.last,
+                Ok(false) => {
+                    // Another writer changed something the plan read: drop it (and the
+                    // plan made on top of it) and do this chunk the locked way.
+                    if let Some(ahead) = ahead.take() {
+                        ahead.abort();
+                    }
+                    match self
+                        .chunk_with_retries(rule, after, &mut counts, total, pace.size)
+                        .await?
+                    {
+                        Some(last) => after = last,
+                        None => break,
+                    }
+                }
+                Err(error) => {
+                    if let Some(ahead) = ahead.take() {
+                        ahead.abort();
+                    }
+                    return Err(error.into());
+                }
+            }
+            pace.committed();
         }
         let mut transaction = self.pool.begin().await?;
         let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "counts": counts});
@@ -157,13 +221,17 @@ impl Execution {
         after: Uuid,
         counts: &mut Counts,
         total: i64,
+        limit: i64,
     ) -> anyhow::Result<Option<Uuid>> {
         let mut attempt = 0;
         loop {
             let batch = self.batch.clone();
             let ids = self.ids.clone();
             let mut chunk_counts = *counts;
-            match self.chunk(rule, after, &mut chunk_counts, total).await {
+            match self
+                .chunk(rule, after, &mut chunk_counts, total, limit)
+                .await
+            {
                 Ok(last) => {
                     *counts = chunk_counts;
                     return Ok(last);
@@ -180,33 +248,100 @@ impl Execution {
         }
     }
 
-    /// One chunk in one transaction; `None` when no assets are left.
+    /// One chunk in one transaction, everything it reads locked; `None` when no
+    /// assets are left.
     async fn chunk(
         &mut self,
         rule: &CompiledRule,
         after: Uuid,
         counts: &mut Counts,
         total: i64,
+        limit: i64,
     ) -> Result<Option<Uuid>, AppendError> {
         let mut transaction = self.pool.begin().await?;
-        let page = asset_store::page_for_execution(
-            &mut transaction,
-            &self.filter,
-            after,
-            CHUNK_SIZE,
-            true,
-        )
-        .await?;
+        let page =
+            asset_store::page_for_execution(&mut transaction, &self.filter, after, limit, true)
+                .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {
             return Ok(None);
         };
         let page = restrict(page, self.only.as_ref());
-        let (outcomes, _) = plan_chunk(&mut transaction, rule, page, &mut self.ids).await?;
-        apply::write_state(&mut transaction, self.batch.correlation_id, rule, &outcomes).await?;
+        let (outcomes, _) = plan_chunk(
+            &mut transaction,
+            rule,
+            page,
+            &mut self.ids,
+            World::default(),
+            Reads::Locked,
+        )
+        .await?;
+        self.write_chunk(&mut transaction, rule, &outcomes, counts, total)
+            .await?;
+        transaction.commit().await?;
+        Ok(Some(last))
+    }
+
+    /// Write a chunk planned ahead, if everything its plan read is unchanged: `false`
+    /// (nothing written) if it is stale or the write ran into another writer.
+    async fn write_planned(
+        &mut self,
+        rule: &CompiledRule,
+        planned: &Planned,
+        counts: &mut Counts,
+        total: i64,
+    ) -> Result<bool, AppendError> {
+        let batch = self.batch.clone();
+        let mut chunk_counts = *counts;
+        let written: Result<bool, AppendError> = async {
+            let mut transaction = self.pool.begin().await?;
+            if !ahead::still_current(&mut transaction, planned.world.read_versions()).await? {
+                return Ok(false);
+            }
+            self.write_chunk(
+                &mut transaction,
+                rule,
+                &planned.outcomes,
+                &mut chunk_counts,
+                total,
+            )
+            .await?;
+            transaction.commit().await?;
+            Ok(true)
+        }
+        .await;
+        match written {
+            Ok(true) => {
+                *counts = chunk_counts;
+                Ok(true)
+            }
+            Ok(false) => {
+                self.batch = batch;
+                Ok(false)
+            }
+            Err(error) if retryable(&error) => {
+                tracing::info!(%error, correlation_id = %self.batch.correlation_id, "a chunk planned ahead ran into another writer; redoing it locked");
+                self.batch = batch;
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// State, snapshots, the outcome and change events and a `BATCH_PROGRESS`, in the
+    /// chunk's transaction (events last).
+    async fn write_chunk(
+        &mut self,
+        transaction: &mut PgConnection,
+        rule: &CompiledRule,
+        outcomes: &[AssetOutcome],
+        counts: &mut Counts,
+        total: i64,
+    ) -> Result<(), AppendError> {
+        apply::write_state(transaction, self.batch.correlation_id, rule, outcomes).await?;
         outcomes
             .iter()
             .for_each(|outcome| counts.add(&outcome.outcome));
-        let mut events = apply::events(&mut self.batch, rule, &outcomes);
+        let mut events = apply::events(&mut self.batch, rule, outcomes);
         let progress =
             json!({"rule_id": rule.id, "done": counts.assets, "total": total, "counts": counts});
         events.push(apply::rule_event(
@@ -215,10 +350,9 @@ impl Execution {
             EventType::BatchProgress,
             progress,
         ));
-        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
-        append(&mut transaction, events).await?;
-        transaction.commit().await?;
-        Ok(Some(last))
+        batches::record(transaction, &self.batch, BatchStatus::Running).await?;
+        append(transaction, events).await?;
+        Ok(())
     }
 
     async fn finish(
@@ -272,7 +406,46 @@ impl Execution {
     }
 }
 
-fn restrict(
+/// Chunk sizes that keep `BATCH_PROGRESS` coming about every second: halved after a
+/// chunk that took longer than [`PROGRESS_EVERY`], doubled (up to [`CHUNK_SIZE`]) after
+/// one that took under a quarter of it.
+struct Pace {
+    size: i64,
+    since: Instant,
+}
+
+impl Pace {
+    fn new() -> Self {
+        Self {
+            size: CHUNK_SIZE,
+            since: Instant::now(),
+        }
+    }
+
+    /// A chunk committed.
+    fn committed(&mut self) {
+        let took = self.since.elapsed();
+        if took > PROGRESS_EVERY {
+            self.size = (self.size / 2).max(MIN_CHUNK_SIZE);
+        } else if took < PROGRESS_EVERY / 4 {
+            self.size = (self.size * 2).min(CHUNK_SIZE);
+        }
+        self.since = Instant::now();
+    }
+}
+
+/// How planning reads what it needs from the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reads {
+    /// Locked until the transaction ends: nothing read can change before the chunk
+    /// commits.
+    Locked,
+    /// Without locks: the writer checks every version read, under lock, before it
+    /// writes ([`ahead::still_current`]).
+    Optimistic,
+}
+
+pub(super) fn restrict(
     page: Vec<synapse_shared::domain::AssetState>,
     only: Option<&HashSet<Uuid>>,
 ) -> Vec<synapse_shared::domain::AssetState> {
@@ -285,14 +458,16 @@ fn restrict(
     }
 }
 
-/// Plan `rule` over `page`: discover what planning needs, load it (locked), plan.
+/// Plan `rule` over `page`, starting from `world`: discover what planning needs, load
+/// it (as `reads` says), plan.
 pub async fn plan_chunk(
     connection: &mut PgConnection,
     rule: &CompiledRule,
     page: Vec<synapse_shared::domain::AssetState>,
     ids: &mut Ids,
+    mut world: World,
+    reads: Reads,
 ) -> Result<(Vec<AssetOutcome>, World), sqlx::Error> {
-    let mut world = World::default();
     let order: Vec<(Uuid, String)> = page
         .iter()
         .map(|asset| (asset.id, asset.tag.clone()))
@@ -321,7 +496,7 @@ pub async fn plan_chunk(
         let needs = std::mem::take(&mut world.needs);
         world = before;
         ids.rewind(mark);
-        load(connection, &mut world, needs).await?;
+        load(connection, &mut world, needs, reads).await?;
     }
     let outcomes = plan_all(&mut world, ids);
     Ok((outcomes, world))
@@ -331,17 +506,19 @@ async fn load(
     connection: &mut PgConnection,
     world: &mut World,
     needs: super::world::Needs,
+    reads: Reads,
 ) -> Result<(), sqlx::Error> {
+    let lock = reads == Reads::Locked;
     if !needs.asset_tags.is_empty() {
         let tags: Vec<String> = needs.asset_tags.iter().cloned().collect();
-        let found = asset_store::by_tags_for_update(connection, &tags).await?;
+        let found = asset_store::by_tags(connection, &tags, lock).await?;
         let found_tags: HashSet<String> = found.iter().map(|asset| asset.tag.clone()).collect();
         world.load_assets(found);
         world.load_absent_tags(tags.into_iter().filter(|tag| !found_tags.contains(tag)));
     }
     if !needs.cable_tags.is_empty() {
         let tags: Vec<String> = needs.cable_tags.iter().cloned().collect();
-        let found = cables::by_tags_for_update(connection, &tags).await?;
+        let found = cables::by_tags(connection, &tags, lock).await?;
         for tag in tags {
             let cable = found.iter().find(|cable| cable.tag == tag).cloned();
             world.load_cable(tag, cable);

@@ -45,30 +45,52 @@ pub struct World {
     /// Version of everything as first loaded from the database (0: absent), keyed by
     /// id or by `tag:` for absent tags: what a plan depends on.
     read_versions: BTreeMap<String, i64>,
+    /// What planning changed (asset ids, cable tags, relationship and finding keys):
+    /// what the next chunk carries over while this one is still being written.
+    changed: Changed,
     pub needs: Needs,
 }
 
+#[derive(Debug, Default, Clone)]
+struct Changed {
+    assets: BTreeSet<Uuid>,
+    cables: BTreeSet<String>,
+    relationships: BTreeSet<RelationshipKey>,
+    findings: BTreeSet<FindingKey>,
+}
+
 impl World {
-    /// Assets loaded from the database.
+    /// Assets loaded from the database. An asset the world already holds (loaded
+    /// before, planned, or carried over) keeps the world's version.
     pub fn load_assets(&mut self, assets: impl IntoIterator<Item = AssetState>) {
         for asset in assets {
+            if self.assets.contains_key(&asset.id) {
+                continue;
+            }
             self.read_versions
                 .entry(asset.id.to_string())
                 .or_insert(asset.version);
             self.asset_tags.insert(asset.tag.clone(), Some(asset.id));
-            self.assets.entry(asset.id).or_insert(asset);
+            self.assets.insert(asset.id, asset);
         }
     }
 
-    /// Tags looked up in the database and not found.
+    /// Tags looked up in the database and not found (unless the world knows them).
     pub fn load_absent_tags(&mut self, tags: impl IntoIterator<Item = String>) {
         for tag in tags {
-            self.read_versions.entry(format!("tag:{tag}")).or_insert(0);
-            self.asset_tags.entry(tag).or_insert(None);
+            if self.asset_tags.contains_key(&tag) {
+                continue;
+            }
+            self.read_versions.insert(format!("tag:{tag}"), 0);
+            self.asset_tags.insert(tag, None);
         }
     }
 
+    /// A cable looked up by tag (unless the world knows the tag).
     pub fn load_cable(&mut self, tag: String, cable: Option<CableState>) {
+        if self.cables.contains_key(&tag) {
+            return;
+        }
         let key = cable
             .as_ref()
             .map_or_else(|| format!("cable:{tag}"), |cable| cable.id.to_string());
@@ -144,10 +166,12 @@ impl World {
             }
         }
         self.asset_tags.insert(asset.tag.clone(), Some(asset.id));
+        self.changed.assets.insert(asset.id);
         self.assets.insert(asset.id, asset);
     }
 
     pub fn put_cable(&mut self, cable: CableState) {
+        self.changed.cables.insert(cable.tag.clone());
         self.cables.insert(cable.tag.clone(), Some(cable));
     }
 
@@ -157,16 +181,49 @@ impl World {
             relationship.from_asset,
             relationship.to_asset,
         );
+        self.changed.relationships.insert(key.clone());
         self.relationships.insert(key, Some(relationship));
     }
 
     pub fn put_finding(&mut self, key: FindingKey) {
+        self.changed.findings.insert(key.clone());
         self.findings.insert(key, true);
     }
 
     /// What this world read from the database, for a plan's staleness check.
     pub fn read_versions(&self) -> &BTreeMap<String, i64> {
         &self.read_versions
+    }
+
+    /// A world for the next chunk, planned while this chunk's changes are still being
+    /// written: it starts with those changes, as if read from the database after this
+    /// chunk commits (they win over what the database returns meanwhile, and are what
+    /// the next chunk's plan depends on).
+    pub fn carry_over(&self) -> World {
+        let mut next = World::default();
+        for id in &self.changed.assets {
+            if let Some(asset) = self.assets.get(id) {
+                next.read_versions.insert(id.to_string(), asset.version);
+                next.asset_tags.insert(asset.tag.clone(), Some(asset.id));
+                next.assets.insert(asset.id, asset.clone());
+            }
+        }
+        for tag in &self.changed.cables {
+            if let Some(Some(cable)) = self.cables.get(tag) {
+                next.read_versions
+                    .insert(cable.id.to_string(), cable.version);
+                next.cables.insert(tag.clone(), Some(cable.clone()));
+            }
+        }
+        for key in &self.changed.relationships {
+            if let Some(relationship) = self.relationships.get(key) {
+                next.relationships.insert(key.clone(), relationship.clone());
+            }
+        }
+        for key in &self.changed.findings {
+            next.findings.insert(key.clone(), true);
+        }
+        next
     }
 }
 

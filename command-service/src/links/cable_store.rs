@@ -33,15 +33,17 @@ impl From<CableRow> for CableState {
     }
 }
 
-/// Cables with these tags, locked until the transaction ends.
-pub async fn by_tags_for_update(
+/// Cables with these tags; when `lock`, locked until the transaction ends.
+pub async fn by_tags(
     connection: &mut PgConnection,
     tags: &[String],
+    lock: bool,
 ) -> Result<Vec<CableState>, sqlx::Error> {
-    let rows: Vec<CableRow> = sqlx::query_as(
+    let rows: Vec<CableRow> = sqlx::query_as(&format!(
         "select id, tag, from_asset, to_asset, cable_type, discipline, properties, version
-         from cables where tag = any($1) order by id for update",
-    )
+         from cables where tag = any($1) order by id {}",
+        if lock { "for update" } else { "" }
+    ))
     .bind(tags)
     .fetch_all(connection)
     .await?;

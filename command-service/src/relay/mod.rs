@@ -104,7 +104,7 @@ impl Relay {
                 anyhow::bail!("lost the relay lease");
             }
             let events =
-                synapse_shared::event_log::read_after(&self.pool, tail.position, ROUND_SIZE)
+                synapse_shared::event_log::read_stored_after(&self.pool, tail.position, ROUND_SIZE)
                     .await?;
             if events.is_empty() {
                 self.record_lag(&tail).await;
@@ -133,7 +133,7 @@ async fn publish_round(
     publisher: &Publisher,
     pool: &PgPool,
     tail: StreamTail,
-    events: &[synapse_shared::EventEnvelope],
+    events: &[synapse_shared::event_log::StoredEvent],
 ) -> anyhow::Result<StreamTail> {
     let outcome = publisher.publish(tail, events).await;
     let reached = outcome.reached;
@@ -141,16 +141,28 @@ async fn publish_round(
         metrics::counter!("synapse_relay_published_total").increment(outcome.published);
         // Advanced only after the acks: a crash before this line republishes from the
         // stream's tail, which the stream already holds, so nothing is duplicated.
-        sqlx::query(
-            "insert into relay_checkpoint (relay, position) values ('relay', $1)
-             on conflict (relay) do update set position = excluded.position, updated_at = now()",
-        )
-        .bind(reached.position)
-        .execute(pool)
-        .await?;
+        record_checkpoint(pool, reached.position).await?;
     }
     match outcome.error {
         Some(error) => Err(error),
         None => Ok(reached),
     }
+}
+
+/// The checkpoint row is for operators (the stream's last message is the relay's real
+/// checkpoint), so its commit does not wait for the WAL flush: one fsync per publish
+/// round would compete with the command transactions' commits.
+async fn record_checkpoint(pool: &PgPool, position: i64) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("set local synchronous_commit = off")
+        .execute(&mut *transaction)
+        .await?;
+    sqlx::query(
+        "insert into relay_checkpoint (relay, position) values ('relay', $1)
+         on conflict (relay) do update set position = excluded.position, updated_at = now()",
+    )
+    .bind(position)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await
 }

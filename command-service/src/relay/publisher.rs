@@ -3,7 +3,8 @@
 use async_nats::jetstream::{self, message::PublishMessage, stream::Stream};
 use sqlx::PgPool;
 use synapse_shared::config::NatsArgs;
-use synapse_shared::{nats, EventEnvelope, SubjectScheme};
+use synapse_shared::event_log::StoredEvent;
+use synapse_shared::{nats, SubjectScheme};
 
 /// Where the stream ends: its last sequence and the log position of that message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,11 +71,12 @@ impl Publisher {
     /// Publish `events` (positions above `tail.position`, in order), pipelined. Each
     /// message expects the sequence of the one before it, so the stream accepts them
     /// only in order: if one fails, every later one in flight fails too.
-    pub async fn publish(&self, tail: StreamTail, events: &[EventEnvelope]) -> RoundOutcome {
+    pub async fn publish(&self, tail: StreamTail, events: &[StoredEvent]) -> RoundOutcome {
         let mut acks = Vec::with_capacity(events.len());
         let mut error = None;
-        for (offset, event) in events.iter().enumerate() {
-            let payload = match serde_json::to_vec(event) {
+        for (offset, stored) in events.iter().enumerate() {
+            let event = &stored.envelope;
+            let payload = match stored.body() {
                 Ok(payload) => payload,
                 Err(serialize_error) => {
                     error = Some(serialize_error.into());

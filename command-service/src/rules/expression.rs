@@ -139,21 +139,14 @@ pub struct AssetContext {
 
 impl AssetContext {
     pub fn new(asset: &AssetState) -> Self {
-        Self::from_json(&json!({
-            "id": asset.id.to_string(),
-            "tag": asset.tag,
-            "asset_type": asset.asset_type,
-            "discipline": asset.discipline,
-            "name": asset.name.clone().unwrap_or_default(),
-            "area": asset.area.clone().unwrap_or_default(),
-            "properties": asset.properties,
-            "version": asset.version,
-        }))
+        // Serialized straight into a CEL value (no intermediate JSON tree): this runs
+        // once per asset and rule of an execution.
+        Self::from_serializable(&AssetView::from(asset))
     }
 
-    fn from_json(asset: &Value) -> Self {
+    fn from_serializable(asset: &impl Serialize) -> Self {
         let mut context = Context::with_env(ENVIRONMENT.clone());
-        // Converting plain JSON to a CEL value cannot fail: JSON has no types CEL lacks.
+        // Converting plain data to a CEL value cannot fail: it has no types CEL lacks.
         if let Ok(value) = cel::to_value(asset) {
             context.add_variable_from_value("asset", value);
         }
@@ -161,7 +154,7 @@ impl AssetContext {
     }
 
     fn sample() -> Self {
-        Self::from_json(&json!({
+        Self::from_serializable(&json!({
             "id": "00000000-0000-0000-0000-000000000000",
             "tag": "SAMPLE-1",
             "asset_type": "SAMPLE",
@@ -171,6 +164,35 @@ impl AssetContext {
             "properties": {},
             "version": 1,
         }))
+    }
+}
+
+/// The CEL variable `asset`, borrowed from the state. `version` is a JSON number so it
+/// has the type a JSON document would give it (an unsigned integer).
+#[derive(Serialize)]
+struct AssetView<'a> {
+    id: String,
+    tag: &'a str,
+    asset_type: &'a str,
+    discipline: &'a str,
+    name: &'a str,
+    area: &'a str,
+    properties: &'a serde_json::Map<String, Value>,
+    version: serde_json::Number,
+}
+
+impl<'a> From<&'a AssetState> for AssetView<'a> {
+    fn from(asset: &'a AssetState) -> Self {
+        Self {
+            id: asset.id.to_string(),
+            tag: &asset.tag,
+            asset_type: &asset.asset_type,
+            discipline: &asset.discipline,
+            name: asset.name.as_deref().unwrap_or_default(),
+            area: asset.area.as_deref().unwrap_or_default(),
+            properties: &asset.properties,
+            version: asset.version.into(),
+        }
     }
 }
 
@@ -324,6 +346,33 @@ mod tests {
             .unwrap());
         assert!(!condition
             .is_true(&AssetContext::new(&motor(json!(30))))
+            .unwrap());
+    }
+
+    #[test]
+    fn the_asset_variable_is_the_json_document_of_the_asset() {
+        let mut asset = motor(json!(-75.5));
+        asset.properties.insert("count".into(), json!(7));
+        asset.properties.insert("tagged".into(), json!(true));
+        asset.properties.insert("label".into(), json!("=A1"));
+        let as_json = json!({
+            "id": asset.id.to_string(),
+            "tag": asset.tag,
+            "asset_type": asset.asset_type,
+            "discipline": asset.discipline,
+            "name": "",
+            "area": asset.area,
+            "properties": asset.properties,
+            "version": asset.version,
+        });
+        assert_eq!(
+            cel::to_value(AssetView::from(&asset)).unwrap(),
+            cel::to_value(&as_json).unwrap()
+        );
+        let version = Expression::compile("asset.version == 3u && asset.name == ''", "when");
+        assert!(version
+            .unwrap()
+            .is_true(&AssetContext::new(&asset))
             .unwrap());
     }
 

@@ -1,5 +1,6 @@
 //! Appending events to `workflow_events`.
 
+use sqlx::types::Json;
 use sqlx::PgConnection;
 use synapse_shared::event::SCHEMA_VERSION;
 use synapse_shared::{EventEnvelope, NewEvent};
@@ -90,8 +91,9 @@ fn classify(error: sqlx::Error, events: &[NewEvent]) -> AppendError {
     }
 }
 
-/// The events as column arrays, for one `unnest` insert.
-struct Columns {
+/// The events as column arrays, for one `unnest` insert, borrowed from the events
+/// (payloads are serialized straight from them, never copied).
+struct Columns<'a> {
     event_id: Vec<Uuid>,
     event_type: Vec<&'static str>,
     aggregate_type: Vec<&'static str>,
@@ -101,13 +103,13 @@ struct Columns {
     causation_id: Vec<Option<Uuid>>,
     rule_id: Vec<Option<Uuid>>,
     rule_version: Vec<Option<i32>>,
-    discipline: Vec<Option<String>>,
-    actor: Vec<String>,
+    discipline: Vec<Option<&'a str>>,
+    actor: Vec<&'a str>,
     occurred_at: Vec<chrono::DateTime<chrono::Utc>>,
-    payload: Vec<serde_json::Value>,
+    payload: Vec<Json<&'a serde_json::Value>>,
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     fn with_capacity(capacity: usize) -> Self {
         Self {
             event_id: Vec::with_capacity(capacity),
@@ -126,7 +128,7 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, event: &NewEvent) {
+    fn push(&mut self, event: &'a NewEvent) {
         self.event_id.push(event.event_id);
         self.event_type.push(event.event_type.as_str());
         self.aggregate_type.push(event.aggregate_type.as_str());
@@ -136,9 +138,9 @@ impl Columns {
         self.causation_id.push(event.causation_id);
         self.rule_id.push(event.rule_id);
         self.rule_version.push(event.rule_version);
-        self.discipline.push(event.discipline.clone());
-        self.actor.push(event.actor.clone());
+        self.discipline.push(event.discipline.as_deref());
+        self.actor.push(&event.actor);
         self.occurred_at.push(event.occurred_at);
-        self.payload.push(event.payload.clone());
+        self.payload.push(Json(&event.payload));
     }
 }

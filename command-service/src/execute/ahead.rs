@@ -1,0 +1,114 @@
+//! Planning the next chunk while the current one is written.
+//!
+//! A locked chunk is strictly serial: while the service plans, Postgres waits, and
+//! while Postgres writes and commits, the service waits. So the runner plans chunk N+1
+//! (reading without locks, on its own connection) while chunk N is written. The plan
+//! starts from chunk N's planned changes ([`World::carry_over`]), which are committed
+//! by the time chunk N+1 is written. The writer then locks everything the plan read
+//! and checks that every version is still the one planned with; if anything changed
+//! (another batch got there first), the plan is dropped and the chunk is done the
+//! locked way. Either way each chunk is one transaction with its snapshots and events.
+
+use super::apply::AssetOutcome;
+use super::planner::Ids;
+use super::plans;
+use super::request::AssetFilter;
+use super::runner::{plan_chunk, restrict, Reads};
+use super::world::World;
+use crate::assets::store as asset_store;
+use crate::rules::definition::CompiledRule;
+use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// A chunk planned without locks.
+pub struct Planned {
+    /// The last asset id of the page (the next chunk starts after it).
+    pub last: Uuid,
+    /// The page was as long as asked for: more assets may follow. A shorter page was
+    /// the end when it was read, which is only final once every chunk has committed.
+    pub full: bool,
+    pub outcomes: Vec<AssetOutcome>,
+    pub world: World,
+}
+
+/// What planning ahead needs, owned, so it can run as its own task.
+#[derive(Clone)]
+pub struct Planning {
+    pub pool: PgPool,
+    pub rule: CompiledRule,
+    pub filter: AssetFilter,
+    pub only: Option<Arc<HashSet<Uuid>>>,
+    pub ids: Ids,
+}
+
+/// A plan in the making.
+pub type Ahead = JoinHandle<Result<Option<Planned>, sqlx::Error>>;
+
+impl Planning {
+    /// Plan the page after `after` (at most `limit` assets) in a task of its own,
+    /// starting from `world`. `None` when the page is empty.
+    pub fn spawn(&self, after: Uuid, limit: i64, world: World) -> Ahead {
+        let planning = self.clone();
+        tokio::spawn(async move { planning.plan(after, limit, world).await })
+    }
+
+    async fn plan(
+        mut self,
+        after: Uuid,
+        limit: i64,
+        world: World,
+    ) -> Result<Option<Planned>, sqlx::Error> {
+        let mut connection = self.pool.acquire().await?;
+        let page =
+            asset_store::page_for_execution(&mut connection, &self.filter, after, limit, false)
+                .await?;
+        let Some(last) = page.last().map(|asset| asset.id) else {
+            return Ok(None);
+        };
+        let full = page.len() as i64 == limit;
+        let page = restrict(page, self.only.as_deref());
+        let (outcomes, world) = plan_chunk(
+            &mut connection,
+            &self.rule,
+            page,
+            &mut self.ids,
+            world,
+            Reads::Optimistic,
+        )
+        .await?;
+        Ok(Some(Planned {
+            last,
+            full,
+            outcomes,
+            world,
+        }))
+    }
+}
+
+/// Lock everything a plan read (assets and cables, in id order, as the locked path
+/// does) and tell whether each is still at the version the plan read; absent tags
+/// must still be absent. A tag created concurrently after this check fails the write
+/// on its unique index, which the runner treats like a stale plan.
+pub async fn still_current(
+    connection: &mut PgConnection,
+    read_versions: &BTreeMap<String, i64>,
+) -> Result<bool, sqlx::Error> {
+    let ids: Vec<Uuid> = read_versions
+        .keys()
+        .filter_map(|key| key.parse().ok())
+        .collect();
+    sqlx::query("select 1 from assets where id = any($1) order by id for update")
+        .bind(&ids)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query("select 1 from cables where id = any($1) order by id for update")
+        .bind(&ids)
+        .execute(&mut *connection)
+        .await?;
+    Ok(plans::stale_reads(connection, read_versions)
+        .await?
+        .is_empty())
+}
