@@ -1,6 +1,9 @@
 use clap::Parser;
 use command_service::{Application, Config};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     synapse_shared::telemetry::init_tracing();

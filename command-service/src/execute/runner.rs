@@ -6,7 +6,7 @@ use super::ahead::{self, Ahead, Planned, Planning};
 use super::apply::{self, AssetOutcome, Counts};
 use super::planner::{self, Ids};
 use super::request::AssetFilter;
-use super::world::World;
+use super::world::{Loaded, World};
 use crate::assets::store as asset_store;
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
@@ -16,10 +16,11 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::shutdown::CancellationToken;
+use synapse_shared::domain::CableState;
 use synapse_shared::EventType;
 use uuid::Uuid;
 
@@ -483,9 +484,11 @@ pub async fn plan_chunk(
             })
             .collect()
     };
-    // Plan for real; if planning asked for something not loaded, undo the pass, load
-    // it, and plan again. Most chunks need one pass, or two when rules look assets up
-    // by tag.
+    // Plan; whatever the world did not know, planning took as absent. Load it: if
+    // none of it exists, the pass stands (the usual case: a cable or asset the rule
+    // creates). Otherwise undo the pass and plan again with it loaded. Lookups of
+    // existing things (an MCC by tag) are carried from chunk to chunk, so most chunks
+    // plan once.
     for _ in 0..DISCOVERY_ROUNDS {
         let before = world.clone();
         let mark = ids.mark();
@@ -494,49 +497,68 @@ pub async fn plan_chunk(
             return Ok((outcomes, world));
         }
         let needs = std::mem::take(&mut world.needs);
+        let loaded = fetch(connection, needs, reads).await?;
+        if loaded.all_absent() {
+            world.record(loaded);
+            return Ok((outcomes, world));
+        }
         world = before;
         ids.rewind(mark);
-        load(connection, &mut world, needs, reads).await?;
+        world.record(loaded);
     }
     let outcomes = plan_all(&mut world, ids);
     Ok((outcomes, world))
 }
 
-async fn load(
+/// Load what planning needed (locked when `reads` says so).
+async fn fetch(
     connection: &mut PgConnection,
-    world: &mut World,
     needs: super::world::Needs,
     reads: Reads,
-) -> Result<(), sqlx::Error> {
+) -> Result<Loaded, sqlx::Error> {
     let lock = reads == Reads::Locked;
+    let mut loaded = Loaded::default();
     if !needs.asset_tags.is_empty() {
-        let tags: Vec<String> = needs.asset_tags.iter().cloned().collect();
-        let found = asset_store::by_tags(connection, &tags, lock).await?;
-        let found_tags: HashSet<String> = found.iter().map(|asset| asset.tag.clone()).collect();
-        world.load_assets(found);
-        world.load_absent_tags(tags.into_iter().filter(|tag| !found_tags.contains(tag)));
+        let tags: Vec<String> = needs.asset_tags.into_iter().collect();
+        loaded.assets = asset_store::by_tags(connection, &tags, lock).await?;
+        let found: HashSet<&str> = loaded.assets.iter().map(|a| a.tag.as_str()).collect();
+        loaded.absent_tags = tags
+            .iter()
+            .filter(|tag| !found.contains(tag.as_str()))
+            .cloned()
+            .collect();
     }
     if !needs.cable_tags.is_empty() {
-        let tags: Vec<String> = needs.cable_tags.iter().cloned().collect();
-        let found = cables::by_tags(connection, &tags, lock).await?;
-        for tag in tags {
-            let cable = found.iter().find(|cable| cable.tag == tag).cloned();
-            world.load_cable(tag, cable);
-        }
+        let tags: Vec<String> = needs.cable_tags.into_iter().collect();
+        let mut found: HashMap<String, CableState> = cables::by_tags(connection, &tags, lock)
+            .await?
+            .into_iter()
+            .map(|cable| (cable.tag.clone(), cable))
+            .collect();
+        loaded.cables = tags
+            .into_iter()
+            .map(|tag| {
+                let cable = found.remove(&tag);
+                (tag, cable)
+            })
+            .collect();
     }
     if !needs.relationships.is_empty() {
-        let keys: Vec<_> = needs.relationships.iter().cloned().collect();
+        let keys: Vec<_> = needs.relationships.into_iter().collect();
         let found = relationships::by_keys(connection, &keys).await?;
-        for key in keys {
-            let relationship = found
-                .iter()
-                .find(|r| r.kind == key.0 && r.from_asset == key.1 && r.to_asset == key.2)
-                .cloned();
-            world.load_relationship(key, relationship);
-        }
+        loaded.relationships = keys
+            .into_iter()
+            .map(|key| {
+                let relationship = found
+                    .iter()
+                    .find(|r| r.kind == key.0 && r.from_asset == key.1 && r.to_asset == key.2)
+                    .cloned();
+                (key, relationship)
+            })
+            .collect();
     }
     if !needs.findings.is_empty() {
-        let keys: Vec<_> = needs.findings.iter().cloned().collect();
+        let keys: Vec<_> = needs.findings.into_iter().collect();
         let existing: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
             "select f.asset_id, f.rule_id, f.message from findings f
              join unnest($1::uuid[], $2::uuid[], $3::text[]) as k(asset_id, rule_id, message)
@@ -548,12 +570,15 @@ async fn load(
         .fetch_all(&mut *connection)
         .await?;
         let existing: HashSet<_> = existing.into_iter().collect();
-        for key in keys {
-            let exists = existing.contains(&key);
-            world.load_finding(key, exists);
-        }
+        loaded.findings = keys
+            .into_iter()
+            .map(|key| {
+                let exists = existing.contains(&key);
+                (key, exists)
+            })
+            .collect();
     }
-    Ok(())
+    Ok(loaded)
 }
 
 /// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag

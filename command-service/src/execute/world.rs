@@ -33,6 +33,32 @@ impl Needs {
     }
 }
 
+/// Most assets looked up by tag that a chunk hands on to the next one: enough for
+/// every MCC and junction box of a plant, bounded so memory stays flat.
+const MAX_CARRIED_LOOKUPS: usize = 10_000;
+
+/// What the database answered for [`Needs`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Assets found by tag.
+    pub assets: Vec<AssetState>,
+    pub absent_tags: Vec<String>,
+    pub cables: Vec<(String, Option<CableState>)>,
+    pub relationships: Vec<(RelationshipKey, Option<RelationshipState>)>,
+    pub findings: Vec<(FindingKey, bool)>,
+}
+
+impl Loaded {
+    /// Nothing that was asked for exists: a planning pass that took all of it as
+    /// absent planned exactly as it would have with it loaded.
+    pub fn all_absent(&self) -> bool {
+        self.assets.is_empty()
+            && self.cables.iter().all(|(_, cable)| cable.is_none())
+            && self.relationships.iter().all(|(_, found)| found.is_none())
+            && self.findings.iter().all(|(_, exists)| !exists)
+    }
+}
+
 /// Loaded state plus the changes planned so far in this batch.
 #[derive(Debug, Default, Clone)]
 pub struct World {
@@ -48,6 +74,9 @@ pub struct World {
     /// What planning changed (asset ids, cable tags, relationship and finding keys):
     /// what the next chunk carries over while this one is still being written.
     changed: Changed,
+    /// Assets loaded because planning looked them up by tag (an MCC, a junction box):
+    /// the next chunk most likely looks them up again.
+    looked_up: BTreeSet<Uuid>,
     pub needs: Needs,
 }
 
@@ -75,22 +104,34 @@ impl World {
         }
     }
 
-    /// Tags looked up in the database and not found (unless the world knows them).
+    /// Tags looked up in the database and not found. A plan depends on their absence
+    /// even when it creates them.
     pub fn load_absent_tags(&mut self, tags: impl IntoIterator<Item = String>) {
         for tag in tags {
-            if self.asset_tags.contains_key(&tag) {
-                continue;
-            }
-            self.read_versions.insert(format!("tag:{tag}"), 0);
-            self.asset_tags.insert(tag, None);
+            self.read_versions.entry(format!("tag:{tag}")).or_insert(0);
+            self.asset_tags.entry(tag).or_insert(None);
         }
     }
 
-    /// A cable looked up by tag (unless the world knows the tag).
-    pub fn load_cable(&mut self, tag: String, cable: Option<CableState>) {
-        if self.cables.contains_key(&tag) {
-            return;
+    /// What the database answered for a planning pass's needs.
+    pub fn record(&mut self, loaded: Loaded) {
+        self.looked_up
+            .extend(loaded.assets.iter().map(|asset| asset.id));
+        self.load_assets(loaded.assets);
+        self.load_absent_tags(loaded.absent_tags);
+        for (tag, cable) in loaded.cables {
+            self.load_cable(tag, cable);
         }
+        for (key, relationship) in loaded.relationships {
+            self.load_relationship(key, relationship);
+        }
+        for (key, exists) in loaded.findings {
+            self.load_finding(key, exists);
+        }
+    }
+
+    /// A cable looked up by tag.
+    pub fn load_cable(&mut self, tag: String, cable: Option<CableState>) {
         let key = cable
             .as_ref()
             .map_or_else(|| format!("cable:{tag}"), |cable| cable.id.to_string());
@@ -201,6 +242,21 @@ impl World {
     /// the next chunk's plan depends on).
     pub fn carry_over(&self) -> World {
         let mut next = World::default();
+        if self.looked_up.len() <= MAX_CARRIED_LOOKUPS {
+            for id in &self.looked_up {
+                if let (Some(asset), Some(version)) =
+                    (self.assets.get(id), self.read_versions.get(&id.to_string()))
+                {
+                    if self.changed.assets.contains(id) {
+                        continue;
+                    }
+                    next.read_versions.insert(id.to_string(), *version);
+                    next.asset_tags.insert(asset.tag.clone(), Some(asset.id));
+                    next.looked_up.insert(asset.id);
+                    next.assets.insert(asset.id, asset.clone());
+                }
+            }
+        }
         for id in &self.changed.assets {
             if let Some(asset) = self.assets.get(id) {
                 next.read_versions.insert(id.to_string(), asset.version);
