@@ -287,3 +287,107 @@ impl World {
 pub fn asset_json(asset: &AssetState) -> Value {
     crate::assets::commands::state_json(asset)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn asset(tag: &str, version: i64) -> AssetState {
+        AssetState {
+            id: Uuid::now_v7(),
+            tag: tag.into(),
+            asset_type: "ELECTRIC_MOTOR".into(),
+            discipline: "ELECTRICAL".into(),
+            name: None,
+            area: None,
+            properties: Map::new(),
+            version,
+        }
+    }
+
+    fn cable(tag: &str, from: Uuid, to: Uuid) -> CableState {
+        CableState {
+            id: Uuid::now_v7(),
+            tag: tag.into(),
+            from_asset: from,
+            to_asset: to,
+            cable_type: "POWER".into(),
+            discipline: "ELECTRICAL".into(),
+            properties: Map::new(),
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn the_next_chunk_starts_from_what_this_one_changed_and_looked_up() {
+        let page_motor = asset("M-1", 3);
+        let mcc = asset("MCC-1", 7);
+        let mut world = World::default();
+        world.load_assets([page_motor.clone()]);
+        world.record(Loaded {
+            assets: vec![mcc.clone()],
+            absent_tags: vec!["VFD-1".into()],
+            cables: vec![("W-M-1-PWR".into(), None)],
+            ..Loaded::default()
+        });
+        let mut changed = page_motor.clone();
+        changed.version = 4;
+        world.put_asset(changed);
+        let new_cable = cable("W-M-1-PWR", page_motor.id, mcc.id);
+        world.put_cable(new_cable.clone());
+        // The plan depends on the cable's absence even though it creates it.
+        assert_eq!(world.read_versions().get("cable:W-M-1-PWR"), Some(&0));
+
+        let mut next = world.carry_over();
+        // Changed things come with their planned versions, as read after the commit.
+        assert_eq!(next.asset(page_motor.id).map(|a| a.version), Some(4));
+        assert_eq!(
+            next.read_versions().get(&page_motor.id.to_string()),
+            Some(&4)
+        );
+        assert_eq!(next.cable_by_tag("W-M-1-PWR"), Some(new_cable.clone()));
+        assert_eq!(
+            next.read_versions().get(&new_cable.id.to_string()),
+            Some(&1)
+        );
+        // Looked-up things come as read; absent tags are not carried (asked again).
+        assert_eq!(next.asset_by_tag("MCC-1"), Some(mcc.clone()));
+        assert_eq!(next.read_versions().get(&mcc.id.to_string()), Some(&7));
+        assert_eq!(next.asset_by_tag("VFD-1"), None);
+        assert!(next.needs.asset_tags.contains("VFD-1"));
+        assert!(!next.read_versions().contains_key("cable:W-M-1-PWR"));
+        // A database answer never overrides what the world carries.
+        let mut stale = page_motor.clone();
+        stale.version = 3;
+        next.load_assets([stale]);
+        assert_eq!(next.asset(page_motor.id).map(|a| a.version), Some(4));
+    }
+
+    #[test]
+    fn a_pass_stands_only_when_everything_it_took_as_absent_is_absent() {
+        let absent = Loaded {
+            absent_tags: vec!["JB-1".into()],
+            cables: vec![("W-1".into(), None)],
+            relationships: vec![(("CONTROLS".into(), Uuid::nil(), Uuid::nil()), None)],
+            findings: vec![((Uuid::nil(), Uuid::nil(), "missing".into()), false)],
+            ..Loaded::default()
+        };
+        assert!(absent.all_absent());
+        let found_asset = Loaded {
+            assets: vec![asset("JB-1", 1)],
+            ..Loaded::default()
+        };
+        assert!(!found_asset.all_absent());
+        let found_cable = Loaded {
+            cables: vec![("W-1".into(), Some(cable("W-1", Uuid::nil(), Uuid::nil())))],
+            ..Loaded::default()
+        };
+        assert!(!found_cable.all_absent());
+        let found_finding = Loaded {
+            findings: vec![((Uuid::nil(), Uuid::nil(), "missing".into()), true)],
+            ..Loaded::default()
+        };
+        assert!(!found_finding.all_absent());
+    }
+}
