@@ -19,8 +19,8 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::domain::CableState;
+use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::EventType;
 use uuid::Uuid;
 
@@ -316,11 +316,14 @@ impl Execution {
                 Ok(true)
             }
             Ok(false) => {
+                tracing::info!(correlation_id = %self.batch.correlation_id, "something a chunk planned ahead read has changed; redoing it locked");
+                metrics::counter!("synapse_execution_chunks_replanned_total").increment(1);
                 self.batch = batch;
                 Ok(false)
             }
             Err(error) if retryable(&error) => {
                 tracing::info!(%error, correlation_id = %self.batch.correlation_id, "a chunk planned ahead ran into another writer; redoing it locked");
+                metrics::counter!("synapse_execution_chunks_replanned_total").increment(1);
                 self.batch = batch;
                 Ok(false)
             }
