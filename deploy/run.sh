@@ -150,19 +150,8 @@ readonly JWT_AUDIENCE=${JWT_AUDIENCE:-synapse-api}
 readonly TOKEN_TTL_SECONDS=$((7 * 24 * 3600))
 readonly TOKENS_FILE="$repo_root/.run/tokens.env"
 
-base64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-
-# sign_token SUBJECT ROLE: an HS256 JWT with the claims the services require.
-sign_token() {
-    local now header payload signature
-    now=$(date +%s)
-    header=$(printf '{"alg":"HS256","typ":"JWT"}' | base64url)
-    payload=$(printf '{"sub":"%s","role":"%s","iss":"%s","aud":"%s","exp":%d,"iat":%d}' \
-        "$1" "$2" "$JWT_ISSUER" "$JWT_AUDIENCE" $((now + TOKEN_TTL_SECONDS)) "$now" | base64url)
-    signature=$(printf '%s.%s' "$header" "$payload" |
-        openssl dgst -sha256 -mac HMAC -macopt "key:$JWT_SECRET" -binary | base64url)
-    printf '%s.%s.%s' "$header" "$payload" "$signature"
-}
+# base64url and sign_token SUBJECT ROLE.
+source "$repo_root/deploy/tokens.sh"
 
 setup_auth() {
     mkdir -p "$repo_root/.run"

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run every test of the workspace against the real PostgreSQL and NATS.
 #
-#   deploy/test.sh                  # the whole workspace, nextest profile `ci`
-#   deploy/test.sh -p synapse-demo  # extra arguments go to the test runner
+#   deploy/test.sh                  # the whole workspace, nextest profile `ci`, then
+#                                   # schemathesis against both OpenAPI documents
+#   deploy/test.sh -p synapse-demo  # extra arguments go to the test runner (no schemathesis)
 #
 # Starts (or installs) the services first, exports the test environment's defaults, and
-# exits with the test runner's exit code.
+# exits non-zero if the test runner or schemathesis failed.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,22 +37,36 @@ done
 # The fault tests (tests/e2e/faults.rs) run the service binaries as real processes.
 cargo build --bins
 
+runner=nextest
 if ! cargo nextest --version >/dev/null 2>&1; then
     log "cargo-nextest not found: installing it (cargo install cargo-nextest --locked)"
     if ! cargo install cargo-nextest --locked; then
         log "could not install cargo-nextest: falling back to cargo test"
-        set +e
-        cargo test "${scope[@]}" "$@"
-        status=$?
-        set -e
-        log "cargo test exited with $status"
-        exit "$status"
+        runner=test
     fi
 fi
 
 set +e
-cargo nextest run "${scope[@]}" --profile ci "$@"
+if [[ $runner == nextest ]]; then
+    cargo nextest run "${scope[@]}" --profile ci "$@"
+else
+    cargo test "${scope[@]}" "$@"
+fi
 status=$?
 set -e
-log "cargo nextest exited with $status"
+log "cargo $runner exited with $status"
+
+# Schemathesis against both services' OpenAPI documents (deploy/schemathesis.sh): part
+# of the whole-workspace run, skipped when the caller picked packages or tests, or with
+# SYNAPSE_SKIP_SCHEMATHESIS=true.
+if ((${#scope[@]} > 0 && $# == 0)) && [[ ${SYNAPSE_SKIP_SCHEMATHESIS:-false} != true ]]; then
+    set +e
+    bash deploy/schemathesis.sh </dev/null
+    schemathesis_status=$?
+    set -e
+    log "deploy/schemathesis.sh exited with $schemathesis_status"
+    if ((status == 0)); then
+        status=$schemathesis_status
+    fi
+fi
 exit "$status"

@@ -3,6 +3,7 @@
 //! Each service's `Config` flattens the pieces it needs, so `DATABASE_URL` or `NATS_URL`
 //! mean the same thing everywhere. Defaults are the local development setup.
 
+use crate::nats_credentials::NatsCredentials;
 use crate::subject::SubjectScheme;
 
 /// Where the command-side database lives.
@@ -40,9 +41,10 @@ pub struct NatsArgs {
     /// The subject prefix; see `synapse_shared::subject` for the full scheme.
     #[arg(long, env = "NATS_SUBJECT_PREFIX", default_value = "synapse.events")]
     pub nats_subject_prefix: String,
-    /// Optional NATS credentials file (per-service user with subject permissions).
-    #[arg(long, env = "NATS_CREDS")]
-    pub nats_creds: Option<std::path::PathBuf>,
+    /// This service's own NATS credentials, if the server requires them (see
+    /// `deploy/nats/synapse-auth.conf` for the users and their subject permissions).
+    #[command(flatten)]
+    pub credentials: NatsCredentials,
 }
 
 impl NatsArgs {
@@ -56,8 +58,14 @@ impl NatsArgs {
             nats_url: nats_url.to_owned(),
             nats_stream: format!("TEST_{unique}"),
             nats_subject_prefix: format!("test_{unique}.events"),
-            nats_creds: None,
+            credentials: NatsCredentials::default(),
         }
+    }
+
+    /// The same settings, connecting with these credentials.
+    pub fn with_credentials(mut self, credentials: NatsCredentials) -> Self {
+        self.credentials = credentials;
+        self
     }
 }
 

@@ -16,10 +16,23 @@ pub const SCHEMA_VERSION: i16 = 1;
 macro_rules! wire_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $wire:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         pub enum $name {
             $($(#[$vmeta])* #[serde(rename = $wire)] $variant,)+
         }
+
+        // By hand: utoipa's derive does not see a `serde(rename)` whose name comes from a
+        // macro argument, and documented the Rust variant names instead of the wire names.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($wire,)+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
 
         impl $name {
             /// Every variant, in declaration order.
@@ -202,6 +215,20 @@ mod tests {
             let json = serde_json::to_string(event_type).unwrap();
             assert_eq!(json, format!("\"{wire}\""));
         }
+    }
+
+    #[test]
+    fn the_openapi_schema_lists_the_wire_names() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(EventType::schema()).unwrap();
+        let wire: Vec<&str> = EventType::ALL.iter().map(|kind| kind.as_str()).collect();
+        assert_eq!(schema["type"], "string");
+        assert_eq!(schema["enum"], serde_json::json!(wire));
+        let aggregates = serde_json::to_value(AggregateType::schema()).unwrap();
+        assert_eq!(
+            aggregates["enum"],
+            serde_json::json!(["asset", "cable", "relationship", "rule", "batch"])
+        );
     }
 
     #[test]

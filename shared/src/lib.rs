@@ -14,6 +14,7 @@ pub mod domain;
 pub mod event;
 pub mod event_log;
 pub mod nats;
+pub mod nats_credentials;
 pub mod problem;
 pub mod shutdown;
 pub mod subject;

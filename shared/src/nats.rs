@@ -6,6 +6,7 @@
 
 use crate::config::NatsArgs;
 use crate::event::EventEnvelope;
+use crate::nats_credentials::{CredentialsError, NatsAuth};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use std::time::Duration;
@@ -22,22 +23,102 @@ pub const CE_TYPE_PREFIX: &str = "io.synapse.";
 /// the relay also resumes from the stream's own last message, so this is a second line.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(30 * 60);
 
-/// Connect, retrying in the background if NATS is not up yet (off by default in
-/// async-nats: a service started before NATS would otherwise fail).
-pub async fn connect(
+/// Why a service could not set up its NATS connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("invalid NATS credentials settings")]
+    Credentials(#[from] CredentialsError),
+    #[error("connecting to {url}")]
+    Nats {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+}
+
+/// The connection options every service uses: its name, its own credentials, and a
+/// retry in the background if NATS is not up yet (off by default in async-nats: a
+/// service started before NATS would otherwise fail).
+pub async fn connect_options(
     args: &NatsArgs,
     name: &str,
-) -> Result<async_nats::Client, async_nats::ConnectError> {
+) -> Result<async_nats::ConnectOptions, CredentialsError> {
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .connection_timeout(Duration::from_secs(2));
-    if let Some(creds) = &args.nats_creds {
-        options = options.credentials_file(creds).await.map_err(|error| {
-            async_nats::ConnectError::with_source(async_nats::ConnectErrorKind::Io, error)
-        })?;
+    if args.credentials.auth()? == NatsAuth::Anonymous {
+        if let Some((user, password)) = user_in_url(&args.nats_url) {
+            options = options.user_and_password(user, password);
+        }
     }
-    options.connect(&args.nats_url).await
+    args.credentials.apply(options).await
+}
+
+/// The user and password in `nats://user:pass@host:4222` (the first server that has
+/// them): async-nats 0.51 parses but does not send them, which would silently connect
+/// anonymously. Explicit credentials settings take precedence.
+fn user_in_url(urls: &str) -> Option<(String, String)> {
+    urls.split(',').find_map(|url| {
+        let address: async_nats::ServerAddr = url.trim().parse().ok()?;
+        Some((
+            address.username()?.to_owned(),
+            address.password().unwrap_or_default().to_owned(),
+        ))
+    })
+}
+
+/// Connect as `name`. Contradictory credentials settings or an unreadable credentials
+/// file fail here; a refused login does not (the server may be mid-rollout of new
+/// users): the client keeps retrying, `/readyz` reports NATS as not ready, and the log
+/// says why at error level.
+pub async fn connect(args: &NatsArgs, name: &str) -> Result<async_nats::Client, ConnectError> {
+    let service = name.to_owned();
+    let options = connect_options(args, name)
+        .await?
+        .event_callback(move |event| {
+            report_event(&service, &event);
+            std::future::ready(())
+        });
+    options
+        .connect(&args.nats_url)
+        .await
+        .map_err(|source| ConnectError::Nats {
+            url: args.nats_url.clone(),
+            source,
+        })
+}
+
+/// Log what operators must act on with the service's name and what to check: refused
+/// credentials and subjects the server denies (async-nats itself logs every event at
+/// info level only, without saying whose).
+fn report_event(service: &str, event: &async_nats::Event) {
+    use async_nats::{ClientError, Event, ServerError};
+    match event {
+        Event::ServerError(ServerError::AuthorizationViolation) => tracing::error!(
+            service,
+            "NATS refused this service's credentials (authorization violation); check \
+             NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_FILE or NATS_CREDS"
+        ),
+        Event::ClientError(ClientError::Other(error)) if error == "authorization violation" => {
+            tracing::error!(
+                service,
+                "NATS refused this service's credentials while connecting; retrying. \
+                 Check NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_NKEY_FILE or NATS_CREDS"
+            )
+        }
+        Event::ServerError(ServerError::Other(error))
+            if error.to_lowercase().contains("permissions violation") =>
+        {
+            tracing::error!(
+                service,
+                error = %error,
+                "NATS denied a subject to this service's user; see deploy/nats/synapse-auth.conf"
+            )
+        }
+        Event::Disconnected => tracing::warn!(service, "disconnected from NATS; reconnecting"),
+        _ => tracing::debug!(service, %event, "nats connection event"),
+    }
 }
 
 /// The stream configuration: file storage, every subject under the prefix, a generous
@@ -103,4 +184,18 @@ pub fn decode(payload: &[u8]) -> Result<EventEnvelope, DecodeError> {
 /// The log position recorded in a message's headers, if any.
 pub fn position_header(headers: Option<&HeaderMap>) -> Option<i64> {
     headers?.get(HEADER_POSITION)?.as_str().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_in_url;
+
+    #[test]
+    fn a_user_and_password_in_the_url_are_found_in_any_server_of_the_list() {
+        assert_eq!(user_in_url("nats://127.0.0.1:4222"), None);
+        assert_eq!(
+            user_in_url("nats://a:4222, nats://synapse-query:pw1@b:4222"),
+            Some(("synapse-query".to_owned(), "pw1".to_owned()))
+        );
+    }
 }

@@ -5,6 +5,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod nul;
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -110,7 +112,16 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        // The bytes are read here (within the body limit) so they can be checked for a
+        // NUL once they parse; `Bytes` shares them with the JSON parser, no copy.
+        let headers = req.headers().clone();
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| from_json_rejection(rejection.into()))?;
+        let mut request = axum::extract::Request::new(axum::body::Body::from(body.clone()));
+        *request.headers_mut() = headers;
+        match axum::Json::<T>::from_request(request, state).await {
+            Ok(_) if nul::in_json(&body) => Err(nul::refusal("JSON body")),
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(rejection) => Err(from_json_rejection(rejection)),
         }
@@ -132,6 +143,9 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
+        if parts.uri.query().is_some_and(nul::in_uri) {
+            return Err(nul::refusal("query string"));
+        }
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(value)) => Ok(ApiQuery(value)),
             Err(rejection) => Err(Problem::new(
@@ -159,6 +173,9 @@ where
         parts: &mut axum::http::request::Parts,
         state: &S,
     ) -> Result<Self, Self::Rejection> {
+        if nul::in_uri(parts.uri.path()) {
+            return Err(nul::refusal("request path"));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(ApiPath(value)),
             Err(rejection) => Err(Problem::new(

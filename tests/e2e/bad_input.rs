@@ -203,3 +203,76 @@ proptest! {
         runtime.block_on(check_queries(queries)).map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
     }
 }
+
+/// Found by schemathesis (deploy/schemathesis.sh): Postgres cannot store U+0000, and
+/// each of these reached the database and answered 500.
+#[tokio::test]
+async fn a_nul_character_in_a_body_query_or_path_is_a_400_problem_and_writes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange
+    let system = apps::System::start().await?;
+    let http = &system.http;
+    let pool = PgPool::connect(&system.database.url).await?;
+    let before = synapse_shared::event_log::head(&pool).await?;
+    let bodies = [
+        (
+            "/assets",
+            json!({"tag": "M-1", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                   "properties": {"note": "a\u{0}b"}}),
+        ),
+        (
+            "/rules/execute",
+            json!({"dry_run": true, "filters": {"asset_types": ["\u{0}"], "tag": "M-\u{0}"}}),
+        ),
+    ];
+    let queries = [
+        "/events/timeline?actor=a%00b",
+        "/events/timeline?discipline=a%00b",
+        "/batches?actor=a%00",
+        "/disciplines/a%00b",
+    ];
+
+    // Act
+    let mut replies = Vec::new();
+    for (path, body) in bodies {
+        let reply = http
+            .post(system.command.url(path))
+            .json(&body)
+            .send()
+            .await?;
+        replies.push((
+            path.to_owned(),
+            synapse_tests::client::Reply::from(reply).await?,
+        ));
+    }
+    for path in queries {
+        let reply = http.get(system.query.url(path)).send().await?;
+        replies.push((
+            path.to_owned(),
+            synapse_tests::client::Reply::from(reply).await?,
+        ));
+    }
+    let after = synapse_shared::event_log::head(&pool).await?;
+
+    // Assert
+    for (path, reply) in &replies {
+        assert_eq!(reply.status, 400, "{path}: {reply:?}");
+        assert!(reply.is_problem(), "{path}: {reply:?}");
+        assert_eq!(
+            reply.body["type"], "/problems/nul-character",
+            "{path}: {reply:?}"
+        );
+    }
+    assert_eq!(after, before, "nothing appended");
+    // An escaped backslash before `u0000` is not a NUL: that body is accepted.
+    let literal = http
+        .post(system.command.url("/assets"))
+        .json(
+            &json!({"tag": "M-2", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                      "properties": {"path": "C:\\u0000"}}),
+        )
+        .send()
+        .await?;
+    assert_eq!(literal.status().as_u16(), 201);
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod execute;
 mod faults;
 mod import;
 mod links;
+mod nats_auth;
 mod pipeline;
 mod projection;
 mod query;

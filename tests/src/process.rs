@@ -114,6 +114,10 @@ impl ServiceEnv {
         // Nothing from the developer's shell may leak in and point a service elsewhere.
         for name in [
             "READ_DATABASE_URL",
+            "NATS_USER",
+            "NATS_PASSWORD",
+            "NATS_TOKEN",
+            "NATS_NKEY_FILE",
             "NATS_CREDS",
             "AUTH_DISABLED",
             "JWT_ISSUER",
@@ -141,6 +145,37 @@ impl ServiceEnv {
                 std::env::var("FAULT_TEST_RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
             .env("RUST_BACKTRACE", "1");
+        let credentials = &self.nats.credentials;
+        let secrets = [
+            ("NATS_USER", credentials.nats_user.clone()),
+            (
+                "NATS_PASSWORD",
+                credentials
+                    .nats_password
+                    .as_ref()
+                    .map(|secret| secret.expose().to_owned()),
+            ),
+            (
+                "NATS_TOKEN",
+                credentials
+                    .nats_token
+                    .as_ref()
+                    .map(|secret| secret.expose().to_owned()),
+            ),
+        ];
+        for (name, value) in secrets {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        }
+        for (name, path) in [
+            ("NATS_NKEY_FILE", &credentials.nats_nkey_file),
+            ("NATS_CREDS", &credentials.nats_creds),
+        ] {
+            if let Some(path) = path {
+                command.env(name, path);
+            }
+        }
         for (name, value) in &self.extra {
             command.env(name, value);
         }

@@ -17,13 +17,24 @@ pub struct StreamedEvent {
     pub envelope: EventEnvelope,
 }
 
+/// A JetStream context connected as `nats`'s credentials say (none on the shared
+/// server; a user of `deploy/nats/synapse-auth.conf` on a test's own server). Fails at
+/// once if the server is down or refuses the credentials, unlike the services' client.
+pub async fn context(nats: &NatsArgs) -> anyhow::Result<jetstream::Context> {
+    let options = nats
+        .credentials
+        .apply(async_nats::ConnectOptions::new().name("synapse-tests"))
+        .await?;
+    Ok(jetstream::new(options.connect(&nats.nats_url).await?))
+}
+
 /// Wait (up to `patience`) until the stream holds at least `count` messages.
 pub async fn wait_for_messages(
     nats: &NatsArgs,
     count: u64,
     patience: Duration,
 ) -> anyhow::Result<u64> {
-    let context = jetstream::new(async_nats::connect(&nats.nats_url).await?);
+    let context = context(nats).await?;
     let deadline = Instant::now() + patience;
     loop {
         let held = match context.get_stream(&nats.nats_stream).await {
@@ -47,7 +58,7 @@ pub async fn wait_for_messages(
 /// Every message in the stream, in stream order, read with a durable pull consumer of
 /// the test's own (as a downstream system would create).
 pub async fn read_all(nats: &NatsArgs) -> anyhow::Result<Vec<StreamedEvent>> {
-    let context = jetstream::new(async_nats::connect(&nats.nats_url).await?);
+    let context = context(nats).await?;
     let mut stream = context.get_stream(&nats.nats_stream).await?;
     let total = stream.info().await?.state.messages as usize;
     let consumer = stream

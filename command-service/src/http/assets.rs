@@ -80,8 +80,9 @@ pub async fn update(
     .await
 }
 
-/// Query string of `DELETE /assets/{id}`.
+/// Query string of `DELETE /assets/{id}` (and of the cable and relationship deletes).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteParams {
     /// The version the client last saw (or send `If-Match`).

@@ -17,6 +17,7 @@ use crate::store::batches::{self, Batch, BatchKind};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
 use std::collections::HashSet;
@@ -34,6 +35,15 @@ struct Prepared {
     only: Option<HashSet<Uuid>>,
 }
 
+/// The 200 answer of `POST /rules/execute`: with `dry_run` the plan, with `wait` the
+/// finished batch's report (one schema each, so the OpenAPI document says which).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ExecuteAnswer {
+    Plan(Preview),
+    Finished(Report),
+}
+
 /// Execute rules over assets. Returns `202 {correlation_id}` at once and runs in the
 /// background (`wait: true` answers with the report when done); `dry_run: true`
 /// answers with the plan and writes nothing; `plan_id` applies a plan exactly, or is
@@ -41,7 +51,7 @@ struct Prepared {
 #[utoipa::path(post, path = "/rules/execute", request_body = ExecuteRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
     responses(
-        (status = 200, description = "finished (wait) or the dry-run plan", body = Preview),
+        (status = 200, description = "finished (wait) or the dry-run plan", body = ExecuteAnswer),
         (status = 202, description = "started; follow the correlation_id"),
         (status = 404, description = "unknown plan", body = Problem),
         (status = 409, description = "plan is stale or already applied", body = Problem),
@@ -80,7 +90,7 @@ pub async fn execute(
         let rules = select_rules(&state, &request.rule_ids).await?;
         let preview =
             preview::preview(&state.pool, &actor.0, &request, &rules, &request.filters).await?;
-        return Ok((StatusCode::OK, axum::Json(preview)).into_response());
+        return Ok((StatusCode::OK, axum::Json(ExecuteAnswer::Plan(preview))).into_response());
     }
     let prepared = Arc::new(Mutex::new(None));
     let slot = prepared.clone();
@@ -129,7 +139,7 @@ pub async fn execute(
     let report: Report = handle
         .await
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("execution task failed: {error}")))?;
-    Ok((StatusCode::OK, axum::Json(report)).into_response())
+    Ok((StatusCode::OK, axum::Json(ExecuteAnswer::Finished(report))).into_response())
 }
 
 /// Open the batch and append `BATCH_STARTED`, in the request's transaction.

@@ -12,6 +12,7 @@ use crate::rollback::{Mode, RollbackError, RollbackRequest};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
 use serde_json::json;
 use synapse_shared::problem::ApiJson;
 use synapse_shared::Problem;
@@ -61,6 +62,26 @@ impl From<RollbackError> for ApiError {
     }
 }
 
+/// The 200 answer of `POST /rules/rollback`: what was done, or with `dry_run` what
+/// would be (one schema each, so the OpenAPI document says which fields come back).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum RollbackAnswer {
+    RolledBack(RollbackOutcome),
+    DryRun(RollbackPreview),
+}
+
+/// A rollback dry run: the analysis, and whether the rollback would go ahead.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RollbackPreview {
+    /// Always `true`.
+    pub dry_run: bool,
+    pub mode: Mode,
+    /// Whether this mode would roll back now (`strict` refuses when there are conflicts).
+    pub would_roll_back: bool,
+    pub analysis: Analysis,
+}
+
 /// Roll back a batch by its `correlation_id`. `mode`: `strict` (default; 409 with a
 /// conflict report if later batches changed what it touched), `partial` (roll back the
 /// rest, report the conflicts) or `cascade` (roll back the later batches first, newest
@@ -68,7 +89,7 @@ impl From<RollbackError> for ApiError {
 #[utoipa::path(post, path = "/rules/rollback", request_body = RollbackRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
     responses(
-        (status = 200, description = "rolled back, or the dry-run analysis", body = RollbackOutcome),
+        (status = 200, description = "rolled back, or the dry-run analysis", body = RollbackAnswer),
         (status = 404, description = "no such batch", body = Problem),
         (status = 409, description = "conflicts, still running, or already rolled back", body = Problem),
     ))]
@@ -84,10 +105,17 @@ pub async fn rollback(
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
         transaction.rollback().await?;
         let would = analysis.conflicts.is_empty() || request.mode != Mode::Strict;
-        return Ok((StatusCode::OK, axum::Json(json!({"dry_run": true, "mode": request.mode, "would_roll_back": would, "analysis": analysis}))).into_response());
+        let preview = RollbackAnswer::DryRun(RollbackPreview {
+            dry_run: true,
+            mode: request.mode,
+            would_roll_back: would,
+            analysis,
+        });
+        return Ok((StatusCode::OK, axum::Json(preview)).into_response());
     }
     if request.mode == Mode::Cascade {
         let outcome = rollback_cascade(&state.pool, &actor.0, request.correlation_id).await?;
+        let outcome = RollbackAnswer::RolledBack(outcome);
         return Ok((StatusCode::OK, axum::Json(outcome)).into_response());
     }
     let fingerprint = format!(
@@ -109,7 +137,7 @@ pub async fn rollback(
                     request.mode,
                 )
                 .await?;
-                Ok((StatusCode::OK, json!(outcome)))
+                Ok((StatusCode::OK, json!(RollbackAnswer::RolledBack(outcome))))
             })
         },
     )
