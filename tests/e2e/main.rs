@@ -7,6 +7,7 @@ mod execute;
 mod faults;
 mod import;
 mod links;
+mod metrics;
 mod pipeline;
 mod projection;
 mod query;

@@ -5,6 +5,7 @@
 pub mod apps;
 pub mod auth;
 pub mod client;
+pub mod metrics;
 pub mod nats_server;
 pub mod plant;
 pub mod process;

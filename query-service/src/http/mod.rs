@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(synapse_shared::problem::not_found)
         .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(synapse_shared::http_metrics::layer("query"))
         // Spans name the path, not the whole URI: `/ws?ticket=` carries a credential.
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {
