@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod commands;
 mod execute;
+mod export;
 mod faults;
 mod import;
 mod links;
