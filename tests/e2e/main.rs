@@ -20,3 +20,4 @@ mod relay_outage;
 mod rollback;
 mod rollback_properties;
 mod rollback_read;
+mod ws_fuzz;

@@ -3,6 +3,7 @@
 //! nothing behind, and the services started in-process on port 0.
 
 pub mod apps;
+pub mod arbitrary;
 pub mod auth;
 pub mod client;
 pub mod metrics;
