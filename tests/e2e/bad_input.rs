@@ -121,6 +121,7 @@ async fn check_queries(queries: Vec<String>) -> anyhow::Result<()> {
             "/events/timeline",
             "/batches",
             "/events/assets/00000000-0000-0000-0000-000000000001/history",
+            "/assets/export.csv",
         ] {
             let reply = system
                 .http
@@ -141,6 +142,8 @@ async fn check_queries(queries: Vec<String>) -> anyhow::Result<()> {
                     "{status} without problem+json: {content_type}"
                 );
             }
+            // The whole body, as a client reads it (an export streams it).
+            reply.bytes().await?;
         }
     }
     Ok(())
@@ -163,6 +166,7 @@ fn query_string() -> impl Strategy<Value = String> {
         Just("status"),
         Just("kind"),
         Just("sort"),
+        Just("asset_type"),
         Just("x"),
     ];
     let value = prop_oneof![
