@@ -97,7 +97,7 @@ async fn session(socket: WebSocket, state: AppState) {
     // Ends the session: cancelled by shutdown, by the writer when the socket fails, or
     // here when the client leaves.
     let session_end = state.shutdown.child_token();
-    let writer = tokio::spawn(write(
+    let mut writer = tokio::spawn(write(
         sink,
         queue,
         session_end.clone(),
@@ -166,7 +166,6 @@ async fn session(socket: WebSocket, state: AppState) {
     if let Some(current) = current {
         current.abort();
     }
-    let mut writer = writer;
     if let Some((code, reason)) = farewell {
         // The writer sends what is queued, then the close frame, and stops.
         let closing = async {
@@ -259,4 +258,31 @@ fn close(code: u16, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+
+    fn code(error: Error) -> Option<u16> {
+        close_for(&axum::Error::new(error)).map(|(code, _)| code)
+    }
+
+    #[test]
+    fn a_client_breaking_the_protocol_is_told_why_and_a_vanished_one_is_not() {
+        let too_long = CapacityError::MessageTooLong {
+            size: 20_000,
+            max_size: MAX_CLIENT_MESSAGE,
+        };
+        assert_eq!(code(Error::Capacity(too_long)), Some(1009));
+        assert_eq!(code(Error::Utf8("bad byte".to_owned())), Some(1007));
+        let reserved = ProtocolError::UnknownDataFrameType(3);
+        assert_eq!(code(Error::Protocol(reserved)), Some(1002));
+        let reset = ProtocolError::ResetWithoutClosingHandshake;
+        assert_eq!(code(Error::Protocol(reset)), None);
+        assert_eq!(code(Error::ConnectionClosed), None);
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(code(Error::Io(io)), None);
+    }
 }
