@@ -26,6 +26,9 @@ impl Application {
         // First, so a service that would run without authentication by accident
         // refuses to start before touching anything.
         let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
+        // Install the metrics recorder before anything records (the relay, the first
+        // request): until then `metrics` macros record into nothing.
+        let _ = synapse_shared::telemetry::metrics();
         let pool = db::connect(
             &config.database.database_url,
             config.database.database_max_connections,

@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod event;
 pub mod event_log;
+pub mod http_metrics;
 pub mod nats;
 pub mod nats_credentials;
 pub mod problem;

@@ -1,6 +1,7 @@
 //! Structured logs and Prometheus metrics, set up the same way by every service.
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use crate::http_metrics;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
 use std::time::Duration;
 use tracing_subscriber::EnvFilter;
@@ -23,11 +24,14 @@ pub fn init_tracing() {
 /// The process-wide Prometheus recorder. Installed once (several services may run in
 /// one test process); a background task runs the exporter's upkeep, without which
 /// histograms grow without bound.
+///
+/// Histograms are rendered as Prometheus histograms (buckets, aggregatable across
+/// replicas) where buckets are set below, and as summaries otherwise.
 pub fn metrics() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = builder().build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder was installed first; we then still render
             // our (empty) handle rather than crash.
@@ -42,4 +46,16 @@ pub fn metrics() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// The exporter's settings: bucket boundaries per histogram.
+fn builder() -> PrometheusBuilder {
+    let latency = Matcher::Full(http_metrics::REQUEST_DURATION.to_owned());
+    // Fails only for an empty bucket list, which the constant is not.
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(latency, http_metrics::LATENCY_BUCKETS)
+        .unwrap_or_else(|error| {
+            tracing::warn!(%error, "HTTP latency buckets refused; rendering a summary");
+            PrometheusBuilder::new()
+        })
 }

@@ -3,8 +3,10 @@
 //! nothing behind, and the services started in-process on port 0.
 
 pub mod apps;
+pub mod arbitrary;
 pub mod auth;
 pub mod client;
+pub mod metrics;
 pub mod nats_server;
 pub mod plant;
 pub mod process;

@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     .route("/metrics", get(health::metrics))
     .fallback(synapse_shared::problem::not_found)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(synapse_shared::http_metrics::layer("command"))
     .layer(TraceLayer::new_for_http())
     .with_state(state)
 }

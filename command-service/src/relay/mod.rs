@@ -119,6 +119,8 @@ impl Relay {
                 continue;
             }
             tail = publish_round(&publisher, &self.pool, tail, &events).await?;
+            // Also while a backlog drains, so the gauge shows it shrinking.
+            self.record_lag(&tail).await;
         }
     }
 

@@ -71,11 +71,20 @@ pub async fn append(
     // `returning` does not promise an order; positions were drawn in insertion order,
     // which is the order of `events`.
     positions.sort_unstable();
+    record_appended(positions.len());
     Ok(events
         .into_iter()
         .zip(positions)
         .map(|(event, position)| event.into_envelope(position))
         .collect())
+}
+
+/// `synapse_events_appended_total`: the append rate is its `rate()`. Counted when the
+/// insert succeeds, which is just before the commit (appends come last): a transaction
+/// that then fails to commit (Postgres gone at that moment) is counted although its
+/// events never became visible, so the counter can only over-count, and only then.
+fn record_appended(count: usize) {
+    metrics::counter!("synapse_events_appended_total").increment(count as u64);
 }
 
 fn classify(error: sqlx::Error, events: &[NewEvent]) -> AppendError {

@@ -4,6 +4,7 @@ pub mod assets;
 pub mod batches;
 pub mod disciplines;
 pub mod error;
+pub mod export;
 pub mod health;
 pub mod history;
 pub mod pagination;
@@ -32,7 +33,7 @@ use utoipa_axum::routes;
     modifiers(&BearerSecurity),
     tags(
         (name = "events", description = "The timeline and asset histories"),
-        (name = "assets", description = "Asset state, current or as of a time"),
+        (name = "assets", description = "Asset state, current or as of a time; the current assets as CSV"),
         (name = "batches", description = "Batches: status, timings, who ran and rolled back, per-rule counts"),
         (name = "disciplines", description = "Activity per discipline"),
         (name = "live", description = "The live WebSocket feed"),
@@ -47,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(timeline::timeline))
         .routes(routes!(history::history))
         .routes(routes!(assets::asset))
+        .routes(routes!(export::export_assets))
         .routes(routes!(batches::list))
         .routes(routes!(batches::detail))
         .routes(routes!(disciplines::list))
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(synapse_shared::problem::not_found)
         .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(synapse_shared::http_metrics::layer("query"))
         // Spans name the path, not the whole URI: `/ws?ticket=` carries a credential.
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {

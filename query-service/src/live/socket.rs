@@ -33,6 +33,9 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A write the peer does not accept within this time means it stopped reading for
 /// good; its connection is dropped so it holds no resources.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client that broke the protocol gets to receive what is queued for it and
+/// the close frame saying why: it is being dropped anyway.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Upgrade to a WebSocket session.
 #[utoipa::path(
@@ -66,6 +69,8 @@ pub async fn upgrade(
     let sessions = state.sessions.clone();
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
+        // A single frame is refused at its header, before its payload is buffered.
+        .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| sessions.track_future(session(socket, state)))
 }
 
@@ -92,13 +97,15 @@ async fn session(socket: WebSocket, state: AppState) {
     // Ends the session: cancelled by shutdown, by the writer when the socket fails, or
     // here when the client leaves.
     let session_end = state.shutdown.child_token();
-    let writer = tokio::spawn(write(
+    let mut writer = tokio::spawn(write(
         sink,
         queue,
         session_end.clone(),
         state.shutdown.clone(),
     ));
     let mut current: Option<JoinHandle<()>> = None;
+    // Why the session ends, when the client broke the protocol: sent as the close frame.
+    let mut farewell = None;
     loop {
         let received = tokio::select! {
             () = session_end.cancelled() => break,
@@ -108,6 +115,7 @@ async fn session(socket: WebSocket, state: AppState) {
             Ok(Some(Ok(message))) => message,
             Ok(Some(Err(error))) => {
                 tracing::debug!(%error, "live feed: client socket failed");
+                farewell = close_for(&error);
                 break;
             }
             Ok(None) => break,
@@ -155,12 +163,38 @@ async fn session(socket: WebSocket, state: AppState) {
             }
         }
     }
-    session_end.cancel();
     if let Some(current) = current {
         current.abort();
     }
-    drop(outbound);
+    if let Some((code, reason)) = farewell {
+        // The writer sends what is queued, then the close frame, and stops.
+        let closing = async {
+            let _ = outbound.send(Outbound::Close { code, reason }).await;
+            drop(outbound);
+            let _ = (&mut writer).await;
+        };
+        if tokio::time::timeout(CLOSE_GRACE, closing).await.is_ok() {
+            return;
+        }
+    }
+    session_end.cancel();
     let _ = writer.await;
+}
+
+/// The close frame for a client whose socket failed because it broke the WebSocket
+/// protocol; `None` when the connection itself is gone (there is no one to tell).
+/// Without it the client would see a reset and could not tell a refused message from
+/// a network failure.
+fn close_for(error: &axum::Error) -> Option<(u16, &'static str)> {
+    use std::error::Error as _;
+    use tungstenite::error::{Error, ProtocolError};
+    match error.source()?.downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some((close_code::SIZE, "message too big (16 KiB at most)")),
+        Error::Utf8(_) => Some((close_code::INVALID, "a text message must be UTF-8")),
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        Error::Protocol(_) => Some((close_code::PROTOCOL, "WebSocket protocol violation")),
+        _ => None,
+    }
 }
 
 /// Owns the sending half: sends queued frames and pings, and the close frame at the end.
@@ -224,4 +258,31 @@ fn close(code: u16, reason: &'static str) -> Message {
         code,
         reason: Utf8Bytes::from_static(reason),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+
+    fn code(error: Error) -> Option<u16> {
+        close_for(&axum::Error::new(error)).map(|(code, _)| code)
+    }
+
+    #[test]
+    fn a_client_breaking_the_protocol_is_told_why_and_a_vanished_one_is_not() {
+        let too_long = CapacityError::MessageTooLong {
+            size: 20_000,
+            max_size: MAX_CLIENT_MESSAGE,
+        };
+        assert_eq!(code(Error::Capacity(too_long)), Some(1009));
+        assert_eq!(code(Error::Utf8("bad byte".to_owned())), Some(1007));
+        let reserved = ProtocolError::UnknownDataFrameType(3);
+        assert_eq!(code(Error::Protocol(reserved)), Some(1002));
+        let reset = ProtocolError::ResetWithoutClosingHandshake;
+        assert_eq!(code(Error::Protocol(reset)), None);
+        assert_eq!(code(Error::ConnectionClosed), None);
+        let io = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(code(Error::Io(io)), None);
+    }
 }

@@ -1,0 +1,86 @@
+//! The current assets an export reads from `rm_aggregates`, and their property names.
+//!
+//! Both queries run in the export's one read-only snapshot transaction, so the header
+//! (the union of the property names) names exactly the properties the rows hold.
+
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use serde_json::Value;
+use sqlx::PgConnection;
+use synapse_shared::AggregateType;
+
+/// Which assets an export holds: those in any of `disciplines` and any of
+/// `asset_types`; an empty list does not restrict.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AssetFilter {
+    pub disciplines: Vec<String>,
+    pub asset_types: Vec<String>,
+}
+
+/// One current asset, as the export writes it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct AssetRow {
+    pub tag: String,
+    pub asset_type: String,
+    pub discipline: String,
+    pub name: Option<String>,
+    pub area: Option<String>,
+    /// The `properties` object (null if the state has none).
+    pub properties: Option<Value>,
+}
+
+/// The `from ... where` shared by both queries (a macro so that `concat!` makes each
+/// statement one `&'static str`): live (not deleted) assets that pass the filter. `$1`
+/// is the aggregate type, `$2` the disciplines, `$3` the asset types.
+macro_rules! current_assets {
+    () => {
+        " from rm_aggregates
+          where aggregate_type = $1 and state is not null
+            and (cardinality($2::text[]) = 0 or state ->> 'discipline' = any($2))
+            and (cardinality($3::text[]) = 0 or state ->> 'asset_type' = any($3)) "
+    };
+}
+
+/// Every property name of the filtered assets, in byte order (`collate "C"`: the same
+/// order whatever the database's locale).
+pub async fn property_names(
+    connection: &mut PgConnection,
+    filter: &AssetFilter,
+) -> Result<Vec<String>, sqlx::Error> {
+    const SQL: &str = concat!(
+        "select distinct name collate \"C\" as name
+         from (select state -> 'properties' as properties",
+        current_assets!(),
+        ") as assets,
+              jsonb_object_keys(case jsonb_typeof(properties) when 'object' then properties
+                                else '{}'::jsonb end) as name
+         order by 1"
+    );
+    sqlx::query_scalar(SQL)
+        .bind(AggregateType::Asset.as_str())
+        .bind(&filter.disciplines)
+        .bind(&filter.asset_types)
+        .fetch_all(connection)
+        .await
+}
+
+/// The filtered assets ordered by tag, streamed from one query: Postgres sorts once and
+/// the rows arrive as the caller reads them, so memory does not grow with the plant.
+pub fn assets<'c>(
+    connection: &'c mut PgConnection,
+    filter: &'c AssetFilter,
+) -> BoxStream<'c, Result<AssetRow, sqlx::Error>> {
+    const SQL: &str = concat!(
+        "select state ->> 'tag' as tag, state ->> 'asset_type' as asset_type,
+             state ->> 'discipline' as discipline, state ->> 'name' as name,
+             state ->> 'area' as area, state -> 'properties' as properties",
+        current_assets!(),
+        "order by state ->> 'tag' collate \"C\", aggregate_id"
+    );
+    sqlx::query_as(SQL)
+        .bind(AggregateType::Asset.as_str())
+        .bind(&filter.disciplines)
+        .bind(&filter.asset_types)
+        .fetch(connection)
+        .boxed()
+}
