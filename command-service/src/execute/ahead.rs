@@ -11,7 +11,6 @@
 
 use super::apply::AssetOutcome;
 use super::planner::Ids;
-use super::plans;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, restrict, Reads};
 use super::world::World;
@@ -96,19 +95,49 @@ pub async fn still_current(
     connection: &mut PgConnection,
     read_versions: &BTreeMap<String, i64>,
 ) -> Result<bool, sqlx::Error> {
-    let ids: Vec<Uuid> = read_versions
-        .keys()
-        .filter_map(|key| key.parse().ok())
-        .collect();
-    sqlx::query("select 1 from assets where id = any($1) order by id for update")
+    let mut ids = Vec::new();
+    let mut absent_assets = Vec::new();
+    let mut absent_cables = Vec::new();
+    for key in read_versions.keys() {
+        if let Some(tag) = key.strip_prefix("tag:") {
+            absent_assets.push(tag);
+        } else if let Some(tag) = key.strip_prefix("cable:") {
+            absent_cables.push(tag);
+        } else if let Ok(id) = key.parse::<Uuid>() {
+            ids.push(id);
+        }
+    }
+    // Ids are of assets or cables; each query finds its own. Locked and read at once.
+    let mut current: Vec<(Uuid, i64)> =
+        sqlx::query_as("select id, version from assets where id = any($1) order by id for update")
+            .bind(&ids)
+            .fetch_all(&mut *connection)
+            .await?;
+    current.extend(
+        sqlx::query_as::<_, (Uuid, i64)>(
+            "select id, version from cables where id = any($1) order by id for update",
+        )
         .bind(&ids)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query("select 1 from cables where id = any($1) order by id for update")
-        .bind(&ids)
-        .execute(&mut *connection)
-        .await?;
-    Ok(plans::stale_reads(connection, read_versions)
-        .await?
-        .is_empty())
+        .fetch_all(&mut *connection)
+        .await?,
+    );
+    let unchanged = current.len() == ids.len()
+        && current
+            .iter()
+            .all(|(id, version)| read_versions.get(&id.to_string()) == Some(version));
+    if !unchanged {
+        return Ok(false);
+    }
+    if absent_assets.is_empty() && absent_cables.is_empty() {
+        return Ok(true);
+    }
+    let (created,): (bool,) = sqlx::query_as(
+        "select exists (select 1 from assets where tag = any($1))
+             or exists (select 1 from cables where tag = any($2))",
+    )
+    .bind(&absent_assets)
+    .bind(&absent_cables)
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(!created)
 }
