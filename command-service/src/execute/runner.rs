@@ -595,3 +595,32 @@ fn retryable(error: &AppendError) -> bool {
         .and_then(|database_error| database_error.code())
         .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "23505"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(pace: &mut Pace, took: Duration) {
+        pace.since = Instant::now() - took;
+        pace.committed();
+    }
+
+    #[test]
+    fn chunks_shrink_after_a_slow_one_and_grow_back_after_fast_ones() {
+        let mut pace = Pace::new();
+        assert_eq!(pace.size, CHUNK_SIZE);
+        after(&mut pace, Duration::from_millis(1_500));
+        assert_eq!(pace.size, CHUNK_SIZE / 2);
+        for _ in 0..10 {
+            after(&mut pace, Duration::from_secs(3));
+        }
+        assert_eq!(pace.size, MIN_CHUNK_SIZE);
+        // Between a quarter and a whole second: the size stays.
+        after(&mut pace, Duration::from_millis(600));
+        assert_eq!(pace.size, MIN_CHUNK_SIZE);
+        for _ in 0..10 {
+            after(&mut pace, Duration::from_millis(10));
+        }
+        assert_eq!(pace.size, CHUNK_SIZE);
+    }
+}
