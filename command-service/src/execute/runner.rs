@@ -412,7 +412,7 @@ impl Execution {
 
 /// Chunk sizes that keep `BATCH_PROGRESS` coming about every second: halved after a
 /// chunk that took longer than [`PROGRESS_EVERY`], doubled (up to [`CHUNK_SIZE`]) after
-/// one that took under a quarter of it.
+/// one that took under half of it.
 struct Pace {
     size: i64,
     since: Instant,
@@ -431,7 +431,7 @@ impl Pace {
         let took = self.since.elapsed();
         if took > PROGRESS_EVERY {
             self.size = (self.size / 2).max(MIN_CHUNK_SIZE);
-        } else if took < PROGRESS_EVERY / 4 {
+        } else if took < PROGRESS_EVERY / 2 {
             self.size = (self.size * 2).min(CHUNK_SIZE);
         }
         self.since = Instant::now();
@@ -615,8 +615,8 @@ mod tests {
             after(&mut pace, Duration::from_secs(3));
         }
         assert_eq!(pace.size, MIN_CHUNK_SIZE);
-        // Between a quarter and a whole second: the size stays.
-        after(&mut pace, Duration::from_millis(600));
+        // Between half a second and a second: the size stays.
+        after(&mut pace, Duration::from_millis(800));
         assert_eq!(pace.size, MIN_CHUNK_SIZE);
         for _ in 0..10 {
             after(&mut pace, Duration::from_millis(10));
