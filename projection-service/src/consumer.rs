@@ -1,17 +1,25 @@
-//! Following the JetStream stream: one ordered consumer per projector.
+//! Following the JetStream stream: one ordered consumer feeds every projector.
 //!
-//! The consumer starts right after the projector's checkpoint, takes messages in
-//! batches and hands each batch to [`apply_batch`]. Any failure (Postgres down, a NATS
-//! error from the message stream, the stream ending) drops the consumer; after a capped
-//! exponential back-off a new one starts from the checkpoint stored in Postgres, which
-//! is the only progress that counts.
+//! The consumer starts right after the checkpoint of the projector that is furthest
+//! behind, takes messages in batches, decodes each message once and hands each batch to
+//! every projector ([`apply_batch`]), each in its own transaction with its own
+//! checkpoint, concurrently. A projector that already applied a position skips it, so
+//! projectors at different checkpoints share one reader. Any failure (Postgres down, a
+//! NATS error from the message stream, the stream ending) drops the consumer; after a
+//! capped exponential back-off a new one starts from the checkpoints stored in
+//! Postgres, which are the only progress that counts.
+//!
+//! One reader rather than one per projector: receiving and decoding a message was most
+//! of the service's CPU, and three readers did it three times. The price is that a
+//! projector that keeps failing holds the others back; it is retried with back-off and
+//! logged by name.
 
 use crate::apply::{apply_batch, Delivered};
 use crate::backoff::Backoff;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::ProjectorArgs;
 use crate::lag;
-use crate::projectors::Projector;
+use crate::projectors::{AnyProjector, Projector};
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedError};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream};
@@ -33,8 +41,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub enum FollowError {
     #[error("creating or looking up the stream")]
     Stream(#[from] jetstream::context::CreateStreamError),
-    #[error("reading the checkpoint")]
-    Checkpoint(#[source] sqlx::Error),
+    #[error("reading the checkpoint of the {projector} projector")]
+    Checkpoint {
+        projector: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
     #[error("creating the ordered consumer")]
     Consumer(#[from] jetstream::stream::ConsumerError),
     #[error("starting the message stream")]
@@ -45,45 +57,50 @@ pub enum FollowError {
     Metadata(#[source] async_nats::Error),
     #[error("the message stream ended")]
     Ended,
-    #[error("applying a batch")]
-    Apply(#[source] sqlx::Error),
+    #[error("applying a batch with the {projector} projector")]
+    Apply {
+        projector: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
 }
 
-/// Runs one projector against the stream until shut down.
-pub struct Consumer<P> {
-    projector: P,
+/// A projector and where its progress is published (for the lag gauges).
+pub struct Follower {
+    pub projector: AnyProjector,
+    /// Receives the checkpoint whenever it is read or advanced.
+    pub progress: watch::Sender<Option<Checkpoint>>,
+}
+
+/// Runs the projectors against the stream until shut down.
+pub struct Consumer {
+    followers: Vec<Follower>,
     pool: PgPool,
     jetstream: jetstream::Context,
     nats: NatsArgs,
     settings: ProjectorArgs,
-    progress: watch::Sender<Option<Checkpoint>>,
 }
 
-impl<P: Projector> Consumer<P> {
-    /// `progress` receives the checkpoint whenever it is read or advanced (for the lag
-    /// gauges).
+impl Consumer {
     pub fn new(
-        projector: P,
+        followers: Vec<Follower>,
         pool: PgPool,
         jetstream: jetstream::Context,
         nats: NatsArgs,
         settings: ProjectorArgs,
-        progress: watch::Sender<Option<Checkpoint>>,
     ) -> Self {
         Self {
-            projector,
+            followers,
             pool,
             jetstream,
             nats,
             settings,
-            progress,
         }
     }
 
     /// Follow the stream until `shutdown` is cancelled; the batch being applied at that
     /// moment is finished first.
     pub async fn run(self, shutdown: CancellationToken) {
-        let projector = self.projector.name();
         let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
         loop {
             match self.follow(&shutdown, &mut backoff).await {
@@ -92,10 +109,9 @@ impl<P: Projector> Consumer<P> {
                     let delay = backoff.next_delay();
                     let error = anyhow::Error::from(error);
                     tracing::error!(
-                        projector,
                         error = format!("{error:#}"),
                         retry_in_ms = delay.as_millis() as u64,
-                        "projector stopped following the stream; resuming from its checkpoint"
+                        "projection stopped following the stream; resuming from the checkpoints"
                     );
                     tokio::select! {
                         () = shutdown.cancelled() => break,
@@ -104,10 +120,10 @@ impl<P: Projector> Consumer<P> {
                 }
             }
         }
-        tracing::info!(projector, "projector stopped");
+        tracing::info!("projection stopped");
     }
 
-    /// Subscribe from the checkpoint and apply batches until shutdown (`Ok`) or failure.
+    /// Subscribe from the checkpoints and apply batches until shutdown (`Ok`) or failure.
     async fn follow(
         &self,
         shutdown: &CancellationToken,
@@ -129,26 +145,15 @@ impl<P: Projector> Consumer<P> {
         let _receiver = AbortOnDrop(receiver);
         while let Some(batch) = received.recv().await {
             if !batch.delivered.is_empty() {
-                let applied = apply_batch(&self.pool, &self.projector, &batch.delivered)
-                    .await
-                    .map_err(FollowError::Apply)?;
-                lag::record_applied(self.projector.name(), &self.nats.nats_stream, &applied);
-                self.progress.send_replace(Some(applied.checkpoint));
+                self.apply(&batch.delivered).await?;
                 backoff.reset();
-                tracing::debug!(
-                    projector = self.projector.name(),
-                    applied = applied.applied,
-                    skipped = applied.skipped,
-                    position = applied.checkpoint.position,
-                    "batch applied"
-                );
             }
             if let Some(error) = batch.error {
                 return Err(error);
             }
         }
         // The receiver hands on every error it meets, so it ends quietly only on
-        // shutdown; anything else (a panic) must not stop the projector for good.
+        // shutdown; anything else (a panic) must not stop the projection for good.
         if shutdown.is_cancelled() {
             Ok(())
         } else {
@@ -156,23 +161,63 @@ impl<P: Projector> Consumer<P> {
         }
     }
 
-    /// A fresh ordered consumer starting right after the stored checkpoint.
+    /// Apply `delivered` with every projector, concurrently, each in its own
+    /// transaction. Every projector is waited for, so none is cut off mid-transaction
+    /// when another fails; the first failure is returned.
+    async fn apply(&self, delivered: &[Delivered]) -> Result<(), FollowError> {
+        let outcomes = futures::future::join_all(self.followers.iter().map(|follower| async {
+            let started = std::time::Instant::now();
+            let outcome = apply_batch(&self.pool, &follower.projector, delivered).await;
+            (outcome, started.elapsed())
+        }))
+        .await;
+        let mut failure = None;
+        for (follower, outcome) in self.followers.iter().zip(outcomes) {
+            let projector = follower.projector.name();
+            match outcome {
+                (Ok(applied), took) => {
+                    lag::record_applied(projector, &self.nats.nats_stream, &applied, took);
+                    follower.progress.send_replace(Some(applied.checkpoint));
+                    tracing::debug!(
+                        projector,
+                        applied = applied.applied,
+                        skipped = applied.skipped,
+                        position = applied.checkpoint.position,
+                        took_ms = took.as_secs_f64() * 1e3,
+                        "batch applied"
+                    );
+                }
+                (Err(source), _) => {
+                    failure.get_or_insert(FollowError::Apply { projector, source });
+                }
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// A fresh ordered consumer starting right after the checkpoint of the projector
+    /// that is furthest behind.
     async fn subscribe(&self) -> Result<Ordered, FollowError> {
         // Creating the stream here, not only at start-up, lets the projection service
         // start before the command service (or NATS) and still find its stream.
         let stream = synapse_shared::nats::ensure_stream(&self.jetstream, &self.nats).await?;
-        let checkpoint = checkpoint::read(&self.pool, self.projector.name())
-            .await
-            .map_err(FollowError::Checkpoint)?
-            .unwrap_or_default();
-        self.progress.send_replace(Some(checkpoint));
-        let deliver_policy = start_after(
-            self.projector.name(),
-            checkpoint,
-            &stream.cached_info().state,
-        );
+        let mut furthest_behind: Option<Checkpoint> = None;
+        for follower in &self.followers {
+            let projector = follower.projector.name();
+            let checkpoint = checkpoint::read(&self.pool, projector)
+                .await
+                .map_err(|source| FollowError::Checkpoint { projector, source })?
+                .unwrap_or_default();
+            follower.progress.send_replace(Some(checkpoint));
+            if furthest_behind
+                .is_none_or(|behind| checkpoint.stream_sequence < behind.stream_sequence)
+            {
+                furthest_behind = Some(checkpoint);
+            }
+        }
+        let checkpoint = furthest_behind.unwrap_or_default();
+        let deliver_policy = start_after(checkpoint, &stream.cached_info().state);
         tracing::info!(
-            projector = self.projector.name(),
             ?deliver_policy,
             position = checkpoint.position,
             "following the stream"
@@ -189,7 +234,7 @@ impl<P: Projector> Consumer<P> {
 }
 
 /// Where a new consumer starts: right after the checkpoint's message.
-fn start_after(projector: &str, checkpoint: Checkpoint, stream: &stream::State) -> DeliverPolicy {
+fn start_after(checkpoint: Checkpoint, stream: &stream::State) -> DeliverPolicy {
     let consumed = checkpoint.stream_sequence();
     if consumed == 0 {
         return DeliverPolicy::All;
@@ -199,7 +244,6 @@ fn start_after(projector: &str, checkpoint: Checkpoint, stream: &stream::State) 
         // refilled by the relay). Replaying it whole is safe because positions already
         // applied are skipped.
         tracing::warn!(
-            projector,
             consumed,
             last_sequence = stream.last_sequence,
             "the stream is behind the checkpoint; replaying it from its start"
@@ -207,8 +251,8 @@ fn start_after(projector: &str, checkpoint: Checkpoint, stream: &stream::State) 
         return DeliverPolicy::All;
     }
     if stream.first_sequence > consumed + 1 {
-        tracing::error!(projector, consumed, first_sequence = stream.first_sequence,
-            "messages after the checkpoint are gone from the stream; rebuild this read model from the event log");
+        tracing::error!(consumed, first_sequence = stream.first_sequence,
+            "messages after a checkpoint are gone from the stream; rebuild the read models from the event log");
     }
     DeliverPolicy::ByStartSequence {
         start_sequence: consumed + 1,

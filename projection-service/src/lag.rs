@@ -3,7 +3,8 @@
 //! - `synapse_projector_position`: the last event position applied;
 //! - `synapse_projector_lag_events`: the stream's last sequence minus the checkpoint's;
 //! - `synapse_projector_lag_seconds`: the age of the oldest message not yet applied
-//!   (0 when caught up).
+//!   (0 when caught up);
+//! - `synapse_projector_batch_seconds`: how long applying one batch took (a histogram).
 //!
 //! Each is labelled with `projector` and `stream`. The position is set after every
 //! batch; the lag needs a round trip to NATS and is sampled on a timer instead.
@@ -19,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 /// enough that a stream-info request per projector costs nothing.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Record a batch just applied.
-pub fn record_applied(projector: &'static str, stream: &str, applied: &Applied) {
+/// Record a batch just applied, and how long its transaction took.
+pub fn record_applied(projector: &'static str, stream: &str, applied: &Applied, took: Duration) {
     let labels = [
         ("projector", projector.to_owned()),
         ("stream", stream.to_owned()),
@@ -30,6 +31,7 @@ pub fn record_applied(projector: &'static str, stream: &str, applied: &Applied) 
         .increment(applied.applied as u64);
     metrics::counter!("synapse_projector_events_skipped_total", &labels)
         .increment(applied.skipped as u64);
+    metrics::histogram!("synapse_projector_batch_seconds", &labels).record(took.as_secs_f64());
 }
 
 /// Measure the lag every [`SAMPLE_INTERVAL`] until `shutdown`, from the checkpoint the

@@ -8,9 +8,7 @@
 //! that checkpoint is applied and the tables are swapped. The live projector simply
 //! continues from its checkpoint afterwards: nothing is applied twice or missed.
 
-use crate::projectors::{
-    self, AssetHistoryProjector, BatchesProjector, DisciplinesProjector, Projector,
-};
+use crate::projectors::{self, AnyProjector, Projector};
 use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 use synapse_shared::EventEnvelope;
@@ -39,19 +37,13 @@ pub struct Rebuilt {
 /// Rebuild `projector` (by name) from the log at `log_url` into the read database at
 /// `read_url`.
 pub async fn rebuild(log_url: &str, read_url: &str, projector: &str) -> anyhow::Result<Rebuilt> {
-    match projector {
-        projectors::asset_history::NAME => {
-            rebuild_with(log_url, read_url, AssetHistoryProjector).await
-        }
-        projectors::batches::NAME => rebuild_with(log_url, read_url, BatchesProjector).await,
-        projectors::disciplines::NAME => {
-            rebuild_with(log_url, read_url, DisciplinesProjector).await
-        }
-        other => anyhow::bail!(
-            "unknown projector `{other}`; known: {}",
+    let Some(projector) = AnyProjector::named(projector) else {
+        anyhow::bail!(
+            "unknown projector `{projector}`; known: {}",
             projectors::ALL.join(", ")
-        ),
-    }
+        );
+    };
+    rebuild_with(log_url, read_url, projector).await
 }
 
 async fn rebuild_with<P: Projector>(

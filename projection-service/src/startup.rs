@@ -4,23 +4,36 @@ pub use crate::config::Config;
 
 use crate::checkpoint::Checkpoint;
 use crate::config::DEFAULT_PORT;
-use crate::consumer::Consumer;
+use crate::consumer::{Consumer, Follower};
 use crate::http::{self, HttpState};
 use crate::lag;
-use crate::projectors::{AssetHistoryProjector, BatchesProjector, DisciplinesProjector, Projector};
+use crate::projectors::{AnyProjector, Projector};
 use anyhow::Context;
 use async_nats::jetstream;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
+use std::str::FromStr;
 use std::time::Duration;
 use synapse_shared::db;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 /// How long start-up waits for Postgres before giving up: long enough to ride out a
 /// database that starts alongside the service, short enough to fail visibly.
 const DATABASE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The pool the projectors write through. Its transactions commit without waiting for
+/// the WAL to reach disk (`synchronous_commit = off`): a Postgres crash can lose the
+/// last fraction of a second of committed batches, but only whole transactions, each
+/// with its checkpoint, so the projectors simply apply those messages again from the
+/// stream. Read models are derived data; waiting for a flush per batch was a large part
+/// of the time a batch took.
+fn read_model_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(config.read_database_url())?
+        .options([("synchronous_commit", "off")]);
+    Ok(db::pool_options(config.database.database_max_connections).connect_lazy_with(options))
+}
 
 /// A connected, migrated service with its port bound, ready to run.
 pub struct Application {
@@ -37,12 +50,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
         synapse_shared::telemetry::metrics();
-        let pool = db::connect(
-            config.read_database_url(),
-            config.database.database_max_connections,
-        )
-        .await
-        .context("parsing the read database url")?;
+        let pool = read_model_pool(&config).context("parsing the read database url")?;
         db::wait_until_reachable(&pool, DATABASE_PATIENCE)
             .await
             .context("connecting to the read database")?;
@@ -81,13 +89,32 @@ impl Application {
         // cancelling the caller's token.
         let stop = shutdown.child_token();
         let jetstream = jetstream::new(self.nats.clone());
-        // Each projector follows the stream on its own, with its own checkpoint, so a
-        // slow or failing read model never holds the others back.
-        let projectors = vec![
-            self.spawn_projector(AssetHistoryProjector, &jetstream, &stop),
-            self.spawn_projector(BatchesProjector, &jetstream, &stop),
-            self.spawn_projector(DisciplinesProjector, &jetstream, &stop),
-        ];
+        // One reader feeds every projector (each with its own checkpoint); each
+        // projector's lag is sampled on its own.
+        let mut followers = Vec::new();
+        let mut samplers = Vec::new();
+        for projector in AnyProjector::all() {
+            let (progress, progress_seen) = watch::channel::<Option<Checkpoint>>(None);
+            samplers.push(tokio::spawn(lag::sample(
+                jetstream.clone(),
+                self.config.nats.nats_stream.clone(),
+                projector.name(),
+                progress_seen,
+                stop.clone(),
+            )));
+            followers.push(Follower {
+                projector,
+                progress,
+            });
+        }
+        let consumer = Consumer::new(
+            followers,
+            self.pool.clone(),
+            jetstream,
+            self.config.nats.clone(),
+            self.config.projector.clone(),
+        );
+        let consumer = tokio::spawn(consumer.run(stop.clone()));
         tracing::info!(port = self.port, "projection-service listening");
 
         let router = http::router(HttpState {
@@ -99,40 +126,12 @@ impl Application {
             .await;
         stop.cancel();
         let mut outcome = served.context("serving http");
-        for (consumer, sampler) in projectors {
-            let consumed = consumer.await.context("the projector task failed");
-            let sampled = sampler.await.context("the lag sampler failed");
-            // Wait for every task before reporting, so none outlives `run_until_stopped`.
-            outcome = outcome.and(consumed).and(sampled);
+        // Wait for every task before reporting, so none outlives `run_until_stopped`.
+        outcome = outcome.and(consumer.await.context("the projection task failed"));
+        for sampler in samplers {
+            outcome = outcome.and(sampler.await.context("a lag sampler failed"));
         }
         outcome?;
         Ok(())
-    }
-
-    /// Start `projector` following the stream and its lag sampler, both until `stop`.
-    fn spawn_projector<P: Projector>(
-        &self,
-        projector: P,
-        jetstream: &jetstream::Context,
-        stop: &CancellationToken,
-    ) -> (JoinHandle<()>, JoinHandle<()>) {
-        let (progress, progress_seen) = watch::channel::<Option<Checkpoint>>(None);
-        let sampler = tokio::spawn(lag::sample(
-            jetstream.clone(),
-            self.config.nats.nats_stream.clone(),
-            projector.name(),
-            progress_seen,
-            stop.clone(),
-        ));
-        let consumer = Consumer::new(
-            projector,
-            self.pool.clone(),
-            jetstream.clone(),
-            self.config.nats.clone(),
-            self.config.projector.clone(),
-            progress,
-        );
-        let consumer = tokio::spawn(consumer.run(stop.clone()));
-        (consumer, sampler)
     }
 }

@@ -7,6 +7,7 @@
 //! `projector_checkpoints`) and JetStream; it never touches command-side tables and never
 //! writes anything.
 
+pub mod config;
 pub mod export;
 pub mod http;
 pub mod live;

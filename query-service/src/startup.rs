@@ -1,79 +1,22 @@
-//! Configuration and assembly of the service: what `main` and the tests both build.
+//! Assembly of the service: what `main` and the tests both build.
+
+pub use crate::config::{Config, DEFAULT_PORT};
 
 use crate::http;
+use crate::live::consumer;
 use crate::live::hub::Hub;
-use crate::live::{consumer, LiveLimits};
 use crate::state::AppState;
 use anyhow::Context;
 use std::time::Duration;
-use synapse_shared::auth::{AuthArgs, Authenticator};
-use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs, ReadDatabaseArgs};
+use synapse_shared::auth::Authenticator;
+use synapse_shared::config::NatsArgs;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Default port of the query service (SPEC §10).
-pub const DEFAULT_PORT: u16 = 8082;
-
 /// How long shutdown waits for WebSocket sessions to send their close frames: each
 /// write is already bounded, this only caps the total.
 const SESSION_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Everything the query service reads from the environment (or the command line).
-#[derive(Debug, Clone, clap::Parser)]
-#[command(
-    name = "query-service",
-    about = "SYNAPSE read side: timeline, histories, asset states and the live feed"
-)]
-pub struct Config {
-    /// Used only as the fallback of `READ_DATABASE_URL`: the query service reads read
-    /// models, never command-side tables.
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub read_database: ReadDatabaseArgs,
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    #[command(flatten)]
-    pub listen: ListenArgs,
-    #[command(flatten)]
-    pub live: LiveLimits,
-    /// Bearer tokens: every query and the live feed need at least the viewer role.
-    #[command(flatten)]
-    pub auth: AuthArgs,
-}
-
-impl Config {
-    /// A configuration with default live-feed limits, no separate read database and
-    /// **authentication disabled**, for callers (such as tests) that assemble one in code
-    /// and do not exercise authentication; add [`Config::with_auth`] to require tokens.
-    pub fn new(database: DatabaseArgs, nats: NatsArgs, listen: ListenArgs) -> Self {
-        Self {
-            database,
-            read_database: ReadDatabaseArgs {
-                read_database_url: None,
-            },
-            nats,
-            listen,
-            live: LiveLimits::default(),
-            auth: AuthArgs::disabled(),
-        }
-    }
-
-    /// The same configuration with these authentication settings.
-    pub fn with_auth(mut self, auth: AuthArgs) -> Self {
-        self.auth = auth;
-        self
-    }
-
-    /// The read-model database: `READ_DATABASE_URL`, else `DATABASE_URL`.
-    pub fn read_database_url(&self) -> &str {
-        self.read_database
-            .read_database_url
-            .as_deref()
-            .unwrap_or(&self.database.database_url)
-    }
-}
 
 /// A built service: connected, migrated and bound, not yet serving.
 pub struct Application {
@@ -86,7 +29,7 @@ pub struct Application {
 
 impl Application {
     /// Connect to the read database (applying the read-model migrations, which is
-    /// idempotent) and to NATS, and bind the listening socket.
+    /// idempotent, unless told not to) and to NATS, and bind the listening socket.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         // First, so a service that would run without authentication by accident refuses
         // to start before it connects to anything.
@@ -99,9 +42,7 @@ impl Application {
         )
         .await
         .context("configuring the read database pool")?;
-        synapse_shared::db::migrate_read(&pool)
-            .await
-            .context("applying the read-model migrations")?;
+        prepare_read_models(&pool, config.run_migrations).await?;
         let client = synapse_shared::nats::connect(&config.nats, "query-service")
             .await
             .context("connecting to NATS")?;
@@ -184,4 +125,26 @@ impl Application {
         }
         served
     }
+}
+
+/// Apply the read-model migrations, or with `run_migrations` off (a replica on a read
+/// replica) check that someone else has: serving from tables without a column this
+/// version reads would fail every request instead of failing once, here.
+async fn prepare_read_models(pool: &sqlx::PgPool, run_migrations: bool) -> anyhow::Result<()> {
+    if run_migrations {
+        return synapse_shared::db::migrate_read(pool)
+            .await
+            .context("applying the read-model migrations");
+    }
+    let missing = synapse_shared::db::missing_read_migrations(pool)
+        .await
+        .context("reading which read-model migrations the database has")?;
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "RUN_MIGRATIONS is false but the read database lacks read-model migrations {missing:?}; \
+             start the projection service on the primary (it applies them) and let replication catch up"
+        );
+    }
+    tracing::info!("read-model migrations not run (RUN_MIGRATIONS=false); all present");
+    Ok(())
 }

@@ -51,6 +51,27 @@ async fn run_tolerating_other_set(
     migrator.run(pool).await
 }
 
+/// The read-model migrations this build knows that the database has not applied
+/// successfully (empty when it is up to date). For a service that must not migrate, such
+/// as a query service on a read-only replica, to tell an old schema from a current one.
+pub async fn missing_read_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+    let table: Option<String> = sqlx::query_scalar("select to_regclass('_sqlx_migrations')::text")
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<i64> = if table.is_some() {
+        sqlx::query_scalar("select version from _sqlx_migrations where success")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(READ_MIGRATIONS
+        .iter()
+        .map(|migration| migration.version)
+        .filter(|version| !applied.contains(version))
+        .collect())
+}
+
 /// Wait until Postgres answers, for up to `patience`.
 pub async fn wait_until_reachable(pool: &PgPool, patience: Duration) -> Result<(), sqlx::Error> {
     let deadline = tokio::time::Instant::now() + patience;

@@ -14,6 +14,7 @@ mod pipeline;
 mod projection;
 mod query;
 mod read_models;
+mod read_replica;
 mod rebuild;
 mod recovery;
 mod relay;

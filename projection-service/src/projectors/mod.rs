@@ -16,6 +16,54 @@ use sqlx::PgConnection;
 use std::future::Future;
 use synapse_shared::EventEnvelope;
 
+/// Any one of the service's projectors, so code that runs "each projector" (the shared
+/// stream reader, a rebuild by name) holds them in one list.
+#[derive(Debug, Clone, Copy)]
+pub enum AnyProjector {
+    AssetHistory(AssetHistoryProjector),
+    Batches(BatchesProjector),
+    Disciplines(DisciplinesProjector),
+}
+
+impl AnyProjector {
+    /// Every projector the service runs, in [`ALL`] order.
+    pub fn all() -> Vec<Self> {
+        ALL.iter().filter_map(|name| Self::named(name)).collect()
+    }
+
+    /// The projector with this checkpoint name.
+    pub fn named(name: &str) -> Option<Self> {
+        match name {
+            asset_history::NAME => Some(Self::AssetHistory(AssetHistoryProjector)),
+            batches::NAME => Some(Self::Batches(BatchesProjector)),
+            disciplines::NAME => Some(Self::Disciplines(DisciplinesProjector)),
+            _ => None,
+        }
+    }
+}
+
+impl Projector for AnyProjector {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::AssetHistory(projector) => projector.name(),
+            Self::Batches(projector) => projector.name(),
+            Self::Disciplines(projector) => projector.name(),
+        }
+    }
+
+    async fn apply(
+        &self,
+        connection: &mut PgConnection,
+        events: &[&EventEnvelope],
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Self::AssetHistory(projector) => projector.apply(connection, events).await,
+            Self::Batches(projector) => projector.apply(connection, events).await,
+            Self::Disciplines(projector) => projector.apply(connection, events).await,
+        }
+    }
+}
+
 /// Turns events into read-model rows.
 ///
 /// A projector is called inside the transaction that also advances its checkpoint, with

@@ -8,7 +8,7 @@
 
 mod rows;
 
-pub use rows::{asset_id, change, diff, latest_states, AggregateState};
+pub use rows::{asset_id, diff, latest_states, sides, AggregateState};
 
 use super::Projector;
 use chrono::{DateTime, Utc};
@@ -99,11 +99,11 @@ async fn insert_events(
         "insert into rm_events (
              position, event_id, event_type, aggregate_type, aggregate_id, asset_id,
              correlation_id, causation_id, rule_id, rule_version, discipline, actor,
-             occurred_at, payload, diff)
+             occurred_at, payload, diff, aggregate_version, schema_version)
          select * from unnest(
              $1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[],
              $7::uuid[], $8::uuid[], $9::uuid[], $10::integer[], $11::text[], $12::text[],
-             $13::timestamptz[], $14::jsonb[], $15::jsonb[])
+             $13::timestamptz[], $14::jsonb[], $15::jsonb[], $16::bigint[], $17::smallint[])
          on conflict do nothing",
     )
     .bind(columns.position)
@@ -121,6 +121,8 @@ async fn insert_events(
     .bind(columns.occurred_at)
     .bind(columns.payload)
     .bind(columns.diff)
+    .bind(columns.aggregate_version)
+    .bind(columns.schema_version)
     .execute(connection)
     .await?;
     Ok(())
@@ -181,6 +183,8 @@ struct EventColumns<'a> {
     occurred_at: Vec<DateTime<Utc>>,
     payload: Vec<&'a Value>,
     diff: Vec<Option<Value>>,
+    aggregate_version: Vec<i64>,
+    schema_version: Vec<i16>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -201,6 +205,8 @@ impl<'a> EventColumns<'a> {
             occurred_at: Vec::with_capacity(capacity),
             payload: Vec::with_capacity(capacity),
             diff: Vec::with_capacity(capacity),
+            aggregate_version: Vec::with_capacity(capacity),
+            schema_version: Vec::with_capacity(capacity),
         }
     }
 
@@ -219,6 +225,8 @@ impl<'a> EventColumns<'a> {
         self.actor.push(&event.actor);
         self.occurred_at.push(event.occurred_at);
         self.payload.push(&event.payload);
-        self.diff.push(change(event).as_ref().and_then(diff));
+        self.diff.push(diff(event));
+        self.aggregate_version.push(event.aggregate_version);
+        self.schema_version.push(event.schema_version);
     }
 }

@@ -2,7 +2,6 @@
 
 use serde_json::Value;
 use std::collections::HashMap;
-use synapse_shared::domain::Change;
 use synapse_shared::{AggregateType, EventEnvelope};
 use uuid::Uuid;
 
@@ -19,30 +18,29 @@ pub fn asset_id(event: &EventEnvelope) -> Option<Uuid> {
         .and_then(|id| id.parse().ok())
 }
 
-/// The before/after of a change event; `None` for any other event.
-pub fn change(event: &EventEnvelope) -> Option<Change> {
+/// The `before` and `after` sides of a change event, borrowed from its payload (a
+/// missing or null side is `None`); `None` for any other event. Read directly rather
+/// than deserialising the payload: a change event may carry more fields than
+/// `synapse_shared::domain::Change` knows, and copying whole states for every event of a batch is what the
+/// projector would otherwise spend its time on.
+pub fn sides(event: &EventEnvelope) -> Option<(Option<&Value>, Option<&Value>)> {
     if !event.event_type.is_state_change() {
         return None;
     }
-    // Read the two sides directly rather than deserialising the whole payload: a change
-    // event may carry more fields than `Change` knows.
-    let side = |name: &str| {
-        event
-            .payload
-            .get(name)
-            .filter(|value| !value.is_null())
-            .cloned()
-    };
-    Some(Change {
-        before: side("before"),
-        after: side("after"),
-    })
+    let side = |name: &str| event.payload.get(name).filter(|value| !value.is_null());
+    Some((side("before"), side("after")))
 }
 
-/// The RFC 6902 patch of a change event, as stored in `rm_events.diff`.
-pub fn diff(change: &Change) -> Option<Value> {
+/// The RFC 6902 patch of a change event, as stored in `rm_events.diff`; `None` for any
+/// other event. The same patch as `Change::diff`, without copying the states.
+pub fn diff(event: &EventEnvelope) -> Option<Value> {
+    let (before, after) = sides(event)?;
+    let patch = json_patch::diff(
+        before.unwrap_or(&Value::Null),
+        after.unwrap_or(&Value::Null),
+    );
     // A patch is a list of plain operations; turning it into JSON cannot fail.
-    serde_json::to_value(change.diff()).ok()
+    serde_json::to_value(patch).ok()
 }
 
 /// The current state of an asset, cable or relationship after an event.
@@ -66,33 +64,32 @@ fn has_current_state(aggregate_type: AggregateType) -> bool {
 
 /// The newest state of each aggregate the events change. One statement cannot upsert
 /// the same row twice, so a batch that changes an aggregate several times keeps only
-/// its last change (events arrive in position order).
+/// its last change (events arrive in position order); only that state is copied.
 pub fn latest_states(events: &[&EventEnvelope]) -> Vec<AggregateState> {
-    let mut latest: HashMap<Uuid, AggregateState> = HashMap::new();
+    let mut latest: HashMap<Uuid, &EventEnvelope> = HashMap::new();
     for event in events {
-        if !has_current_state(event.aggregate_type) {
+        if !has_current_state(event.aggregate_type) || !event.event_type.is_state_change() {
             continue;
         }
-        let Some(change) = change(event) else {
-            continue;
-        };
-        let state = AggregateState {
-            aggregate_id: event.aggregate_id,
-            aggregate_type: event.aggregate_type,
-            state: change.after,
-            version: event.aggregate_version,
-            last_position: event.position,
-        };
         latest
             .entry(event.aggregate_id)
             .and_modify(|current| {
-                if state.last_position > current.last_position {
-                    *current = state.clone();
+                if event.position > current.position {
+                    *current = event;
                 }
             })
-            .or_insert(state);
+            .or_insert(event);
     }
-    let mut states: Vec<_> = latest.into_values().collect();
+    let mut states: Vec<AggregateState> = latest
+        .into_values()
+        .map(|event| AggregateState {
+            aggregate_id: event.aggregate_id,
+            aggregate_type: event.aggregate_type,
+            state: sides(event).and_then(|(_, after)| after.cloned()),
+            version: event.aggregate_version,
+            last_position: event.position,
+        })
+        .collect();
     // A stable order keeps concurrent upserts of the same rows from deadlocking.
     states.sort_by_key(|state| state.aggregate_id);
     states
@@ -164,7 +161,7 @@ mod tests {
                     "after": { "tag": "P-1", "properties": { "power_kw": 75 } } }),
         );
 
-        let patch = change(&update).as_ref().and_then(diff);
+        let patch = diff(&update);
 
         assert_eq!(
             patch,
@@ -182,7 +179,8 @@ mod tests {
             json!({}),
         );
 
-        assert_eq!(change(&started), None);
+        assert_eq!(sides(&started), None);
+        assert_eq!(diff(&started), None);
     }
 
     #[test]
