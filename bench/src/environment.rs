@@ -42,6 +42,8 @@ pub struct Environment {
     /// When set, the command service checks tokens signed with this secret (so events
     /// name real actors) instead of running with `AUTH_DISABLED=true`.
     pub jwt_secret: Option<String>,
+    /// Leave the database behind at teardown (to profile queries on the same data).
+    pub keep_database: bool,
     /// How many services were started, to name their log files.
     starts: u32,
     database_created: bool,
@@ -69,6 +71,7 @@ impl Environment {
             projection: None,
             query: None,
             jwt_secret: None,
+            keep_database: false,
             starts: 0,
             database_created: false,
         };
@@ -188,7 +191,9 @@ impl Environment {
         if let Err(error) = delete_stream(&self.endpoints.nats_url, &self.stream).await {
             eprintln!("could not delete stream {}: {error:#}", self.stream);
         }
-        if self.database_created {
+        if self.database_created && self.keep_database {
+            eprintln!("kept database {} (drop it when done)", self.name);
+        } else if self.database_created {
             let dropped = async {
                 let mut admin = self.admin().await?;
                 sqlx::query(&format!(

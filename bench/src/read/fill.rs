@@ -1,6 +1,6 @@
 //! Filling the log to the requested size through the real command API: plants imported
-//! as CSV, every rule executed over each plant, one execution rolled back, and a last
-//! import to land on the target. Actors differ per kind of command, so the log holds a
+//! as CSV, every rule executed over each plant, the execution over a smaller second plant
+//! rolled back, and a last import to land on the target. Actors differ per kind of command, so the log holds a
 //! realistic mix of event types, disciplines, rules, batches and actors.
 
 use super::actors::Actors;
@@ -19,6 +19,14 @@ const IMPORT_OVERHEAD: u64 = 3;
 const MIN_PLANT: usize = 1_000;
 /// Which plant's execution is rolled back (the second: the first stays as it was run).
 const ROLLED_BACK_PLANT: usize = 1;
+
+/// Assets per plant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    pub plant: usize,
+    /// Of the plant whose execution is rolled back.
+    pub rolled_back: usize,
+}
 
 /// What to do next to reach the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +79,8 @@ fn rollback_events(assets: usize) -> u64 {
     (matches.updated_assets + matches.created_cables + 10) as u64
 }
 
-/// The next step towards `target` events, with plants of `plant_assets` assets.
-pub fn next_step(progress: Progress, target: u64, plant_assets: usize) -> Step {
+/// The next step towards `target` events.
+pub fn next_step(progress: Progress, target: u64, sizes: Sizes) -> Step {
     let remaining = target.saturating_sub(progress.events);
     if remaining <= IMPORT_OVERHEAD {
         return Step::Done;
@@ -80,12 +88,17 @@ pub fn next_step(progress: Progress, target: u64, plant_assets: usize) -> Step {
     let rolled_back_plant_ran = progress.plants > ROLLED_BACK_PLANT;
     if rolled_back_plant_ran
         && !progress.rolled_back
-        && rollback_events(plant_assets) + IMPORT_OVERHEAD < remaining
+        && rollback_events(sizes.rolled_back) + IMPORT_OVERHEAD < remaining
     {
         return Step::Rollback {
             plant: ROLLED_BACK_PLANT,
         };
     }
+    let plant_assets = match progress.plants == ROLLED_BACK_PLANT && sizes.rolled_back >= MIN_PLANT
+    {
+        true => sizes.rolled_back,
+        false => sizes.plant,
+    };
     if plant_events(plant_assets) <= remaining {
         return Step::Plant {
             plant: progress.plants,
@@ -120,7 +133,7 @@ pub async fn fill(
     environment: &mut Environment,
     actors: &Actors,
     target: u64,
-    plant_assets: usize,
+    sizes: Sizes,
 ) -> anyhow::Result<Filled> {
     let started = Instant::now();
     let service = environment.service()?;
@@ -138,7 +151,7 @@ pub async fn fill(
     let (mut executions, mut executed) = (0, Vec::new());
     let mut rollbacks = 0;
     loop {
-        let step = next_step(progress, target, plant_assets);
+        let step = next_step(progress, target, sizes);
         let step_started = Instant::now();
         let service = environment.service()?;
         match step {
@@ -245,11 +258,12 @@ mod tests {
     use super::*;
 
     /// Run the planner against a log that grows exactly by the estimates.
-    fn simulate(target: u64, plant_assets: usize) -> (Vec<Step>, u64) {
+    fn simulate(target: u64, plant: usize, rolled_back: usize) -> (Vec<Step>, u64) {
+        let sizes = Sizes { plant, rolled_back };
         let mut progress = Progress::default();
         let mut steps = Vec::new();
         loop {
-            let step = next_step(progress, target, plant_assets);
+            let step = next_step(progress, target, sizes);
             match step {
                 Step::Done => return (steps, progress.events),
                 Step::Plant { assets, .. } => {
@@ -257,7 +271,7 @@ mod tests {
                     progress.plants += 1;
                 }
                 Step::Rollback { .. } => {
-                    progress.events += rollback_events(plant_assets);
+                    progress.events += rollback_events(rolled_back);
                     progress.rolled_back = true;
                 }
                 Step::TopUp { rows, .. } => {
@@ -275,7 +289,7 @@ mod tests {
 
     #[test]
     fn a_million_events_are_plants_a_rollback_and_a_top_up_landing_on_the_target() {
-        let (steps, events) = simulate(1_000_000, 100_000);
+        let (steps, events) = simulate(1_000_000, 100_000, 10_000);
         assert_eq!(events, 1_000_000, "{steps:?}");
         assert_eq!(
             steps[0],
@@ -288,7 +302,7 @@ mod tests {
             steps[1],
             Step::Plant {
                 plant: 1,
-                assets: 100_000
+                assets: 10_000
             }
         );
         assert_eq!(steps[2], Step::Rollback { plant: 1 });
@@ -305,7 +319,7 @@ mod tests {
 
     #[test]
     fn plant_numbers_are_never_reused() {
-        let (steps, _) = simulate(500_000, 40_000);
+        let (steps, _) = simulate(500_000, 40_000, 40_000);
         let mut numbers: Vec<usize> = steps
             .iter()
             .filter_map(|step| match step {
@@ -324,14 +338,18 @@ mod tests {
             events: 1_000,
             ..Progress::default()
         };
-        assert_eq!(next_step(at, 1_000, 100), Step::Done);
-        assert_eq!(next_step(at, 500, 100), Step::Done);
-        assert_eq!(next_step(at, 1_003, 100), Step::Done);
+        let sizes = Sizes {
+            plant: 100,
+            rolled_back: 100,
+        };
+        assert_eq!(next_step(at, 1_000, sizes), Step::Done);
+        assert_eq!(next_step(at, 500, sizes), Step::Done);
+        assert_eq!(next_step(at, 1_003, sizes), Step::Done);
     }
 
     #[test]
     fn a_target_too_small_for_a_plant_is_one_import() {
-        let (steps, events) = simulate(2_000, 100_000);
+        let (steps, events) = simulate(2_000, 100_000, 10_000);
         assert_eq!(
             steps,
             vec![Step::TopUp {

@@ -35,6 +35,11 @@ pub struct ReadArgs {
     /// Assets per imported plant (default: a tenth of `--events`, at most 100,000).
     #[arg(long)]
     pub plant_assets: Option<usize>,
+    /// Assets of the second plant, whose execution is rolled back (default: a tenth of
+    /// a plant). The projection marks rolled-back events per `ROLLBACK` event, which
+    /// is slow for large batches (see the README); raise this to measure that.
+    #[arg(long)]
+    pub rollback_assets: Option<usize>,
     /// Concurrent query clients.
     #[arg(long, default_value_t = 16)]
     pub query_clients: usize,
@@ -66,6 +71,10 @@ pub struct ReadArgs {
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Leave the benchmark database behind (its name is printed) to profile queries on
+    /// the same data; drop it yourself afterwards.
+    #[arg(long)]
+    pub keep_database: bool,
     #[command(flatten)]
     pub endpoints: Endpoints,
 }
@@ -86,6 +95,8 @@ pub struct Measured {
     pub filled: fill::Filled,
     pub relay_wait: Duration,
     pub catch_up: catch_up::CatchUp,
+    /// How long `vacuum analyze` of the read models took before the queries.
+    pub maintenance: Duration,
     pub queries: queries::Results,
     pub query_clients: usize,
     /// CPU used during the query load (warm-up included).
@@ -153,6 +164,10 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
     if plant_assets < 1_000 {
         bail!("--plant-assets must be at least 1,000");
     }
+    let sizes = fill::Sizes {
+        plant: plant_assets,
+        rolled_back: args.rollback_assets.unwrap_or(plant_assets / 10),
+    };
     if args.import_events < 4 {
         bail!("--import-events must be at least 4 (one row and the batch events)");
     }
@@ -161,13 +176,14 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         let secret = actors::secret();
         let actors = actors::Actors::new(&secret)?;
         environment.jwt_secret = Some(secret);
+        environment.keep_database = args.keep_database;
         environment.start_service(true).await?;
 
         eprintln!(
-            "read: filling the log with {} events ({plant_assets} assets per plant) ...",
-            args.events
+            "read: filling the log with {} events ({} assets per plant, {} in the rolled-back one) ...",
+            args.events, sizes.plant, sizes.rolled_back
         );
-        let filled = fill::fill(environment, &actors, args.events, plant_assets).await?;
+        let filled = fill::fill(environment, &actors, args.events, sizes).await?;
         let relay_wait = scenario::wait_for_relay(environment, RELAY_CATCH_UP).await?;
         eprintln!(
             "  filled in {:.1} s; the relay needed {:.1} s more",
@@ -180,6 +196,7 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         eprintln!("  caught up in {:.1} s", catch_up.elapsed.as_secs_f64());
 
         let pool = environment.pool().await?;
+        let maintenance = maintain_read_models(&pool).await?;
         environment.start_query().await?;
         let query_url = environment.query()?.base_url.clone();
         let samples = queries::Samples::read(&pool).await?;
@@ -278,6 +295,7 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
             filled,
             relay_wait,
             catch_up,
+            maintenance,
             queries,
             query_clients: args.query_clients,
             query_cpu,
@@ -296,4 +314,21 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         crate::report::json_line(&report::json(&mut measured));
     }
     Ok(())
+}
+
+/// The read models' tables, for the `vacuum analyze` the queries need.
+const READ_MODEL_TABLES: &str = "rm_events, rm_aggregates, rm_batches, rm_batch_rules, \
+     rm_disciplines, rm_discipline_batches, projector_checkpoints";
+
+/// `vacuum analyze` the read models: what autovacuum does after a bulk load in
+/// production (statistics for the planner, the visibility map for index-only scans).
+/// This machine's Postgres runs with `autovacuum = off`, so without it the planner would
+/// guess on tables it has never seen.
+async fn maintain_read_models(pool: &sqlx::PgPool) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    sqlx::query(&format!("vacuum analyze {READ_MODEL_TABLES}"))
+        .execute(pool)
+        .await
+        .context("vacuum analyze of the read models")?;
+    Ok(started.elapsed())
 }

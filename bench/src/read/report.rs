@@ -192,8 +192,10 @@ fn print_details(measured: &mut Measured, lag: &Summary, lag_missing: u64) {
     );
     let cpu = &measured.query_cpu;
     println!(
-        "query load: CPU over {:.1} s (warm-up included): query service {:.1} s, postgres {:.1} s \
+        "query load: after `vacuum analyze` of the read models ({:.1} s; this Postgres runs with autovacuum off); \
+         CPU over {:.1} s (warm-up included): query service {:.1} s, postgres {:.1} s \
          (every database on the machine), bench clients {:.1} s",
+        measured.maintenance.as_secs_f64(),
         cpu.wall.as_secs_f64(),
         cpu.service,
         cpu.postgres,
