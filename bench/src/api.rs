@@ -36,9 +36,25 @@ pub async fn post_json(
     body: &Value,
     what: &str,
 ) -> anyhow::Result<Timed> {
+    send_json(http.post(url), body, what).await
+}
+
+pub async fn patch_json(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    what: &str,
+) -> anyhow::Result<Timed> {
+    send_json(http.patch(url), body, what).await
+}
+
+async fn send_json(
+    request: reqwest::RequestBuilder,
+    body: &Value,
+    what: &str,
+) -> anyhow::Result<Timed> {
     let started = Instant::now();
-    let response = http
-        .post(url)
+    let response = request
         .json(body)
         .send()
         .await

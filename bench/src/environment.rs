@@ -1,8 +1,8 @@
 //! One benchmark's private world: a fresh database, its own JetStream stream and subject
-//! prefix, and at most one command service at a time. [`Environment::teardown`] removes
-//! all of it, and runs whether the benchmark succeeded or not.
+//! prefix, and at most one service of each kind at a time. [`Environment::teardown`]
+//! removes all of it, and runs whether the benchmark succeeded or not.
 
-use crate::service::{CommandService, ServiceSettings};
+use crate::service::{Auth, Kind, Service, ServiceSettings};
 use anyhow::Context;
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::PathBuf;
@@ -21,12 +21,12 @@ pub struct Endpoints {
     pub postgres_url: String,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
-    /// `RUST_LOG` of the command service child; `command_service=debug` to profile.
+    /// `RUST_LOG` of the service children; `command_service=debug` to profile.
     #[arg(long, default_value = "warn")]
     pub service_log: String,
 }
 
-/// A database, a stream and maybe a running service, all named `synapse_bench_<random>`.
+/// A database, a stream and maybe running services, all named `synapse_bench_<random>`.
 pub struct Environment {
     pub name: String,
     pub endpoints: Endpoints,
@@ -35,7 +35,15 @@ pub struct Environment {
     pub subject_prefix: String,
     pub http: reqwest::Client,
     pub pool: Option<PgPool>,
-    pub service: Option<CommandService>,
+    /// The command service.
+    pub service: Option<Service>,
+    pub projection: Option<Service>,
+    pub query: Option<Service>,
+    /// When set, the command service checks tokens signed with this secret (so events
+    /// name real actors) instead of running with `AUTH_DISABLED=true`.
+    pub jwt_secret: Option<String>,
+    /// Leave the database behind at teardown (to profile queries on the same data).
+    pub keep_database: bool,
     /// How many services were started, to name their log files.
     starts: u32,
     database_created: bool,
@@ -60,6 +68,10 @@ impl Environment {
             http,
             pool: None,
             service: None,
+            projection: None,
+            query: None,
+            jwt_secret: None,
+            keep_database: false,
             starts: 0,
             database_created: false,
         };
@@ -99,27 +111,62 @@ impl Environment {
 
     /// Start a command service on this environment, stopping the previous one first.
     /// Each start is a fresh process: its peak memory counts from zero.
-    pub async fn start_service(&mut self, relay: bool) -> anyhow::Result<&CommandService> {
+    pub async fn start_service(&mut self, relay: bool) -> anyhow::Result<&Service> {
         self.stop_service().await;
+        let secret = self.jwt_secret.clone();
+        let auth = match &secret {
+            Some(secret) => Auth::Secret(secret),
+            None => Auth::Disabled,
+        };
+        let service = self.spawn(Kind::Command, relay, auth).await?;
+        Ok(self.service.insert(service))
+    }
+
+    /// Start a projection service (stopping a previous one): it projects the stream
+    /// into read models in this environment's database.
+    pub async fn start_projection(&mut self) -> anyhow::Result<&Service> {
+        if let Some(previous) = self.projection.take() {
+            previous.stop().await;
+        }
+        let service = self.spawn(Kind::Projection, false, Auth::Disabled).await?;
+        Ok(self.projection.insert(service))
+    }
+
+    /// Start a query service (stopping a previous one), without token checks.
+    pub async fn start_query(&mut self) -> anyhow::Result<&Service> {
+        if let Some(previous) = self.query.take() {
+            previous.stop().await;
+        }
+        let service = self.spawn(Kind::Query, false, Auth::Disabled).await?;
+        Ok(self.query.insert(service))
+    }
+
+    async fn spawn(&mut self, kind: Kind, relay: bool, auth: Auth<'_>) -> anyhow::Result<Service> {
         self.starts += 1;
-        let log_file = log_dir()?.join(format!("{}-{}.log", self.name, self.starts));
+        let log_file =
+            log_dir()?.join(format!("{}-{}-{}.log", self.name, self.starts, kind.name()));
         let settings = ServiceSettings {
+            kind,
             database_url: &self.database_url,
             nats_url: &self.endpoints.nats_url,
             stream: &self.stream,
             subject_prefix: &self.subject_prefix,
             relay,
+            auth,
             rust_log: &self.endpoints.service_log,
             log_file: &log_file,
         };
-        let service = CommandService::start(&settings, &self.http).await?;
-        Ok(self.service.insert(service))
+        Service::start(&settings, &self.http).await
     }
 
-    pub fn service(&self) -> anyhow::Result<&CommandService> {
+    pub fn service(&self) -> anyhow::Result<&Service> {
         self.service
             .as_ref()
             .context("no command service is running")
+    }
+
+    pub fn query(&self) -> anyhow::Result<&Service> {
+        self.query.as_ref().context("no query service is running")
     }
 
     pub async fn stop_service(&mut self) {
@@ -131,6 +178,12 @@ impl Environment {
     /// Stop the service, delete the stream, drop the database. Reports what it could not
     /// clean up on stderr and goes on with the rest.
     pub async fn teardown(mut self) {
+        for service in [self.query.take(), self.projection.take()]
+            .into_iter()
+            .flatten()
+        {
+            service.stop().await;
+        }
         self.stop_service().await;
         if let Some(pool) = self.pool.take() {
             pool.close().await;
@@ -138,7 +191,9 @@ impl Environment {
         if let Err(error) = delete_stream(&self.endpoints.nats_url, &self.stream).await {
             eprintln!("could not delete stream {}: {error:#}", self.stream);
         }
-        if self.database_created {
+        if self.database_created && self.keep_database {
+            eprintln!("kept database {} (drop it when done)", self.name);
+        } else if self.database_created {
             let dropped = async {
                 let mut admin = self.admin().await?;
                 sqlx::query(&format!(

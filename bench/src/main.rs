@@ -1,14 +1,16 @@
-//! `bench`: benchmarks of the SYNAPSE command service against the real Postgres and
-//! NATS. Each runs the built `command-service` binary as a child process on a database
-//! and stream of its own, measures the limit it is compared with in the same run, prints
-//! a table (and a JSON line with `--json`), and removes everything it created.
+//! `bench`: benchmarks of SYNAPSE against the real Postgres and NATS. Each runs the built
+//! service binaries as child processes on a database and stream of its own, measures the
+//! limit it is compared with in the same run (or prints each figure next to its target),
+//! prints a table (and a JSON line with `--json`), and removes everything it created.
 
 mod api;
 mod copy_limit;
 mod environment;
 mod execute;
+mod latency;
 mod plant;
 mod profile;
+mod read;
 mod relay;
 mod report;
 mod rollback;
@@ -19,7 +21,7 @@ mod stream;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "bench", about = "SYNAPSE command-service benchmarks")]
+#[command(name = "bench", about = "SYNAPSE benchmarks")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -33,6 +35,9 @@ enum Command {
     Rollback(rollback::RollbackArgs),
     /// The relay emptying a backlog, against a raw JetStream publish.
     Relay(relay::RelayArgs),
+    /// The read side with a large log: query latency, projection throughput,
+    /// end-to-end lag and live-feed latency, each against its target.
+    Read(read::ReadArgs),
 }
 
 #[tokio::main]
@@ -41,5 +46,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Execute(args) => execute::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
         Command::Relay(args) => relay::run(args).await,
+        Command::Read(args) => read::run(args).await,
     }
 }

@@ -1,6 +1,6 @@
-//! The command service as a child process: the very binary an operator runs, started
-//! from the same target directory as this benchmark, so its memory and CPU can be read
-//! from `/proc` apart from ours.
+//! The services as child processes: the very binaries an operator runs, started from the
+//! same target directory as this benchmark, so their memory and CPU can be read from
+//! `/proc` apart from ours.
 
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
@@ -16,38 +16,72 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 /// this runs on.
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// Which service a child runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Command,
+    Projection,
+    Query,
+}
+
+impl Kind {
+    /// The binary's (and the package's) name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Command => "command-service",
+            Kind::Projection => "projection-service",
+            Kind::Query => "query-service",
+        }
+    }
+}
+
+/// How a child checks bearer tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Auth<'a> {
+    /// `AUTH_DISABLED=true`: every request acts as the admin `auth-disabled`. The
+    /// benchmarks measure commands and queries, not token checks.
+    Disabled,
+    /// `JWT_SECRET`: tokens name the actor of each event (the read benchmark wants a
+    /// realistic mix of actors in the log).
+    Secret(&'a str),
+}
+
 /// What the child is started with.
 pub struct ServiceSettings<'a> {
+    pub kind: Kind,
     pub database_url: &'a str,
     pub nats_url: &'a str,
     pub stream: &'a str,
     pub subject_prefix: &'a str,
+    /// `RELAY_ENABLED` of a command service (ignored by the others).
     pub relay: bool,
+    pub auth: Auth<'a>,
     /// `RUST_LOG` of the child, e.g. `command_service=debug` to profile chunks.
     pub rust_log: &'a str,
     /// Where the child's stdout and stderr go.
     pub log_file: &'a Path,
 }
 
-/// A running command service.
-pub struct CommandService {
+/// A running service.
+pub struct Service {
+    kind: Kind,
     child: Child,
     pid: u32,
     pub base_url: String,
     pub log_file: PathBuf,
 }
 
-/// The `command-service` binary beside the running benchmark binary.
-pub fn binary() -> anyhow::Result<PathBuf> {
+/// The service's binary beside the running benchmark binary.
+pub fn binary(kind: Kind) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating the bench binary")?;
     let dir = exe
         .parent()
         .context("the bench binary has no parent directory")?;
-    let binary = dir.join("command-service");
+    let binary = dir.join(kind.name());
     if !binary.is_file() {
         bail!(
-            "{} does not exist: build it with the bench, e.g. \
-             `cargo build --release -p synapse-bench -p command-service`",
+            "{} does not exist: build it with the bench, e.g. `cargo build --release \
+             -p synapse-bench -p command-service -p projection-service -p query-service`",
             binary.display()
         );
     }
@@ -61,28 +95,33 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-impl CommandService {
+impl Service {
     /// Start the service and wait until it answers `/healthz`.
     pub async fn start(
         settings: &ServiceSettings<'_>,
         http: &reqwest::Client,
     ) -> anyhow::Result<Self> {
-        let binary = binary()?;
+        let binary = binary(settings.kind)?;
         let port = free_port()?;
         let log = std::fs::File::create(settings.log_file)
             .with_context(|| format!("creating {}", settings.log_file.display()))?;
         let log_err = log.try_clone().context("duplicating the log file handle")?;
-        let child = Command::new(&binary)
+        let mut command = Command::new(&binary);
+        command
             .env("DATABASE_URL", settings.database_url)
             .env("NATS_URL", settings.nats_url)
             .env("NATS_STREAM", settings.stream)
             .env("NATS_SUBJECT_PREFIX", settings.subject_prefix)
             .env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
-            .env("RELAY_ENABLED", settings.relay.to_string())
-            .env("RUST_LOG", settings.rust_log)
-            // The benchmark measures commands, not token checks: every request acts as
-            // the admin the service names `auth-disabled`.
-            .env("AUTH_DISABLED", "true")
+            .env("RUST_LOG", settings.rust_log);
+        if settings.kind == Kind::Command {
+            command.env("RELAY_ENABLED", settings.relay.to_string());
+        }
+        match settings.auth {
+            Auth::Disabled => command.env("AUTH_DISABLED", "true"),
+            Auth::Secret(secret) => command.env("JWT_SECRET", secret),
+        };
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -92,6 +131,7 @@ impl CommandService {
             .with_context(|| format!("starting {}", binary.display()))?;
         let pid = child.id().context("the child exited at once")?;
         let mut service = Self {
+            kind: settings.kind,
             child,
             pid,
             base_url: format!("http://127.0.0.1:{port}"),
@@ -110,7 +150,8 @@ impl CommandService {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 bail!(
-                    "the command service exited with {status} before it was healthy; see {}",
+                    "{} exited with {status} before it was healthy; see {}",
+                    self.kind.name(),
                     self.log_file.display()
                 );
             }
@@ -125,7 +166,8 @@ impl CommandService {
             }
             if started.elapsed() > STARTUP_TIMEOUT {
                 bail!(
-                    "the command service did not answer {url} within {STARTUP_TIMEOUT:?}; see {}",
+                    "{} did not answer {url} within {STARTUP_TIMEOUT:?}; see {}",
+                    self.kind.name(),
                     self.log_file.display()
                 );
             }
@@ -168,13 +210,15 @@ impl CommandService {
                 return;
             }
             eprintln!(
-                "the command service (pid {}) did not stop within {SHUTDOWN_TIMEOUT:?}; killing it",
+                "{} (pid {}) did not stop within {SHUTDOWN_TIMEOUT:?}; killing it",
+                self.kind.name(),
                 self.pid
             );
         }
         if let Err(error) = self.child.kill().await {
             eprintln!(
-                "could not kill the command service (pid {}): {error}",
+                "could not kill {} (pid {}): {error}",
+                self.kind.name(),
                 self.pid
             );
         }

@@ -1,11 +1,12 @@
-//! JetStream helpers: waiting for a stream to fill, and the raw publish limit.
+//! JetStream helpers: waiting for a stream to fill, and the raw publish and read limits.
 
 use anyhow::{bail, Context};
 use async_nats::jetstream::{self, context::PublishAckFuture};
+use futures::StreamExt;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-async fn connect(nats_url: &str) -> anyhow::Result<async_nats::Client> {
+pub async fn connect(nats_url: &str) -> anyhow::Result<async_nats::Client> {
     tokio::time::timeout(Duration::from_secs(5), async_nats::connect(nats_url))
         .await
         .with_context(|| format!("connecting to {nats_url} timed out"))?
@@ -110,4 +111,79 @@ async fn publish_all(
         ack.await.context("a raw publish was not acknowledged")?;
     }
     Ok(started.elapsed())
+}
+
+/// The stream's last sequence now (0 if it does not exist yet).
+pub async fn last_sequence(nats_url: &str, stream: &str) -> anyhow::Result<u64> {
+    let context = jetstream::new(connect(nats_url).await?);
+    let mut stream = context
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("looking up stream {stream}"))?;
+    let info = stream.info().await.context("reading the stream's state")?;
+    Ok(info.state.last_sequence)
+}
+
+/// What reading a stream raw took.
+pub struct RawRead {
+    pub messages: u64,
+    pub bytes: u64,
+    pub elapsed: Duration,
+}
+
+/// How long the raw read may take before the benchmark gives up.
+const RAW_READ_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The read limit: an ordered consumer (the kind every projector uses) reading
+/// `stream` from its first message up to `last_sequence`, touching nothing but the
+/// payload's length.
+pub async fn raw_read(nats_url: &str, stream: &str, last_sequence: u64) -> anyhow::Result<RawRead> {
+    let started = Instant::now();
+    let mut messages = ordered(nats_url, stream, jetstream::consumer::DeliverPolicy::All).await?;
+    let (mut count, mut bytes) = (0u64, 0u64);
+    let read = async {
+        while let Some(message) = messages.next().await {
+            // An error (e.g. a missed heartbeat) does not end an ordered consumer: go on.
+            let Ok(message) = message else { continue };
+            count += 1;
+            bytes += message.payload.len() as u64;
+            let sequence = message.info().map(|info| info.stream_sequence).unwrap_or(0);
+            if sequence >= last_sequence {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(RAW_READ_TIMEOUT, read)
+        .await
+        .with_context(|| format!("the raw read did not finish within {RAW_READ_TIMEOUT:?}"))?;
+    Ok(RawRead {
+        messages: count,
+        bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// An ordered consumer of `stream` (the kind the projectors and the live hub use),
+/// starting where `deliver_policy` says.
+pub async fn ordered(
+    nats_url: &str,
+    stream: &str,
+    deliver_policy: jetstream::consumer::DeliverPolicy,
+) -> anyhow::Result<jetstream::consumer::pull::Ordered> {
+    let context = jetstream::new(connect(nats_url).await?);
+    let stream = context
+        .get_stream(stream)
+        .await
+        .with_context(|| format!("looking up stream {stream}"))?;
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy,
+            ..Default::default()
+        })
+        .await
+        .context("creating an ordered consumer")?;
+    consumer
+        .messages()
+        .await
+        .context("opening an ordered consumer's messages")
 }
