@@ -105,6 +105,25 @@ async fn a_rebuild_from_the_log_swaps_in_identical_read_models_while_the_service
             );
         }
     }
+    // Every rebuilt event row carries the envelope's versions, as the log has them.
+    let versions: Vec<(i64, Option<i64>, Option<i16>)> = sqlx::query_as(
+        "select position, aggregate_version, schema_version from rm_events order by position",
+    )
+    .fetch_all(&pool)
+    .await?;
+    let logged: Vec<(i64, Option<i64>, Option<i16>)> =
+        synapse_shared::event_log::read_after(&pool, 0, 1_000_000)
+            .await?
+            .iter()
+            .map(|event| {
+                (
+                    event.position,
+                    Some(event.aggregate_version),
+                    Some(event.schema_version),
+                )
+            })
+            .collect();
+    assert_eq!(versions, logged);
     let states: BTreeMap<String, Value> = rebuilt
         .1
         .iter()
