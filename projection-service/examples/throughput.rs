@@ -23,6 +23,10 @@ use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
 use uuid::Uuid;
 
+/// The service binary's allocator, so the example measures what production runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The projector settings, from the environment as the service reads them.
 #[derive(clap::Parser)]
 struct Tuning {
@@ -32,7 +36,11 @@ struct Tuning {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // RUST_LOG=projection_service=debug shows every batch and how long it took.
+    // Quiet unless asked: RUST_LOG=projection_service=debug shows every batch and how
+    // long it took.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
     synapse_shared::telemetry::init_tracing();
     let events: i64 = std::env::var("EVENTS")
         .ok()

@@ -7,7 +7,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use synapse_shared::config::NatsArgs;
@@ -561,7 +561,63 @@ async fn read_model_mismatches(pool: &PgPool) -> anyhow::Result<usize> {
     let logged_set: HashSet<_> = logged.iter().collect();
     let projected_set: HashSet<_> = events.iter().collect();
     mismatches += logged_set.symmetric_difference(&projected_set).count();
+    mismatches += discipline_mismatches(pool, &log).await?;
+    mismatches += batch_mismatches(pool, &log).await?;
     Ok(mismatches)
+}
+
+/// `rm_disciplines` against the log counted by discipline and event type.
+async fn discipline_mismatches(pool: &PgPool, log: &[EventEnvelope]) -> anyhow::Result<usize> {
+    let mut folded: BTreeMap<(String, String), i64> = BTreeMap::new();
+    for event in log {
+        if let Some(discipline) = &event.discipline {
+            *folded
+                .entry((discipline.clone(), event.event_type.as_str().to_owned()))
+                .or_default() += 1;
+        }
+    }
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("select discipline, event_type, count from rm_disciplines")
+            .fetch_all(pool)
+            .await?;
+    let projected: BTreeMap<(String, String), i64> = rows
+        .into_iter()
+        .map(|(discipline, event_type, count)| ((discipline, event_type), count))
+        .collect();
+    Ok(unequal_entries(&folded, &projected))
+}
+
+/// `rm_batches` against the log: one row per started batch, its number of change
+/// events.
+async fn batch_mismatches(pool: &PgPool, log: &[EventEnvelope]) -> anyhow::Result<usize> {
+    let mut folded: BTreeMap<Uuid, i64> = BTreeMap::new();
+    for event in log {
+        if event.event_type == EventType::BatchStarted {
+            folded.entry(event.correlation_id).or_default();
+        }
+        if event.event_type.is_state_change() {
+            *folded.entry(event.correlation_id).or_default() += 1;
+        }
+    }
+    let rows: Vec<(Uuid, Option<i64>)> =
+        sqlx::query_as("select correlation_id, (counts ->> 'changes')::bigint from rm_batches")
+            .fetch_all(pool)
+            .await?;
+    let projected: BTreeMap<Uuid, i64> = rows
+        .into_iter()
+        .map(|(batch, changes)| (batch, changes.unwrap_or(0)))
+        .collect();
+    Ok(unequal_entries(&folded, &projected))
+}
+
+/// Keys whose values differ, or that only one side has.
+fn unequal_entries<K: Ord, V: PartialEq>(left: &BTreeMap<K, V>, right: &BTreeMap<K, V>) -> usize {
+    let only_right = right.keys().filter(|key| !left.contains_key(key)).count();
+    let differing = left
+        .iter()
+        .filter(|(key, value)| right.get(key) != Some(value))
+        .count();
+    only_right + differing
 }
 
 /// Wait (bounded) until every projector has applied the whole log.
@@ -584,9 +640,10 @@ async fn wait_for_projectors(pool: &PgPool, patience: Duration) -> anyhow::Resul
 }
 
 #[tokio::test]
-async fn kill_9_of_the_projection_service_mid_batch_leaves_read_models_equal_to_a_fold_of_the_log(
+async fn projection_killed_at_random_points_of_a_20000_event_batch_ends_equal_to_a_rebuild_and_a_fold_of_the_log(
 ) -> anyhow::Result<()> {
-    // Arrange: the command service in-process, the projector as a process.
+    // Arrange: the command service in-process, the projector as a process; kill delays
+    // from a seed that is printed (FAULT_SEED=<seed> repeats a run).
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let pool = PgPool::connect(&database.url).await?;
@@ -594,48 +651,169 @@ async fn kill_9_of_the_projection_service_mid_batch_leaves_read_models_equal_to_
     let command = apps::command_service(&database, &nats.args, true).await?;
     let mut projection =
         ServiceProcess::start(Service::Projection, ServiceEnv::new(&database, &nats.args)).await?;
-    let batch = import_and_start_execution(&api, &command.url("")).await?;
+    let seed = std::env::var("FAULT_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| u64::from(Uuid::new_v4().as_fields().0));
+    let mut random = KillSchedule::new(seed);
+    println!("projection kill schedule seed: {seed}");
 
-    // Act: kill the projector while it applies the batch.
-    let (batch_start,): (i64,) =
-        sqlx::query_as("select min(position) from workflow_events where correlation_id = $1")
-            .bind(batch)
-            .fetch_one(&pool)
-            .await?;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (projected,): (Option<i64>,) =
-            sqlx::query_as("select max(position) from projector_checkpoints")
-                .fetch_one(&pool)
-                .await?;
-        if projected.unwrap_or(0) >= batch_start {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the projector never reached the batch"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    // Act: one import of 20,000 motors (a batch of 20,002 events); the projector is
+    // killed (SIGKILL) at random points of that batch: once the slowest projector has
+    // passed a random position, after a random delay; it stays dead for a random moment
+    // and is restarted.
+    let started = Instant::now();
+    api.import(&command.url(""), plant_csv("K", KILLED_IMPORT_SIZE))
+        .await?
+        .expect_status(201);
+    let head = synapse_shared::event_log::head(&pool).await?;
+    let imported = started.elapsed();
+    let mut kills: Vec<i64> = Vec::new();
+    for target in random.kill_positions(head) {
+        wait_for_slowest_projector(&pool, target, Duration::from_secs(60)).await?;
+        tokio::time::sleep(random.between(0, 300)).await;
+        projection.kill_9().await?;
+        kills.push(slowest_projector(&pool).await?);
+        tokio::time::sleep(random.between(0, 500)).await;
+        projection.restart().await?;
     }
-    projection.kill_9().await?;
-    let completed_at_kill = count_events(&pool, batch, "BATCH_COMPLETED").await?;
-    println!("projector killed; batch completed at kill: {completed_at_kill}");
-    wait_for_status(&pool, batch, "completed", Duration::from_secs(120)).await?;
-    projection.restart().await?;
-
-    // Assert
     wait_for_projectors(&pool, Duration::from_secs(120)).await?;
+    let caught_up = started.elapsed();
+    let live = synapse_tests::read_models::snapshot(&pool).await?;
+    let rebuilt_by = rebuild_with_the_binary(&database.url).await?;
+    let rebuilt = synapse_tests::read_models::snapshot(&pool).await?;
+
+    // Assert: killed mid-batch each time, each at a different point; the read models
+    // equal an independent fold of the log and the rebuild's.
+    println!(
+        "projection killed {} times, at positions {kills:?} of {head}; imported after \
+         {imported:?}, every projector at the head after {caught_up:?}",
+        kills.len()
+    );
+    assert!(kills.len() >= 3, "killed only at {kills:?} of {head}");
+    let distinct: BTreeSet<i64> = kills.iter().copied().collect();
+    assert!(
+        distinct.len() == PROJECTION_KILLS && kills.iter().all(|at| *at < head),
+        "killed mid-batch at {PROJECTION_KILLS} different points: {kills:?} of {head}"
+    );
+    assert_eq!(
+        rebuilt_by.len(),
+        projection_service::projectors::ALL.len(),
+        "{rebuilt_by:?}"
+    );
+    let from_rebuild = synapse_tests::read_models::differences(&live, &rebuilt);
+    assert!(
+        from_rebuild.is_empty(),
+        "rows differing from the rebuild: {from_rebuild:?}"
+    );
     let mismatches = read_model_mismatches(&pool).await?;
     let stream = compare_stream_with_log(&pool, &nats.args).await?;
     report(
-        "projection_kill_mid_batch",
+        "projection_killed_at_random_points",
         &stream,
         mismatches,
         api.bad_5xx(),
     );
     assert_clean(&stream, mismatches, api.bad_5xx());
-    projection.terminate().await?;
+    assert!(projection.terminate().await?, "the projector exits cleanly");
     command.stop().await
+}
+
+/// Motors imported for the projection kill test: one batch of at least 20,000 events.
+const KILLED_IMPORT_SIZE: usize = 20_000;
+/// Kills per run: enough to hit different phases of a batch (receiving, applying,
+/// committing) while keeping the test well under a minute.
+const PROJECTION_KILLS: usize = 5;
+
+/// Random kill points and pauses, from a seed.
+struct KillSchedule(proptest::test_runner::TestRng);
+
+impl KillSchedule {
+    fn new(seed: u64) -> Self {
+        let mut bytes = [0u8; 32];
+        for chunk in bytes.chunks_mut(8) {
+            chunk.copy_from_slice(&seed.to_le_bytes());
+        }
+        Self(proptest::test_runner::TestRng::from_seed(
+            proptest::test_runner::RngAlgorithm::ChaCha,
+            &bytes,
+        ))
+    }
+
+    /// A duration from `low_ms` (inclusive) to `high_ms` (exclusive).
+    fn between(&mut self, low_ms: u64, high_ms: u64) -> Duration {
+        use proptest::prelude::RngExt;
+        Duration::from_millis(self.0.random_range(low_ms..high_ms))
+    }
+
+    /// [`PROJECTION_KILLS`] positions spread over the log up to `head`, ascending: the
+    /// log is cut into that many equal spans and one random position drawn from each,
+    /// so kills land all along the batch, never two in one place.
+    fn kill_positions(&mut self, head: i64) -> Vec<i64> {
+        use proptest::prelude::RngExt;
+        let span = head / PROJECTION_KILLS as i64;
+        (0..PROJECTION_KILLS as i64)
+            .map(|index| self.0.random_range(index * span + 1..(index + 1) * span))
+            .collect()
+    }
+}
+
+/// Wait (bounded) until the projector furthest behind has applied `position`.
+async fn wait_for_slowest_projector(
+    pool: &PgPool,
+    position: i64,
+    patience: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + patience;
+    loop {
+        let projected = slowest_projector(pool).await?;
+        if projected >= position {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "projection stuck at {projected}, short of {position}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The checkpoint position of the projector that is furthest behind (0 before any).
+async fn slowest_projector(pool: &PgPool) -> anyhow::Result<i64> {
+    let names = projection_service::projectors::ALL.to_vec();
+    let (position,): (Option<i64>,) = sqlx::query_as(
+        "select min(coalesce(c.position, 0))
+         from unnest($1::text[]) as p(name)
+         left join projector_checkpoints c on c.projector = p.name",
+    )
+    .bind(&names)
+    .fetch_one(pool)
+    .await?;
+    Ok(position.unwrap_or(0))
+}
+
+/// Run `projection-service rebuild` (every projector) as the binary an operator runs;
+/// its report lines.
+async fn rebuild_with_the_binary(database_url: &str) -> anyhow::Result<Vec<String>> {
+    let output = tokio::process::Command::new(synapse_tests::process::binary(Service::Projection)?)
+        .arg("rebuild")
+        .env("DATABASE_URL", database_url)
+        .env_remove("READ_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "rebuild failed ({}): {stdout}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(stdout
+        .lines()
+        .filter(|line| line.starts_with("rebuilt "))
+        .map(str::to_owned)
+        .collect())
 }
 
 #[tokio::test]

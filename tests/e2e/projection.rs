@@ -240,11 +240,14 @@ struct EventRow {
     event_type: String,
     asset_id: Option<Uuid>,
     diff: Option<Value>,
+    aggregate_version: Option<i64>,
+    schema_version: Option<i16>,
 }
 
 async fn event_rows(pool: &PgPool) -> anyhow::Result<Vec<EventRow>> {
     Ok(sqlx::query_as(
-        "select position, event_id, event_type, asset_id, diff from rm_events order by position",
+        "select position, event_id, event_type, asset_id, diff, aggregate_version, schema_version
+         from rm_events order by position",
     )
     .fetch_all(pool)
     .await?)
@@ -295,7 +298,7 @@ fn fold(events: &[EventEnvelope]) -> Vec<AggregateRow> {
 }
 
 #[tokio::test]
-async fn creating_updating_and_deleting_an_asset_is_recorded_in_order_with_diffs_and_current_state(
+async fn creating_updating_and_deleting_an_asset_is_recorded_in_order_with_diffs_versions_and_current_state(
 ) -> anyhow::Result<()> {
     // Arrange: the service starts before anything is published.
     let database = TestDatabase::create().await?;
@@ -357,28 +360,36 @@ async fn creating_updating_and_deleting_an_asset_is_recorded_in_order_with_diffs
                 event_id: created.event_id,
                 event_type: "ASSET_CREATED".into(),
                 asset_id: Some(pump),
-                diff: Some(created_diff)
+                diff: Some(created_diff),
+                aggregate_version: Some(1),
+                schema_version: Some(synapse_shared::event::SCHEMA_VERSION),
             },
             EventRow {
                 position: 2,
                 event_id: updated.event_id,
                 event_type: "ASSET_UPDATED".into(),
                 asset_id: Some(pump),
-                diff: Some(updated_diff)
+                diff: Some(updated_diff),
+                aggregate_version: Some(2),
+                schema_version: Some(synapse_shared::event::SCHEMA_VERSION),
             },
             EventRow {
                 position: 3,
                 event_id: outcome.event_id,
                 event_type: "RULE_EXECUTED".into(),
                 asset_id: Some(pump),
-                diff: None
+                diff: None,
+                aggregate_version: Some(1),
+                schema_version: Some(synapse_shared::event::SCHEMA_VERSION),
             },
             EventRow {
                 position: 4,
                 event_id: deleted.event_id,
                 event_type: "ASSET_DELETED".into(),
                 asset_id: Some(pump),
-                diff: Some(deleted_diff)
+                diff: Some(deleted_diff),
+                aggregate_version: Some(3),
+                schema_version: Some(synapse_shared::event::SCHEMA_VERSION),
             },
         ]
     );

@@ -262,19 +262,18 @@ async fn project(pool: &sqlx::PgPool, log: &[EventEnvelope], slice: usize) -> an
     Ok(())
 }
 
-/// Every row of the batch and discipline tables, as JSON, in key order.
+/// The batch and discipline tables of a snapshot (the projectors this test replays).
 async fn read_models(pool: &sqlx::PgPool) -> anyhow::Result<Vec<Value>> {
-    let mut rows = Vec::new();
-    for query in [
-        "select to_jsonb(t) from rm_batches t order by correlation_id",
-        "select to_jsonb(t) from rm_batch_rules t order by correlation_id, rule_id",
-        "select to_jsonb(t) from rm_disciplines t order by discipline, event_type",
-        "select to_jsonb(t) from rm_discipline_batches t order by discipline, correlation_id",
-    ] {
-        let table: Vec<(Value,)> = sqlx::query_as(query).fetch_all(pool).await?;
-        rows.extend(table.into_iter().map(|(row,)| row));
-    }
-    Ok(rows)
+    let mut snapshot = synapse_tests::read_models::snapshot(pool).await?;
+    Ok([
+        "rm_batches",
+        "rm_batch_rules",
+        "rm_disciplines",
+        "rm_discipline_batches",
+    ]
+    .iter()
+    .flat_map(|table| snapshot.remove(table).unwrap_or_default())
+    .collect())
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod nats_server;
 pub mod plant;
 pub mod process;
+pub mod read_models;
 pub mod resources;
 pub mod stream;
 pub mod ws;
