@@ -646,6 +646,92 @@ fn urlencode(text: &str) -> String {
     text.replace('+', "%2B").replace(':', "%3A")
 }
 
+/// Every position of a timeline query, page by page (`query` without `after`).
+async fn all_positions(app: &QueryApp, query: &str) -> Vec<i64> {
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = app
+            .get_ok(&format!("/events/timeline?{query}&limit=500&after={after}"))
+            .await;
+        all.extend(positions(&page["events"]));
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => return all,
+        }
+    }
+}
+
+#[tokio::test]
+async fn time_windows_over_thousands_of_events_find_late_committed_events_and_skip_nothing() {
+    // Arrange: 3,000 events a minute apart, across several buckets of the time summary,
+    // in alternating disciplines; event 2,500 belongs to a long transaction: it occurred
+    // at minute 100 but committed (took its position) much later.
+    let app = spawn_app().await;
+    let batch = Uuid::now_v7();
+    let created = |position: i64, minute: i64| {
+        let mut event = event(
+            position,
+            EventType::AssetCreated,
+            AggregateType::Asset,
+            Uuid::now_v7(),
+            batch,
+        );
+        event.discipline = Some(["ELECTRICAL", "PROCESS"][position as usize % 2].to_owned());
+        event.occurred_at = at(minute);
+        event
+    };
+    let mut events: Vec<EventEnvelope> = (1..=3_000).map(|p| created(p, p)).collect();
+    events[2_499].occurred_at = at(100);
+    app.project(&events).await;
+    let expected = |events: &[EventEnvelope], keep: &dyn Fn(&EventEnvelope) -> bool| -> Vec<i64> {
+        events
+            .iter()
+            .filter(|e| keep(e))
+            .map(|e| e.position)
+            .collect()
+    };
+    let time = |minute| urlencode(&at(minute).to_rfc3339());
+
+    // Act
+    let around_the_late_event =
+        all_positions(&app, &format!("from={}&to={}", time(50), time(150))).await;
+    let late_part = all_positions(&app, &format!("from={}", time(1_500))).await;
+    let early_part = all_positions(&app, &format!("to={}", time(20))).await;
+    let process_since = all_positions(
+        &app,
+        &format!(
+            "discipline=PROCESS&event_type=ASSET_CREATED&from={}",
+            time(2_990)
+        ),
+    )
+    .await;
+    // Events projected after the summary was last brought up to date: read anyway.
+    let more: Vec<EventEnvelope> = (3_001..=3_010).map(|p| created(p, 10)).collect();
+    app.project(&more).await;
+    let early_part_again = all_positions(&app, &format!("to={}", time(20))).await;
+
+    // Assert
+    let window = |from: i64, to: i64| {
+        move |e: &EventEnvelope| e.occurred_at >= at(from) && e.occurred_at <= at(to)
+    };
+    assert_eq!(around_the_late_event, expected(&events, &window(50, 150)));
+    assert!(around_the_late_event.contains(&2_500));
+    assert_eq!(late_part, expected(&events, &window(1_500, 10_000)));
+    assert!(!late_part.contains(&2_500));
+    assert_eq!(early_part, (1..=20).collect::<Vec<i64>>());
+    let process = |e: &EventEnvelope| e.discipline.as_deref() == Some("PROCESS");
+    assert_eq!(
+        process_since,
+        expected(&events, &|e| process(e) && window(2_990, 10_000)(e))
+    );
+    assert_eq!(process_since, vec![2_991, 2_993, 2_995, 2_997, 2_999]);
+    let everything: Vec<EventEnvelope> = events.into_iter().chain(more).collect();
+    assert_eq!(early_part_again, expected(&everything, &window(-10, 20)));
+    assert_eq!(early_part_again.len(), 30);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_asset_history_lists_every_change_with_its_diff_before_and_after() {
     // Arrange: the motor is created, a rule outcome names it, it is updated; the pump's

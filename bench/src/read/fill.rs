@@ -164,6 +164,10 @@ pub async fn fill(
                     assets,
                 )
                 .await?;
+                eprintln!(
+                    "  plant {plant}: {assets} assets imported in {:.1} s",
+                    step_started.elapsed().as_secs_f64()
+                );
                 let body = json!({
                     "rule_ids": rule_ids,
                     "filters": {"tag": format!("{}*", plant::tag_prefix(plant))},

@@ -62,6 +62,10 @@ pub struct ReadArgs {
     pub ws_rate: f64,
     #[arg(long, default_value_t = 20)]
     pub ws_seconds: u64,
+    /// One WebSocket client in this many follows a whole discipline (a quarter of the
+    /// flow); the others follow one asset each.
+    #[arg(long, default_value_t = 10)]
+    pub ws_discipline_every: usize,
     /// Events per import command of the sustained load (rows + 3).
     #[arg(long, default_value_t = 50)]
     pub import_events: u64,
@@ -144,6 +148,8 @@ impl CpuUse {
 pub struct Live {
     pub clients: usize,
     pub rate: f64,
+    /// One client in this many followed a discipline.
+    pub discipline_every: usize,
     pub connect_time: Duration,
     pub run: Sustained,
     pub all: sustained::Deliveries,
@@ -257,8 +263,12 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
             args.ws_clients, args.ws_rate, args.ws_seconds
         );
         let ws_url = format!("{}/ws", query_url.replacen("http://", "ws://", 1));
+        let audience = websocket::Audience {
+            discipline_every: args.ws_discipline_every,
+            watched_assets: watched.clone(),
+        };
         let subscriptions = (0..args.ws_clients)
-            .map(|client| websocket::subscription(client, &watched))
+            .map(|client| audience.subscription(client))
             .collect();
         let subscribers = websocket::connect(&ws_url, subscriptions).await?;
         let connect_time = subscribers.connect_time;
@@ -284,8 +294,9 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
             rate: args.ws_rate,
             connect_time,
             all: deliveries(&|_| true),
-            discipline: deliveries(&|r| websocket::follows_discipline(r.client, &watched)),
-            asset: deliveries(&|r| !websocket::follows_discipline(r.client, &watched)),
+            discipline: deliveries(&|r| audience.follows_discipline(r.client)),
+            asset: deliveries(&|r| !audience.follows_discipline(r.client)),
+            discipline_every: args.ws_discipline_every,
             lagged: received.iter().filter(|r| r.lagged).count(),
             closed_early: received.iter().filter(|r| r.closed_early).count(),
             messages: received.iter().map(|r| r.deliveries.len()).sum(),

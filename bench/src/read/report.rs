@@ -143,8 +143,9 @@ pub fn print(measured: &mut Measured) {
     ]);
     table.row(vec![
         format!(
-            "WebSocket delivery p50 / p99, commit -> client ({} clients, {:.0} events/s achieved)",
+            "WebSocket delivery p50 / p99, commit -> client ({} clients, 1 in {} on a discipline, {:.0} events/s achieved)",
             measured.live.clients,
+            measured.live.discipline_every,
             measured.live.run.achieved_rate()
         ),
         ws.p50_p99(),
@@ -320,6 +321,7 @@ pub fn json(measured: &mut Measured) -> Value {
         "lag_timeline": lag_timeline,
         "lag_missing": lag_missing,
         "ws_clients": measured.live.clients,
+        "ws_discipline_every": measured.live.discipline_every,
         "ws_rate_target": measured.live.rate,
         "ws_rate_achieved": measured.live.run.achieved_rate(),
         "ws_from_commit": measured.live.all.from_commit.summary(),

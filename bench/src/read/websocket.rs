@@ -22,21 +22,34 @@ const CONNECT_WAVE: usize = 50;
 /// How long a client waits for `SUBSCRIBED`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What client `client` subscribes to: every other client follows a discipline (a
-/// lead engineer's view: a quarter of the flow each), the others one asset the load
-/// changes (a person watching one tag).
-pub fn subscription(client: usize, watched_assets: &[Uuid]) -> Value {
-    let filters = if follows_discipline(client, watched_assets) {
-        json!({"discipline": DISCIPLINES[(client / 2) % DISCIPLINES.len()]})
-    } else {
-        json!({"asset_id": watched_assets[(client / 2) % watched_assets.len()]})
-    };
-    json!({"type": "subscribe", "filters": filters})
+/// Who subscribes to what: one client in `discipline_every` follows a whole discipline
+/// (a lead engineer's dashboard: a quarter of the flow), the others one asset each that
+/// the load changes (a person with one tag open).
+#[derive(Debug, Clone)]
+pub struct Audience {
+    pub discipline_every: usize,
+    pub watched_assets: Vec<Uuid>,
 }
 
-/// Whether a subscription is by discipline (for the per-kind figures).
-pub fn follows_discipline(client: usize, watched_assets: &[Uuid]) -> bool {
-    client.is_multiple_of(2) || watched_assets.is_empty()
+impl Audience {
+    /// Whether client `client` follows a discipline.
+    pub fn follows_discipline(&self, client: usize) -> bool {
+        self.watched_assets.is_empty() || client.is_multiple_of(self.discipline_every.max(1))
+    }
+
+    /// The subscribe message of client `client`.
+    pub fn subscription(&self, client: usize) -> Value {
+        let every = self.discipline_every.max(1);
+        let filters = if self.follows_discipline(client) {
+            json!({"discipline": DISCIPLINES[(client / every) % DISCIPLINES.len()]})
+        } else {
+            // The how-manyth asset watcher this client is, so watchers spread over
+            // every watched asset.
+            let watcher = client - (client / every + 1);
+            json!({"asset_id": self.watched_assets[watcher % self.watched_assets.len()]})
+        };
+        json!({"type": "subscribe", "filters": filters})
+    }
 }
 
 /// What one client received.
@@ -213,26 +226,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn half_the_clients_follow_a_discipline_and_half_one_asset() {
-        let assets: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
-        let subscriptions: Vec<Value> = (0..500).map(|c| subscription(c, &assets)).collect();
-        let by_discipline = subscriptions
+    fn one_client_in_n_follows_a_discipline_and_the_others_one_asset_each() {
+        let audience = Audience {
+            discipline_every: 10,
+            watched_assets: (0..250).map(|_| Uuid::new_v4()).collect(),
+        };
+        let subscriptions: Vec<Value> = (0..500).map(|c| audience.subscription(c)).collect();
+        let by_discipline: Vec<&Value> = subscriptions
             .iter()
             .filter(|s| s["filters"]["discipline"].is_string())
-            .count();
-        assert_eq!(by_discipline, 250);
+            .collect();
+        assert_eq!(by_discipline.len(), 50);
         for discipline in DISCIPLINES {
-            let followers = subscriptions
+            let followers = by_discipline
                 .iter()
                 .filter(|s| s["filters"]["discipline"] == discipline)
                 .count();
-            assert!((62..=63).contains(&followers), "{discipline}: {followers}");
+            assert!((12..=13).contains(&followers), "{discipline}: {followers}");
         }
-        assert_eq!(
-            subscriptions[1]["filters"]["asset_id"],
-            assets[0].to_string()
-        );
-        assert!((0..500).all(|c| follows_discipline(c, &assets) == (c % 2 == 0)));
-        assert!(subscription(1, &[])["filters"]["discipline"].is_string());
+        let assets: std::collections::HashSet<&Value> = subscriptions
+            .iter()
+            .map(|s| &s["filters"]["asset_id"])
+            .filter(|id| id.is_string())
+            .collect();
+        assert_eq!(assets.len(), 250, "every watched asset has a watcher");
+        assert!((0..500).all(|c| audience.follows_discipline(c) == (c % 10 == 0)));
+        let nobody_watched = Audience {
+            discipline_every: 10,
+            watched_assets: Vec::new(),
+        };
+        assert!(nobody_watched.subscription(1)["filters"]["discipline"].is_string());
     }
 }

@@ -1,5 +1,7 @@
 //! `rm_events`: one row per event, with the columns readers filter on.
 
+use super::scan::{self, Driver};
+use super::time_index;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -120,6 +122,8 @@ impl EventFilter {
         }
     }
 
+    /// `and ...` for every condition but the event types, which a branch of
+    /// [`page`] reads one at a time.
     fn push_conditions(&self, query: &mut QueryBuilder<'_, Postgres>) {
         match self.asset {
             Some(AssetMatch::Concerns(asset)) => {
@@ -142,12 +146,6 @@ impl EventFilter {
             query
                 .push(" and correlation_id = ")
                 .push_bind(correlation_id);
-        }
-        if !self.event_types.is_empty() {
-            query
-                .push(" and event_type = any(")
-                .push_bind(self.event_types.clone())
-                .push(")");
         }
         if let Some(rule_id) = self.rule_id {
             query.push(" and rule_id = ").push_bind(rule_id);
@@ -173,20 +171,53 @@ impl EventFilter {
 }
 
 /// Up to `limit` events matching `filter` with a position above `after`, ascending.
-/// The keyset (`position > after`) makes every page an index range scan, however deep.
+/// The keyset (`position > after`) makes every page an index range scan, however deep;
+/// [`scan`] says which index and which ranges.
 pub async fn page(
     pool: &PgPool,
     filter: &EventFilter,
     after: i64,
     limit: i64,
 ) -> Result<Vec<TimelineEntry>, sqlx::Error> {
+    let ranges = match (filter.from, filter.to) {
+        (None, None) => None,
+        (from, to) => Some(time_index::summary(pool).await?.ranges(from, to)),
+    };
+    let driver = Driver::of(filter);
     let mut query = QueryBuilder::new("select ");
+    query.push(COLUMNS).push(" from (");
+    let mut first = true;
+    for segment in scan::segments(after, ranges) {
+        for event_type in scan::type_branches(filter) {
+            if !first {
+                query.push(" union all ");
+            }
+            first = false;
+            query
+                .push("(select ")
+                .push(COLUMNS)
+                .push(" from rm_events where position > ")
+                .push_bind(segment.above);
+            if let Some(upto) = segment.upto {
+                query.push(" and position <= ").push_bind(upto);
+            }
+            if let Some(event_type) = event_type {
+                query
+                    .push(" and event_type = ")
+                    .push_bind(event_type.to_owned());
+            }
+            filter.push_conditions(&mut query);
+            query
+                .push(" order by ")
+                .push(scan::order(driver, event_type.is_some()))
+                .push(" limit ")
+                .push_bind(limit)
+                .push(")");
+        }
+    }
     query
-        .push(COLUMNS)
-        .push(" from rm_events where position > ");
-    query.push_bind(after);
-    filter.push_conditions(&mut query);
-    query.push(" order by position limit ").push_bind(limit);
+        .push(") as page order by position limit ")
+        .push_bind(limit);
     query.build_query_as().fetch_all(pool).await
 }
 

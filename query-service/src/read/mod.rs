@@ -9,3 +9,5 @@ pub mod batches;
 pub mod checkpoints;
 pub mod disciplines;
 pub mod events;
+pub mod scan;
+pub mod time_index;
