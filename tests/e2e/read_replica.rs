@@ -70,7 +70,16 @@ async fn with_run_migrations_false_a_query_service_serves_from_a_read_only_repli
         .extra
         .push(("RUN_MIGRATIONS".to_owned(), "false".to_owned()));
     let mut replica = ServiceProcess::start(Service::Query, replica_env).await?;
-    let ready = send(&http, reqwest::Method::GET, &replica.url("/readyz"), None).await?;
+    // Ready once its dependencies answer (the live feed attaches to the stream just
+    // after the process starts): poll for up to 10 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ready = loop {
+        let ready = send(&http, reqwest::Method::GET, &replica.url("/readyz"), None).await?;
+        if ready.status == 200 || std::time::Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let timeline = send(
         &http,
         reqwest::Method::GET,
