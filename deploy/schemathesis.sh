@@ -100,7 +100,10 @@ ensure_schemathesis
 command -v openssl >/dev/null 2>&1 || fail "openssl is needed to sign the admin token"
 bash deploy/ensure-services.sh
 log "building the services (cargo build --bins; a no-op when up to date)"
-cargo build --bins -p command-service -p projection-service -p query-service
+# The whole workspace's bins, exactly as deploy/test.sh builds them: features are
+# unified over the packages built, so a narrower `-p` list would build a second copy
+# of many dependencies (and disk on a CI machine is not unlimited).
+cargo build --bins
 
 run_id="st$(openssl rand -hex 5)"
 readonly DATABASE_NAME="synapse_schemathesis_$run_id"

@@ -23,6 +23,10 @@ export TEST_NATS_URL=${TEST_NATS_URL:-nats://127.0.0.1:4222}
 export RUST_BACKTRACE=${RUST_BACKTRACE:-1}
 # Keep the test build in the dev profile, so it shares artifacts with `deploy/run.sh`.
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-auto}
+# A CI run builds once from scratch: incremental caches only cost disk there.
+if [[ ${CI:-} == true ]]; then
+    export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
+fi
 
 log "TEST_DATABASE_URL=$TEST_DATABASE_URL TEST_NATS_URL=$TEST_NATS_URL"
 
