@@ -71,6 +71,10 @@ pub struct World {
     /// Version of everything as first loaded from the database (0: absent), keyed by
     /// id or by `tag:` for absent tags: what a plan depends on.
     read_versions: BTreeMap<String, i64>,
+    /// Versions of what the previous chunk handed on ([`World::carry_over`]): each
+    /// moves to `read_versions` when planning reads it, so a plan depends only on what
+    /// it used (the writer locks and checks those, not the previous chunk's changes).
+    carried: HashMap<Uuid, i64>,
     /// What planning changed (asset ids, cable tags, relationship and finding keys):
     /// what the next chunk carries over while this one is still being written.
     changed: Changed,
@@ -153,14 +157,19 @@ impl World {
         self.findings.entry(key).or_insert(exists);
     }
 
-    pub fn asset(&self, id: Uuid) -> Option<&AssetState> {
+    pub fn asset(&mut self, id: Uuid) -> Option<&AssetState> {
+        self.depend_on(id);
         self.assets.get(&id)
     }
 
     /// The asset with `tag`, recording the need if the world does not know.
     pub fn asset_by_tag(&mut self, tag: &str) -> Option<AssetState> {
         match self.asset_tags.get(tag) {
-            Some(Some(id)) => self.assets.get(id).cloned(),
+            Some(Some(id)) => {
+                let id = *id;
+                self.depend_on(id);
+                self.assets.get(&id).cloned()
+            }
             Some(None) => None,
             None => {
                 self.needs.asset_tags.insert(tag.to_owned());
@@ -171,7 +180,13 @@ impl World {
 
     pub fn cable_by_tag(&mut self, tag: &str) -> Option<CableState> {
         match self.cables.get(tag) {
-            Some(cable) => cable.clone(),
+            Some(cable) => {
+                let cable = cable.clone();
+                if let Some(cable) = &cable {
+                    self.depend_on(cable.id);
+                }
+                cable
+            }
             None => {
                 self.needs.cable_tags.insert(tag.to_owned());
                 None
@@ -197,6 +212,21 @@ impl World {
                 false
             }
         }
+    }
+
+    /// Planning read `id`: if it was carried over, the plan now depends on its version.
+    fn depend_on(&mut self, id: Uuid) {
+        if let Some(version) = self.carried.remove(&id) {
+            self.read_versions.insert(id.to_string(), version);
+        }
+    }
+
+    /// The version a plan read `id` at, or was handed it at.
+    fn version_of(&self, id: Uuid) -> Option<i64> {
+        self.carried
+            .get(&id)
+            .copied()
+            .or_else(|| self.read_versions.get(&id.to_string()).copied())
     }
 
     /// Record a planned asset state (created or updated).
@@ -244,13 +274,11 @@ impl World {
         let mut next = World::default();
         if self.looked_up.len() <= MAX_CARRIED_LOOKUPS {
             for id in &self.looked_up {
-                if let (Some(asset), Some(version)) =
-                    (self.assets.get(id), self.read_versions.get(&id.to_string()))
-                {
+                if let (Some(asset), Some(version)) = (self.assets.get(id), self.version_of(*id)) {
                     if self.changed.assets.contains(id) {
                         continue;
                     }
-                    next.read_versions.insert(id.to_string(), *version);
+                    next.carried.insert(*id, version);
                     next.asset_tags.insert(asset.tag.clone(), Some(asset.id));
                     next.looked_up.insert(asset.id);
                     next.assets.insert(asset.id, asset.clone());
@@ -259,15 +287,14 @@ impl World {
         }
         for id in &self.changed.assets {
             if let Some(asset) = self.assets.get(id) {
-                next.read_versions.insert(id.to_string(), asset.version);
+                next.carried.insert(*id, asset.version);
                 next.asset_tags.insert(asset.tag.clone(), Some(asset.id));
                 next.assets.insert(asset.id, asset.clone());
             }
         }
         for tag in &self.changed.cables {
             if let Some(Some(cable)) = self.cables.get(tag) {
-                next.read_versions
-                    .insert(cable.id.to_string(), cable.version);
+                next.carried.insert(cable.id, cable.version);
                 next.cables.insert(tag.clone(), Some(cable.clone()));
             }
         }
@@ -340,6 +367,8 @@ mod tests {
         assert_eq!(world.read_versions().get("cable:W-M-1-PWR"), Some(&0));
 
         let mut next = world.carry_over();
+        // The next plan depends on nothing it has not read yet.
+        assert!(next.read_versions().is_empty());
         // Changed things come with their planned versions, as read after the commit.
         assert_eq!(next.asset(page_motor.id).map(|a| a.version), Some(4));
         assert_eq!(
