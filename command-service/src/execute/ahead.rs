@@ -9,16 +9,18 @@
 //! (another batch got there first), the plan is dropped and the chunk is done the
 //! locked way. Either way each chunk is one transaction with its snapshots and events.
 
-use super::apply::AssetOutcome;
+use super::apply::{self, AssetOutcome, StateWrites};
 use super::planner::Ids;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, restrict, Reads};
 use super::world::World;
-use crate::assets::store as asset_store;
+use crate::assets::store::{self as asset_store, Selection};
 use crate::rules::definition::CompiledRule;
+use crate::store::batches::Batch;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use synapse_shared::NewEvent;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
@@ -31,6 +33,10 @@ pub struct Planned {
     pub full: bool,
     pub outcomes: Vec<AssetOutcome>,
     pub world: World,
+    /// The chunk's state writes and events, built here rather than in the writer's
+    /// transaction (its events carry versions of a detached batch: see `Batch::adopt`).
+    pub writes: StateWrites,
+    pub events: Vec<NewEvent>,
 }
 
 /// What planning ahead needs, owned, so it can run as its own task.
@@ -41,6 +47,9 @@ pub struct Planning {
     pub filter: AssetFilter,
     pub only: Option<Arc<HashSet<Uuid>>>,
     pub ids: Ids,
+    /// The running batch, detached ([`Batch::detached`]).
+    pub batch: Batch,
+    pub selection: Selection,
 }
 
 /// A plan in the making.
@@ -61,9 +70,15 @@ impl Planning {
         world: World,
     ) -> Result<Option<Planned>, sqlx::Error> {
         let mut connection = self.pool.acquire().await?;
-        let page =
-            asset_store::page_for_execution(&mut connection, &self.filter, after, limit, false)
-                .await?;
+        let page = asset_store::page_for_execution(
+            &mut connection,
+            &self.filter,
+            self.selection,
+            after,
+            limit,
+            false,
+        )
+        .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {
             return Ok(None);
         };
@@ -78,11 +93,15 @@ impl Planning {
             Reads::Optimistic,
         )
         .await?;
+        let writes = StateWrites::of(&outcomes);
+        let events = apply::events(&mut self.batch, &self.rule, &outcomes);
         Ok(Some(Planned {
             last,
             full,
             outcomes,
             world,
+            writes,
+            events,
         }))
     }
 }

@@ -11,7 +11,7 @@ use crate::store::snapshot::{self, Snapshot};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use std::collections::HashMap;
-use synapse_shared::domain::Change;
+use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
@@ -65,86 +65,117 @@ impl Counts {
     }
 }
 
-/// Write the state changes of `outcomes` (always) and build their events (returned,
-/// for the caller to append last). Snapshots are taken for every aggregate touched.
+/// A chunk's state writes (snapshots for every aggregate touched, new states,
+/// relationships, findings), built from its outcomes without the database, so that it
+/// can be built before the chunk's transaction opens.
+#[derive(Debug, Default)]
+pub struct StateWrites {
+    snapshots: Vec<Snapshot>,
+    assets: Vec<AssetState>,
+    cables: Vec<CableState>,
+    relationships: Vec<RelationshipState>,
+    /// Asset, severity, message.
+    findings: Vec<(Uuid, String, String)>,
+}
+
+impl StateWrites {
+    pub fn of(outcomes: &[AssetOutcome]) -> Self {
+        let mut writes = Self::default();
+        let mut assets = HashMap::new();
+        let mut cable_states = HashMap::new();
+        for outcome in outcomes {
+            let Outcome::Executed { changes } = &outcome.outcome else {
+                continue;
+            };
+            for change in changes {
+                match change {
+                    PlannedChange::Asset { before, after } => {
+                        writes.snapshots.push(Snapshot {
+                            aggregate_type: AggregateType::Asset,
+                            aggregate_id: after.id,
+                            state: before.as_ref().map(crate::assets::commands::state_json),
+                            version: before.as_ref().map_or(0, |b| b.version),
+                        });
+                        assets.insert(after.id, after.clone());
+                    }
+                    PlannedChange::Cable { before, after } => {
+                        writes.snapshots.push(Snapshot {
+                            aggregate_type: AggregateType::Cable,
+                            aggregate_id: after.id,
+                            state: before.as_ref().map(|b| json!(b)),
+                            version: before.as_ref().map_or(0, |b| b.version),
+                        });
+                        cable_states.insert(after.id, after.clone());
+                    }
+                    PlannedChange::Relationship(relationship) => {
+                        writes.snapshots.push(Snapshot {
+                            aggregate_type: AggregateType::Relationship,
+                            aggregate_id: relationship.id,
+                            state: None,
+                            version: 0,
+                        });
+                        writes.relationships.push(relationship.clone());
+                    }
+                    PlannedChange::Finding {
+                        asset_id,
+                        severity,
+                        message,
+                    } => {
+                        writes.findings.push((
+                            *asset_id,
+                            json!(severity).as_str().unwrap_or("info").to_owned(),
+                            message.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        writes.assets = assets.into_values().collect();
+        writes.cables = cable_states.into_values().collect();
+        writes
+    }
+
+    /// Write them in the caller's transaction, for batch `correlation_id`.
+    pub async fn write(
+        &self,
+        connection: &mut PgConnection,
+        correlation_id: Uuid,
+        rule: &CompiledRule,
+    ) -> Result<(), sqlx::Error> {
+        snapshot::take_many(connection, correlation_id, &self.snapshots).await?;
+        asset_store::upsert_many(connection, &self.assets).await?;
+        cables::upsert(connection, &self.cables).await?;
+        relationships::insert(connection, &self.relationships).await?;
+        if !self.findings.is_empty() {
+            let findings = &self.findings;
+            sqlx::query(
+                "insert into findings (asset_id, rule_id, severity, message, correlation_id)
+                 select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
+                     as f(asset_id, severity, message)
+                 on conflict do nothing",
+            )
+            .bind(findings.iter().map(|f| f.0).collect::<Vec<_>>())
+            .bind(findings.iter().map(|f| f.1.as_str()).collect::<Vec<_>>())
+            .bind(findings.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
+            .bind(rule.id)
+            .bind(correlation_id)
+            .execute(connection)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Write the state changes of `outcomes` in the caller's transaction.
 pub async fn write_state(
     connection: &mut PgConnection,
     correlation_id: Uuid,
     rule: &CompiledRule,
     outcomes: &[AssetOutcome],
 ) -> Result<(), sqlx::Error> {
-    let mut snapshots = Vec::new();
-    let mut assets = HashMap::new();
-    let mut cable_states = HashMap::new();
-    let mut new_relationships = Vec::new();
-    let mut findings = Vec::new();
-    for outcome in outcomes {
-        let Outcome::Executed { changes } = &outcome.outcome else {
-            continue;
-        };
-        for change in changes {
-            match change {
-                PlannedChange::Asset { before, after } => {
-                    snapshots.push(Snapshot {
-                        aggregate_type: AggregateType::Asset,
-                        aggregate_id: after.id,
-                        state: before.as_ref().map(crate::assets::commands::state_json),
-                        version: before.as_ref().map_or(0, |b| b.version),
-                    });
-                    assets.insert(after.id, after.clone());
-                }
-                PlannedChange::Cable { before, after } => {
-                    snapshots.push(Snapshot {
-                        aggregate_type: AggregateType::Cable,
-                        aggregate_id: after.id,
-                        state: before.as_ref().map(|b| json!(b)),
-                        version: before.as_ref().map_or(0, |b| b.version),
-                    });
-                    cable_states.insert(after.id, after.clone());
-                }
-                PlannedChange::Relationship(relationship) => {
-                    snapshots.push(Snapshot {
-                        aggregate_type: AggregateType::Relationship,
-                        aggregate_id: relationship.id,
-                        state: None,
-                        version: 0,
-                    });
-                    new_relationships.push(relationship.clone());
-                }
-                PlannedChange::Finding {
-                    asset_id,
-                    severity,
-                    message,
-                } => {
-                    findings.push((
-                        *asset_id,
-                        json!(severity).as_str().unwrap_or("info").to_owned(),
-                        message.clone(),
-                    ));
-                }
-            }
-        }
-    }
-    snapshot::take_many(connection, correlation_id, &snapshots).await?;
-    asset_store::upsert_many(connection, &assets.into_values().collect::<Vec<_>>()).await?;
-    cables::upsert(connection, &cable_states.into_values().collect::<Vec<_>>()).await?;
-    relationships::insert(connection, &new_relationships).await?;
-    if !findings.is_empty() {
-        sqlx::query(
-            "insert into findings (asset_id, rule_id, severity, message, correlation_id)
-             select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
-                 as f(asset_id, severity, message)
-             on conflict do nothing",
-        )
-        .bind(findings.iter().map(|f| f.0).collect::<Vec<_>>())
-        .bind(findings.iter().map(|f| f.1.clone()).collect::<Vec<_>>())
-        .bind(findings.iter().map(|f| f.2.clone()).collect::<Vec<_>>())
-        .bind(rule.id)
-        .bind(correlation_id)
-        .execute(connection)
-        .await?;
-    }
-    Ok(())
+    StateWrites::of(outcomes)
+        .write(connection, correlation_id, rule)
+        .await
 }
 
 /// The events of a chunk's outcomes, in order: per asset its rule outcome, then the

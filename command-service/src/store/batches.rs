@@ -72,6 +72,32 @@ impl Batch {
         self.version
     }
 
+    /// The same batch with its version counted from 0: events built on it ahead of
+    /// time get their real versions from [`Batch::adopt`].
+    pub fn detached(&self) -> Self {
+        Self {
+            version: 0,
+            ..self.clone()
+        }
+    }
+
+    /// Take over `events` built on a [`Batch::detached`] copy: this batch's events among
+    /// them get the versions that follow this batch's, and all of them the time they
+    /// are written at, not the time they were built at.
+    pub fn adopt(&mut self, events: &mut [NewEvent]) {
+        let base = self.version;
+        let now = Utc::now();
+        for event in events.iter_mut() {
+            event.occurred_at = now;
+            if event.aggregate_type == AggregateType::Batch
+                && event.aggregate_id == self.correlation_id
+            {
+                event.aggregate_version += base;
+                self.version = self.version.max(event.aggregate_version);
+            }
+        }
+    }
+
     /// A batch-level event (`BATCH_*`, `RULE_EXECUTION_*`, rule outcomes).
     pub fn event(&mut self, event_type: EventType, payload: Value) -> NewEvent {
         self.version += 1;
@@ -166,4 +192,53 @@ pub async fn record(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn events_built_on_a_detached_batch_take_the_versions_that_follow_the_batch() {
+        let mut batch = Batch::new(BatchKind::RuleExecution, "erin");
+        batch.event(EventType::BatchStarted, json!({}));
+        batch.event(EventType::RuleExecutionStarted, json!({}));
+
+        let mut ahead = batch.detached();
+        let executed = ahead.event(EventType::RuleExecuted, json!({}));
+        let target = ChangeTarget {
+            event_type: EventType::AssetUpdated,
+            aggregate_type: AggregateType::Asset,
+            aggregate_id: Uuid::now_v7(),
+            version: 7,
+            discipline: None,
+        };
+        let change = ahead.change(
+            target,
+            Change {
+                before: None,
+                after: None,
+            },
+            Some(executed.event_id),
+        );
+        let skipped = ahead.event(EventType::RuleSkipped, json!({}));
+        let mut events = vec![executed, change, skipped];
+        let built_at = events[0].occurred_at;
+
+        batch.adopt(&mut events);
+        let versions: Vec<i64> = events.iter().map(|e| e.aggregate_version).collect();
+        assert_eq!(versions, vec![3, 7, 4], "the asset's own version is kept");
+        assert_eq!(batch.version(), 4);
+        assert_eq!(
+            batch
+                .event(EventType::BatchProgress, json!({}))
+                .aggregate_version,
+            5
+        );
+        assert!(events.iter().all(|e| e.occurred_at >= built_at));
+        assert!(events
+            .iter()
+            .all(|e| e.occurred_at == events[0].occurred_at));
+    }
 }
