@@ -473,3 +473,75 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
     assert_eq!(setup.events().await?.len(), logged);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rule_runs_over_the_assets_selected_when_it_starts_not_over_what_it_creates(
+) -> anyhow::Result<()> {
+    // Arrange: a rule whose created assets would match it again (a spare for every big
+    // motor is itself a big motor). Run over what it created, it would never end.
+    let setup = setup(false).await?;
+    let spares = setup
+        .define(&json!({
+            "name": "Motors above 100 kW get a spare",
+            "discipline": "ELECTRICAL",
+            "priority": 10,
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 100",
+            "then": [
+                {"type": "upsert_asset", "tag": "{asset.tag}-SPARE", "asset_type": "ELECTRIC_MOTOR",
+                 "discipline": "ELECTRICAL", "area": "{asset.area}",
+                 "properties": {"rated_power_kw": "asset.properties.rated_power_kw"}}
+            ]
+        }))
+        .await?;
+    let selected = small_plant().len() as u64;
+
+    // Act
+    let report = tokio::time::timeout(
+        Duration::from_secs(60),
+        setup.execute(json!({"rule_ids": [spares], "wait": true})),
+    )
+    .await??;
+
+    // Assert: the plant's assets and nothing else were evaluated, and each big motor
+    // got one spare.
+    assert_eq!(report["status"], "completed", "{report}");
+    let counts = &report["rules"][0]["counts"];
+    assert_eq!(counts["assets"], selected, "{report}");
+    assert_eq!(counts["executed"], 2, "M-104 (110 kW) and M-105 (160 kW)");
+    let tags: Vec<(String,)> =
+        sqlx::query_as("select tag from assets where tag like '%-SPARE%' order by tag")
+            .fetch_all(&setup.pool)
+            .await?;
+    let tags: Vec<String> = tags.into_iter().map(|(tag,)| tag).collect();
+    assert_eq!(tags, vec!["M-104-SPARE", "M-105-SPARE"]);
+    // The progress the batch reported ends where it started: done = total.
+    let events = setup.events().await?;
+    let started = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "RULE_EXECUTION_STARTED")
+        .map(|e| e.payload["total"].clone());
+    let last_progress = events
+        .iter()
+        .rev()
+        .find(|e| e.event_type.as_str() == "BATCH_PROGRESS")
+        .map(|e| (e.payload["done"].clone(), e.payload["total"].clone()));
+    assert_eq!(started, Some(json!(selected)));
+    assert_eq!(last_progress, Some((json!(selected), json!(selected))));
+
+    // A dry run plans over the selection of its own start too: the two spares are
+    // selected now and get spares of their own, and those are not planned over again.
+    let preview = setup
+        .execute(json!({"rule_ids": [spares], "dry_run": true}))
+        .await?;
+    assert_eq!(preview["totals"]["assets"], selected + 2, "{preview}");
+    assert_eq!(preview["totals"]["skipped"], 2, "{preview}");
+    let planned: Vec<&str> = preview["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| entry["changes"].as_array().into_iter().flatten())
+        .filter_map(|change| change["after"]["tag"].as_str())
+        .collect();
+    assert_eq!(planned, vec!["M-104-SPARE-SPARE", "M-105-SPARE-SPARE"]);
+    Ok(())
+}

@@ -146,18 +146,28 @@ pub async fn by_tags(
     Ok(rows.into_iter().map(AssetState::from).collect())
 }
 
-/// One page of the assets an execution runs over, in id order after `after`, locked
-/// when `lock` (a real run) and not when previewing.
+/// The assets a rule runs over, fixed when it starts: how many, and the last id (in
+/// id order). Ids are time-ordered (UUIDv7), so what is created after the start
+/// (by this rule itself, say) sorts after `last` and is left out.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection {
+    pub total: i64,
+    pub last: Uuid,
+}
+
+/// One page of a rule's [`Selection`], in id order after `after`, locked when `lock`
+/// (a real run) and not when previewing.
 pub async fn page_for_execution(
     connection: &mut PgConnection,
     filter: &crate::execute::request::AssetFilter,
+    selection: Selection,
     after: Uuid,
     limit: i64,
     lock: bool,
 ) -> Result<Vec<AssetState>, sqlx::Error> {
     let rows: Vec<AssetRow> = sqlx::query_as(&format!(
         "select id, tag, asset_type, discipline, name, area, properties, version from assets
-         where id > $1
+         where id > $1 and id <= $7
            and (cardinality($2::uuid[]) = 0 or id = any($2))
            and (cardinality($3::text[]) = 0 or discipline = any($3))
            and (cardinality($4::text[]) = 0 or asset_type = any($4))
@@ -171,28 +181,33 @@ pub async fn page_for_execution(
     .bind(filter.asset_types_upper())
     .bind(filter.tag_like())
     .bind(limit)
+    .bind(selection.last)
     .fetch_all(connection)
     .await?;
     Ok(rows.into_iter().map(AssetState::from).collect())
 }
 
-/// How many assets a filter selects.
-pub async fn count_for_execution(
+/// What a filter selects now ([`Selection`]); `last` is the nil id when nothing.
+pub async fn select_for_execution(
     connection: &mut PgConnection,
     filter: &crate::execute::request::AssetFilter,
-) -> Result<i64, sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as(
-        "select count(*) from assets
+) -> Result<Selection, sqlx::Error> {
+    const SELECTED: &str = "from assets
          where (cardinality($1::uuid[]) = 0 or id = any($1))
            and (cardinality($2::text[]) = 0 or discipline = any($2))
            and (cardinality($3::text[]) = 0 or asset_type = any($3))
-           and ($4::text is null or tag like $4)",
-    )
+           and ($4::text is null or tag like $4)";
+    let (total, last): (i64, Option<Uuid>) = sqlx::query_as(&format!(
+        "select (select count(*) {SELECTED}), (select id {SELECTED} order by id desc limit 1)"
+    ))
     .bind(&filter.asset_ids)
     .bind(filter.disciplines_upper())
     .bind(filter.asset_types_upper())
     .bind(filter.tag_like())
     .fetch_one(connection)
     .await?;
-    Ok(count)
+    Ok(Selection {
+        total,
+        last: last.unwrap_or(Uuid::nil()),
+    })
 }

@@ -65,10 +65,18 @@ pub async fn preview(
     for rule in rules {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
+        // As a real run: the assets selected when the rule starts.
+        let selection = asset_store::select_for_execution(&mut transaction, filter).await?;
         loop {
-            let page =
-                asset_store::page_for_execution(&mut transaction, filter, after, CHUNK_SIZE, false)
-                    .await?;
+            let page = asset_store::page_for_execution(
+                &mut transaction,
+                filter,
+                selection,
+                after,
+                CHUNK_SIZE,
+                false,
+            )
+            .await?;
             let Some(last) = page.last().map(|asset| asset.id) else {
                 break;
             };

@@ -7,7 +7,7 @@ use super::apply::{self, AssetOutcome, Counts};
 use super::planner::{self, Ids};
 use super::request::AssetFilter;
 use super::world::{Loaded, World};
-use crate::assets::store as asset_store;
+use crate::assets::store::{self as asset_store, Selection};
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{self, Batch, BatchStatus};
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::domain::CableState;
 use synapse_shared::shutdown::CancellationToken;
-use synapse_shared::EventType;
+use synapse_shared::{EventType, NewEvent};
 use uuid::Uuid;
 
 /// Assets per chunk: one transaction. Big enough that per-transaction costs vanish,
@@ -120,7 +120,9 @@ impl Execution {
 
     async fn run_rule(&mut self, rule: &CompiledRule) -> anyhow::Result<Counts> {
         let mut transaction = self.pool.begin().await?;
-        let total = asset_store::count_for_execution(&mut transaction, &self.filter).await?;
+        // The assets selected now: not what this rule (or anyone) creates meanwhile.
+        let selection = asset_store::select_for_execution(&mut transaction, &self.filter).await?;
+        let total = selection.total;
         let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "total": total});
         let started = apply::rule_event(
             &mut self.batch,
@@ -142,6 +144,8 @@ impl Execution {
             filter: self.filter.clone(),
             only: self.only.clone().map(Arc::new),
             ids: self.ids.clone(),
+            batch: self.batch.detached(),
+            selection,
         });
         let mut ahead: Option<Ahead> = None;
         loop {
@@ -163,7 +167,7 @@ impl Execution {
                 // Nothing was left when the page was read (or nothing is planned ahead):
                 // read again, locked, now that every earlier chunk has committed.
                 match self
-                    .chunk_with_retries(rule, after, &mut counts, total, pace.size)
+                    .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
                     .await?
                 {
                     Some(last) => {
@@ -177,8 +181,9 @@ impl Execution {
             if let (true, Some(planning)) = (planned.full, &planning) {
                 ahead = Some(planning.spawn(planned.last, pace.size, planned.world.carry_over()));
             }
-            match self.write_planned(rule, &planned, &mut counts, total).await {
-                Ok(true) => after = planned.last,
+            let last = planned.last;
+            match self.write_planned(rule, planned, &mut counts, total).await {
+                Ok(true) => after = last,
                 Ok(false) => {
                     // Another writer changed something the plan read: drop it (and the
                     // plan made on top of it) and do this chunk the locked way.
@@ -186,7 +191,7 @@ impl Execution {
                         ahead.abort();
                     }
                     match self
-                        .chunk_with_retries(rule, after, &mut counts, total, pace.size)
+                        .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
                         .await?
                     {
                         Some(last) => after = last,
@@ -219,9 +224,9 @@ impl Execution {
     async fn chunk_with_retries(
         &mut self,
         rule: &CompiledRule,
+        selection: Selection,
         after: Uuid,
         counts: &mut Counts,
-        total: i64,
         limit: i64,
     ) -> anyhow::Result<Option<Uuid>> {
         let mut attempt = 0;
@@ -230,7 +235,7 @@ impl Execution {
             let ids = self.ids.clone();
             let mut chunk_counts = *counts;
             match self
-                .chunk(rule, after, &mut chunk_counts, total, limit)
+                .chunk(rule, selection, after, &mut chunk_counts, limit)
                 .await
             {
                 Ok(last) => {
@@ -254,15 +259,21 @@ impl Execution {
     async fn chunk(
         &mut self,
         rule: &CompiledRule,
+        selection: Selection,
         after: Uuid,
         counts: &mut Counts,
-        total: i64,
         limit: i64,
     ) -> Result<Option<Uuid>, AppendError> {
         let mut transaction = self.pool.begin().await?;
-        let page =
-            asset_store::page_for_execution(&mut transaction, &self.filter, after, limit, true)
-                .await?;
+        let page = asset_store::page_for_execution(
+            &mut transaction,
+            &self.filter,
+            selection,
+            after,
+            limit,
+            true,
+        )
+        .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {
             return Ok(None);
         };
@@ -276,36 +287,47 @@ impl Execution {
             Reads::Locked,
         )
         .await?;
-        self.write_chunk(&mut transaction, rule, &outcomes, counts, total)
+        self.write_chunk(&mut transaction, rule, &outcomes, counts, selection.total)
             .await?;
         transaction.commit().await?;
         Ok(Some(last))
     }
 
     /// Write a chunk planned ahead, if everything its plan read is unchanged: `false`
-    /// (nothing written) if it is stale or the write ran into another writer.
+    /// (nothing written) if it is stale or the write ran into another writer. Its
+    /// writes and events were built by the planning task: the transaction only runs
+    /// statements.
     async fn write_planned(
         &mut self,
         rule: &CompiledRule,
-        planned: &Planned,
+        planned: Planned,
         counts: &mut Counts,
         total: i64,
     ) -> Result<bool, AppendError> {
         let batch = self.batch.clone();
         let mut chunk_counts = *counts;
+        let Planned {
+            outcomes,
+            world,
+            writes,
+            mut events,
+            ..
+        } = planned;
         let written: Result<bool, AppendError> = async {
             let mut transaction = self.pool.begin().await?;
-            if !ahead::still_current(&mut transaction, planned.world.read_versions()).await? {
+            if !ahead::still_current(&mut transaction, world.read_versions()).await? {
                 return Ok(false);
             }
-            self.write_chunk(
-                &mut transaction,
-                rule,
-                &planned.outcomes,
-                &mut chunk_counts,
-                total,
-            )
-            .await?;
+            writes
+                .write(&mut transaction, self.batch.correlation_id, rule)
+                .await?;
+            outcomes
+                .iter()
+                .for_each(|outcome| chunk_counts.add(&outcome.outcome));
+            self.batch.adopt(&mut events);
+            events.push(self.progress(rule, &chunk_counts, total));
+            batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+            append(&mut transaction, events).await?;
             transaction.commit().await?;
             Ok(true)
         }
@@ -331,6 +353,13 @@ impl Execution {
         }
     }
 
+    /// The `BATCH_PROGRESS` that ends a chunk.
+    fn progress(&mut self, rule: &CompiledRule, counts: &Counts, total: i64) -> NewEvent {
+        let progress =
+            json!({"rule_id": rule.id, "done": counts.assets, "total": total, "counts": counts});
+        apply::rule_event(&mut self.batch, rule, EventType::BatchProgress, progress)
+    }
+
     /// State, snapshots, the outcome and change events and a `BATCH_PROGRESS`, in the
     /// chunk's transaction (events last).
     async fn write_chunk(
@@ -346,14 +375,7 @@ impl Execution {
             .iter()
             .for_each(|outcome| counts.add(&outcome.outcome));
         let mut events = apply::events(&mut self.batch, rule, outcomes);
-        let progress =
-            json!({"rule_id": rule.id, "done": counts.assets, "total": total, "counts": counts});
-        events.push(apply::rule_event(
-            &mut self.batch,
-            rule,
-            EventType::BatchProgress,
-            progress,
-        ));
+        events.push(self.progress(rule, counts, total));
         batches::record(transaction, &self.batch, BatchStatus::Running).await?;
         append(transaction, events).await?;
         Ok(())
