@@ -458,10 +458,13 @@ async fn time_windows_over_thousands_of_events_find_a_late_committed_event_and_s
         })
     };
     wait_for_snapshot_writer(&stack).await?;
-    let run = id_field(
-        &stack.execute(json!({"rule_ids": [pumps]})).await?,
-        "correlation_id",
-    )?;
+    // Bounded: were the run ever to write a snapshot, it would wait for the hold too.
+    let run = tokio::time::timeout(
+        Duration::from_secs(30),
+        stack.execute(json!({"rule_ids": [pumps]})),
+    )
+    .await??;
+    let run = id_field(&run, "correlation_id")?;
     hold.rollback().await?;
     late.await??.expect_status(201);
     stack.settle().await?;
