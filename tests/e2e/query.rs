@@ -810,7 +810,8 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
     let count =
         |event_type: EventType| events.iter().filter(|e| e.event_type == event_type).count();
     let started = of(EventType::BatchStarted);
-    let completed = of(EventType::BatchCompleted);
+    let failed = of(EventType::BatchFailed);
+    let completed = of(EventType::BatchCompleted).or(failed);
     let rollback = log.iter().find(|e| {
         e.event_type == EventType::BatchRolledBack
             && e.payload["target_correlation_id"] == json!(correlation_id)
@@ -823,7 +824,7 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
     json!({
         "correlation_id": correlation_id,
         "kind": started.map(|e| e.payload["kind"].clone()),
-        "status": if rollback.is_some() { "rolled_back" } else if completed.is_some() { "completed" } else { "running" },
+        "status": if rollback.is_some() { "rolled_back" } else if failed.is_some() { "failed" } else if completed.is_some() { "completed" } else { "running" },
         "actor": events.first().map(|e| e.actor.clone()),
         "rolled_back_by": rollback.map(|e| e.correlation_id),
         "rolled_back_by_actor": rollback.map(|e| e.actor.clone()),
@@ -839,7 +840,7 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
             "findings": count(EventType::FindingRaised),
             "changes": events.iter().filter(|e| e.event_type.is_state_change()).count(),
         },
-        "error": null,
+        "error": failed.map(|e| e.payload["error"].clone()),
     })
 }
 
@@ -965,6 +966,99 @@ async fn batches_show_status_rules_counts_errors_timings_and_who_ran_and_rolled_
     assert_eq!(rerun_detail["rolled_back_by"], Value::Null);
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(unknown.is_problem());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_cut_short_by_a_shutdown_is_failed_with_its_error_and_the_feed_says_error(
+) -> anyhow::Result<()> {
+    // Arrange: 4,000 pumps, so the run takes several chunks; a subscriber to everything.
+    let mut stack = Stack::start().await?;
+    let pumps: Vec<Value> = (0..4_000)
+        .map(|index| {
+            json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
+                   "discipline": "MECHANICAL", "area": "U100", "properties": {}})
+        })
+        .collect();
+    stack.import(&as_csv(&pumps)).await?;
+    let rule = stack.define_rule(&pump_flag_rule()).await?;
+    stack.settle().await?;
+    let head = stack.head().await?;
+    wait_until_ready(&stack.system.query).await?;
+    let mut socket = ws::subscribe(
+        stack.system.query.port,
+        json!({"type": "subscribe", "after": head}),
+    )
+    .await?;
+    let run = stack.start_execution(json!({"rule_ids": [rule]})).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (chunks,): (i64,) = sqlx::query_as(
+            "select count(*) from workflow_events
+             where correlation_id = $1 and event_type = 'BATCH_PROGRESS'",
+        )
+        .bind(run)
+        .fetch_one(stack.pool())
+        .await?;
+        if chunks > 0 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no chunk committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Act: the command service stops after the run's first chunk; a new one takes
+    // over (its relay publishes what the old one's could not).
+    stack.system.command.shutdown.cancel();
+    let replacement =
+        apps::command_service(&stack.system.database, &stack.system.nats.args, true).await?;
+    std::mem::replace(&mut stack.system.command, replacement)
+        .stop()
+        .await?;
+    let mut received = Vec::new();
+    loop {
+        let message = ws::next_json(&mut socket, Duration::from_secs(30)).await?;
+        let failed = message["event"]["event_type"] == "BATCH_FAILED";
+        received.push(message);
+        if failed {
+            break;
+        }
+    }
+    stack.settle().await?;
+    let failed = stack.read("/batches?status=failed").await?;
+    let detail = stack.read(&format!("/batches/{run}")).await?;
+
+    // Assert: the feed carried the run up to its failure, which reads ERROR.
+    let log = stack.log().await?;
+    let since: Vec<&EventEnvelope> = log.iter().filter(|e| e.position > head).collect();
+    let kinds: Vec<(i64, &str)> = received
+        .iter()
+        .map(|m| {
+            (
+                m["position"].as_i64().unwrap_or(0),
+                m["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, &str)> = since
+        .iter()
+        .map(|e| (e.position, synapse_tests::drive::message_kind(e.event_type)))
+        .collect();
+    assert_eq!(kinds, expected);
+    assert_eq!(kinds.last().map(|k| k.1), Some("ERROR"));
+    // The batch list and detail: failed, with the runner's error, part of the pumps done.
+    assert_eq!(failed["batches"], json!([expected_batch(&log, run)]));
+    assert_eq!(detail["status"], "failed");
+    assert!(
+        detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shut down")),
+        "{detail}"
+    );
+    let executed = detail["counts"]["executed"].as_i64().unwrap_or(0);
+    assert!(executed > 0 && executed < 4_000, "{detail}");
+    assert_eq!(detail["rules"][0]["total"], 4_000);
+    assert_eq!(detail["rules"][0]["completed_at"], Value::Null);
     Ok(())
 }
 
