@@ -14,7 +14,9 @@ use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
 use synapse_tests::client::{http_client, send};
 use synapse_tests::drive::{concerned_asset, created_asset, id_field, message_kind, Stack, VIEWER};
 use synapse_tests::nats_server::OwnNatsServer;
-use synapse_tests::plant::{as_csv, instrument_range_rule, pump_flag_rule, small_plant, vfd_rule};
+use synapse_tests::plant::{
+    as_csv, instrument_range_rule, pump_flag_rule, pumps, small_plant, vfd_rule,
+};
 use synapse_tests::stream::{read_all, wait_for_messages};
 use synapse_tests::ws::{self, Socket};
 use synapse_tests::{TestDatabase, TestNats};
@@ -500,13 +502,7 @@ async fn a_subscriber_joining_a_running_batch_by_its_correlation_id_gets_all_of_
 ) -> anyhow::Result<()> {
     // Arrange: 2,000 pumps, so the run takes a few chunks.
     let stack = Stack::start().await?;
-    let pumps: Vec<Value> = (0..2_000)
-        .map(|index| {
-            json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
-                   "discipline": "MECHANICAL", "area": "U100", "properties": {}})
-        })
-        .collect();
-    stack.import(&as_csv(&pumps)).await?;
+    stack.import(&as_csv(&pumps(2_000))).await?;
     let rule = stack.define_rule(&pump_flag_rule()).await?;
     let head = stack.head().await?;
 

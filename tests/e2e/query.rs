@@ -15,7 +15,9 @@ use synapse_tests::drive::{
     concerned_asset, created_asset, id_field, positions, side, timeline_entry, Stack, ENGINEER,
     VIEWER,
 };
-use synapse_tests::plant::{as_csv, instrument_range_rule, pump_flag_rule, small_plant, vfd_rule};
+use synapse_tests::plant::{
+    as_csv, instrument_range_rule, pump_flag_rule, pumps, small_plant, vfd_rule,
+};
 use synapse_tests::{ws, TestDatabase, TestNats};
 use uuid::Uuid;
 
@@ -974,13 +976,7 @@ async fn a_run_cut_short_by_a_shutdown_is_failed_with_its_error_and_the_feed_say
 ) -> anyhow::Result<()> {
     // Arrange: 4,000 pumps, so the run takes several chunks; a subscriber to everything.
     let mut stack = Stack::start().await?;
-    let pumps: Vec<Value> = (0..4_000)
-        .map(|index| {
-            json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
-                   "discipline": "MECHANICAL", "area": "U100", "properties": {}})
-        })
-        .collect();
-    stack.import(&as_csv(&pumps)).await?;
+    stack.import(&as_csv(&pumps(4_000))).await?;
     let rule = stack.define_rule(&pump_flag_rule()).await?;
     stack.settle().await?;
     let head = stack.head().await?;

@@ -109,3 +109,14 @@ pub fn as_csv(assets: &[Value]) -> String {
     }
     csv
 }
+
+/// `count` pumps without a driver (`P-0000`, `P-0001`, ...): each one a finding of
+/// [`pump_flag_rule`], so a run over them writes many events and no state.
+pub fn pumps(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|index| {
+            json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
+                   "discipline": "MECHANICAL", "area": "U100", "properties": {}})
+        })
+        .collect()
+}
