@@ -12,7 +12,9 @@ use synapse_shared::{EventEnvelope, EventType};
 use synapse_tests::apps::{self, Running};
 use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
 use synapse_tests::client::{http_client, send};
-use synapse_tests::drive::{concerned_asset, created_asset, id_field, message_kind, Stack, VIEWER};
+use synapse_tests::drive::{
+    concerned_asset, created_asset, id_field, message_kind, Stack, ENGINEER, VIEWER,
+};
 use synapse_tests::nats_server::OwnNatsServer;
 use synapse_tests::plant::{
     as_csv, instrument_range_rule, pump_flag_rule, pumps, small_plant, vfd_rule,
@@ -391,7 +393,7 @@ async fn a_subscriber_resuming_mid_batch_gets_every_later_event_once_from_read_m
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, true).await?;
     let admin = http_client();
-    let engineer = synapse_tests::client::http_client_as(Role::Engineer, "erin-engineer");
+    let engineer = synapse_tests::client::http_client_as(Role::Engineer, ENGINEER);
     let pool = sqlx::PgPool::connect(&database.url).await?;
     let csv = as_csv(&small_plant());
     let imported = engineer
@@ -785,7 +787,7 @@ async fn the_live_feed_carries_on_after_nats_restarts() -> anyhow::Result<()> {
     let query = apps::query_service(&database, &nats).await?;
     wait_for_hub(&query, &nats, 0).await;
     let pool = sqlx::PgPool::connect(&database.url).await?;
-    let engineer = synapse_tests::client::http_client_as(Role::Engineer, "erin-engineer");
+    let engineer = synapse_tests::client::http_client_as(Role::Engineer, ENGINEER);
     let create = |tag: &str| json!({"tag": tag, "asset_type": "CENTRIFUGAL_PUMP", "discipline": "MECHANICAL", "properties": {}});
     let mut socket = subscribe(query.port, json!({"type": "subscribe"})).await;
     send(
