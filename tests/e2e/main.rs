@@ -8,6 +8,7 @@ mod export;
 mod faults;
 mod import;
 mod links;
+mod live;
 mod metrics;
 mod nats_auth;
 mod pipeline;

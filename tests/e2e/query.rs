@@ -1,945 +1,1193 @@
-//! The query service end to end, against the real Postgres and NATS.
-//!
-//! Until the command and projection services feed it, the HTTP tests write read-model
-//! rows directly (as the projection would) and the live-feed tests publish envelopes to
-//! the test's own stream (as the relay would).
+//! The query service's HTTP API (SPEC §9) over data real commands produced: imports,
+//! rule definitions, executions, rollbacks and single changes go through the command
+//! service, its relay, JetStream and the projection service. What each answer must
+//! hold is derived from the command side's event log, never from rows a test wrote.
 
-use chrono::{DateTime, Duration as TimeDelta, TimeZone, Utc};
-use futures::{SinkExt, StreamExt};
-use query_service::live::LiveLimits;
-use query_service::startup::{Application, Config};
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use synapse_shared::config::NatsArgs;
-use synapse_shared::config::{DatabaseArgs, ListenArgs};
-use synapse_shared::domain::Change;
-use synapse_shared::shutdown::CancellationToken;
-use synapse_shared::{AggregateType, EventEnvelope, EventType};
+use synapse_shared::{EventEnvelope, EventType};
 use synapse_tests::apps;
-use synapse_tests::auth::{bearer, Role};
-use synapse_tests::client::{http_client_as, send};
-use synapse_tests::nats_server::OwnNatsServer;
-use synapse_tests::stream::read_all;
+use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
+use synapse_tests::client::http_client_as;
+use synapse_tests::drive::{
+    concerned_asset, created_asset, id_field, positions, side, timeline_entry, Stack, ENGINEER,
+    VIEWER,
+};
+use synapse_tests::plant::{
+    as_csv, instrument_range_rule, pump_flag_rule, pumps, small_plant, vfd_rule,
+};
 use synapse_tests::{ws, TestDatabase, TestNats};
-use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-/// The subject of the tests' viewer token: reading needs no more.
-const VIEWER: &str = "vera-viewer";
-
-/// How long any wait in these tests may take before it counts as a failure.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 // ---------------------------------------------------------------------------------
-// Harness
+// The story every test reads
 // ---------------------------------------------------------------------------------
 
-/// A query service on port 0 with its own database and stream.
-struct QueryApp {
-    base: String,
-    http: reqwest::Client,
-    read_models: PgPool,
-    jetstream: async_nats::jetstream::Context,
-    nats: TestNats,
-    shutdown: CancellationToken,
-    server: Option<JoinHandle<anyhow::Result<()>>>,
-    _database: TestDatabase,
+/// A plant's day: the engineer imports the plant; the admin defines two rules; the
+/// engineer runs them; the engineer imports a correction; the admin rolls the run back;
+/// the engineer deletes the transmitter.
+struct Story {
+    stack: Stack,
+    log: Vec<EventEnvelope>,
+    import: Uuid,
+    vfd: Uuid,
+    execution: Uuid,
+    reimport: Uuid,
+    rollback: Uuid,
+    /// M-102, 75 kW: created, updated by the VFD rule, restored by the rollback.
+    motor: Uuid,
+    /// FT-1001: created, updated by the second import, deleted.
+    transmitter: Uuid,
 }
 
-impl Drop for QueryApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
+/// The second import: M-100 grows to 22 kW, FT-1001 gets a range.
+const CORRECTION: &str = "tag,asset_type,discipline,rated_power_kw,range_m3h\n\
+                          M-100,ELECTRIC_MOTOR,ELECTRICAL,22,\n\
+                          FT-1001,FLOW_TRANSMITTER,INSTRUMENTATION,,80\n";
 
-async fn spawn_app() -> QueryApp {
-    spawn_app_with(LiveLimits::default(), &[]).await
-}
-
-/// Start the service with `limits`, after publishing `already_published` to its stream
-/// (events that predate the service's live hub). Returns once `/readyz` says ready.
-async fn spawn_app_with(limits: LiveLimits, already_published: &[EventEnvelope]) -> QueryApp {
-    spawn_app_on(TestNats::new(), limits, already_published).await
-}
-
-/// As [`spawn_app_with`], on the given NATS server and stream.
-async fn spawn_app_on(
-    nats: TestNats,
-    limits: LiveLimits,
-    already_published: &[EventEnvelope],
-) -> QueryApp {
-    let database = TestDatabase::create().await.expect("test database");
-    let jetstream = nats.jetstream().await.expect("jetstream");
-    synapse_shared::nats::ensure_stream(&jetstream, &nats.args)
-        .await
-        .expect("test stream");
-    for event in already_published {
-        publish_to(&jetstream, &nats, event).await;
-    }
-    let mut config = Config::new(
-        DatabaseArgs {
-            database_url: database.url.clone(),
-            database_max_connections: 5,
-        },
-        nats.args.clone(),
-        ListenArgs {
-            listen_addr: Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
-        },
-    )
-    .with_auth(synapse_tests::auth::args());
-    config.live = limits;
-    let application = Application::build(config)
-        .await
-        .expect("query service builds");
-    let base = format!("http://127.0.0.1:{}", application.port());
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(application.run_until_stopped(shutdown.clone()));
-    let read_models = PgPool::connect(&database.url).await.expect("read pool");
-    let app = QueryApp {
-        base,
-        http: http_client_as(Role::Viewer, VIEWER),
-        read_models,
-        jetstream,
-        nats,
-        shutdown,
-        server: Some(server),
-        _database: database,
-    };
-    app.wait_until_ready().await;
-    app
-}
-
-impl QueryApp {
-    async fn wait_until_ready(&self) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let ready = self.http.get(self.url("/readyz")).send().await;
-            if ready.is_ok_and(|response| response.status() == 200) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "query service never became ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn get(&self, path: &str) -> (u16, Option<String>, Value) {
-        let response = self.http.get(self.url(path)).send().await.expect("request");
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let text = response.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, content_type, body)
-    }
-
-    async fn get_ok(&self, path: &str) -> Value {
-        let (status, _, body) = self.get(path).await;
-        assert_eq!(status, 200, "GET {path}: {body:#}");
-        body
-    }
-
-    /// Write events into the read models as the projection service would, and move the
-    /// `rm_events` projector's checkpoint to the last of them.
-    async fn project(&self, events: &[EventEnvelope]) {
-        for event in events {
-            let change = event.event_type.is_state_change().then(|| Change {
-                before: event
-                    .payload
-                    .get("before")
-                    .filter(|v| !v.is_null())
-                    .cloned(),
-                after: event.payload.get("after").filter(|v| !v.is_null()).cloned(),
-            });
-            let diff = change
-                .as_ref()
-                .map(|change| serde_json::to_value(change.diff()).expect("patch json"));
-            let asset_id = if event.aggregate_type == AggregateType::Asset {
-                Some(event.aggregate_id)
-            } else {
-                event
-                    .payload
-                    .get("asset_id")
-                    .and_then(Value::as_str)
-                    .and_then(|id| id.parse::<Uuid>().ok())
-            };
-            sqlx::query(
-                "insert into rm_events (position, event_id, event_type, aggregate_type,
-                     aggregate_id, asset_id, correlation_id, causation_id, rule_id, rule_version,
-                     discipline, actor, occurred_at, payload, diff)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-            )
-            .bind(event.position)
-            .bind(event.event_id)
-            .bind(event.event_type.as_str())
-            .bind(event.aggregate_type.as_str())
-            .bind(event.aggregate_id)
-            .bind(asset_id)
-            .bind(event.correlation_id)
-            .bind(event.causation_id)
-            .bind(event.rule_id)
-            .bind(event.rule_version)
-            .bind(&event.discipline)
-            .bind(&event.actor)
-            .bind(event.occurred_at)
-            .bind(&event.payload)
-            .bind(diff)
-            .execute(&self.read_models)
-            .await
-            .expect("insert rm_events");
-            if let Some(change) = change {
-                sqlx::query(
-                    "insert into rm_aggregates (aggregate_id, aggregate_type, state, version, last_position)
-                     values ($1, $2, $3, $4, $5)
-                     on conflict (aggregate_id) do update
-                     set state = excluded.state, version = excluded.version,
-                         last_position = excluded.last_position",
-                )
-                .bind(event.aggregate_id)
-                .bind(event.aggregate_type.as_str())
-                .bind(change.after)
-                .bind(event.aggregate_version)
-                .bind(event.position)
-                .execute(&self.read_models)
-                .await
-                .expect("upsert rm_aggregates");
-            }
-        }
-        if let Some(last) = events.last() {
-            sqlx::query(
-                "insert into projector_checkpoints (projector, position, stream_sequence)
-                 values ('asset_history', $1, $1)
-                 on conflict (projector) do update set position = excluded.position",
-            )
-            .bind(last.position)
-            .execute(&self.read_models)
-            .await
-            .expect("checkpoint");
-        }
-    }
-
-    /// Publish in order. The acks are awaited after sending everything: one connection
-    /// keeps its publishes in order, and waiting for each ack in turn would make the
-    /// bulk tests needlessly slow.
-    async fn publish(&self, events: &[EventEnvelope]) {
-        let mut acks = Vec::with_capacity(events.len());
-        for event in events {
-            acks.push(send_to(&self.jetstream, &self.nats, event).await);
-        }
-        for ack in acks {
-            ack.await.expect("publish ack");
-        }
-    }
-
-    fn ws_url(&self, path_and_query: &str) -> String {
-        format!("{}{path_and_query}", self.base.replacen("http", "ws", 1))
-    }
-
-    /// Open the live feed as a viewer, with a bearer header (a non-browser client).
-    async fn connect(&self) -> Ws {
-        ws::connect_with(
-            &self.ws_url("/ws"),
-            Some(&bearer(Role::Viewer, VIEWER)),
-            None,
-        )
-        .await
-        .expect("ws connect")
-    }
-
-    /// Poll `/metrics` until the live hub has published `position`.
-    async fn wait_for_hub_position(&self, position: i64) {
-        let needle = format!(
-            "synapse_live_hub_position{{stream=\"{}\"}} {position}",
-            self.nats.args.nats_stream
-        );
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            let (_, _, body) = self.get("/metrics").await;
-            if body.as_str().is_some_and(|text| text.contains(&needle)) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the hub never reached {position}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stop(mut self) {
-        self.shutdown.cancel();
-        if let Some(server) = self.server.take() {
-            let stopped = tokio::time::timeout(PATIENCE, server).await;
-            assert!(
-                matches!(stopped, Ok(Ok(Ok(())))),
-                "the service did not stop cleanly: {stopped:?}"
-            );
-        }
-    }
-}
-
-async fn publish_to(
-    jetstream: &async_nats::jetstream::Context,
-    nats: &TestNats,
-    event: &EventEnvelope,
-) {
-    send_to(jetstream, nats, event)
-        .await
-        .await
-        .expect("publish ack");
-}
-
-/// Send an event as the relay would (subject, headers, JSON body); returns the ack.
-async fn send_to(
-    jetstream: &async_nats::jetstream::Context,
-    nats: &TestNats,
-    event: &EventEnvelope,
-) -> async_nats::jetstream::context::PublishAckFuture {
-    let subject = nats.args.subjects().for_event(event);
-    let body = serde_json::to_vec(event).expect("envelope json");
-    jetstream
-        .publish_with_headers(
-            subject,
-            synapse_shared::nats::headers_for(event),
-            body.into(),
-        )
-        .await
-        .expect("publish")
-}
-
-// ---------------------------------------------------------------------------------
-// Events
-// ---------------------------------------------------------------------------------
-
-fn at(minute: i64) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
-        .single()
-        .expect("valid time")
-        + TimeDelta::minutes(minute)
-}
-
-/// An event at `position`, occurring `position` minutes after 08:00.
-fn event(
-    position: i64,
-    event_type: EventType,
-    aggregate_type: AggregateType,
-    aggregate_id: Uuid,
-    correlation_id: Uuid,
-) -> EventEnvelope {
-    EventEnvelope {
-        event_id: Uuid::now_v7(),
-        position,
-        event_type,
-        aggregate_type,
-        aggregate_id,
-        aggregate_version: 1,
-        correlation_id,
-        causation_id: None,
-        rule_id: None,
-        rule_version: None,
-        discipline: None,
-        actor: "alice".to_owned(),
-        occurred_at: at(position),
-        schema_version: 1,
-        payload: json!({}),
-    }
-}
-
-fn asset_state(asset_id: Uuid, power_kw: i64, version: i64) -> Value {
-    json!({
-        "id": asset_id, "tag": "M-101", "asset_type": "MOTOR", "discipline": "ELECTRICAL",
-        "name": null, "area": "A1", "properties": {"power_kw": power_kw}, "version": version
+async fn story() -> anyhow::Result<Story> {
+    let stack = Stack::start().await?;
+    let import = stack.import(&as_csv(&small_plant())).await?;
+    let vfd = stack.define_rule(&vfd_rule()).await?;
+    let pumps = stack.define_rule(&pump_flag_rule()).await?;
+    let report = stack.execute(json!({"rule_ids": [vfd, pumps]})).await?;
+    let execution = id_field(&report, "correlation_id")?;
+    let reimport = stack.import(CORRECTION).await?;
+    let rollback = stack.rollback(execution).await?;
+    let transmitter = created_asset(&stack.log().await?, "FT-1001")?;
+    stack.delete_asset(transmitter).await?;
+    stack.settle().await?;
+    let log = stack.log().await?;
+    let motor = created_asset(&log, "M-102")?;
+    Ok(Story {
+        stack,
+        log,
+        import,
+        vfd,
+        execution,
+        reimport,
+        rollback,
+        motor,
+        transmitter,
     })
 }
 
-/// An asset change with the whole state before and after.
-fn asset_change(
-    position: i64,
-    event_type: EventType,
-    asset_id: Uuid,
-    correlation_id: Uuid,
-    before: Option<Value>,
-    after: Option<Value>,
-) -> EventEnvelope {
-    let mut change = event(
-        position,
-        event_type,
-        AggregateType::Asset,
-        asset_id,
-        correlation_id,
-    );
-    change.aggregate_version = after
-        .as_ref()
-        .or(before.as_ref())
-        .and_then(|state| state.get("version"))
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
-    change.discipline = Some("ELECTRICAL".to_owned());
-    change.payload = json!({ "before": before, "after": after });
-    change
-}
+impl Story {
+    /// The rollback that undid an event: the execution's every event is undone.
+    fn rolled_back_by(&self, event: &EventEnvelope) -> Option<Uuid> {
+        (event.correlation_id == self.execution).then_some(self.rollback)
+    }
 
-/// A batch-level event of `correlation_id`.
-fn batch_event(position: i64, event_type: EventType, correlation_id: Uuid) -> EventEnvelope {
-    event(
-        position,
-        event_type,
-        AggregateType::Batch,
-        correlation_id,
-        correlation_id,
-    )
-}
+    /// The timeline entries of the logged events `keep` selects, in log order.
+    fn expected(&self, keep: &dyn Fn(&EventEnvelope) -> bool) -> Vec<Value> {
+        self.log
+            .iter()
+            .filter(|event| keep(event))
+            .map(|event| timeline_entry(event, self.rolled_back_by(event)))
+            .collect()
+    }
 
-fn positions(events: &Value) -> Vec<i64> {
-    events
-        .as_array()
-        .expect("an array of events")
-        .iter()
-        .map(|event| event["position"].as_i64().expect("a position"))
-        .collect()
-}
+    /// The first logged event of `correlation_id` with `event_type`.
+    fn first(&self, correlation_id: Uuid, event_type: EventType) -> &EventEnvelope {
+        self.log
+            .iter()
+            .find(|e| e.correlation_id == correlation_id && e.event_type == event_type)
+            .unwrap_or_else(|| panic!("no {event_type} in {correlation_id}"))
+    }
 
-// ---------------------------------------------------------------------------------
-// WebSocket client
-// ---------------------------------------------------------------------------------
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// What the server sent next.
-#[derive(Debug, PartialEq)]
-enum Received {
-    Json(Value),
-    Closed(Option<u16>),
-}
-
-async fn receive(socket: &mut Ws) -> Received {
-    loop {
-        let next = tokio::time::timeout(PATIENCE, socket.next())
-            .await
-            .expect("the server sent nothing in time");
-        match next {
-            Some(Ok(Message::Text(text))) => {
-                return Received::Json(serde_json::from_str(text.as_str()).expect("json frame"))
-            }
-            Some(Ok(Message::Close(frame))) => {
-                return Received::Closed(frame.map(|frame| u16::from(frame.code)))
-            }
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => return Received::Closed(None),
-        }
+    /// The correlation id of the last batch (the deletion).
+    fn last_batch(&self) -> Uuid {
+        self.log
+            .iter()
+            .rev()
+            .find(|e| e.event_type == EventType::BatchStarted)
+            .map(|e| e.correlation_id)
+            .unwrap_or_default()
     }
 }
 
-async fn receive_json(socket: &mut Ws) -> Value {
-    match receive(socket).await {
-        Received::Json(value) => value,
-        closed => panic!("expected a message, the connection closed: {closed:?}"),
-    }
-}
-
-async fn send_json(socket: &mut Ws, message: Value) {
-    socket
-        .send(Message::Text(message.to_string().into()))
-        .await
-        .expect("ws send");
-}
-
-/// Subscribe and wait for the server's acknowledgement: from then on every matching
-/// event published reaches this socket.
-async fn subscribe(socket: &mut Ws, request: Value) {
-    send_json(socket, request).await;
-    let acknowledgement = receive_json(socket).await;
-    assert_eq!(acknowledgement["type"], "SUBSCRIBED", "{acknowledgement}");
-}
-
-/// Read `count` event messages, returning their positions (and the messages).
-async fn receive_events(socket: &mut Ws, count: usize) -> Vec<Value> {
-    let mut received = Vec::with_capacity(count);
-    while received.len() < count {
-        let message = receive_json(socket).await;
-        assert!(
-            message.get("event").is_some(),
-            "expected an event, got {message}"
-        );
-        received.push(message);
-    }
-    received
-}
-
-// ---------------------------------------------------------------------------------
-// HTTP queries
-// ---------------------------------------------------------------------------------
-
-#[tokio::test]
-async fn the_timeline_combines_filters_and_pages_by_position() {
-    // Arrange: two batches by two actors in two disciplines.
-    let app = spawn_app().await;
-    let (batch_a, batch_b) = (Uuid::now_v7(), Uuid::now_v7());
-    let rule = Uuid::now_v7();
-    let mut events = Vec::new();
-    for position in 1..=10 {
-        let batch = if position % 2 == 0 { batch_a } else { batch_b };
-        let mut outcome = event(
-            position,
-            EventType::RuleExecuted,
-            AggregateType::Batch,
-            batch,
-            batch,
-        );
-        outcome.discipline = Some(
-            if position <= 6 {
-                "ELECTRICAL"
-            } else {
-                "PROCESS"
-            }
-            .to_owned(),
-        );
-        outcome.actor = if position % 3 == 0 { "bob" } else { "alice" }.to_owned();
-        outcome.rule_id = (position != 4).then_some(rule);
-        events.push(outcome);
-    }
-    app.project(&events).await;
-
-    // Act
-    let mixed = app
-        .get_ok(&format!(
-            "/events/timeline?correlation_id={batch_a}&discipline=ELECTRICAL&rule_id={rule}"
-        ))
-        .await;
-    let by_actor = app.get_ok("/events/timeline?actor=bob").await;
-    let mut paged = Vec::new();
-    let mut path = "/events/timeline?limit=3".to_owned();
+/// Every entry of a timeline query (without `after`), page by page of `limit`,
+/// checking that each page's `next_after` is its last position; and the page count.
+async fn timeline(stack: &Stack, query: &str, limit: u32) -> anyhow::Result<(Vec<Value>, usize)> {
+    let mut entries = Vec::new();
+    let mut after = 0;
     let mut pages = 0;
     loop {
-        let page = app.get_ok(&path).await;
+        let page = stack
+            .read(&format!(
+                "/events/timeline?{query}&limit={limit}&after={after}"
+            ))
+            .await?;
         pages += 1;
-        paged.extend(positions(&page["events"]));
+        let events = page["events"].as_array().cloned().unwrap_or_default();
         match page["next_after"].as_i64() {
-            Some(next) => path = format!("/events/timeline?limit=3&after={next}"),
-            None => break,
-        }
-    }
-
-    // Assert
-    assert_eq!(positions(&mixed["events"]), vec![2, 6]);
-    assert_eq!(mixed["next_after"], Value::Null);
-    assert_eq!(positions(&by_actor["events"]), vec![3, 6, 9]);
-    assert_eq!(paged, (1..=10).collect::<Vec<_>>());
-    assert_eq!(pages, 4, "3 + 3 + 3 + 1");
-    let first = &mixed["events"][0];
-    for field in [
-        "position",
-        "event_id",
-        "event_type",
-        "aggregate_type",
-        "aggregate_id",
-        "asset_id",
-        "correlation_id",
-        "causation_id",
-        "rule_id",
-        "rule_version",
-        "discipline",
-        "actor",
-        "occurred_at",
-        "payload",
-        "diff",
-        "rolled_back",
-        "rolled_back_by",
-    ] {
-        assert!(
-            first.get(field).is_some(),
-            "timeline entry lacks `{field}`: {first}"
-        );
-    }
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn the_timeline_filters_by_event_types_time_range_asset_and_rolled_back_state() {
-    // Arrange
-    let app = spawn_app().await;
-    let (batch, rollback) = (Uuid::now_v7(), Uuid::now_v7());
-    let (motor, pump) = (Uuid::now_v7(), Uuid::now_v7());
-    let events = vec![
-        batch_event(1, EventType::BatchStarted, batch),
-        asset_change(
-            2,
-            EventType::AssetCreated,
-            motor,
-            batch,
-            None,
-            Some(asset_state(motor, 50, 1)),
-        ),
-        asset_change(
-            3,
-            EventType::AssetCreated,
-            pump,
-            batch,
-            None,
-            Some(asset_state(pump, 5, 1)),
-        ),
-        asset_change(
-            4,
-            EventType::AssetUpdated,
-            motor,
-            batch,
-            Some(asset_state(motor, 50, 1)),
-            Some(asset_state(motor, 75, 2)),
-        ),
-        batch_event(5, EventType::BatchCompleted, batch),
-    ];
-    app.project(&events).await;
-    sqlx::query("update rm_events set rolled_back = true, rolled_back_by = $1 where position = 4")
-        .bind(rollback)
-        .execute(&app.read_models)
-        .await
-        .expect("mark rolled back");
-
-    // Act
-    let changes = app
-        .get_ok("/events/timeline?event_type=ASSET_CREATED,ASSET_UPDATED")
-        .await;
-    let window = app
-        .get_ok(&format!(
-            "/events/timeline?from={}&to={}",
-            urlencode(&at(2).to_rfc3339()),
-            urlencode(&at(4).to_rfc3339())
-        ))
-        .await;
-    let motor_events = app
-        .get_ok(&format!("/events/timeline?asset_id={motor}"))
-        .await;
-    let without_undone = app
-        .get_ok(&format!(
-            "/events/timeline?asset_id={motor}&include_rolled_back=false"
-        ))
-        .await;
-
-    // Assert
-    assert_eq!(positions(&changes["events"]), vec![2, 3, 4]);
-    assert_eq!(positions(&window["events"]), vec![2, 3, 4]);
-    assert_eq!(positions(&motor_events["events"]), vec![2, 4]);
-    assert_eq!(motor_events["events"][1]["rolled_back"], true);
-    assert_eq!(
-        motor_events["events"][1]["rolled_back_by"],
-        rollback.to_string()
-    );
-    assert_eq!(positions(&without_undone["events"]), vec![2]);
-    app.stop().await;
-}
-
-fn urlencode(text: &str) -> String {
-    text.replace('+', "%2B").replace(':', "%3A")
-}
-
-/// Every position of a timeline query, page by page (`query` without `after`).
-async fn all_positions(app: &QueryApp, query: &str) -> Vec<i64> {
-    let mut all = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = app
-            .get_ok(&format!("/events/timeline?{query}&limit=500&after={after}"))
-            .await;
-        all.extend(positions(&page["events"]));
-        match page["next_after"].as_i64() {
-            Some(next) => after = next,
-            None => return all,
+            Some(next) => {
+                anyhow::ensure!(
+                    events.len() == limit as usize
+                        && events.last().map(|e| &e["position"]) == Some(&json!(next)),
+                    "{query}: a full page must end at next_after {next}: {page}"
+                );
+                after = next;
+                entries.extend(events);
+            }
+            None => {
+                entries.extend(events);
+                return Ok((entries, pages));
+            }
         }
     }
 }
 
+/// A time as a query parameter.
+fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339().replace('+', "%2B").replace(':', "%3A")
+}
+
+// ---------------------------------------------------------------------------------
+// Timeline
+// ---------------------------------------------------------------------------------
+
 #[tokio::test]
-async fn time_windows_over_thousands_of_events_find_late_committed_events_and_skip_nothing() {
-    // Arrange: 3,000 events a minute apart, across several buckets of the time summary,
-    // in alternating disciplines; event 2,500 belongs to a long transaction: it occurred
-    // at minute 100 but committed (took its position) much later.
-    let app = spawn_app().await;
-    let batch = Uuid::now_v7();
-    let created = |position: i64, minute: i64| {
-        let mut event = event(
-            position,
-            EventType::AssetCreated,
-            AggregateType::Asset,
-            Uuid::now_v7(),
-            batch,
-        );
-        event.discipline = Some(["ELECTRICAL", "PROCESS"][position as usize % 2].to_owned());
-        event.occurred_at = at(minute);
-        event
-    };
-    let mut events: Vec<EventEnvelope> = (1..=3_000).map(|p| created(p, p)).collect();
-    events[2_499].occurred_at = at(100);
-    app.project(&events).await;
-    let expected = |events: &[EventEnvelope], keep: &dyn Fn(&EventEnvelope) -> bool| -> Vec<i64> {
-        events
-            .iter()
-            .filter(|e| keep(e))
-            .map(|e| e.position)
-            .collect()
-    };
-    let time = |minute| urlencode(&at(minute).to_rfc3339());
+async fn the_timeline_pages_through_every_logged_event_exactly_as_logged() -> anyhow::Result<()> {
+    // Arrange
+    let story = story().await?;
 
     // Act
-    let around_the_late_event =
-        all_positions(&app, &format!("from={}&to={}", time(50), time(150))).await;
-    let late_part = all_positions(&app, &format!("from={}", time(1_500))).await;
-    let early_part = all_positions(&app, &format!("to={}", time(20))).await;
-    let process_since = all_positions(
-        &app,
-        &format!(
-            "discipline=PROCESS&event_type=ASSET_CREATED&from={}",
-            time(2_990)
-        ),
-    )
-    .await;
-    // Events projected after the summary was last brought up to date: read anyway.
-    let more: Vec<EventEnvelope> = (3_001..=3_010).map(|p| created(p, 10)).collect();
-    app.project(&more).await;
-    let early_part_again = all_positions(&app, &format!("to={}", time(20))).await;
+    let (entries, pages) = timeline(&story.stack, "", 7).await?;
 
-    // Assert
-    let window = |from: i64, to: i64| {
-        move |e: &EventEnvelope| e.occurred_at >= at(from) && e.occurred_at <= at(to)
-    };
-    assert_eq!(around_the_late_event, expected(&events, &window(50, 150)));
-    assert!(around_the_late_event.contains(&2_500));
-    assert_eq!(late_part, expected(&events, &window(1_500, 10_000)));
-    assert!(!late_part.contains(&2_500));
-    assert_eq!(early_part, (1..=20).collect::<Vec<i64>>());
-    let process = |e: &EventEnvelope| e.discipline.as_deref() == Some("PROCESS");
-    assert_eq!(
-        process_since,
-        expected(&events, &|e| process(e) && window(2_990, 10_000)(e))
-    );
-    assert_eq!(process_since, vec![2_991, 2_993, 2_995, 2_997, 2_999]);
-    let everything: Vec<EventEnvelope> = events.into_iter().chain(more).collect();
-    assert_eq!(early_part_again, expected(&everything, &window(-10, 20)));
-    assert_eq!(early_part_again.len(), 30);
-    app.stop().await;
+    // Assert: every event once, in position order, each field as logged, the execution's
+    // events marked as undone by the rollback.
+    assert_eq!(entries, story.expected(&|_| true));
+    assert_eq!(pages, story.log.len().div_ceil(7));
+    assert!(entries
+        .iter()
+        .any(|e| e["rolled_back"] == true && e["rolled_back_by"] == json!(story.rollback)));
+    Ok(())
 }
 
 #[tokio::test]
-async fn an_asset_history_lists_every_change_with_its_diff_before_and_after() {
-    // Arrange: the motor is created, a rule outcome names it, it is updated; the pump's
-    // events are not in its history.
-    let app = spawn_app().await;
-    let (batch, motor, pump) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let mut outcome = event(
-        3,
-        EventType::RuleExecuted,
-        AggregateType::Batch,
-        batch,
-        batch,
-    );
-    outcome.payload = json!({ "asset_id": motor.to_string() });
-    let events = vec![
-        asset_change(
-            1,
-            EventType::AssetCreated,
-            motor,
-            batch,
-            None,
-            Some(asset_state(motor, 50, 1)),
+async fn each_timeline_filter_alone_selects_exactly_the_logged_events_it_names(
+) -> anyhow::Result<()> {
+    // Arrange
+    let story = story().await?;
+    let (motor, vfd, execution) = (story.motor, story.vfd, story.execution);
+    let execution_started = story.first(execution, EventType::BatchStarted).occurred_at;
+    let reimport_started = story
+        .first(story.reimport, EventType::BatchStarted)
+        .occurred_at;
+    type Keep = Box<dyn Fn(&EventEnvelope) -> bool>;
+    let cases: Vec<(String, Keep)> = vec![
+        (
+            format!("asset_id={motor}"),
+            Box::new(move |e| concerned_asset(e) == Some(motor)),
         ),
-        asset_change(
-            2,
-            EventType::AssetCreated,
-            pump,
-            batch,
-            None,
-            Some(asset_state(pump, 5, 1)),
+        (
+            format!("aggregate_id={motor}"),
+            Box::new(move |e| e.aggregate_id == motor),
         ),
-        outcome,
-        asset_change(
-            4,
-            EventType::AssetUpdated,
-            motor,
-            batch,
-            Some(asset_state(motor, 50, 1)),
-            Some(asset_state(motor, 75, 2)),
+        (
+            format!("rule_id={vfd}"),
+            Box::new(move |e| e.rule_id == Some(vfd)),
+        ),
+        (
+            "discipline=MECHANICAL".to_owned(),
+            Box::new(|e| e.discipline.as_deref() == Some("MECHANICAL")),
+        ),
+        (
+            "discipline=INSTRUMENTATION".to_owned(),
+            Box::new(|e| e.discipline.as_deref() == Some("INSTRUMENTATION")),
+        ),
+        (
+            format!("correlation_id={execution}"),
+            Box::new(move |e| e.correlation_id == execution),
+        ),
+        (
+            "event_type=ASSET_UPDATED".to_owned(),
+            Box::new(|e| e.event_type == EventType::AssetUpdated),
+        ),
+        (
+            "event_type=ASSET_CREATED,CABLE_CREATED,ROLLBACK".to_owned(),
+            Box::new(|e| {
+                matches!(
+                    e.event_type,
+                    EventType::AssetCreated | EventType::CableCreated | EventType::Rollback
+                )
+            }),
+        ),
+        (
+            format!("actor={ENGINEER}"),
+            Box::new(|e| e.actor == ENGINEER),
+        ),
+        (
+            format!("actor={TEST_ADMIN}"),
+            Box::new(|e| e.actor == TEST_ADMIN),
+        ),
+        (
+            format!("from={}", time(execution_started)),
+            Box::new(move |e| e.occurred_at >= execution_started),
+        ),
+        (
+            format!("to={}", time(reimport_started)),
+            Box::new(move |e| e.occurred_at <= reimport_started),
+        ),
+        (
+            format!(
+                "from={}&to={}",
+                time(execution_started),
+                time(reimport_started)
+            ),
+            Box::new(move |e| {
+                e.occurred_at >= execution_started && e.occurred_at <= reimport_started
+            }),
+        ),
+        (
+            "include_rolled_back=false".to_owned(),
+            Box::new(move |e| e.correlation_id != execution),
+        ),
+        ("include_rolled_back=true".to_owned(), Box::new(|_| true)),
+    ];
+
+    for (query, keep) in cases {
+        // Act
+        let (entries, _) = timeline(&story.stack, &query, 1000).await?;
+
+        // Assert: exactly the logged events the filter names, each as logged; and the
+        // filter is a real one (it keeps something, and not everything, unless asked).
+        let expected = story.expected(&keep);
+        assert_eq!(entries, expected, "{query}");
+        assert!(!expected.is_empty(), "{query} selects nothing");
+        if query != "include_rolled_back=true" {
+            assert!(
+                expected.len() < story.log.len(),
+                "{query} selects everything"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn timeline_filters_combine_and_a_combined_query_pages_without_gap_or_duplicate(
+) -> anyhow::Result<()> {
+    // Arrange
+    let story = story().await?;
+    let (motor, vfd, execution) = (story.motor, story.vfd, story.execution);
+    let from = story.first(execution, EventType::BatchStarted).occurred_at;
+    let to = story
+        .first(execution, EventType::BatchCompleted)
+        .occurred_at;
+    type Keep = Box<dyn Fn(&EventEnvelope) -> bool>;
+    let cases: Vec<(String, Keep, bool)> = vec![
+        (
+            format!("correlation_id={execution}&discipline=ELECTRICAL&rule_id={vfd}"),
+            Box::new(move |e| {
+                e.correlation_id == execution
+                    && e.discipline.as_deref() == Some("ELECTRICAL")
+                    && e.rule_id == Some(vfd)
+            }),
+            false,
+        ),
+        (
+            format!("actor={ENGINEER}&event_type=ASSET_UPDATED,ASSET_CREATED"),
+            Box::new(|e| {
+                e.actor == ENGINEER
+                    && matches!(
+                        e.event_type,
+                        EventType::AssetUpdated | EventType::AssetCreated
+                    )
+            }),
+            false,
+        ),
+        (
+            format!("discipline=ELECTRICAL&actor={TEST_ADMIN}"),
+            Box::new(|e| e.discipline.as_deref() == Some("ELECTRICAL") && e.actor == TEST_ADMIN),
+            false,
+        ),
+        (
+            format!("asset_id={motor}&include_rolled_back=false"),
+            Box::new(move |e| concerned_asset(e) == Some(motor) && e.correlation_id != execution),
+            false,
+        ),
+        (
+            format!(
+                "correlation_id={execution}&event_type=RULE_EXECUTED&from={}&to={}",
+                time(from),
+                time(to)
+            ),
+            Box::new(move |e| {
+                e.correlation_id == execution
+                    && e.event_type == EventType::RuleExecuted
+                    && e.occurred_at >= from
+                    && e.occurred_at <= to
+            }),
+            false,
+        ),
+        (
+            format!(
+                "asset_id={motor}&aggregate_id={motor}&rule_id={vfd}&discipline=ELECTRICAL\
+                 &correlation_id={execution}&event_type=ASSET_UPDATED,RULE_EXECUTED\
+                 &actor={ENGINEER}&from={}&to={}&include_rolled_back=true",
+                time(from),
+                time(to)
+            ),
+            Box::new(move |e| {
+                concerned_asset(e) == Some(motor)
+                    && e.aggregate_id == motor
+                    && e.rule_id == Some(vfd)
+                    && e.discipline.as_deref() == Some("ELECTRICAL")
+                    && e.correlation_id == execution
+                    && matches!(
+                        e.event_type,
+                        EventType::AssetUpdated | EventType::RuleExecuted
+                    )
+                    && e.actor == ENGINEER
+                    && e.occurred_at >= from
+                    && e.occurred_at <= to
+            }),
+            false,
+        ),
+        // Every event of the motor in the execution was undone: nothing is left.
+        (
+            format!("asset_id={motor}&correlation_id={execution}&include_rolled_back=false"),
+            Box::new(|_| false),
+            true,
         ),
     ];
-    app.project(&events).await;
 
-    // Act
-    let history = app.get_ok(&format!("/events/assets/{motor}/history")).await;
-    let second_page = app
-        .get_ok(&format!("/events/assets/{motor}/history?after=1&limit=1"))
-        .await;
+    for (query, keep, empty) in cases {
+        // Act
+        let (entries, _) = timeline(&story.stack, &query, 1000).await?;
 
-    // Assert
-    assert_eq!(positions(&history["events"]), vec![1, 3, 4]);
-    let update = &history["events"][2];
-    assert_eq!(update["event_type"], "ASSET_UPDATED");
-    assert_eq!(update["before"]["properties"]["power_kw"], 50);
-    assert_eq!(update["after"]["properties"]["power_kw"], 75);
-    assert_eq!(
-        update["diff"],
-        json!([
-            {"op": "replace", "path": "/properties/power_kw", "value": 75},
-            {"op": "replace", "path": "/version", "value": 2}
-        ])
-    );
-    assert_eq!(history["events"][0]["before"], Value::Null);
-    assert_eq!(positions(&second_page["events"]), vec![3]);
-    assert_eq!(second_page["next_after"], 3);
-    app.stop().await;
+        // Assert
+        let expected = story.expected(&keep);
+        assert_eq!(entries, expected, "{query}");
+        assert_eq!(expected.is_empty(), empty, "{query}: {}", expected.len());
+    }
+
+    // Act: a combined filter, two events a page.
+    let query = "discipline=ELECTRICAL&include_rolled_back=false";
+    let (paged, pages) = timeline(&story.stack, query, 2).await?;
+
+    // Assert: the same events as in one page, no gap, no duplicate.
+    let expected = story.expected(&|e| {
+        e.discipline.as_deref() == Some("ELECTRICAL") && e.correlation_id != execution
+    });
+    assert!(expected.len() > 4, "several pages: {}", expected.len());
+    assert_eq!(positions(&json!(paged)), positions(&json!(expected)));
+    assert_eq!(paged, expected);
+    assert_eq!(pages, expected.len().div_ceil(2));
+    Ok(())
 }
 
 #[tokio::test]
-async fn an_asset_nothing_happened_to_has_no_history() {
-    // Arrange
-    let app = spawn_app().await;
-    let stranger = Uuid::now_v7();
-
-    // Act
-    let (status, content_type, body) = app.get(&format!("/events/assets/{stranger}/history")).await;
-
-    // Assert
-    assert_eq!(status, 404, "{body}");
-    assert_eq!(content_type.as_deref(), Some("application/problem+json"));
-    assert_eq!(body["type"], "/problems/asset-not-found");
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn an_asset_state_is_current_or_as_of_a_time_and_a_deleted_asset_is_gone() {
-    // Arrange: created at 08:01 (50 kW), updated at 08:02 (75 kW); the pump is deleted
-    // at 08:04.
-    let app = spawn_app().await;
-    let (batch, motor, pump) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    let events = vec![
-        asset_change(
-            1,
-            EventType::AssetCreated,
-            motor,
-            batch,
-            None,
-            Some(asset_state(motor, 50, 1)),
-        ),
-        asset_change(
-            2,
-            EventType::AssetUpdated,
-            motor,
-            batch,
-            Some(asset_state(motor, 50, 1)),
-            Some(asset_state(motor, 75, 2)),
-        ),
-        asset_change(
-            3,
-            EventType::AssetCreated,
-            pump,
-            batch,
-            None,
-            Some(asset_state(pump, 5, 1)),
-        ),
-        asset_change(
-            4,
-            EventType::AssetDeleted,
-            pump,
-            batch,
-            Some(asset_state(pump, 5, 1)),
-            None,
-        ),
-    ];
-    app.project(&events).await;
-    let as_of = |minute: i64| urlencode(&(at(minute) + TimeDelta::seconds(30)).to_rfc3339());
-
-    // Act
-    let current = app.get_ok(&format!("/assets/{motor}")).await;
-    let at_first = app
-        .get_ok(&format!("/assets/{motor}?as_of={}", as_of(1)))
-        .await;
-    let (before_creation, _, _) = app
-        .get(&format!("/assets/{motor}?as_of={}", as_of(0)))
-        .await;
-    let (deleted, deleted_type, deleted_body) = app.get(&format!("/assets/{pump}")).await;
-    let (pump_after_deletion, _, _) = app.get(&format!("/assets/{pump}?as_of={}", as_of(4))).await;
-    let pump_before_deletion = app
-        .get_ok(&format!("/assets/{pump}?as_of={}", as_of(3)))
-        .await;
-    let (unknown, _, _) = app.get(&format!("/assets/{}", Uuid::now_v7())).await;
-
-    // Assert
-    assert_eq!(current["state"]["properties"]["power_kw"], 75);
-    assert_eq!(current["version"], 2);
-    assert_eq!(at_first["state"]["properties"]["power_kw"], 50);
-    assert_eq!(at_first["last_position"], 1);
-    assert_eq!(before_creation, 404);
-    assert_eq!(deleted, 410, "{deleted_body}");
-    assert_eq!(deleted_type.as_deref(), Some("application/problem+json"));
-    assert_eq!(deleted_body["type"], "/problems/asset-deleted");
-    assert_eq!(pump_after_deletion, 410);
-    assert_eq!(pump_before_deletion["state"]["properties"]["power_kw"], 5);
-    assert_eq!(unknown, 404);
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn bad_query_input_is_refused_with_a_400_problem() {
-    // Arrange
-    let app = spawn_app().await;
+async fn bad_query_input_and_unknown_filters_are_refused_with_a_400_problem() -> anyhow::Result<()>
+{
+    // Arrange: the refusals concern the request alone.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
+    let http = http_client_as(Role::Viewer, VIEWER);
     let asset = Uuid::now_v7();
 
     // Act + Assert: every one is a problem, none a 500 or plain text.
     for path in [
         "/events/timeline?asset=1".to_owned(),
+        "/events/timeline?tag=P-101".to_owned(),
+        "/events/timeline?sort=desc".to_owned(),
         "/events/timeline?correlation_id=not-a-uuid".to_owned(),
+        "/events/timeline?asset_id=42".to_owned(),
+        "/events/timeline?rule_id=x".to_owned(),
         "/events/timeline?limit=1001".to_owned(),
         "/events/timeline?limit=0".to_owned(),
+        "/events/timeline?after=-1".to_owned(),
         "/events/timeline?event_type=ASSET_EXPLODED".to_owned(),
+        "/events/timeline?event_type=ASSET_CREATED,NOPE".to_owned(),
         "/events/timeline?from=yesterday".to_owned(),
+        "/events/timeline?from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z".to_owned(),
         "/events/timeline?include_rolled_back=maybe".to_owned(),
         "/events/assets/not-a-uuid/history".to_owned(),
         format!("/events/assets/{asset}/history?limit=5000"),
         format!("/events/assets/{asset}/history?sort=desc"),
         "/assets/42".to_owned(),
         format!("/assets/{asset}?as_of=last-tuesday"),
+        format!("/assets/{asset}?at=2026-01-01T00:00:00Z"),
     ] {
-        let (status, content_type, body) = app.get(&path).await;
-        assert_eq!(status, 400, "GET {path}: {body}");
-        assert_eq!(
-            content_type.as_deref(),
-            Some("application/problem+json"),
-            "GET {path}"
-        );
-        assert_eq!(body["status"], 400, "GET {path}: {body}");
+        let reply =
+            synapse_tests::client::send(&http, reqwest::Method::GET, &query.url(&path), None)
+                .await?;
+        assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
+        assert!(reply.is_problem(), "GET {path}: {reply:?}");
+        assert_eq!(reply.body["status"], 400, "GET {path}: {reply:?}");
     }
-    app.stop().await;
+    query.stop().await
 }
 
 #[tokio::test]
-async fn the_service_documents_its_api_and_reports_health_and_metrics() {
+async fn time_windows_over_thousands_of_events_find_a_late_committed_event_and_skip_nothing(
+) -> anyhow::Result<()> {
+    // Arrange: 1,500 motors and pumps (three summary buckets of events with the run
+    // below).
+    let stack = Stack::start().await?;
+    let assets: Vec<Value> = (0..1_500)
+        .map(|index| {
+            if index % 2 == 0 {
+                json!({"tag": format!("M-{index:04}"), "asset_type": "ELECTRIC_MOTOR",
+                       "discipline": "ELECTRICAL", "area": "U100", "properties": {"rated_power_kw": 11}})
+            } else {
+                json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
+                       "discipline": "MECHANICAL", "area": "U100", "properties": {}})
+            }
+        })
+        .collect();
+    stack.import(&as_csv(&assets)).await?;
+    let pumps = stack.define_rule(&pump_flag_rule()).await?;
+    // A single change that starts now but cannot commit before the run below has: the
+    // test holds back every write of a pre-batch snapshot, which the single change
+    // makes after building its BATCH_STARTED and a flagging run never makes.
+    let mut hold = stack.pool().begin().await?;
+    sqlx::query("lock table execution_snapshots in share mode")
+        .execute(&mut *hold)
+        .await?;
+    let late = {
+        let client = stack.engineer.clone();
+        let url = stack.system.command.url("/assets");
+        tokio::spawn(async move {
+            let asset = json!({"tag": "FT-9000", "asset_type": "FLOW_TRANSMITTER",
+                               "discipline": "INSTRUMENTATION", "properties": {}});
+            synapse_tests::client::send(&client, reqwest::Method::POST, &url, Some(&asset)).await
+        })
+    };
+    wait_for_snapshot_writer(&stack).await?;
+    // Bounded: were the run ever to write a snapshot, it would wait for the hold too.
+    let run = tokio::time::timeout(
+        Duration::from_secs(30),
+        stack.execute(json!({"rule_ids": [pumps]})),
+    )
+    .await??;
+    let run = id_field(&run, "correlation_id")?;
+    hold.rollback().await?;
+    late.await??.expect_status(201);
+    stack.settle().await?;
+    let log = stack.log().await?;
+    let late = log
+        .iter()
+        .rev()
+        .find(|e| e.event_type == EventType::BatchStarted)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no batch"))?;
+    let run_started = log
+        .iter()
+        .find(|e| e.correlation_id == run && e.event_type == EventType::BatchStarted)
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("no run"))?;
+    // The premise: the late BATCH_STARTED occurred before the whole run, in a later
+    // bucket than most of it, and is positioned after it.
+    assert!(late.occurred_at < run_started.occurred_at);
+    assert!(late.position > run_started.position + 1_024);
+    assert!(log.len() > 2 * 1_024, "{} events", log.len());
+    let at = |position: i64| {
+        log.iter()
+            .find(|e| e.position == position)
+            .map(|e| e.occurred_at)
+            .unwrap_or_default()
+    };
+    let window = |from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>| {
+        let expected: Vec<i64> = log
+            .iter()
+            .filter(|e| from.is_none_or(|from| e.occurred_at >= from))
+            .filter(|e| to.is_none_or(|to| e.occurred_at <= to))
+            .map(|e| e.position)
+            .collect();
+        let mut query = Vec::new();
+        if let Some(from) = from {
+            query.push(format!("from={}", time(from)));
+        }
+        if let Some(to) = to {
+            query.push(format!("to={}", time(to)));
+        }
+        (query.join("&"), expected)
+    };
+    let cases = [
+        window(Some(late.occurred_at), Some(late.occurred_at)),
+        window(Some(at(1_000)), Some(late.occurred_at)),
+        window(Some(at(1_400)), Some(run_started.occurred_at)),
+        window(Some(run_started.occurred_at), None),
+        window(None, Some(at(700))),
+        window(None, Some(late.occurred_at)),
+    ];
+
+    for (query, expected) in cases {
+        // Act
+        let (entries, _) = timeline(&stack, &query, 500).await?;
+
+        // Assert
+        assert_eq!(positions(&json!(entries)), expected, "{query}");
+    }
+    let (around_late, _) = timeline(
+        &stack,
+        &window(Some(late.occurred_at), Some(late.occurred_at)).0,
+        500,
+    )
+    .await?;
+    assert!(positions(&json!(around_late)).contains(&late.position));
+    let since = at(1_200);
+    let (mechanical, _) = timeline(
+        &stack,
+        &format!(
+            "discipline=MECHANICAL&event_type=ASSET_CREATED&from={}",
+            time(since)
+        ),
+        500,
+    )
+    .await?;
+    let expected: Vec<i64> = log
+        .iter()
+        .filter(|e| e.discipline.as_deref() == Some("MECHANICAL"))
+        .filter(|e| e.event_type == EventType::AssetCreated && e.occurred_at >= since)
+        .map(|e| e.position)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(positions(&json!(mechanical)), expected);
+
+    // Act: events projected after the time summary was last brought up to date.
+    stack
+        .create_asset(&json!({"tag": "FT-9001", "asset_type": "FLOW_TRANSMITTER",
+                              "discipline": "INSTRUMENTATION", "properties": {}}))
+        .await?;
+    stack.settle().await?;
+    let newest = stack.log().await?;
+    let newest_at = newest.last().map(|e| e.occurred_at).unwrap_or_default();
+    let (recent, _) = timeline(&stack, &format!("from={}", time(newest_at)), 500).await?;
+
+    // Assert: read anyway.
+    let expected: Vec<i64> = newest
+        .iter()
+        .filter(|e| e.occurred_at >= newest_at)
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions(&json!(recent)), expected);
+    assert!(expected.contains(&newest.last().map(|e| e.position).unwrap_or(0)));
+    Ok(())
+}
+
+/// Wait until a command-service connection waits for the lock on pre-batch snapshots.
+async fn wait_for_snapshot_writer(stack: &Stack) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'
+               and query ilike '%insert into execution_snapshots%'",
+        )
+        .fetch_one(stack.pool())
+        .await?;
+        if waiting > 0 {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the single change never reached its snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Asset history and state
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_asset_history_lists_every_change_with_diff_rule_batch_actor_and_rollback(
+) -> anyhow::Result<()> {
     // Arrange
-    let app = spawn_app().await;
+    let story = story().await?;
+    let motor = story.motor;
+
+    // Act: two events a page.
+    let mut history = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = story
+            .stack
+            .read(&format!(
+                "/events/assets/{motor}/history?limit=2&after={after}"
+            ))
+            .await?;
+        history.extend(page["events"].as_array().cloned().unwrap_or_default());
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    let stranger = story
+        .stack
+        .get(&format!("/events/assets/{}/history", Uuid::now_v7()))
+        .await?;
+
+    // Assert: every event about the motor or naming it, as logged, with both sides.
+    let expected: Vec<Value> = story
+        .log
+        .iter()
+        .filter(|e| e.aggregate_id == motor || concerned_asset(e) == Some(motor))
+        .map(|e| {
+            let mut entry = timeline_entry(e, story.rolled_back_by(e));
+            entry["before"] = json!(side(e, "before"));
+            entry["after"] = json!(side(e, "after"));
+            entry
+        })
+        .collect();
+    assert_eq!(history, expected);
+    // What the story did to the motor, in order: imported by the engineer; the VFD
+    // rule's outcome and update in the execution (undone by the admin's rollback); the
+    // rollback restoring it.
+    let changes: Vec<(&str, &str, &Value, bool)> = history
+        .iter()
+        .filter(|e| e["aggregate_id"] == json!(motor))
+        .map(|e| {
+            (
+                e["event_type"].as_str().unwrap_or(""),
+                e["actor"].as_str().unwrap_or(""),
+                &e["correlation_id"],
+                e["rolled_back"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("ASSET_CREATED", ENGINEER, &json!(story.import), false),
+            ("ASSET_UPDATED", ENGINEER, &json!(story.execution), true),
+            ("ROLLBACK", TEST_ADMIN, &json!(story.rollback), false),
+        ]
+    );
+    let update = history
+        .iter()
+        .find(|e| e["event_type"] == "ASSET_UPDATED")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(update["rule_id"], json!(story.vfd));
+    assert_eq!(update["rolled_back_by"], json!(story.rollback));
+    assert_eq!(update["before"]["properties"].get("needs_vfd"), None);
+    assert_eq!(update["after"]["properties"]["needs_vfd"], true);
+    assert!(
+        update["diff"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|op| op["op"] == "add" && op["path"] == "/properties/needs_vfd"),
+        "{update}"
+    );
+    assert!(history
+        .iter()
+        .any(|e| e["event_type"] == "RULE_EXECUTED" && e["aggregate_type"] == "batch"));
+    assert_eq!(stranger.status, 404, "{stranger:?}");
+    assert!(stranger.is_problem());
+    assert_eq!(stranger.body["type"], "/problems/asset-not-found");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_asset_is_shown_current_or_as_of_a_time_and_a_deleted_or_unknown_one_is_not(
+) -> anyhow::Result<()> {
+    // Arrange
+    let story = story().await?;
+    let stack = &story.stack;
+    let change_of = |aggregate: Uuid, correlation: Uuid| {
+        story
+            .log
+            .iter()
+            .find(|e| e.aggregate_id == aggregate && e.correlation_id == correlation)
+            .cloned()
+            .unwrap_or_else(|| panic!("no change of {aggregate} in {correlation}"))
+    };
+    let between = |earlier: &EventEnvelope, later: &EventEnvelope| {
+        earlier.occurred_at + (later.occurred_at - earlier.occurred_at) / 2
+    };
+    let (motor, transmitter) = (story.motor, story.transmitter);
+    let motor_created = change_of(motor, story.import);
+    let motor_updated = change_of(motor, story.execution);
+    let motor_restored = change_of(motor, story.rollback);
+    let ft_created = change_of(transmitter, story.import);
+    let ft_updated = change_of(transmitter, story.reimport);
+    let ft_deleted = change_of(transmitter, story.last_batch());
+    let (state, version): (Value, i64) =
+        sqlx::query_as("select to_jsonb(a) - 'id', version from assets a where id = $1")
+            .bind(motor)
+            .fetch_one(story.stack.pool())
+            .await?;
+    let cable = story
+        .log
+        .iter()
+        .find(|e| e.event_type == EventType::CableCreated)
+        .map(|e| e.aggregate_id)
+        .unwrap_or_default();
 
     // Act
-    let openapi = app.get_ok("/openapi.json").await;
-    let health = app.get_ok("/healthz").await;
-    let ready = app.get_ok("/readyz").await;
-    let mut socket = app.connect().await;
-    subscribe(&mut socket, json!({"type": "subscribe"})).await;
-    let (_, _, metrics) = app.get("/metrics").await;
+    let current = stack.read(&format!("/assets/{motor}")).await?;
+    let as_of = |at: DateTime<Utc>, id: Uuid| format!("/assets/{id}?as_of={}", time(at));
+    let while_run = stack
+        .read(&as_of(between(&motor_updated, &motor_restored), motor))
+        .await?;
+    let before_run = stack
+        .read(&as_of(between(&motor_created, &motor_updated), motor))
+        .await?;
+    let ft_first = stack
+        .read(&as_of(between(&ft_created, &ft_updated), transmitter))
+        .await?;
+    let ft_second = stack
+        .read(&as_of(between(&ft_updated, &ft_deleted), transmitter))
+        .await?;
+    let ft_gone = stack.get(&format!("/assets/{transmitter}")).await?;
+    let ft_gone_then = stack
+        .get(&as_of(ft_deleted.occurred_at, transmitter))
+        .await?;
+    let ft_not_yet = stack
+        .get(&as_of(
+            ft_created.occurred_at - chrono::Duration::milliseconds(1),
+            transmitter,
+        ))
+        .await?;
+    let unknown = stack.get(&format!("/assets/{}", Uuid::now_v7())).await?;
+    let not_an_asset = stack.get(&format!("/assets/{cable}")).await?;
+
+    // Assert: the current state is the command side's, after the rollback.
+    assert_eq!(current["id"], json!(motor));
+    assert_eq!(current["version"], version);
+    assert_eq!(current["last_position"], motor_restored.position);
+    assert_eq!(current["as_of"], Value::Null);
+    for field in ["tag", "asset_type", "discipline", "area", "properties"] {
+        assert_eq!(current["state"][field], state[field], "{field}");
+    }
+    assert_eq!(
+        Some(&current["state"]),
+        side(&motor_restored, "after").as_ref()
+    );
+    // As of a time: the state after the last change by then.
+    for (view, change) in [
+        (&while_run, &motor_updated),
+        (&before_run, &motor_created),
+        (&ft_first, &ft_created),
+        (&ft_second, &ft_updated),
+    ] {
+        assert_eq!(Some(&view["state"]), side(change, "after").as_ref());
+        assert_eq!(view["last_position"], change.position);
+        assert_eq!(view["version"], change.aggregate_version);
+    }
+    assert_eq!(while_run["state"]["properties"]["needs_vfd"], true);
+    assert_eq!(before_run["state"]["properties"].get("needs_vfd"), None);
+    assert_eq!(ft_first["state"]["properties"].get("range_m3h"), None);
+    assert_eq!(ft_second["state"]["properties"]["range_m3h"], 80);
+    // Deleted (now, and as of its deletion), not yet created, unknown, not an asset.
+    for (reply, status, problem) in [
+        (&ft_gone, 410, "/problems/asset-deleted"),
+        (&ft_gone_then, 410, "/problems/asset-deleted"),
+        (&ft_not_yet, 404, "/problems/asset-not-found"),
+        (&unknown, 404, "/problems/asset-not-found"),
+        (&not_an_asset, 404, "/problems/asset-not-found"),
+    ] {
+        assert_eq!(reply.status, status, "{reply:?}");
+        assert!(reply.is_problem(), "{reply:?}");
+        assert_eq!(reply.body["type"], problem, "{reply:?}");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Batches and disciplines
+// ---------------------------------------------------------------------------------
+
+/// What `/batches` must show of a batch, from the log.
+fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
+    let events: Vec<&EventEnvelope> = log
+        .iter()
+        .filter(|e| e.correlation_id == correlation_id)
+        .filter(|e| {
+            e.aggregate_type == synapse_shared::AggregateType::Batch
+                || e.event_type.is_state_change()
+        })
+        .collect();
+    let of = |event_type: EventType| events.iter().find(|e| e.event_type == event_type);
+    let count =
+        |event_type: EventType| events.iter().filter(|e| e.event_type == event_type).count();
+    let started = of(EventType::BatchStarted);
+    let failed = of(EventType::BatchFailed);
+    let completed = of(EventType::BatchCompleted).or(failed);
+    let rollback = log.iter().find(|e| {
+        e.event_type == EventType::BatchRolledBack
+            && e.payload["target_correlation_id"] == json!(correlation_id)
+    });
+    let (executed, skipped, errors) = (
+        count(EventType::RuleExecuted),
+        count(EventType::RuleSkipped),
+        count(EventType::RuleError),
+    );
+    json!({
+        "correlation_id": correlation_id,
+        "kind": started.map(|e| e.payload["kind"].clone()),
+        "status": if rollback.is_some() { "rolled_back" } else if failed.is_some() { "failed" } else if completed.is_some() { "completed" } else { "running" },
+        "actor": events.first().map(|e| e.actor.clone()),
+        "rolled_back_by": rollback.map(|e| e.correlation_id),
+        "rolled_back_by_actor": rollback.map(|e| e.actor.clone()),
+        "first_position": events.first().map(|e| e.position),
+        "started_at": started.map(|e| e.occurred_at),
+        "finished_at": completed.map(|e| e.occurred_at),
+        "duration_ms": completed.and_then(|c| c.payload["duration_ms"].as_i64().or_else(|| {
+            started.map(|s| (c.occurred_at - s.occurred_at).num_milliseconds())
+        })),
+        "counts": {
+            "executed": executed, "skipped": skipped, "errors": errors,
+            "matched": executed + skipped + errors,
+            "findings": count(EventType::FindingRaised),
+            "changes": events.iter().filter(|e| e.event_type.is_state_change()).count(),
+        },
+        "error": failed.map(|e| e.payload["error"].clone()),
+    })
+}
+
+/// Every batch of the list (with `query`), two a page.
+async fn all_batches(stack: &Stack, query: &str) -> anyhow::Result<Vec<Value>> {
+    let mut batches = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = stack
+            .read(&format!("/batches?{query}&limit=2&after={after}"))
+            .await?;
+        batches.extend(page["batches"].as_array().cloned().unwrap_or_default());
+        match page["next_after"].as_i64() {
+            Some(next) => after = next,
+            None => return Ok(batches),
+        }
+    }
+}
+
+#[tokio::test]
+async fn batches_show_status_rules_counts_errors_timings_and_who_ran_and_rolled_back_them(
+) -> anyhow::Result<()> {
+    // Arrange: the engineer imports and runs three rules (the range rule errors for the
+    // transmitter without a range), and runs the range rule again; the admin rolls the
+    // first run back.
+    let stack = Stack::start().await?;
+    let import = stack.import(&as_csv(&small_plant())).await?;
+    let vfd = stack.define_rule(&vfd_rule()).await?;
+    let pumps = stack.define_rule(&pump_flag_rule()).await?;
+    let ranges = stack.define_rule(&instrument_range_rule()).await?;
+    let report = stack
+        .execute(json!({"rule_ids": [vfd, pumps, ranges]}))
+        .await?;
+    let execution = id_field(&report, "correlation_id")?;
+    let rerun = id_field(
+        &stack.execute(json!({"rule_ids": [ranges]})).await?,
+        "correlation_id",
+    )?;
+    let rollback = stack.rollback(execution).await?;
+    stack.settle().await?;
+    let log = stack.log().await?;
+    let batch_ids: Vec<Uuid> = log
+        .iter()
+        .filter(|e| e.event_type == EventType::BatchStarted)
+        .map(|e| e.correlation_id)
+        .collect();
+    let expected =
+        |ids: &[Uuid]| -> Vec<Value> { ids.iter().map(|id| expected_batch(&log, *id)).collect() };
+
+    // Act
+    let listed = all_batches(&stack, "").await?;
+    let rolled_back = all_batches(&stack, "status=rolled_back").await?;
+    let completed_runs = all_batches(&stack, "status=completed&kind=rule_execution").await?;
+    let engineers_runs =
+        all_batches(&stack, &format!("kind=rule_execution&actor={ENGINEER}")).await?;
+    let admins = all_batches(&stack, &format!("actor={TEST_ADMIN}")).await?;
+    let imports = all_batches(&stack, "kind=csv_import").await?;
+    let detail = stack.read(&format!("/batches/{execution}")).await?;
+    let rerun_detail = stack.read(&format!("/batches/{rerun}")).await?;
+    let unknown = stack.get(&format!("/batches/{}", Uuid::now_v7())).await?;
+
+    // Assert: the list is every batch once, in start order, as the log says.
+    assert_eq!(batch_ids, vec![import, execution, rerun, rollback]);
+    assert_eq!(listed, expected(&batch_ids));
+    assert_eq!(rolled_back, expected(&[execution]));
+    assert_eq!(completed_runs, expected(&[rerun]));
+    assert_eq!(engineers_runs, expected(&[execution, rerun]));
+    assert_eq!(admins, expected(&[rollback]));
+    assert_eq!(imports, expected(&[import]));
+    // Who ran it, who rolled it back, and the counts the runner reported.
+    assert_eq!(detail["actor"], ENGINEER);
+    assert_eq!(detail["status"], "rolled_back");
+    assert_eq!(detail["rolled_back_by"], json!(rollback));
+    assert_eq!(detail["rolled_back_by_actor"], TEST_ADMIN);
+    assert_eq!(detail["kind"], "rule_execution");
+    assert_eq!(detail["counts"]["errors"], 1, "{detail}");
+    for count in ["executed", "skipped", "errors", "matched"] {
+        assert_eq!(detail["counts"][count], report["totals"][count], "{count}");
+    }
+    // Per rule, in the order they ran: as the log's rule events say.
+    for (batch, detail) in [(execution, &detail), (rerun, &rerun_detail)] {
+        let mut rules = Vec::new();
+        for started in log.iter().filter(|e| {
+            e.correlation_id == batch && e.event_type == EventType::RuleExecutionStarted
+        }) {
+            let rule = started.rule_id;
+            let of_rule = |t: EventType| {
+                log.iter()
+                    .filter(|e| e.correlation_id == batch && e.rule_id == rule && e.event_type == t)
+                    .count()
+            };
+            let completed = log
+                .iter()
+                .find(|e| {
+                    e.correlation_id == batch
+                        && e.rule_id == rule
+                        && e.event_type == EventType::RuleExecutionCompleted
+                })
+                .map(|e| e.occurred_at);
+            let (executed, skipped, errors) = (
+                of_rule(EventType::RuleExecuted),
+                of_rule(EventType::RuleSkipped),
+                of_rule(EventType::RuleError),
+            );
+            rules.push(json!({
+                "rule_id": rule, "rule_version": started.rule_version,
+                "name": started.payload["name"], "total": started.payload["total"],
+                "executed": executed, "skipped": skipped, "errors": errors,
+                "matched": executed + skipped + errors,
+                "started_at": started.occurred_at, "completed_at": completed,
+            }));
+        }
+        let mut whole = expected_batch(&log, batch);
+        whole["rules"] = json!(rules);
+        assert_eq!(detail, &whole);
+    }
+    let rules = detail["rules"].as_array().cloned().unwrap_or_default();
+    let ids: Vec<&Value> = rules.iter().map(|r| &r["rule_id"]).collect();
+    assert_eq!(ids, [&json!(vfd), &json!(pumps), &json!(ranges)]);
+    assert_eq!(rules[2]["errors"], 1);
+    assert_eq!(rules[0]["executed"], 4, "motors of 75, 90, 110 and 160 kW");
+    assert_eq!(rerun_detail["status"], "completed");
+    assert_eq!(rerun_detail["rolled_back_by"], Value::Null);
+    assert_eq!(unknown.status, 404, "{unknown:?}");
+    assert!(unknown.is_problem());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_run_cut_short_by_a_shutdown_is_failed_with_its_error_and_the_feed_says_error(
+) -> anyhow::Result<()> {
+    // Arrange: 4,000 pumps, so the run takes several chunks; a subscriber to everything.
+    let mut stack = Stack::start().await?;
+    stack.import(&as_csv(&pumps(4_000))).await?;
+    let rule = stack.define_rule(&pump_flag_rule()).await?;
+    stack.settle().await?;
+    let head = stack.head().await?;
+    wait_until_ready(&stack.system.query).await?;
+    let mut socket = ws::subscribe(
+        stack.system.query.port,
+        json!({"type": "subscribe", "after": head}),
+    )
+    .await?;
+    let run = stack.start_execution(json!({"rule_ids": [rule]})).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (chunks,): (i64,) = sqlx::query_as(
+            "select count(*) from workflow_events
+             where correlation_id = $1 and event_type = 'BATCH_PROGRESS'",
+        )
+        .bind(run)
+        .fetch_one(stack.pool())
+        .await?;
+        if chunks > 0 {
+            break;
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "no chunk committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Act: the command service stops after the run's first chunk; a new one takes
+    // over (its relay publishes what the old one's could not).
+    stack.system.command.shutdown.cancel();
+    let replacement =
+        apps::command_service(&stack.system.database, &stack.system.nats.args, true).await?;
+    std::mem::replace(&mut stack.system.command, replacement)
+        .stop()
+        .await?;
+    let mut received = Vec::new();
+    loop {
+        let message = ws::next_json(&mut socket, Duration::from_secs(30)).await?;
+        let failed = message["event"]["event_type"] == "BATCH_FAILED";
+        received.push(message);
+        if failed {
+            break;
+        }
+    }
+    stack.settle().await?;
+    let failed = stack.read("/batches?status=failed").await?;
+    let detail = stack.read(&format!("/batches/{run}")).await?;
+
+    // Assert: the feed carried the run up to its failure, which reads ERROR.
+    let log = stack.log().await?;
+    let since: Vec<&EventEnvelope> = log.iter().filter(|e| e.position > head).collect();
+    let kinds: Vec<(i64, &str)> = received
+        .iter()
+        .map(|m| {
+            (
+                m["position"].as_i64().unwrap_or(0),
+                m["type"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, &str)> = since
+        .iter()
+        .map(|e| (e.position, synapse_tests::drive::message_kind(e.event_type)))
+        .collect();
+    assert_eq!(kinds, expected);
+    assert_eq!(kinds.last().map(|k| k.1), Some("ERROR"));
+    // The batch list and detail: failed, with the runner's error, part of the pumps done.
+    assert_eq!(failed["batches"], json!([expected_batch(&log, run)]));
+    assert_eq!(detail["status"], "failed");
+    assert!(
+        detail["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("shut down")),
+        "{detail}"
+    );
+    let executed = detail["counts"]["executed"].as_i64().unwrap_or(0);
+    assert!(executed > 0 && executed < 4_000, "{detail}");
+    assert_eq!(detail["rules"][0]["total"], 4_000);
+    assert_eq!(detail["rules"][0]["completed_at"], Value::Null);
+    Ok(())
+}
+
+#[tokio::test]
+async fn disciplines_summarise_the_logged_events_errors_and_batches_of_each_discipline(
+) -> anyhow::Result<()> {
+    // Arrange
+    let stack = Stack::start().await?;
+    stack.import(&as_csv(&small_plant())).await?;
+    let vfd = stack.define_rule(&vfd_rule()).await?;
+    let ranges = stack.define_rule(&instrument_range_rule()).await?;
+    let execution = id_field(
+        &stack.execute(json!({"rule_ids": [vfd, ranges]})).await?,
+        "correlation_id",
+    )?;
+    stack.execute(json!({"rule_ids": [ranges]})).await?;
+    stack.rollback(execution).await?;
+    stack.settle().await?;
+    let log = stack.log().await?;
+    let mut expected: BTreeMap<String, Value> = BTreeMap::new();
+    let mut recent: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let disciplines: BTreeSet<&str> = log.iter().filter_map(|e| e.discipline.as_deref()).collect();
+    for discipline in &disciplines {
+        let events: Vec<&EventEnvelope> = log
+            .iter()
+            .filter(|e| e.discipline.as_deref() == Some(discipline))
+            .collect();
+        let mut counts: BTreeMap<&str, i64> = BTreeMap::new();
+        for event in &events {
+            *counts.entry(event.event_type.as_str()).or_default() += 1;
+        }
+        let errors = |events: &[&EventEnvelope]| {
+            events
+                .iter()
+                .filter(|e| e.event_type == EventType::RuleError)
+                .count()
+        };
+        let mut batches: Vec<Uuid> = Vec::new();
+        for event in events.iter().rev() {
+            if !batches.contains(&event.correlation_id) {
+                batches.push(event.correlation_id);
+            }
+        }
+        expected.insert(
+            discipline.to_string(),
+            json!({
+                "discipline": discipline, "events": events.len(), "counts": counts,
+                "errors": errors(&events), "batches": batches.len(),
+                "last_activity": events.iter().map(|e| e.occurred_at).max(),
+            }),
+        );
+        recent.insert(
+            discipline.to_string(),
+            batches
+                .iter()
+                .map(|batch| {
+                    let of_batch: Vec<&EventEnvelope> = events
+                        .iter()
+                        .copied()
+                        .filter(|e| e.correlation_id == *batch)
+                        .collect();
+                    json!({
+                        "correlation_id": batch, "events": of_batch.len(),
+                        "errors": errors(&of_batch),
+                        "last_at": of_batch.iter().map(|e| e.occurred_at).max(),
+                    })
+                })
+                .collect(),
+        );
+    }
+
+    // Act
+    let list = stack.read("/disciplines").await?;
+    let instrumentation = stack
+        .read("/disciplines/INSTRUMENTATION?limit=1000")
+        .await?;
+    let electrical_newest = stack.read("/disciplines/ELECTRICAL?limit=1").await?;
+    let nobody = stack.get("/disciplines/NOBODY").await?;
+
+    // Assert
+    assert_eq!(
+        list,
+        json!({"disciplines": expected.values().cloned().collect::<Vec<_>>()})
+    );
+    assert_eq!(
+        disciplines.into_iter().collect::<Vec<_>>(),
+        ["ELECTRICAL", "INSTRUMENTATION", "MECHANICAL"]
+    );
+    let mut whole = expected["INSTRUMENTATION"].clone();
+    whole["recent_batches"] = json!(recent["INSTRUMENTATION"]);
+    assert_eq!(instrumentation, whole);
+    assert_eq!(instrumentation["errors"], 2, "the transmitter in both runs");
+    let mut newest = expected["ELECTRICAL"].clone();
+    newest["recent_batches"] = json!(recent["ELECTRICAL"][..1]);
+    assert_eq!(electrical_newest, newest);
+    assert_eq!(nobody.status, 404, "{nobody:?}");
+    assert!(nobody.is_problem());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Documentation, health, authentication
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_service_documents_its_api_and_reports_health_and_metrics() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
+    let http = http_client_as(Role::Viewer, VIEWER);
+    let get = |path: &str| {
+        let request = http.get(query.url(path));
+        async move { anyhow::Ok(request.send().await?) }
+    };
+    wait_until_ready(&query).await?;
+
+    // Act
+    let openapi: Value = get("/openapi.json").await?.json().await?;
+    let health: Value = get("/healthz").await?.json().await?;
+    let ready: Value = get("/readyz").await?.json().await?;
+    let _socket = ws::subscribe(query.port, json!({"type": "subscribe"})).await?;
+    let metrics = get("/metrics").await?.text().await?;
 
     // Assert
     for path in [
         "/events/timeline",
         "/events/assets/{id}/history",
         "/assets/{id}",
+        "/batches",
+        "/batches/{correlation_id}",
+        "/disciplines",
+        "/disciplines/{discipline}",
         "/ws",
     ] {
         assert!(openapi["paths"].get(path).is_some(), "openapi lacks {path}");
@@ -949,344 +1197,39 @@ async fn the_service_documents_its_api_and_reports_health_and_metrics() {
         .is_some());
     assert_eq!(health["status"], "ok");
     assert_eq!(ready["status"], "ready");
-    // At least this test's client (other tests may share the process's recorder).
+    // At least this test's client (other tests share the process's recorder).
     let clients = metrics
-        .as_str()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("synapse_ws_clients "))
-        })
+        .lines()
+        .find(|line| line.starts_with("synapse_ws_clients "))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok());
     assert!(clients.is_some_and(|clients| clients >= 1.0), "{metrics}");
-    app.stop().await;
+    query.stop().await
 }
 
-// ---------------------------------------------------------------------------------
-// Live feed
-// ---------------------------------------------------------------------------------
-
-#[tokio::test]
-async fn a_subscriber_receives_matching_live_events_in_order_exactly_once() {
-    // Arrange: a subscriber to batch A; batch B runs at the same time.
-    let app = spawn_app().await;
-    let (batch_a, batch_b) = (Uuid::now_v7(), Uuid::now_v7());
-    let mut socket = app.connect().await;
-    subscribe(
-        &mut socket,
-        json!({"type": "subscribe", "filters": {"correlation_id": batch_a}}),
-    )
-    .await;
-    let motor = Uuid::now_v7();
-    let mut action = event(
-        4,
-        EventType::RuleExecuted,
-        AggregateType::Batch,
-        batch_a,
-        batch_a,
-    );
-    action.payload = json!({"asset_id": motor.to_string()});
-
-    // Act
-    app.publish(&[
-        batch_event(1, EventType::BatchStarted, batch_a),
-        batch_event(2, EventType::BatchStarted, batch_b),
-        batch_event(3, EventType::RuleExecutionStarted, batch_a),
-        action,
-        batch_event(5, EventType::RuleError, batch_b),
-        batch_event(6, EventType::BatchProgress, batch_a),
-        batch_event(7, EventType::RuleExecutionCompleted, batch_a),
-        batch_event(8, EventType::BatchCompleted, batch_b),
-        batch_event(9, EventType::BatchCompleted, batch_a),
-    ])
-    .await;
-    let received = receive_events(&mut socket, 6).await;
-    // A sentinel published last: had anything been sent twice, it would come first.
-    app.publish(&[batch_event(10, EventType::BatchRolledBack, batch_a)])
-        .await;
-    let sentinel = receive_json(&mut socket).await;
-
-    // Assert
-    let kinds: Vec<&str> = received
-        .iter()
-        .map(|m| m["type"].as_str().unwrap_or("?"))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            "STARTED",
-            "RULE_START",
-            "ACTION",
-            "PROGRESS",
-            "RULE_COMPLETE",
-            "COMPLETED"
-        ]
-    );
-    let positions: Vec<i64> = received
-        .iter()
-        .map(|m| m["position"].as_i64().unwrap_or(0))
-        .collect();
-    assert_eq!(positions, [1, 3, 4, 6, 7, 9]);
-    assert_eq!(
-        received[2]["event"]["payload"]["asset_id"],
-        motor.to_string()
-    );
-    assert_eq!(received[2]["event"]["correlation_id"], batch_a.to_string());
-    assert_eq!(sentinel["type"], "ROLLED_BACK");
-    assert_eq!(sentinel["position"], 10);
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() {
-    // Arrange
-    let app = spawn_app().await;
-    let batch = Uuid::now_v7();
-    let mut socket = app.connect().await;
-
-    // Act
-    send_json(
-        &mut socket,
-        json!({"type": "subscribe", "filters": {"tag": "P-101"}}),
-    )
-    .await;
-    let unknown_filter = receive_json(&mut socket).await;
-    socket
-        .send(Message::Text("{not json".into()))
-        .await
-        .expect("ws send");
-    let malformed = receive_json(&mut socket).await;
-    subscribe(
-        &mut socket,
-        json!({"type": "subscribe", "filters": {"correlation_id": batch}}),
-    )
-    .await;
-    app.publish(&[batch_event(1, EventType::BatchStarted, batch)])
-        .await;
-    let started = receive_json(&mut socket).await;
-
-    // Assert
-    assert_eq!(unknown_filter["type"], "ERROR_PROTOCOL");
-    assert!(
-        unknown_filter["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("tag")),
-        "{unknown_filter}"
-    );
-    assert_eq!(malformed["type"], "ERROR_PROTOCOL");
-    assert_eq!(started["type"], "STARTED");
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn a_resuming_subscriber_gets_everything_after_its_position_without_gap_or_duplicate() {
-    // Arrange: events 1-5 predate the service; the projection has only reached 3.
-    // Position 4 belongs to another batch.
-    let (batch, other) = (Uuid::now_v7(), Uuid::now_v7());
-    let history: Vec<EventEnvelope> = (1..=5)
-        .map(|position| {
-            let correlation = if position == 4 { other } else { batch };
-            batch_event(position, EventType::RuleExecuted, correlation)
-        })
-        .collect();
-    let app = spawn_app_with(LiveLimits::default(), &history).await;
-    app.project(&history[..3]).await;
-    app.publish(&[
-        batch_event(6, EventType::BatchProgress, batch),
-        batch_event(7, EventType::RuleExecuted, batch),
-    ])
-    .await;
-    let mut socket = app.connect().await;
-
-    // Act: resume after 2; the service must wait for the projection to reach 5 (where
-    // its live memory starts) before serving 6 and 7 from memory.
-    subscribe(
-        &mut socket,
-        json!({"type": "subscribe", "filters": {"correlation_id": batch}, "after": 2}),
-    )
-    .await;
-    let from_read_models = receive_events(&mut socket, 1).await;
-    app.project(&history[3..]).await;
-    let after_projection = receive_events(&mut socket, 3).await;
-    app.publish(&[batch_event(8, EventType::BatchCompleted, batch)])
-        .await;
-    let live = receive_events(&mut socket, 1).await;
-
-    // Assert
-    let received: Vec<i64> = from_read_models
-        .iter()
-        .chain(&after_projection)
-        .chain(&live)
-        .map(|m| m["position"].as_i64().unwrap_or(0))
-        .collect();
-    assert_eq!(received, [3, 5, 6, 7, 8]);
-    assert_eq!(from_read_models[0]["type"], "ACTION");
-    assert_eq!(
-        from_read_models[0]["event"]["event_id"],
-        history[2].event_id.to_string()
-    );
-    assert_eq!(live[0]["type"], "COMPLETED");
-    app.stop().await;
-}
-
-/// A payload of about `bytes` bytes, so a few hundred events fill a socket's buffers.
-fn bulky(bytes: usize) -> Value {
-    json!({ "padding": "x".repeat(bytes) })
-}
-
-#[tokio::test]
-async fn a_client_that_never_reads_does_not_delay_another_client() {
-    // Arrange: ~16 MB of events, more than a stalled socket's buffers hold.
-    let app = spawn_app().await;
-    let batch = Uuid::now_v7();
-    let mut stalled = app.connect().await;
-    subscribe(&mut stalled, json!({"type": "subscribe"})).await;
-    let mut reader = app.connect().await;
-    subscribe(&mut reader, json!({"type": "subscribe"})).await;
-    let count = 500;
-    let events: Vec<EventEnvelope> = (1..=count)
-        .map(|position| {
-            let mut progress = batch_event(position, EventType::BatchProgress, batch);
-            progress.payload = bulky(32 * 1024);
-            progress
-        })
-        .collect();
-
-    // Act
-    let reading = tokio::spawn(async move {
-        let received = receive_events(&mut reader, count as usize).await;
-        received
-            .iter()
-            .map(|m| m["position"].as_i64().unwrap_or(0))
-            .collect::<Vec<_>>()
-    });
-    app.publish(&events).await;
-    let received = tokio::time::timeout(PATIENCE, reading)
-        .await
-        .expect("the reading client was held up")
-        .expect("reader task");
-
-    // Assert
-    assert_eq!(received, (1..=count).collect::<Vec<_>>());
-    drop(stalled);
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn a_client_too_far_behind_is_told_where_to_resume_and_resumes_without_a_gap() {
-    // Arrange: small buffers, a client that does not read while ~13 MB go by.
-    let limits = LiveLimits {
-        ring_capacity: 16,
-        broadcast_capacity: 16,
-        client_queue: 2,
-    };
-    let app = spawn_app_with(limits, &[]).await;
-    let batch = Uuid::now_v7();
-    let count = 200;
-    let events: Vec<EventEnvelope> = (1..=count)
-        .map(|position| {
-            let mut progress = batch_event(position, EventType::BatchProgress, batch);
-            progress.payload = bulky(64 * 1024);
-            progress
-        })
-        .collect();
-    let mut behind = app.connect().await;
-    subscribe(&mut behind, json!({"type": "subscribe"})).await;
-    app.publish(&events).await;
-    app.wait_for_hub_position(count).await;
-
-    // Act: read what the server kept for it, up to the LAGGED notice.
-    let mut delivered = Vec::new();
-    let resume_after = loop {
-        match receive(&mut behind).await {
-            Received::Json(message) if message["type"] == "LAGGED" => {
-                break message["resume_after"].as_i64().expect("resume_after");
-            }
-            Received::Json(message) => delivered.push(message["position"].as_i64().unwrap_or(0)),
-            Received::Closed(code) => panic!("closed without LAGGED: {code:?}"),
+/// Wait (bounded) until the query service's live feed is ready.
+pub async fn wait_until_ready(query: &apps::Running) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = reqwest::get(query.url("/readyz")).await;
+        if ready.is_ok_and(|response| response.status() == 200) {
+            return Ok(());
         }
-    };
-    let closed = receive(&mut behind).await;
-    app.project(&events).await;
-    let mut resumed = app.connect().await;
-    subscribe(
-        &mut resumed,
-        json!({"type": "subscribe", "after": resume_after}),
-    )
-    .await;
-    let rest = receive_events(&mut resumed, (count - resume_after) as usize).await;
-
-    // Assert
-    assert!(resume_after < count, "the client was never behind");
-    assert_eq!(delivered, (1..=resume_after).collect::<Vec<_>>());
-    assert_eq!(closed, Received::Closed(Some(1008)));
-    let rest: Vec<i64> = rest
-        .iter()
-        .map(|m| m["position"].as_i64().unwrap_or(0))
-        .collect();
-    assert_eq!(rest, ((resume_after + 1)..=count).collect::<Vec<_>>());
-    app.stop().await;
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the query service never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
-async fn shutdown_closes_every_websocket_with_going_away() {
+async fn queries_need_a_token_and_health_does_not() -> anyhow::Result<()> {
     // Arrange
-    let app = spawn_app().await;
-    let mut socket = app.connect().await;
-    subscribe(&mut socket, json!({"type": "subscribe"})).await;
-
-    // Act
-    let stopping = tokio::spawn(app.stop());
-    let closed = receive(&mut socket).await;
-
-    // Assert
-    assert_eq!(closed, Received::Closed(Some(1001)));
-    tokio::time::timeout(PATIENCE, stopping)
-        .await
-        .expect("the service did not stop in time")
-        .expect("stop task");
-}
-
-#[tokio::test]
-async fn the_live_feed_carries_on_after_nats_restarts() {
-    // Arrange: a nats-server of this test's own, so stopping it disturbs no other test.
-    let mut server = OwnNatsServer::start().await.expect("own nats-server");
-    let unique = Uuid::new_v4().simple().to_string();
-    let nats = TestNats {
-        args: NatsArgs::isolated(&server.url(), &unique),
-    };
-    let app = spawn_app_on(nats, LiveLimits::default(), &[]).await;
-    let batch = Uuid::now_v7();
-    let mut socket = app.connect().await;
-    subscribe(
-        &mut socket,
-        json!({"type": "subscribe", "filters": {"correlation_id": batch}}),
-    )
-    .await;
-    app.publish(&[batch_event(1, EventType::BatchStarted, batch)])
-        .await;
-    let before = receive_json(&mut socket).await;
-
-    // Act: NATS dies and comes back (same store); the relay publishes again.
-    server.kill().await.expect("kill nats-server");
-    server.restart().await.expect("restart nats-server");
-    app.publish(&[batch_event(2, EventType::BatchProgress, batch)])
-        .await;
-    let after = receive_json(&mut socket).await;
-
-    // Assert
-    assert_eq!(before["position"], 1);
-    assert_eq!(after["position"], 2);
-    assert_eq!(after["type"], "PROGRESS");
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn queries_and_the_live_feed_need_a_token_and_a_browser_opens_the_feed_with_a_ticket() {
-    // Arrange
-    let app = spawn_app().await;
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
     let anonymous = reqwest::Client::new();
-    let batch = Uuid::now_v7();
     let forged = synapse_shared::auth::issue_token(
         "some-other-secret-that-is-long-enough-0123456789",
         "mallory",
@@ -1294,186 +1237,27 @@ async fn queries_and_the_live_feed_need_a_token_and_a_browser_opens_the_feed_wit
         Duration::from_secs(60),
         synapse_shared::auth::DEFAULT_ISSUER,
         synapse_shared::auth::DEFAULT_AUDIENCE,
-    )
-    .expect("sign");
+    )?;
 
     // Act
-    let without_token = anonymous
-        .get(app.url("/events/timeline"))
-        .send()
-        .await
-        .expect("request");
+    let without_token = anonymous.get(query.url("/events/timeline")).send().await?;
     let with_forged_token = anonymous
-        .get(app.url("/assets/00000000-0000-0000-0000-000000000000"))
+        .get(query.url("/assets/00000000-0000-0000-0000-000000000000"))
         .bearer_auth(&forged)
         .send()
-        .await
-        .expect("request");
-    let health = anonymous
-        .get(app.url("/healthz"))
+        .await?;
+    let with_token = anonymous
+        .get(query.url("/batches"))
+        .header("authorization", bearer(Role::Viewer, VIEWER))
         .send()
-        .await
-        .expect("request");
-    let socket_without_token = ws::connect_with(&app.ws_url("/ws"), None, None).await;
-    let ticket: Value = app
-        .http
-        .post(app.url("/ws/ticket"))
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("ticket json");
-    let ticket = ticket["ticket"].as_str().expect("a ticket").to_owned();
-    let own_origin = app.base.clone();
-    let mut browser = ws::connect_with(
-        &app.ws_url(&format!("/ws?ticket={ticket}")),
-        None,
-        Some(&own_origin),
-    )
-    .await
-    .expect("a browser with a ticket opens the feed");
-    let foreign_origin = ws::connect_with(
-        &app.ws_url(&format!("/ws?ticket={ticket}")),
-        None,
-        Some("https://evil.example"),
-    )
-    .await;
-    subscribe(
-        &mut browser,
-        json!({"type": "subscribe", "filters": {"correlation_id": batch}}),
-    )
-    .await;
-    app.publish(&[batch_event(1, EventType::BatchStarted, batch)])
-        .await;
-    let started = receive_json(&mut browser).await;
+        .await?;
+    let health = anonymous.get(query.url("/healthz")).send().await?;
 
     // Assert
     assert_eq!(without_token.status(), 401);
     assert!(without_token.headers().contains_key("www-authenticate"));
     assert_eq!(with_forged_token.status(), 401);
+    assert_eq!(with_token.status(), 200);
     assert_eq!(health.status(), 200);
-    let refusal = socket_without_token
-        .expect_err("the handshake needs a token")
-        .to_string();
-    assert!(refusal.contains("401"), "{refusal}");
-    let refusal = foreign_origin
-        .expect_err("a foreign origin is refused")
-        .to_string();
-    assert!(refusal.contains("403"), "{refusal}");
-    assert_eq!(started["type"], "STARTED");
-    app.stop().await;
-}
-
-#[tokio::test]
-async fn a_client_resuming_from_the_read_models_gets_the_very_envelopes_the_stream_carries() {
-    // Arrange: real commands, relayed and projected before the query service starts,
-    // so its live memory is empty and the replay comes from the read models alone.
-    let database = TestDatabase::create().await.expect("test database");
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, true)
-        .await
-        .expect("command service");
-    let projection = apps::projection_service(&database, &nats.args)
-        .await
-        .expect("projection service");
-    let http = synapse_tests::client::http_client();
-    let created = send(
-        &http,
-        reqwest::Method::POST,
-        &command.url("/assets"),
-        Some(&json!({
-            "tag": "M-301", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
-            "properties": {"rated_power_kw": 30}
-        })),
-    )
-    .await
-    .expect("create")
-    .expect_status(201);
-    let id = created.body["asset"]["id"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    for (version, power) in [(1, 45), (2, 55)] {
-        send(
-            &http,
-            reqwest::Method::PATCH,
-            &command.url(&format!("/assets/{id}")),
-            Some(&json!({"expected_version": version, "properties": {"rated_power_kw": power}})),
-        )
-        .await
-        .expect("update")
-        .expect_status(200);
-    }
-    let pool = PgPool::connect(&database.url).await.expect("pool");
-    wait_until_projected(&pool).await;
-    let query = apps::query_service(&database, &nats.args)
-        .await
-        .expect("query service");
-    let about_the_motor: Vec<Value> = read_all(&nats.args)
-        .await
-        .expect("stream")
-        .into_iter()
-        .map(|message| message.envelope)
-        .filter(|event| {
-            event.aggregate_id.to_string() == id
-                || event.payload.get("asset_id").and_then(Value::as_str) == Some(id.as_str())
-        })
-        .map(|event| serde_json::to_value(event).expect("envelope json"))
-        .collect();
-
-    // Act
-    let mut socket = ws::subscribe(
-        query.port,
-        json!({"type": "subscribe", "filters": {"asset_id": id}, "after": 0}),
-    )
-    .await
-    .expect("subscribe");
-    let replayed = receive_events(&mut socket, about_the_motor.len()).await;
-
-    // Assert
-    // `rm_events` stores no `aggregate_version` (a gap of the read schema, reported), so
-    // a replay can only approximate it; every other field must be exactly as streamed.
-    let without_version = |mut event: Value| {
-        if let Some(fields) = event.as_object_mut() {
-            fields.remove("aggregate_version");
-        }
-        event
-    };
-    let replayed: Vec<Value> = replayed
-        .into_iter()
-        .map(|m| without_version(m["event"].clone()))
-        .collect();
-    let about_the_motor: Vec<Value> = about_the_motor.into_iter().map(without_version).collect();
-    assert!(
-        about_the_motor.len() >= 3,
-        "at least the creation and two updates"
-    );
-    assert_eq!(replayed, about_the_motor);
-    query.stop().await.expect("query stops");
-    projection.stop().await.expect("projection stops");
-    command.stop().await.expect("command stops");
-}
-
-/// Wait (bounded) until the projection has applied everything in the event log.
-async fn wait_until_projected(pool: &PgPool) {
-    let head = synapse_shared::event_log::head(pool)
-        .await
-        .expect("log head");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let (projected,): (Option<i64>,) =
-            sqlx::query_as("select max(position) from projector_checkpoints")
-                .fetch_one(pool)
-                .await
-                .expect("checkpoint");
-        if projected.unwrap_or(0) >= head {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "projection stuck at {projected:?} of {head}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    query.stop().await
 }

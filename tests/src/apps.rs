@@ -1,6 +1,7 @@
 //! Running the services in-process on port 0, exactly as their `main` does.
 
 use crate::resources::TestDatabase;
+use query_service::live::LiveLimits;
 use synapse_shared::auth::AuthArgs;
 use synapse_shared::config::{DatabaseArgs, ListenArgs, NatsArgs};
 use synapse_shared::shutdown::CancellationToken;
@@ -111,9 +112,19 @@ pub async fn projection_service(
 
 /// Start the query service, trusting tokens signed with the test secret.
 pub async fn query_service(database: &TestDatabase, nats: &NatsArgs) -> anyhow::Result<Running> {
-    let config =
+    query_service_with_limits(database, nats, LiveLimits::default()).await
+}
+
+/// Start the query service with the live feed's buffers sized by `limits`.
+pub async fn query_service_with_limits(
+    database: &TestDatabase,
+    nats: &NatsArgs,
+    limits: LiveLimits,
+) -> anyhow::Result<Running> {
+    let mut config =
         query_service::startup::Config::new(database_args(database), nats.clone(), any_port())
             .with_auth(crate::auth::args());
+    config.live = limits;
     let app = query_service::startup::Application::build(config).await?;
     let port = app.port();
     let shutdown = CancellationToken::new();
@@ -137,11 +148,16 @@ pub struct System {
 
 impl System {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with_limits(LiveLimits::default()).await
+    }
+
+    /// The whole system, its query service's live feed sized by `limits`.
+    pub async fn start_with_limits(limits: LiveLimits) -> anyhow::Result<Self> {
         let database = TestDatabase::create().await?;
         let nats = crate::TestNats::new();
         let command = command_service(&database, &nats.args, true).await?;
         let projection = projection_service(&database, &nats.args).await?;
-        let query = query_service(&database, &nats.args).await?;
+        let query = query_service_with_limits(&database, &nats.args, limits).await?;
         Ok(Self {
             database,
             nats,

@@ -6,6 +6,7 @@ pub mod apps;
 pub mod arbitrary;
 pub mod auth;
 pub mod client;
+pub mod drive;
 pub mod metrics;
 pub mod nats_server;
 pub mod plant;

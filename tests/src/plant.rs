@@ -54,3 +54,69 @@ pub fn pump_flag_rule() -> Value {
         "then": [{"type": "flag", "severity": "warning", "message": "pump {asset.tag} has no driver"}]
     })
 }
+
+/// Instrument ranges must be positive: a transmitter without a range cannot be judged,
+/// so the condition errors for it (a `RULE_ERROR`), and one with a range is flagged.
+pub fn instrument_range_rule() -> Value {
+    json!({
+        "name": "Transmitter ranges are checked",
+        "discipline": "INSTRUMENTATION",
+        "priority": 30,
+        "when": "asset.asset_type == 'FLOW_TRANSMITTER' && asset.properties.range_m3h > 0",
+        "then": [{"type": "flag", "severity": "info", "message": "{asset.tag} range checked"}]
+    })
+}
+
+/// `assets` (as [`small_plant`] gives them) as a CSV file for `POST /assets/import`:
+/// the fixed columns, then one column per property any asset has (empty where absent).
+pub fn as_csv(assets: &[Value]) -> String {
+    let mut properties: Vec<String> = Vec::new();
+    for asset in assets {
+        for name in asset["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k)
+        {
+            if !properties.contains(name) {
+                properties.push(name.clone());
+            }
+        }
+    }
+    let cell = |value: &Value| match value {
+        Value::Null => String::new(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    let mut csv = String::from("tag,asset_type,discipline,area");
+    for name in &properties {
+        csv.push(',');
+        csv.push_str(name);
+    }
+    csv.push('\n');
+    for asset in assets {
+        let mut row: Vec<String> = ["tag", "asset_type", "discipline", "area"]
+            .iter()
+            .map(|field| cell(&asset[*field]))
+            .collect();
+        row.extend(
+            properties
+                .iter()
+                .map(|name| cell(&asset["properties"][name])),
+        );
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
+/// `count` pumps without a driver (`P-0000`, `P-0001`, ...): each one a finding of
+/// [`pump_flag_rule`], so a run over them writes many events and no state.
+pub fn pumps(count: usize) -> Vec<Value> {
+    (0..count)
+        .map(|index| {
+            json!({"tag": format!("P-{index:04}"), "asset_type": "CENTRIFUGAL_PUMP",
+                   "discipline": "MECHANICAL", "area": "U100", "properties": {}})
+        })
+        .collect()
+}
