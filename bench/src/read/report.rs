@@ -175,6 +175,7 @@ fn print_sweep(measured: &mut Measured) {
     let mut rows: Vec<(usize, &mut super::queries::Results)> =
         std::iter::once(main).chain(sweep).collect();
     rows.sort_by_key(|(clients, _)| *clients);
+    let mut slowest = Vec::new();
     for (clients, results) in rows {
         let timeline = results.timeline.latencies.summary();
         let history = results.history.latencies.summary();
@@ -185,8 +186,21 @@ fn print_sweep(measured: &mut Measured) {
             history.p50_p99(),
             verdict(timeline.p99_ms < QUERY_P99_MS && history.p99_ms < QUERY_P99_MS),
         ]);
+        let mut shapes: Vec<(f64, &'static str)> = results
+            .shapes
+            .iter_mut()
+            .map(|(shape, measured)| (measured.latencies.summary().p99_ms, shape.name()))
+            .collect();
+        shapes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let named: Vec<String> = shapes
+            .iter()
+            .take(3)
+            .map(|(p99, name)| format!("{name} {p99:.1} ms"))
+            .collect();
+        slowest.push(format!("{clients} clients: {}", named.join(", ")));
     }
     table.print();
+    println!("slowest timeline filter mixes by p99: {}", slowest.join("; "));
 }
 
 fn print_details(measured: &mut Measured, lag: &Summary, lag_missing: u64) {
