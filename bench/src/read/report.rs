@@ -200,7 +200,10 @@ fn print_sweep(measured: &mut Measured) {
         slowest.push(format!("{clients} clients: {}", named.join(", ")));
     }
     table.print();
-    println!("slowest timeline filter mixes by p99: {}", slowest.join("; "));
+    println!(
+        "slowest timeline filter mixes by p99: {}",
+        slowest.join("; ")
+    );
 }
 
 fn print_details(measured: &mut Measured, lag: &Summary, lag_missing: u64) {

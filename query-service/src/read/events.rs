@@ -161,8 +161,7 @@ impl EventFilter {
         if let Some(aggregate_id) = self.aggregate_id.filter(|_| compare(Driver::Aggregate)) {
             query.push(" and aggregate_id = ").push_bind(aggregate_id);
         }
-        if let Some(correlation_id) = self.correlation_id.filter(|_| compare(Driver::Correlation))
-        {
+        if let Some(correlation_id) = self.correlation_id.filter(|_| compare(Driver::Correlation)) {
             query
                 .push(" and correlation_id = ")
                 .push_bind(correlation_id);
@@ -170,7 +169,11 @@ impl EventFilter {
         if let Some(rule_id) = self.rule_id.filter(|_| compare(Driver::Rule)) {
             query.push(" and rule_id = ").push_bind(rule_id);
         }
-        if let Some(discipline) = self.discipline.as_ref().filter(|_| compare(Driver::Discipline)) {
+        if let Some(discipline) = self
+            .discipline
+            .as_ref()
+            .filter(|_| compare(Driver::Discipline))
+        {
             query
                 .push(" and discipline = ")
                 .push_bind(discipline.clone());
