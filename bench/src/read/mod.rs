@@ -49,6 +49,12 @@ pub struct ReadArgs {
     /// Seconds of unrecorded query load first (cold caches of a fresh query service).
     #[arg(long, default_value_t = 3)]
     pub query_warmup_seconds: u64,
+    /// After the main query load, the same load again with each of these numbers of
+    /// clients (comma-separated), to show latency against concurrency: every client
+    /// sends its next request as soon as the last one answered, so on a small machine
+    /// the main load measures saturation, not one request's latency.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4])]
+    pub query_sweep: Vec<usize>,
     /// Events per second during the lag measurement.
     #[arg(long, default_value_t = 2_000.0)]
     pub lag_rate: f64,
@@ -105,6 +111,8 @@ pub struct Measured {
     pub query_clients: usize,
     /// CPU used during the query load (warm-up included).
     pub query_cpu: CpuUse,
+    /// The same load with other numbers of clients (`--query-sweep`).
+    pub query_sweep: Vec<(usize, queries::Results)>,
     pub lag: Sustained,
     pub lag_rate: f64,
     pub live: Live,
@@ -221,14 +229,18 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
             duration: Duration::from_secs(args.query_seconds),
             warmup: Duration::from_secs(args.query_warmup_seconds),
         };
+        let samples = std::sync::Arc::new(samples);
         let cpu_before = CpuUse::now(environment.query()?)?;
-        let queries = queries::run(&query_url, samples, &load).await?;
+        let queries = queries::run(&query_url, samples.clone(), &load).await?;
         let query_cpu = CpuUse::now(environment.query()?)?.since(&cpu_before);
-        if let Some(error) = &queries.first_error {
-            bail!(
-                "{} query requests failed; the first: {error}",
-                queries.errors
-            );
+        check_queries(&queries)?;
+        let mut query_sweep = Vec::new();
+        for &clients in &args.query_sweep {
+            eprintln!("read: {clients} query clients for {} s ...", args.query_seconds);
+            let load = queries::Load { clients, ..load };
+            let results = queries::run(&query_url, samples.clone(), &load).await?;
+            check_queries(&results)?;
+            query_sweep.push((clients, results));
         }
 
         let command_url = environment.service()?.base_url.clone();
@@ -310,6 +322,7 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
             queries,
             query_clients: args.query_clients,
             query_cpu,
+            query_sweep,
             lag,
             lag_rate: args.lag_rate,
             live,
@@ -325,6 +338,16 @@ pub async fn run(args: ReadArgs) -> anyhow::Result<()> {
         crate::report::json_line(&report::json(&mut measured));
     }
     Ok(())
+}
+
+fn check_queries(results: &queries::Results) -> anyhow::Result<()> {
+    match &results.first_error {
+        Some(error) => bail!(
+            "{} query requests failed; the first: {error}",
+            results.errors
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The read models' tables, for the `vacuum analyze` the queries need.

@@ -233,6 +233,7 @@ impl Shape {
 }
 
 /// How hard and how long to query.
+#[derive(Debug, Clone, Copy)]
 pub struct Load {
     pub clients: usize,
     pub duration: Duration,
@@ -296,13 +297,12 @@ impl Results {
 }
 
 /// Run `load.clients` clients against the query service at `base_url`.
-pub async fn run(base_url: &str, samples: Samples, load: &Load) -> anyhow::Result<Results> {
+pub async fn run(base_url: &str, samples: Arc<Samples>, load: &Load) -> anyhow::Result<Results> {
     let http = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .pool_max_idle_per_host(load.clients)
         .build()
         .context("building the query client")?;
-    let samples = Arc::new(samples);
     let started = Instant::now();
     let recording_from = started + load.warmup;
     let deadline = recording_from + load.duration;

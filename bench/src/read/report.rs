@@ -161,6 +161,49 @@ pub fn print(measured: &mut Measured) {
     table.print();
     print_details(measured, &lag_all, lag_missing);
     print_shapes(measured);
+    print_sweep(measured);
+}
+
+/// Query latency against the number of clients: the main load and `--query-sweep`.
+fn print_sweep(measured: &mut Measured) {
+    let mut table = Table::new(
+        "query latency by concurrent clients (closed loop: each client sends its next request when the last one answered)",
+        &["clients", "requests/s", "timeline p50 / p99", "history p50 / p99", "p99 < 20 ms"],
+    );
+    let main = (measured.query_clients, &mut measured.queries);
+    let sweep = measured.query_sweep.iter_mut().map(|(c, r)| (*c, r));
+    let mut rows: Vec<(usize, &mut super::queries::Results)> =
+        std::iter::once(main).chain(sweep).collect();
+    rows.sort_by_key(|(clients, _)| *clients);
+    let mut slowest = Vec::new();
+    for (clients, results) in rows {
+        let timeline = results.timeline.latencies.summary();
+        let history = results.history.latencies.summary();
+        table.row(vec![
+            clients.to_string(),
+            report::count(results.requests_per_second()),
+            timeline.p50_p99(),
+            history.p50_p99(),
+            verdict(timeline.p99_ms < QUERY_P99_MS && history.p99_ms < QUERY_P99_MS),
+        ]);
+        let mut shapes: Vec<(f64, &'static str)> = results
+            .shapes
+            .iter_mut()
+            .map(|(shape, measured)| (measured.latencies.summary().p99_ms, shape.name()))
+            .collect();
+        shapes.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let named: Vec<String> = shapes
+            .iter()
+            .take(3)
+            .map(|(p99, name)| format!("{name} {p99:.1} ms"))
+            .collect();
+        slowest.push(format!("{clients} clients: {}", named.join(", ")));
+    }
+    table.print();
+    println!(
+        "slowest timeline filter mixes by p99: {}",
+        slowest.join("; ")
+    );
 }
 
 fn print_details(measured: &mut Measured, lag: &Summary, lag_missing: u64) {
@@ -303,6 +346,12 @@ pub fn json(measured: &mut Measured) -> Value {
         "history": measured.queries.history.latencies.summary(),
         "timeline_shapes": shapes,
         "query_clients": measured.query_clients,
+        "query_sweep": measured.query_sweep.iter_mut().map(|(clients, results)| json!({
+            "clients": clients,
+            "requests_per_second": results.requests_per_second(),
+            "timeline": results.timeline.latencies.summary(),
+            "history": results.history.latencies.summary(),
+        })).collect::<Vec<_>>(),
         "query_requests_per_second": measured.queries.requests_per_second(),
         "query_cpu_seconds": {
             "wall": measured.query_cpu.wall.as_secs_f64(),

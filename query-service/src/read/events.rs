@@ -1,6 +1,6 @@
 //! `rm_events`: one row per event, with the columns readers filter on.
 
-use super::scan::{self, Driver};
+use super::scan::{self, Driver, Key};
 use super::time_index;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -122,13 +122,32 @@ impl EventFilter {
         }
     }
 
+    /// The column and value of `driver`, when its index leads with that one column.
+    fn key(&self, driver: Driver) -> Option<(&'static str, Key)> {
+        match driver {
+            Driver::Asset => match self.asset {
+                Some(AssetMatch::Concerns(asset)) => Some(("asset_id", Key::Uuid(asset))),
+                _ => None,
+            },
+            Driver::AssetOrAggregate => None,
+            Driver::Aggregate => Some(("aggregate_id", Key::Uuid(self.aggregate_id?))),
+            Driver::Correlation => Some(("correlation_id", Key::Uuid(self.correlation_id?))),
+            Driver::Rule => Some(("rule_id", Key::Uuid(self.rule_id?))),
+            Driver::Actor => Some(("actor", Key::Text(self.actor.clone()?))),
+            Driver::Discipline => Some(("discipline", Key::Text(self.discipline.clone()?))),
+        }
+    }
+
     /// `and ...` for every condition but the event types, which a branch of
-    /// [`page`] reads one at a time.
-    fn push_conditions(&self, query: &mut QueryBuilder<'_, Postgres>) {
+    /// [`page`] reads one at a time, and but the driver's column when `bounded` (the
+    /// branch bounds it with [`scan::bound`]).
+    fn push_conditions(&self, query: &mut QueryBuilder<'_, Postgres>, bounded: Option<Driver>) {
+        let compare = |column: Driver| bounded != Some(column);
         match self.asset {
-            Some(AssetMatch::Concerns(asset)) => {
+            Some(AssetMatch::Concerns(asset)) if compare(Driver::Asset) => {
                 query.push(" and asset_id = ").push_bind(asset);
             }
+            Some(AssetMatch::Concerns(_)) => {}
             Some(AssetMatch::ConcernsOrIs(asset)) => {
                 query
                     .push(" and (asset_id = ")
@@ -139,23 +158,27 @@ impl EventFilter {
             }
             None => {}
         }
-        if let Some(aggregate_id) = self.aggregate_id {
+        if let Some(aggregate_id) = self.aggregate_id.filter(|_| compare(Driver::Aggregate)) {
             query.push(" and aggregate_id = ").push_bind(aggregate_id);
         }
-        if let Some(correlation_id) = self.correlation_id {
+        if let Some(correlation_id) = self.correlation_id.filter(|_| compare(Driver::Correlation)) {
             query
                 .push(" and correlation_id = ")
                 .push_bind(correlation_id);
         }
-        if let Some(rule_id) = self.rule_id {
+        if let Some(rule_id) = self.rule_id.filter(|_| compare(Driver::Rule)) {
             query.push(" and rule_id = ").push_bind(rule_id);
         }
-        if let Some(discipline) = &self.discipline {
+        if let Some(discipline) = self
+            .discipline
+            .as_ref()
+            .filter(|_| compare(Driver::Discipline))
+        {
             query
                 .push(" and discipline = ")
                 .push_bind(discipline.clone());
         }
-        if let Some(actor) = &self.actor {
+        if let Some(actor) = self.actor.as_ref().filter(|_| compare(Driver::Actor)) {
             query.push(" and actor = ").push_bind(actor.clone());
         }
         if let Some(from) = self.from {
@@ -201,12 +224,21 @@ pub async fn page(
             if let Some(upto) = segment.upto {
                 query.push(" and position <= ").push_bind(upto);
             }
+            // The leading keys of the index the branch reads (see `scan::order`).
+            let mut keys = Vec::new();
+            let driver_key = driver.and_then(|driver| filter.key(driver));
+            keys.extend(driver_key.clone());
             if let Some(event_type) = event_type {
-                query
-                    .push(" and event_type = ")
-                    .push_bind(event_type.to_owned());
+                if scan::typed_index(driver) {
+                    keys.push(("event_type", Key::Text(event_type.to_owned())));
+                } else {
+                    query
+                        .push(" and event_type = ")
+                        .push_bind(event_type.to_owned());
+                }
             }
-            filter.push_conditions(&mut query);
+            filter.push_conditions(&mut query, driver.filter(|_| driver_key.is_some()));
+            scan::bound(&mut query, &keys, segment);
             query
                 .push(" order by ")
                 .push(scan::order(driver, event_type.is_some()))

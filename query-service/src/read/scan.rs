@@ -13,6 +13,8 @@
 
 use super::events::{AssetMatch, EventFilter};
 use super::time_index::Ranges;
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
 
 /// The equality filter whose index drives the scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +83,73 @@ pub fn order(driver: Option<Driver>, typed: bool) -> &'static str {
     }
 }
 
+/// A value of a column that leads the index a branch reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    Uuid(Uuid),
+    Text(String),
+}
+
+fn push_key(query: &mut QueryBuilder<'_, Postgres>, key: &Key) {
+    match key {
+        Key::Uuid(id) => query.push_bind(*id),
+        Key::Text(text) => query.push_bind(text.clone()),
+    };
+}
+
+/// Whether a typed branch with this driver reads a `(.., event_type, position)` index, so
+/// that the event type is one of the index's leading keys.
+pub fn typed_index(driver: Option<Driver>) -> bool {
+    matches!(
+        driver,
+        None | Some(Driver::Correlation | Driver::Rule | Driver::Actor | Driver::Discipline)
+    )
+}
+
+/// `and ...` matching the leading `keys` of the branch's index, written so that the
+/// planner reads that index: every key but the last as `column = value`, the last as
+/// `column >= value and column <= value`; a lone key also as the row comparisons
+/// `(column, position) > (value, above)` and `<= (value, upto)`.
+///
+/// With only equalities the planner takes every key as fixed, so `order by column,
+/// position` is to it just `order by position`, which the primary key gives as well. For
+/// a value it knows is frequent (a large batch, a rule, an actor, a common event type)
+/// it then reckons that walking the log in position order and testing each event finds
+/// a page quickly, and when those events sit late in the log it reads most of the log
+/// for one page (1.7 s for the first page of a 130,000-event batch at position 830,000
+/// of a million; 0.3 ms through the batch's index). With the last key as a range, only
+/// the branch's index gives its order without a sort, and the row estimate (from the
+/// column's most common values) is as good as for the equality. The keys before it stay
+/// equalities so that the index scan still ends where the last key's value ends (after a
+/// range, Postgres 15 does not stop a scan on a later column's bound; a pair that occurs
+/// rarely would otherwise read the rest of the first key's entries). For a lone key the
+/// row comparisons measured faster in a time window (`actor + from/to`); the plain
+/// range also lets the planner use the partial indexes (`where rule_id is not null`).
+pub fn bound(query: &mut QueryBuilder<'_, Postgres>, keys: &[(&str, Key)], segment: Segment) {
+    let Some(((last_column, last), leading)) = keys.split_last() else {
+        return;
+    };
+    for (column, key) in leading {
+        query.push(format!(" and {column} = "));
+        push_key(query, key);
+    }
+    query.push(format!(" and {last_column} >= "));
+    push_key(query, last);
+    query.push(format!(" and {last_column} <= "));
+    push_key(query, last);
+    if !leading.is_empty() {
+        return;
+    }
+    query.push(format!(" and ({last_column}, position) > ("));
+    push_key(query, last);
+    query.push(", ").push_bind(segment.above).push(")");
+    if let Some(upto) = segment.upto {
+        query.push(format!(" and ({last_column}, position) <= ("));
+        push_key(query, last);
+        query.push(", ").push_bind(upto).push(")");
+    }
+}
+
 /// A range of positions to read: above `above`, and at or below `upto` if set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segment {
@@ -131,7 +200,6 @@ pub fn type_branches(filter: &EventFilter) -> Vec<Option<&str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use uuid::Uuid;
 
     #[test]
     fn the_asset_drives_before_a_batch_a_batch_before_a_rule_and_so_on() {
@@ -173,6 +241,36 @@ mod tests {
             ..EventFilter::everything()
         };
         assert_eq!(Driver::of(&history), Some(AssetOrAggregate));
+    }
+
+    #[test]
+    fn a_branch_is_bounded_by_its_index_keys_and_the_segment_as_ranges() {
+        let mut query = QueryBuilder::<Postgres>::new("where true");
+        let keys = [
+            ("correlation_id", Key::Uuid(Uuid::nil())),
+            ("event_type", Key::Text("ASSET_UPDATED".into())),
+        ];
+        let window = Segment {
+            above: 10,
+            upto: Some(20),
+        };
+        bound(&mut query, &keys, window);
+        assert_eq!(
+            query.sql(),
+            "where true and correlation_id = $1 and event_type >= $2 and event_type <= $3"
+        );
+        let mut query = QueryBuilder::<Postgres>::new("where true");
+        bound(&mut query, &keys[..1], window);
+        assert_eq!(
+            query.sql(),
+            "where true and correlation_id >= $1 and correlation_id <= $2 \
+             and (correlation_id, position) > ($3, $4) and (correlation_id, position) <= ($5, $6)"
+        );
+        let mut query = QueryBuilder::<Postgres>::new("where true");
+        bound(&mut query, &[], window);
+        assert_eq!(query.sql(), "where true");
+        assert!(typed_index(None) && typed_index(Some(Driver::Actor)));
+        assert!(!typed_index(Some(Driver::Asset)) && !typed_index(Some(Driver::AssetOrAggregate)));
     }
 
     #[test]
