@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-mod nul;
+pub mod nul;
 
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";

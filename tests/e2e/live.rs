@@ -732,6 +732,14 @@ async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() -> a
     let unknown_filter = receive_json(&mut socket).await;
     socket.send(Message::Text("{not json".into())).await?;
     let malformed = receive_json(&mut socket).await;
+    socket
+        .send(Message::Text(
+            json!({"type": "subscribe", "filters": {"discipline": "MECHANICAL\u{0}"}, "after": 0})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+    let nul = receive_json(&mut socket).await;
     subscribe_on(&mut socket, json!({"type": "subscribe"})).await;
     stack
         .create_asset(&json!({"tag": "P-101", "asset_type": "CENTRIFUGAL_PUMP",
@@ -748,6 +756,11 @@ async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() -> a
         "{unknown_filter}"
     );
     assert_eq!(malformed["type"], "ERROR_PROTOCOL");
+    assert_eq!(nul["type"], "ERROR_PROTOCOL");
+    assert!(
+        nul["detail"].as_str().is_some_and(|d| d.contains("NUL")),
+        "{nul}"
+    );
     let log = stack.log().await?;
     assert_eq!(comparable(vec![started]), vec![message(&log[0])]);
     assert_eq!(log[0].event_type, EventType::BatchStarted);

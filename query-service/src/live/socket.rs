@@ -125,6 +125,14 @@ async fn session(socket: WebSocket, state: AppState) {
             }
         };
         let reply = match message {
+            // Filters end up in read-model queries, and Postgres refuses NUL in text.
+            Message::Text(text) if synapse_shared::problem::nul::in_json(text.as_bytes()) => {
+                Some(ControlMessage::ProtocolError {
+                    detail:
+                        "the message contains U+0000 (NUL), which no filter can match; remove it"
+                            .to_owned(),
+                })
+            }
             Message::Text(text) => match serde_json::from_str::<ClientMessage>(text.as_str()) {
                 Ok(ClientMessage::Subscribe {
                     after: Some(after), ..
