@@ -1,12 +1,20 @@
 //! One batch of messages, one transaction: the exactly-once effect of the projection.
 //!
-//! The checkpoint row is locked first, envelopes at or below its position are skipped
-//! (a redelivery, a duplicate in the stream, or a second replica that got there first),
+//! The checkpoint row is locked, envelopes at or below its position are skipped (a
+//! redelivery, a duplicate in the stream, or a second replica that got there first),
 //! the rest are projected and the checkpoint advances, all before one commit.
+//!
+//! A batch can also be applied in two steps that let it overlap with the batch before
+//! it: [`prepare`] opens the transaction and writes what the projector can write ahead,
+//! against the checkpoint the previous batch is expected to leave; [`finish`], called
+//! once that batch has committed, locks the checkpoint and, if it is the one expected,
+//! does the rest and commits. If another replica moved the checkpoint meanwhile, the
+//! prepared transaction is rolled back and the batch applied again from the checkpoint
+//! found, so the outcome is always that of [`apply_batch`].
 
 use crate::checkpoint::{self, Checkpoint};
 use crate::projectors::Projector;
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use synapse_shared::EventEnvelope;
 
 /// A message taken from the stream.
@@ -40,9 +48,102 @@ pub async fn apply_batch<P: Projector>(
     let before = checkpoint::lock(&mut tx, projector.name()).await?;
     let fresh = fresh_events(before.position, batch);
     if !fresh.is_empty() {
-        projector.apply(&mut tx, &fresh).await?;
+        projector.project(&mut tx, &fresh).await?;
     }
-    let after = advance(before, &fresh, batch);
+    complete(tx, projector, before, &fresh, batch).await
+}
+
+/// A batch's transaction for one projector, with the rows written ahead of the lock.
+pub struct Prepared {
+    /// Open only when the projector wrote something ahead.
+    transaction: Option<Transaction<'static, Postgres>>,
+    /// The checkpoint the batch was prepared against.
+    expected: Checkpoint,
+}
+
+impl Prepared {
+    /// The checkpoint the batch leaves when it is applied against the expected one: what
+    /// the next batch is prepared against.
+    pub fn expected_after(&self, batch: &[Delivered]) -> Checkpoint {
+        advance(
+            self.expected,
+            &fresh_events(self.expected.position, batch),
+            batch,
+        )
+    }
+}
+
+/// The first step of applying `batch` with `projector`, assuming the checkpoint will be
+/// `expected` when the batch is finished: the projector's
+/// [`write_ahead`](Projector::write_ahead) part, in a transaction left open.
+pub async fn prepare<P: Projector>(
+    pool: &PgPool,
+    projector: &P,
+    expected: Checkpoint,
+    batch: &[Delivered],
+) -> Result<Prepared, sqlx::Error> {
+    let fresh = fresh_events(expected.position, batch);
+    let transaction = if projector.writes_ahead() && !fresh.is_empty() {
+        let mut tx = pool.begin().await?;
+        projector.write_ahead(&mut tx, &fresh).await?;
+        Some(tx)
+    } else {
+        None
+    };
+    Ok(Prepared {
+        transaction,
+        expected,
+    })
+}
+
+/// The second step: lock the checkpoint and, when it is the expected one, apply the
+/// rest and commit. Call it only once the batch before has committed, never after it
+/// failed: a prepared batch assumes its predecessor landed.
+pub async fn finish<P: Projector>(
+    pool: &PgPool,
+    projector: &P,
+    prepared: Prepared,
+    batch: &[Delivered],
+) -> Result<Applied, sqlx::Error> {
+    let Prepared {
+        transaction,
+        expected,
+    } = prepared;
+    let Some(mut tx) = transaction else {
+        // Nothing was written ahead: the plain path, against whatever checkpoint is found.
+        return apply_batch(pool, projector, batch).await;
+    };
+    match checkpoint::try_lock(&mut tx, projector.name()).await? {
+        Some(before) if before.position == expected.position => {
+            let fresh = fresh_events(before.position, batch);
+            projector.apply(&mut tx, &fresh).await?;
+            complete(tx, projector, before, &fresh, batch).await
+        }
+        found => {
+            // Another replica holds the checkpoint or applied past the expected one (or
+            // it was reset): what was written ahead may not be what is fresh now, and
+            // waiting here could deadlock with a replica waiting for those rows.
+            tracing::debug!(
+                projector = projector.name(),
+                expected = expected.position,
+                found = ?found.map(|checkpoint| checkpoint.position),
+                "the checkpoint is not the one expected; applying the batch again from it"
+            );
+            tx.rollback().await?;
+            apply_batch(pool, projector, batch).await
+        }
+    }
+}
+
+/// Advance the checkpoint past `batch` and commit.
+async fn complete<P: Projector>(
+    mut tx: Transaction<'static, Postgres>,
+    projector: &P,
+    before: Checkpoint,
+    fresh: &[&EventEnvelope],
+    batch: &[Delivered],
+) -> Result<Applied, sqlx::Error> {
+    let after = advance(before, fresh, batch);
     if after != before {
         checkpoint::store(&mut tx, projector.name(), after).await?;
     }

@@ -59,6 +59,33 @@ pub async fn lock(
     }
 }
 
+/// Lock the checkpoint row of `projector` if no other transaction holds it: `None`
+/// when one does, or when the row does not exist yet. The transaction is unusable
+/// after `None` and must be rolled back.
+///
+/// A transaction that already holds rows another transaction may wait for (a batch
+/// prepared ahead) must not wait for the checkpoint lock: the holder could be a second
+/// replica waiting for those very rows.
+pub async fn try_lock(
+    connection: &mut PgConnection,
+    projector: &str,
+) -> Result<Option<Checkpoint>, sqlx::Error> {
+    let locked = sqlx::query_as::<_, Checkpoint>(
+        "select position, stream_sequence from projector_checkpoints
+         where projector = $1
+         for update nowait",
+    )
+    .bind(projector)
+    .fetch_optional(connection)
+    .await;
+    match locked {
+        Ok(checkpoint) => Ok(checkpoint),
+        // lock_not_available
+        Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
 async fn select_for_update(
     connection: &mut PgConnection,
     projector: &str,

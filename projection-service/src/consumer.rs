@@ -2,8 +2,9 @@
 //!
 //! The consumer starts right after the checkpoint of the projector that is furthest
 //! behind, takes messages in batches, decodes each message once and hands each batch to
-//! every projector ([`apply_batch`]), each in its own transaction with its own
-//! checkpoint, concurrently. A projector that already applied a position skips it, so
+//! every projector, each in its own transaction with its own checkpoint, concurrently.
+//! Batch n+1 is prepared ([`apply::prepare`]) while batch n is finished and committed
+//! ([`apply::finish`]). A projector that already applied a position skips it, so
 //! projectors at different checkpoints share one reader. Any failure (Postgres down, a
 //! NATS error from the message stream, the stream ending) drops the consumer; after a
 //! capped exponential back-off a new one starts from the checkpoints stored in
@@ -14,7 +15,7 @@
 //! projector that keeps failing holds the others back; it is retried with back-off and
 //! logged by name.
 
-use crate::apply::{apply_batch, Delivered};
+use crate::apply::{self, Delivered, Prepared};
 use crate::backoff::Backoff;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::ProjectorArgs;
@@ -129,10 +130,10 @@ impl Consumer {
         shutdown: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<(), FollowError> {
-        let messages = self.subscribe().await?;
+        let (messages, mut expected) = self.subscribe().await?;
         // Receiving runs one batch ahead of applying: while Postgres commits batch n,
-        // batch n+1 is collected and decoded. The channel holds one batch, so at most
-        // two batches are in memory and a shutdown waits for at most two.
+        // batch n+1 is collected and decoded. The channel holds one batch, so a
+        // shutdown waits for at most a few.
         let (batches, mut received) = mpsc::channel(1);
         let receiver = tokio::spawn(receive(
             messages,
@@ -143,13 +144,22 @@ impl Consumer {
         // Dropping the receiver task with this guard stops it when applying fails, so
         // the next consumer does not compete with it.
         let _receiver = AbortOnDrop(receiver);
-        while let Some(batch) = received.recv().await {
-            if !batch.delivered.is_empty() {
-                self.apply(&batch.delivered).await?;
+        // Applying overlaps too: batch n+1 is prepared (its rows written ahead, see
+        // `apply::prepare`) while batch n finishes and commits. A batch is finished
+        // only after the one before it committed; when that fails, the prepared one is
+        // dropped, which rolls it back.
+        let mut pending: Option<Pending> = None;
+        loop {
+            let (finished, next) = tokio::join!(
+                self.finish(pending.take()),
+                self.receive_and_prepare(&mut received, &mut expected),
+            );
+            if finished? {
                 backoff.reset();
             }
-            if let Some(error) = batch.error {
-                return Err(error);
+            match next {
+                Some(prepared) => pending = Some(prepared?),
+                None => break,
             }
         }
         // The receiver hands on every error it meets, so it ends quietly only on
@@ -161,15 +171,61 @@ impl Consumer {
         }
     }
 
-    /// Apply `delivered` with every projector, concurrently, each in its own
-    /// transaction. Every projector is waited for, so none is cut off mid-transaction
-    /// when another fails; the first failure is returned.
-    async fn apply(&self, delivered: &[Delivered]) -> Result<(), FollowError> {
-        let outcomes = futures::future::join_all(self.followers.iter().map(|follower| async {
-            let started = std::time::Instant::now();
-            let outcome = apply_batch(&self.pool, &follower.projector, delivered).await;
-            (outcome, started.elapsed())
-        }))
+    /// The next batch from the receiver, prepared by every projector against the
+    /// checkpoints `expected` (which are moved past it); `None` once the receiver ended.
+    async fn receive_and_prepare(
+        &self,
+        received: &mut mpsc::Receiver<Batch>,
+        expected: &mut [Checkpoint],
+    ) -> Option<Result<Pending, FollowError>> {
+        let batch = received.recv().await?;
+        if batch.delivered.is_empty() {
+            return Some(Ok(Pending {
+                batch,
+                prepared: Vec::new(),
+            }));
+        }
+        let outcomes = futures::future::join_all(self.followers.iter().zip(expected.iter()).map(
+            |(follower, expected)| {
+                apply::prepare(&self.pool, &follower.projector, *expected, &batch.delivered)
+            },
+        ))
+        .await;
+        let mut prepared = Vec::with_capacity(outcomes.len());
+        for ((follower, expected), outcome) in
+            self.followers.iter().zip(expected.iter_mut()).zip(outcomes)
+        {
+            match outcome {
+                Ok(ready) => {
+                    *expected = ready.expected_after(&batch.delivered);
+                    prepared.push(ready);
+                }
+                Err(source) => {
+                    let projector = follower.projector.name();
+                    return Some(Err(FollowError::Apply { projector, source }));
+                }
+            }
+        }
+        Some(Ok(Pending { batch, prepared }))
+    }
+
+    /// Finish a prepared batch with every projector, concurrently, each in its own
+    /// transaction, then hand on the error that cut the batch short, if any. Every
+    /// projector is waited for, so none is cut off mid-transaction when another fails;
+    /// the first failure is returned. `Ok(true)` when something was applied.
+    async fn finish(&self, pending: Option<Pending>) -> Result<bool, FollowError> {
+        let Some(Pending { batch, prepared }) = pending else {
+            return Ok(false);
+        };
+        let delivered = &batch.delivered;
+        let outcomes = futures::future::join_all(self.followers.iter().zip(prepared).map(
+            |(follower, prepared)| async move {
+                let started = std::time::Instant::now();
+                let outcome =
+                    apply::finish(&self.pool, &follower.projector, prepared, delivered).await;
+                (outcome, started.elapsed())
+            },
+        ))
         .await;
         let mut failure = None;
         for (follower, outcome) in self.followers.iter().zip(outcomes) {
@@ -192,16 +248,21 @@ impl Consumer {
                 }
             }
         }
-        failure.map_or(Ok(()), Err)
+        if let Some(failure) = failure.or(batch.error) {
+            return Err(failure);
+        }
+        Ok(!delivered.is_empty())
     }
 
     /// A fresh ordered consumer starting right after the checkpoint of the projector
     /// that is furthest behind.
-    async fn subscribe(&self) -> Result<Ordered, FollowError> {
+    /// Also returns every projector's checkpoint, in follower order.
+    async fn subscribe(&self) -> Result<(Ordered, Vec<Checkpoint>), FollowError> {
         // Creating the stream here, not only at start-up, lets the projection service
         // start before the command service (or NATS) and still find its stream.
         let stream = synapse_shared::nats::ensure_stream(&self.jetstream, &self.nats).await?;
         let mut furthest_behind: Option<Checkpoint> = None;
+        let mut checkpoints = Vec::with_capacity(self.followers.len());
         for follower in &self.followers {
             let projector = follower.projector.name();
             let checkpoint = checkpoint::read(&self.pool, projector)
@@ -209,6 +270,7 @@ impl Consumer {
                 .map_err(|source| FollowError::Checkpoint { projector, source })?
                 .unwrap_or_default();
             follower.progress.send_replace(Some(checkpoint));
+            checkpoints.push(checkpoint);
             if furthest_behind
                 .is_none_or(|behind| checkpoint.stream_sequence < behind.stream_sequence)
             {
@@ -229,7 +291,7 @@ impl Consumer {
                 ..Default::default()
             })
             .await?;
-        Ok(consumer.messages().await?)
+        Ok((consumer.messages().await?, checkpoints))
     }
 }
 
@@ -273,6 +335,12 @@ async fn receive(
             break;
         }
     }
+}
+
+/// A batch whose transactions are prepared, one per follower, waiting to be finished.
+struct Pending {
+    batch: Batch,
+    prepared: Vec<Prepared>,
 }
 
 /// Aborts a task when dropped.

@@ -105,7 +105,7 @@ async fn rebuild_with<P: Projector>(
             let Some(last) = events.last().map(|event| event.position) else {
                 break;
             };
-            projector.apply(&mut transaction, &events).await?;
+            projector.project(&mut transaction, &events).await?;
             applied += events.len() as u64;
             position = last;
         }
@@ -161,7 +161,7 @@ async fn fold_page<P: Projector>(
         return Ok((0, after));
     };
     let mut transaction = read.begin().await?;
-    projector.apply(&mut transaction, &events).await?;
+    projector.project(&mut transaction, &events).await?;
     transaction.commit().await?;
     Ok((events.len() as u64, last))
 }

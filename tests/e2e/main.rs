@@ -23,4 +23,5 @@ mod relay_outage;
 mod rollback;
 mod rollback_properties;
 mod rollback_read;
+mod write_ahead;
 mod ws_fuzz;
