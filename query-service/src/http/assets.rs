@@ -99,7 +99,8 @@ async fn historical(
         .await?
         .filter(|entry| entry.aggregate_type == AggregateType::Asset.as_str())
         .ok_or_else(|| not_found(asset_id, &format!("the asset did not exist at {as_of}")))?;
-    let Some(after) = change.payload.get("after").filter(|after| !after.is_null()) else {
+    let payload = change.payload_value()?;
+    let Some(after) = payload.get("after").filter(|after| !after.is_null()) else {
         return Err(deleted(
             asset_id,
             &format!("the asset was deleted by {as_of}"),

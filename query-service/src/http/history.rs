@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use synapse_shared::auth::Principal;
 use synapse_shared::problem::{ApiPath, ApiQuery};
 use synapse_shared::Problem;
@@ -32,22 +32,35 @@ pub struct HistoryEntry {
     pub entry: TimelineEntry,
     /// State before the change (absent for creations and non-change events).
     #[schema(value_type = Option<Object>)]
-    pub before: Option<Value>,
+    pub before: Option<Box<RawValue>>,
     /// State after the change (absent for deletions and non-change events).
     #[schema(value_type = Option<Object>)]
-    pub after: Option<Value>,
+    pub after: Option<Box<RawValue>>,
 }
 
-impl From<TimelineEntry> for HistoryEntry {
-    fn from(entry: TimelineEntry) -> Self {
-        let side = |name: &str| entry.payload.get(name).filter(|v| !v.is_null()).cloned();
-        let before = side("before");
-        let after = side("after");
-        Self {
+/// The states around a change, as a change event's payload carries them (`null` or
+/// absent: none), borrowed from the payload's text.
+#[derive(Deserialize)]
+struct Sides<'a> {
+    #[serde(borrow, default)]
+    before: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    after: Option<&'a RawValue>,
+}
+
+impl TryFrom<TimelineEntry> for HistoryEntry {
+    type Error = sqlx::Error;
+
+    fn try_from(entry: TimelineEntry) -> Result<Self, Self::Error> {
+        let sides: Sides = serde_json::from_str(entry.payload.get())
+            .map_err(|error| sqlx::Error::Decode(error.into()))?;
+        let before = sides.before.map(RawValue::to_owned);
+        let after = sides.after.map(RawValue::to_owned);
+        Ok(Self {
             entry,
             before,
             after,
-        }
+        })
     }
 }
 
@@ -97,7 +110,10 @@ pub async fn history(
     }
     let (rows, next_after) = page.finish(rows, |entry| entry.position);
     Ok(Json(HistoryPage {
-        events: rows.into_iter().map(HistoryEntry::from).collect(),
+        events: rows
+            .into_iter()
+            .map(HistoryEntry::try_from)
+            .collect::<Result<_, _>>()?,
         next_after,
     }))
 }

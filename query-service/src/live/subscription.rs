@@ -108,7 +108,7 @@ async fn catch_up(
                 match row.to_envelope() {
                     Ok(envelope) => send_event(outbound, &EventMessage::new(&envelope)).await?,
                     Err(error) => {
-                        tracing::warn!(%error, position = row.position, "live feed: skipping an event of an unknown kind")
+                        tracing::warn!(%error, position = row.position, "live feed: skipping an event it cannot replay")
                     }
                 }
                 last_sent = row.position;
