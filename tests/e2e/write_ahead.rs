@@ -190,3 +190,42 @@ async fn a_prepared_batch_gives_way_to_a_replica_that_applies_the_same_batch() -
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_replay_over_rows_left_behind_by_a_checkpoint_reset_changes_nothing() -> anyhow::Result<()>
+{
+    // Arrange: the whole log projected, then the checkpoint reset while `rm_events`
+    // keeps its rows.
+    let log = real_log().await?;
+    let batches = slices(&log);
+    let (_database, pool) = read_database().await?;
+    for batch in &batches {
+        apply_batch(&pool, &AssetHistoryProjector, batch).await?;
+    }
+    let projected = snapshot(&pool).await?;
+    sqlx::query("update projector_checkpoints set position = 0, stream_sequence = 0")
+        .execute(&pool)
+        .await?;
+
+    // Act: the same log again, both ways a batch is applied.
+    for (index, batch) in batches.iter().enumerate() {
+        if index % 2 == 0 {
+            apply_batch(&pool, &AssetHistoryProjector, batch).await?;
+        } else {
+            let expected: Checkpoint = sqlx::query_as(
+                "select position, stream_sequence from projector_checkpoints where projector = $1",
+            )
+            .bind(projection_service::projectors::asset_history::NAME)
+            .fetch_one(&pool)
+            .await?;
+            let prepared = apply::prepare(&pool, &AssetHistoryProjector, expected, batch).await?;
+            apply::finish(&pool, &AssetHistoryProjector, prepared, batch).await?;
+        }
+    }
+
+    // Assert: every row is as it was, none twice.
+    let replayed = snapshot(&pool).await?;
+    assert_eq!(replayed["rm_events"].len(), log.len());
+    assert_eq!(differences(&projected, &replayed), Default::default());
+    Ok(())
+}
