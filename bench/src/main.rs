@@ -38,6 +38,9 @@ enum Command {
     /// The read side with a large log: query latency, projection throughput,
     /// end-to-end lag and live-feed latency, each against its target.
     Read(read::ReadArgs),
+    /// Only the query load of `read`, against a running query service and a database
+    /// kept by `read --keep-database`.
+    ReadQueries(read::ReadQueriesArgs),
 }
 
 #[tokio::main]
@@ -47,5 +50,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Rollback(args) => rollback::run(args).await,
         Command::Relay(args) => relay::run(args).await,
         Command::Read(args) => read::run(args).await,
+        Command::ReadQueries(args) => read::run_queries(args).await,
     }
 }

@@ -14,6 +14,7 @@ mod drive;
 mod fill;
 mod plant;
 mod queries;
+mod queries_only;
 mod report;
 mod sustained;
 mod watermarks;
@@ -24,6 +25,7 @@ use crate::scenario;
 use crate::service::{cpu_seconds_of, postgres_cpu_seconds, Service};
 use anyhow::{bail, Context};
 use drive::DriveSettings;
+pub use queries_only::{run as run_queries, ReadQueriesArgs};
 use std::time::{Duration, Instant};
 use sustained::Sustained;
 

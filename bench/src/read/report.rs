@@ -1,6 +1,6 @@
 //! The read benchmark's table (each figure next to its target) and JSON line.
 
-use super::queries::Shape;
+use super::queries::{self, Shape};
 use super::Measured;
 use crate::latency::Summary;
 use crate::report::{self, Table};
@@ -284,6 +284,11 @@ fn print_details(measured: &mut Measured, lag: &Summary, lag_missing: u64) {
 }
 
 fn print_shapes(measured: &mut Measured) {
+    print_shape_table(&mut measured.queries);
+}
+
+/// Latency per filter mix (and of the asset history) of one query load.
+pub fn print_shape_table(results: &mut queries::Results) {
     let mut table = Table::new(
         "timeline by filter mix (each request is one page of up to 100 events)",
         &[
@@ -296,7 +301,7 @@ fn print_shapes(measured: &mut Measured) {
         ],
     );
     for shape in Shape::ALL {
-        let Some(measured) = measured.queries.shapes.get_mut(&shape) else {
+        let Some(measured) = results.shapes.get_mut(&shape) else {
             continue;
         };
         let rows = measured.rows_per_request();
@@ -310,7 +315,7 @@ fn print_shapes(measured: &mut Measured) {
             format!("{:.1}", summary.max_ms),
         ]);
     }
-    let history = &mut measured.queries.history;
+    let history = &mut results.history;
     let rows = history.rows_per_request();
     let summary = history.latencies.summary();
     table.row(vec![
