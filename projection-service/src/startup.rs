@@ -10,9 +10,7 @@ use crate::lag;
 use crate::projectors::{AnyProjector, Projector};
 use anyhow::Context;
 use async_nats::jetstream;
-use sqlx::postgres::PgConnectOptions;
 use sqlx::PgPool;
-use std::str::FromStr;
 use std::time::Duration;
 use synapse_shared::db;
 use tokio::net::TcpListener;
@@ -29,10 +27,13 @@ const DATABASE_PATIENCE: Duration = Duration::from_secs(30);
 /// with its checkpoint, so the projectors simply apply those messages again from the
 /// stream. Read models are derived data; waiting for a flush per batch was a large part
 /// of the time a batch took.
-fn read_model_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(config.read_database_url())?
-        .options([("synchronous_commit", "off")]);
-    Ok(db::pool_options(config.database.database_max_connections).connect_lazy_with(options))
+async fn read_model_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
+    db::connect_with_settings(
+        config.read_database_url(),
+        config.database.database_max_connections,
+        &[("synchronous_commit", "off")],
+    )
+    .await
 }
 
 /// A connected, migrated service with its port bound, ready to run.
@@ -50,7 +51,9 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
         synapse_shared::telemetry::metrics();
-        let pool = read_model_pool(&config).context("parsing the read database url")?;
+        let pool = read_model_pool(&config)
+            .await
+            .context("parsing the read database url")?;
         db::wait_until_reachable(&pool, DATABASE_PATIENCE)
             .await
             .context("connecting to the read database")?;

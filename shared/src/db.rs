@@ -18,7 +18,16 @@ static READ_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/read");
 /// A pool whose connections are checked out for at most `acquire_timeout`: a client
 /// gets a 503 rather than hanging when Postgres is down.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url)?;
+    connect_with_settings(url, max_connections, &[]).await
+}
+
+/// [`connect`], with run-time settings (`name`, `value`) for every connection.
+pub async fn connect_with_settings(
+    url: &str,
+    max_connections: u32,
+    settings: &[(&str, &str)],
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.options(settings.iter().copied());
     Ok(pool_options(max_connections).connect_lazy_with(options))
 }
 

@@ -148,7 +148,7 @@ async fn insert_event_rows(
          select * from unnest(
              $1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::uuid[],
              $7::uuid[], $8::uuid[], $9::uuid[], $10::integer[], $11::text[], $12::text[],
-             $13::timestamptz[], $14::jsonb[], $15::jsonb[], $16::bigint[], $17::smallint[]){conflict}"
+             $13::timestamptz[], $14::text[]::json[], $15::text[]::json[], $16::bigint[], $17::smallint[]){conflict}"
     );
     sqlx::query(&statement)
         .bind(&columns.position)
@@ -226,8 +226,9 @@ struct EventColumns<'a> {
     discipline: Vec<Option<&'a str>>,
     actor: Vec<&'a str>,
     occurred_at: Vec<DateTime<Utc>>,
-    payload: Vec<&'a Value>,
-    diff: Vec<Option<Value>>,
+    /// JSON text: the columns are `json`, stored and served as written.
+    payload: Vec<String>,
+    diff: Vec<Option<String>>,
     aggregate_version: Vec<i64>,
     schema_version: Vec<i16>,
 }
@@ -277,7 +278,7 @@ impl<'a> EventColumns<'a> {
         self.discipline.push(event.discipline.as_deref());
         self.actor.push(&event.actor);
         self.occurred_at.push(event.occurred_at);
-        self.payload.push(&event.payload);
+        self.payload.push(event.payload.to_string());
         self.diff.push(diff(event));
         self.aggregate_version.push(event.aggregate_version);
         self.schema_version.push(event.schema_version);

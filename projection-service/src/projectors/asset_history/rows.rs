@@ -31,16 +31,17 @@ pub fn sides(event: &EventEnvelope) -> Option<(Option<&Value>, Option<&Value>)> 
     Some((side("before"), side("after")))
 }
 
-/// The RFC 6902 patch of a change event, as stored in `rm_events.diff`; `None` for any
-/// other event. The same patch as `Change::diff`, without copying the states.
-pub fn diff(event: &EventEnvelope) -> Option<Value> {
+/// The RFC 6902 patch of a change event as the JSON text stored in `rm_events.diff`;
+/// `None` for any other event. The same patch as `Change::diff`, without copying the
+/// states.
+pub fn diff(event: &EventEnvelope) -> Option<String> {
     let (before, after) = sides(event)?;
     let patch = json_patch::diff(
         before.unwrap_or(&Value::Null),
         after.unwrap_or(&Value::Null),
     );
     // A patch is a list of plain operations; turning it into JSON cannot fail.
-    serde_json::to_value(patch).ok()
+    serde_json::to_string(&patch).ok()
 }
 
 /// The current state of an asset, cable or relationship after an event.
@@ -161,7 +162,7 @@ mod tests {
                     "after": { "tag": "P-1", "properties": { "power_kw": 75 } } }),
         );
 
-        let patch = diff(&update);
+        let patch: Option<Value> = diff(&update).and_then(|text| serde_json::from_str(&text).ok());
 
         assert_eq!(
             patch,
