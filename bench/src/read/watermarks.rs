@@ -74,9 +74,13 @@ impl Poller {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut previous: Option<Instant> = None;
-            loop {
+            // Once told to stop, one last sample: the caller stops the poller as soon
+            // as it has seen the read models drained, which can be before this poller
+            // sampled that state; without it, the last events would count as never seen.
+            let mut last_round = false;
+            while !last_round {
                 tokio::select! {
-                    _ = &mut stopped => break,
+                    _ = &mut stopped => last_round = true,
                     _ = ticker.tick() => {}
                 }
                 let at = Instant::now();

@@ -261,7 +261,7 @@ pub async fn page(
                 }
             }
             filter.push_conditions(&mut query, driver.filter(|_| driver_key.is_some()));
-            scan::bound(&mut query, &keys, segment);
+            scan::bound(&mut query, &keys);
             query
                 .push(" order by ")
                 .push(scan::order(driver, event_type.is_some()))
