@@ -70,22 +70,17 @@ async fn mark_rolled_back(
     events: &[&EventEnvelope],
 ) -> Result<(), sqlx::Error> {
     let mut on_aggregates = RolledBack::default();
+    let mut aggregates: Vec<Uuid> = Vec::new();
     let mut batch_level = RolledBack::default();
     for event in events {
-        let (key, marks) = match event.event_type {
-            EventType::Rollback => ("rolled_back_correlation_id", &mut on_aggregates),
-            EventType::BatchRolledBack => ("target_correlation_id", &mut batch_level),
-            _ => continue,
-        };
-        let target = event
-            .payload
-            .get(key)
-            .and_then(Value::as_str)
-            .and_then(|id| id.parse().ok());
-        if let Some(target) = target {
-            marks.targets.push(target);
-            marks.aggregates.push(event.aggregate_id);
-            marks.rollbacks.push(event.correlation_id);
+        match event.event_type {
+            EventType::Rollback if on_aggregates.add(event, "rolled_back_correlation_id") => {
+                aggregates.push(event.aggregate_id);
+            }
+            EventType::BatchRolledBack => {
+                batch_level.add(event, "target_correlation_id");
+            }
+            _ => {}
         }
     }
     if !on_aggregates.targets.is_empty() {
@@ -95,7 +90,7 @@ async fn mark_rolled_back(
              where e.aggregate_id = m.aggregate_id and e.correlation_id = m.target",
         )
         .bind(on_aggregates.targets)
-        .bind(on_aggregates.aggregates)
+        .bind(aggregates)
         .bind(on_aggregates.rollbacks)
         .execute(&mut *connection)
         .await?;
@@ -114,13 +109,29 @@ async fn mark_rolled_back(
     Ok(())
 }
 
-/// The rows to mark rolled back: per rollback event, the batch it undid (`targets`),
-/// the event's aggregate and the rollback's own batch.
+/// Per rollback event: the batch it undid (`targets`) and the rollback's own batch.
 #[derive(Default)]
 struct RolledBack {
     targets: Vec<Uuid>,
-    aggregates: Vec<Uuid>,
     rollbacks: Vec<Uuid>,
+}
+
+impl RolledBack {
+    /// Add `event`, whose payload names the batch it undid under `key`; `false` (and
+    /// nothing added) when it names none.
+    fn add(&mut self, event: &EventEnvelope, key: &str) -> bool {
+        let target = event
+            .payload
+            .get(key)
+            .and_then(Value::as_str)
+            .and_then(|id| id.parse().ok());
+        let Some(target) = target else {
+            return false;
+        };
+        self.targets.push(target);
+        self.rollbacks.push(event.correlation_id);
+        true
+    }
 }
 
 /// Append the events to `rm_events`.
