@@ -90,30 +90,33 @@ impl StateWrites {
             for change in changes {
                 match change {
                     PlannedChange::Asset { before, after } => {
-                        writes.snapshots.push(Snapshot {
-                            aggregate_type: AggregateType::Asset,
-                            aggregate_id: after.id,
-                            state: before.as_ref().map(crate::assets::commands::state_json),
-                            version: before.as_ref().map_or(0, |b| b.version),
-                        });
+                        writes.snapshots.push(Snapshot::new(
+                            AggregateType::Asset,
+                            after.id,
+                            before
+                                .as_ref()
+                                .map(crate::assets::commands::state_json)
+                                .as_ref(),
+                            before.as_ref().map_or(0, |b| b.version),
+                        ));
                         assets.insert(after.id, after.clone());
                     }
                     PlannedChange::Cable { before, after } => {
-                        writes.snapshots.push(Snapshot {
-                            aggregate_type: AggregateType::Cable,
-                            aggregate_id: after.id,
-                            state: before.as_ref().map(|b| json!(b)),
-                            version: before.as_ref().map_or(0, |b| b.version),
-                        });
+                        writes.snapshots.push(Snapshot::new(
+                            AggregateType::Cable,
+                            after.id,
+                            before.as_ref().map(|b| json!(b)).as_ref(),
+                            before.as_ref().map_or(0, |b| b.version),
+                        ));
                         cable_states.insert(after.id, after.clone());
                     }
                     PlannedChange::Relationship(relationship) => {
-                        writes.snapshots.push(Snapshot {
-                            aggregate_type: AggregateType::Relationship,
-                            aggregate_id: relationship.id,
-                            state: None,
-                            version: 0,
-                        });
+                        writes.snapshots.push(Snapshot::new(
+                            AggregateType::Relationship,
+                            relationship.id,
+                            None,
+                            0,
+                        ));
                         writes.relationships.push(relationship.clone());
                     }
                     PlannedChange::Finding {

@@ -159,7 +159,7 @@ pub async fn snapshot_all(
     sqlx::query(
         "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
          select $1, $2, s.id,
-             case when a.id is null then null else jsonb_build_object(
+             case when a.id is null then null else json_build_object(
                  'id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
                  'discipline', a.discipline, 'name', a.name, 'area', a.area,
                  'properties', a.properties, 'version', a.version) end,

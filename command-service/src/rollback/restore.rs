@@ -62,11 +62,13 @@ pub async fn restore(
         &analysis
             .restorations
             .iter()
-            .map(|r| Snapshot {
-                aggregate_type: aggregate_type(&r.aggregate_type),
-                aggregate_id: r.aggregate_id,
-                state: r.current.clone(),
-                version: r.new_version - 1,
+            .map(|r| {
+                Snapshot::new(
+                    aggregate_type(&r.aggregate_type),
+                    r.aggregate_id,
+                    r.current.as_ref(),
+                    r.new_version - 1,
+                )
             })
             .collect::<Vec<_>>(),
     )

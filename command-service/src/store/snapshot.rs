@@ -16,28 +16,35 @@ pub async fn take(
     state: Option<&Value>,
     version: i64,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
-         values ($1, $2, $3, $4, $5)
-         on conflict (correlation_id, aggregate_id) do nothing",
-    )
-    .bind(correlation_id)
-    .bind(aggregate_type.as_str())
-    .bind(aggregate_id)
-    .bind(state)
-    .bind(version)
-    .execute(connection)
-    .await?;
-    Ok(())
+    let snapshot = Snapshot::new(aggregate_type, aggregate_id, state, version);
+    take_many(connection, correlation_id, std::slice::from_ref(&snapshot)).await
 }
 
-/// One pre-batch state to remember.
+/// One pre-batch state to remember, its JSON already written out: snapshots are built
+/// before the transaction that stores them opens, so serializing them is not part of
+/// the time the transaction holds its locks.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub aggregate_type: AggregateType,
     pub aggregate_id: Uuid,
-    pub state: Option<Value>,
+    state: Option<String>,
     pub version: i64,
+}
+
+impl Snapshot {
+    pub fn new(
+        aggregate_type: AggregateType,
+        aggregate_id: Uuid,
+        state: Option<&Value>,
+        version: i64,
+    ) -> Self {
+        Self {
+            aggregate_type,
+            aggregate_id,
+            state: state.map(Value::to_string),
+            version,
+        }
+    }
 }
 
 /// [`take`] for many aggregates in one statement; the first snapshot of an aggregate
@@ -50,10 +57,12 @@ pub async fn take_many(
     if snapshots.is_empty() {
         return Ok(());
     }
+    // The states go as text and become `json` in the database: `json` input only
+    // checks the text, and the column keeps it as it is.
     sqlx::query(
         "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
          select $1, aggregate_type, aggregate_id, state, version
-         from unnest($2::text[], $3::uuid[], $4::jsonb[], $5::int8[]) with ordinality
+         from unnest($2::text[], $3::uuid[], $4::text[]::json[], $5::int8[]) with ordinality
              as s(aggregate_type, aggregate_id, state, version, ordinal)
          order by ordinal
          on conflict (correlation_id, aggregate_id) do nothing",
@@ -61,7 +70,7 @@ pub async fn take_many(
     .bind(correlation_id)
     .bind(snapshots.iter().map(|s| s.aggregate_type.as_str()).collect::<Vec<_>>())
     .bind(snapshots.iter().map(|s| s.aggregate_id).collect::<Vec<_>>())
-    .bind(snapshots.iter().map(|s| s.state.clone()).collect::<Vec<_>>())
+    .bind(snapshots.iter().map(|s| s.state.as_deref()).collect::<Vec<_>>())
     .bind(snapshots.iter().map(|s| s.version).collect::<Vec<_>>())
     .execute(connection)
     .await?;
