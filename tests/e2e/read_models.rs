@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use synapse_shared::{EventEnvelope, EventType};
 use synapse_tests::apps::System;
 use synapse_tests::auth::TEST_ADMIN;
-use synapse_tests::client::{send, Reply};
+use synapse_tests::client::{post_csv, send, Reply};
 use synapse_tests::plant::{pump_flag_rule, small_plant, vfd_rule};
 use synapse_tests::TestDatabase;
 use uuid::Uuid;
@@ -42,14 +42,13 @@ async fn import_csv(system: &System) -> anyhow::Result<String> {
     let file = "tag,asset_type,discipline,rated_power_kw\n\
                 M-900,ELECTRIC_MOTOR,ELECTRICAL,22\n\
                 P-900,CENTRIFUGAL_PUMP,MECHANICAL,\n";
-    let response = system
-        .http
-        .post(system.command.url("/assets/import"))
-        .header("content-type", "text/csv")
-        .body(file)
-        .send()
-        .await?;
-    let reply = Reply::from(response).await?.expect_status(201);
+    let reply = post_csv(
+        &system.http,
+        &system.command.url("/assets/import"),
+        file.into(),
+    )
+    .await?
+    .expect_status(201);
     Ok(text(&reply.body, "correlation_id"))
 }
 

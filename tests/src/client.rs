@@ -72,3 +72,14 @@ pub async fn send(
     }
     Reply::from(request.send().await?).await
 }
+
+/// Post a CSV file (as `text/csv`) and read the reply.
+pub async fn post_csv(http: &reqwest::Client, url: &str, csv: String) -> anyhow::Result<Reply> {
+    let response = http
+        .post(url)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await?;
+    Reply::from(response).await
+}

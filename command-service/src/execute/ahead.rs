@@ -21,7 +21,7 @@ use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use synapse_shared::NewEvent;
-use tokio::task::JoinHandle;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
 /// A chunk planned without locks.
@@ -52,15 +52,17 @@ pub struct Planning {
     pub selection: Selection,
 }
 
-/// A plan in the making.
-pub type Ahead = JoinHandle<Result<Option<Planned>, sqlx::Error>>;
+/// A plan in the making; dropping it aborts it.
+pub type Ahead = AbortOnDropHandle<Result<Option<Planned>, sqlx::Error>>;
 
 impl Planning {
     /// Plan the page after `after` (at most `limit` assets) in a task of its own,
     /// starting from `world`. `None` when the page is empty.
     pub fn spawn(&self, after: Uuid, limit: i64, world: World) -> Ahead {
         let planning = self.clone();
-        tokio::spawn(async move { planning.plan(after, limit, world).await })
+        AbortOnDropHandle::new(tokio::spawn(async move {
+            planning.plan(after, limit, world).await
+        }))
     }
 
     async fn plan(

@@ -15,8 +15,10 @@ use crate::store::{append, AppendError};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::domain::CableState;
@@ -147,25 +149,84 @@ impl Execution {
             batch: self.batch.detached(),
             selection,
         });
+        // The plan of the next chunk, made while this one is written (dropping it
+        // aborts it).
         let mut ahead: Option<Ahead> = None;
+        // The chunk whose events are appended and committed while the next one writes
+        // its state.
+        let mut committing: Option<Committing> = None;
         loop {
             if self.shutdown.is_cancelled() {
-                if let Some(ahead) = ahead.take() {
-                    ahead.abort();
-                }
                 anyhow::bail!("the command service shut down during the batch");
             }
             let planned = match (ahead.take(), &planning) {
                 (Some(ahead), _) => ahead.await.context("planning a chunk ahead")??,
+                // After the chunk still committing, if one is.
                 (None, Some(planning)) => planning
-                    .spawn(after, pace.size, World::default())
+                    .spawn(
+                        committing.as_ref().map_or(after, |chunk| chunk.undo.last),
+                        pace.size,
+                        World::default(),
+                    )
                     .await
                     .context("planning a chunk")??,
                 (None, None) => None,
             };
-            let Some(planned) = planned else {
-                // Nothing was left when the page was read (or nothing is planned ahead):
-                // read again, locked, now that every earlier chunk has committed.
+            // Whether the next chunk is done the locked way: nothing was planned (nothing
+            // was left when the page was read, or nothing is planned ahead: read again,
+            // locked, once every earlier chunk has committed), or the plan is stale.
+            let mut locked = planned.is_none();
+            match planned {
+                Some(planned) => {
+                    if let (true, Some(planning)) = (planned.full, &planning) {
+                        ahead = Some(planning.spawn(
+                            planned.last,
+                            pace.size,
+                            planned.world.carry_over(),
+                        ));
+                    }
+                    let (previous, prepared) = match committing.take() {
+                        Some(chunk) => {
+                            let (committed, prepared) =
+                                tokio::join!(chunk.commit, self.prepare(rule, planned));
+                            (Some((chunk.undo, committed)), prepared)
+                        }
+                        None => (None, self.prepare(rule, planned).await),
+                    };
+                    let previous_committed = match previous {
+                        Some((undo, committed)) => {
+                            self.settle(undo, committed, &mut after, &mut counts, &mut pace)?
+                        }
+                        None => true,
+                    };
+                    match prepared {
+                        // Planned on top of a chunk that did not commit: dropped (its
+                        // transaction rolls back), like the plans made after it.
+                        _ if !previous_committed => locked = true,
+                        Ok(Some(prepared)) => {
+                            committing = Some(self.seal(rule, prepared, &mut counts, total));
+                        }
+                        Ok(None) => {
+                            replanned("something a chunk planned ahead read has changed");
+                            locked = true;
+                        }
+                        Err(error) if retryable(&error) => {
+                            replanned("a chunk planned ahead ran into another writer");
+                            locked = true;
+                        }
+                        Err(error) => return Err(error.into()),
+                    }
+                }
+                None => {
+                    if let Some(chunk) = committing.take() {
+                        let committed = chunk.commit.await;
+                        self.settle(chunk.undo, committed, &mut after, &mut counts, &mut pace)?;
+                    }
+                }
+            }
+            if locked {
+                // Whatever was planned ahead was planned on what is being redone.
+                ahead = None;
                 match self
                     .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
                     .await?
@@ -173,39 +234,10 @@ impl Execution {
                     Some(last) => {
                         after = last;
                         pace.committed();
-                        continue;
                     }
                     None => break,
                 }
-            };
-            if let (true, Some(planning)) = (planned.full, &planning) {
-                ahead = Some(planning.spawn(planned.last, pace.size, planned.world.carry_over()));
             }
-            let last = planned.last;
-            match self.write_planned(rule, planned, &mut counts, total).await {
-                Ok(true) => after = last,
-                Ok(false) => {
-                    // Another writer changed something the plan read: drop it (and the
-                    // plan made on top of it) and do this chunk the locked way.
-                    if let Some(ahead) = ahead.take() {
-                        ahead.abort();
-                    }
-                    match self
-                        .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
-                        .await?
-                    {
-                        Some(last) => after = last,
-                        None => break,
-                    }
-                }
-                Err(error) => {
-                    if let Some(ahead) = ahead.take() {
-                        ahead.abort();
-                    }
-                    return Err(error.into());
-                }
-            }
-            pace.committed();
         }
         let mut transaction = self.pool.begin().await?;
         let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "counts": counts});
@@ -293,63 +325,106 @@ impl Execution {
         Ok(Some(last))
     }
 
-    /// Write a chunk planned ahead, if everything its plan read is unchanged: `false`
-    /// (nothing written) if it is stale or the write ran into another writer. Its
-    /// writes and events were built by the planning task: the transaction only runs
-    /// statements.
-    async fn write_planned(
-        &mut self,
+    /// Open the transaction of a chunk planned ahead and write its state, if everything
+    /// its plan read is unchanged: `None` (nothing written) if it is stale. Its writes
+    /// and events were built by the planning task: the transaction only runs
+    /// statements. Runs while the previous chunk commits; locking what the plan read
+    /// waits for that commit where the two chunks share rows.
+    async fn prepare(
+        &self,
         rule: &CompiledRule,
         planned: Planned,
-        counts: &mut Counts,
-        total: i64,
-    ) -> Result<bool, AppendError> {
-        let batch = self.batch.clone();
-        let mut chunk_counts = *counts;
+    ) -> Result<Option<Prepared>, AppendError> {
         let Planned {
+            last,
             outcomes,
             world,
             writes,
-            mut events,
+            events,
             ..
         } = planned;
-        let written: Result<bool, AppendError> = async {
-            let mut transaction = self.pool.begin().await?;
-            if !ahead::still_current(&mut transaction, world.read_versions()).await? {
-                return Ok(false);
-            }
-            writes
-                .write(&mut transaction, self.batch.correlation_id, rule)
-                .await?;
-            outcomes
-                .iter()
-                .for_each(|outcome| chunk_counts.add(&outcome.outcome));
-            self.batch.adopt(&mut events);
-            events.push(self.progress(rule, &chunk_counts, total));
-            batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+        let mut transaction = self.pool.begin().await?;
+        if !ahead::still_current(&mut transaction, world.read_versions()).await? {
+            return Ok(None);
+        }
+        writes
+            .write(&mut transaction, self.batch.correlation_id, rule)
+            .await?;
+        Ok(Some(Prepared {
+            transaction,
+            last,
+            outcomes,
+            events,
+        }))
+    }
+
+    /// Give a prepared chunk its place in the batch (its counts, the batch versions of
+    /// its events, a `BATCH_PROGRESS`) and start appending its events and committing.
+    /// The append waits for the log's append lock, which the previous chunk holds until
+    /// it commits, so chunks land in order.
+    fn seal(
+        &mut self,
+        rule: &CompiledRule,
+        prepared: Prepared,
+        counts: &mut Counts,
+        total: i64,
+    ) -> Committing {
+        let Prepared {
+            mut transaction,
+            last,
+            outcomes,
+            mut events,
+        } = prepared;
+        let undo = Undo {
+            last,
+            batch: self.batch.clone(),
+            counts: *counts,
+        };
+        outcomes
+            .iter()
+            .for_each(|outcome| counts.add(&outcome.outcome));
+        self.batch.adopt(&mut events);
+        events.push(self.progress(rule, counts, total));
+        let batch = self.batch.clone();
+        let commit = async move {
+            batches::record(&mut transaction, &batch, BatchStatus::Running).await?;
             append(&mut transaction, events).await?;
             transaction.commit().await?;
-            Ok(true)
+            Ok(())
+        };
+        Committing {
+            commit: Box::pin(commit),
+            undo,
         }
-        .await;
-        match written {
-            Ok(true) => {
-                *counts = chunk_counts;
+    }
+
+    /// The outcome of a chunk's commit: `true` if it committed (the batch goes on
+    /// after it); `false` if it ran into another writer, with the batch and counts back
+    /// as they were before it, to be redone the locked way; any other failure ends the
+    /// batch.
+    fn settle(
+        &mut self,
+        undo: Undo,
+        committed: Result<(), AppendError>,
+        after: &mut Uuid,
+        counts: &mut Counts,
+        pace: &mut Pace,
+    ) -> Result<bool, AppendError> {
+        match committed {
+            Ok(()) => {
+                *after = undo.last;
+                pace.committed();
                 Ok(true)
             }
-            Ok(false) => {
-                tracing::info!(correlation_id = %self.batch.correlation_id, "something a chunk planned ahead read has changed; redoing it locked");
-                metrics::counter!("synapse_execution_chunks_replanned_total").increment(1);
-                self.batch = batch;
+            Err(error) => {
+                self.batch = undo.batch;
+                *counts = undo.counts;
+                if !retryable(&error) {
+                    return Err(error);
+                }
+                replanned("the commit of a chunk planned ahead ran into another writer");
                 Ok(false)
             }
-            Err(error) if retryable(&error) => {
-                tracing::info!(%error, correlation_id = %self.batch.correlation_id, "a chunk planned ahead ran into another writer; redoing it locked");
-                metrics::counter!("synapse_execution_chunks_replanned_total").increment(1);
-                self.batch = batch;
-                Ok(false)
-            }
-            Err(error) => Err(error),
         }
     }
 
@@ -430,6 +505,35 @@ impl Execution {
         }
         BatchStatus::Failed
     }
+}
+
+/// A chunk planned ahead whose state is written in its open transaction; its events
+/// are appended when it is sealed.
+struct Prepared {
+    transaction: Transaction<'static, Postgres>,
+    last: Uuid,
+    outcomes: Vec<AssetOutcome>,
+    events: Vec<NewEvent>,
+}
+
+/// A chunk appending its events and committing, while the runner prepares the next.
+struct Committing {
+    commit: Pin<Box<dyn Future<Output = Result<(), AppendError>> + Send>>,
+    undo: Undo,
+}
+
+/// Where the batch stood before a committing chunk, to go back to if it fails.
+struct Undo {
+    /// The chunk's last asset: where the batch goes on from once it has committed.
+    last: Uuid,
+    batch: Batch,
+    counts: Counts,
+}
+
+/// A chunk planned ahead is dropped and redone the locked way.
+fn replanned(reason: &str) {
+    tracing::info!(reason, "redoing a chunk planned ahead the locked way");
+    metrics::counter!("synapse_execution_chunks_replanned_total").increment(1);
 }
 
 /// Chunk sizes that keep `BATCH_PROGRESS` coming about every second: halved after a
