@@ -523,6 +523,41 @@ async fn an_imported_batch_reaches_the_stream_in_log_order() -> anyhow::Result<(
     app.stop().await
 }
 
+/// What the planner's statistics last counted in `assets` (-1: never analyzed).
+async fn counted_assets(app: &ImportApp) -> anyhow::Result<f32> {
+    let (counted,): (f32,) =
+        sqlx::query_as("select reltuples from pg_class where oid = 'assets'::regclass")
+            .fetch_one(&app.pool)
+            .await?;
+    Ok(counted)
+}
+
+#[tokio::test]
+async fn a_large_import_refreshes_the_planner_statistics_of_assets_and_a_small_one_does_not(
+) -> anyhow::Result<()> {
+    // Arrange: statistics that never counted anything (this test's database is new).
+    let app = ImportApp::spawn().await?;
+    let file = |first: usize, count: usize| {
+        let rows: String = (first..first + count)
+            .map(|i| format!("V-{i:05},VALVE,PROCESS\n"))
+            .collect();
+        format!("tag,asset_type,discipline\n{rows}")
+    };
+    assert_eq!(counted_assets(&app).await?, -1.0);
+
+    // Act: 999 rows, under the threshold.
+    app.import("", file(0, 999)).await?.expect_status(201);
+    let after_small = counted_assets(&app).await?;
+    // Act: 1,500 rows more.
+    app.import("", file(999, 1_500)).await?.expect_status(201);
+
+    // Assert: the small import left the statistics alone; by the time the large one
+    // answered, they counted every asset.
+    assert_eq!(after_small, -1.0);
+    assert_eq!(counted_assets(&app).await?, 2_499.0);
+    app.stop().await
+}
+
 #[tokio::test]
 async fn concurrent_imports_of_the_same_new_tags_create_each_asset_once_or_ask_for_a_retry(
 ) -> anyhow::Result<()> {

@@ -128,20 +128,29 @@ pub async fn still_current(
             ids.push(id);
         }
     }
-    // Ids are of assets or cables; each query finds its own. Locked and read at once.
+    // Ids are of assets or cables, locked and read at once: assets first, then the
+    // cables among the ids that are no asset (usually none: what a rule creates is new).
     let mut current: Vec<(Uuid, i64)> =
         sqlx::query_as("select id, version from assets where id = any($1) order by id for update")
             .bind(&ids)
             .fetch_all(&mut *connection)
             .await?;
-    current.extend(
-        sqlx::query_as::<_, (Uuid, i64)>(
-            "select id, version from cables where id = any($1) order by id for update",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *connection)
-        .await?,
-    );
+    let assets: HashSet<Uuid> = current.iter().map(|(id, _)| *id).collect();
+    let others: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !assets.contains(id))
+        .copied()
+        .collect();
+    if !others.is_empty() {
+        current.extend(
+            sqlx::query_as::<_, (Uuid, i64)>(
+                "select id, version from cables where id = any($1) order by id for update",
+            )
+            .bind(&others)
+            .fetch_all(&mut *connection)
+            .await?,
+        );
+    }
     let unchanged = current.len() == ids.len()
         && current
             .iter()

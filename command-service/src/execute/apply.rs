@@ -8,8 +8,9 @@ use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{Batch, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
+use crate::store::statistics::{Growth, Table};
 use serde_json::{json, Value};
-use sqlx::PgConnection;
+use sqlx::{PgConnection, PgPool};
 use std::collections::HashMap;
 use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
@@ -70,6 +71,8 @@ impl Counts {
 /// can be built before the chunk's transaction opens.
 #[derive(Debug, Default)]
 pub struct StateWrites {
+    /// Rows created, per [`Table`] (`Table as usize`).
+    created: [u64; Table::ALL.len()],
     snapshots: Vec<Snapshot>,
     assets: Vec<AssetState>,
     cables: Vec<CableState>,
@@ -90,6 +93,7 @@ impl StateWrites {
             for change in changes {
                 match change {
                     PlannedChange::Asset { before, after } => {
+                        writes.created[Table::Assets as usize] += u64::from(before.is_none());
                         writes.snapshots.push(Snapshot::new(
                             AggregateType::Asset,
                             after.id,
@@ -102,6 +106,7 @@ impl StateWrites {
                         assets.insert(after.id, after.clone());
                     }
                     PlannedChange::Cable { before, after } => {
+                        writes.created[Table::Cables as usize] += u64::from(before.is_none());
                         writes.snapshots.push(Snapshot::new(
                             AggregateType::Cable,
                             after.id,
@@ -111,6 +116,7 @@ impl StateWrites {
                         cable_states.insert(after.id, after.clone());
                     }
                     PlannedChange::Relationship(relationship) => {
+                        writes.created[Table::Relationships as usize] += 1;
                         writes.snapshots.push(Snapshot::new(
                             AggregateType::Relationship,
                             relationship.id,
@@ -136,6 +142,13 @@ impl StateWrites {
         writes.assets = assets.into_values().collect();
         writes.cables = cable_states.into_values().collect();
         writes
+    }
+
+    /// Count the rows they create in `growth`.
+    pub fn count_in(&self, growth: &mut Growth, pool: &PgPool) {
+        for table in Table::ALL {
+            growth.add(pool, table, self.created[table as usize]);
+        }
     }
 
     /// Write them in the caller's transaction, for batch `correlation_id`.

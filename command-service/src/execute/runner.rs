@@ -3,7 +3,7 @@
 //! visible while a large batch runs and memory stays flat.
 
 use super::ahead::{self, Ahead, Planned, Planning};
-use super::apply::{self, AssetOutcome, Counts};
+use super::apply::{self, AssetOutcome, Counts, StateWrites};
 use super::planner::{self, Ids};
 use super::request::AssetFilter;
 use super::world::{Loaded, World};
@@ -11,6 +11,7 @@ use crate::assets::store::{self as asset_store, Selection};
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{self, Batch, BatchStatus};
+use crate::store::statistics::Growth;
 use crate::store::{append, AppendError};
 use anyhow::Context;
 use serde::Serialize;
@@ -72,6 +73,8 @@ pub struct Execution {
     /// When applying a plan: only these assets.
     pub only: Option<HashSet<Uuid>>,
     pub shutdown: CancellationToken,
+    /// What the batch created so far, to keep the planner's statistics current.
+    pub growth: Growth,
 }
 
 impl Execution {
@@ -354,6 +357,7 @@ impl Execution {
             transaction,
             last,
             outcomes,
+            writes,
             events,
         }))
     }
@@ -373,8 +377,10 @@ impl Execution {
             mut transaction,
             last,
             outcomes,
+            writes,
             mut events,
         } = prepared;
+        writes.count_in(&mut self.growth, &self.pool);
         let undo = Undo {
             last,
             batch: self.batch.clone(),
@@ -445,7 +451,11 @@ impl Execution {
         counts: &mut Counts,
         total: i64,
     ) -> Result<(), AppendError> {
-        apply::write_state(transaction, self.batch.correlation_id, rule, outcomes).await?;
+        let writes = StateWrites::of(outcomes);
+        writes
+            .write(transaction, self.batch.correlation_id, rule)
+            .await?;
+        writes.count_in(&mut self.growth, &self.pool);
         outcomes
             .iter()
             .for_each(|outcome| counts.add(&outcome.outcome));
@@ -513,6 +523,7 @@ struct Prepared {
     transaction: Transaction<'static, Postgres>,
     last: Uuid,
     outcomes: Vec<AssetOutcome>,
+    writes: StateWrites,
     events: Vec<NewEvent>,
 }
 

@@ -131,6 +131,7 @@ pub async fn execute(
         ids: ready.ids,
         only: ready.only,
         shutdown: state.shutdown.clone(),
+        growth: Default::default(),
     };
     let handle = tokio::spawn(execution.run());
     if !wait {

@@ -5,6 +5,7 @@ use super::error::ApiError;
 use super::transaction::run_command;
 use super::{AppState, MAX_BODY_BYTES};
 use crate::import::{self, Delimiter, Encoding, ImportError, ImportOutcome, MAX_ROWS};
+use crate::store::statistics::{self, Table};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -13,6 +14,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use synapse_shared::problem::ApiQuery;
 use synapse_shared::Problem;
 
@@ -76,10 +79,16 @@ pub async fn import_assets(
     .map_err(|error| ApiError::Internal(error.into()))??;
 
     let actor_name = actor.0.clone();
-    run_command(&state.pool, &actor, &headers, &request, move |connection| {
+    let changed = Arc::new(AtomicU64::new(0));
+    let changed_by_import = changed.clone();
+    let response = run_command(&state.pool, &actor, &headers, &request, move |connection| {
         Box::pin(async move {
             let outcome =
                 import::apply(connection, &actor_name, parsed.rows, file_name.as_deref()).await?;
+            changed_by_import.store(
+                (outcome.created + outcome.updated) as u64,
+                Ordering::Relaxed,
+            );
             tracing::info!(
                 correlation_id = ?outcome.correlation_id,
                 created = outcome.created,
@@ -97,7 +106,11 @@ pub async fn import_assets(
             Ok((status, body))
         })
     })
-    .await
+    .await?;
+    // Committed: an execution right after a large import plans with fresh statistics.
+    let changed = changed.load(Ordering::Relaxed);
+    statistics::refresh_if_stale(&state.pool, Table::Assets, changed).await;
+    Ok(response)
 }
 
 fn delimiter(given: Option<&str>) -> Result<Option<Delimiter>, Problem> {

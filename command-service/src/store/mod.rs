@@ -10,5 +10,6 @@ pub mod append;
 pub mod batches;
 pub mod single;
 pub mod snapshot;
+pub mod statistics;
 
 pub use append::{append, AppendError};
