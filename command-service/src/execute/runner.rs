@@ -159,21 +159,38 @@ impl Execution {
         // its state.
         let mut committing: Option<Committing> = None;
         loop {
-            if self.shutdown.is_cancelled() {
-                anyhow::bail!("the command service shut down during the batch");
-            }
-            let planned = match (ahead.take(), &planning) {
-                (Some(ahead), _) => ahead.await.context("planning a chunk ahead")??,
-                // After the chunk still committing, if one is.
-                (None, Some(planning)) => planning
-                    .spawn(
-                        committing.as_ref().map_or(after, |chunk| chunk.undo.last),
-                        pace.size,
-                        World::default(),
-                    )
-                    .await
-                    .context("planning a chunk")??,
-                (None, None) => None,
+            let planned: anyhow::Result<Option<Planned>> = if self.shutdown.is_cancelled() {
+                Err(anyhow::anyhow!(
+                    "the command service shut down during the batch"
+                ))
+            } else {
+                match (ahead.take(), &planning) {
+                    (Some(ahead), _) => flatten(ahead.await, "planning a chunk ahead"),
+                    // After the chunk still committing, if one is.
+                    (None, Some(planning)) => flatten(
+                        planning
+                            .spawn(
+                                committing.as_ref().map_or(after, |chunk| chunk.undo.last),
+                                pace.size,
+                                World::default(),
+                            )
+                            .await,
+                        "planning a chunk",
+                    ),
+                    (None, None) => Ok(None),
+                }
+            };
+            let planned = match planned {
+                Ok(planned) => planned,
+                Err(error) => {
+                    // The batch ends here; the chunk already sealed still lands, so
+                    // the batch's versions stay without a gap.
+                    if let Some(chunk) = committing.take() {
+                        let committed = chunk.commit.await;
+                        self.settle(chunk.undo, committed, &mut after, &mut counts, &mut pace)?;
+                    }
+                    return Err(error);
+                }
             };
             // Whether the next chunk is done the locked way: nothing was planned (nothing
             // was left when the page was read, or nothing is planned ahead: read again,
@@ -539,6 +556,14 @@ struct Undo {
     last: Uuid,
     batch: Batch,
     counts: Counts,
+}
+
+/// The outcome of a planning task, its panic or abort included.
+fn flatten(
+    planned: Result<Result<Option<Planned>, sqlx::Error>, tokio::task::JoinError>,
+    what: &'static str,
+) -> anyhow::Result<Option<Planned>> {
+    planned.context(what)?.context(what)
 }
 
 /// A chunk planned ahead is dropped and redone the locked way.
