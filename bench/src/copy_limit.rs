@@ -1,6 +1,9 @@
 //! The append limit: how fast this Postgres takes exactly the rows an execution wrote,
 //! by the fastest path it has (`COPY ... FROM STDIN`), into a plain table shaped like
 //! the log (no triggers; `like ... including defaults` copies no index either).
+//! Copied [`ATTEMPTS`] times, each into a fresh table; the limit is the fastest: one
+//! copy of a few seconds measured anywhere between 46,000 and 91,000 rows/s on this
+//! machine within minutes.
 
 use anyhow::Context;
 use futures::StreamExt;
@@ -10,24 +13,25 @@ use uuid::Uuid;
 
 /// Bytes per `CopyData` message sent: large enough that message overhead vanishes.
 const SEND_CHUNK_BYTES: usize = 1 << 20;
+/// Copies made; the fastest is the limit.
+pub const ATTEMPTS: usize = 3;
 
 /// What the raw COPY did.
 pub struct CopyLimit {
     pub rows: u64,
     pub bytes: usize,
+    /// The fastest copy.
     pub elapsed: Duration,
+    /// Every copy, in the order made.
+    pub attempts: Vec<Duration>,
 }
 
-/// Export the batch's events as COPY text, then time a COPY of them into `bench_copy`
-/// (created here; it goes with the benchmark database).
+/// Export the batch's events as COPY text, then time [`ATTEMPTS`] copies of them into
+/// `bench_copy_N` tables (created here; they go with the benchmark database).
 pub async fn copy_batch(database_url: &str, correlation_id: Uuid) -> anyhow::Result<CopyLimit> {
     let mut connection = PgConnection::connect(database_url)
         .await
         .context("connecting for the raw copy")?;
-    connection
-        .execute("create table bench_copy (like workflow_events including defaults)")
-        .await
-        .context("creating bench_copy")?;
     // A UUID has no quotes in it: formatting it into the statement is safe, and COPY
     // takes no bind parameters.
     let export = format!(
@@ -44,20 +48,32 @@ pub async fn copy_batch(database_url: &str, correlation_id: Uuid) -> anyhow::Res
             data.extend_from_slice(&chunk.context("reading the exported events")?);
         }
     }
-    let started = Instant::now();
-    let mut copy = connection
-        .copy_in_raw("copy bench_copy from stdin")
-        .await
-        .context("starting the raw copy")?;
-    for chunk in data.chunks(SEND_CHUNK_BYTES) {
-        copy.send(chunk).await.context("sending copy data")?;
+    let mut rows = 0;
+    let mut attempts = Vec::with_capacity(ATTEMPTS);
+    for attempt in 0..ATTEMPTS {
+        let table = format!("bench_copy_{attempt}");
+        connection
+            .execute(
+                format!("create table {table} (like workflow_events including defaults)").as_str(),
+            )
+            .await
+            .with_context(|| format!("creating {table}"))?;
+        let started = Instant::now();
+        let mut copy = connection
+            .copy_in_raw(&format!("copy {table} from stdin"))
+            .await
+            .context("starting the raw copy")?;
+        for chunk in data.chunks(SEND_CHUNK_BYTES) {
+            copy.send(chunk).await.context("sending copy data")?;
+        }
+        rows = copy.finish().await.context("finishing the raw copy")?;
+        attempts.push(started.elapsed());
     }
-    let rows = copy.finish().await.context("finishing the raw copy")?;
-    let elapsed = started.elapsed();
     connection.close().await.ok();
     Ok(CopyLimit {
         rows,
         bytes: data.len(),
-        elapsed,
+        elapsed: attempts.iter().min().copied().unwrap_or_default(),
+        attempts,
     })
 }

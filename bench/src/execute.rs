@@ -78,6 +78,7 @@ impl Case {
             "copy_rows": self.limit.rows,
             "copy_bytes": self.limit.bytes,
             "copy_seconds": seconds(self.limit.elapsed),
+            "copy_attempt_seconds": self.limit.attempts.iter().map(|e| seconds(*e)).collect::<Vec<_>>(),
             "copy_rows_per_second": self.copy_rows_per_second(),
             "ratio": self.ratio(),
         })
@@ -198,8 +199,17 @@ fn print(cases: &[Case], relay: bool) {
     row("postgres CPU during execution (all)", &|c| {
         report::secs(c.executed.postgres_cpu)
     });
-    row("LIMIT raw COPY of the same rows", &|c| {
+    row("LIMIT raw COPY of the same rows (fastest)", &|c| {
         report::secs(seconds(c.limit.elapsed))
+    });
+    row("  each raw COPY", &|c| {
+        let each: Vec<String> = c
+            .limit
+            .attempts
+            .iter()
+            .map(|elapsed| format!("{:.2}", seconds(*elapsed)))
+            .collect();
+        format!("{} s", each.join(" / "))
     });
     row("LIMIT raw COPY rows/s", &|c| {
         report::count(c.copy_rows_per_second())
