@@ -60,6 +60,15 @@ impl Setup {
             .to_owned())
     }
 
+    /// Roll `batch` back; how many aggregates were restored.
+    async fn roll_back(&self, batch: &Value) -> anyhow::Result<Value> {
+        let reply = self
+            .post("/rules/rollback", json!({"correlation_id": batch}))
+            .await?
+            .expect_status(200);
+        Ok(reply.body["restored"].clone())
+    }
+
     async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
         let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = $1")
             .bind(tag)
@@ -239,6 +248,45 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     // Assert
     assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(2));
     assert_eq!(setup.state().await?, before_a);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn what_a_batch_created_and_then_changed_is_deleted_by_its_rollback() -> anyhow::Result<()> {
+    // Arrange: one execution of two rules: the VFD rule creates four VFDs, the next
+    // rule (run after it, over what exists when it starts) changes them.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let mut ids = Vec::new();
+    let commission = json!({
+        "name": "Drives are commissioned", "discipline": "ELECTRICAL", "priority": 20,
+        "when": "asset.asset_type == 'VARIABLE_FREQUENCY_DRIVE'",
+        "then": [{"type": "set_property", "name": "commissioned", "value": "true"}]
+    });
+    for rule in [vfd_rule(), commission] {
+        ids.push(setup.post("/rules", rule).await?.expect_status(201).body["id"].clone());
+    }
+    let report = setup
+        .post("/rules/execute", json!({"rule_ids": ids, "wait": true}))
+        .await?
+        .expect_status(200);
+    let batch = report.body["correlation_id"].clone();
+    // The second rule snapshotted the VFDs as the first had made them: the premise.
+    let (changed_drives,): (i64,) = sqlx::query_as(
+        "select count(*) from execution_snapshots s join assets a on a.id = s.aggregate_id
+         where s.correlation_id = $1::uuid and a.asset_type = 'VARIABLE_FREQUENCY_DRIVE'
+           and s.state is not null and a.properties->>'commissioned' = 'true'",
+    )
+    .bind(batch.as_str().unwrap_or_default())
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(changed_drives, 4);
+
+    // Act
+    let rolled_back = setup.roll_back(&batch).await?;
+
+    // Assert: the drives are gone, not put back as the first rule had made them.
+    assert_eq!((setup.state().await?, rolled_back), (before, json!(16)));
     setup.command.stop().await
 }
 

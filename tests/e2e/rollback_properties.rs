@@ -146,7 +146,7 @@ async fn run_case(steps: Vec<Step>) -> anyhow::Result<()> {
                 if reply.status == 200 {
                     // Property: what the batch touched is as before it; the rest as before the rollback.
                     let touched: Vec<String> = sqlx::query_as::<_, (uuid::Uuid,)>(
-                        "select aggregate_id from execution_snapshots where correlation_id = $1::uuid")
+                        "select distinct aggregate_id from workflow_events where correlation_id = $1::uuid and aggregate_type <> 'batch'")
                         .bind(&target).fetch_all(&pool).await?.into_iter().map(|(id,)| id.to_string()).collect();
                     let mut expected = before.clone();
                     for id in &touched {

@@ -66,8 +66,8 @@ impl Counts {
     }
 }
 
-/// A chunk's state writes (snapshots for every aggregate touched, new states,
-/// relationships, findings), built from its outcomes without the database, so that it
+/// A chunk's state writes (snapshots of the existing aggregates it changes, new
+/// states, relationships, findings), built from its outcomes without the database, so that it
 /// can be built before the chunk's transaction opens.
 #[derive(Debug, Default)]
 pub struct StateWrites {
@@ -94,35 +94,30 @@ impl StateWrites {
                 match change {
                     PlannedChange::Asset { before, after } => {
                         writes.created[Table::Assets as usize] += u64::from(before.is_none());
-                        writes.snapshots.push(Snapshot::new(
-                            AggregateType::Asset,
-                            after.id,
-                            before
-                                .as_ref()
-                                .map(crate::assets::commands::state_json)
-                                .as_ref(),
-                            before.as_ref().map_or(0, |b| b.version),
-                        ));
+                        if let Some(before) = before {
+                            writes.snapshots.push(Snapshot::new(
+                                AggregateType::Asset,
+                                after.id,
+                                Some(&crate::assets::commands::state_json(before)),
+                                before.version,
+                            ));
+                        }
                         assets.insert(after.id, after.clone());
                     }
                     PlannedChange::Cable { before, after } => {
                         writes.created[Table::Cables as usize] += u64::from(before.is_none());
-                        writes.snapshots.push(Snapshot::new(
-                            AggregateType::Cable,
-                            after.id,
-                            before.as_ref().map(|b| json!(b)).as_ref(),
-                            before.as_ref().map_or(0, |b| b.version),
-                        ));
+                        if let Some(before) = before {
+                            writes.snapshots.push(Snapshot::new(
+                                AggregateType::Cable,
+                                after.id,
+                                Some(&json!(before)),
+                                before.version,
+                            ));
+                        }
                         cable_states.insert(after.id, after.clone());
                     }
                     PlannedChange::Relationship(relationship) => {
                         writes.created[Table::Relationships as usize] += 1;
-                        writes.snapshots.push(Snapshot::new(
-                            AggregateType::Relationship,
-                            relationship.id,
-                            None,
-                            0,
-                        ));
                         writes.relationships.push(relationship.clone());
                     }
                     PlannedChange::Finding {

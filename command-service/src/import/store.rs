@@ -142,12 +142,12 @@ pub async fn update_all(
     Ok(())
 }
 
-/// Remember the pre-batch state of every asset in `ids` (before the batch writes them),
-/// in one statement with the same rows and `on conflict` rule as
+/// Remember the pre-batch state of every existing asset in `ids` (before the batch
+/// writes them), in one statement with the same rows and `on conflict` rule as
 /// `store::snapshot::take`. The database reads each state from the locked row itself,
 /// in the shape of `assets::commands::state_json`, rather than receiving 100,000 JSON
-/// documents it already has; an id with no row (a new asset) gets a null state at
-/// version 0.
+/// documents it already has. An id with no row (a new asset) gets no snapshot: what a
+/// batch creates has no pre-batch state.
 pub async fn snapshot_all(
     connection: &mut PgConnection,
     correlation_id: Uuid,
@@ -159,12 +159,12 @@ pub async fn snapshot_all(
     sqlx::query(
         "insert into execution_snapshots (correlation_id, aggregate_type, aggregate_id, state, version)
          select $1, $2, s.id,
-             case when a.id is null then null else json_build_object(
+             json_build_object(
                  'id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
                  'discipline', a.discipline, 'name', a.name, 'area', a.area,
-                 'properties', a.properties, 'version', a.version) end,
-             coalesce(a.version, 0)
-         from unnest($3::uuid[]) as s(id) left join assets a on a.id = s.id
+                 'properties', a.properties, 'version', a.version),
+             a.version
+         from unnest($3::uuid[]) as s(id) join assets a on a.id = s.id
          on conflict (correlation_id, aggregate_id) do nothing",
     )
     .bind(correlation_id)

@@ -50,13 +50,32 @@ pub struct Analysis {
 struct Touched {
     aggregate_type: String,
     aggregate_id: Uuid,
-    /// Pre-batch state.
+    /// Pre-batch state, from the snapshot.
     snapshot: Option<Value>,
+    /// Whether the batch took a snapshot. It takes none of an aggregate it creates: an
+    /// aggregate without one did not exist before the batch.
+    has_snapshot: bool,
+    /// The type of the batch's first event on the aggregate.
+    first_event_type: String,
     /// This batch's result: `after` of its last event on the aggregate.
     batch_after: Option<Value>,
     batch_last_position: i64,
     current: Option<Value>,
     newest_version: i64,
+}
+
+impl Touched {
+    /// The batch created the aggregate: it did not exist before, whatever snapshot a
+    /// later rule of the same batch took of it (of the state the batch had made).
+    fn created_by_batch(&self) -> bool {
+        self.first_event_type.ends_with("_CREATED")
+    }
+
+    /// No snapshot, yet the batch did not create it: its pre-batch state is unknown,
+    /// so it cannot be restored (a writer broke the rule of snapshotting what exists).
+    fn pre_state_unknown(&self) -> bool {
+        !self.has_snapshot && !self.created_by_batch()
+    }
 }
 
 /// Analyse the rollback of `correlation_id`. Aggregates whose events of this batch are
@@ -66,30 +85,38 @@ pub async fn analyze(
     correlation_id: Uuid,
 ) -> Result<Analysis, sqlx::Error> {
     let touched: Vec<Touched> = sqlx::query_as(
-        "with last_change as (
-             select distinct on (e.aggregate_id) e.aggregate_id, e.payload -> 'after' as batch_after, e.position
+        "with changes as (
+             select e.aggregate_type, e.aggregate_id, e.event_type, e.payload -> 'after' as after, e.position
              from workflow_events e
              where e.correlation_id = $1 and e.aggregate_type <> 'batch'
                and not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)
-             order by e.aggregate_id, e.position desc
+         ),
+         last_change as (
+             select distinct on (aggregate_id) aggregate_type, aggregate_id, after as batch_after, position
+             from changes order by aggregate_id, position desc
+         ),
+         first_change as (
+             select distinct on (aggregate_id) aggregate_id, event_type as first_event_type
+             from changes order by aggregate_id, position
          )
-         select s.aggregate_type, s.aggregate_id, s.state as snapshot,
+         select l.aggregate_type, l.aggregate_id, s.state as snapshot,
+                s.aggregate_id is not null as has_snapshot, f.first_event_type,
                 nullif(l.batch_after, 'null'::jsonb) as batch_after, l.position as batch_last_position,
-                case s.aggregate_type
+                case l.aggregate_type
                     when 'asset' then (select jsonb_build_object('id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
                         'discipline', a.discipline, 'name', a.name, 'area', a.area, 'properties', a.properties,
-                        'version', a.version) from assets a where a.id = s.aggregate_id)
+                        'version', a.version) from assets a where a.id = l.aggregate_id)
                     when 'cable' then (select jsonb_build_object('id', c.id, 'tag', c.tag, 'from_asset', c.from_asset,
                         'to_asset', c.to_asset, 'cable_type', c.cable_type, 'discipline', c.discipline,
-                        'properties', c.properties, 'version', c.version) from cables c where c.id = s.aggregate_id)
+                        'properties', c.properties, 'version', c.version) from cables c where c.id = l.aggregate_id)
                     when 'relationship' then (select jsonb_build_object('id', r.id, 'kind', r.kind,
                         'from_asset', r.from_asset, 'to_asset', r.to_asset, 'properties', r.properties,
-                        'version', r.version) from relationships r where r.id = s.aggregate_id)
+                        'version', r.version) from relationships r where r.id = l.aggregate_id)
                 end as current,
-                (select max(w.aggregate_version) from workflow_events w where w.aggregate_id = s.aggregate_id) as newest_version
-         from execution_snapshots s
-         join last_change l on l.aggregate_id = s.aggregate_id
-         where s.correlation_id = $1
+                (select max(w.aggregate_version) from workflow_events w where w.aggregate_id = l.aggregate_id) as newest_version
+         from last_change l
+         join first_change f on f.aggregate_id = l.aggregate_id
+         left join execution_snapshots s on s.correlation_id = $1 and s.aggregate_id = l.aggregate_id
          order by l.position",
     )
     .bind(correlation_id)
@@ -99,14 +126,20 @@ pub async fn analyze(
     let mut restorations = Vec::new();
     let mut conflicting = Vec::new();
     for aggregate in touched {
-        if without_version(aggregate.current.as_ref())
-            != without_version(aggregate.batch_after.as_ref())
+        if aggregate.pre_state_unknown()
+            || without_version(aggregate.current.as_ref())
+                != without_version(aggregate.batch_after.as_ref())
         {
             conflicting.push(aggregate);
             continue;
         }
         let new_version = aggregate.newest_version + 1;
-        let restored = aggregate.snapshot.map(|mut state| {
+        let pre_batch = if aggregate.created_by_batch() {
+            None
+        } else {
+            aggregate.snapshot
+        };
+        let restored = pre_batch.map(|mut state| {
             if let Some(object) = state.as_object_mut() {
                 object.insert("version".into(), Value::from(new_version));
             }

@@ -24,15 +24,17 @@ pub async fn commit(
                "asset_id": (target.aggregate_type == synapse_shared::AggregateType::Asset).then_some(target.aggregate_id)}),
     );
     batches::open(connection, &batch, None).await?;
-    snapshot::take(
-        connection,
-        batch.correlation_id,
-        target.aggregate_type,
-        target.aggregate_id,
-        change.before.as_ref(),
-        version_before,
-    )
-    .await?;
+    if let Some(before) = &change.before {
+        snapshot::take(
+            connection,
+            batch.correlation_id,
+            target.aggregate_type,
+            target.aggregate_id,
+            Some(before),
+            version_before,
+        )
+        .await?;
+    }
     let changed = batch.change(target, change, Some(started.event_id));
     let completed = batch.event(
         EventType::BatchCompleted,

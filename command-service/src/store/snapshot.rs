@@ -1,5 +1,11 @@
 //! Pre-batch snapshots: the state of an aggregate before a batch first touched it,
 //! written in the same transaction as the change. Rollback restores from these.
+//!
+//! Executions, imports and single changes snapshot only aggregates that existed: one
+//! they create has no pre-batch state, and its `*_CREATED` event says so (rollback
+//! deletes it). Half the snapshot rows of an execution that gives every large motor
+//! a new cable, and all of an import of a new plant, were such empty states. A
+//! rollback batch snapshots everything it touches, the ones it recreates included.
 
 use serde_json::Value;
 use sqlx::PgConnection;
