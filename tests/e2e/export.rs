@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use sqlx::PgPool;
 use synapse_tests::apps::{self, System};
 use synapse_tests::auth::Role;
-use synapse_tests::client::{http_client_as, Reply};
+use synapse_tests::client::{http_client_as, post_csv, Reply};
 use synapse_tests::TestDatabase;
 
 /// Formula-like cells, negative numbers, commas, quotes and non-ASCII text. `note` is
@@ -85,20 +85,6 @@ fn defused(text: &str) -> String {
     }
 }
 
-async fn import(
-    http: &reqwest::Client,
-    url: &str,
-    file: impl Into<reqwest::Body>,
-) -> anyhow::Result<Reply> {
-    let response = http
-        .post(url)
-        .header("content-type", "text/csv")
-        .body(file)
-        .send()
-        .await?;
-    Reply::from(response).await
-}
-
 async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String, String)> {
     let response = http.get(url).send().await?;
     let status = response.status().as_u16();
@@ -115,7 +101,7 @@ async fn get_text(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, Str
 async fn start_with_plant() -> anyhow::Result<System> {
     let system = System::start().await?;
     let url = system.command.url("/assets/import");
-    import(&system.http, &url, PLANT_CSV)
+    post_csv(&system.http, &url, PLANT_CSV)
         .await?
         .expect_status(201);
     Ok(system)
@@ -172,7 +158,7 @@ async fn an_export_defuses_formula_cells_keeps_numbers_and_round_trips_through_t
     // defused text cells carrying their `'` and numbers unchanged.
     let empty = TestDatabase::create().await?;
     let second = apps::command_service(&empty, &system.nats.args, false).await?;
-    import(&system.http, &second.url("/assets/import"), body.clone())
+    post_csv(&system.http, &second.url("/assets/import"), body.clone())
         .await?
         .expect_status(201);
     let reimported = command_assets(&empty.url).await?;

@@ -42,13 +42,9 @@ async fn import_csv(system: &System) -> anyhow::Result<String> {
     let file = "tag,asset_type,discipline,rated_power_kw\n\
                 M-900,ELECTRIC_MOTOR,ELECTRICAL,22\n\
                 P-900,CENTRIFUGAL_PUMP,MECHANICAL,\n";
-    let reply = post_csv(
-        &system.http,
-        &system.command.url("/assets/import"),
-        file.into(),
-    )
-    .await?
-    .expect_status(201);
+    let reply = post_csv(&system.http, &system.command.url("/assets/import"), file)
+        .await?
+        .expect_status(201);
     Ok(text(&reply.body, "correlation_id"))
 }
 

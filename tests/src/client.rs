@@ -74,7 +74,11 @@ pub async fn send(
 }
 
 /// Post a CSV file (as `text/csv`) and read the reply.
-pub async fn post_csv(http: &reqwest::Client, url: &str, csv: String) -> anyhow::Result<Reply> {
+pub async fn post_csv(
+    http: &reqwest::Client,
+    url: &str,
+    csv: impl Into<reqwest::Body>,
+) -> anyhow::Result<Reply> {
     let response = http
         .post(url)
         .header("content-type", "text/csv")

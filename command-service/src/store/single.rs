@@ -30,7 +30,7 @@ pub async fn commit(
             batch.correlation_id,
             target.aggregate_type,
             target.aggregate_id,
-            Some(before),
+            before,
             version_before,
         )
         .await?;

@@ -12,17 +12,17 @@ use sqlx::PgConnection;
 use synapse_shared::AggregateType;
 use uuid::Uuid;
 
-/// Remember `state` (None: the aggregate did not exist) at `version` as the pre-batch
-/// state, unless the batch already has a snapshot of this aggregate.
+/// Remember `state` at `version` as the pre-batch state of an existing aggregate,
+/// unless the batch already has a snapshot of it.
 pub async fn take(
     connection: &mut PgConnection,
     correlation_id: Uuid,
     aggregate_type: AggregateType,
     aggregate_id: Uuid,
-    state: Option<&Value>,
+    state: &Value,
     version: i64,
 ) -> Result<(), sqlx::Error> {
-    let snapshot = Snapshot::new(aggregate_type, aggregate_id, state, version);
+    let snapshot = Snapshot::new(aggregate_type, aggregate_id, Some(state), version);
     take_many(connection, correlation_id, std::slice::from_ref(&snapshot)).await
 }
 
