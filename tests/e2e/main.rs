@@ -12,6 +12,7 @@ mod live;
 mod metrics;
 mod nats_auth;
 mod pipeline;
+mod plan_locks;
 mod projection;
 mod query;
 mod read_models;

@@ -17,6 +17,7 @@ use super::world::World;
 use crate::assets::store::{self as asset_store, Selection};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::Batch;
+use crate::store::statistics::Table;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -108,13 +109,20 @@ impl Planning {
     }
 }
 
-/// Lock everything a plan read (assets and cables, in id order, as the locked path
-/// does) and tell whether each is still at the version the plan read; absent tags
-/// must still be absent. A tag created concurrently after this check fails the write
-/// on its unique index, which the runner treats like a stale plan.
+/// Lock everything a plan read and tell whether each is still at the version the plan
+/// read; absent tags must still be absent. A tag created concurrently after this check
+/// fails the write on its unique index, which the runner treats like a stale plan.
+///
+/// What the chunk will change (`written`) is locked `for no key update`, as the update
+/// itself would; what it only read is locked `for share`, which keeps it from changing
+/// until the commit but lets other chunks read it too. So two chunks that both read the
+/// same MCC (every motor's power cable starts there) do not wait for each other's
+/// commit, which `for update` on everything made them do. Rows are locked one by one in
+/// id order, assets before cables, whatever the mode, so two writers lock in one order.
 pub async fn still_current(
     connection: &mut PgConnection,
     read_versions: &BTreeMap<String, i64>,
+    written: &HashSet<Uuid>,
 ) -> Result<bool, sqlx::Error> {
     let mut ids = Vec::new();
     let mut absent_assets = Vec::new();
@@ -128,13 +136,10 @@ pub async fn still_current(
             ids.push(id);
         }
     }
-    // Ids are of assets or cables, locked and read at once: assets first, then the
-    // cables among the ids that are no asset (usually none: what a rule creates is new).
-    let mut current: Vec<(Uuid, i64)> =
-        sqlx::query_as("select id, version from assets where id = any($1) order by id for update")
-            .bind(&ids)
-            .fetch_all(&mut *connection)
-            .await?;
+    ids.sort_unstable();
+    // Ids are of assets or cables: assets first, then the cables among the ids that are
+    // no asset (usually none: what a rule creates is new).
+    let mut current = lock_versions(connection, Table::Assets, &ids, written).await?;
     let assets: HashSet<Uuid> = current.iter().map(|(id, _)| *id).collect();
     let others: Vec<Uuid> = ids
         .iter()
@@ -142,14 +147,7 @@ pub async fn still_current(
         .copied()
         .collect();
     if !others.is_empty() {
-        current.extend(
-            sqlx::query_as::<_, (Uuid, i64)>(
-                "select id, version from cables where id = any($1) order by id for update",
-            )
-            .bind(&others)
-            .fetch_all(&mut *connection)
-            .await?,
-        );
+        current.extend(lock_versions(connection, Table::Cables, &others, written).await?);
     }
     let unchanged = current.len() == ids.len()
         && current
@@ -170,4 +168,33 @@ pub async fn still_current(
     .fetch_one(&mut *connection)
     .await?;
     Ok(!created)
+}
+
+/// Lock the rows of `table` with these ids (sorted), in that order, each in the mode
+/// its use needs ([`still_current`]), and read their versions; missing rows are left
+/// out.
+async fn lock_versions(
+    connection: &mut PgConnection,
+    table: Table,
+    ids: &[Uuid],
+    written: &HashSet<Uuid>,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let writes: Vec<bool> = ids.iter().map(|id| written.contains(id)).collect();
+    // A nested loop over the ids in the order given: each row is locked when its id
+    // comes up, by whichever of the two lateral reads applies to it.
+    sqlx::query_as(&format!(
+        "select k.id, coalesce(w.version, r.version)
+         from unnest($1::uuid[], $2::bool[]) with ordinality as k(id, write, n)
+         left join lateral (select version from {table} t where t.id = k.id and k.write
+             for no key update) w on true
+         left join lateral (select version from {table} t where t.id = k.id and not k.write
+             for share) r on true
+         where coalesce(w.version, r.version) is not null
+         order by k.n",
+        table = table.name()
+    ))
+    .bind(ids)
+    .bind(&writes)
+    .fetch_all(&mut *connection)
+    .await
 }

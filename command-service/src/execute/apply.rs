@@ -11,7 +11,7 @@ use crate::store::snapshot::{self, Snapshot};
 use crate::store::statistics::{Growth, Table};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
@@ -137,6 +137,14 @@ impl StateWrites {
         writes.assets = assets.into_values().collect();
         writes.cables = cable_states.into_values().collect();
         writes
+    }
+
+    /// The assets and cables they change or create.
+    pub fn written(&self) -> HashSet<Uuid> {
+        let assets = self.assets.iter().map(|asset| asset.id);
+        assets
+            .chain(self.cables.iter().map(|cable| cable.id))
+            .collect()
     }
 
     /// Count the rows they create in `growth`.

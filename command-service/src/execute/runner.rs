@@ -349,7 +349,8 @@ impl Execution {
     /// its plan read is unchanged: `None` (nothing written) if it is stale. Its writes
     /// and events were built by the planning task: the transaction only runs
     /// statements. Runs while the previous chunk commits; locking what the plan read
-    /// waits for that commit where the two chunks share rows.
+    /// waits for that commit only where this chunk changes a row the previous one
+    /// changed or read.
     async fn prepare(
         &self,
         rule: &CompiledRule,
@@ -364,7 +365,8 @@ impl Execution {
             ..
         } = planned;
         let mut transaction = self.pool.begin().await?;
-        if !ahead::still_current(&mut transaction, world.read_versions()).await? {
+        if !ahead::still_current(&mut transaction, world.read_versions(), &writes.written()).await?
+        {
             return Ok(None);
         }
         writes

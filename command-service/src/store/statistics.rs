@@ -20,7 +20,7 @@ pub enum Table {
 impl Table {
     pub const ALL: [Table; 3] = [Table::Assets, Table::Cables, Table::Relationships];
 
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Table::Assets => "assets",
             Table::Cables => "cables",
