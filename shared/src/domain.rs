@@ -62,6 +62,15 @@ pub struct Change {
 }
 
 impl Change {
+    /// The event payload `{"before": ..., "after": ...}` (absent sides are `null`),
+    /// moving the two states in rather than copying them.
+    pub fn into_payload(self) -> Value {
+        let mut payload = Map::with_capacity(2);
+        payload.insert("before".to_owned(), self.before.unwrap_or(Value::Null));
+        payload.insert("after".to_owned(), self.after.unwrap_or(Value::Null));
+        Value::Object(payload)
+    }
+
     /// The RFC 6902 patch that turns `before` into `after` (absent sides are `null`).
     pub fn diff(&self) -> json_patch::Patch {
         json_patch::diff(

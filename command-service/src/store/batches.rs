@@ -138,7 +138,7 @@ impl Batch {
             discipline: target.discipline,
             actor: self.actor.clone(),
             occurred_at: Utc::now(),
-            payload: serde_json::json!({"before": change.before, "after": change.after}),
+            payload: change.into_payload(),
         }
     }
 }
