@@ -1,7 +1,8 @@
 //! Upsert the parsed rows by tag as one `csv_import` batch, in the caller's transaction.
 //!
 //! Write order follows the store's invariant: batch row, snapshots, state, and the
-//! events last (the append lock is held from the first append until commit).
+//! events last (the append lock is held from the first append until commit; only the
+//! batch's own row is recorded again before the last two events).
 
 use super::parse::ImportRow;
 use super::store;
@@ -17,8 +18,9 @@ use synapse_shared::domain::{AssetState, Change};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
-/// Events per append statement: one statement per slice keeps each bounded (100,000
-/// rows would otherwise be one 14-array statement of ~100 MB).
+/// Change events per append statement: one statement per slice keeps each bounded
+/// (100,000 rows would otherwise be one 14-array statement of ~100 MB), and so does the
+/// memory the events take.
 const EVENT_SLICE: usize = 5_000;
 
 /// What an import did.
@@ -114,15 +116,18 @@ pub async fn apply(
         EventType::BatchStarted,
         json!({"kind": batch.kind.as_str(), "rows": row_count}),
     );
-    let mut events = Vec::with_capacity(changes.len() + 3);
     let cause = Some(started.event_id);
-    events.push(started);
-    events.extend(
-        changes
+    let mut appended = append(connection, vec![started]).await?.len();
+    // The change events are built a slice at a time and dropped once appended: built
+    // all at once, 100,000 before/after payloads were most of an import's memory.
+    for slice in changes.chunks(EVENT_SLICE) {
+        let events = slice
             .iter()
-            .map(|change| change_event(&batch, change, cause)),
-    );
-    events.push(batch.event(
+            .map(|change| change_event(&batch, change, cause))
+            .collect();
+        appended += append(connection, events).await?.len();
+    }
+    let imported = batch.event(
         EventType::CsvImported,
         json!({
             "created": outcome.created,
@@ -131,13 +136,14 @@ pub async fn apply(
             "rows": row_count,
             "file_name": file_name,
         }),
-    ));
-    events.push(batch.event(
+    );
+    let completed = batch.event(
         EventType::BatchCompleted,
         json!({"kind": batch.kind.as_str(), "changed": changes.len()}),
-    ));
+    );
     batches::record(connection, &batch, BatchStatus::Completed).await?;
-    outcome.events = append_in_slices(connection, events).await?;
+    appended += append(connection, vec![imported, completed]).await?.len();
+    outcome.events = appended;
     outcome.correlation_id = Some(batch.correlation_id);
     Ok(outcome)
 }
@@ -193,18 +199,4 @@ fn change_event(batch: &Batch, change: &AssetChange, cause: Option<Uuid>) -> New
         after: Some(state_json(&change.after)),
     };
     batch.change(target, diff, cause)
-}
-
-/// Append `events` in order, [`EVENT_SLICE`] per statement; returns how many.
-async fn append_in_slices(
-    connection: &mut PgConnection,
-    events: Vec<NewEvent>,
-) -> Result<usize, ImportError> {
-    let mut appended = 0;
-    let mut remaining = events.into_iter().peekable();
-    while remaining.peek().is_some() {
-        let slice: Vec<NewEvent> = remaining.by_ref().take(EVENT_SLICE).collect();
-        appended += append(connection, slice).await?.len();
-    }
-    Ok(appended)
 }
