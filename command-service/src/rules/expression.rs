@@ -8,11 +8,17 @@
 //! against a sample asset to catch type errors such as `asset.tag > 5`.
 
 use cel::common::ast::{EntryExpr, Expr};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
 use cel::{extensions, Context, Env, ExecutionError, IdedExpr, Program};
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use synapse_shared::domain::AssetState;
+use uuid::Uuid;
 
 /// The fields of `asset` an expression may select.
 pub const ASSET_FIELDS: &[&str] = &[
@@ -119,8 +125,19 @@ impl Expression {
     /// (a missing property) are fine; errors that no data can fix (comparing a string
     /// with a number, calling a function on the wrong type) are refused now.
     fn check_types(&self, field: &str) -> Result<(), ExpressionError> {
-        let sample = AssetContext::sample();
-        match self.program.execute(&sample.context) {
+        let sample = AssetState {
+            id: Uuid::nil(),
+            tag: "SAMPLE-1".to_owned(),
+            asset_type: "SAMPLE".to_owned(),
+            discipline: "SAMPLE".to_owned(),
+            name: None,
+            area: None,
+            properties: serde_json::Map::new(),
+            version: 1,
+        };
+        let sample = AssetContext::new(&sample);
+        let outcome = self.program.execute(&sample.context);
+        match outcome {
             Ok(_) | Err(ExecutionError::NoSuchKey(_)) => Ok(()),
             Err(error) => Err(ExpressionError {
                 field: field.to_owned(),
@@ -132,71 +149,88 @@ impl Expression {
     }
 }
 
-/// An asset bound as the CEL variable `asset`, built once per asset state.
-pub struct AssetContext {
-    context: Context<'static, 'static>,
+/// An asset bound as the CEL variable `asset`, built once per asset state. Built as
+/// CEL values directly, borrowing the asset's strings: this runs once per asset and
+/// rule of an execution, and going through `cel::to_value` built every value twice
+/// (a `cel::Value` tree, then the interpreter's own values), copying every string.
+pub struct AssetContext<'a> {
+    context: Context<'a, 'a>,
 }
 
-impl AssetContext {
-    pub fn new(asset: &AssetState) -> Self {
-        // Serialized straight into a CEL value (no intermediate JSON tree): this runs
-        // once per asset and rule of an execution.
-        Self::from_serializable(&AssetView::from(asset))
-    }
-
-    fn from_serializable(asset: &impl Serialize) -> Self {
+impl<'a> AssetContext<'a> {
+    /// `asset` as `{id, tag, asset_type, discipline, name, area, properties,
+    /// version}`; an absent name or area is the empty string.
+    pub fn new(asset: &'a AssetState) -> Self {
+        let text = |value: &'a str| -> Box<dyn Val + 'a> { Box::new(CelString::from(value)) };
+        let fields: [(&'static str, Box<dyn Val + 'a>); 8] = [
+            ("id", Box::new(CelString::from(asset.id.to_string()))),
+            ("tag", text(&asset.tag)),
+            ("asset_type", text(&asset.asset_type)),
+            ("discipline", text(&asset.discipline)),
+            ("name", text(asset.name.as_deref().unwrap_or_default())),
+            ("area", text(asset.area.as_deref().unwrap_or_default())),
+            ("properties", object(&asset.properties)),
+            ("version", number(&asset.version.into())),
+        ];
+        let fields: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = fields
+            .into_iter()
+            .map(|(name, value)| (CelMapKey::from(name), value))
+            .collect();
         let mut context = Context::with_env(ENVIRONMENT.clone());
-        // Converting plain data to a CEL value cannot fail: it has no types CEL lacks.
-        if let Ok(value) = cel::to_value(asset) {
-            context.add_variable_from_value("asset", value);
-        }
+        context.add_variable_as_val("asset", Box::new(CelMap::from(fields)));
         Self { context }
     }
+}
 
-    fn sample() -> Self {
-        Self::from_serializable(&json!({
-            "id": "00000000-0000-0000-0000-000000000000",
-            "tag": "SAMPLE-1",
-            "asset_type": "SAMPLE",
-            "discipline": "SAMPLE",
-            "name": "",
-            "area": "",
-            "properties": {},
-            "version": 1,
-        }))
+/// A JSON value as the CEL value a JSON document gives: non-negative integers are
+/// unsigned, negative ones signed, the rest doubles.
+fn json_value(value: &Value) -> Box<dyn Val + '_> {
+    match value {
+        Value::Null => Box::new(CelNull),
+        Value::Bool(value) => Box::new(CelBool::from(*value)),
+        Value::Number(value) => number(value),
+        Value::String(value) => Box::new(CelString::from(value.as_str())),
+        Value::Array(items) => Box::new(CelList::from(
+            items.iter().map(json_value).collect::<Vec<_>>(),
+        )),
+        Value::Object(map) => object(map),
     }
 }
 
-/// The CEL variable `asset`, borrowed from the state. `version` is a JSON number so it
-/// has the type a JSON document would give it (an unsigned integer).
-#[derive(Serialize)]
-struct AssetView<'a> {
-    id: String,
-    tag: &'a str,
-    asset_type: &'a str,
-    discipline: &'a str,
-    name: &'a str,
-    area: &'a str,
-    properties: &'a serde_json::Map<String, Value>,
-    version: serde_json::Number,
+fn object(map: &serde_json::Map<String, Value>) -> Box<dyn Val + '_> {
+    let entries: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = map
+        .iter()
+        .map(|(key, value)| (CelMapKey::from(key.as_str()), json_value(value)))
+        .collect();
+    Box::new(CelMap::from(entries))
 }
 
-impl<'a> From<&'a AssetState> for AssetView<'a> {
-    fn from(asset: &'a AssetState) -> Self {
-        Self {
-            id: asset.id.to_string(),
-            tag: &asset.tag,
-            asset_type: &asset.asset_type,
-            discipline: &asset.discipline,
-            name: asset.name.as_deref().unwrap_or_default(),
-            area: asset.area.as_deref().unwrap_or_default(),
-            properties: &asset.properties,
-            version: asset.version.into(),
-        }
+fn number(value: &serde_json::Number) -> Box<dyn Val + 'static> {
+    if let Some(unsigned) = value.as_u64() {
+        Box::new(CelUInt::from(unsigned))
+    } else if let Some(signed) = value.as_i64() {
+        Box::new(CelInt::from(signed))
+    } else {
+        Box::new(CelDouble::from(value.as_f64().unwrap_or(f64::NAN)))
     }
 }
 
-/// Only `asset` may be referenced, and only its known fields selected.
+/// CEL's names of types, which are identifiers too (`type(x) == double`).
+const TYPE_NAMES: &[&str] = &[
+    "bool",
+    "bytes",
+    "double",
+    "int",
+    "list",
+    "map",
+    "null_type",
+    "string",
+    "type",
+    "uint",
+];
+
+/// Only `asset` (and the names of types) may be referenced, and only its known fields
+/// selected.
 fn check_references(program: &Program, field: &str) -> Result<(), ExpressionError> {
     let mut error = None;
     walk(program.expression(), &mut Vec::new(), &mut |node, bound| {
@@ -212,7 +246,9 @@ fn check_references(program: &Program, field: &str) -> Result<(), ExpressionErro
             })
         };
         let problem = match &node.expr {
-            Expr::Ident(name) if name != "asset" && !bound.contains(name) => {
+            Expr::Ident(name)
+                if name != "asset" && !TYPE_NAMES.contains(&name.as_str()) && !bound.contains(name) =>
+            {
                 Some(format!("unknown variable `{name}`; rules can use `asset`"))
             }
             Expr::Select(select) => match &select.operand.expr {
@@ -313,8 +349,7 @@ fn visit_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::Map;
-    use uuid::Uuid;
+    use serde_json::{json, Map};
 
     fn motor(power: Value) -> AssetState {
         let mut properties = Map::new();
@@ -355,6 +390,9 @@ mod tests {
         asset.properties.insert("count".into(), json!(7));
         asset.properties.insert("tagged".into(), json!(true));
         asset.properties.insert("label".into(), json!("=A1"));
+        asset.properties.insert("minus".into(), json!(-4));
+        asset.properties.insert("list".into(), json!(["a", "b"]));
+        asset.properties.insert("nothing".into(), json!(null));
         let as_json = json!({
             "id": asset.id.to_string(),
             "tag": asset.tag,
@@ -365,15 +403,25 @@ mod tests {
             "properties": asset.properties,
             "version": asset.version,
         });
+        let context = AssetContext::new(&asset);
+        let whole = Expression::compile("asset", "value").unwrap();
         assert_eq!(
-            cel::to_value(AssetView::from(&asset)).unwrap(),
+            whole.program.execute(&context.context).unwrap(),
             cel::to_value(&as_json).unwrap()
         );
-        let version = Expression::compile("asset.version == 3u && asset.name == ''", "when");
-        assert!(version
-            .unwrap()
-            .is_true(&AssetContext::new(&asset))
-            .unwrap());
+        // Numbers have the types a JSON document gives them (equality alone would not
+        // tell: CEL compares 3u and 3 as equal).
+        let types = Expression::compile(
+            "type(asset.version) == uint && type(asset.properties.count) == uint
+             && type(asset.properties.minus) == int
+             && type(asset.properties.rated_power_kw) == double
+             && type(asset.properties.tagged) == bool && type(asset.id) == string
+             && asset.version == 3u && asset.name == '' && asset.area == 'U100'
+             && asset.properties.label == '=A1' && asset.properties.minus == -4
+             && asset.properties.list[1] == 'b' && asset.properties.nothing == null",
+            "when",
+        );
+        assert!(types.unwrap().is_true(&context).unwrap());
     }
 
     #[test]

@@ -109,11 +109,11 @@ mod tests {
     use synapse_shared::domain::AssetState;
     use uuid::Uuid;
 
-    fn motor() -> AssetContext {
+    fn motor() -> AssetState {
         let mut properties = Map::new();
         properties.insert("mcc".into(), json!("MCC-U100-01"));
         properties.insert("rated_power_kw".into(), json!(75));
-        AssetContext::new(&AssetState {
+        AssetState {
             id: Uuid::nil(),
             tag: "M-101A".into(),
             asset_type: "ELECTRIC_MOTOR".into(),
@@ -122,21 +122,27 @@ mod tests {
             area: Some("U100".into()),
             properties,
             version: 1,
-        })
+        }
     }
 
     #[test]
     fn a_template_renders_text_and_expressions() {
         let template = Template::compile("W-{asset.tag}-PWR", "then[0].tag").unwrap();
         assert_eq!(
-            template.render(&motor()).unwrap(),
+            template.render(&AssetContext::new(&motor())).unwrap(),
             "W-M101A".replace("M101A", "M-101A-PWR")
         );
         let template = Template::compile("{asset.properties.mcc}", "to").unwrap();
-        assert_eq!(template.render(&motor()).unwrap(), "MCC-U100-01");
+        assert_eq!(
+            template.render(&AssetContext::new(&motor())).unwrap(),
+            "MCC-U100-01"
+        );
         let template =
             Template::compile("{{literal}} {asset.properties.rated_power_kw} kW", "name").unwrap();
-        assert_eq!(template.render(&motor()).unwrap(), "{literal} 75 kW");
+        assert_eq!(
+            template.render(&AssetContext::new(&motor())).unwrap(),
+            "{literal} 75 kW"
+        );
     }
 
     #[test]
