@@ -7,6 +7,7 @@
 use crate::config::NatsArgs;
 use crate::event::EventEnvelope;
 use crate::nats_credentials::{CredentialsError, NatsAuth};
+use async_nats::header::{HeaderName, HeaderValue};
 use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use std::time::Duration;
@@ -143,29 +144,45 @@ pub async fn ensure_stream(
     context.get_or_create_stream(stream_config(args)).await
 }
 
-/// The headers a published event carries.
+/// The headers a published event carries. Runs once per published event: names are
+/// static and values are moved in, not copied.
 pub fn headers_for(event: &EventEnvelope) -> HeaderMap {
+    let name = HeaderName::from_static;
+    let event_id = event.event_id.to_string();
     let mut headers = HeaderMap::new();
-    headers.insert(HEADER_MSG_ID, event.event_id.to_string().as_str());
-    headers.insert("ce-specversion", "1.0");
-    headers.insert("ce-id", event.event_id.to_string().as_str());
-    headers.insert("ce-source", CE_SOURCE);
+    headers.insert(name(HEADER_MSG_ID), HeaderValue::from(event_id.clone()));
+    headers.insert(name("ce-specversion"), "1.0");
+    headers.insert(name("ce-id"), HeaderValue::from(event_id));
+    headers.insert(name("ce-source"), CE_SOURCE);
     headers.insert(
-        "ce-type",
-        format!("{CE_TYPE_PREFIX}{}", event.event_type.as_str()).as_str(),
+        name("ce-type"),
+        HeaderValue::from(format!("{CE_TYPE_PREFIX}{}", event.event_type.as_str())),
     );
     headers.insert(
-        "ce-subject",
-        format!("{}/{}", event.aggregate_type.as_str(), event.aggregate_id).as_str(),
+        name("ce-subject"),
+        HeaderValue::from(format!(
+            "{}/{}",
+            event.aggregate_type.as_str(),
+            event.aggregate_id
+        )),
     );
-    headers.insert("ce-time", event.occurred_at.to_rfc3339().as_str());
-    headers.insert("content-type", "application/json");
-    headers.insert(HEADER_POSITION, event.position.to_string().as_str());
     headers.insert(
-        HEADER_CORRELATION_ID,
-        event.correlation_id.to_string().as_str(),
+        name("ce-time"),
+        HeaderValue::from(event.occurred_at.to_rfc3339()),
     );
-    headers.insert(HEADER_AGGREGATE_ID, event.aggregate_id.to_string().as_str());
+    headers.insert(name("content-type"), "application/json");
+    headers.insert(
+        name(HEADER_POSITION),
+        HeaderValue::from(event.position.to_string()),
+    );
+    headers.insert(
+        name(HEADER_CORRELATION_ID),
+        HeaderValue::from(event.correlation_id.to_string()),
+    );
+    headers.insert(
+        name(HEADER_AGGREGATE_ID),
+        HeaderValue::from(event.aggregate_id.to_string()),
+    );
     headers
 }
 
