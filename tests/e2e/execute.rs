@@ -417,13 +417,9 @@ async fn assert_replay_reproduces_the_assets(setup: &Setup) -> anyhow::Result<()
     Ok(())
 }
 
-#[tokio::test]
-async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chunks_in_order(
-) -> anyhow::Result<()> {
-    // Arrange: 2,400 more motors (each execution runs in several chunks, each chunk's
-    // state written while the one before commits), a rule writing every motor and
-    // the VFD rule writing the large ones and creating their VFDs and cables.
-    let setup = setup(false).await?;
+/// 2,400 more motors, from 30 to 129 kW, fed from the small plant's two MCCs: an
+/// execution over them runs in several chunks.
+fn many_motors() -> String {
     let mut csv = String::from("tag,asset_type,discipline,area,mcc,rated_power_kw\n");
     for index in 0..2_400 {
         let area = if index % 2 == 0 { "U100" } else { "U200" };
@@ -432,7 +428,112 @@ async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chun
             30 + index % 100
         ));
     }
-    setup.import(csv).await?;
+    csv
+}
+
+/// Every aggregate's versions run 1, 2, 3... in log order: no two writes were based on
+/// the same version.
+fn assert_versions_follow_each_other(events: &[synapse_shared::EventEnvelope]) {
+    let mut versions: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
+    for event in events {
+        let last = versions.entry(event.aggregate_id).or_insert(0);
+        assert_eq!(event.aggregate_version, *last + 1, "{event:?}");
+        *last = event.aggregate_version;
+    }
+}
+
+#[tokio::test]
+async fn an_mcc_changed_while_chunks_that_read_it_run_loses_no_change() -> anyhow::Result<()> {
+    // Arrange: the VFD rule's chunks all read the two MCCs (their cables start there)
+    // and lock them shared; meanwhile the MCCs are patched over and over, each patch
+    // waiting for the chunks that hold them and making stale the plans that read them.
+    let setup = setup(false).await?;
+    setup.import(many_motors()).await?;
+    let vfd = setup.define(&vfd_rule()).await?;
+    let (mcc_ids,): (Vec<uuid::Uuid>,) =
+        sqlx::query_as("select array_agg(id order by tag) from assets where tag like 'MCC-%'")
+            .fetch_one(&setup.pool)
+            .await?;
+    let running = std::sync::atomic::AtomicBool::new(true);
+    let patch_mccs = async {
+        let mut revision = 0;
+        while running.load(std::sync::atomic::Ordering::SeqCst) || revision < 5 {
+            revision += 1;
+            for id in &mcc_ids {
+                send(
+                    &setup.http,
+                    Method::PATCH,
+                    &setup.command.url(&format!("/assets/{id}")),
+                    Some(&json!({"properties": {"revision": revision}})),
+                )
+                .await?
+                .expect_status(200);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        anyhow::Ok(revision)
+    };
+    let execute = async {
+        let report = setup
+            .execute(json!({"rule_ids": [vfd], "wait": true}))
+            .await;
+        running.store(false, std::sync::atomic::Ordering::SeqCst);
+        report
+    };
+
+    // Act
+    let (report, revisions) = tokio::join!(execute, patch_mccs);
+    let (report, revisions) = (report?, revisions?);
+
+    // Assert: the execution completed with every large motor, each with its VFD and
+    // its cable from its MCC; every patch is in the MCCs.
+    assert_eq!(report["status"], "completed", "{report}");
+    let large: Vec<(String, String)> = sqlx::query_as(
+        "select tag, properties->>'mcc' from assets where asset_type = 'ELECTRIC_MOTOR'
+             and (properties->>'rated_power_kw')::float > 55 order by tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert!(large.len() > 1_000, "{}", large.len());
+    assert_eq!(report["rules"][0]["counts"]["executed"], large.len());
+    let cables: Vec<(String, String, String)> = sqlx::query_as(
+        "select c.tag, f.tag, t.tag from cables c join assets f on f.id = c.from_asset
+         join assets t on t.id = c.to_asset order by t.tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    let expected: Vec<(String, String, String)> = large
+        .iter()
+        .map(|(tag, mcc)| (format!("W-{tag}-PWR"), mcc.clone(), tag.clone()))
+        .collect();
+    assert_eq!(cables, expected);
+    let (vfds,): (i64,) =
+        sqlx::query_as("select count(*) from assets where asset_type = 'VARIABLE_FREQUENCY_DRIVE'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(vfds as usize, large.len());
+    let mccs: Vec<(Value, i64)> =
+        sqlx::query_as("select properties->'revision', version from assets where tag like 'MCC-%'")
+            .fetch_all(&setup.pool)
+            .await?;
+    assert_eq!(mccs.len(), 2);
+    for (revision, version) in mccs {
+        assert_eq!(revision, json!(revisions));
+        assert_eq!(version, 1 + revisions);
+    }
+    assert_versions_follow_each_other(&setup.events().await?);
+    assert_replay_reproduces_the_assets(&setup).await?;
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chunks_in_order(
+) -> anyhow::Result<()> {
+    // Arrange: 2,400 more motors (each execution runs in several chunks, each chunk's
+    // state written while the one before commits), a rule writing every motor and
+    // the VFD rule writing the large ones and creating their VFDs and cables.
+    let setup = setup(false).await?;
+    setup.import(many_motors()).await?;
     let inspection = setup
         .define(&json!({
             "name": "Tag motors for inspection", "discipline": "ELECTRICAL",
@@ -492,12 +593,7 @@ async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chun
     // Every aggregate's versions run 1, 2, 3... in log order: each batch's chunks
     // landed in order, and no two writes were based on the same version.
     let events = setup.events().await?;
-    let mut versions: BTreeMap<uuid::Uuid, i64> = BTreeMap::new();
-    for event in &events {
-        let last = versions.entry(event.aggregate_id).or_insert(0);
-        assert_eq!(event.aggregate_version, *last + 1, "{event:?}");
-        *last = event.aggregate_version;
-    }
+    assert_versions_follow_each_other(&events);
     // Progress only grows, and ends at every asset there was when the rule started.
     for report in [&first, &second] {
         let total = report["rules"][0]["counts"]["assets"].as_u64();
