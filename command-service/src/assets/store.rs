@@ -105,10 +105,7 @@ pub async fn upsert_many(
     if assets.is_empty() {
         return Ok(());
     }
-    let properties: Vec<Value> = assets
-        .iter()
-        .map(|a| Value::Object(a.properties.clone()))
-        .collect();
+    // Text and properties are bound borrowed: this runs for every chunk of an execution.
     sqlx::query(
         "insert into assets (id, tag, asset_type, discipline, name, area, properties, version)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::int8[])
@@ -117,12 +114,12 @@ pub async fn upsert_many(
              properties = excluded.properties, version = excluded.version",
     )
     .bind(assets.iter().map(|a| a.id).collect::<Vec<_>>())
-    .bind(assets.iter().map(|a| a.tag.clone()).collect::<Vec<_>>())
-    .bind(assets.iter().map(|a| a.asset_type.clone()).collect::<Vec<_>>())
-    .bind(assets.iter().map(|a| a.discipline.clone()).collect::<Vec<_>>())
-    .bind(assets.iter().map(|a| a.name.clone()).collect::<Vec<_>>())
-    .bind(assets.iter().map(|a| a.area.clone()).collect::<Vec<_>>())
-    .bind(properties)
+    .bind(assets.iter().map(|a| a.tag.as_str()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.asset_type.as_str()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.discipline.as_str()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.name.as_deref()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| a.area.as_deref()).collect::<Vec<_>>())
+    .bind(assets.iter().map(|a| Json(&a.properties)).collect::<Vec<_>>())
     .bind(assets.iter().map(|a| a.version).collect::<Vec<_>>())
     .execute(connection)
     .await?;
