@@ -670,8 +670,14 @@ async fn projection_killed_at_random_points_of_a_20000_event_batch_ends_equal_to
     let imported = started.elapsed();
     let mut kills: Vec<i64> = Vec::new();
     for target in random.kill_positions(head) {
-        wait_for_slowest_projector(&pool, target, Duration::from_secs(60)).await?;
-        tokio::time::sleep(random.between(0, 300)).await;
+        // Past the target and past the last kill point (a restarted projector that
+        // has not moved yet would be killed at the same point again), then a short
+        // random delay: long enough to land in different phases of its batches, short
+        // enough that a fast projector is still mid-batch.
+        let after_last_kill = kills.last().map_or(0, |at| at + 1);
+        wait_for_slowest_projector(&pool, target.max(after_last_kill), Duration::from_secs(60))
+            .await?;
+        tokio::time::sleep(random.between(0, 30)).await;
         projection.kill_9().await?;
         kills.push(slowest_projector(&pool).await?);
         tokio::time::sleep(random.between(0, 500)).await;
