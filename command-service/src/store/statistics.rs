@@ -35,11 +35,19 @@ pub const MIN_CHANGED_ROWS: u64 = 1_000;
 /// statistics to count as stale: autovacuum's default threshold.
 const STALE_SHARE: f64 = 0.1;
 
+/// How much a batch's created rows grow between two refreshes of a table's statistics.
+/// The plans they fix (an index lookup rather than a scan of every row) hold over a
+/// wide range of row counts; each `analyze` of a large table reads a 30,000-row sample,
+/// and at every doubling they took 2.7% of the machine's CPU during a 100,000-asset
+/// execution.
+const GROWTH_PER_REFRESH: u64 = 4;
+
 /// Rows a running batch has created, per table: the statistics of a table are
-/// refreshed (in the background) each time the batch has doubled what it created,
-/// from [`MIN_CHANGED_ROWS`] on. An execution that creates 50,000 cables in an empty
-/// table otherwise plans its cable lookups for an empty table to the end (the lookup
-/// of a chunk's 500 cable tags became a scan of every cable).
+/// refreshed (in the background) each time the batch has created
+/// [`GROWTH_PER_REFRESH`] times as many as at the last refresh, from
+/// [`MIN_CHANGED_ROWS`] on. An execution that creates 50,000 cables in an empty table
+/// otherwise plans its cable lookups for an empty table to the end (the lookup of a
+/// chunk's 500 cable tags became a scan of every cable).
 #[derive(Debug, Clone)]
 pub struct Growth {
     created: [u64; Table::ALL.len()],
@@ -71,7 +79,7 @@ impl Growth {
         if self.created[index] < self.next_refresh[index] {
             return None;
         }
-        self.next_refresh[index] = self.created[index] * 2;
+        self.next_refresh[index] = self.created[index] * GROWTH_PER_REFRESH;
         Some(self.created[index])
     }
 }
@@ -114,12 +122,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_refreshes_a_table_from_a_thousand_rows_on_each_time_it_doubled_them() {
+    fn a_batch_refreshes_a_table_from_a_thousand_rows_on_each_time_it_quadrupled_them() {
         let mut growth = Growth::default();
-        let refreshes: Vec<u64> = (0..40)
+        let refreshes: Vec<u64> = (0..200)
             .filter_map(|_| growth.due(Table::Cables, 500))
             .collect();
-        assert_eq!(refreshes, vec![1_000, 2_000, 4_000, 8_000, 16_000]);
+        assert_eq!(refreshes, vec![1_000, 4_000, 16_000, 64_000]);
         // Tables count apart.
         assert_eq!(growth.due(Table::Assets, 999), None);
         assert_eq!(growth.due(Table::Assets, 1), Some(1_000));
