@@ -8,7 +8,7 @@ use super::store;
 use crate::store::batches::ChangeTarget;
 use crate::store::AppendError;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::{Map, Value};
 use sqlx::PgConnection;
 use synapse_shared::domain::{AssetState, Change};
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
@@ -276,16 +276,22 @@ fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutc
 
 /// The asset as carried in event payloads.
 pub fn state_json(asset: &AssetState) -> Value {
-    json!({
-        "id": asset.id,
-        "tag": asset.tag,
-        "asset_type": asset.asset_type,
-        "discipline": asset.discipline,
-        "name": asset.name,
-        "area": asset.area,
-        "properties": asset.properties,
-        "version": asset.version,
-    })
+    into_state_json(asset.clone())
+}
+
+/// [`state_json`], moving the asset's text and properties in rather than copying them.
+pub fn into_state_json(asset: AssetState) -> Value {
+    let text = Value::String;
+    let mut state = Map::with_capacity(8);
+    state.insert("id".to_owned(), text(asset.id.to_string()));
+    state.insert("tag".to_owned(), text(asset.tag));
+    state.insert("asset_type".to_owned(), text(asset.asset_type));
+    state.insert("discipline".to_owned(), text(asset.discipline));
+    state.insert("name".to_owned(), asset.name.map_or(Value::Null, text));
+    state.insert("area".to_owned(), asset.area.map_or(Value::Null, text));
+    state.insert("properties".to_owned(), Value::Object(asset.properties));
+    state.insert("version".to_owned(), Value::from(asset.version));
+    Value::Object(state)
 }
 
 fn tag_taken_or(error: sqlx::Error, tag: &str) -> AssetError {
@@ -297,5 +303,37 @@ fn tag_taken_or(error: sqlx::Error, tag: &str) -> AssetError {
         AssetError::TagTaken(tag.to_owned())
     } else {
         AssetError::Database(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_payload_state_has_every_field_of_the_asset_and_nothing_else() {
+        let mut properties = Map::new();
+        properties.insert("rated_power_kw".into(), json!(75.5));
+        properties.insert("needs_vfd".into(), json!(true));
+        let asset = AssetState {
+            id: Uuid::now_v7(),
+            tag: "P-101A-M01".into(),
+            asset_type: "ELECTRIC_MOTOR".into(),
+            discipline: "ELECTRICAL".into(),
+            name: Some("Feed pump motor".into()),
+            area: None,
+            properties,
+            version: 3,
+        };
+        let state = state_json(&asset);
+        assert_eq!(state, serde_json::to_value(&asset).unwrap_or_default());
+        assert_eq!(state["id"], json!(asset.id.to_string()));
+        assert_eq!(state["area"], Value::Null);
+        assert_eq!(state["properties"]["rated_power_kw"], json!(75.5));
+        assert_eq!(state["version"], json!(3));
+        let back: AssetState =
+            serde_json::from_value(state).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(back, asset);
     }
 }

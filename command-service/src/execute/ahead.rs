@@ -9,7 +9,7 @@
 //! (another batch got there first), the plan is dropped and the chunk is done the
 //! locked way. Either way each chunk is one transaction with its snapshots and events.
 
-use super::apply::{self, AssetOutcome, StateWrites};
+use super::apply::{self, Counts, StateWrites};
 use super::planner::Ids;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, restrict, Reads};
@@ -32,7 +32,8 @@ pub struct Planned {
     /// The page was as long as asked for: more assets may follow. A shorter page was
     /// the end when it was read, which is only final once every chunk has committed.
     pub full: bool,
-    pub outcomes: Vec<AssetOutcome>,
+    /// What the chunk's outcomes count.
+    pub counts: Counts,
     pub world: World,
     /// The chunk's state writes and events, built here rather than in the writer's
     /// transaction (its events carry versions of a detached batch: see `Batch::adopt`).
@@ -96,12 +97,13 @@ impl Planning {
             Reads::Optimistic,
         )
         .await?;
-        let writes = StateWrites::of(&outcomes);
+        let counts = Counts::of(&outcomes);
         let events = apply::events(&mut self.batch, &self.rule, &outcomes);
+        let writes = StateWrites::of(outcomes);
         Ok(Some(Planned {
             last,
             full,
-            outcomes,
+            counts,
             world,
             writes,
             events,

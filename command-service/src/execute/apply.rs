@@ -36,6 +36,15 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// The counts of a chunk's outcomes.
+    pub fn of(outcomes: &[AssetOutcome]) -> Self {
+        let mut counts = Self::default();
+        outcomes
+            .iter()
+            .for_each(|outcome| counts.add(&outcome.outcome));
+        counts
+    }
+
     pub fn add(&mut self, outcome: &Outcome) {
         self.assets += 1;
         match outcome {
@@ -68,7 +77,8 @@ impl Counts {
 
 /// A chunk's state writes (snapshots of the existing aggregates it changes, new
 /// states, relationships, findings), built from its outcomes without the database, so that it
-/// can be built before the chunk's transaction opens.
+/// can be built before the chunk's transaction opens. Built last from a chunk's
+/// outcomes (after its events), it takes their states over instead of copying them.
 #[derive(Debug, Default)]
 pub struct StateWrites {
     /// Rows created, per [`Table`] (`Table as usize`).
@@ -82,12 +92,12 @@ pub struct StateWrites {
 }
 
 impl StateWrites {
-    pub fn of(outcomes: &[AssetOutcome]) -> Self {
+    pub fn of(outcomes: Vec<AssetOutcome>) -> Self {
         let mut writes = Self::default();
         let mut assets = HashMap::new();
         let mut cable_states = HashMap::new();
         for outcome in outcomes {
-            let Outcome::Executed { changes } = &outcome.outcome else {
+            let Outcome::Executed { changes } = outcome.outcome else {
                 continue;
             };
             for change in changes {
@@ -95,14 +105,15 @@ impl StateWrites {
                     PlannedChange::Asset { before, after } => {
                         writes.created[Table::Assets as usize] += u64::from(before.is_none());
                         if let Some(before) = before {
+                            let version = before.version;
                             writes.snapshots.push(Snapshot::new(
                                 AggregateType::Asset,
                                 after.id,
-                                Some(&crate::assets::commands::state_json(before)),
-                                before.version,
+                                Some(&crate::assets::commands::into_state_json(before)),
+                                version,
                             ));
                         }
-                        assets.insert(after.id, after.clone());
+                        assets.insert(after.id, after);
                     }
                     PlannedChange::Cable { before, after } => {
                         writes.created[Table::Cables as usize] += u64::from(before.is_none());
@@ -114,11 +125,11 @@ impl StateWrites {
                                 before.version,
                             ));
                         }
-                        cable_states.insert(after.id, after.clone());
+                        cable_states.insert(after.id, after);
                     }
                     PlannedChange::Relationship(relationship) => {
                         writes.created[Table::Relationships as usize] += 1;
-                        writes.relationships.push(relationship.clone());
+                        writes.relationships.push(relationship);
                     }
                     PlannedChange::Finding {
                         asset_id,
@@ -126,9 +137,9 @@ impl StateWrites {
                         message,
                     } => {
                         writes.findings.push((
-                            *asset_id,
+                            asset_id,
                             json!(severity).as_str().unwrap_or("info").to_owned(),
-                            message.clone(),
+                            message,
                         ));
                     }
                 }
@@ -190,7 +201,7 @@ pub async fn write_state(
     connection: &mut PgConnection,
     correlation_id: Uuid,
     rule: &CompiledRule,
-    outcomes: &[AssetOutcome],
+    outcomes: Vec<AssetOutcome>,
 ) -> Result<(), sqlx::Error> {
     StateWrites::of(outcomes)
         .write(connection, correlation_id, rule)

@@ -110,7 +110,7 @@ impl Ids {
 
 /// Plan `rule` for the asset `asset_id` and record its changes in `world`.
 pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Ids) -> Outcome {
-    let Some(asset) = world.asset(asset_id).cloned() else {
+    let Some(asset) = world.asset(asset_id) else {
         return Outcome::Error {
             message: format!("asset {asset_id} no longer exists"),
         };

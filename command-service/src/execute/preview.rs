@@ -93,9 +93,6 @@ pub async fn preview(
             for (key, version) in world.read_versions() {
                 read_versions.entry(key.clone()).or_insert(*version);
             }
-            // Written inside the transaction so later chunks and rules see it; rolled
-            // back below.
-            apply::write_state(&mut transaction, plan_id, rule, &outcomes).await?;
             for outcome in &outcomes {
                 counts.add(&outcome.outcome);
                 if matches!(outcome.outcome, Outcome::NotMatched) {
@@ -107,6 +104,9 @@ pub async fn preview(
                     truncated = true;
                 }
             }
+            // Written inside the transaction so later chunks and rules see it; rolled
+            // back below.
+            apply::write_state(&mut transaction, plan_id, rule, outcomes).await?;
         }
         totals.merge(&counts);
         reports.push(RuleReport {

@@ -339,7 +339,7 @@ impl Execution {
             Reads::Locked,
         )
         .await?;
-        self.write_chunk(&mut transaction, rule, &outcomes, counts, selection.total)
+        self.write_chunk(&mut transaction, rule, outcomes, counts, selection.total)
             .await?;
         transaction.commit().await?;
         Ok(Some(last))
@@ -358,7 +358,7 @@ impl Execution {
     ) -> Result<Option<Prepared>, AppendError> {
         let Planned {
             last,
-            outcomes,
+            counts,
             world,
             writes,
             events,
@@ -375,7 +375,7 @@ impl Execution {
         Ok(Some(Prepared {
             transaction,
             last,
-            outcomes,
+            counts,
             writes,
             events,
         }))
@@ -395,7 +395,7 @@ impl Execution {
         let Prepared {
             mut transaction,
             last,
-            outcomes,
+            counts: chunk_counts,
             writes,
             mut events,
         } = prepared;
@@ -405,9 +405,7 @@ impl Execution {
             batch: self.batch.clone(),
             counts: *counts,
         };
-        outcomes
-            .iter()
-            .for_each(|outcome| counts.add(&outcome.outcome));
+        counts.merge(&chunk_counts);
         self.batch.adopt(&mut events);
         events.push(self.progress(rule, counts, total));
         let batch = self.batch.clone();
@@ -466,20 +464,18 @@ impl Execution {
         &mut self,
         transaction: &mut PgConnection,
         rule: &CompiledRule,
-        outcomes: &[AssetOutcome],
+        outcomes: Vec<AssetOutcome>,
         counts: &mut Counts,
         total: i64,
     ) -> Result<(), AppendError> {
+        counts.merge(&Counts::of(&outcomes));
+        let mut events = apply::events(&mut self.batch, rule, &outcomes);
+        events.push(self.progress(rule, counts, total));
         let writes = StateWrites::of(outcomes);
         writes
             .write(transaction, self.batch.correlation_id, rule)
             .await?;
         writes.count_in(&mut self.growth, &self.pool);
-        outcomes
-            .iter()
-            .for_each(|outcome| counts.add(&outcome.outcome));
-        let mut events = apply::events(&mut self.batch, rule, outcomes);
-        events.push(self.progress(rule, counts, total));
         batches::record(transaction, &self.batch, BatchStatus::Running).await?;
         append(transaction, events).await?;
         Ok(())
@@ -541,7 +537,7 @@ impl Execution {
 struct Prepared {
     transaction: Transaction<'static, Postgres>,
     last: Uuid,
-    outcomes: Vec<AssetOutcome>,
+    counts: Counts,
     writes: StateWrites,
     events: Vec<NewEvent>,
 }

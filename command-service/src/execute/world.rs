@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use synapse_shared::domain::{AssetState, CableState, RelationshipState};
 use uuid::Uuid;
 
@@ -62,7 +63,9 @@ impl Loaded {
 /// Loaded state plus the changes planned so far in this batch.
 #[derive(Debug, Default, Clone)]
 pub struct World {
-    assets: HashMap<Uuid, AssetState>,
+    /// Shared, so that the planner reads an asset and a chunk hands it on without
+    /// copying its properties.
+    assets: HashMap<Uuid, Arc<AssetState>>,
     /// Tag → id; `None` means known not to exist.
     asset_tags: HashMap<String, Option<Uuid>>,
     cables: HashMap<String, Option<CableState>>,
@@ -104,7 +107,7 @@ impl World {
                 .entry(asset.id.to_string())
                 .or_insert(asset.version);
             self.asset_tags.insert(asset.tag.clone(), Some(asset.id));
-            self.assets.insert(asset.id, asset);
+            self.assets.insert(asset.id, Arc::new(asset));
         }
     }
 
@@ -157,9 +160,9 @@ impl World {
         self.findings.entry(key).or_insert(exists);
     }
 
-    pub fn asset(&mut self, id: Uuid) -> Option<&AssetState> {
+    pub fn asset(&mut self, id: Uuid) -> Option<Arc<AssetState>> {
         self.depend_on(id);
-        self.assets.get(&id)
+        self.assets.get(&id).cloned()
     }
 
     /// The asset with `tag`, recording the need if the world does not know.
@@ -168,7 +171,7 @@ impl World {
             Some(Some(id)) => {
                 let id = *id;
                 self.depend_on(id);
-                self.assets.get(&id).cloned()
+                self.assets.get(&id).map(|asset| AssetState::clone(asset))
             }
             Some(None) => None,
             None => {
@@ -238,7 +241,7 @@ impl World {
         }
         self.asset_tags.insert(asset.tag.clone(), Some(asset.id));
         self.changed.assets.insert(asset.id);
-        self.assets.insert(asset.id, asset);
+        self.assets.insert(asset.id, Arc::new(asset));
     }
 
     pub fn put_cable(&mut self, cable: CableState) {
