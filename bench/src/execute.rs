@@ -54,12 +54,19 @@ impl Case {
         per_second(self.limit.rows as f64, self.limit.elapsed)
     }
 
+    fn indexed_copy_rows_per_second(&self) -> f64 {
+        per_second(self.limit.rows as f64, self.limit.indexed)
+    }
+
     fn ratio(&self) -> f64 {
-        let limit = self.copy_rows_per_second();
-        if limit == 0.0 {
-            return 0.0;
-        }
-        self.events_per_second() / limit
+        ratio(self.events_per_second(), self.copy_rows_per_second())
+    }
+
+    fn indexed_ratio(&self) -> f64 {
+        ratio(
+            self.events_per_second(),
+            self.indexed_copy_rows_per_second(),
+        )
     }
 
     fn json(&self) -> serde_json::Value {
@@ -81,6 +88,9 @@ impl Case {
             "copy_attempt_seconds": self.limit.attempts.iter().map(|e| seconds(*e)).collect::<Vec<_>>(),
             "copy_rows_per_second": self.copy_rows_per_second(),
             "ratio": self.ratio(),
+            "indexed_copy_seconds": seconds(self.limit.indexed),
+            "indexed_copy_rows_per_second": self.indexed_copy_rows_per_second(),
+            "indexed_ratio": self.indexed_ratio(),
         })
     }
 }
@@ -215,6 +225,12 @@ fn print(cases: &[Case], relay: bool) {
         report::count(c.copy_rows_per_second())
     });
     row("ratio execution / COPY", &|c| report::ratio(c.ratio()));
+    row("raw COPY with the log's indexes rows/s", &|c| {
+        report::count(c.indexed_copy_rows_per_second())
+    });
+    row("ratio execution / COPY with indexes", &|c| {
+        report::ratio(c.indexed_ratio())
+    });
     table.print();
     if let Some(full) = cases.last() {
         let verdict = if full.ratio() >= TARGET_RATIO {
@@ -248,4 +264,12 @@ fn print_profile(assets: usize, profile: &Profile) {
         ]);
     }
     table.print();
+}
+
+/// `events` per second over `limit` rows per second; 0 without a limit.
+fn ratio(events: f64, limit: f64) -> f64 {
+    if limit == 0.0 {
+        return 0.0;
+    }
+    events / limit
 }
