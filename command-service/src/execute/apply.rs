@@ -94,7 +94,7 @@ pub struct StateWrites {
 impl StateWrites {
     pub fn of(outcomes: Vec<AssetOutcome>) -> Self {
         let mut writes = Self::default();
-        let mut assets = HashMap::new();
+        let mut assets = HashMap::with_capacity(outcomes.len());
         let mut cable_states = HashMap::new();
         for outcome in outcomes {
             let Outcome::Executed { changes } = outcome.outcome else {

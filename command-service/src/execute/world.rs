@@ -99,6 +99,11 @@ impl World {
     /// Assets loaded from the database. An asset the world already holds (loaded
     /// before, planned, or carried over) keeps the world's version.
     pub fn load_assets(&mut self, assets: impl IntoIterator<Item = AssetState>) {
+        let assets = assets.into_iter();
+        // A page of assets at once: grown once, not rehashed at every doubling.
+        let (at_least, _) = assets.size_hint();
+        self.assets.reserve(at_least);
+        self.asset_tags.reserve(at_least);
         for asset in assets {
             if self.assets.contains_key(&asset.id) {
                 continue;
