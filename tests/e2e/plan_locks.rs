@@ -3,6 +3,7 @@
 //! only, so chunks that read the same MCC do not wait for each other's commit.
 
 use command_service::execute::ahead::still_current;
+use command_service::execute::world::Read;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use synapse_tests::TestDatabase;
@@ -47,8 +48,8 @@ async fn plant() -> anyhow::Result<Plant> {
     })
 }
 
-fn read(ids: &[Uuid], version: i64) -> BTreeMap<String, i64> {
-    ids.iter().map(|id| (id.to_string(), version)).collect()
+fn read(ids: &[Uuid], version: i64) -> BTreeMap<Read, i64> {
+    ids.iter().map(|id| (Read::Id(*id), version)).collect()
 }
 
 /// Whether `select ... for {mode} nowait` of asset `id` gets its lock at once.
@@ -120,15 +121,15 @@ async fn a_plan_is_stale_when_a_version_it_read_moved_or_a_row_it_read_is_gone(
     let mut versions = read(&[plant.mcc, motor], 3);
     assert!(still_current(&mut connection, &versions, &written).await?);
     // The MCC moved on since the plan read it (read-only rows are checked too).
-    versions.insert(plant.mcc.to_string(), 2);
+    versions.insert(Read::Id(plant.mcc), 2);
     assert!(!still_current(&mut connection, &versions, &written).await?);
     // A row the plan read no longer exists.
     let mut versions = read(&[plant.mcc, motor], 3);
-    versions.insert(Uuid::now_v7().to_string(), 1);
+    versions.insert(Read::Id(Uuid::now_v7()), 1);
     assert!(!still_current(&mut connection, &versions, &written).await?);
     // A tag the plan saw absent now exists.
     let mut versions = read(&[plant.mcc], 3);
-    versions.insert("tag:M-2".to_owned(), 0);
+    versions.insert(Read::AbsentTag("M-2".to_owned()), 0);
     assert!(!still_current(&mut connection, &versions, &HashSet::new()).await?);
     Ok(())
 }

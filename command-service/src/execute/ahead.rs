@@ -13,7 +13,7 @@ use super::apply::{self, Counts, StateWrites};
 use super::planner::Ids;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, restrict, Reads};
-use super::world::World;
+use super::world::{Read, World};
 use crate::assets::store::{self as asset_store, Selection};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::Batch;
@@ -123,19 +123,17 @@ impl Planning {
 /// id order, assets before cables, whatever the mode, so two writers lock in one order.
 pub async fn still_current(
     connection: &mut PgConnection,
-    read_versions: &BTreeMap<String, i64>,
+    read_versions: &BTreeMap<Read, i64>,
     written: &HashSet<Uuid>,
 ) -> Result<bool, sqlx::Error> {
     let mut ids = Vec::new();
     let mut absent_assets = Vec::new();
     let mut absent_cables = Vec::new();
     for key in read_versions.keys() {
-        if let Some(tag) = key.strip_prefix("tag:") {
-            absent_assets.push(tag);
-        } else if let Some(tag) = key.strip_prefix("cable:") {
-            absent_cables.push(tag);
-        } else if let Ok(id) = key.parse::<Uuid>() {
-            ids.push(id);
+        match key {
+            Read::Id(id) => ids.push(*id),
+            Read::AbsentTag(tag) => absent_assets.push(tag.as_str()),
+            Read::AbsentCable(tag) => absent_cables.push(tag.as_str()),
         }
     }
     ids.sort_unstable();
@@ -154,7 +152,7 @@ pub async fn still_current(
     let unchanged = current.len() == ids.len()
         && current
             .iter()
-            .all(|(id, version)| read_versions.get(&id.to_string()) == Some(version));
+            .all(|(id, version)| read_versions.get(&Read::Id(*id)) == Some(version));
     if !unchanged {
         return Ok(false);
     }

@@ -91,7 +91,7 @@ pub async fn preview(
             )
             .await?;
             for (key, version) in world.read_versions() {
-                read_versions.entry(key.clone()).or_insert(*version);
+                read_versions.entry(key.to_string()).or_insert(*version);
             }
             for outcome in &outcomes {
                 counts.add(&outcome.outcome);

@@ -16,6 +16,29 @@ pub type RelationshipKey = (String, Uuid, Uuid);
 /// A finding's identity: asset, rule and message.
 pub type FindingKey = (Uuid, Uuid, String);
 
+/// Something a plan read, whose version it depends on.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Read {
+    /// An asset or cable that existed.
+    Id(Uuid),
+    /// An asset tag that did not exist.
+    AbsentTag(String),
+    /// A cable tag that did not exist.
+    AbsentCable(String),
+}
+
+/// How a stored plan writes its reads (`execution_plans.read_versions`): the id, or
+/// `tag:` / `cable:` and the absent tag.
+impl std::fmt::Display for Read {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Read::Id(id) => write!(formatter, "{id}"),
+            Read::AbsentTag(tag) => write!(formatter, "tag:{tag}"),
+            Read::AbsentCable(tag) => write!(formatter, "cable:{tag}"),
+        }
+    }
+}
+
 /// What the planner asked for that the world did not hold.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Needs {
@@ -73,7 +96,7 @@ pub struct World {
     findings: HashMap<FindingKey, bool>,
     /// Version of everything as first loaded from the database (0: absent), keyed by
     /// id or by `tag:` for absent tags: what a plan depends on.
-    read_versions: BTreeMap<String, i64>,
+    read_versions: BTreeMap<Read, i64>,
     /// Versions of what the previous chunk handed on ([`World::carry_over`]): each
     /// moves to `read_versions` when planning reads it, so a plan depends only on what
     /// it used (the writer locks and checks those, not the previous chunk's changes).
@@ -109,7 +132,7 @@ impl World {
                 continue;
             }
             self.read_versions
-                .entry(asset.id.to_string())
+                .entry(Read::Id(asset.id))
                 .or_insert(asset.version);
             self.asset_tags.insert(asset.tag.clone(), Some(asset.id));
             self.assets.insert(asset.id, Arc::new(asset));
@@ -120,7 +143,9 @@ impl World {
     /// even when it creates them.
     pub fn load_absent_tags(&mut self, tags: impl IntoIterator<Item = String>) {
         for tag in tags {
-            self.read_versions.entry(format!("tag:{tag}")).or_insert(0);
+            self.read_versions
+                .entry(Read::AbsentTag(tag.clone()))
+                .or_insert(0);
             self.asset_tags.entry(tag).or_insert(None);
         }
     }
@@ -144,9 +169,10 @@ impl World {
 
     /// A cable looked up by tag.
     pub fn load_cable(&mut self, tag: String, cable: Option<CableState>) {
-        let key = cable
-            .as_ref()
-            .map_or_else(|| format!("cable:{tag}"), |cable| cable.id.to_string());
+        let key = cable.as_ref().map_or_else(
+            || Read::AbsentCable(tag.clone()),
+            |cable| Read::Id(cable.id),
+        );
         self.read_versions
             .entry(key)
             .or_insert(cable.as_ref().map_or(0, |cable| cable.version));
@@ -225,7 +251,7 @@ impl World {
     /// Planning read `id`: if it was carried over, the plan now depends on its version.
     fn depend_on(&mut self, id: Uuid) {
         if let Some(version) = self.carried.remove(&id) {
-            self.read_versions.insert(id.to_string(), version);
+            self.read_versions.insert(Read::Id(id), version);
         }
     }
 
@@ -234,7 +260,7 @@ impl World {
         self.carried
             .get(&id)
             .copied()
-            .or_else(|| self.read_versions.get(&id.to_string()).copied())
+            .or_else(|| self.read_versions.get(&Read::Id(id)).copied())
     }
 
     /// Record a planned asset state (created or updated).
@@ -270,7 +296,7 @@ impl World {
     }
 
     /// What this world read from the database, for a plan's staleness check.
-    pub fn read_versions(&self) -> &BTreeMap<String, i64> {
+    pub fn read_versions(&self) -> &BTreeMap<Read, i64> {
         &self.read_versions
     }
 
@@ -372,28 +398,24 @@ mod tests {
         let new_cable = cable("W-M-1-PWR", page_motor.id, mcc.id);
         world.put_cable(new_cable.clone());
         // The plan depends on the cable's absence even though it creates it.
-        assert_eq!(world.read_versions().get("cable:W-M-1-PWR"), Some(&0));
+        let absent_cable = Read::AbsentCable("W-M-1-PWR".into());
+        assert_eq!(world.read_versions().get(&absent_cable), Some(&0));
+        assert_eq!(absent_cable.to_string(), "cable:W-M-1-PWR");
 
         let mut next = world.carry_over();
         // The next plan depends on nothing it has not read yet.
         assert!(next.read_versions().is_empty());
         // Changed things come with their planned versions, as read after the commit.
         assert_eq!(next.asset(page_motor.id).map(|a| a.version), Some(4));
-        assert_eq!(
-            next.read_versions().get(&page_motor.id.to_string()),
-            Some(&4)
-        );
+        assert_eq!(next.read_versions().get(&Read::Id(page_motor.id)), Some(&4));
         assert_eq!(next.cable_by_tag("W-M-1-PWR"), Some(new_cable.clone()));
-        assert_eq!(
-            next.read_versions().get(&new_cable.id.to_string()),
-            Some(&1)
-        );
+        assert_eq!(next.read_versions().get(&Read::Id(new_cable.id)), Some(&1));
         // Looked-up things come as read; absent tags are not carried (asked again).
         assert_eq!(next.asset_by_tag("MCC-1"), Some(mcc.clone()));
-        assert_eq!(next.read_versions().get(&mcc.id.to_string()), Some(&7));
+        assert_eq!(next.read_versions().get(&Read::Id(mcc.id)), Some(&7));
         assert_eq!(next.asset_by_tag("VFD-1"), None);
         assert!(next.needs.asset_tags.contains("VFD-1"));
-        assert!(!next.read_versions().contains_key("cable:W-M-1-PWR"));
+        assert!(!next.read_versions().contains_key(&absent_cable));
         // A database answer never overrides what the world carries.
         let mut stale = page_motor.clone();
         stale.version = 3;
