@@ -1,6 +1,7 @@
 //! Dry-run plans: stored so `POST /rules/execute {plan_id}` applies exactly what was
 //! previewed, or is refused when anything the plan read has changed since.
 
+use super::world::Read;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
@@ -90,13 +91,15 @@ pub async fn stale_reads(
     let mut ids = Vec::new();
     let mut asset_tags = Vec::new();
     let mut cable_tags = Vec::new();
-    for key in read_versions.keys() {
-        if let Some(tag) = key.strip_prefix("tag:") {
-            asset_tags.push(tag.to_owned());
-        } else if let Some(tag) = key.strip_prefix("cable:") {
-            cable_tags.push(tag.to_owned());
-        } else if let Ok(id) = key.parse::<Uuid>() {
-            ids.push(id);
+    // A key that is no read (never written so) is simply not found: stale unless 0.
+    for read in read_versions
+        .keys()
+        .filter_map(|key| key.parse::<Read>().ok())
+    {
+        match read {
+            Read::Id(id) => ids.push(id),
+            Read::AbsentTag(tag) => asset_tags.push(tag),
+            Read::AbsentCable(tag) => cable_tags.push(tag),
         }
     }
     let current: Vec<(String, i64)> = sqlx::query_as(

@@ -17,7 +17,7 @@ pub type RelationshipKey = (String, Uuid, Uuid);
 pub type FindingKey = (Uuid, Uuid, String);
 
 /// Something a plan read, whose version it depends on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Read {
     /// An asset or cable that existed.
     Id(Uuid),
@@ -35,6 +35,20 @@ impl std::fmt::Display for Read {
             Read::Id(id) => write!(formatter, "{id}"),
             Read::AbsentTag(tag) => write!(formatter, "tag:{tag}"),
             Read::AbsentCable(tag) => write!(formatter, "cable:{tag}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Read {
+    type Err = uuid::Error;
+
+    fn from_str(key: &str) -> Result<Self, Self::Err> {
+        if let Some(tag) = key.strip_prefix("tag:") {
+            Ok(Read::AbsentTag(tag.to_owned()))
+        } else if let Some(tag) = key.strip_prefix("cable:") {
+            Ok(Read::AbsentCable(tag.to_owned()))
+        } else {
+            key.parse().map(Read::Id)
         }
     }
 }
@@ -94,8 +108,8 @@ pub struct World {
     cables: HashMap<String, Option<CableState>>,
     relationships: HashMap<RelationshipKey, Option<RelationshipState>>,
     findings: HashMap<FindingKey, bool>,
-    /// Version of everything as first loaded from the database (0: absent), keyed by
-    /// id or by `tag:` for absent tags: what a plan depends on.
+    /// Version of everything as first loaded from the database (0: absent): what a
+    /// plan depends on.
     read_versions: BTreeMap<Read, i64>,
     /// Versions of what the previous chunk handed on ([`World::carry_over`]): each
     /// moves to `read_versions` when planning reads it, so a plan depends only on what
@@ -400,7 +414,15 @@ mod tests {
         // The plan depends on the cable's absence even though it creates it.
         let absent_cable = Read::AbsentCable("W-M-1-PWR".into());
         assert_eq!(world.read_versions().get(&absent_cable), Some(&0));
+        for read in [
+            absent_cable.clone(),
+            Read::AbsentTag("VFD-1".into()),
+            Read::Id(mcc.id),
+        ] {
+            assert_eq!(read.to_string().parse::<Read>().ok(), Some(read));
+        }
         assert_eq!(absent_cable.to_string(), "cable:W-M-1-PWR");
+        assert!("W-M-1-PWR".parse::<Read>().is_err());
 
         let mut next = world.carry_over();
         // The next plan depends on nothing it has not read yet.
