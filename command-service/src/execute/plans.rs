@@ -91,7 +91,8 @@ pub async fn stale_reads(
     let mut ids = Vec::new();
     let mut asset_tags = Vec::new();
     let mut cable_tags = Vec::new();
-    // A key that is no read (never written so) is simply not found: stale unless 0.
+    // A key that is no `Read` (plans never store one) matches nothing now, so it counts
+    // as stale unless it was planned at 0.
     for read in read_versions
         .keys()
         .filter_map(|key| key.parse::<Read>().ok())
