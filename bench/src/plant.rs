@@ -11,33 +11,49 @@ pub const MCCS: usize = 50;
 const POWER_STEPS: usize = 110;
 const AREAS: usize = 9;
 
-/// A CSV file of `assets` rows: `MCCS` MCCs, then motors, deterministic.
-pub fn csv(assets: usize) -> String {
-    let mut csv = String::with_capacity(assets * 80);
-    csv.push_str("tag,asset_type,discipline,name,area,rated_power_kw,mcc\n");
+/// The most data rows the command service takes in one import (its `MAX_ROWS`).
+pub const IMPORT_ROWS: usize = 200_000;
+
+/// The plant of `assets` rows (`MCCS` MCCs, then motors, deterministic) as CSV files
+/// of at most `rows_per_file` data rows each, every file with the header: a plant
+/// larger than one import allows is imported file by file. The MCCs come first; a
+/// motor names its MCC by tag, which the rule looks up when it runs, so the files need
+/// no order.
+pub fn csv_files(assets: usize, rows_per_file: usize) -> Vec<String> {
+    const HEADER: &str = "tag,asset_type,discipline,name,area,rated_power_kw,mcc\n";
+    let rows_per_file = rows_per_file.max(1);
     let mccs = MCCS.min(assets);
-    for index in 0..mccs {
-        let area = index % AREAS + 1;
-        let _ = writeln!(
-            csv,
-            "{},MOTOR_CONTROL_CENTER,ELECTRICAL,Motor control centre {},U{area}00,,",
-            mcc_tag(index),
-            index + 1
-        );
+    let mut files = Vec::with_capacity(assets.div_ceil(rows_per_file));
+    for first in (0..assets).step_by(rows_per_file) {
+        let last = (first + rows_per_file).min(assets);
+        let mut csv = String::with_capacity((last - first) * 80 + HEADER.len());
+        csv.push_str(HEADER);
+        for row in first..last {
+            if row < mccs {
+                let area = row % AREAS + 1;
+                let _ = writeln!(
+                    csv,
+                    "{},MOTOR_CONTROL_CENTER,ELECTRICAL,Motor control centre {},U{area}00,,",
+                    mcc_tag(row),
+                    row + 1
+                );
+            } else {
+                let index = row - mccs;
+                let power = index % POWER_STEPS + 1;
+                let mcc = index % MCCS.max(1);
+                let area = mcc % AREAS + 1;
+                let _ = writeln!(
+                    csv,
+                    "M-{:06},ELECTRIC_MOTOR,ELECTRICAL,Motor {},U{area}00,{power},{}",
+                    index + 1,
+                    index + 1,
+                    mcc_tag(mcc)
+                );
+            }
+        }
+        files.push(csv);
     }
-    for index in 0..assets - mccs {
-        let power = index % POWER_STEPS + 1;
-        let mcc = index % MCCS.max(1);
-        let area = mcc % AREAS + 1;
-        let _ = writeln!(
-            csv,
-            "M-{:06},ELECTRIC_MOTOR,ELECTRICAL,Motor {},U{area}00,{power},{}",
-            index + 1,
-            index + 1,
-            mcc_tag(mcc)
-        );
-    }
-    csv
+    files
 }
 
 fn mcc_tag(index: usize) -> String {
@@ -100,6 +116,11 @@ pub async fn state_digest(pool: &PgPool) -> Result<StateDigest, sqlx::Error> {
 mod tests {
     use super::*;
 
+    /// The whole plant as one file.
+    fn csv(assets: usize) -> String {
+        csv_files(assets, assets.max(1)).concat()
+    }
+
     #[test]
     fn the_csv_has_a_header_and_one_line_per_asset() {
         let csv = csv(1_000);
@@ -112,6 +133,26 @@ mod tests {
             .lines()
             .last()
             .is_some_and(|line| line.starts_with("M-000950,")));
+    }
+
+    #[test]
+    fn a_large_plant_is_split_into_files_that_each_have_the_header() {
+        let files = csv_files(1_000, 300);
+        assert_eq!(files.len(), 4);
+        for file in &files {
+            assert!(file.starts_with("tag,asset_type,"));
+        }
+        let rows: Vec<usize> = files.iter().map(|file| file.lines().count() - 1).collect();
+        assert_eq!(rows, vec![300, 300, 300, 100]);
+        let whole: String = files
+            .iter()
+            .enumerate()
+            .map(|(index, file)| match index {
+                0 => file.as_str(),
+                _ => file.split_once('\n').map_or("", |(_, rows)| rows),
+            })
+            .collect();
+        assert_eq!(whole, csv(1_000));
     }
 
     #[test]

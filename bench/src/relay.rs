@@ -38,8 +38,12 @@ struct Measured {
 }
 
 pub async fn run(args: RelayArgs) -> anyhow::Result<()> {
-    if args.events <= plant::MCCS || args.events > 200_000 {
-        bail!("--events must be between {} and 200,000", plant::MCCS + 1);
+    if args.events <= plant::MCCS || args.events > plant::IMPORT_ROWS {
+        bail!(
+            "--events must be between {} and {}",
+            plant::MCCS + 1,
+            plant::IMPORT_ROWS
+        );
     }
     eprintln!("relay: {} events ...", args.events);
     let measured = with_environment(&args.endpoints, async |environment| {
