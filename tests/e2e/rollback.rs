@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use synapse_tests::apps;
-use synapse_tests::client::{send, Reply};
-use synapse_tests::plant::{small_plant, vfd_rule};
+use synapse_tests::client::{post_csv, send, Reply};
+use synapse_tests::plant::{as_csv, small_plant, vfd_rule};
 use synapse_tests::{TestDatabase, TestNats};
 
 struct Setup {
@@ -67,6 +67,17 @@ impl Setup {
             .await?
             .expect_status(200);
         Ok(reply.body["restored"].clone())
+    }
+
+    /// Roll `batch` back in partial mode; the 200 answer.
+    async fn roll_back_partially(&self, batch: &str) -> anyhow::Result<Reply> {
+        Ok(self
+            .post(
+                "/rules/rollback",
+                json!({"correlation_id": batch, "mode": "partial"}),
+            )
+            .await?
+            .expect_status(200))
     }
 
     async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
@@ -221,13 +232,7 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     );
 
     // Act: partial
-    let partial = setup
-        .post(
-            "/rules/rollback",
-            json!({"correlation_id": batch_a, "mode": "partial"}),
-        )
-        .await?
-        .expect_status(200);
+    let partial = setup.roll_back_partially(&batch_a).await?;
 
     // Assert: four motors restored, the two conflicting ones untouched and reported.
     assert_eq!(partial.body["restored"], 4);
@@ -357,6 +362,94 @@ async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::R
     .fetch_one(&setup.pool)
     .await?;
     assert_eq!(folded.len() as i64, assets + cables + relationships);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_all(
+) -> anyhow::Result<()> {
+    // Arrange: 1,006 motors, each changed by one batch and then again by a later one.
+    let setup = setup().await?;
+    let motors: Vec<Value> = (0..1_000)
+        .map(|index| {
+            json!({"tag": format!("M-2{index:03}"), "asset_type": "ELECTRIC_MOTOR",
+                   "discipline": "ELECTRICAL", "area": "U100", "properties": {"rated_power_kw": 4}})
+        })
+        .collect();
+    post_csv(
+        &setup.http,
+        &setup.command.url("/assets/import"),
+        as_csv(&motors),
+    )
+    .await?
+    .expect_status(201);
+    let (motor_count,): (i64,) =
+        sqlx::query_as("select count(*) from assets where asset_type = 'ELECTRIC_MOTOR'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(motor_count, 1_006);
+    let batch = setup
+        .run_rule(motor_rule("Inspect motors", "inspection", "'due'"))
+        .await?;
+
+    // Act: a dry run
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: all counted, the first 1,000 listed.
+    assert_eq!(
+        preview.body["counts"],
+        json!({"restored": 1_006, "deleted": 0, "recreated": 0, "conflicts": 0})
+    );
+    assert_eq!(preview.body["truncated"], true);
+    assert_eq!(
+        preview.body["analysis"]["restorations"]
+            .as_array()
+            .map(Vec::len),
+        Some(1_000)
+    );
+
+    // Arrange: a later batch changes every motor again.
+    setup
+        .run_rule(motor_rule("Inspect motors again", "inspection", "'done'"))
+        .await?;
+    let before = setup.state().await?;
+
+    // Act: strict
+    let refused = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?;
+
+    // Assert: 409 with the first 1,000 conflicts, and the detail says how many there are.
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.body["type"], "/problems/rollback-conflict");
+    assert_eq!(refused.body["errors"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(
+        refused.body["detail"],
+        "later batches changed 1006 of the aggregates this batch touched; the first 1000 are listed"
+    );
+    assert_eq!(
+        setup.state().await?,
+        before,
+        "a refused rollback writes nothing"
+    );
+
+    // Act: partial
+    let partial = setup.roll_back_partially(&batch).await?;
+
+    // Assert: nothing to restore; 1,006 left alone, 1,000 of them listed.
+    assert_eq!(partial.body["restored"], 0);
+    assert_eq!(partial.body["skipped_count"], 1_006);
+    assert_eq!(
+        partial.body["skipped"].as_array().map(Vec::len),
+        Some(1_000)
+    );
+    assert_eq!(setup.state().await?, before);
     setup.command.stop().await
 }
 

@@ -5,10 +5,10 @@ use super::actor::Admin;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
-use crate::rollback::analyze::{analyze, Analysis};
+use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts};
 use crate::rollback::cascade::{lock_batch, rollback_cascade, rollback_one};
 use crate::rollback::restore::RollbackOutcome;
-use crate::rollback::{Mode, RollbackError, RollbackRequest};
+use crate::rollback::{Mode, RollbackError, RollbackRequest, MAX_LISTED};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use synapse_shared::Problem;
 
 impl From<RollbackError> for ApiError {
     fn from(error: RollbackError) -> Self {
-        let detail = error.to_string();
+        let mut detail = error.to_string();
         let problem = match error {
             RollbackError::Database(error) => return error.into(),
             RollbackError::NotFound(_) => {
@@ -41,12 +41,18 @@ impl From<RollbackError> for ApiError {
             .with_errors(
                 json!({"correlation_id": correlation_id, "rolled_back_by": rolled_back_by}),
             ),
-            RollbackError::Conflicts(analysis) => Problem::new(
-                StatusCode::CONFLICT,
-                "rollback-conflict",
-                "later batches changed aggregates this batch touched",
-            )
-            .with_errors(json!(analysis.conflicts)),
+            RollbackError::Conflicts(analysis) => {
+                let (listed, truncated) = analysis.listed();
+                if truncated {
+                    detail.push_str(&format!("; the first {MAX_LISTED} are listed"));
+                }
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "rollback-conflict",
+                    "later batches changed aggregates this batch touched",
+                )
+                .with_errors(json!(listed.conflicts))
+            }
             RollbackError::Concurrent => Problem::new(
                 StatusCode::CONFLICT,
                 "concurrent-change",
@@ -79,6 +85,11 @@ pub struct RollbackPreview {
     pub mode: Mode,
     /// Whether this mode would roll back now (`strict` refuses when there are conflicts).
     pub would_roll_back: bool,
+    /// Every aggregate of the analysis, by what the rollback does to it.
+    pub counts: AnalysisCounts,
+    /// The analysis lists at most 1,000 restorations and 1,000 conflicts; `true` when
+    /// it left some out (`counts` covers them all).
+    pub truncated: bool,
     pub analysis: Analysis,
 }
 
@@ -105,10 +116,14 @@ pub async fn rollback(
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
         transaction.rollback().await?;
         let would = analysis.conflicts.is_empty() || request.mode != Mode::Strict;
+        let counts = analysis.counts();
+        let (analysis, truncated) = analysis.listed();
         let preview = RollbackAnswer::DryRun(RollbackPreview {
             dry_run: true,
             mode: request.mode,
             would_roll_back: would,
+            counts,
+            truncated,
             analysis,
         });
         return Ok((StatusCode::OK, axum::Json(preview)).into_response());

@@ -1,6 +1,7 @@
 //! What rolling back a batch would do, read from the snapshots, the log and the
 //! current state, in the caller's transaction.
 
+use super::MAX_LISTED;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -44,6 +45,45 @@ pub struct Analysis {
     pub correlation_id: Uuid,
     pub restorations: Vec<Restoration>,
     pub conflicts: Vec<Conflict>,
+}
+
+/// How many aggregates an analysis covers, by what the rollback does to them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AnalysisCounts {
+    /// Returned to their pre-batch state.
+    pub restored: usize,
+    /// Deleted: the batch created them.
+    pub deleted: usize,
+    /// Created again: they are gone now, and existed before the batch.
+    pub recreated: usize,
+    /// Left alone: a later batch changed them.
+    pub conflicts: usize,
+}
+
+impl Analysis {
+    pub fn counts(&self) -> AnalysisCounts {
+        let mut counts = AnalysisCounts {
+            conflicts: self.conflicts.len(),
+            ..AnalysisCounts::default()
+        };
+        for restoration in &self.restorations {
+            match restoration.change.as_str() {
+                "deleted" => counts.deleted += 1,
+                "recreated" => counts.recreated += 1,
+                _ => counts.restored += 1,
+            }
+        }
+        counts
+    }
+
+    /// The analysis as an answer lists it: at most [`MAX_LISTED`] restorations and as
+    /// many conflicts, in the analysis's order; `true` if any were left out.
+    pub fn listed(mut self) -> (Self, bool) {
+        let truncated = self.restorations.len() > MAX_LISTED || self.conflicts.len() > MAX_LISTED;
+        self.restorations.truncate(MAX_LISTED);
+        self.conflicts.truncate(MAX_LISTED);
+        (self, truncated)
+    }
 }
 
 #[derive(sqlx::FromRow)]

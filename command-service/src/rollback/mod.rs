@@ -14,6 +14,12 @@ pub mod restore;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Most restorations and most conflicts one answer lists (a dry run, a 409, the
+/// aggregates a partial rollback left alone); the counts beside them cover everything.
+/// Listing all made the dry run of a 50,000-asset batch a 34 MB answer, and its 409 one
+/// of 12.5 MB, built in memory and kept with the `Idempotency-Key`.
+pub const MAX_LISTED: usize = 1_000;
+
 /// How to treat aggregates a later batch changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -52,7 +58,7 @@ pub enum RollbackError {
         correlation_id: Uuid,
         rolled_back_by: Uuid,
     },
-    #[error("later batches changed aggregates this batch touched")]
+    #[error("later batches changed {} of the aggregates this batch touched", .0.conflicts.len())]
     Conflicts(analyze::Analysis),
     #[error("cascade would roll back more than {0} batches")]
     CascadeTooLong(usize),

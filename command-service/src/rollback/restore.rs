@@ -2,7 +2,7 @@
 //! rolled back), `ROLLBACK` events, the rolled-back marks, all in one transaction.
 
 use super::analyze::{Analysis, Restoration};
-use super::{Mode, RollbackError};
+use super::{Mode, RollbackError, MAX_LISTED};
 use crate::assets::store as asset_store;
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::store::append;
@@ -27,8 +27,11 @@ pub struct RollbackOutcome {
     pub rolled_back: Uuid,
     pub mode: Mode,
     pub restored: usize,
-    /// Aggregates left alone (partial mode): each with the later batches.
+    /// Aggregates left alone (partial mode), each with the later batches: the first
+    /// [`MAX_LISTED`] of them.
     pub skipped: Vec<super::analyze::Conflict>,
+    /// How many aggregates were left alone.
+    pub skipped_count: usize,
     /// Rollback batches run first (cascade mode), newest first.
     pub cascaded: Vec<Uuid>,
 }
@@ -114,8 +117,8 @@ pub async fn restore(
         }
         events.push(event);
     }
-    let skipped = analysis.conflicts.clone();
-    let status = if skipped.is_empty() {
+    let skipped_count = analysis.conflicts.len();
+    let status = if skipped_count == 0 {
         "rolled_back"
     } else {
         "partially_rolled_back"
@@ -123,7 +126,7 @@ pub async fn restore(
     let mut rolled = batch.event(
         EventType::BatchRolledBack,
         json!({"target_correlation_id": target, "mode": mode, "restored": analysis.restorations.len(),
-               "skipped": skipped.len(), "status": status}),
+               "skipped": skipped_count, "status": status}),
     );
     rolled.causation_id = Some(started_id);
     events.push(rolled);
@@ -156,7 +159,13 @@ pub async fn restore(
         rolled_back: target,
         mode,
         restored: analysis.restorations.len(),
-        skipped,
+        skipped: analysis
+            .conflicts
+            .iter()
+            .take(MAX_LISTED)
+            .cloned()
+            .collect(),
+        skipped_count,
         cascaded: Vec::new(),
     })
 }
