@@ -26,6 +26,10 @@ struct Measured {
     assets: usize,
     execution_events: i64,
     execution: Duration,
+    /// Peak memory of the service during the execution, and of a fresh one during the
+    /// rollback.
+    execution_peak_kib: u64,
+    rollback_peak_kib: u64,
     rollback_events: i64,
     restored: u64,
     rollback: Duration,
@@ -47,6 +51,10 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         let before = plant::state_digest(&pool).await?;
         let executed = scenario::execute(environment, &rule_id, false).await?;
         let after_execution = plant::state_digest(&pool).await?;
+        // A fresh service, with the execution's events already published, so that its
+        // peak memory is the rollback's own and its relay publishes only the rollback.
+        scenario::wait_for_relay(environment, scenario::RELAY_CATCH_UP).await?;
+        environment.start_service(true).await?;
         let url = environment.service()?.url("/rules/rollback");
         let body = json!({"correlation_id": executed.correlation_id});
         let answer = api::post_json(&environment.http, &url, &body, "POST /rules/rollback").await?;
@@ -56,8 +64,11 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
                 .bind(rollback_id)
                 .fetch_one(&pool)
                 .await?;
+        let rollback_peak_kib = environment.service()?.peak_memory_kib()?;
         let after_rollback = plant::state_digest(&pool).await?;
         Ok(Measured {
+            execution_peak_kib: executed.peak_kib,
+            rollback_peak_kib,
             assets,
             execution_events: executed.events,
             execution: executed.elapsed,
@@ -89,6 +100,11 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         "events appended".into(),
         report::count(measured.execution_events as f64),
         report::count(measured.rollback_events as f64),
+    ]);
+    table.row(vec![
+        "peak memory (VmHWM)".into(),
+        report::mib(measured.execution_peak_kib),
+        report::mib(measured.rollback_peak_kib),
     ]);
     table.row(vec![
         "aggregates restored".into(),
@@ -123,6 +139,8 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
             "execution_events": measured.execution_events,
             "rollback_seconds": seconds(measured.rollback),
             "rollback_events": measured.rollback_events,
+            "execution_peak_kib": measured.execution_peak_kib,
+            "rollback_peak_kib": measured.rollback_peak_kib,
             "restored": measured.restored,
             "ratio": ratio,
             "state_before": measured.before,

@@ -20,7 +20,7 @@ pub struct Imported {
 }
 
 /// How long a relay may take to publish an imported plant.
-const RELAY_CATCH_UP: Duration = Duration::from_secs(600);
+pub const RELAY_CATCH_UP: Duration = Duration::from_secs(600);
 
 /// Start a service, import `assets` rows (and let the relay publish them), then restart
 /// the service so later peaks are the execution's own (parsing 100,000 rows needs
