@@ -5,7 +5,7 @@ use super::actor::Admin;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
-use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts};
+use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts, ListedAnalysis};
 use crate::rollback::cascade::{lock_batch, rollback_cascade, rollback_one};
 use crate::rollback::restore::RollbackOutcome;
 use crate::rollback::{Mode, RollbackError, RollbackRequest, MAX_LISTED};
@@ -90,7 +90,7 @@ pub struct RollbackPreview {
     /// The analysis lists at most 1,000 restorations and 1,000 conflicts; `true` when
     /// it left some out (`counts` covers them all).
     pub truncated: bool,
-    pub analysis: Analysis,
+    pub analysis: ListedAnalysis,
 }
 
 /// Roll back a batch by its `correlation_id`. `mode`: `strict` (default; 409 with a

@@ -2,6 +2,7 @@
 //! current state, in the caller's transaction.
 
 use super::MAX_LISTED;
+use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -9,8 +10,23 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// One aggregate a rollback returns to its pre-batch state.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Restoration {
+    pub aggregate_type: String,
+    pub aggregate_id: Uuid,
+    /// The state now (`None`: does not exist).
+    pub current: Option<Value>,
+    /// The pre-batch state it returns to (`None`: it is deleted).
+    pub restored: Option<Value>,
+    /// The version the aggregate gets (one past the newest in the log).
+    pub new_version: i64,
+    /// `restored`, `deleted` or `recreated`.
+    pub change: &'static str,
+}
+
+/// A restoration as an answer lists it, with the patch it applies.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct ListedRestoration {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
     /// The state now (null: does not exist).
@@ -23,8 +39,27 @@ pub struct Restoration {
     pub new_version: i64,
     /// `restored`, `deleted` or `recreated`.
     pub change: String,
+    /// RFC 6902 patch from `current` to `restored`.
     #[schema(value_type = Vec<Object>)]
     pub diff: Value,
+}
+
+impl From<Restoration> for ListedRestoration {
+    fn from(restoration: Restoration) -> Self {
+        let diff = json_patch::diff(
+            restoration.current.as_ref().unwrap_or(&Value::Null),
+            restoration.restored.as_ref().unwrap_or(&Value::Null),
+        );
+        Self {
+            aggregate_type: restoration.aggregate_type,
+            aggregate_id: restoration.aggregate_id,
+            current: restoration.current,
+            restored: restoration.restored,
+            new_version: restoration.new_version,
+            change: restoration.change.to_owned(),
+            diff: serde_json::to_value(diff).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// An aggregate a later batch changed after this one.
@@ -40,10 +75,20 @@ pub struct Conflict {
 }
 
 /// The rollback of one batch, as it would happen now.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Analysis {
     pub correlation_id: Uuid,
     pub restorations: Vec<Restoration>,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// An analysis as an answer lists it: at most [`MAX_LISTED`] restorations and as many
+/// conflicts.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Analysis)]
+pub struct ListedAnalysis {
+    pub correlation_id: Uuid,
+    pub restorations: Vec<ListedRestoration>,
     pub conflicts: Vec<Conflict>,
 }
 
@@ -67,7 +112,7 @@ impl Analysis {
             ..AnalysisCounts::default()
         };
         for restoration in &self.restorations {
-            match restoration.change.as_str() {
+            match restoration.change {
                 "deleted" => counts.deleted += 1,
                 "recreated" => counts.recreated += 1,
                 _ => counts.restored += 1,
@@ -76,13 +121,21 @@ impl Analysis {
         counts
     }
 
-    /// The analysis as an answer lists it: at most [`MAX_LISTED`] restorations and as
-    /// many conflicts, in the analysis's order; `true` if any were left out.
-    pub fn listed(mut self) -> (Self, bool) {
+    /// The analysis as an answer lists it: the first [`MAX_LISTED`] restorations (with
+    /// their patches) and conflicts; `true` if any were left out.
+    pub fn listed(self) -> (ListedAnalysis, bool) {
         let truncated = self.restorations.len() > MAX_LISTED || self.conflicts.len() > MAX_LISTED;
-        self.restorations.truncate(MAX_LISTED);
-        self.conflicts.truncate(MAX_LISTED);
-        (self, truncated)
+        let listed = ListedAnalysis {
+            correlation_id: self.correlation_id,
+            restorations: self
+                .restorations
+                .into_iter()
+                .take(MAX_LISTED)
+                .map(ListedRestoration::from)
+                .collect(),
+            conflicts: self.conflicts.into_iter().take(MAX_LISTED).collect(),
+        };
+        (listed, truncated)
     }
 }
 
@@ -124,7 +177,7 @@ pub async fn analyze(
     connection: &mut PgConnection,
     correlation_id: Uuid,
 ) -> Result<Analysis, sqlx::Error> {
-    let touched: Vec<Touched> = sqlx::query_as(
+    let mut touched = sqlx::query_as::<_, Touched>(
         "with changes as (
              select e.aggregate_type, e.aggregate_id, e.event_type, e.payload -> 'after' as after, e.position
              from workflow_events e
@@ -160,15 +213,14 @@ pub async fn analyze(
          order by l.position",
     )
     .bind(correlation_id)
-    .fetch_all(&mut *connection)
-    .await?;
+    .fetch(&mut *connection);
 
+    // Row by row: a restoration keeps two of the row's three states.
     let mut restorations = Vec::new();
     let mut conflicting = Vec::new();
-    for aggregate in touched {
+    while let Some(aggregate) = touched.try_next().await? {
         if aggregate.pre_state_unknown()
-            || without_version(aggregate.current.as_ref())
-                != without_version(aggregate.batch_after.as_ref())
+            || !same_but_version(aggregate.current.as_ref(), aggregate.batch_after.as_ref())
         {
             conflicting.push(aggregate);
             continue;
@@ -190,20 +242,16 @@ pub async fn analyze(
             (Some(_), None) => "deleted",
             (None, _) => "recreated",
         };
-        let diff = json_patch::diff(
-            aggregate.current.as_ref().unwrap_or(&Value::Null),
-            restored.as_ref().unwrap_or(&Value::Null),
-        );
         restorations.push(Restoration {
             aggregate_type: aggregate.aggregate_type,
             aggregate_id: aggregate.aggregate_id,
             current: aggregate.current,
             restored,
             new_version,
-            change: change.to_owned(),
-            diff: serde_json::to_value(diff).unwrap_or(Value::Null),
+            change,
         });
     }
+    drop(touched);
     let conflicts = later_batches(connection, &conflicting).await?;
     Ok(Analysis {
         correlation_id,
@@ -268,14 +316,50 @@ async fn later_batches(
         .collect())
 }
 
-/// A state without its version: two states with equal content are "the same" even if
-/// a later batch and its rollback moved the version on.
-fn without_version(state: Option<&Value>) -> Option<Value> {
-    state.map(|state| {
-        let mut state = state.clone();
-        if let Some(object) = state.as_object_mut() {
-            object.remove("version");
+/// Whether two states are the same but for their versions: equal content is "the
+/// same" even if a later batch and its rollback moved the version on.
+fn same_but_version(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            let content = |state: &serde_json::Map<String, Value>| {
+                state
+                    .iter()
+                    .filter(|(name, _)| name.as_str() != "version")
+                    .count()
+            };
+            content(a) == content(b)
+                && a.iter()
+                    .filter(|(name, _)| name.as_str() != "version")
+                    .all(|(name, value)| b.get(name) == Some(value))
         }
-        state
-    })
+        (a, b) => a == b,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_but_version;
+    use serde_json::json;
+
+    #[test]
+    fn states_that_differ_only_in_version_are_the_same() {
+        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
+        let b = json!({"version": 4, "properties": {"kw": 75}, "tag": "M-1"});
+        assert!(same_but_version(Some(&a), Some(&b)));
+        assert!(same_but_version(None, None));
+    }
+
+    #[test]
+    fn a_changed_missing_or_extra_field_is_a_difference() {
+        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
+        let changed = json!({"tag": "M-1", "properties": {"kw": 90}, "version": 2});
+        let missing = json!({"tag": "M-1", "version": 2});
+        let extra = json!({"tag": "M-1", "properties": {"kw": 75}, "area": "U1", "version": 2});
+        for other in [&changed, &missing, &extra] {
+            assert!(!same_but_version(Some(&a), Some(other)), "{other}");
+            assert!(!same_but_version(Some(other), Some(&a)), "{other}");
+        }
+        assert!(!same_but_version(Some(&a), None));
+        assert!(!same_but_version(None, Some(&a)));
+    }
 }

@@ -8,11 +8,11 @@ use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::store::append;
 use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
-use synapse_shared::{AggregateType, EventType};
+use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
 /// Appending in slices keeps each statement's parameter arrays bounded.
@@ -82,59 +82,13 @@ pub async fn restore(
         .execute(&mut *connection)
         .await?;
 
-    let mut started = batch.event(
-        EventType::BatchStarted,
-        json!({"kind": batch.kind.as_str(), "target_correlation_id": target, "mode": mode}),
-    );
-    started.causation_id = cause;
-    let started_id = started.event_id;
-    let mut events = vec![started];
-    for restoration in &analysis.restorations {
-        let discipline = restoration
-            .restored
-            .as_ref()
-            .or(restoration.current.as_ref())
-            .and_then(|state| state.get("discipline"))
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let target_kind = ChangeTarget {
-            event_type: EventType::Rollback,
-            aggregate_type: aggregate_type(&restoration.aggregate_type),
-            aggregate_id: restoration.aggregate_id,
-            version: restoration.new_version,
-            discipline,
-        };
-        let mut event = batch.change(
-            target_kind,
-            Change {
-                before: restoration.current.clone(),
-                after: restoration.restored.clone(),
-            },
-            Some(started_id),
-        );
-        if let Some(payload) = event.payload.as_object_mut() {
-            payload.insert("rolled_back_correlation_id".into(), json!(target));
-        }
-        events.push(event);
-    }
+    let restored = analysis.restorations.len();
     let skipped_count = analysis.conflicts.len();
     let status = if skipped_count == 0 {
         "rolled_back"
     } else {
         "partially_rolled_back"
     };
-    let mut rolled = batch.event(
-        EventType::BatchRolledBack,
-        json!({"target_correlation_id": target, "mode": mode, "restored": analysis.restorations.len(),
-               "skipped": skipped_count, "status": status}),
-    );
-    rolled.causation_id = Some(started_id);
-    events.push(rolled);
-    events.push(batch.event(
-        EventType::BatchCompleted,
-        json!({"kind": batch.kind.as_str(), "restored": analysis.restorations.len()}),
-    ));
-
     mark_rolled_back(
         connection,
         target,
@@ -149,25 +103,87 @@ pub async fn restore(
         .execute(&mut *connection)
         .await?;
     batches::record(connection, &batch, BatchStatus::Completed).await?;
-    let mut events = events.into_iter().peekable();
-    while events.peek().is_some() {
-        let slice: Vec<_> = events.by_ref().take(EVENT_SLICE).collect();
-        append(connection, slice).await?;
+
+    // Events last, built slice by slice from the restorations they consume: a
+    // rollback of many aggregates never holds all its events besides all its states.
+    let mut started = batch.event(
+        EventType::BatchStarted,
+        json!({"kind": batch.kind.as_str(), "target_correlation_id": target, "mode": mode}),
+    );
+    started.causation_id = cause;
+    let started_id = started.event_id;
+    let mut events = vec![started];
+    let mut restorations = analysis.restorations.into_iter();
+    loop {
+        let room = EVENT_SLICE - events.len();
+        events.extend(
+            restorations
+                .by_ref()
+                .take(room)
+                .map(|restoration| rollback_event(&batch, restoration, target, started_id)),
+        );
+        if events.len() < EVENT_SLICE {
+            break;
+        }
+        append(connection, std::mem::take(&mut events)).await?;
     }
+    let mut rolled = batch.event(
+        EventType::BatchRolledBack,
+        json!({"target_correlation_id": target, "mode": mode, "restored": restored,
+               "skipped": skipped_count, "status": status}),
+    );
+    rolled.causation_id = Some(started_id);
+    events.push(rolled);
+    events.push(batch.event(
+        EventType::BatchCompleted,
+        json!({"kind": batch.kind.as_str(), "restored": restored}),
+    ));
+    append(connection, events).await?;
     Ok(RollbackOutcome {
         correlation_id: batch.correlation_id,
         rolled_back: target,
         mode,
-        restored: analysis.restorations.len(),
-        skipped: analysis
-            .conflicts
-            .iter()
-            .take(MAX_LISTED)
-            .cloned()
-            .collect(),
+        restored,
+        skipped: analysis.conflicts.into_iter().take(MAX_LISTED).collect(),
         skipped_count,
         cascaded: Vec::new(),
     })
+}
+
+/// The `ROLLBACK` event of one restored aggregate: its state now as `before`, the
+/// restored one as `after`.
+fn rollback_event(
+    batch: &Batch,
+    restoration: Restoration,
+    target: Uuid,
+    started_id: Uuid,
+) -> NewEvent {
+    let discipline = restoration
+        .restored
+        .as_ref()
+        .or(restoration.current.as_ref())
+        .and_then(|state| state.get("discipline"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let target_kind = ChangeTarget {
+        event_type: EventType::Rollback,
+        aggregate_type: aggregate_type(&restoration.aggregate_type),
+        aggregate_id: restoration.aggregate_id,
+        version: restoration.new_version,
+        discipline,
+    };
+    let mut event = batch.change(
+        target_kind,
+        Change {
+            before: restoration.current,
+            after: restoration.restored,
+        },
+        Some(started_id),
+    );
+    if let Some(payload) = event.payload.as_object_mut() {
+        payload.insert("rolled_back_correlation_id".into(), json!(target));
+    }
+    event
 }
 
 /// Deletions first (a restored tag may be held by a row the batch created), then
@@ -199,16 +215,16 @@ async fn write_state(
         restorations
             .iter()
             .filter(move |r| r.aggregate_type == kind)
-            .filter_map(|r| r.restored.clone())
+            .filter_map(|r| r.restored.as_ref())
     };
     let assets: Vec<AssetState> = states("asset")
-        .filter_map(|s| serde_json::from_value(s).ok())
+        .filter_map(|s| AssetState::deserialize(s).ok())
         .collect();
     let cable_states: Vec<CableState> = states("cable")
-        .filter_map(|s| serde_json::from_value(s).ok())
+        .filter_map(|s| CableState::deserialize(s).ok())
         .collect();
     let relationship_states: Vec<RelationshipState> = states("relationship")
-        .filter_map(|s| serde_json::from_value(s).ok())
+        .filter_map(|s| RelationshipState::deserialize(s).ok())
         .collect();
     asset_store::upsert_many(connection, &assets).await?;
     cables::upsert(connection, &cable_states).await?;
