@@ -42,7 +42,7 @@ impl From<RollbackError> for ApiError {
                 json!({"correlation_id": correlation_id, "rolled_back_by": rolled_back_by}),
             ),
             RollbackError::Conflicts(analysis) => {
-                let (listed, truncated) = analysis.listed();
+                let (conflicts, truncated) = analysis.listed_conflicts();
                 if truncated {
                     detail.push_str(&format!("; the first {MAX_LISTED} are listed"));
                 }
@@ -51,7 +51,7 @@ impl From<RollbackError> for ApiError {
                     "rollback-conflict",
                     "later batches changed aggregates this batch touched",
                 )
-                .with_errors(json!(listed.conflicts))
+                .with_errors(json!(conflicts))
             }
             RollbackError::Concurrent => Problem::new(
                 StatusCode::CONFLICT,
@@ -114,10 +114,10 @@ pub async fn rollback(
         let mut transaction = state.pool.begin().await?;
         lock_batch(&mut transaction, request.correlation_id).await?;
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
-        transaction.rollback().await?;
         let would = analysis.conflicts.is_empty() || request.mode != Mode::Strict;
         let counts = analysis.counts();
-        let (analysis, truncated) = analysis.listed();
+        let (analysis, truncated) = analysis.listed(&mut transaction).await?;
+        transaction.rollback().await?;
         let preview = RollbackAnswer::DryRun(RollbackPreview {
             dry_run: true,
             mode: request.mode,

@@ -9,19 +9,82 @@ use sqlx::PgConnection;
 use std::collections::HashMap;
 use uuid::Uuid;
 
-/// One aggregate a rollback returns to its pre-batch state.
+/// One aggregate a rollback returns to its pre-batch state. Its states are read when
+/// they are needed ([`states`]), a slice at a time: a rollback holds only these.
 #[derive(Debug, Clone)]
 pub struct Restoration {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
-    /// The state now (`None`: does not exist).
-    pub current: Option<Value>,
-    /// The pre-batch state it returns to (`None`: it is deleted).
-    pub restored: Option<Value>,
     /// The version the aggregate gets (one past the newest in the log).
     pub new_version: i64,
     /// `restored`, `deleted` or `recreated`.
     pub change: &'static str,
+    /// Whether it returns to its pre-batch snapshot; `false`: the batch created it, and
+    /// the rollback deletes it.
+    pub returns: bool,
+}
+
+impl Restoration {
+    /// The state it returns to, from the batch's snapshot of it: with its new version,
+    /// or `None` if it is deleted.
+    pub fn restored_from(&self, snapshot: Option<Value>) -> Option<Value> {
+        if !self.returns {
+            return None;
+        }
+        snapshot.map(|mut state| {
+            if let Some(object) = state.as_object_mut() {
+                object.insert("version".into(), Value::from(self.new_version));
+            }
+            state
+        })
+    }
+}
+
+/// The state of an aggregate now, as the state payloads have it; the SQL of a `case`
+/// over `t.aggregate_type` and `t.aggregate_id`.
+const CURRENT_STATE: &str = "case t.aggregate_type
+    when 'asset' then (select jsonb_build_object('id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
+        'discipline', a.discipline, 'name', a.name, 'area', a.area, 'properties', a.properties,
+        'version', a.version) from assets a where a.id = t.aggregate_id)
+    when 'cable' then (select jsonb_build_object('id', c.id, 'tag', c.tag, 'from_asset', c.from_asset,
+        'to_asset', c.to_asset, 'cable_type', c.cable_type, 'discipline', c.discipline,
+        'properties', c.properties, 'version', c.version) from cables c where c.id = t.aggregate_id)
+    when 'relationship' then (select jsonb_build_object('id', r.id, 'kind', r.kind,
+        'from_asset', r.from_asset, 'to_asset', r.to_asset, 'properties', r.properties,
+        'version', r.version) from relationships r where r.id = t.aggregate_id)
+end";
+
+/// The states of `restorations` of the rollback of `correlation_id`, in their order:
+/// (now, the one it returns to).
+pub async fn states(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    restorations: &[Restoration],
+) -> Result<Vec<(Option<Value>, Option<Value>)>, sqlx::Error> {
+    let rows: Vec<(Option<Value>, Option<Value>)> = sqlx::query_as(&format!(
+        "select {CURRENT_STATE}, s.state
+         from unnest($2::uuid[], $3::text[]) with ordinality as t(aggregate_id, aggregate_type, ordinal)
+         left join execution_snapshots s on s.correlation_id = $1 and s.aggregate_id = t.aggregate_id
+         order by t.ordinal"
+    ))
+    .bind(correlation_id)
+    .bind(restorations.iter().map(|r| r.aggregate_id).collect::<Vec<_>>())
+    .bind(
+        restorations
+            .iter()
+            .map(|r| r.aggregate_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(connection)
+    .await?;
+    Ok(restorations
+        .iter()
+        .zip(rows)
+        .map(|(restoration, (current, snapshot))| {
+            let snapshot = snapshot.filter(|state| !state.is_null());
+            (current, restoration.restored_from(snapshot))
+        })
+        .collect())
 }
 
 /// A restoration as an answer lists it, with the patch it applies.
@@ -44,17 +107,17 @@ pub struct ListedRestoration {
     pub diff: Value,
 }
 
-impl From<Restoration> for ListedRestoration {
-    fn from(restoration: Restoration) -> Self {
+impl ListedRestoration {
+    fn of(restoration: Restoration, current: Option<Value>, restored: Option<Value>) -> Self {
         let diff = json_patch::diff(
-            restoration.current.as_ref().unwrap_or(&Value::Null),
-            restoration.restored.as_ref().unwrap_or(&Value::Null),
+            current.as_ref().unwrap_or(&Value::Null),
+            restored.as_ref().unwrap_or(&Value::Null),
         );
         Self {
             aggregate_type: restoration.aggregate_type,
             aggregate_id: restoration.aggregate_id,
-            current: restoration.current,
-            restored: restoration.restored,
+            current,
+            restored,
             new_version: restoration.new_version,
             change: restoration.change.to_owned(),
             diff: serde_json::to_value(diff).unwrap_or(Value::Null),
@@ -122,20 +185,35 @@ impl Analysis {
     }
 
     /// The analysis as an answer lists it: the first [`MAX_LISTED`] restorations (with
-    /// their patches) and conflicts; `true` if any were left out.
-    pub fn listed(self) -> (ListedAnalysis, bool) {
+    /// their states, read in the caller's transaction, and patches) and conflicts;
+    /// `true` if any were left out.
+    pub async fn listed(
+        self,
+        connection: &mut PgConnection,
+    ) -> Result<(ListedAnalysis, bool), sqlx::Error> {
         let truncated = self.restorations.len() > MAX_LISTED || self.conflicts.len() > MAX_LISTED;
+        let mut restorations = self.restorations;
+        restorations.truncate(MAX_LISTED);
+        let states = states(connection, self.correlation_id, &restorations).await?;
         let listed = ListedAnalysis {
             correlation_id: self.correlation_id,
-            restorations: self
-                .restorations
+            restorations: restorations
                 .into_iter()
-                .take(MAX_LISTED)
-                .map(ListedRestoration::from)
+                .zip(states)
+                .map(|(restoration, (current, restored))| {
+                    ListedRestoration::of(restoration, current, restored)
+                })
                 .collect(),
             conflicts: self.conflicts.into_iter().take(MAX_LISTED).collect(),
         };
-        (listed, truncated)
+        Ok((listed, truncated))
+    }
+
+    /// The first [`MAX_LISTED`] conflicts; `true` if any were left out.
+    pub fn listed_conflicts(mut self) -> (Vec<Conflict>, bool) {
+        let truncated = self.conflicts.len() > MAX_LISTED;
+        self.conflicts.truncate(MAX_LISTED);
+        (self.conflicts, truncated)
     }
 }
 
@@ -143,8 +221,8 @@ impl Analysis {
 struct Touched {
     aggregate_type: String,
     aggregate_id: Uuid,
-    /// Pre-batch state, from the snapshot.
-    snapshot: Option<Value>,
+    /// Whether the batch's snapshot holds a state (not: the aggregate did not exist).
+    has_pre_state: bool,
     /// Whether the batch took a snapshot. It takes none of an aggregate it creates: an
     /// aggregate without one did not exist before the batch.
     has_snapshot: bool,
@@ -177,7 +255,7 @@ pub async fn analyze(
     connection: &mut PgConnection,
     correlation_id: Uuid,
 ) -> Result<Analysis, sqlx::Error> {
-    let mut touched = sqlx::query_as::<_, Touched>(
+    let sql = format!(
         "with changes as (
              select e.aggregate_type, e.aggregate_id, e.event_type, e.payload -> 'after' as after, e.position
              from workflow_events e
@@ -192,30 +270,21 @@ pub async fn analyze(
              select distinct on (aggregate_id) aggregate_id, event_type as first_event_type
              from changes order by aggregate_id, position
          )
-         select l.aggregate_type, l.aggregate_id, s.state as snapshot,
-                s.aggregate_id is not null as has_snapshot, f.first_event_type,
-                nullif(l.batch_after, 'null'::jsonb) as batch_after, l.position as batch_last_position,
-                case l.aggregate_type
-                    when 'asset' then (select jsonb_build_object('id', a.id, 'tag', a.tag, 'asset_type', a.asset_type,
-                        'discipline', a.discipline, 'name', a.name, 'area', a.area, 'properties', a.properties,
-                        'version', a.version) from assets a where a.id = l.aggregate_id)
-                    when 'cable' then (select jsonb_build_object('id', c.id, 'tag', c.tag, 'from_asset', c.from_asset,
-                        'to_asset', c.to_asset, 'cable_type', c.cable_type, 'discipline', c.discipline,
-                        'properties', c.properties, 'version', c.version) from cables c where c.id = l.aggregate_id)
-                    when 'relationship' then (select jsonb_build_object('id', r.id, 'kind', r.kind,
-                        'from_asset', r.from_asset, 'to_asset', r.to_asset, 'properties', r.properties,
-                        'version', r.version) from relationships r where r.id = l.aggregate_id)
-                end as current,
-                (select max(w.aggregate_version) from workflow_events w where w.aggregate_id = l.aggregate_id) as newest_version
-         from last_change l
-         join first_change f on f.aggregate_id = l.aggregate_id
-         left join execution_snapshots s on s.correlation_id = $1 and s.aggregate_id = l.aggregate_id
-         order by l.position",
-    )
-    .bind(correlation_id)
-    .fetch(&mut *connection);
+         select t.aggregate_type, t.aggregate_id, s.aggregate_id is not null as has_snapshot,
+                s.state is not null as has_pre_state,
+                f.first_event_type, nullif(t.batch_after, 'null'::jsonb) as batch_after,
+                t.position as batch_last_position, {CURRENT_STATE} as current,
+                (select max(w.aggregate_version) from workflow_events w where w.aggregate_id = t.aggregate_id) as newest_version
+         from last_change t
+         join first_change f on f.aggregate_id = t.aggregate_id
+         left join execution_snapshots s on s.correlation_id = $1 and s.aggregate_id = t.aggregate_id
+         order by t.position"
+    );
+    let mut touched = sqlx::query_as::<_, Touched>(&sql)
+        .bind(correlation_id)
+        .fetch(&mut *connection);
 
-    // Row by row: a restoration keeps two of the row's three states.
+    // Row by row: a restoration keeps none of the row's states.
     let mut restorations = Vec::new();
     let mut conflicting = Vec::new();
     while let Some(aggregate) = touched.try_next().await? {
@@ -225,30 +294,18 @@ pub async fn analyze(
             conflicting.push(aggregate);
             continue;
         }
-        let new_version = aggregate.newest_version + 1;
-        let pre_batch = if aggregate.created_by_batch() {
-            None
-        } else {
-            aggregate.snapshot
-        };
-        let restored = pre_batch.map(|mut state| {
-            if let Some(object) = state.as_object_mut() {
-                object.insert("version".into(), Value::from(new_version));
-            }
-            state
-        });
-        let change = match (&aggregate.current, &restored) {
-            (Some(_), Some(_)) => "restored",
-            (Some(_), None) => "deleted",
-            (None, _) => "recreated",
+        let returns = aggregate.has_pre_state && !aggregate.created_by_batch();
+        let change = match (aggregate.current.is_some(), returns) {
+            (true, true) => "restored",
+            (true, false) => "deleted",
+            (false, _) => "recreated",
         };
         restorations.push(Restoration {
             aggregate_type: aggregate.aggregate_type,
             aggregate_id: aggregate.aggregate_id,
-            current: aggregate.current,
-            restored,
-            new_version,
+            new_version: aggregate.newest_version + 1,
             change,
+            returns,
         });
     }
     drop(touched);

@@ -1,7 +1,7 @@
 //! Writing a rollback batch: restored state, snapshots (so a rollback can itself be
 //! rolled back), `ROLLBACK` events, the rolled-back marks, all in one transaction.
 
-use super::analyze::{Analysis, Restoration};
+use super::analyze::{self, Analysis, Restoration};
 use super::{Mode, RollbackError, MAX_LISTED};
 use crate::assets::store as asset_store;
 use crate::links::{cable_store as cables, relationship_store as relationships};
@@ -15,8 +15,9 @@ use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
-/// Appending in slices keeps each statement's parameter arrays bounded.
-const EVENT_SLICE: usize = 5_000;
+/// Aggregates per slice: each pass reads, writes and appends one slice at a time, so a
+/// rollback's memory and each statement's parameter arrays stay bounded.
+const SLICE: usize = 5_000;
 
 /// What a rollback did.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -59,24 +60,35 @@ pub async fn restore(
     .await?
     .unwrap_or((None,));
 
-    snapshot::take_many(
-        connection,
-        batch.correlation_id,
-        &analysis
-            .restorations
+    // Slice by slice, so that memory does not grow with the batch: first what every
+    // aggregate is now, as this batch's snapshots (so that the rollback can itself be
+    // rolled back, and its events can say what each aggregate was); then the states.
+    for slice in analysis.restorations.chunks(SLICE) {
+        let states = analyze::states(connection, target, slice).await?;
+        let snapshots: Vec<Snapshot> = slice
             .iter()
-            .map(|r| {
+            .zip(&states)
+            .map(|(r, (current, _))| {
                 Snapshot::new(
                     aggregate_type(&r.aggregate_type),
                     r.aggregate_id,
-                    r.current.as_ref(),
+                    current.as_ref(),
                     r.new_version - 1,
                 )
             })
-            .collect::<Vec<_>>(),
-    )
-    .await?;
-    write_state(connection, &analysis.restorations).await?;
+            .collect();
+        snapshot::take_many(connection, batch.correlation_id, &snapshots).await?;
+    }
+    delete_created(connection, &analysis.restorations).await?;
+    for slice in analysis.restorations.chunks(SLICE) {
+        let pre_batch = snapshot::read_many(connection, target, &ids(slice)).await?;
+        let restored: Vec<(&Restoration, Value)> = slice
+            .iter()
+            .zip(pre_batch)
+            .filter_map(|(r, snapshot)| r.restored_from(snapshot).map(|state| (r, state)))
+            .collect();
+        write_restored(connection, &restored).await?;
+    }
     sqlx::query("delete from findings where correlation_id = $1")
         .bind(target)
         .execute(&mut *connection)
@@ -104,8 +116,8 @@ pub async fn restore(
         .await?;
     batches::record(connection, &batch, BatchStatus::Completed).await?;
 
-    // Events last, built slice by slice from the restorations they consume: a
-    // rollback of many aggregates never holds all its events besides all its states.
+    // Events last, slice by slice: each restoration's state before, from this batch's
+    // snapshot, and after, from the target's.
     let mut started = batch.event(
         EventType::BatchStarted,
         json!({"kind": batch.kind.as_str(), "target_correlation_id": target, "mode": mode}),
@@ -113,18 +125,19 @@ pub async fn restore(
     started.causation_id = cause;
     let started_id = started.event_id;
     let mut events = vec![started];
-    let mut restorations = analysis.restorations.into_iter();
-    loop {
-        let room = EVENT_SLICE - events.len();
-        events.extend(
-            restorations
-                .by_ref()
-                .take(room)
-                .map(|restoration| rollback_event(&batch, restoration, target, started_id)),
-        );
-        if events.len() < EVENT_SLICE {
-            break;
-        }
+    for slice in analysis.restorations.chunks(SLICE) {
+        let ids = ids(slice);
+        let before = snapshot::read_many(connection, batch.correlation_id, &ids).await?;
+        let pre_batch = snapshot::read_many(connection, target, &ids).await?;
+        events.extend(slice.iter().zip(before).zip(pre_batch).map(
+            |((restoration, before), pre_batch)| {
+                let change = Change {
+                    before,
+                    after: restoration.restored_from(pre_batch),
+                };
+                rollback_event(&batch, restoration, change, target, started_id)
+            },
+        ));
         append(connection, std::mem::take(&mut events)).await?;
     }
     let mut rolled = batch.event(
@@ -150,18 +163,19 @@ pub async fn restore(
     })
 }
 
-/// The `ROLLBACK` event of one restored aggregate: its state now as `before`, the
-/// restored one as `after`.
+/// The `ROLLBACK` event of one restored aggregate: `change` from its state before the
+/// rollback to the restored one.
 fn rollback_event(
     batch: &Batch,
-    restoration: Restoration,
+    restoration: &Restoration,
+    change: Change,
     target: Uuid,
     started_id: Uuid,
 ) -> NewEvent {
-    let discipline = restoration
-        .restored
+    let discipline = change
+        .after
         .as_ref()
-        .or(restoration.current.as_ref())
+        .or(change.before.as_ref())
         .and_then(|state| state.get("discipline"))
         .and_then(Value::as_str)
         .map(str::to_owned);
@@ -172,30 +186,23 @@ fn rollback_event(
         version: restoration.new_version,
         discipline,
     };
-    let mut event = batch.change(
-        target_kind,
-        Change {
-            before: restoration.current,
-            after: restoration.restored,
-        },
-        Some(started_id),
-    );
+    let mut event = batch.change(target_kind, change, Some(started_id));
     if let Some(payload) = event.payload.as_object_mut() {
         payload.insert("rolled_back_correlation_id".into(), json!(target));
     }
     event
 }
 
-/// Deletions first (a restored tag may be held by a row the batch created), then
-/// upserts of restored states with their new versions.
-async fn write_state(
+/// Delete what the batch created, before any state is restored: a restored tag may be
+/// held by a row the batch created.
+async fn delete_created(
     connection: &mut PgConnection,
     restorations: &[Restoration],
 ) -> Result<(), sqlx::Error> {
     let deleted = |kind: &str| -> Vec<Uuid> {
         restorations
             .iter()
-            .filter(|r| r.aggregate_type == kind && r.restored.is_none())
+            .filter(|r| r.aggregate_type == kind && !r.returns)
             .map(|r| r.aggregate_id)
             .collect()
     };
@@ -211,11 +218,19 @@ async fn write_state(
         .bind(deleted("asset"))
         .execute(&mut *connection)
         .await?;
+    Ok(())
+}
+
+/// Upsert restored states with their new versions.
+async fn write_restored(
+    connection: &mut PgConnection,
+    restored: &[(&Restoration, Value)],
+) -> Result<(), sqlx::Error> {
     let states = |kind: &'static str| {
-        restorations
+        restored
             .iter()
-            .filter(move |r| r.aggregate_type == kind)
-            .filter_map(|r| r.restored.as_ref())
+            .filter(move |(r, _)| r.aggregate_type == kind)
+            .map(|(_, state)| state)
     };
     let assets: Vec<AssetState> = states("asset")
         .filter_map(|s| AssetState::deserialize(s).ok())
@@ -234,6 +249,10 @@ async fn write_state(
         .await?;
     relationships::insert(connection, &relationship_states).await?;
     Ok(())
+}
+
+fn ids(restorations: &[Restoration]) -> Vec<Uuid> {
+    restorations.iter().map(|r| r.aggregate_id).collect()
 }
 
 /// Mark the target's events of the restored aggregates, and its batch-level events,

@@ -26,6 +26,30 @@ pub async fn take(
     take_many(connection, correlation_id, std::slice::from_ref(&snapshot)).await
 }
 
+/// The states `correlation_id` snapshotted of `aggregate_ids`, in that order: `None`
+/// where it took none, or snapshotted a state of nothing (an aggregate that did not
+/// exist).
+pub async fn read_many(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    aggregate_ids: &[Uuid],
+) -> Result<Vec<Option<Value>>, sqlx::Error> {
+    let rows: Vec<(Option<Value>,)> = sqlx::query_as(
+        "select s.state from unnest($2::uuid[]) with ordinality as t(aggregate_id, ordinal)
+         left join execution_snapshots s
+             on s.correlation_id = $1 and s.aggregate_id = t.aggregate_id
+         order by t.ordinal",
+    )
+    .bind(correlation_id)
+    .bind(aggregate_ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(state,)| state.filter(|state| !state.is_null()))
+        .collect())
+}
+
 /// One pre-batch state to remember, its JSON already written out: snapshots are built
 /// before the transaction that stores them opens, so serializing them is not part of
 /// the time the transaction holds its locks.
