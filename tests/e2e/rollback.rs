@@ -168,6 +168,91 @@ async fn rolling_back_an_execution_restores_every_aggregate_and_marks_its_events
 }
 
 #[tokio::test]
+async fn a_rollback_of_more_aggregates_than_one_slice_restores_and_deletes_them_all(
+) -> anyhow::Result<()> {
+    // Arrange: 2,600 more motors; one batch tags each and gives each a cable from its
+    // MCC: 5,212 aggregates with the plant's six motors, more than one slice (5,000).
+    let setup = setup().await?;
+    let motors: Vec<Value> = (0..2_600)
+        .map(|index| {
+            json!({"tag": format!("M-3{index:04}"), "asset_type": "ELECTRIC_MOTOR",
+                   "discipline": "ELECTRICAL", "area": "U100",
+                   "properties": {"rated_power_kw": 4, "mcc": "MCC-U100-01"}})
+        })
+        .collect();
+    post_csv(
+        &setup.http,
+        &setup.command.url("/assets/import"),
+        as_csv(&motors),
+    )
+    .await?
+    .expect_status(201);
+    let before = setup.state().await?;
+    let batch = setup
+        .run_rule(
+            json!({"name": "Tag and cable every motor", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && has(asset.properties.mcc)",
+            "then": [{"type": "set_property", "name": "inspection", "value": "'due'"},
+                     {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "POWER",
+                      "from": {"tag": "{asset.properties.mcc}"}, "to": "asset"}]}),
+        )
+        .await?;
+    let (cables,): (i64,) = sqlx::query_as("select count(*) from cables")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(cables, 2_606);
+
+    // Act
+    let reply = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?
+        .expect_status(200);
+
+    // Assert: the state as before; one ROLLBACK per aggregate, between the batch's
+    // start and end, each saying what the aggregate was and what it is again.
+    assert_eq!(reply.body["restored"], 5_212);
+    assert_eq!(setup.state().await?, before);
+    let rollback = reply.body["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let events: Vec<_> = synapse_shared::event_log::read_after(&setup.pool, 0, 100_000)
+        .await?
+        .into_iter()
+        .filter(|e| e.correlation_id.to_string() == rollback)
+        .collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"BATCH_STARTED"));
+    assert_eq!(kinds.last(), Some(&"BATCH_COMPLETED"));
+    let restored: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "ROLLBACK")
+        .collect();
+    let aggregates: std::collections::HashSet<_> =
+        restored.iter().map(|e| e.aggregate_id).collect();
+    assert_eq!((restored.len(), aggregates.len()), (5_212, 5_212));
+    let motor = setup.asset_id("M-32599").await?;
+    let motor_event = restored
+        .iter()
+        .find(|e| e.aggregate_id == motor)
+        .map(|e| &e.payload);
+    assert_eq!(
+        motor_event.map(|p| (
+            p["before"]["properties"]["inspection"].clone(),
+            p["after"]["properties"].get("inspection").cloned()
+        )),
+        Some((json!("due"), None))
+    );
+    let deleted_cables = restored
+        .iter()
+        .filter(|e| e.aggregate_type.as_str() == "cable")
+        .filter(|e| e.payload["after"].is_null() && e.payload["before"]["tag"].is_string())
+        .count();
+    assert_eq!(deleted_cables, 2_606);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_cascade_do_what_they_say(
 ) -> anyhow::Result<()> {
     // Arrange: batch A tags all six motors; batch B changes two of them afterwards.
