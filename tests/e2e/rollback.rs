@@ -80,6 +80,30 @@ impl Setup {
             .expect_status(200))
     }
 
+    /// Import `count` motors tagged `{prefix}0000`, `{prefix}0001`, ... in area U100,
+    /// each with `properties`.
+    async fn import_motors(
+        &self,
+        prefix: &str,
+        count: usize,
+        properties: Value,
+    ) -> anyhow::Result<()> {
+        let motors: Vec<Value> = (0..count)
+            .map(|index| {
+                json!({"tag": format!("{prefix}{index:04}"), "asset_type": "ELECTRIC_MOTOR",
+                       "discipline": "ELECTRICAL", "area": "U100", "properties": properties})
+            })
+            .collect();
+        post_csv(
+            &self.http,
+            &self.command.url("/assets/import"),
+            as_csv(&motors),
+        )
+        .await?
+        .expect_status(201);
+        Ok(())
+    }
+
     async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
         let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = $1")
             .bind(tag)
@@ -173,20 +197,13 @@ async fn a_rollback_of_more_aggregates_than_one_slice_restores_and_deletes_them_
     // Arrange: 2,600 more motors; one batch tags each and gives each a cable from its
     // MCC: 5,212 aggregates with the plant's six motors, more than one slice (5,000).
     let setup = setup().await?;
-    let motors: Vec<Value> = (0..2_600)
-        .map(|index| {
-            json!({"tag": format!("M-3{index:04}"), "asset_type": "ELECTRIC_MOTOR",
-                   "discipline": "ELECTRICAL", "area": "U100",
-                   "properties": {"rated_power_kw": 4, "mcc": "MCC-U100-01"}})
-        })
-        .collect();
-    post_csv(
-        &setup.http,
-        &setup.command.url("/assets/import"),
-        as_csv(&motors),
-    )
-    .await?
-    .expect_status(201);
+    setup
+        .import_motors(
+            "M-3",
+            2_600,
+            json!({"rated_power_kw": 4, "mcc": "MCC-U100-01"}),
+        )
+        .await?;
     let before = setup.state().await?;
     let batch = setup
         .run_rule(
@@ -455,19 +472,9 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
 ) -> anyhow::Result<()> {
     // Arrange: 1,006 motors, each changed by one batch and then again by a later one.
     let setup = setup().await?;
-    let motors: Vec<Value> = (0..1_000)
-        .map(|index| {
-            json!({"tag": format!("M-2{index:03}"), "asset_type": "ELECTRIC_MOTOR",
-                   "discipline": "ELECTRICAL", "area": "U100", "properties": {"rated_power_kw": 4}})
-        })
-        .collect();
-    post_csv(
-        &setup.http,
-        &setup.command.url("/assets/import"),
-        as_csv(&motors),
-    )
-    .await?
-    .expect_status(201);
+    setup
+        .import_motors("M-2", 1_000, json!({"rated_power_kw": 4}))
+        .await?;
     let (motor_count,): (i64,) =
         sqlx::query_as("select count(*) from assets where asset_type = 'ELECTRIC_MOTOR'")
             .fetch_one(&setup.pool)
