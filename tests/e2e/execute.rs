@@ -7,8 +7,8 @@ use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use synapse_tests::apps;
-use synapse_tests::client::{post_csv, send};
-use synapse_tests::plant::{pump_flag_rule, small_plant, vfd_rule};
+use synapse_tests::client::{post_csv, send, Reply};
+use synapse_tests::plant::{as_csv, motors, pump_flag_rule, small_plant, vfd_rule};
 use synapse_tests::stream::{read_all, wait_for_messages};
 use synapse_tests::{TestDatabase, TestNats};
 
@@ -62,6 +62,18 @@ impl Setup {
         )
         .await?;
         Ok(reply.expect_status(200).body)
+    }
+
+    /// `POST /rules/execute {plan_id}` with the plan of a dry run's answer; the reply,
+    /// whatever its status.
+    async fn apply(&self, plan: &Value) -> anyhow::Result<Reply> {
+        send(
+            &self.http,
+            Method::POST,
+            &self.command.url("/rules/execute"),
+            Some(&json!({"plan_id": plan["plan_id"]})),
+        )
+        .await
     }
 
     async fn import(&self, csv: String) -> anyhow::Result<()> {
@@ -290,13 +302,7 @@ async fn a_dry_run_writes_nothing_and_equals_what_applying_its_plan_then_does() 
         1
     );
     // A plan applies once.
-    let again = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/execute"),
-        Some(&json!({"plan_id": plan["plan_id"]})),
-    )
-    .await?;
+    let again = setup.apply(&plan).await?;
     assert_eq!(again.status, 409);
     assert_eq!(again.body["type"], "/problems/plan-already-applied");
     setup.command.stop().await
@@ -324,13 +330,7 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
     let logged = setup.events().await?.len();
 
     // Act
-    let refused = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/execute"),
-        Some(&json!({"plan_id": plan["plan_id"]})),
-    )
-    .await?;
+    let refused = setup.apply(&plan).await?;
 
     // Assert
     assert_eq!(refused.status, 409);
@@ -343,6 +343,44 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
         .map(|s| s["key"].as_str().unwrap_or("").to_owned())
         .collect();
     assert_eq!(stale, vec![motor.to_string()]);
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_them_all(
+) -> anyhow::Result<()> {
+    // Arrange: a plan over 1,006 motors, then every motor changed.
+    let setup = setup(false).await?;
+    setup
+        .import(as_csv(&motors("M-5", 1_000, json!({"rated_power_kw": 4}))))
+        .await?;
+    let tag = |value: &str| {
+        json!({"name": format!("Tag motors {value}"), "discipline": "ELECTRICAL",
+               "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+               "then": [{"type": "set_property", "name": "inspection", "value": format!("'{value}'")}]})
+    };
+    let due = setup.define(&tag("due")).await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [due], "dry_run": true}))
+        .await?;
+    let done = setup.define(&tag("done")).await?;
+    setup
+        .execute(json!({"rule_ids": [done], "wait": true}))
+        .await?;
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = setup.apply(&plan).await?;
+
+    // Assert
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.body["type"], "/problems/stale-plan");
+    assert_eq!(refused.body["errors"].as_array().map(Vec::len), Some(1_000));
+    assert_eq!(
+        refused.body["detail"],
+        "1006 aggregates changed; make a new dry run; the first 1000 are listed"
+    );
     assert_eq!(setup.events().await?.len(), logged);
     setup.command.stop().await
 }

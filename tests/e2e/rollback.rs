@@ -6,7 +6,7 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use synapse_tests::apps;
 use synapse_tests::client::{post_csv, send, Reply};
-use synapse_tests::plant::{as_csv, small_plant, vfd_rule};
+use synapse_tests::plant::{as_csv, motors, small_plant, vfd_rule};
 use synapse_tests::{TestDatabase, TestNats};
 
 struct Setup {
@@ -80,24 +80,17 @@ impl Setup {
             .expect_status(200))
     }
 
-    /// Import `count` motors tagged `{prefix}0000`, `{prefix}0001`, ... in area U100,
-    /// each with `properties`.
+    /// Import [`motors`]`(prefix, count, properties)`.
     async fn import_motors(
         &self,
         prefix: &str,
         count: usize,
         properties: Value,
     ) -> anyhow::Result<()> {
-        let motors: Vec<Value> = (0..count)
-            .map(|index| {
-                json!({"tag": format!("{prefix}{index:04}"), "asset_type": "ELECTRIC_MOTOR",
-                       "discipline": "ELECTRICAL", "area": "U100", "properties": properties})
-            })
-            .collect();
         post_csv(
             &self.http,
             &self.command.url("/assets/import"),
-            as_csv(&motors),
+            as_csv(&motors(prefix, count, properties)),
         )
         .await?
         .expect_status(201);

@@ -110,6 +110,17 @@ pub fn as_csv(assets: &[Value]) -> String {
     csv
 }
 
+/// `count` motors tagged `{prefix}0000`, `{prefix}0001`, ... in area U100, each with
+/// `properties`.
+pub fn motors(prefix: &str, count: usize, properties: Value) -> Vec<Value> {
+    (0..count)
+        .map(|index| {
+            json!({"tag": format!("{prefix}{index:04}"), "asset_type": "ELECTRIC_MOTOR",
+                   "discipline": "ELECTRICAL", "area": "U100", "properties": properties})
+        })
+        .collect()
+}
+
 /// `count` pumps without a driver (`P-0000`, `P-0001`, ...): each one a finding of
 /// [`pump_flag_rule`], so a run over them writes many events and no state.
 pub fn pumps(count: usize) -> Vec<Value> {

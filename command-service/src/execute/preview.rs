@@ -16,7 +16,8 @@ use sqlx::PgPool;
 use std::collections::{BTreeMap, HashSet};
 use uuid::Uuid;
 
-/// Most per-asset entries returned with a plan; the counts always cover everything.
+/// Most per-asset entries returned with a plan, and most stale reads listed when a
+/// plan is refused; the counts always cover everything.
 pub const MAX_ENTRIES: usize = 1_000;
 
 /// What a rule would do to one asset.

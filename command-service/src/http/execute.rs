@@ -197,17 +197,19 @@ async fn prepare_plan(
         .with_errors(json!({"correlation_id": correlation_id}))
         .into());
     }
-    let stale = plans::stale_reads(connection, &plan.read_versions.0).await?;
+    let mut stale = plans::stale_reads(connection, &plan.read_versions.0).await?;
     if !stale.is_empty() {
+        let mut detail = format!("{} aggregates changed; make a new dry run", stale.len());
+        if stale.len() > preview::MAX_ENTRIES {
+            stale.truncate(preview::MAX_ENTRIES);
+            detail.push_str(&format!("; the first {} are listed", preview::MAX_ENTRIES));
+        }
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "stale-plan",
             "assets the plan depends on changed since it was made",
         )
-        .with_detail(format!(
-            "{} aggregates changed; make a new dry run",
-            stale.len()
-        ))
+        .with_detail(detail)
         .with_errors(json!(stale))
         .into());
     }
