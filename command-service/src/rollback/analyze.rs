@@ -19,8 +19,8 @@ pub struct Restoration {
     pub new_version: i64,
     /// `restored`, `deleted` or `recreated`.
     pub change: &'static str,
-    /// Whether it returns to its pre-batch snapshot; `false`: the batch created it, and
-    /// the rollback deletes it.
+    /// Whether it returns to a pre-batch state; `false`: it did not exist before the
+    /// batch (the batch created it), and the rollback deletes it.
     pub returns: bool,
 }
 
