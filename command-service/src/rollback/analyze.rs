@@ -2,6 +2,7 @@
 //! current state, in the caller's transaction.
 
 use super::MAX_LISTED;
+use crate::store::snapshot;
 use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
@@ -10,7 +11,8 @@ use std::collections::HashMap;
 use uuid::Uuid;
 
 /// One aggregate a rollback returns to its pre-batch state. Its states are read when
-/// they are needed ([`states`]), a slice at a time: a rollback holds only these.
+/// they are needed ([`current_states`], the snapshots), a slice at a time: a rollback
+/// holds only these.
 #[derive(Debug, Clone)]
 pub struct Restoration {
     pub aggregate_type: String,
@@ -54,20 +56,16 @@ const CURRENT_STATE: &str = "case t.aggregate_type
         'version', r.version) from relationships r where r.id = t.aggregate_id)
 end";
 
-/// The states of `restorations` of the rollback of `correlation_id`, in their order:
-/// (now, the one it returns to).
-pub async fn states(
+/// The states of `restorations` now, in their order (`None`: it does not exist).
+pub async fn current_states(
     connection: &mut PgConnection,
-    correlation_id: Uuid,
     restorations: &[Restoration],
-) -> Result<Vec<(Option<Value>, Option<Value>)>, sqlx::Error> {
-    let rows: Vec<(Option<Value>, Option<Value>)> = sqlx::query_as(&format!(
-        "select {CURRENT_STATE}, s.state
-         from unnest($2::uuid[], $3::text[]) with ordinality as t(aggregate_id, aggregate_type, ordinal)
-         left join execution_snapshots s on s.correlation_id = $1 and s.aggregate_id = t.aggregate_id
+) -> Result<Vec<Option<Value>>, sqlx::Error> {
+    let rows: Vec<(Option<Value>,)> = sqlx::query_as(&format!(
+        "select {CURRENT_STATE}
+         from unnest($1::uuid[], $2::text[]) with ordinality as t(aggregate_id, aggregate_type, ordinal)
          order by t.ordinal"
     ))
-    .bind(correlation_id)
     .bind(restorations.iter().map(|r| r.aggregate_id).collect::<Vec<_>>())
     .bind(
         restorations
@@ -77,14 +75,7 @@ pub async fn states(
     )
     .fetch_all(connection)
     .await?;
-    Ok(restorations
-        .iter()
-        .zip(rows)
-        .map(|(restoration, (current, snapshot))| {
-            let snapshot = snapshot.filter(|state| !state.is_null());
-            (current, restoration.restored_from(snapshot))
-        })
-        .collect())
+    Ok(rows.into_iter().map(|(state,)| state).collect())
 }
 
 /// A restoration as an answer lists it, with the patch it applies.
@@ -194,13 +185,16 @@ impl Analysis {
         let truncated = self.restorations.len() > MAX_LISTED || self.conflicts.len() > MAX_LISTED;
         let mut restorations = self.restorations;
         restorations.truncate(MAX_LISTED);
-        let states = states(connection, self.correlation_id, &restorations).await?;
+        let current = current_states(connection, &restorations).await?;
+        let ids: Vec<Uuid> = restorations.iter().map(|r| r.aggregate_id).collect();
+        let pre_batch = snapshot::read_many(connection, self.correlation_id, &ids).await?;
         let listed = ListedAnalysis {
             correlation_id: self.correlation_id,
             restorations: restorations
                 .into_iter()
-                .zip(states)
-                .map(|(restoration, (current, restored))| {
+                .zip(current.into_iter().zip(pre_batch))
+                .map(|(restoration, (current, pre_batch))| {
+                    let restored = restoration.restored_from(pre_batch);
                     ListedRestoration::of(restoration, current, restored)
                 })
                 .collect(),

@@ -17,8 +17,9 @@ use uuid::Uuid;
 /// Most restorations and most conflicts one answer lists (a dry run, a 409, the
 /// aggregates a partial rollback left alone); the counts beside them cover everything.
 /// Listing all made the dry run of a 50,000-asset batch a 34 MB answer, and its 409 one
-/// of 12.5 MB, built in memory and kept with the `Idempotency-Key`.
-pub const MAX_LISTED: usize = 1_000;
+/// of 12.5 MB, built in memory and kept with the `Idempotency-Key`. The same bound as
+/// the entries of an execution's dry run.
+pub const MAX_LISTED: usize = crate::execute::preview::MAX_ENTRIES;
 
 /// How to treat aggregates a later batch changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

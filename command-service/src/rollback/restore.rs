@@ -64,11 +64,11 @@ pub async fn restore(
     // aggregate is now, as this batch's snapshots (so that the rollback can itself be
     // rolled back, and its events can say what each aggregate was); then the states.
     for slice in analysis.restorations.chunks(SLICE) {
-        let states = analyze::states(connection, target, slice).await?;
+        let current = analyze::current_states(connection, slice).await?;
         let snapshots: Vec<Snapshot> = slice
             .iter()
-            .zip(&states)
-            .map(|(r, (current, _))| {
+            .zip(&current)
+            .map(|(r, current)| {
                 Snapshot::new(
                     aggregate_type(&r.aggregate_type),
                     r.aggregate_id,
