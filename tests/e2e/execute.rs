@@ -386,6 +386,97 @@ async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_th
 }
 
 #[tokio::test]
+async fn a_plan_over_many_chunks_is_applied_with_the_ids_it_promised_and_to_nothing_else(
+) -> anyhow::Result<()> {
+    // Arrange: a dry run over 2,500 motors (three chunks), each getting a power cable.
+    let setup = setup(false).await?;
+    setup
+        .import(as_csv(&motors(
+            "M-7",
+            2_500,
+            json!({"rated_power_kw": 75, "mcc": "MCC-U100-01"}),
+        )))
+        .await?;
+    let cable = setup
+        .define(
+            &json!({"name": "Motors get a power cable", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && has(asset.properties.mcc)",
+            "then": [{"type": "upsert_cable", "tag": "W-{asset.tag}-PWR", "cable_type": "POWER",
+                      "from": {"tag": "{asset.properties.mcc}"}, "to": "asset"}]}),
+        )
+        .await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [cable], "dry_run": true, "filters": {"tag": "M-7*"}}))
+        .await?;
+    assert_eq!(plan["totals"]["executed"], 2_500, "{}", plan["totals"]);
+    assert_eq!(plan["truncated"], true);
+    let listed: BTreeMap<String, String> = plan["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| entry["changes"].as_array().cloned().unwrap_or_default())
+        .map(|change| {
+            (
+                change["tag"].as_str().unwrap_or_default().to_owned(),
+                change["aggregate_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 1_000);
+    // A motor that matches the plan's filter but came after it.
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/assets"),
+        Some(
+            &json!({"tag": "M-7LATE", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                     "area": "U100", "properties": {"rated_power_kw": 75, "mcc": "MCC-U100-01"}}),
+        ),
+    )
+    .await?
+    .expect_status(201);
+
+    // Act
+    let applied = setup
+        .execute(json!({"plan_id": plan["plan_id"], "wait": true}))
+        .await?;
+
+    // Assert: the planned cables and no other, each with the id the plan promised.
+    assert_eq!(applied["status"], "completed", "{applied}");
+    assert_eq!(
+        applied["totals"]["executed"], 2_500,
+        "{}",
+        applied["totals"]
+    );
+    let cables: BTreeMap<String, String> =
+        sqlx::query_as("select tag, id::text from cables where tag like 'W-M-7%'")
+            .fetch_all(&setup.pool)
+            .await?
+            .into_iter()
+            .collect();
+    assert_eq!(cables.len(), 2_500);
+    assert!(!cables.contains_key("W-M-7LATE-PWR"));
+    for (tag, id) in &listed {
+        assert_eq!(cables.get(tag), Some(id), "cable {tag}");
+    }
+    let promised: Vec<(String, String)> = sqlx::query_as(
+        "select substr(key, length('cable:') + 1), id::text from execution_plan_creations
+         where plan_id = $1::text::uuid",
+    )
+    .bind(plan["plan_id"].as_str().unwrap_or_default())
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(promised.len(), 2_500);
+    for (tag, id) in &promised {
+        assert_eq!(cables.get(tag), Some(id), "cable {tag}");
+    }
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn concurrent_executions_over_the_same_assets_lose_no_change_and_replay_reproduces_the_state(
 ) -> anyhow::Result<()> {
     // Arrange: two rules writing different properties of the same motors.

@@ -10,9 +10,8 @@
 //! locked way. Either way each chunk is one transaction with its snapshots and events.
 
 use super::apply::{self, Counts, StateWrites};
-use super::planner::Ids;
 use super::request::AssetFilter;
-use super::runner::{plan_chunk, restrict, Reads};
+use super::runner::{plan_chunk, scope, Reads};
 use super::world::{Read, World};
 use crate::assets::store::{self as asset_store, Selection};
 use crate::rules::definition::CompiledRule;
@@ -20,7 +19,6 @@ use crate::store::batches::Batch;
 use crate::store::statistics::Table;
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
 use synapse_shared::NewEvent;
 use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
@@ -47,8 +45,8 @@ pub struct Planning {
     pub pool: PgPool,
     pub rule: CompiledRule,
     pub filter: AssetFilter,
-    pub only: Option<Arc<HashSet<Uuid>>>,
-    pub ids: Ids,
+    /// When applying a stored plan: the plan.
+    pub plan: Option<Uuid>,
     /// The running batch, detached ([`Batch::detached`]).
     pub batch: Batch,
     pub selection: Selection,
@@ -87,12 +85,12 @@ impl Planning {
             return Ok(None);
         };
         let full = page.len() as i64 == limit;
-        let page = restrict(page, self.only.as_deref());
+        let (page, mut ids) = scope(&mut connection, self.plan, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut connection,
             &self.rule,
             page,
-            &mut self.ids,
+            &mut ids,
             world,
             Reads::Optimistic,
         )

@@ -51,15 +51,26 @@ pub enum Outcome {
 }
 
 /// Ids for created things: fresh, or those a stored plan promised. A dry run records
-/// every id it hands out (for the plan); a real run does not, so the record never
-/// grows with the batch.
+/// every id it hands out (for the plan) and hands the record over chunk by chunk
+/// ([`Ids::take_created`]); a real run records nothing, so neither grows with the batch.
 #[derive(Debug, Default, Clone)]
 pub struct Ids {
-    /// Shared: a chunk planned ahead holds a copy of the `Ids`.
-    preset: std::sync::Arc<BTreeMap<String, Uuid>>,
+    /// What a stored plan promised for the assets being planned (one chunk's), by key.
+    preset: BTreeMap<String, Uuid>,
     recording: bool,
-    /// Key → id of everything created so far, in order (only when recording).
-    created: Vec<(String, Uuid)>,
+    /// Everything created since the record was last taken, in order (only when
+    /// recording).
+    created: Vec<Creation>,
+}
+
+/// An id handed out for something a plan creates.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Creation {
+    /// `asset:TAG`, `cable:TAG` or `relationship:KIND:FROM:TO`.
+    pub key: String,
+    pub id: Uuid,
+    /// The asset whose planning created it.
+    pub planned_for: Uuid,
 }
 
 impl Ids {
@@ -71,23 +82,17 @@ impl Ids {
         }
     }
 
-    /// The ids a stored plan promised.
+    /// The ids a stored plan promised, by key.
     pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
         Self {
-            preset: std::sync::Arc::new(preset),
+            preset,
             ..Self::default()
         }
     }
 
-    /// Everything created so far (when recording).
-    pub fn created(&self) -> BTreeMap<String, Uuid> {
-        self.created.iter().cloned().collect()
-    }
-
-    /// Whether ids handed out are recorded (a dry run): such planning cannot be done
-    /// ahead, since a discarded plan would leave its ids in the record.
-    pub fn is_recording(&self) -> bool {
-        self.recording
+    /// What was created since the last call (when recording).
+    pub fn take_created(&mut self) -> Vec<Creation> {
+        std::mem::take(&mut self.created)
     }
 
     /// How far the record goes, to undo a planning pass with [`Ids::rewind`].
@@ -99,10 +104,14 @@ impl Ids {
         self.created.truncate(mark);
     }
 
-    fn id_for(&mut self, key: String) -> Uuid {
+    fn id_for(&mut self, planned_for: &AssetState, key: String) -> Uuid {
         let id = self.preset.get(&key).copied().unwrap_or_else(Uuid::now_v7);
         if self.recording {
-            self.created.push((key, id));
+            self.created.push(Creation {
+                key,
+                id,
+                planned_for: planned_for.id,
+            });
         }
         id
     }
@@ -183,7 +192,7 @@ fn desired_changes(
                     world.asset_by_tag(&tag)
                 };
                 let mut desired = existing.clone().unwrap_or_else(|| AssetState {
-                    id: ids.id_for(format!("asset:{tag}")),
+                    id: ids.id_for(asset, format!("asset:{tag}")),
                     tag: tag.clone(),
                     asset_type: asset_type.clone(),
                     discipline: discipline.clone(),
@@ -229,7 +238,7 @@ fn desired_changes(
                 let to_asset = resolve(to, asset, context, world, &others)?;
                 let existing = world.cable_by_tag(&tag);
                 let mut desired = existing.clone().unwrap_or_else(|| CableState {
-                    id: ids.id_for(format!("cable:{tag}")),
+                    id: ids.id_for(asset, format!("cable:{tag}")),
                     tag: tag.clone(),
                     from_asset,
                     to_asset,
@@ -269,7 +278,10 @@ fn desired_changes(
                 });
                 if !planned && world.relationship(&key).is_none() {
                     others.push(PlannedChange::Relationship(RelationshipState {
-                        id: ids.id_for(format!("relationship:{kind}:{from_asset}:{to_asset}")),
+                        id: ids.id_for(
+                            asset,
+                            format!("relationship:{kind}:{from_asset}:{to_asset}"),
+                        ),
                         kind: kind.clone(),
                         from_asset,
                         to_asset,

@@ -1,12 +1,19 @@
 //! Dry-run plans: stored so `POST /rules/execute {plan_id}` applies exactly what was
 //! previewed, or is refused when anything the plan read has changed since.
+//!
+//! A plan is a row in `execution_plans` with its reads and creations as rows beside it
+//! (`execution_plan_reads`, `execution_plan_creations`): a dry run writes them chunk by
+//! chunk and an apply reads those of one chunk at a time, so neither holds a whole
+//! plan in memory.
 
+use super::planner::{Creation, Ids};
 use super::world::Read;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+use synapse_shared::domain::AssetState;
 use uuid::Uuid;
 
 /// A stored plan.
@@ -15,8 +22,6 @@ pub struct StoredPlan {
     pub plan_id: Uuid,
     pub request: Json<super::request::ExecuteRequest>,
     pub rule_versions: Json<BTreeMap<Uuid, i32>>,
-    pub read_versions: Json<BTreeMap<String, i64>>,
-    pub created_ids: Json<BTreeMap<String, Uuid>>,
     pub applied_by_correlation_id: Option<Uuid>,
 }
 
@@ -29,30 +34,98 @@ pub struct StaleRead {
     pub current_version: i64,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub async fn save(
+/// Start a plan: its row, without a summary until [`close`]. Its reads and creations
+/// follow with [`record`].
+pub async fn open(
     connection: &mut PgConnection,
     plan_id: Uuid,
     actor: &str,
     request: &super::request::ExecuteRequest,
     rule_versions: &BTreeMap<Uuid, i32>,
-    read_versions: &BTreeMap<String, i64>,
-    created_ids: &BTreeMap<String, Uuid>,
-    summary: &Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "insert into execution_plans (plan_id, created_by, request, rule_versions, read_versions, created_ids, summary)
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into execution_plans (plan_id, created_by, request, rule_versions, summary)
+         values ($1, $2, $3, $4, 'null')",
     )
     .bind(plan_id)
     .bind(actor)
     .bind(Json(request))
     .bind(Json(rule_versions))
-    .bind(Json(read_versions))
-    .bind(Json(created_ids))
-    .bind(summary)
     .execute(connection)
     .await?;
+    Ok(())
+}
+
+/// Add what one chunk of the plan read (a read the plan made before keeps its version:
+/// the plan depends on what was there before it) and the ids it handed out.
+pub async fn record(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    reads: &BTreeMap<Read, i64>,
+    creations: &[Creation],
+) -> Result<(), sqlx::Error> {
+    if !reads.is_empty() {
+        let mut ids = Vec::with_capacity(reads.len());
+        let mut asset_tags = Vec::with_capacity(reads.len());
+        let mut cable_tags = Vec::with_capacity(reads.len());
+        for read in reads.keys() {
+            let (id, asset_tag, cable_tag) = match read {
+                Read::Id(id) => (Some(*id), None, None),
+                Read::AbsentTag(tag) => (None, Some(tag.as_str()), None),
+                Read::AbsentCable(tag) => (None, None, Some(tag.as_str())),
+            };
+            ids.push(id);
+            asset_tags.push(asset_tag);
+            cable_tags.push(cable_tag);
+        }
+        sqlx::query(
+            "insert into execution_plan_reads
+                 (plan_id, aggregate_id, absent_asset_tag, absent_cable_tag, version)
+             select $1, * from unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[])
+             on conflict do nothing",
+        )
+        .bind(plan_id)
+        .bind(&ids)
+        .bind(&asset_tags)
+        .bind(&cable_tags)
+        .bind(reads.values().copied().collect::<Vec<i64>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    if !creations.is_empty() {
+        sqlx::query(
+            "insert into execution_plan_creations (plan_id, key, id, planned_for)
+             select $1, * from unnest($2::text[], $3::uuid[], $4::uuid[])",
+        )
+        .bind(plan_id)
+        .bind(creations.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
+        .bind(creations.iter().map(|c| c.id).collect::<Vec<_>>())
+        .bind(creations.iter().map(|c| c.planned_for).collect::<Vec<_>>())
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Finish a plan: what it creates did not exist before it, so reading it later is no
+/// dependency; the summary is what the dry run answered.
+pub async fn close(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    summary: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from execution_plan_reads r using execution_plan_creations c
+         where r.plan_id = $1 and c.plan_id = $1 and r.aggregate_id = c.id",
+    )
+    .bind(plan_id)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query("update execution_plans set summary = $2 where plan_id = $1")
+        .bind(plan_id)
+        .bind(summary)
+        .execute(&mut *connection)
+        .await?;
     Ok(())
 }
 
@@ -62,7 +135,7 @@ pub async fn load_for_apply(
     plan_id: Uuid,
 ) -> Result<Option<StoredPlan>, sqlx::Error> {
     sqlx::query_as(
-        "select plan_id, request, rule_versions, read_versions, created_ids, applied_by_correlation_id
+        "select plan_id, request, rule_versions, applied_by_correlation_id
          from execution_plans where plan_id = $1 for update",
     )
     .bind(plan_id)
@@ -83,47 +156,87 @@ pub async fn mark_applied(
     Ok(())
 }
 
-/// Everything in `read_versions` whose version is different now.
+/// What the plan read whose version is different now: how many, and the first `limit`
+/// of them.
 pub async fn stale_reads(
     connection: &mut PgConnection,
-    read_versions: &BTreeMap<String, i64>,
-) -> Result<Vec<StaleRead>, sqlx::Error> {
-    let mut ids = Vec::new();
-    let mut asset_tags = Vec::new();
-    let mut cable_tags = Vec::new();
-    // A key that is no `Read` (plans never store one) matches nothing now, so it counts
-    // as stale unless it was planned at 0.
-    for read in read_versions
-        .keys()
-        .filter_map(|key| key.parse::<Read>().ok())
-    {
-        match read {
-            Read::Id(id) => ids.push(id),
-            Read::AbsentTag(tag) => asset_tags.push(tag),
-            Read::AbsentCable(tag) => cable_tags.push(tag),
-        }
-    }
-    let current: Vec<(String, i64)> = sqlx::query_as(
-        "select id::text, version from assets where id = any($1)
-         union all select id::text, version from cables where id = any($1)
-         union all select 'tag:' || tag, version from assets where tag = any($2)
-         union all select 'cable:' || tag, version from cables where tag = any($3)",
+    plan_id: Uuid,
+    limit: usize,
+) -> Result<(i64, Vec<StaleRead>), sqlx::Error> {
+    type Row = (Option<Uuid>, Option<String>, Option<String>, i64, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "select r.aggregate_id, r.absent_asset_tag, r.absent_cable_tag, r.version, now.version,
+                count(*) over ()
+         from execution_plan_reads r
+         left join assets a on a.id = r.aggregate_id
+         left join cables c on c.id = r.aggregate_id
+         left join assets ta on ta.tag = r.absent_asset_tag
+         left join cables tc on tc.tag = r.absent_cable_tag
+         cross join lateral (select coalesce(a.version, c.version, ta.version, tc.version, 0)
+                             as version) now
+         where r.plan_id = $1 and now.version <> r.version
+         order by r.aggregate_id, r.absent_asset_tag, r.absent_cable_tag
+         limit $2",
     )
-    .bind(&ids)
-    .bind(&asset_tags)
-    .bind(&cable_tags)
+    .bind(plan_id)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(connection)
     .await?;
-    let current: BTreeMap<String, i64> = current.into_iter().collect();
-    Ok(read_versions
-        .iter()
-        .filter_map(|(key, planned)| {
-            let now = current.get(key).copied().unwrap_or(0);
-            (now != *planned).then(|| StaleRead {
-                key: key.clone(),
-                planned_version: *planned,
-                current_version: now,
-            })
+    let count = rows.first().map_or(0, |row| row.5);
+    let stale = rows
+        .into_iter()
+        .map(|(id, asset_tag, cable_tag, planned, current, _)| {
+            let read = match (id, asset_tag, cable_tag) {
+                (Some(id), _, _) => Read::Id(id),
+                (None, Some(tag), _) => Read::AbsentTag(tag),
+                (None, None, cable) => Read::AbsentCable(cable.unwrap_or_default()),
+            };
+            StaleRead {
+                key: read.to_string(),
+                planned_version: planned,
+                current_version: current,
+            }
         })
-        .collect())
+        .collect();
+    Ok((count, stale))
+}
+
+/// The assets of `page` the plan covers (it read them, or created them), and the ids it
+/// promised for what their planning creates.
+pub async fn chunk(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    page: Vec<AssetState>,
+) -> Result<(Vec<AssetState>, Ids), sqlx::Error> {
+    let ids: Vec<Uuid> = page.iter().map(|asset| asset.id).collect();
+    let covered: HashSet<Uuid> = sqlx::query_scalar(
+        "select p.id from unnest($2::uuid[]) as p(id)
+         where exists (select 1 from execution_plan_reads r
+                       where r.plan_id = $1 and r.aggregate_id = p.id)
+            or exists (select 1 from execution_plan_creations c
+                       where c.plan_id = $1 and c.id = p.id)",
+    )
+    .bind(plan_id)
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .collect();
+    // Plans made before creations named their asset have `planned_for` null: theirs
+    // come with every chunk.
+    let promised: BTreeMap<String, Uuid> = sqlx::query_as(
+        "select key, id from execution_plan_creations
+         where plan_id = $1 and (planned_for = any($2) or planned_for is null)",
+    )
+    .bind(plan_id)
+    .bind(&ids)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .collect();
+    let page = page
+        .into_iter()
+        .filter(|asset| covered.contains(&asset.id))
+        .collect();
+    Ok((page, Ids::from_plan(promised)))
 }

@@ -13,7 +13,7 @@ use crate::rules::definition::CompiledRule;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// Most per-asset entries returned with a plan, and most stale reads listed when a
@@ -56,9 +56,14 @@ pub async fn preview(
     filter: &AssetFilter,
 ) -> Result<Preview, sqlx::Error> {
     let plan_id = Uuid::now_v7();
+    let rule_versions: BTreeMap<Uuid, i32> =
+        rules.iter().map(|rule| (rule.id, rule.version)).collect();
+    // The plan's rows, chunk by chunk, committed when the dry run has finished.
+    let mut plan = pool.begin().await?;
+    plans::open(&mut plan, plan_id, actor, request, &rule_versions).await?;
+    // The dry run's own changes, rolled back at the end.
     let mut transaction = pool.begin().await?;
     let mut ids = Ids::recording();
-    let mut read_versions = BTreeMap::new();
     let mut reports = Vec::new();
     let mut totals = Counts::default();
     let mut entries = Vec::new();
@@ -91,9 +96,13 @@ pub async fn preview(
                 Reads::Locked,
             )
             .await?;
-            for (key, version) in world.read_versions() {
-                read_versions.entry(key.to_string()).or_insert(*version);
-            }
+            plans::record(
+                &mut plan,
+                plan_id,
+                world.read_versions(),
+                &ids.take_created(),
+            )
+            .await?;
             for outcome in &outcomes {
                 counts.add(&outcome.outcome);
                 if matches!(outcome.outcome, Outcome::NotMatched) {
@@ -118,26 +127,9 @@ pub async fn preview(
         });
     }
     transaction.rollback().await?;
-
-    // What the plan creates did not exist before it; only the rest is a dependency.
-    let created_ids = ids.created();
-    let created: HashSet<String> = created_ids.values().map(Uuid::to_string).collect();
-    read_versions.retain(|key, _| !created.contains(key));
-    let rule_versions: BTreeMap<Uuid, i32> =
-        rules.iter().map(|rule| (rule.id, rule.version)).collect();
     let summary = json!({"rules": reports, "totals": totals});
-    let mut connection = pool.acquire().await?;
-    plans::save(
-        &mut connection,
-        plan_id,
-        actor,
-        request,
-        &rule_versions,
-        &read_versions,
-        &created_ids,
-        &summary,
-    )
-    .await?;
+    plans::close(&mut plan, plan_id, &summary).await?;
+    plan.commit().await?;
     Ok(Preview {
         plan_id,
         dry_run: true,

@@ -5,6 +5,7 @@
 use super::ahead::{self, Ahead, Planned, Planning};
 use super::apply::{self, AssetOutcome, Counts, StateWrites};
 use super::planner::{self, Ids};
+use super::plans;
 use super::request::AssetFilter;
 use super::world::{Loaded, World};
 use crate::assets::store::{self as asset_store, Selection};
@@ -20,7 +21,6 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::domain::CableState;
 use synapse_shared::shutdown::CancellationToken;
@@ -69,9 +69,9 @@ pub struct Execution {
     pub batch: Batch,
     pub rules: Vec<CompiledRule>,
     pub filter: AssetFilter,
-    pub ids: Ids,
-    /// When applying a plan: only these assets.
-    pub only: Option<HashSet<Uuid>>,
+    /// When applying a stored plan: the plan, which says which assets of each chunk it
+    /// covers and which ids it promised them.
+    pub plan: Option<Uuid>,
     pub shutdown: CancellationToken,
     /// What the batch created so far, to keep the planner's statistics current.
     pub growth: Growth,
@@ -142,16 +142,14 @@ impl Execution {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
         let mut pace = Pace::new();
-        // Planning ahead records nothing, so it only runs when ids are not recorded.
-        let planning = (!self.ids.is_recording()).then(|| Planning {
+        let planning = Planning {
             pool: self.pool.clone(),
             rule: rule.clone(),
             filter: self.filter.clone(),
-            only: self.only.clone().map(Arc::new),
-            ids: self.ids.clone(),
+            plan: self.plan,
             batch: self.batch.detached(),
             selection,
-        });
+        };
         // The plan of the next chunk, made while this one is written (dropping it
         // aborts it).
         let mut ahead: Option<Ahead> = None;
@@ -164,10 +162,10 @@ impl Execution {
                     "the command service shut down during the batch"
                 ))
             } else {
-                match (ahead.take(), &planning) {
-                    (Some(ahead), _) => flatten(ahead.await, "planning a chunk ahead"),
+                match ahead.take() {
+                    Some(ahead) => flatten(ahead.await, "planning a chunk ahead"),
                     // After the chunk still committing, if one is.
-                    (None, Some(planning)) => flatten(
+                    None => flatten(
                         planning
                             .spawn(
                                 committing.as_ref().map_or(after, |chunk| chunk.undo.last),
@@ -177,7 +175,6 @@ impl Execution {
                             .await,
                         "planning a chunk",
                     ),
-                    (None, None) => Ok(None),
                 }
             };
             let planned = match planned {
@@ -193,12 +190,12 @@ impl Execution {
                 }
             };
             // Whether the next chunk is done the locked way: nothing was planned (nothing
-            // was left when the page was read, or nothing is planned ahead: read again,
-            // locked, once every earlier chunk has committed), or the plan is stale.
+            // was left when the page was read: read again, locked, once every earlier
+            // chunk has committed), or the plan is stale.
             let mut locked = planned.is_none();
             match planned {
                 Some(planned) => {
-                    if let (true, Some(planning)) = (planned.full, &planning) {
+                    if planned.full {
                         ahead = Some(planning.spawn(
                             planned.last,
                             pace.size,
@@ -284,7 +281,6 @@ impl Execution {
         let mut attempt = 0;
         loop {
             let batch = self.batch.clone();
-            let ids = self.ids.clone();
             let mut chunk_counts = *counts;
             match self
                 .chunk(rule, selection, after, &mut chunk_counts, limit)
@@ -297,7 +293,6 @@ impl Execution {
                 Err(error) if attempt + 1 < CHUNK_ATTEMPTS && retryable(&error) => {
                     tracing::info!(%error, attempt, correlation_id = %self.batch.correlation_id, "retrying chunk");
                     self.batch = batch;
-                    self.ids = ids;
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                 }
@@ -329,12 +324,12 @@ impl Execution {
         let Some(last) = page.last().map(|asset| asset.id) else {
             return Ok(None);
         };
-        let page = restrict(page, self.only.as_ref());
+        let (page, mut ids) = scope(&mut transaction, self.plan, page).await?;
         let (outcomes, _) = plan_chunk(
             &mut transaction,
             rule,
             page,
-            &mut self.ids,
+            &mut ids,
             World::default(),
             Reads::Locked,
         )
@@ -609,16 +604,16 @@ pub enum Reads {
     Optimistic,
 }
 
-pub(super) fn restrict(
+/// What of `page` a chunk plans, and with which ids: all of it with fresh ids, or, when
+/// a stored plan is applied, what the plan covers with the ids it promised.
+pub(super) async fn scope(
+    connection: &mut PgConnection,
+    plan: Option<Uuid>,
     page: Vec<synapse_shared::domain::AssetState>,
-    only: Option<&HashSet<Uuid>>,
-) -> Vec<synapse_shared::domain::AssetState> {
-    match only {
-        Some(only) => page
-            .into_iter()
-            .filter(|asset| only.contains(&asset.id))
-            .collect(),
-        None => page,
+) -> Result<(Vec<synapse_shared::domain::AssetState>, Ids), sqlx::Error> {
+    match plan {
+        Some(plan_id) => plans::chunk(connection, plan_id, page).await,
+        None => Ok((page, Ids::default())),
     }
 }
 

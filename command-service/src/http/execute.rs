@@ -5,7 +5,6 @@ use super::actor::Engineer;
 use super::error::ApiError;
 use super::transaction::run_command;
 use super::AppState;
-use crate::execute::planner::Ids;
 use crate::execute::plans;
 use crate::execute::preview::{self, Preview};
 use crate::execute::request::{AssetFilter, ExecuteRequest, MAX_RULES};
@@ -20,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use synapse_shared::problem::ApiJson;
 use synapse_shared::{EventType, Problem};
@@ -31,8 +29,8 @@ struct Prepared {
     batch: Batch,
     rules: Vec<CompiledRule>,
     filter: AssetFilter,
-    ids: Ids,
-    only: Option<HashSet<Uuid>>,
+    /// When applying a stored plan: the plan.
+    plan: Option<Uuid>,
 }
 
 /// The 200 answer of `POST /rules/execute`: with `dry_run` the plan, with `wait` the
@@ -128,8 +126,7 @@ pub async fn execute(
         batch: ready.batch,
         rules: ready.rules,
         filter: ready.filter,
-        ids: ready.ids,
-        only: ready.only,
+        plan: ready.plan,
         shutdown: state.shutdown.clone(),
         growth: Default::default(),
     };
@@ -149,30 +146,24 @@ async fn start(
     actor: &str,
     rules: Vec<CompiledRule>,
     filter: AssetFilter,
-    plan: Option<(Uuid, Ids, HashSet<Uuid>)>,
+    plan: Option<Uuid>,
 ) -> Result<Prepared, ApiError> {
     let mut batch = Batch::new(BatchKind::RuleExecution, actor);
     let described: Vec<_> = rules
         .iter()
         .map(|rule| json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "priority": rule.priority}))
         .collect();
-    let plan_id = plan.as_ref().map(|(plan_id, _, _)| *plan_id);
-    let request = json!({"rules": described, "filters": filter, "plan_id": plan_id});
-    let started = batch.event(EventType::BatchStarted, json!({"kind": batch.kind.as_str(), "rules": described, "filters": filter, "plan_id": plan_id}));
+    let request = json!({"rules": described, "filters": filter, "plan_id": plan});
+    let started = batch.event(EventType::BatchStarted, json!({"kind": batch.kind.as_str(), "rules": described, "filters": filter, "plan_id": plan}));
     batches::open(connection, &batch, Some(&request)).await?;
     append(connection, vec![started])
         .await
         .map_err(|error| ApiError::Internal(error.into()))?;
-    let (ids, only) = match plan {
-        Some((_, ids, only)) => (ids, Some(only)),
-        None => (Ids::default(), None),
-    };
     Ok(Prepared {
         batch,
         rules,
         filter,
-        ids,
-        only,
+        plan,
     })
 }
 
@@ -197,12 +188,11 @@ async fn prepare_plan(
         .with_errors(json!({"correlation_id": correlation_id}))
         .into());
     }
-    let mut stale = plans::stale_reads(connection, &plan.read_versions.0).await?;
-    if !stale.is_empty() {
-        let mut detail = format!("{} aggregates changed; make a new dry run", stale.len());
-        if stale.len() > preview::MAX_ENTRIES {
-            stale.truncate(preview::MAX_ENTRIES);
-            detail.push_str(&format!("; the first {} are listed", preview::MAX_ENTRIES));
+    let (changed, stale) = plans::stale_reads(connection, plan_id, preview::MAX_ENTRIES).await?;
+    if changed > 0 {
+        let mut detail = format!("{changed} aggregates changed; make a new dry run");
+        if stale.len() < changed as usize {
+            detail.push_str(&format!("; the first {} are listed", stale.len()));
         }
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -227,20 +217,12 @@ async fn prepare_plan(
         );
     }
     rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
-    let only: HashSet<Uuid> = plan
-        .read_versions
-        .0
-        .keys()
-        .filter_map(|key| key.parse().ok())
-        .chain(plan.created_ids.0.values().copied())
-        .collect();
-    let ids = Ids::from_plan(plan.created_ids.0.clone());
     let prepared = start(
         connection,
         actor,
         rules,
         plan.request.0.filters.clone(),
-        Some((plan_id, ids, only)),
+        Some(plan_id),
     )
     .await?;
     plans::mark_applied(connection, plan_id, prepared.batch.correlation_id).await?;
