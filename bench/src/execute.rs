@@ -9,7 +9,7 @@ use crate::environment::{with_environment, Endpoints};
 use crate::plant;
 use crate::profile::Profile;
 use crate::report::{self, Table};
-use crate::scenario::{self, per_second, seconds, Executed, Imported};
+use crate::scenario::{self, per_second, seconds, Executed, Imported, PlantSizes};
 use anyhow::bail;
 use serde_json::json;
 
@@ -18,12 +18,8 @@ const TARGET_RATIO: f64 = 0.5;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecuteArgs {
-    /// Assets in the full plant (50 MCCs, the rest motors; half the motors match).
-    #[arg(long, default_value_t = 100_000)]
-    pub assets: usize,
-    /// Assets in the small plant run first, to compare peak memory; 0 skips it.
-    #[arg(long, default_value_t = 10_000)]
-    pub small_assets: usize,
+    #[command(flatten)]
+    pub sizes: PlantSizes,
     /// Run the service without its relay (to see the relay's share of the time).
     #[arg(long)]
     pub no_relay: bool,
@@ -96,16 +92,8 @@ impl Case {
 }
 
 pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
-    if args.assets <= plant::MCCS {
-        bail!("--assets must be more than {}", plant::MCCS);
-    }
-    let mut sizes = Vec::new();
-    if args.small_assets > plant::MCCS && args.small_assets < args.assets {
-        sizes.push(args.small_assets);
-    }
-    sizes.push(args.assets);
     let mut cases = Vec::new();
-    for assets in sizes {
+    for assets in args.sizes.list()? {
         eprintln!("execute: {assets} assets ...");
         let case = with_environment(&args.endpoints, async |environment| {
             let relay = !args.no_relay;

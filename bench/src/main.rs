@@ -8,6 +8,7 @@ mod copy_limit;
 mod environment;
 mod execute;
 mod latency;
+mod plan;
 mod plant;
 mod profile;
 mod read;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// One rule over a plant, against a raw COPY of the same event rows.
     Execute(execute::ExecuteArgs),
+    /// A dry run and the apply of its plan, against the plain execution.
+    Plan(plan::PlanArgs),
     /// Execute, then roll the batch back; compare times and check the state.
     Rollback(rollback::RollbackArgs),
     /// The relay emptying a backlog, against a raw JetStream publish.
@@ -47,6 +50,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Execute(args) => execute::run(args).await,
+        Command::Plan(args) => plan::run(args).await,
         Command::Rollback(args) => rollback::run(args).await,
         Command::Relay(args) => relay::run(args).await,
         Command::Read(args) => read::run(args).await,

@@ -11,6 +11,33 @@ use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The plants a benchmark runs on: a small one first (to compare peak memory with), then
+/// the full one.
+#[derive(Debug, clap::Args)]
+pub struct PlantSizes {
+    /// Assets in the full plant (50 MCCs, the rest motors; half the motors match).
+    #[arg(long, default_value_t = 100_000)]
+    pub assets: usize,
+    /// Assets in the small plant run first, to compare peak memory; 0 skips it.
+    #[arg(long, default_value_t = 10_000)]
+    pub small_assets: usize,
+}
+
+impl PlantSizes {
+    /// The sizes to run, smallest first.
+    pub fn list(&self) -> anyhow::Result<Vec<usize>> {
+        if self.assets <= plant::MCCS {
+            bail!("--assets must be more than {}", plant::MCCS);
+        }
+        let mut sizes = Vec::new();
+        if self.small_assets > plant::MCCS && self.small_assets < self.assets {
+            sizes.push(self.small_assets);
+        }
+        sizes.push(self.assets);
+        Ok(sizes)
+    }
+}
+
 /// What importing the plant took.
 pub struct Imported {
     pub rows: usize,

@@ -16,27 +16,30 @@ create table execution_plan_reads (
     version bigint not null,
     constraint execution_plan_reads_one_thing check (
         num_nonnulls(aggregate_id, absent_asset_tag, absent_cable_tag) = 1
-    ),
-    constraint execution_plan_reads_aggregate_key unique (plan_id, aggregate_id),
-    constraint execution_plan_reads_asset_tag_key unique (plan_id, absent_asset_tag),
-    constraint execution_plan_reads_cable_tag_key unique (plan_id, absent_cable_tag)
+    )
 );
+-- One index entry per read: each of these covers only the rows of its kind.
+create unique index execution_plan_reads_aggregate_key
+    on execution_plan_reads (plan_id, aggregate_id) where aggregate_id is not null;
+create unique index execution_plan_reads_asset_tag_key
+    on execution_plan_reads (plan_id, absent_asset_tag) where absent_asset_tag is not null;
+create unique index execution_plan_reads_cable_tag_key
+    on execution_plan_reads (plan_id, absent_cable_tag) where absent_cable_tag is not null;
 
 -- The id a plan promised for each thing it creates (key: `asset:TAG`, `cable:TAG`,
 -- `relationship:KIND:FROM:TO`), and the asset whose planning created it, so an apply
 -- loads the ids of one chunk's assets at a time.
 create table execution_plan_creations (
     plan_id uuid not null references execution_plans (plan_id) on delete cascade,
-    key text not null,
     id uuid not null,
+    key text not null,
     -- Null for plans made before this migration: their creations are loaded for every
     -- chunk.
     planned_for uuid,
-    primary key (plan_id, key)
+    primary key (plan_id, id)
 );
 create index execution_plan_creations_planned_for_idx
     on execution_plan_creations (plan_id, planned_for);
-create index execution_plan_creations_id_idx on execution_plan_creations (plan_id, id);
 
 -- Plans made before: their JSON values become rows.
 insert into execution_plan_reads (plan_id, aggregate_id, absent_asset_tag, absent_cable_tag, version)
@@ -47,8 +50,8 @@ select plan_id,
        value::bigint
 from execution_plans, jsonb_each_text(read_versions);
 
-insert into execution_plan_creations (plan_id, key, id)
-select plan_id, key, value::uuid
+insert into execution_plan_creations (plan_id, id, key)
+select plan_id, value::uuid, key
 from execution_plans, jsonb_each_text(created_ids);
 
 alter table execution_plans drop column read_versions, drop column created_ids;

@@ -477,6 +477,46 @@ async fn a_plan_over_many_chunks_is_applied_with_the_ids_it_promised_and_to_noth
 }
 
 #[tokio::test]
+async fn a_plan_migrated_from_before_its_creations_named_their_asset_gets_the_ids_it_promised(
+) -> anyhow::Result<()> {
+    // Arrange: a plan whose creations are as migration 1010 left older plans' (no
+    // asset named).
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let plan = setup.execute(json!({"dry_run": true})).await?;
+    let plan_id = plan["plan_id"].as_str().unwrap_or_default().to_owned();
+    let forgotten = sqlx::query(
+        "update execution_plan_creations set planned_for = null where plan_id = $1::text::uuid",
+    )
+    .bind(&plan_id)
+    .execute(&setup.pool)
+    .await?
+    .rows_affected();
+    // Four large motors: a VFD, a cable and a relationship each.
+    assert_eq!(forgotten, 12);
+
+    // Act
+    let applied = setup
+        .execute(json!({"plan_id": plan_id, "wait": true}))
+        .await?;
+
+    // Assert
+    assert_eq!(applied["status"], "completed", "{applied}");
+    let (kept,): (i64,) = sqlx::query_as(
+        "select count(*) from execution_plan_creations c
+         where c.plan_id = $1::text::uuid
+           and (exists (select 1 from assets a where a.id = c.id)
+                or exists (select 1 from cables w where w.id = c.id)
+                or exists (select 1 from relationships r where r.id = c.id))",
+    )
+    .bind(&plan_id)
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(kept, 12);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn concurrent_executions_over_the_same_assets_lose_no_change_and_replay_reproduces_the_state(
 ) -> anyhow::Result<()> {
     // Arrange: two rules writing different properties of the same motors.

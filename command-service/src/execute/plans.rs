@@ -203,21 +203,31 @@ pub async fn stale_reads(
 
 /// The assets of `page` the plan covers (it read them, or created them), and the ids it
 /// promised for what their planning creates.
+///
+/// A page is a run of assets in id order, so both are read as ranges of ids, from the
+/// page's first to its last (what else falls in the range is left out here): a range
+/// scan of an index, which the planner picks however large the plan, where a list of
+/// ids let it hash the whole plan's rows for every chunk.
 pub async fn chunk(
     connection: &mut PgConnection,
     plan_id: Uuid,
     page: Vec<AssetState>,
 ) -> Result<(Vec<AssetState>, Ids), sqlx::Error> {
-    let ids: Vec<Uuid> = page.iter().map(|asset| asset.id).collect();
+    let (Some(first), Some(last)) = (
+        page.iter().map(|asset| asset.id).min(),
+        page.iter().map(|asset| asset.id).max(),
+    ) else {
+        return Ok((page, Ids::default()));
+    };
     let covered: HashSet<Uuid> = sqlx::query_scalar(
-        "select p.id from unnest($2::uuid[]) as p(id)
-         where exists (select 1 from execution_plan_reads r
-                       where r.plan_id = $1 and r.aggregate_id = p.id)
-            or exists (select 1 from execution_plan_creations c
-                       where c.plan_id = $1 and c.id = p.id)",
+        "select aggregate_id from execution_plan_reads
+         where plan_id = $1 and aggregate_id is not null and aggregate_id between $2 and $3
+         union all
+         select id from execution_plan_creations where plan_id = $1 and id between $2 and $3",
     )
     .bind(plan_id)
-    .bind(&ids)
+    .bind(first)
+    .bind(last)
     .fetch_all(&mut *connection)
     .await?
     .into_iter()
@@ -226,10 +236,13 @@ pub async fn chunk(
     // come with every chunk.
     let promised: BTreeMap<String, Uuid> = sqlx::query_as(
         "select key, id from execution_plan_creations
-         where plan_id = $1 and (planned_for = any($2) or planned_for is null)",
+         where plan_id = $1 and planned_for between $2 and $3
+         union all
+         select key, id from execution_plan_creations where plan_id = $1 and planned_for is null",
     )
     .bind(plan_id)
-    .bind(&ids)
+    .bind(first)
+    .bind(last)
     .fetch_all(&mut *connection)
     .await?
     .into_iter()

@@ -96,13 +96,6 @@ pub async fn preview(
                 Reads::Locked,
             )
             .await?;
-            plans::record(
-                &mut plan,
-                plan_id,
-                world.read_versions(),
-                &ids.take_created(),
-            )
-            .await?;
             for outcome in &outcomes {
                 counts.add(&outcome.outcome);
                 if matches!(outcome.outcome, Outcome::NotMatched) {
@@ -114,9 +107,14 @@ pub async fn preview(
                     truncated = true;
                 }
             }
-            // Written inside the transaction so later chunks and rules see it; rolled
-            // back below.
-            apply::write_state(&mut transaction, plan_id, rule, outcomes).await?;
+            // Written inside the transaction so later chunks and rules see it (rolled
+            // back below), while the plan's connection records what the chunk read and
+            // created.
+            let creations = ids.take_created();
+            tokio::try_join!(
+                apply::write_state(&mut transaction, plan_id, rule, outcomes),
+                plans::record(&mut plan, plan_id, world.read_versions(), &creations),
+            )?;
         }
         totals.merge(&counts);
         reports.push(RuleReport {
