@@ -5,11 +5,15 @@
 -- memory (and the apply's, which loaded them back) grow with the plan. As rows, a dry
 -- run writes them chunk by chunk, an apply reads those of one chunk at a time, and the
 -- stale check is one query.
+--
+-- Both tables are written only in the transaction that inserts their plan, and plans
+-- are never deleted: no foreign key to `execution_plans`, whose check would cost every
+-- one of a large plan's rows a lookup.
 
 -- What a plan read, at the version it read: an asset or cable by id, or an asset tag
 -- or cable tag that did not exist (version 0). Exactly one of the three is set.
 create table execution_plan_reads (
-    plan_id uuid not null references execution_plans (plan_id) on delete cascade,
+    plan_id uuid not null,
     aggregate_id uuid,
     absent_asset_tag text,
     absent_cable_tag text,
@@ -30,7 +34,7 @@ create unique index execution_plan_reads_cable_tag_key
 -- `relationship:KIND:FROM:TO`), and the asset whose planning created it, so an apply
 -- loads the ids of one chunk's assets at a time.
 create table execution_plan_creations (
-    plan_id uuid not null references execution_plans (plan_id) on delete cascade,
+    plan_id uuid not null,
     id uuid not null,
     key text not null,
     -- Null for plans made before this migration: their creations are loaded for every
