@@ -348,6 +348,75 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn a_plan_is_refused_when_a_tag_it_found_free_is_taken_since() -> anyhow::Result<()> {
+    // Arrange: a plan that creates VFD-M-104 and W-M-104-PWR, then both tags taken.
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let plan = setup
+        .execute(json!({"dry_run": true, "filters": {"tag": "M-104"}}))
+        .await?;
+    assert_eq!(plan["totals"]["executed"], 1, "{}", plan["totals"]);
+    let (motor, mcc): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "select (select id from assets where tag = 'M-104'),
+                (select id from assets where tag = 'MCC-U100-01')",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    let create = |path: &'static str, body: Value| {
+        let url = setup.command.url(path);
+        let http = setup.http.clone();
+        async move { send(&http, Method::POST, &url, Some(&body)).await }
+    };
+    create(
+        "/assets",
+        json!({"tag": "VFD-M-104", "asset_type": "VARIABLE_FREQUENCY_DRIVE",
+                             "discipline": "ELECTRICAL", "properties": {}}),
+    )
+    .await?
+    .expect_status(201);
+    create(
+        "/cables",
+        json!({"tag": "W-M-104-PWR", "cable_type": "POWER", "discipline": "ELECTRICAL",
+                             "from_asset": mcc, "to_asset": motor}),
+    )
+    .await?
+    .expect_status(201);
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = setup.apply(&plan).await?;
+
+    // Assert
+    assert_eq!(refused.status, 409);
+    assert_eq!(refused.body["type"], "/problems/stale-plan");
+    let stale: BTreeMap<String, (i64, i64)> = refused.body["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let version = |name: &str| s[name].as_i64().unwrap_or(-1);
+            (
+                s["key"].as_str().unwrap_or("").to_owned(),
+                (version("planned_version"), version("current_version")),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stale,
+        BTreeMap::from([
+            ("tag:VFD-M-104".to_owned(), (0, 1)),
+            ("cable:W-M-104-PWR".to_owned(), (0, 1)),
+        ])
+    );
+    assert_eq!(
+        refused.body["detail"],
+        "2 aggregates changed; make a new dry run"
+    );
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_them_all(
 ) -> anyhow::Result<()> {
     // Arrange: a plan over 1,006 motors, then every motor changed.
