@@ -868,6 +868,48 @@ async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chun
 }
 
 #[tokio::test]
+async fn a_property_value_computed_from_a_whole_number_property_is_set() -> anyhow::Result<()> {
+    // Arrange: motors of 15 to 160 kW, as whole numbers.
+    let setup = setup(false).await?;
+    let rule = setup
+        .define(&json!({"name": "Design margin", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw * 2 > 100",
+            "then": [
+                {"type": "set_property", "name": "design_power_kw", "value": "asset.properties.rated_power_kw + 10"},
+                {"type": "set_property", "name": "starting_kva", "value": "double(asset.properties.rated_power_kw) * 1.25"}
+            ]}))
+        .await?;
+
+    // Act
+    let report = setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+
+    // Assert: no RULE_ERROR; the values as computed.
+    assert_eq!(report["totals"]["errors"], 0, "{report}");
+    assert_eq!(report["totals"]["executed"], 4, "{report}");
+    let set: BTreeMap<String, (Value, Value)> = sqlx::query_as(
+        "select tag, properties -> 'design_power_kw', properties -> 'starting_kva'
+         from assets where properties ? 'design_power_kw'",
+    )
+    .fetch_all(&setup.pool)
+    .await?
+    .into_iter()
+    .map(|(tag, design, starting): (String, Value, Value)| (tag, (design, starting)))
+    .collect();
+    assert_eq!(
+        set,
+        BTreeMap::from([
+            ("M-102".to_owned(), (json!(85), json!(93.75))),
+            ("M-103".to_owned(), (json!(100), json!(112.5))),
+            ("M-104".to_owned(), (json!(120), json!(137.5))),
+            ("M-105".to_owned(), (json!(170), json!(200.0))),
+        ])
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Result<()> {
     // Arrange
     let setup = setup(false).await?;
@@ -899,6 +941,13 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
         Some(&rule("asset.tag > 55")),
     )
     .await?;
+    let not_a_condition = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(&rule("asset.tag")),
+    )
+    .await?;
     let unknown_action = send(
         &setup.http,
         Method::POST,
@@ -910,7 +959,7 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
     .await?;
 
     // Assert
-    for reply in [&syntax, &unknown, &wrong_type] {
+    for reply in [&syntax, &unknown, &wrong_type, &not_a_condition] {
         assert_eq!(reply.status, 422, "{reply:?}");
         assert!(reply.is_problem());
         assert_eq!(reply.body["type"], "/problems/invalid-rule");
@@ -927,6 +976,10 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
         .as_str()
         .unwrap_or("")
         .starts_with("type error"));
+    assert_eq!(
+        not_a_condition.body["errors"][0]["message"],
+        "a condition must give true or false; this gives a value of type string"
+    );
     assert_eq!(unknown_action.status, 422);
     let (rules,): (i64,) = sqlx::query_as("select count(*) from rules")
         .fetch_one(&setup.pool)

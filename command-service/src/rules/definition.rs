@@ -177,7 +177,7 @@ pub fn compile(
     if input.then.is_empty() || input.then.len() > MAX_ACTIONS {
         errors.push(plain("then", "must list 1 to 32 actions"));
     }
-    let condition = collect(Expression::compile(&input.when, "when"), &mut errors);
+    let condition = collect(Expression::condition(&input.when, "when"), &mut errors);
     let actions: Vec<_> = input
         .then
         .iter()

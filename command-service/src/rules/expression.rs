@@ -79,6 +79,34 @@ pub struct EvaluationError(pub String);
 impl Expression {
     /// Parse and check `source`; `field` names it in errors.
     pub fn compile(source: &str, field: &str) -> Result<Self, ExpressionError> {
+        Self::compile_and_try(source, field).map(|(expression, _)| expression)
+    }
+
+    /// Parse and check a condition: as [`Expression::compile`], and where the trial run
+    /// gives a value, it must be `true` or `false` (`asset.tag` would be an error for
+    /// every asset).
+    pub fn condition(source: &str, field: &str) -> Result<Self, ExpressionError> {
+        let (expression, trial) = Self::compile_and_try(source, field)?;
+        match trial {
+            Some(cel::Value::Bool(_)) | None => Ok(expression),
+            Some(other) => Err(ExpressionError {
+                field: field.to_owned(),
+                message: format!(
+                    "a condition must give true or false; this gives a value of type {}",
+                    other.type_of()
+                ),
+                line: None,
+                column: None,
+            }),
+        }
+    }
+
+    /// Compile, then run on a sample asset ([`Expression::check_types`]): the
+    /// expression, and what the trial gave if it gave a value.
+    fn compile_and_try(
+        source: &str,
+        field: &str,
+    ) -> Result<(Self, Option<cel::Value>), ExpressionError> {
         let program = ENVIRONMENT.compile(source).map_err(|errors| {
             let first = errors.errors.first();
             ExpressionError {
@@ -96,8 +124,8 @@ impl Expression {
             source: source.to_owned(),
             program: Arc::new(program),
         };
-        expression.check_types(field)?;
-        Ok(expression)
+        let trial = expression.check_types(field)?;
+        Ok((expression, trial))
     }
 
     /// Evaluate against an asset, as JSON.
@@ -124,7 +152,7 @@ impl Expression {
     /// A trial run on a sample asset with no properties. Errors that depend on data
     /// (a missing property) are fine; errors that no data can fix (comparing a string
     /// with a number, calling a function on the wrong type) are refused now.
-    fn check_types(&self, field: &str) -> Result<(), ExpressionError> {
+    fn check_types(&self, field: &str) -> Result<Option<cel::Value>, ExpressionError> {
         let sample = AssetState {
             id: Uuid::nil(),
             tag: "SAMPLE-1".to_owned(),
@@ -138,7 +166,8 @@ impl Expression {
         let sample = AssetContext::new(&sample);
         let outcome = self.program.execute(&sample.context);
         match outcome {
-            Ok(_) | Err(ExecutionError::NoSuchKey(_)) => Ok(()),
+            Ok(value) => Ok(Some(value)),
+            Err(ExecutionError::NoSuchKey(_)) => Ok(None),
             Err(error) => Err(ExpressionError {
                 field: field.to_owned(),
                 message: format!("type error: {error}"),
@@ -182,8 +211,8 @@ impl<'a> AssetContext<'a> {
     }
 }
 
-/// A JSON value as the CEL value a JSON document gives: non-negative integers are
-/// unsigned, negative ones signed, the rest doubles.
+/// A JSON value as a CEL value: whole numbers are `int` (CEL's integer literals are
+/// too, so `asset.properties.rated_power_kw * 2` works), other numbers `double`.
 fn json_value(value: &Value) -> Box<dyn Val + '_> {
     match value {
         Value::Null => Box::new(CelNull),
@@ -205,11 +234,15 @@ fn object(map: &serde_json::Map<String, Value>) -> Box<dyn Val + '_> {
     Box::new(CelMap::from(entries))
 }
 
+///
+/// Not `uint` for those above zero, as the JSON mapping of the `cel` crate does: CEL has
+/// no arithmetic between `uint` and `int`, so `rated_power_kw + 10` failed for every
+/// asset whose power was a whole number, and worked for those with a negative one.
 fn number(value: &serde_json::Number) -> Box<dyn Val + 'static> {
-    if let Some(unsigned) = value.as_u64() {
-        Box::new(CelUInt::from(unsigned))
-    } else if let Some(signed) = value.as_i64() {
+    if let Some(signed) = value.as_i64() {
         Box::new(CelInt::from(signed))
+    } else if let Some(unsigned) = value.as_u64() {
+        Box::new(CelUInt::from(unsigned))
     } else {
         Box::new(CelDouble::from(value.as_f64().unwrap_or(f64::NAN)))
     }
@@ -405,23 +438,57 @@ mod tests {
         });
         let context = AssetContext::new(&asset);
         let whole = Expression::compile("asset", "value").unwrap();
-        assert_eq!(
-            whole.program.execute(&context.context).unwrap(),
-            cel::to_value(&as_json).unwrap()
-        );
-        // Numbers have the types a JSON document gives them (equality alone would not
-        // tell: CEL compares 3u and 3 as equal).
+        assert_eq!(whole.evaluate(&context).unwrap(), as_json);
+        // Whole numbers are `int`, others `double` (equality alone would not tell: CEL
+        // compares 3u and 3 as equal).
         let types = Expression::compile(
-            "type(asset.version) == uint && type(asset.properties.count) == uint
+            "type(asset.version) == int && type(asset.properties.count) == int
              && type(asset.properties.minus) == int
              && type(asset.properties.rated_power_kw) == double
              && type(asset.properties.tagged) == bool && type(asset.id) == string
-             && asset.version == 3u && asset.name == '' && asset.area == 'U100'
+             && asset.version == 3 && asset.name == '' && asset.area == 'U100'
              && asset.properties.label == '=A1' && asset.properties.minus == -4
              && asset.properties.list[1] == 'b' && asset.properties.nothing == null",
             "when",
         );
         assert!(types.unwrap().is_true(&context).unwrap());
+    }
+
+    #[test]
+    fn whole_number_properties_take_part_in_arithmetic() {
+        let cases = [
+            ("asset.properties.rated_power_kw * 2", json!(75), json!(150)),
+            ("asset.properties.rated_power_kw + 10", json!(75), json!(85)),
+            (
+                "asset.properties.rated_power_kw - 100",
+                json!(75),
+                json!(-25),
+            ),
+            ("asset.properties.rated_power_kw / 2", json!(75), json!(37)),
+            (
+                "double(asset.properties.rated_power_kw) * 1.25",
+                json!(75),
+                json!(93.75),
+            ),
+            (
+                "double(asset.properties.rated_power_kw) * 1.25",
+                json!(75.5),
+                json!(94.375),
+            ),
+            (
+                "asset.properties.rated_power_kw * 2.0",
+                json!(75.5),
+                json!(151.0),
+            ),
+            ("asset.version + 1", json!(0), json!(4)),
+        ];
+        for (source, power, expected) in cases {
+            let asset = motor(power);
+            let value = Expression::compile(source, "value")
+                .unwrap()
+                .evaluate(&AssetContext::new(&asset));
+            assert_eq!(value, Ok(expected), "{source}");
+        }
     }
 
     #[test]
@@ -479,6 +546,20 @@ mod tests {
     fn a_type_error_no_data_can_fix_is_refused() {
         let error = Expression::compile("asset.tag > 5", "when").unwrap_err();
         assert!(error.message.starts_with("type error"), "{error:?}");
+    }
+
+    #[test]
+    fn a_condition_that_gives_no_boolean_is_refused() {
+        let error = Expression::condition("asset.tag", "when").unwrap_err();
+        assert_eq!(error.field, "when");
+        assert!(
+            error.message.contains("must give true or false") && error.message.contains("string"),
+            "{error:?}"
+        );
+        assert!(Expression::condition("asset.version + 1", "when").is_err());
+        // A value expression may give anything; a condition that needs data may pass.
+        assert!(Expression::compile("asset.tag", "then[0].value").is_ok());
+        assert!(Expression::condition("asset.properties.voltage > 400", "when").is_ok());
     }
 
     #[test]
