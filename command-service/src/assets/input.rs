@@ -77,18 +77,23 @@ pub fn check_tag(tag: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Check a code such as a discipline or asset type and return it upper-cased.
-pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {
-    let valid = !value.is_empty()
+/// What [`is_code`] asks of a code, as an error message.
+pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
+
+/// Whether `value` is a code such as a discipline, asset type, cable type or
+/// relationship kind.
+pub fn is_code(value: &str) -> bool {
+    !value.is_empty()
         && value.len() <= 64
         && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !valid {
-        errors.push(FieldError::new(
-            field,
-            "must be 1 to 64 letters, digits, `_` or `-`",
-        ));
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Check a code such as a discipline or asset type and return it upper-cased.
+pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {
+    if !is_code(value) {
+        errors.push(FieldError::new(field, CODE_FORMAT));
     }
     value.to_ascii_uppercase()
 }

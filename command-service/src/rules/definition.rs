@@ -2,6 +2,7 @@
 
 use super::expression::{Expression, ExpressionError};
 use super::template::Template;
+use crate::assets::input;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use uuid::Uuid;
@@ -168,11 +169,8 @@ pub fn compile(
     if input.name.trim().is_empty() || input.name.len() > 200 {
         errors.push(plain("name", "must be 1 to 200 characters"));
     }
-    if !is_code(&input.discipline) {
-        errors.push(plain(
-            "discipline",
-            "must be 1 to 64 letters, digits, `_` or `-`",
-        ));
+    if !input::is_code(&input.discipline) {
+        errors.push(plain("discipline", input::CODE_FORMAT));
     }
     if input.then.is_empty() || input.then.len() > MAX_ACTIONS {
         errors.push(plain("then", "must list 1 to 32 actions"));
@@ -241,16 +239,11 @@ fn compile_action(
             area,
             properties,
         } => {
-            for (field, code) in [("asset_type", asset_type), ("discipline", discipline)] {
-                if !is_code(code) {
-                    errors.push(ExpressionError {
-                        field: format!("{at}.{field}"),
-                        message: "must be 1 to 64 letters, digits, `_` or `-`".into(),
-                        line: None,
-                        column: None,
-                    });
-                }
-            }
+            check_codes(
+                at,
+                &[("asset_type", asset_type), ("discipline", discipline)],
+                errors,
+            );
             let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
             let name = name
                 .as_ref()
@@ -276,6 +269,10 @@ fn compile_action(
             to,
             properties,
         } => {
+            check_codes(at, &[("cable_type", cable_type)], errors);
+            if let Some(discipline) = discipline {
+                check_codes(at, &[("discipline", discipline)], errors);
+            }
             let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
             let from = compile_end(from, &format!("{at}.from"), errors);
             let to = compile_end(to, &format!("{at}.to"), errors);
@@ -293,6 +290,7 @@ fn compile_action(
             }
         }
         Action::CreateRelationship { kind, from, to } => {
+            check_codes(at, &[("kind", kind)], errors);
             let from = compile_end(from, &format!("{at}.from"), errors);
             let to = compile_end(to, &format!("{at}.to"), errors);
             match (from, to) {
@@ -347,12 +345,19 @@ fn collect<T>(result: Result<T, ExpressionError>, errors: &mut Vec<ExpressionErr
     result.map_err(|error| errors.push(error)).ok()
 }
 
-fn is_code(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+/// Codes an action writes (asset type, discipline, cable type, relationship kind) must
+/// be what the endpoints that write them directly accept.
+fn check_codes(at: &str, codes: &[(&str, &String)], errors: &mut Vec<ExpressionError>) {
+    for (field, code) in codes {
+        if !input::is_code(code) {
+            errors.push(ExpressionError {
+                field: format!("{at}.{field}"),
+                message: input::CODE_FORMAT.into(),
+                line: None,
+                column: None,
+            });
+        }
+    }
 }
 
 #[cfg(test)]
@@ -395,6 +400,40 @@ mod tests {
         let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
         assert_eq!(fields, vec!["when", "then[0].value"]);
+    }
+
+    #[test]
+    fn codes_an_action_writes_are_checked_as_the_endpoints_check_them() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "bad codes",
+            "discipline": "ELECTRICAL",
+            "when": "true",
+            "then": [
+                {"type": "upsert_asset", "tag": "VFD-{asset.tag}", "asset_type": "VFD",
+                 "discipline": "elec trical"},
+                {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "",
+                 "discipline": "E/I", "from": "asset", "to": {"tag": "MCC-1"}},
+                {"type": "create_relationship", "kind": "feeds to", "from": "asset",
+                 "to": {"tag": "MCC-1"}},
+                {"type": "create_relationship", "kind": "FEEDS", "from": "asset",
+                 "to": {"tag": "MCC-1"}}
+            ]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "then[0].discipline",
+                "then[1].cable_type",
+                "then[1].discipline",
+                "then[2].kind"
+            ]
+        );
+        assert!(errors
+            .iter()
+            .all(|error| error.message == input::CODE_FORMAT));
     }
 
     #[test]
