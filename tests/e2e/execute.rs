@@ -868,6 +868,53 @@ async fn concurrent_executions_of_many_chunks_lose_no_change_and_land_their_chun
 }
 
 #[tokio::test]
+async fn a_retried_dry_run_or_waiting_execution_with_the_same_idempotency_key_gets_the_first_answer(
+) -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let post = |key: &'static str, body: Value| {
+        let request = setup
+            .http
+            .post(setup.command.url("/rules/execute"))
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { Reply::from(request.send().await?).await }
+    };
+    let plans = || async {
+        let (plans,): (i64,) = sqlx::query_as("select count(*) from execution_plans")
+            .fetch_one(&setup.pool)
+            .await?;
+        anyhow::Ok(plans)
+    };
+
+    // Act: a dry run twice, then a waiting execution twice.
+    let first_plan = post("plan-1", json!({"dry_run": true})).await?;
+    let second_plan = post("plan-1", json!({"dry_run": true})).await?;
+    let logged = setup.events().await?.len();
+    let first_run = post("run-1", json!({"wait": true})).await?;
+    let after_first_run = setup.events().await?.len();
+    let second_run = post("run-1", json!({"wait": true})).await?;
+
+    // Assert: one plan, one batch; each retry answered as the first request was.
+    assert_eq!(first_plan.status, 200);
+    assert_eq!(second_plan.status, 200);
+    assert_eq!(second_plan.body, first_plan.body);
+    assert_eq!(plans().await?, 1);
+    assert_eq!(first_run.status, 200);
+    assert_eq!(
+        first_run.body["status"], "completed",
+        "{:?}",
+        first_run.body
+    );
+    assert_eq!(second_run.status, 200);
+    assert_eq!(second_run.body, first_run.body);
+    assert!(after_first_run > logged);
+    assert_eq!(setup.events().await?.len(), after_first_run);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_property_value_computed_from_a_whole_number_property_is_set() -> anyhow::Result<()> {
     // Arrange: motors of 15 to 160 kW, as whole numbers.
     let setup = setup(false).await?;

@@ -9,6 +9,7 @@ use crate::execute::plans;
 use crate::execute::preview::{self, Preview};
 use crate::execute::request::{AssetFilter, ExecuteRequest, MAX_RULES};
 use crate::execute::runner::{Execution, Report};
+use crate::idempotency;
 use crate::rules::definition::CompiledRule;
 use crate::rules::{self, store as rule_store};
 use crate::store::append;
@@ -84,18 +85,34 @@ pub async fn execute(
         .with_errors(json!(problems))
         .into());
     }
+    let fingerprint = format!(
+        "POST /rules/execute {}",
+        serde_json::to_string(&request).unwrap_or_default()
+    );
     if request.dry_run {
         let rules = select_rules(&state, &request.rule_ids).await?;
+        if headers.contains_key(idempotency::HEADER) {
+            // A retry answers with the first plan instead of making another.
+            let pool = state.pool.clone();
+            let actor_name = actor.0.clone();
+            return run_command(&state.pool, &actor, &headers, &fingerprint, move |_| {
+                Box::pin(async move {
+                    let preview =
+                        preview::preview(&pool, &actor_name, &request, &rules, &request.filters)
+                            .await?;
+                    let body = serde_json::to_value(ExecuteAnswer::Plan(preview))
+                        .map_err(|error| ApiError::Internal(error.into()))?;
+                    Ok((StatusCode::OK, body))
+                })
+            })
+            .await;
+        }
         let preview =
             preview::preview(&state.pool, &actor.0, &request, &rules, &request.filters).await?;
         return Ok((StatusCode::OK, axum::Json(ExecuteAnswer::Plan(preview))).into_response());
     }
     let prepared = Arc::new(Mutex::new(None));
     let slot = prepared.clone();
-    let fingerprint = format!(
-        "POST /rules/execute {}",
-        serde_json::to_string(&request).unwrap_or_default()
-    );
     let actor_name = actor.0.clone();
     let rules = match request.plan_id {
         Some(_) => Vec::new(),
@@ -137,7 +154,31 @@ pub async fn execute(
     let report: Report = handle
         .await
         .map_err(|error| ApiError::Internal(anyhow::anyhow!("execution task failed: {error}")))?;
-    Ok((StatusCode::OK, axum::Json(ExecuteAnswer::Finished(report))).into_response())
+    let answer = ExecuteAnswer::Finished(report);
+    if let Ok(Some(key)) = idempotency::key_of(&headers) {
+        // A retry gets the 202 it would have got while the batch ran; from now on it
+        // gets what this request gets.
+        remember_report(&state, &actor.0, &key, &answer).await;
+    }
+    Ok((StatusCode::OK, axum::Json(answer)).into_response())
+}
+
+/// Store the finished report of a waiting request as its key's response. Best effort:
+/// the batch has finished either way, so a failure is logged, not answered.
+async fn remember_report(state: &AppState, actor: &str, key: &str, answer: &ExecuteAnswer) {
+    let remembered: anyhow::Result<()> = async {
+        let body = serde_json::to_value(answer)?;
+        let mut connection = state.pool.acquire().await?;
+        idempotency::remember(&mut connection, actor, key, StatusCode::OK, &body).await?;
+        Ok(())
+    }
+    .await;
+    if let Err(error) = remembered {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "could not store the report for the Idempotency-Key"
+        );
+    }
 }
 
 /// Open the batch and append `BATCH_STARTED`, in the request's transaction.
