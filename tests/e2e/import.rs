@@ -204,7 +204,7 @@ fn m101_properties() -> Value {
 }
 
 #[tokio::test]
-async fn re_importing_a_file_changes_nothing_and_a_changed_cell_gives_exactly_one_update(
+async fn re_importing_a_file_changes_no_asset_and_a_changed_cell_gives_exactly_one_update(
 ) -> anyhow::Result<()> {
     // Arrange
     let app = ImportApp::spawn().await?;
@@ -229,15 +229,40 @@ async fn re_importing_a_file_changes_nothing_and_a_changed_cell_gives_exactly_on
     let batches_after_again = app.count("batches").await?;
     let update = app.import("", changed).await?;
 
-    // Assert
+    // Assert: the re-import is a batch of its own that records the import and changes
+    // no asset.
     assert_eq!(again.status, 200);
+    let again_id: Uuid = serde_json::from_value(again.body["correlation_id"].clone())?;
     assert_eq!(
         again.body,
-        json!({"correlation_id": null, "created": 0, "updated": 0, "unchanged": 3,
-               "rows": 3, "events": 0})
+        json!({"correlation_id": again_id, "created": 0, "updated": 0, "unchanged": 3,
+               "rows": 3, "events": 3})
     );
-    assert_eq!(logged_after_again, logged);
-    assert_eq!(batches_after_again, 1);
+    assert_eq!(logged_after_again, logged + 3);
+    assert_eq!(batches_after_again, 2);
+    let events = app.events().await?;
+    let recorded: Vec<(&str, Uuid, &Value)> = events
+        .iter()
+        .skip(logged as usize)
+        .take(3)
+        .map(|event| (event.0.as_str(), event.1, &event.6))
+        .collect();
+    assert_eq!(
+        recorded
+            .iter()
+            .map(|(kind, correlation, _)| (*kind, *correlation))
+            .collect::<Vec<_>>(),
+        vec![
+            ("BATCH_STARTED", again_id),
+            ("CSV_IMPORTED", again_id),
+            ("BATCH_COMPLETED", again_id)
+        ]
+    );
+    assert_eq!(
+        *recorded[1].2,
+        json!({"created": 0, "updated": 0, "unchanged": 3, "rows": 3, "file_name": null})
+    );
+    let logged = logged_after_again;
     let update = update.expect_status(200);
     assert_eq!(update.body["updated"], 1);
     assert_eq!(update.body["unchanged"], 2);

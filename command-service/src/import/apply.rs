@@ -26,8 +26,9 @@ const EVENT_SLICE: usize = 5_000;
 /// What an import did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ImportOutcome {
-    /// The batch of the import; absent when nothing changed (no batch is written).
-    pub correlation_id: Option<Uuid>,
+    /// The batch of the import (also when it changed nothing: then the batch records
+    /// the import, with no asset events).
+    pub correlation_id: Uuid,
     pub created: usize,
     pub updated: usize,
     pub unchanged: usize,
@@ -84,19 +85,15 @@ pub async fn apply(
         }
     }
     let created = changes.iter().filter(|c| c.before.is_none()).count();
+    let mut batch = Batch::new(BatchKind::CsvImport, actor);
     let mut outcome = ImportOutcome {
-        correlation_id: None,
+        correlation_id: batch.correlation_id,
         created,
         updated: changes.len() - created,
         unchanged,
         rows: row_count,
         events: 0,
     };
-    if changes.is_empty() {
-        return Ok(outcome);
-    }
-
-    let mut batch = Batch::new(BatchKind::CsvImport, actor);
     let request = json!({"file_name": file_name, "rows": row_count});
     batches::open(connection, &batch, Some(&request)).await?;
     // Snapshots first: they read the pre-batch states from the rows about to change.
@@ -144,7 +141,6 @@ pub async fn apply(
     batches::record(connection, &batch, BatchStatus::Completed).await?;
     appended += append(connection, vec![imported, completed]).await?.len();
     outcome.events = appended;
-    outcome.correlation_id = Some(batch.correlation_id);
     Ok(outcome)
 }
 
