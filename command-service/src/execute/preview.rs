@@ -1,6 +1,11 @@
 //! Dry runs: the whole execution planned inside one transaction that is rolled back,
 //! so later rules see earlier rules' changes exactly as in a real run, and nothing
 //! (state or log) is written. The plan is stored for a later exact apply.
+//!
+//! What a dry run only reads (an MCC every motor's cable starts at) it does not lock:
+//! the plan records the versions it read and an apply is refused if any moved, so a
+//! lock would only make writers wait for the whole dry run. What it would change is
+//! locked by its own (rolled back) writes until it ends.
 
 use super::apply::{self, AssetOutcome, Counts};
 use super::planner::{Ids, Outcome, PlannedChange};
@@ -93,7 +98,7 @@ pub async fn preview(
                 page,
                 &mut ids,
                 World::default(),
-                Reads::Locked,
+                Reads::Optimistic,
             )
             .await?;
             for outcome in &outcomes {
