@@ -3,7 +3,8 @@
 //! Typing is deliberately strict so data survives the trip: only plain decimal
 //! numbers become JSON numbers. A leading `+` (phone numbers), leading zeros (`007`,
 //! cable numbers), integers beyond 64 bits (serial numbers), `NaN`/`inf` and formulas
-//! (`=SUM(A1)`, `@ref`) stay strings, verbatim. Nothing is ever evaluated.
+//! (`=SUM(A1)`, `@ref`) stay strings, verbatim; so does every whole number of a column
+//! that has a zero-padded one (`001` ... `150`). Nothing is ever evaluated.
 
 use super::RowError;
 use serde_json::{Number, Value};
@@ -68,6 +69,8 @@ fn is_plain_number(text: &str) -> bool {
 pub struct ColumnTally {
     pub numbers: usize,
     pub values: usize,
+    /// Cells of digits with a leading zero (`007`): codes, not numbers.
+    pub codes: usize,
 }
 
 impl ColumnTally {
@@ -75,13 +78,21 @@ impl ColumnTally {
         self.values += 1;
         if value.is_number() {
             self.numbers += 1;
+        } else if value.as_str().is_some_and(is_zero_padded) {
+            self.codes += 1;
         }
+    }
+
+    /// Whether the column holds codes (`001` ... `150`): a leading zero says its digits
+    /// name something, so all of it stays text, `100` as well as `007`.
+    pub fn is_codes(&self) -> bool {
+        self.codes > 0
     }
 
     /// Whether most cells are numbers but not all: then the others are errors.
     pub fn has_strays(&self) -> bool {
         let others = self.values - self.numbers;
-        others > 0 && self.numbers > others
+        !self.is_codes() && others > 0 && self.numbers > others
     }
 
     /// The error for a non-numeric `value` in this (mostly numeric) column.
@@ -105,6 +116,20 @@ impl ColumnTally {
             ),
         )
     }
+}
+
+/// A whole number of a code column as the text it was (a number's digits there are
+/// exactly the cell's: [`is_plain_number`] took no sign, padding or exponent). Other
+/// values are kept.
+pub fn as_code(value: &mut Value) {
+    if let Some(whole) = value.as_i64() {
+        *value = Value::String(whole.to_string());
+    }
+}
+
+/// Digits with a leading zero: `007`, not `0` or `0.5`.
+fn is_zero_padded(text: &str) -> bool {
+    text.len() > 1 && text.starts_with('0') && text.bytes().all(|byte| byte.is_ascii_digit())
 }
 
 fn looks_like_decimal_comma(text: &str) -> bool {

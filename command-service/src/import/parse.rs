@@ -2,7 +2,7 @@
 //! breaks inside quotes, CRLF); this module turns fields into assets and collects every
 //! error with its row and column, so the client fixes the file in one go.
 
-use super::cell::{type_cell, ColumnTally};
+use super::cell::{self, type_cell, ColumnTally};
 use super::header::{self, Columns};
 use super::lines::Lines;
 use super::{Delimiter, ErrorList, ImportError, RowError, MAX_ROWS};
@@ -108,6 +108,7 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
             "the file has a header but no data rows: nothing to import",
         ));
     }
+    type_code_columns(&mut rows, &columns, &tallies);
     check_file(&rows, &columns, &tallies, &mut errors);
     if !errors.is_empty() {
         return Err(ImportError::invalid(errors, None));
@@ -187,6 +188,20 @@ fn located(row: u64, columns: &Columns, error: FieldError) -> RowError {
             .unwrap_or(&error.field),
     };
     RowError::new(row, Some(column), error.message)
+}
+
+/// Every whole number of a code column back to its text ([`ColumnTally::is_codes`]).
+fn type_code_columns(rows: &mut [ImportRow], columns: &Columns, tallies: &[ColumnTally]) {
+    for ((_, name), tally) in columns.properties.iter().zip(tallies) {
+        if !tally.is_codes() {
+            continue;
+        }
+        for row in rows.iter_mut() {
+            if let Some(value) = row.properties.get_mut(name) {
+                cell::as_code(value);
+            }
+        }
+    }
 }
 
 /// Checks across rows: duplicate tags (every row of a duplicate is listed) and

@@ -158,3 +158,35 @@ fn a_value_under_an_empty_header_is_an_error_but_empty_trailing_columns_are_fine
         vec![error(2, None, "column 4 has a value but no header")]
     );
 }
+
+#[test]
+fn a_column_with_zero_padded_numbers_is_text_throughout() {
+    // Cable numbers 001 to 150: the padded ones would be strings and the rest numbers,
+    // or, where most are numbers, refused as strays.
+    let mut text = String::from("tag,asset_type,discipline,cable_no,power_kw\n");
+    for number in 1..=150 {
+        text.push_str(&format!(
+            "W-{number},CABLE,ELECTRICAL,{number:03},{number}\n"
+        ));
+    }
+    text.push_str("W-X,CABLE,ELECTRICAL,0,n/a\n");
+
+    let errors = invalid(&text, None);
+
+    // The power column is numeric and `n/a` a stray; the cable numbers are no error.
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].row, 152);
+    assert_eq!(errors[0].column.as_deref(), Some("power_kw"));
+
+    let parsed = parse(&text.replace(",n/a", ",7"), None).unwrap();
+    let numbers: Vec<&serde_json::Value> = parsed
+        .rows
+        .iter()
+        .map(|row| &row.properties["cable_no"])
+        .collect();
+    assert_eq!(numbers[0], &json!("001"));
+    assert_eq!(numbers[99], &json!("100"));
+    assert_eq!(numbers[149], &json!("150"));
+    assert_eq!(numbers[150], &json!("0"));
+    assert_eq!(parsed.rows[0].properties["power_kw"], json!(1));
+}
