@@ -114,7 +114,7 @@ pub async fn rollback(
         let mut transaction = state.pool.begin().await?;
         lock_batch(&mut transaction, request.correlation_id).await?;
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
-        let would = analysis.conflicts.is_empty() || request.mode != Mode::Strict;
+        let would = analysis.conflict_count == 0 || request.mode != Mode::Strict;
         let counts = analysis.counts();
         let (analysis, truncated) = analysis.listed(&mut transaction).await?;
         transaction.rollback().await?;

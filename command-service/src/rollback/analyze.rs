@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use uuid::Uuid;
 
 /// One aggregate a rollback returns to its pre-batch state. Its states are read when
@@ -133,7 +133,14 @@ pub struct Conflict {
 pub struct Analysis {
     pub correlation_id: Uuid,
     pub restorations: Vec<Restoration>,
+    /// The first [`MAX_LISTED`] aggregates that conflict, in the batch's order: only
+    /// these are answered, so only these keep their states and diffs.
     pub conflicts: Vec<Conflict>,
+    /// How many aggregates conflict.
+    pub conflict_count: usize,
+    /// Every batch in the way: those after this one that changed any conflicting
+    /// aggregate and are not rolled back (what a cascade rolls back first).
+    pub later_batches: BTreeSet<Uuid>,
 }
 
 /// An analysis as an answer lists it: at most [`MAX_LISTED`] restorations and as many
@@ -162,7 +169,7 @@ pub struct AnalysisCounts {
 impl Analysis {
     pub fn counts(&self) -> AnalysisCounts {
         let mut counts = AnalysisCounts {
-            conflicts: self.conflicts.len(),
+            conflicts: self.conflict_count,
             ..AnalysisCounts::default()
         };
         for restoration in &self.restorations {
@@ -182,7 +189,8 @@ impl Analysis {
         self,
         connection: &mut PgConnection,
     ) -> Result<(ListedAnalysis, bool), sqlx::Error> {
-        let truncated = self.restorations.len() > MAX_LISTED || self.conflicts.len() > MAX_LISTED;
+        let truncated =
+            self.restorations.len() > MAX_LISTED || self.conflict_count > self.conflicts.len();
         let mut restorations = self.restorations;
         restorations.truncate(MAX_LISTED);
         let current = current_states(connection, &restorations).await?;
@@ -198,15 +206,14 @@ impl Analysis {
                     ListedRestoration::of(restoration, current, restored)
                 })
                 .collect(),
-            conflicts: self.conflicts.into_iter().take(MAX_LISTED).collect(),
+            conflicts: self.conflicts,
         };
         Ok((listed, truncated))
     }
 
-    /// The first [`MAX_LISTED`] conflicts; `true` if any were left out.
-    pub fn listed_conflicts(mut self) -> (Vec<Conflict>, bool) {
-        let truncated = self.conflicts.len() > MAX_LISTED;
-        self.conflicts.truncate(MAX_LISTED);
+    /// The listed conflicts; `true` if any were left out.
+    pub fn listed_conflicts(self) -> (Vec<Conflict>, bool) {
+        let truncated = self.conflict_count > self.conflicts.len();
         (self.conflicts, truncated)
     }
 }
@@ -278,14 +285,19 @@ pub async fn analyze(
         .bind(correlation_id)
         .fetch(&mut *connection);
 
-    // Row by row: a restoration keeps none of the row's states.
+    // Row by row: a restoration keeps none of the row's states, a conflict only if it
+    // is listed.
     let mut restorations = Vec::new();
+    let mut listed = Vec::new();
     let mut conflicting = Vec::new();
     while let Some(aggregate) = touched.try_next().await? {
         if aggregate.pre_state_unknown()
             || !same_but_version(aggregate.current.as_ref(), aggregate.batch_after.as_ref())
         {
-            conflicting.push(aggregate);
+            conflicting.push((aggregate.aggregate_id, aggregate.batch_last_position));
+            if listed.len() < MAX_LISTED {
+                listed.push(aggregate);
+            }
             continue;
         }
         let returns = aggregate.has_pre_state && !aggregate.created_by_batch();
@@ -303,41 +315,61 @@ pub async fn analyze(
         });
     }
     drop(touched);
-    let conflicts = later_batches(connection, &conflicting).await?;
+    let later_batches = later_batches(connection, &conflicting).await?;
+    let conflicts = listed_conflicts(connection, &listed).await?;
     Ok(Analysis {
         correlation_id,
         restorations,
         conflicts,
+        conflict_count: conflicting.len(),
+        later_batches,
     })
 }
 
+/// The events after this batch's last on each aggregate (`$1` ids, `$2` positions)
+/// that are not rolled back.
+const LATER_EVENTS: &str = "from workflow_events e
+     join unnest($1::uuid[], $2::int8[]) as t(aggregate_id, after_position)
+       on e.aggregate_id = t.aggregate_id and e.position > t.after_position
+     where not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)";
+
+/// The batches in the way of `conflicting` (aggregate id and the position of this
+/// batch's last event on it).
 async fn later_batches(
     connection: &mut PgConnection,
-    conflicting: &[Touched],
-) -> Result<Vec<Conflict>, sqlx::Error> {
+    conflicting: &[(Uuid, i64)],
+) -> Result<BTreeSet<Uuid>, sqlx::Error> {
     if conflicting.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let batches: Vec<Uuid> =
+        sqlx::query_scalar(&format!("select distinct e.correlation_id {LATER_EVENTS}"))
+            .bind(conflicting.iter().map(|c| c.0).collect::<Vec<_>>())
+            .bind(conflicting.iter().map(|c| c.1).collect::<Vec<_>>())
+            .fetch_all(connection)
+            .await?;
+    Ok(batches.into_iter().collect())
+}
+
+/// The listed conflicts with their later batches and their diffs.
+async fn listed_conflicts(
+    connection: &mut PgConnection,
+    listed: &[Touched],
+) -> Result<Vec<Conflict>, sqlx::Error> {
+    if listed.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "select distinct e.aggregate_id, e.correlation_id
-         from workflow_events e
-         join unnest($1::uuid[], $2::int8[]) as t(aggregate_id, after_position)
-           on e.aggregate_id = t.aggregate_id and e.position > t.after_position
-         where not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)",
-    )
+    let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(&format!(
+        "select distinct e.aggregate_id, e.correlation_id {LATER_EVENTS}"
+    ))
+    .bind(listed.iter().map(|t| t.aggregate_id).collect::<Vec<_>>())
     .bind(
-        conflicting
-            .iter()
-            .map(|t| t.aggregate_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        conflicting
+        listed
             .iter()
             .map(|t| t.batch_last_position)
             .collect::<Vec<_>>(),
     )
-    .fetch_all(connection)
+    .fetch_all(&mut *connection)
     .await?;
     let mut by_aggregate: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     for (aggregate_id, correlation_id) in rows {
@@ -346,7 +378,7 @@ async fn later_batches(
             .or_default()
             .push(correlation_id);
     }
-    Ok(conflicting
+    Ok(listed
         .iter()
         .map(|aggregate| {
             let diff = json_patch::diff(

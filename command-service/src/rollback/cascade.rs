@@ -45,7 +45,7 @@ pub async fn rollback_one(
 ) -> Result<RollbackOutcome, RollbackError> {
     lock_batch(connection, correlation_id).await?;
     let analysis = analyze(connection, correlation_id).await?;
-    if !analysis.conflicts.is_empty() && mode != Mode::Partial {
+    if analysis.conflict_count > 0 && mode != Mode::Partial {
         return Err(RollbackError::Conflicts(analysis));
     }
     restore(connection, actor, analysis, mode).await
@@ -94,11 +94,7 @@ async fn newest_of(
     connection: &mut PgConnection,
     analysis: &super::analyze::Analysis,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    let later: Vec<Uuid> = analysis
-        .conflicts
-        .iter()
-        .flat_map(|c| c.later_batches.iter().copied())
-        .collect();
+    let later: Vec<Uuid> = analysis.later_batches.iter().copied().collect();
     if later.is_empty() {
         return Ok(None);
     }

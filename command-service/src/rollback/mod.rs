@@ -59,7 +59,7 @@ pub enum RollbackError {
         correlation_id: Uuid,
         rolled_back_by: Uuid,
     },
-    #[error("later batches changed {} of the aggregates this batch touched", .0.conflicts.len())]
+    #[error("later batches changed {} of the aggregates this batch touched", .0.conflict_count)]
     Conflicts(analyze::Analysis),
     #[error("cascade would roll back more than {0} batches")]
     CascadeTooLong(usize),

@@ -2,7 +2,7 @@
 //! rolled back), `ROLLBACK` events, the rolled-back marks, all in one transaction.
 
 use super::analyze::{self, Analysis, Restoration};
-use super::{Mode, RollbackError, MAX_LISTED};
+use super::{Mode, RollbackError};
 use crate::assets::store as asset_store;
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::store::append;
@@ -95,7 +95,7 @@ pub async fn restore(
         .await?;
 
     let restored = analysis.restorations.len();
-    let skipped_count = analysis.conflicts.len();
+    let skipped_count = analysis.conflict_count;
     let status = if skipped_count == 0 {
         "rolled_back"
     } else {
@@ -157,7 +157,7 @@ pub async fn restore(
         rolled_back: target,
         mode,
         restored,
-        skipped: analysis.conflicts.into_iter().take(MAX_LISTED).collect(),
+        skipped: analysis.conflicts,
         skipped_count,
         cascaded: Vec::new(),
     })
