@@ -85,6 +85,19 @@ pub fn rule() -> Value {
     })
 }
 
+/// A later rule over what [`rule`] changed: every motor that needs a VFD gets its VFD
+/// checked. Its batch changes the same motors again, so rolling back the first batch
+/// conflicts on every one of them (its cables are still the first batch's alone).
+pub fn follow_up_rule() -> Value {
+    json!({
+        "name": "Motors that need a VFD get it checked",
+        "discipline": "ELECTRICAL",
+        "priority": 20,
+        "when": "asset.asset_type == 'ELECTRIC_MOTOR' && has(asset.properties.needs_vfd)",
+        "then": [{"type": "set_property", "name": "vfd_checked", "value": "true"}]
+    })
+}
+
 /// A fingerprint of the current state (assets, cables, relationships, findings), as the
 /// rollback tests compare it: content only, not versions (a rollback is a new version).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

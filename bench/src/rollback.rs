@@ -15,6 +15,10 @@ pub struct RollbackArgs {
     /// Assets in the plant.
     #[arg(long, default_value_t = 10_000)]
     pub assets: usize,
+    /// Instead: a later batch changes the same motors again, and the rollback of the
+    /// first is partial (every motor a conflict, every cable deleted).
+    #[arg(long)]
+    pub conflicting: bool,
     /// Also print the results as one JSON line.
     #[arg(long)]
     pub json: bool,
@@ -43,6 +47,9 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
         bail!("--assets must be more than {}", plant::MCCS);
     }
     let assets = args.assets;
+    if args.conflicting {
+        return run_conflicting(args).await;
+    }
     eprintln!("rollback: {assets} assets ...");
     let measured = with_environment(&args.endpoints, async |environment| {
         scenario::import_plant(environment, assets, true).await?;
@@ -154,6 +161,95 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
     }
     if !restored_state {
         bail!("the state after the rollback differs from the state before the execution");
+    }
+    Ok(())
+}
+
+/// What `--conflicting` measured.
+struct Conflicting {
+    execution: Duration,
+    execution_peak_kib: u64,
+    later: Duration,
+    rollback: Duration,
+    rollback_peak_kib: u64,
+    restored: u64,
+    skipped_count: u64,
+    skipped_listed: usize,
+}
+
+/// Execute, execute a later rule over the same motors, then roll the first batch back
+/// partially with a fresh service.
+async fn run_conflicting(args: RollbackArgs) -> anyhow::Result<()> {
+    let assets = args.assets;
+    eprintln!("rollback --conflicting: {assets} assets ...");
+    let measured = with_environment(&args.endpoints, async |environment| {
+        scenario::import_plant(environment, assets, true).await?;
+        let rule_id = scenario::define_rule(environment).await?;
+        let executed = scenario::execute(environment, &rule_id, false).await?;
+        let later_id = scenario::define(environment, &plant::follow_up_rule()).await?;
+        let later = scenario::execute(environment, &later_id, false).await?;
+        scenario::wait_for_relay(environment, scenario::RELAY_CATCH_UP).await?;
+        environment.start_service(true).await?;
+        let url = environment.service()?.url("/rules/rollback");
+        let body = json!({"correlation_id": executed.correlation_id, "mode": "partial"});
+        let answer = api::post_json(&environment.http, &url, &body, "POST /rules/rollback").await?;
+        Ok(Conflicting {
+            execution: executed.elapsed,
+            execution_peak_kib: executed.peak_kib,
+            later: later.elapsed,
+            rollback: answer.elapsed,
+            rollback_peak_kib: environment.service()?.peak_memory_kib()?,
+            restored: answer.body["restored"].as_u64().unwrap_or(0),
+            skipped_count: answer.body["skipped_count"].as_u64().unwrap_or(0),
+            skipped_listed: answer.body["skipped"].as_array().map_or(0, Vec::len),
+        })
+    })
+    .await?;
+    let expected = plant::expected_matches(assets) as u64;
+    let mut table = Table::new(
+        format!(
+            "bench rollback --conflicting: {} assets; a later batch changed the {} motors again",
+            report::count(assets as f64),
+            report::count(expected as f64)
+        ),
+        &["", "wall time", "peak memory (VmHWM)"],
+    );
+    table.row(vec![
+        "execution".into(),
+        report::secs(seconds(measured.execution)),
+        report::mib(measured.execution_peak_kib),
+    ]);
+    table.row(vec![
+        "later execution".into(),
+        report::secs(seconds(measured.later)),
+        String::new(),
+    ]);
+    table.row(vec![
+        "partial rollback".into(),
+        report::secs(seconds(measured.rollback)),
+        report::mib(measured.rollback_peak_kib),
+    ]);
+    table.print();
+    println!(
+        "restored (the cables, deleted): {}; skipped (the motors): {}, {} of them listed",
+        measured.restored, measured.skipped_count, measured.skipped_listed
+    );
+    if args.json {
+        report::json_line(&json!({
+            "bench": "rollback_conflicting",
+            "assets": assets,
+            "execution_seconds": seconds(measured.execution),
+            "execution_peak_kib": measured.execution_peak_kib,
+            "later_seconds": seconds(measured.later),
+            "rollback_seconds": seconds(measured.rollback),
+            "rollback_peak_kib": measured.rollback_peak_kib,
+            "restored": measured.restored,
+            "skipped_count": measured.skipped_count,
+            "skipped_listed": measured.skipped_listed,
+        }));
+    }
+    if measured.restored != expected || measured.skipped_count != expected {
+        bail!("expected {expected} cables restored and {expected} motors skipped");
     }
     Ok(())
 }

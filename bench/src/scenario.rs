@@ -89,8 +89,13 @@ pub async fn import_plant(
 
 /// Define the benchmark rule; its id.
 pub async fn define_rule(environment: &Environment) -> anyhow::Result<String> {
+    define(environment, &plant::rule()).await
+}
+
+/// Define `rule`; its id.
+pub async fn define(environment: &Environment, rule: &serde_json::Value) -> anyhow::Result<String> {
     let url = environment.service()?.url("/rules");
-    let answer = api::post_json(&environment.http, &url, &plant::rule(), "POST /rules").await?;
+    let answer = api::post_json(&environment.http, &url, rule, "POST /rules").await?;
     Ok(api::field(&answer.body, "id")?.to_owned())
 }
 
