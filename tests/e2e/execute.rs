@@ -988,6 +988,13 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
         Some(&rule("asset.tag > 55")),
     )
     .await?;
+    let behind_a_test = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules"),
+        Some(&rule("asset.asset_type == 'MOTOR' && asset.tag > 5")),
+    )
+    .await?;
     let not_a_condition = send(
         &setup.http,
         Method::POST,
@@ -1006,7 +1013,13 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
     .await?;
 
     // Assert
-    for reply in [&syntax, &unknown, &wrong_type, &not_a_condition] {
+    for reply in [
+        &syntax,
+        &unknown,
+        &wrong_type,
+        &behind_a_test,
+        &not_a_condition,
+    ] {
         assert_eq!(reply.status, 422, "{reply:?}");
         assert!(reply.is_problem());
         assert_eq!(reply.body["type"], "/problems/invalid-rule");
@@ -1023,6 +1036,15 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
         .as_str()
         .unwrap_or("")
         .starts_with("type error"));
+    assert_eq!(
+        (
+            &behind_a_test.body["errors"][0]["line"],
+            &behind_a_test.body["errors"][0]["column"]
+        ),
+        (&json!(1), &json!(32)),
+        "{:?}",
+        behind_a_test.body
+    );
     assert_eq!(
         not_a_condition.body["errors"][0]["message"],
         "a condition must give true or false; this gives a value of type string"

@@ -7,7 +7,7 @@
 //! asset fields (with the position of the offending selection), and evaluated once
 //! against a sample asset to catch type errors such as `asset.tag > 5`.
 
-use cel::common::ast::{EntryExpr, Expr};
+use cel::common::ast::{operators, EntryExpr, Expr};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
@@ -164,6 +164,7 @@ impl Expression {
             version: 1,
         };
         let sample = AssetContext::new(&sample);
+        self.check_operands(field, &sample)?;
         let outcome = self.program.execute(&sample.context);
         match outcome {
             Ok(value) => Ok(Some(value)),
@@ -174,6 +175,67 @@ impl Expression {
                 line: None,
                 column: None,
             }),
+        }
+    }
+
+    /// The operands of every `&&`, `||` and `?:` (outside comprehensions) evaluated one
+    /// by one on the sample: a type error behind a test the sample fails
+    /// (`asset.asset_type == 'MOTOR' && asset.tag > 5`) is found too, and where it is.
+    /// Only errors of types count here: an operand may well fail on the sample's values
+    /// (`asset.tag.substring(10)`) where its guard keeps it from running.
+    fn check_operands(&self, field: &str, sample: &AssetContext) -> Result<(), ExpressionError> {
+        let info = self.program.source_info();
+        let mut found: Option<(ExecutionError, Option<u32>)> = None;
+        walk(
+            self.program.expression(),
+            &mut Vec::new(),
+            &mut |node, bound| {
+                let Expr::Call(call) = &node.expr else {
+                    return;
+                };
+                let branching = [
+                    operators::LOGICAL_AND,
+                    operators::LOGICAL_OR,
+                    operators::CONDITIONAL,
+                ];
+                if found.is_some()
+                    || !bound.is_empty()
+                    || !branching.contains(&call.func_name.as_str())
+                {
+                    return;
+                }
+                for operand in &call.args {
+                    match cel::Value::resolve(operand, &sample.context) {
+                        Err(error) if is_type_error(&error) => {
+                            // Where the operand starts: the leftmost of its nodes.
+                            let mut start = None;
+                            walk(operand, &mut Vec::new(), &mut |part, _| {
+                                if let Some((offset, _)) = info.offset_for(part.id) {
+                                    start =
+                                        Some(start.map_or(offset, |start: u32| start.min(offset)));
+                                }
+                            });
+                            found = Some((error, start));
+                            return;
+                        }
+                        _ => {}
+                    }
+                }
+            },
+        );
+        match found {
+            None => Ok(()),
+            Some((error, start)) => {
+                let (line, column) = start
+                    .map(|offset| line_and_column(&info.source, offset as usize))
+                    .map_or((None, None), |(line, column)| (Some(line), Some(column)));
+                Err(ExpressionError {
+                    field: field.to_owned(),
+                    message: format!("type error: {error}"),
+                    line,
+                    column,
+                })
+            }
         }
     }
 }
@@ -246,6 +308,20 @@ fn number(value: &serde_json::Number) -> Box<dyn Val + 'static> {
     } else {
         Box::new(CelDouble::from(value.as_f64().unwrap_or(f64::NAN)))
     }
+}
+
+/// Errors that come from the types of the values alone: whatever the values, the same
+/// types fail the same way.
+fn is_type_error(error: &ExecutionError) -> bool {
+    matches!(
+        error,
+        ExecutionError::NoSuchOverload(_)
+            | ExecutionError::ValuesNotComparable(..)
+            | ExecutionError::UnsupportedBinaryOperator(..)
+            | ExecutionError::UnsupportedTargetType { .. }
+            | ExecutionError::NotSupportedAsMethod { .. }
+            | ExecutionError::UnexpectedType { .. }
+    )
 }
 
 /// CEL's names of types, which are identifiers too (`type(x) == double`).
@@ -560,6 +636,33 @@ mod tests {
         // A value expression may give anything; a condition that needs data may pass.
         assert!(Expression::compile("asset.tag", "then[0].value").is_ok());
         assert!(Expression::condition("asset.properties.voltage > 400", "when").is_ok());
+    }
+
+    #[test]
+    fn a_type_error_behind_a_test_the_sample_fails_is_refused_with_its_position() {
+        let error = Expression::compile(
+            "asset.asset_type == 'ELECTRIC_MOTOR' && asset.tag > 5",
+            "when",
+        )
+        .unwrap_err();
+        assert!(error.message.starts_with("type error"), "{error:?}");
+        assert_eq!((error.line, error.column), (Some(1), Some(41)));
+        let error = Expression::compile(
+            "asset.discipline == 'ELECTRICAL'\n  ? asset.version + 'x'\n  : 0",
+            "then[0].value",
+        )
+        .unwrap_err();
+        assert_eq!((error.line, error.column), (Some(2), Some(5)), "{error:?}");
+        // Guards that keep a value error from running are fine, and so is a missing
+        // property, and an operand inside a comprehension.
+        for source in [
+            "size(asset.tag) > 10 && asset.tag.substring(10) == 'X'",
+            "asset.tag.startsWith('1') && int(asset.tag) > 100",
+            "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+            "['A', 'B'].exists(x, x == asset.area || x > 'C')",
+        ] {
+            assert!(Expression::compile(source, "when").is_ok(), "{source}");
+        }
     }
 
     #[test]
