@@ -7,7 +7,7 @@
 //! asset fields (with the position of the offending selection), and evaluated once
 //! against a sample asset to catch type errors such as `asset.tag > 5`.
 
-use cel::common::ast::{operators, EntryExpr, Expr};
+use cel::common::ast::{EntryExpr, Expr};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
@@ -178,54 +178,44 @@ impl Expression {
         }
     }
 
-    /// The operands of every `&&`, `||` and `?:` (outside comprehensions) evaluated one
-    /// by one on the sample: a type error behind a test the sample fails
-    /// (`asset.asset_type == 'MOTOR' && asset.tag > 5`) is found too, and where it is.
-    /// Only errors of types count here: an operand may well fail on the sample's values
-    /// (`asset.tag.substring(10)`) where its guard keeps it from running.
+    /// Every call (an operator or a function, outside comprehensions) evaluated on its
+    /// own on the sample, and the smallest that fails on types is the error, with where
+    /// it starts: `asset.version + 'x'` is pointed at, and a type error behind a test
+    /// the sample fails (`asset.asset_type == 'MOTOR' && asset.tag > 5`) is found too.
+    /// Only errors of types count here: a call may well fail on the sample's values
+    /// (`asset.tag.substring(10)`) where a guard keeps it from running.
     fn check_operands(&self, field: &str, sample: &AssetContext) -> Result<(), ExpressionError> {
         let info = self.program.source_info();
-        let mut found: Option<(ExecutionError, Option<u32>)> = None;
+        // (nodes in the failing call, where it starts, the error)
+        let mut found: Option<(usize, Option<u32>, ExecutionError)> = None;
         walk(
             self.program.expression(),
             &mut Vec::new(),
             &mut |node, bound| {
-                let Expr::Call(call) = &node.expr else {
-                    return;
-                };
-                let branching = [
-                    operators::LOGICAL_AND,
-                    operators::LOGICAL_OR,
-                    operators::CONDITIONAL,
-                ];
-                if found.is_some()
-                    || !bound.is_empty()
-                    || !branching.contains(&call.func_name.as_str())
-                {
+                if !bound.is_empty() || !matches!(node.expr, Expr::Call(_)) {
                     return;
                 }
-                for operand in &call.args {
-                    match cel::Value::resolve(operand, &sample.context) {
-                        Err(error) if is_type_error(&error) => {
-                            // Where the operand starts: the leftmost of its nodes.
-                            let mut start = None;
-                            walk(operand, &mut Vec::new(), &mut |part, _| {
-                                if let Some((offset, _)) = info.offset_for(part.id) {
-                                    start =
-                                        Some(start.map_or(offset, |start: u32| start.min(offset)));
-                                }
-                            });
-                            found = Some((error, start));
-                            return;
-                        }
-                        _ => {}
+                let Err(error) = cel::Value::resolve(node, &sample.context) else {
+                    return;
+                };
+                if !is_type_error(&error) {
+                    return;
+                }
+                let (mut size, mut start) = (0, None);
+                walk(node, &mut Vec::new(), &mut |part, _| {
+                    size += 1;
+                    if let Some((offset, _)) = info.offset_for(part.id) {
+                        start = Some(start.map_or(offset, |start: u32| start.min(offset)));
                     }
+                });
+                if found.as_ref().is_none_or(|(smallest, ..)| size < *smallest) {
+                    found = Some((size, start, error));
                 }
             },
         );
         match found {
             None => Ok(()),
-            Some((error, start)) => {
+            Some((_, start, error)) => {
                 let (line, column) = start
                     .map(|offset| line_and_column(&info.source, offset as usize))
                     .map_or((None, None), |(line, column)| (Some(line), Some(column)));
@@ -619,9 +609,13 @@ mod tests {
     }
 
     #[test]
-    fn a_type_error_no_data_can_fix_is_refused() {
+    fn a_type_error_no_data_can_fix_is_refused_where_it_is() {
         let error = Expression::compile("asset.tag > 5", "when").unwrap_err();
         assert!(error.message.starts_with("type error"), "{error:?}");
+        assert_eq!((error.line, error.column), (Some(1), Some(1)));
+        let error = Expression::compile("asset.version > 1 && (asset.version + 'x') > 2", "when")
+            .unwrap_err();
+        assert_eq!((error.line, error.column), (Some(1), Some(23)), "{error:?}");
     }
 
     #[test]
