@@ -455,6 +455,58 @@ async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_th
 }
 
 #[tokio::test]
+async fn a_dry_run_does_not_lock_what_it_only_reads() -> anyhow::Result<()> {
+    // Arrange: a motor the VFD rule changes is locked, so the dry run stops at its
+    // first write, after it has looked up the MCCs its cables start at (by tag: the
+    // filter keeps them out of the pages).
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let mut blocker = setup.pool.begin().await?;
+    sqlx::query("select id from assets where tag = 'M-105' for update")
+        .fetch_one(&mut *blocker)
+        .await?;
+    let request = setup
+        .http
+        .post(setup.command.url("/rules/execute"))
+        .json(&json!({"dry_run": true, "filters": {"asset_types": ["ELECTRIC_MOTOR"]}}));
+    let dry_run = tokio::spawn(async move { Reply::from(request.send().await?).await });
+    let mut waited = Duration::ZERO;
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "select count(*) from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(&setup.pool)
+        .await?;
+        if waiting > 0 {
+            break;
+        }
+        anyhow::ensure!(waited < Duration::from_secs(20), "the dry run never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += Duration::from_millis(20);
+    }
+
+    // Act: while the dry run is held, a writer takes the MCC.
+    let mut writer = setup.pool.begin().await?;
+    let taken = sqlx::query("select id from assets where tag = 'MCC-U200-01' for update nowait")
+        .fetch_optional(&mut *writer)
+        .await;
+    writer.rollback().await?;
+    blocker.rollback().await?;
+    let answered = dry_run.await??;
+
+    // Assert
+    assert!(taken?.is_some(), "the MCC is locked by the dry run");
+    assert_eq!(answered.status, 200);
+    assert_eq!(
+        answered.body["totals"]["executed"], 4,
+        "{:?}",
+        answered.body
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_over_many_chunks_is_applied_with_the_ids_it_promised_and_to_nothing_else(
 ) -> anyhow::Result<()> {
     // Arrange: a dry run over 2,500 motors (three chunks), each getting a power cable.
