@@ -107,6 +107,8 @@ pub async fn execute(
             })
             .await;
         }
+        // Without a key there is nothing to claim, and a dry run needs no transaction of
+        // the request's own (it opens its two).
         let preview =
             preview::preview(&state.pool, &actor.0, &request, &rules, &request.filters).await?;
         return Ok((StatusCode::OK, axum::Json(ExecuteAnswer::Plan(preview))).into_response());
