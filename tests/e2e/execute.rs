@@ -42,15 +42,19 @@ async fn setup(relay: bool) -> anyhow::Result<Setup> {
 
 impl Setup {
     async fn define(&self, rule: &Value) -> anyhow::Result<String> {
-        let reply = send(
+        let reply = self.post_rule(rule).await?.expect_status(201);
+        Ok(reply.body["id"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// `POST /rules`; the reply, whatever its status.
+    async fn post_rule(&self, rule: &Value) -> anyhow::Result<Reply> {
+        send(
             &self.http,
             Method::POST,
             &self.command.url("/rules"),
             Some(rule),
         )
-        .await?
-        .expect_status(201);
-        Ok(reply.body["id"].as_str().unwrap_or_default().to_owned())
+        .await
     }
 
     async fn execute(&self, body: Value) -> anyhow::Result<Value> {
@@ -1019,50 +1023,18 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
     };
 
     // Act
-    let syntax = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(&rule("asset.tag == 'M-1' &&")),
-    )
-    .await?;
-    let unknown = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(&rule("asset.power_kw > 55")),
-    )
-    .await?;
-    let wrong_type = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(&rule("asset.tag > 55")),
-    )
-    .await?;
-    let behind_a_test = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(&rule("asset.asset_type == 'MOTOR' && asset.tag > 5")),
-    )
-    .await?;
-    let not_a_condition = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(&rule("asset.tag")),
-    )
-    .await?;
-    let unknown_action = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules"),
-        Some(
+    let syntax = setup.post_rule(&rule("asset.tag == 'M-1' &&")).await?;
+    let unknown = setup.post_rule(&rule("asset.power_kw > 55")).await?;
+    let wrong_type = setup.post_rule(&rule("asset.tag > 55")).await?;
+    let behind_a_test = setup
+        .post_rule(&rule("asset.asset_type == 'MOTOR' && asset.tag > 5"))
+        .await?;
+    let not_a_condition = setup.post_rule(&rule("asset.tag")).await?;
+    let unknown_action = setup
+        .post_rule(
             &json!({"name": "r", "discipline": "E", "when": "true", "then": [{"type": "explode"}]}),
-        ),
-    )
-    .await?;
+        )
+        .await?;
 
     // Assert
     for reply in [
