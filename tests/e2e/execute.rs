@@ -11,6 +11,7 @@ use synapse_tests::client::{post_csv, send, Reply};
 use synapse_tests::plant::{as_csv, motors, pump_flag_rule, small_plant, vfd_rule};
 use synapse_tests::stream::{read_all, wait_for_messages};
 use synapse_tests::{TestDatabase, TestNats};
+use uuid::Uuid;
 
 struct Setup {
     _database: TestDatabase,
@@ -459,53 +460,69 @@ async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_th
 }
 
 #[tokio::test]
-async fn a_dry_run_does_not_lock_what_it_only_reads() -> anyhow::Result<()> {
-    // Arrange: a motor the VFD rule changes is locked, so the dry run stops at its
-    // first write, after it has looked up the MCCs its cables start at (by tag: the
-    // filter keeps them out of the pages).
+async fn a_dry_run_neither_locks_nor_waits_for_what_it_reads_or_would_change() -> anyhow::Result<()>
+{
+    // Arrange: a writer holds a motor the VFD rule changes and the MCC its cable
+    // starts at (looked up by tag: the filter keeps MCCs out of the pages).
     let setup = setup(false).await?;
     setup.define(&vfd_rule()).await?;
-    let mut blocker = setup.pool.begin().await?;
-    sqlx::query("select id from assets where tag = 'M-105' for update")
-        .fetch_one(&mut *blocker)
-        .await?;
-    let request = setup
-        .http
-        .post(setup.command.url("/rules/execute"))
-        .json(&json!({"dry_run": true, "filters": {"asset_types": ["ELECTRIC_MOTOR"]}}));
-    let dry_run = tokio::spawn(async move { Reply::from(request.send().await?).await });
-    let mut waited = Duration::ZERO;
-    loop {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "select count(*) from pg_stat_activity
-             where datname = current_database() and wait_event_type = 'Lock'",
-        )
+    let mut writer = setup.pool.begin().await?;
+    let held: Vec<(String,)> = sqlx::query_as(
+        "select tag from assets where tag in ('M-105', 'MCC-U200-01') order by tag for update",
+    )
+    .fetch_all(&mut *writer)
+    .await?;
+    assert_eq!(held.len(), 2);
+
+    // Act: the dry run, while the rows are held; then the writer changes one of them.
+    let dry_run = tokio::time::timeout(
+        Duration::from_secs(30),
+        setup.execute(json!({"dry_run": true, "filters": {"asset_types": ["ELECTRIC_MOTOR"]}})),
+    )
+    .await;
+    let changed = sqlx::query(
+        "update assets set name = 'Held motor', version = version + 1 where tag = 'M-105'",
+    )
+    .execute(&mut *writer)
+    .await?;
+    writer.commit().await?;
+
+    // Assert: planned in full without waiting, with nothing of it in the live state.
+    let plan = dry_run.map_err(|_| anyhow::anyhow!("the dry run waited for the writer"))??;
+    assert_eq!(changed.rows_affected(), 1);
+    assert_eq!(plan["totals"]["executed"], 4, "{}", plan["totals"]);
+    let planned: Vec<String> = plan["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|entry| entry["changes"].as_array().cloned().unwrap_or_default())
+        .filter_map(|change| change["tag"].as_str().map(str::to_owned))
+        .collect();
+    assert!(planned.iter().any(|tag| tag == "VFD-M-105"), "{planned:?}");
+    assert!(
+        planned.iter().any(|tag| tag == "W-M-105-PWR"),
+        "{planned:?}"
+    );
+    let (vfds, cables, relationships, marked): (i64, i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from assets where tag like 'VFD-%'),
+                (select count(*) from cables),
+                (select count(*) from relationships),
+                (select count(*) from assets where properties ? 'needs_vfd')",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!((vfds, cables, relationships, marked), (0, 0, 0, 0));
+    // The plan depends on the motor the writer changed after it was made.
+    let refused = setup.apply(&plan).await?;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    let (motor,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'M-105'")
         .fetch_one(&setup.pool)
         .await?;
-        if waiting > 0 {
-            break;
-        }
-        anyhow::ensure!(waited < Duration::from_secs(20), "the dry run never waited");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        waited += Duration::from_millis(20);
-    }
-
-    // Act: while the dry run is held, a writer takes the MCC.
-    let mut writer = setup.pool.begin().await?;
-    let taken = sqlx::query("select id from assets where tag = 'MCC-U200-01' for update nowait")
-        .fetch_optional(&mut *writer)
-        .await;
-    writer.rollback().await?;
-    blocker.rollback().await?;
-    let answered = dry_run.await??;
-
-    // Assert
-    assert!(taken?.is_some(), "the MCC is locked by the dry run");
-    assert_eq!(answered.status, 200);
     assert_eq!(
-        answered.body["totals"]["executed"], 4,
+        refused.body["errors"][0]["key"],
+        motor.to_string(),
         "{:?}",
-        answered.body
+        refused.body
     );
     setup.command.stop().await
 }

@@ -102,17 +102,26 @@ pub async fn upsert_many(
     connection: &mut PgConnection,
     assets: &[AssetState],
 ) -> Result<(), sqlx::Error> {
+    upsert_many_into(connection, "assets", assets).await
+}
+
+/// [`upsert_many`] into `table`: `assets` or a dry run's copy of it.
+pub async fn upsert_many_into(
+    connection: &mut PgConnection,
+    table: &str,
+    assets: &[AssetState],
+) -> Result<(), sqlx::Error> {
     if assets.is_empty() {
         return Ok(());
     }
     // Text and properties are bound borrowed: this runs for every chunk of an execution.
-    sqlx::query(
-        "insert into assets (id, tag, asset_type, discipline, name, area, properties, version)
+    sqlx::query(&format!(
+        "insert into {table} (id, tag, asset_type, discipline, name, area, properties, version)
          select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::int8[])
          on conflict (id) do update set tag = excluded.tag, asset_type = excluded.asset_type,
              discipline = excluded.discipline, name = excluded.name, area = excluded.area,
-             properties = excluded.properties, version = excluded.version",
-    )
+             properties = excluded.properties, version = excluded.version"
+    ))
     .bind(assets.iter().map(|a| a.id).collect::<Vec<_>>())
     .bind(assets.iter().map(|a| a.tag.as_str()).collect::<Vec<_>>())
     .bind(assets.iter().map(|a| a.asset_type.as_str()).collect::<Vec<_>>())

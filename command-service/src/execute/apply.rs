@@ -75,6 +75,28 @@ impl Counts {
     }
 }
 
+/// Where a chunk's state is written: the live tables, or a dry run's
+/// [`overlay`](super::overlay).
+#[derive(Debug, Clone, Copy)]
+pub struct StateTables {
+    pub assets: &'static str,
+    pub cables: &'static str,
+    pub relationships: &'static str,
+    pub findings: &'static str,
+    /// Whether pre-batch snapshots are taken (a dry run is never rolled back).
+    pub snapshots: bool,
+}
+
+impl StateTables {
+    pub const LIVE: Self = Self {
+        assets: "assets",
+        cables: "cables",
+        relationships: "relationships",
+        findings: "findings",
+        snapshots: true,
+    };
+}
+
 /// A chunk's state writes (snapshots of the existing aggregates it changes, new
 /// states, relationships, findings), built from its outcomes without the database, so that it
 /// can be built before the chunk's transaction opens. Built last from a chunk's
@@ -158,6 +180,16 @@ impl StateWrites {
             .collect()
     }
 
+    /// How many rows of `table` they write (create or overwrite).
+    pub fn rows(&self, table: Table) -> u64 {
+        let rows = match table {
+            Table::Assets => self.assets.len(),
+            Table::Cables => self.cables.len(),
+            Table::Relationships => self.relationships.len(),
+        };
+        rows as u64
+    }
+
     /// Count the rows they create in `growth`.
     pub fn count_in(&self, growth: &mut Growth, pool: &PgPool) {
         for table in Table::ALL {
@@ -165,25 +197,43 @@ impl StateWrites {
         }
     }
 
-    /// Write them in the caller's transaction, for batch `correlation_id`.
+    /// Write them in the caller's transaction, for batch `correlation_id`, into the
+    /// live tables.
     pub async fn write(
         &self,
         connection: &mut PgConnection,
         correlation_id: Uuid,
         rule: &CompiledRule,
     ) -> Result<(), sqlx::Error> {
-        snapshot::take_many(connection, correlation_id, &self.snapshots).await?;
-        asset_store::upsert_many(connection, &self.assets).await?;
-        cables::upsert(connection, &self.cables).await?;
-        relationships::insert(connection, &self.relationships).await?;
+        self.write_into(connection, correlation_id, rule, StateTables::LIVE)
+            .await
+    }
+
+    /// Write them in the caller's transaction, for batch `correlation_id`, into
+    /// `tables`.
+    pub async fn write_into(
+        &self,
+        connection: &mut PgConnection,
+        correlation_id: Uuid,
+        rule: &CompiledRule,
+        tables: StateTables,
+    ) -> Result<(), sqlx::Error> {
+        if tables.snapshots {
+            snapshot::take_many(connection, correlation_id, &self.snapshots).await?;
+        }
+        asset_store::upsert_many_into(connection, tables.assets, &self.assets).await?;
+        cables::upsert_into(connection, tables.cables, &self.cables).await?;
+        relationships::insert_into(connection, tables.relationships, &self.relationships).await?;
         if !self.findings.is_empty() {
             let findings = &self.findings;
-            sqlx::query(
-                "insert into findings (asset_id, rule_id, severity, message, correlation_id)
+            // The table is one of `StateTables`, never input.
+            sqlx::query(&format!(
+                "insert into {} (asset_id, rule_id, severity, message, correlation_id)
                  select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
                      as f(asset_id, severity, message)
                  on conflict do nothing",
-            )
+                tables.findings
+            ))
             .bind(findings.iter().map(|f| f.0).collect::<Vec<_>>())
             .bind(findings.iter().map(|f| f.1.as_str()).collect::<Vec<_>>())
             .bind(findings.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
@@ -194,18 +244,6 @@ impl StateWrites {
         }
         Ok(())
     }
-}
-
-/// Write the state changes of `outcomes` in the caller's transaction.
-pub async fn write_state(
-    connection: &mut PgConnection,
-    correlation_id: Uuid,
-    rule: &CompiledRule,
-    outcomes: Vec<AssetOutcome>,
-) -> Result<(), sqlx::Error> {
-    StateWrites::of(outcomes)
-        .write(connection, correlation_id, rule)
-        .await
 }
 
 /// The events of a chunk's outcomes, in order: per asset its rule outcome, then the

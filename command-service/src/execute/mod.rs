@@ -4,6 +4,7 @@
 
 pub mod ahead;
 pub mod apply;
+pub mod overlay;
 pub mod planner;
 pub mod plans;
 pub mod preview;

@@ -1,13 +1,15 @@
-//! Dry runs: the whole execution planned inside one transaction that is rolled back,
-//! so later rules see earlier rules' changes exactly as in a real run, and nothing
-//! (state or log) is written. The plan is stored for a later exact apply.
+//! Dry runs: the whole execution planned in one transaction that is rolled back, so
+//! later rules see earlier rules' changes exactly as in a real run, and nothing (state
+//! or log) is written. The plan is stored for a later exact apply.
 //!
-//! What a dry run only reads (an MCC every motor's cable starts at) it does not lock:
-//! the plan records the versions it read and an apply is refused if any moved, so a
-//! lock would only make writers wait for the whole dry run. What it would change is
-//! locked by its own (rolled back) writes until it ends.
+//! A dry run locks nothing. What it only reads (an MCC every motor's cable starts at)
+//! it reads without locks: the plan records the versions it read and an apply is
+//! refused if any moved. What it would change it writes into its own
+//! [`overlay`](super::overlay), never into the live tables, so an execution or import
+//! over the same assets never waits for a preview.
 
-use super::apply::{self, AssetOutcome, Counts};
+use super::apply::{AssetOutcome, Counts, StateWrites};
+use super::overlay::{self, Overlay};
 use super::planner::{Ids, Outcome, PlannedChange};
 use super::plans;
 use super::request::{AssetFilter, ExecuteRequest};
@@ -15,9 +17,10 @@ use super::runner::{plan_chunk, Reads, RuleReport, CHUNK_SIZE};
 use super::world::World;
 use crate::assets::store as asset_store;
 use crate::rules::definition::CompiledRule;
+use crate::store::statistics::Table;
 use serde::Serialize;
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -66,8 +69,12 @@ pub async fn preview(
     // The plan's rows, chunk by chunk, committed when the dry run has finished.
     let mut plan = pool.begin().await?;
     plans::open(&mut plan, plan_id, actor, request, &rule_versions).await?;
-    // The dry run's own changes, rolled back at the end.
-    let mut transaction = pool.begin().await?;
+    // The dry run's own changes, in an overlay that the rollback at the end removes,
+    // on a connection that is closed afterwards (see `overlay`).
+    let mut connection = pool.acquire().await?;
+    connection.close_on_drop();
+    let mut transaction = connection.begin().await?;
+    let mut overlay = Overlay::open(&mut transaction).await?;
     let mut ids = Ids::recording();
     let mut reports = Vec::new();
     let mut totals = Counts::default();
@@ -116,10 +123,16 @@ pub async fn preview(
             // back below), while the plan's connection records what the chunk read and
             // created.
             let creations = ids.take_created();
+            let writes = StateWrites::of(outcomes);
             tokio::try_join!(
-                apply::write_state(&mut transaction, plan_id, rule, outcomes),
+                writes.write_into(&mut transaction, plan_id, rule, overlay::TABLES),
                 plans::record(&mut plan, plan_id, world.read_versions(), &creations),
             )?;
+            for table in Table::ALL {
+                overlay
+                    .wrote(&mut transaction, table, writes.rows(table))
+                    .await?;
+            }
         }
         totals.merge(&counts);
         reports.push(RuleReport {

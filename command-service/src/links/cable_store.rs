@@ -55,6 +55,15 @@ pub async fn upsert(
     connection: &mut PgConnection,
     cables: &[CableState],
 ) -> Result<(), sqlx::Error> {
+    upsert_into(connection, "cables", cables).await
+}
+
+/// [`upsert`] into `table`: `cables` or a dry run's copy of it.
+pub async fn upsert_into(
+    connection: &mut PgConnection,
+    table: &str,
+    cables: &[CableState],
+) -> Result<(), sqlx::Error> {
     if cables.is_empty() {
         return Ok(());
     }
@@ -62,13 +71,13 @@ pub async fn upsert(
         .iter()
         .map(|c| Value::Object(c.properties.clone()))
         .collect();
-    sqlx::query(
-        "insert into cables (id, tag, from_asset, to_asset, cable_type, discipline, properties, version)
+    sqlx::query(&format!(
+        "insert into {table} (id, tag, from_asset, to_asset, cable_type, discipline, properties, version)
          select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::jsonb[], $8::int8[])
          on conflict (id) do update set tag = excluded.tag, from_asset = excluded.from_asset,
              to_asset = excluded.to_asset, cable_type = excluded.cable_type, discipline = excluded.discipline,
-             properties = excluded.properties, version = excluded.version",
-    )
+             properties = excluded.properties, version = excluded.version"
+    ))
     .bind(cables.iter().map(|c| c.id).collect::<Vec<_>>())
     .bind(cables.iter().map(|c| c.tag.clone()).collect::<Vec<_>>())
     .bind(cables.iter().map(|c| c.from_asset).collect::<Vec<_>>())

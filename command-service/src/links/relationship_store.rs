@@ -49,6 +49,15 @@ pub async fn insert(
     connection: &mut PgConnection,
     relationships: &[RelationshipState],
 ) -> Result<(), sqlx::Error> {
+    insert_into(connection, "relationships", relationships).await
+}
+
+/// [`insert`] into `table`: `relationships` or a dry run's copy of it.
+pub async fn insert_into(
+    connection: &mut PgConnection,
+    table: &str,
+    relationships: &[RelationshipState],
+) -> Result<(), sqlx::Error> {
     if relationships.is_empty() {
         return Ok(());
     }
@@ -56,10 +65,10 @@ pub async fn insert(
         .iter()
         .map(|r| Value::Object(r.properties.clone()))
         .collect();
-    sqlx::query(
-        "insert into relationships (id, kind, from_asset, to_asset, properties, version)
-         select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::int8[])",
-    )
+    sqlx::query(&format!(
+        "insert into {table} (id, kind, from_asset, to_asset, properties, version)
+         select * from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::jsonb[], $6::int8[])"
+    ))
     .bind(relationships.iter().map(|r| r.id).collect::<Vec<_>>())
     .bind(relationships.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
     .bind(relationships.iter().map(|r| r.from_asset).collect::<Vec<_>>())

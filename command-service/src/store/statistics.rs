@@ -73,7 +73,7 @@ impl Growth {
     }
 
     /// Count `rows`; the rows created so far if that is a refresh's worth.
-    fn due(&mut self, table: Table, rows: u64) -> Option<u64> {
+    pub(crate) fn due(&mut self, table: Table, rows: u64) -> Option<u64> {
         let index = table as usize;
         self.created[index] += rows;
         if self.created[index] < self.next_refresh[index] {
