@@ -528,6 +528,57 @@ async fn a_dry_run_neither_locks_nor_waits_for_what_it_reads_or_would_change() -
 }
 
 #[tokio::test]
+async fn in_a_dry_run_later_rules_see_what_earlier_rules_would_change_and_nothing_is_left_behind(
+) -> anyhow::Result<()> {
+    // Arrange: the VFD rule (priority 10) marks big motors and creates their VFDs; two
+    // later rules act only on what it would have changed.
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    setup
+        .define(
+            &json!({"name": "VFDs get an enclosure", "discipline": "ELECTRICAL", "priority": 20,
+            "when": "asset.asset_type == 'VARIABLE_FREQUENCY_DRIVE'",
+            "then": [{"type": "set_property", "name": "enclosure", "value": "'IP54'"}]}),
+        )
+        .await?;
+    setup
+        .define(&json!({"name": "VFD motors need insulated bearings", "discipline": "ELECTRICAL", "priority": 30,
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && has(asset.properties.needs_vfd)",
+            "then": [{"type": "flag", "severity": "info", "message": "{asset.tag}: insulated bearings"}]}))
+        .await?;
+    let executed = |answer: &Value| -> Vec<u64> {
+        answer["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|rule| rule["counts"]["executed"].as_u64().unwrap_or(0))
+            .collect()
+    };
+
+    // Act: two dry runs one after the other, then the apply of the second.
+    let first = setup.execute(json!({"dry_run": true})).await?;
+    let second = setup.execute(json!({"dry_run": true})).await?;
+    let applied = setup
+        .execute(json!({"plan_id": second["plan_id"], "wait": true}))
+        .await?;
+
+    // Assert: each dry run saw its own earlier rules' changes, not the other's, and
+    // the apply made what they planned.
+    assert_eq!(executed(&first), vec![4, 4, 4], "{}", first["rules"]);
+    assert_eq!(executed(&second), vec![4, 4, 4], "{}", second["rules"]);
+    assert_eq!(applied["status"], "completed", "{applied}");
+    assert_eq!(executed(&applied), vec![4, 4, 4], "{}", applied["rules"]);
+    let (enclosed, findings): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from assets where properties->>'enclosure' = 'IP54'),
+                (select count(*) from findings where message like '%insulated bearings')",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!((enclosed, findings), (4, 4));
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_over_many_chunks_is_applied_with_the_ids_it_promised_and_to_nothing_else(
 ) -> anyhow::Result<()> {
     // Arrange: a dry run over 2,500 motors (three chunks), each getting a power cable.

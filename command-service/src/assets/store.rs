@@ -161,35 +161,63 @@ pub struct Selection {
     pub last: Uuid,
 }
 
-/// One page of a rule's [`Selection`], in id order after `after`, locked when `lock`
-/// (a real run) and not when previewing.
+/// How a page of an execution is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageRead {
+    /// Locked until the transaction ends.
+    Locked,
+    Unlocked,
+    /// Through a dry run's [`overlay`](crate::execute::overlay), without locks.
+    DryRun,
+}
+
+/// One page of a rule's [`Selection`], in id order after `after`: locked in a real
+/// run, read through the overlay in a dry run.
 pub async fn page_for_execution(
     connection: &mut PgConnection,
     filter: &crate::execute::request::AssetFilter,
     selection: Selection,
     after: Uuid,
     limit: i64,
-    lock: bool,
+    read: PageRead,
 ) -> Result<Vec<AssetState>, sqlx::Error> {
-    let rows: Vec<AssetRow> = sqlx::query_as(&format!(
-        "select id, tag, asset_type, discipline, name, area, properties, version from assets
-         where id > $1 and id <= $7
+    const COLUMNS: &str = "id, tag, asset_type, discipline, name, area, properties, version";
+    const PAGE: &str = "id > $1 and id <= $7
            and (cardinality($2::uuid[]) = 0 or id = any($2))
            and (cardinality($3::text[]) = 0 or discipline = any($3))
            and (cardinality($4::text[]) = 0 or asset_type = any($4))
-           and ($5::text is null or tag like $5)
-         order by id limit $6 {}",
-        if lock { "for update" } else { "" }
-    ))
-    .bind(after)
-    .bind(&filter.asset_ids)
-    .bind(filter.disciplines_upper())
-    .bind(filter.asset_types_upper())
-    .bind(filter.tag_like())
-    .bind(limit)
-    .bind(selection.last)
-    .fetch_all(connection)
-    .await?;
+           and ($5::text is null or tag like $5)";
+    let sql = match read {
+        PageRead::Locked => format!(
+            "select {COLUMNS} from assets where {PAGE} order by id limit $6 for update"
+        ),
+        PageRead::Unlocked => {
+            format!("select {COLUMNS} from assets where {PAGE} order by id limit $6")
+        }
+        // The overlay's view of `assets` as a query of its own, so that each side is
+        // read in id order up to the limit: through the view, Postgres read every
+        // live asset of the filter and sorted them, for every page.
+        PageRead::DryRun => format!(
+            "select * from (
+                 (select {COLUMNS} from {dry} where {PAGE} order by id limit $6)
+                 union all
+                 (select {COLUMNS} from public.assets a where {PAGE}
+                      and not exists (select from {dry} d where d.id = a.id and d.id > $1 and d.id <= $7)
+                  order by id limit $6)
+             ) page order by id limit $6",
+            dry = crate::execute::overlay::TABLES.assets
+        ),
+    };
+    let rows: Vec<AssetRow> = sqlx::query_as(&sql)
+        .bind(after)
+        .bind(&filter.asset_ids)
+        .bind(filter.disciplines_upper())
+        .bind(filter.asset_types_upper())
+        .bind(filter.tag_like())
+        .bind(limit)
+        .bind(selection.last)
+        .fetch_all(connection)
+        .await?;
     Ok(rows.into_iter().map(AssetState::from).collect())
 }
 

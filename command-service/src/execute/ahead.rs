@@ -13,7 +13,7 @@ use super::apply::{self, Counts, StateWrites};
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, scope, Reads};
 use super::world::{Read, World};
-use crate::assets::store::{self as asset_store, Selection};
+use crate::assets::store::{self as asset_store, PageRead, Selection};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::Batch;
 use crate::store::statistics::Table;
@@ -78,7 +78,7 @@ impl Planning {
             self.selection,
             after,
             limit,
-            false,
+            PageRead::Unlocked,
         )
         .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {

@@ -15,7 +15,7 @@ use super::plans;
 use super::request::{AssetFilter, ExecuteRequest};
 use super::runner::{plan_chunk, Reads, RuleReport, CHUNK_SIZE};
 use super::world::World;
-use crate::assets::store as asset_store;
+use crate::assets::store::{self as asset_store, PageRead};
 use crate::rules::definition::CompiledRule;
 use crate::store::statistics::Table;
 use serde::Serialize;
@@ -92,7 +92,7 @@ pub async fn preview(
                 selection,
                 after,
                 CHUNK_SIZE,
-                false,
+                PageRead::DryRun,
             )
             .await?;
             let Some(last) = page.last().map(|asset| asset.id) else {

@@ -8,7 +8,7 @@ use super::planner::{self, Ids};
 use super::plans;
 use super::request::AssetFilter;
 use super::world::{Loaded, World};
-use crate::assets::store::{self as asset_store, Selection};
+use crate::assets::store::{self as asset_store, PageRead, Selection};
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::{self, Batch, BatchStatus};
@@ -318,7 +318,7 @@ impl Execution {
             selection,
             after,
             limit,
-            true,
+            PageRead::Locked,
         )
         .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {
