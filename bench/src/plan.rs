@@ -5,6 +5,10 @@
 //! Two sizes, like `bench execute`: the dry run holds the plan's reads and promised ids
 //! in tables, not in memory, so neither its peak memory nor the apply's should grow
 //! with the plant.
+//!
+//! Then whether a dry run makes writers wait: a second rule's dry run over the same
+//! motors, and while it runs a change of the first motor it would change
+//! (`PATCH /assets/{id}`), timed.
 
 use crate::api;
 use crate::environment::{with_environment, Endpoints};
@@ -37,6 +41,16 @@ struct Planned {
     apply_peak_kib: u64,
     applied: u64,
     apply_events: i64,
+    probe: Probe,
+}
+
+/// A change made while a dry run would change the same asset.
+struct Probe {
+    /// How long after the dry run's request the change was sent.
+    sent_after: Duration,
+    /// How long the change took.
+    change: Duration,
+    dry_run: Duration,
 }
 
 /// One plant's measurements: the plan, and the plain execution it is compared with.
@@ -67,6 +81,9 @@ impl Case {
             "execution_seconds": seconds(self.execution.elapsed),
             "execution_peak_kib": self.execution.peak_kib,
             "execution_events": self.execution.events,
+            "change_during_dry_run_seconds": seconds(self.planned.probe.change),
+            "change_sent_after_seconds": seconds(self.planned.probe.sent_after),
+            "second_dry_run_seconds": seconds(self.planned.probe.dry_run),
             "dry_run_ratio": self.dry_run_ratio(),
             "apply_ratio": self.apply_ratio(),
         })
@@ -164,6 +181,7 @@ async fn plan_and_apply(
             .bind(correlation_id)
             .fetch_one(&pool)
             .await?;
+    let probe = change_during_dry_run(environment, plan.elapsed).await?;
     Ok(Planned {
         dry_run: plan.elapsed,
         dry_run_peak_kib,
@@ -172,6 +190,54 @@ async fn plan_and_apply(
         apply_peak_kib,
         applied: applied.body["totals"]["executed"].as_u64().unwrap_or(0),
         apply_events,
+        probe,
+    })
+}
+
+/// Dry-run the follow-up rule (it changes every motor the first rule changed) and,
+/// a quarter of `first_dry_run` into it, change the first of those motors in id order:
+/// the dry run has planned it by then.
+async fn change_during_dry_run(
+    environment: &mut crate::environment::Environment,
+    first_dry_run: Duration,
+) -> anyhow::Result<Probe> {
+    let rule_id = scenario::define(environment, &plant::follow_up_rule()).await?;
+    let pool = environment.pool().await?;
+    let (motor,): (Uuid,) =
+        sqlx::query_as("select id from assets where properties ? 'needs_vfd' order by id limit 1")
+            .fetch_one(&pool)
+            .await?;
+    let service = environment.service()?;
+    let (execute, change) = (
+        service.url("/rules/execute"),
+        service.url(&format!("/assets/{motor}")),
+    );
+    let http = environment.http.clone();
+    let dry_run = tokio::spawn(async move {
+        let body = json!({"rule_ids": [rule_id], "dry_run": true});
+        api::post_json(
+            &http,
+            &execute,
+            &body,
+            "POST /rules/execute (second dry run)",
+        )
+        .await
+    });
+    let sent_after = (first_dry_run / 4).max(Duration::from_millis(50));
+    tokio::time::sleep(sent_after).await;
+    let body = json!({"name": "Changed during a dry run"});
+    let changed = api::patch_json(&environment.http, &change, &body, "PATCH /assets/{id}").await?;
+    let planned = dry_run.await.context("the second dry run's task")??;
+    if planned.elapsed <= sent_after {
+        bail!(
+            "the second dry run ended ({:.2} s) before the change was sent",
+            seconds(planned.elapsed)
+        );
+    }
+    Ok(Probe {
+        sent_after,
+        change: changed.elapsed,
+        dry_run: planned.elapsed,
     })
 }
 
@@ -206,6 +272,17 @@ fn print(cases: &[Case]) {
     });
     row("apply peak memory (VmHWM)", &|c| {
         report::mib(c.planned.apply_peak_kib)
+    });
+    row("change of a motor a dry run changes", &|c| {
+        format!("{} ms", (seconds(c.planned.probe.change) * 1000.0).round())
+    });
+    row("  sent into that dry run / its wall time", &|c| {
+        let probe = &c.planned.probe;
+        format!(
+            "{:.2} s / {:.2} s",
+            seconds(probe.sent_after),
+            seconds(probe.dry_run)
+        )
     });
     row("events appended by the apply", &|c| {
         report::count(c.planned.apply_events as f64)
