@@ -579,6 +579,67 @@ async fn in_a_dry_run_later_rules_see_what_earlier_rules_would_change_and_nothin
 }
 
 #[tokio::test]
+async fn a_plan_lists_what_would_change_before_the_many_assets_it_would_skip() -> anyhow::Result<()>
+{
+    // Arrange: 1,200 motors already in the desired state, then two new ones (their ids
+    // come last, so the dry run reaches them after every skipped motor).
+    let setup = setup(false).await?;
+    setup
+        .import(as_csv(&motors("M-8", 1_200, json!({"rated_power_kw": 75}))))
+        .await?;
+    let rule = setup
+        .define(
+            &json!({"name": "Motors are checked", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+            "then": [{"type": "set_property", "name": "checked", "value": "true"}]}),
+        )
+        .await?;
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    setup
+        .import(as_csv(&motors("M-9", 2, json!({"rated_power_kw": 90}))))
+        .await?;
+
+    // Act
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+
+    // Assert: both changes listed first, then skipped motors up to the limit.
+    let (motors,): (i64,) =
+        sqlx::query_as("select count(*) from assets where asset_type = 'ELECTRIC_MOTOR'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert!(motors > 1_200);
+    assert_eq!(plan["totals"]["executed"], 2, "{}", plan["totals"]);
+    assert_eq!(plan["totals"]["skipped"], motors - 2, "{}", plan["totals"]);
+    assert_eq!(plan["truncated"], true);
+    let entries = plan["entries"].as_array().cloned().unwrap_or_default();
+    assert_eq!(entries.len(), 1_000);
+    let listed: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["tag"].as_str().unwrap_or(""),
+                e["outcome"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed[..2],
+        [("M-90000", "executed"), ("M-90001", "executed")]
+    );
+    assert!(listed[2..].iter().all(|(_, outcome)| *outcome == "skipped"));
+    assert_eq!(
+        entries[0]["changes"][0]["after"]["properties"]["checked"], true,
+        "{}",
+        entries[0]
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_over_many_chunks_is_applied_with_the_ids_it_promised_and_to_nothing_else(
 ) -> anyhow::Result<()> {
     // Arrange: a dry run over 2,500 motors (three chunks), each getting a power cable.

@@ -50,6 +50,8 @@ pub struct Preview {
     pub dry_run: bool,
     pub rules: Vec<RuleReport>,
     pub totals: Counts,
+    /// Per asset and rule, at most [`MAX_ENTRIES`]: first every asset a rule would
+    /// change or fails on, in plan order, then those it would skip.
     pub entries: Vec<PlanEntry>,
     /// More entries exist than were returned.
     pub truncated: bool,
@@ -78,8 +80,7 @@ pub async fn preview(
     let mut ids = Ids::recording();
     let mut reports = Vec::new();
     let mut totals = Counts::default();
-    let mut entries = Vec::new();
-    let mut truncated = false;
+    let mut entries = Entries::default();
     for rule in rules {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
@@ -110,18 +111,10 @@ pub async fn preview(
             .await?;
             for outcome in &outcomes {
                 counts.add(&outcome.outcome);
-                if matches!(outcome.outcome, Outcome::NotMatched) {
-                    continue;
-                }
-                if entries.len() < MAX_ENTRIES {
-                    entries.push(entry(rule, outcome));
-                } else {
-                    truncated = true;
-                }
+                entries.add(rule, outcome);
             }
-            // Written inside the transaction so later chunks and rules see it (rolled
-            // back below), while the plan's connection records what the chunk read and
-            // created.
+            // Written into the overlay so later chunks and rules see it, while the
+            // plan's connection records what the chunk read and created.
             let creations = ids.take_created();
             let writes = StateWrites::of(outcomes);
             tokio::try_join!(
@@ -151,9 +144,45 @@ pub async fn preview(
         dry_run: true,
         rules: reports,
         totals,
-        entries,
-        truncated,
+        truncated: entries.truncated(),
+        entries: entries.listed(),
     })
+}
+
+/// The entries a plan lists: what would change and what fails come before what would
+/// be skipped, so that a plan over assets mostly in their desired state still shows
+/// its changes.
+#[derive(Debug, Default)]
+struct Entries {
+    changes: Vec<PlanEntry>,
+    skipped: Vec<PlanEntry>,
+    left_out: bool,
+}
+
+impl Entries {
+    fn add(&mut self, rule: &CompiledRule, outcome: &AssetOutcome) {
+        let list = match outcome.outcome {
+            Outcome::NotMatched => return,
+            Outcome::Skipped { .. } => &mut self.skipped,
+            Outcome::Executed { .. } | Outcome::Error { .. } => &mut self.changes,
+        };
+        if list.len() < MAX_ENTRIES {
+            list.push(entry(rule, outcome));
+        } else {
+            self.left_out = true;
+        }
+    }
+
+    fn truncated(&self) -> bool {
+        self.left_out || self.changes.len() + self.skipped.len() > MAX_ENTRIES
+    }
+
+    fn listed(self) -> Vec<PlanEntry> {
+        let room = MAX_ENTRIES - self.changes.len();
+        let mut listed = self.changes;
+        listed.extend(self.skipped.into_iter().take(room));
+        listed
+    }
 }
 
 fn entry(rule: &CompiledRule, outcome: &AssetOutcome) -> PlanEntry {
