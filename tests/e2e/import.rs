@@ -480,6 +480,41 @@ async fn cells_starting_with_formula_characters_are_stored_verbatim_as_strings(
 }
 
 #[tokio::test]
+async fn declared_column_types_are_kept_and_a_cell_of_another_type_refuses_the_file(
+) -> anyhow::Result<()> {
+    // Arrange: line numbers that look like numbers, a padded power, a spare flag.
+    let app = ImportApp::spawn().await?;
+    let header = "tag,asset_type,discipline,line_number:text,power_kw:number,spare:boolean\n";
+    let bad =
+        format!("{header}M-1,MOTOR,ELECTRICAL,1001,075,true\nM-2,MOTOR,ELECTRICAL,1002,90,maybe\n");
+    let good = bad.replace("maybe", "false");
+
+    // Act
+    let refused = app.import("", bad).await?;
+    app.assert_nothing_written().await?;
+    let imported = app.import("", good).await?;
+
+    // Assert
+    assert_problem(&refused, 422, "invalid-csv");
+    assert_eq!(
+        refused.body["errors"],
+        json!([{"row": 3, "column": "spare:boolean",
+                "message": "`maybe` is not a boolean (true or false) as the header declares"}])
+    );
+    imported.expect_status(201);
+    let assets = app.assets().await?;
+    assert_eq!(
+        assets["M-1"]["properties"],
+        json!({"line_number": "1001", "power_kw": 75, "spare": true})
+    );
+    assert_eq!(
+        assets["M-2"]["properties"],
+        json!({"line_number": "1002", "power_kw": 90, "spare": false})
+    );
+    app.stop().await
+}
+
+#[tokio::test]
 async fn a_retried_import_with_the_same_idempotency_key_returns_the_first_response_and_appends_nothing(
 ) -> anyhow::Result<()> {
     // Arrange

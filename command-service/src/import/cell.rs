@@ -5,9 +5,69 @@
 //! cable numbers), integers beyond 64 bits (serial numbers), `NaN`/`inf` and formulas
 //! (`=SUM(A1)`, `@ref`) stay strings, verbatim; so does every whole number of a column
 //! that has a zero-padded one (`001` ... `150`). Nothing is ever evaluated.
+//!
+//! A column can also say what it holds (`line_number:text`, [`Declared`]): then every
+//! cell is that type or an error, whatever it looks like.
 
 use super::RowError;
 use serde_json::{Number, Value};
+
+/// The type a header declares for its column: `name:text`, `name:number`,
+/// `name:boolean`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Text,
+    Number,
+    Boolean,
+}
+
+impl Declared {
+    pub const NAMES: &str = "text, number or boolean";
+
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "text" => Some(Self::Text),
+            "number" => Some(Self::Number),
+            "boolean" => Some(Self::Boolean),
+            _ => None,
+        }
+    }
+
+    /// The JSON value of a cell (already trimmed) of a column of this type; `None` for
+    /// an empty cell (absent); the error message for a cell that is not of the type.
+    pub fn type_cell(self, text: &str) -> Result<Option<Value>, String> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let value = match self {
+            Self::Text => Some(Value::String(text.to_owned())),
+            Self::Boolean => match type_cell(text) {
+                Some(Value::Bool(flag)) => Some(Value::Bool(flag)),
+                _ => None,
+            },
+            Self::Number => declared_number(text),
+        };
+        value.map(Some).ok_or_else(|| {
+            let hint = if self == Self::Number && looks_like_decimal_comma(text) {
+                " (use `.` as the decimal separator)"
+            } else {
+                ""
+            };
+            format!(
+                "`{text}` is not a {} as the header declares{hint}",
+                self.noun()
+            )
+        })
+    }
+
+    fn noun(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Number => "number",
+            Self::Boolean => "boolean (true or false)",
+        }
+    }
+}
 
 /// The JSON value of a cell (already trimmed); `None` for an empty cell (absent).
 pub fn type_cell(text: &str) -> Option<Value> {
@@ -40,6 +100,22 @@ fn number(text: &str) -> Option<Value> {
         .ok()
         .and_then(Number::from_f64)
         .map(Value::Number)
+}
+
+/// A cell of a column declared numeric: a plain number, zero-padded or not (`007`,
+/// `-05.5`): the column says its digits count.
+fn declared_number(text: &str) -> Option<Value> {
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(unsigned) => ("-", unsigned),
+        None => ("", text),
+    };
+    let unpadded = unsigned.trim_start_matches('0');
+    let zero = if unpadded.is_empty() || unpadded.starts_with(['.', 'e', 'E']) {
+        "0"
+    } else {
+        ""
+    };
+    number(&format!("{sign}{zero}{unpadded}"))
 }
 
 /// `-?digits[.digits][e[+-]digits]`, without superfluous leading zeros.
@@ -173,6 +249,34 @@ mod tests {
         ] {
             assert_eq!(type_cell(text), Some(json!(text)), "{text}");
         }
+    }
+
+    #[test]
+    fn a_declared_column_types_every_cell_as_declared_or_says_why_not() {
+        assert_eq!(Declared::parse("TEXT"), Some(Declared::Text));
+        assert_eq!(Declared::parse("integer"), None);
+        let text = |cell| Declared::Text.type_cell(cell);
+        assert_eq!(text("1001"), Ok(Some(json!("1001"))));
+        assert_eq!(text("true"), Ok(Some(json!("true"))));
+        assert_eq!(text(""), Ok(None));
+        let number = |cell| Declared::Number.type_cell(cell);
+        assert_eq!(number("007"), Ok(Some(json!(7))));
+        assert_eq!(number("-05.5"), Ok(Some(json!(-5.5))));
+        assert_eq!(number("0"), Ok(Some(json!(0))));
+        assert_eq!(number("0.25"), Ok(Some(json!(0.25))));
+        assert_eq!(
+            number("n/a"),
+            Err("`n/a` is not a number as the header declares".to_owned())
+        );
+        assert!(number("75,5")
+            .unwrap_err()
+            .ends_with("(use `.` as the decimal separator)"));
+        let boolean = |cell| Declared::Boolean.type_cell(cell);
+        assert_eq!(boolean("FALSE"), Ok(Some(json!(false))));
+        assert_eq!(
+            boolean("yes"),
+            Err("`yes` is not a boolean (true or false) as the header declares".to_owned())
+        );
     }
 
     fn tally(values: &[Value]) -> ColumnTally {

@@ -1,5 +1,6 @@
 //! The header row: which column is which, and the delimiter when the client gave none.
 
+use super::cell::Declared;
 use super::{Delimiter, ErrorList, ImportError, RowError};
 use crate::assets::input::check_properties;
 use serde_json::{Map, Value};
@@ -15,13 +16,22 @@ pub struct Columns {
     pub discipline: usize,
     pub name: Option<usize>,
     pub area: Option<usize>,
-    /// Every other named column: `(index, property name)`.
-    pub properties: Vec<(usize, String)>,
+    /// Every other named column.
+    pub properties: Vec<PropertyColumn>,
     /// Columns with an empty header (Excel writes them for trailing `;`); their cells
     /// must be empty too.
     pub unnamed: Vec<usize>,
     /// The header as written (trimmed), to name columns in errors.
     pub names: Vec<String>,
+}
+
+/// A column of a property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PropertyColumn {
+    pub index: usize,
+    pub name: String,
+    /// The type its header declares (`name:number`); inferred from the cells if none.
+    pub declared: Option<Declared>,
 }
 
 /// The delimiter of a file that did not say: whichever of `;` and `,` occurs more often
@@ -61,6 +71,10 @@ pub fn columns(header: &[&str], row: u64, delimiter: Delimiter) -> Result<Column
             unnamed.push(index);
             continue;
         }
+        let (name, declared) = match name.split_once(':') {
+            Some((name, declared)) => (name.trim(), Some(declared.trim())),
+            None => (name.as_str(), None),
+        };
         let key = name.to_lowercase();
         if let Some(first) = seen.insert(key.clone(), index) {
             errors.push(RowError::new(
@@ -70,12 +84,42 @@ pub fn columns(header: &[&str], row: u64, delimiter: Delimiter) -> Result<Column
             ));
             continue;
         }
-        match ["tag", "asset_type", "discipline", "name", "area"]
+        let slot = ["tag", "asset_type", "discipline", "name", "area"]
             .iter()
-            .position(|known| *known == key)
-        {
+            .position(|known| *known == key);
+        let declared = match (declared, slot) {
+            (None, _) => None,
+            (Some(_), Some(_)) => {
+                // Still the column: the file's other mistakes are reported with it.
+                errors.push(RowError::new(
+                    row,
+                    Some(&names[index]),
+                    format!("only property columns declare a type; `{key}` is text"),
+                ));
+                None
+            }
+            (Some(declared), None) => match Declared::parse(declared) {
+                Some(declared) => Some(declared),
+                None => {
+                    errors.push(RowError::new(
+                        row,
+                        Some(&names[index]),
+                        format!(
+                            "unknown column type `{declared}`: declare {}",
+                            Declared::NAMES
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        match slot {
             Some(slot) => found[slot] = Some(index),
-            None => properties.push((index, name.clone())),
+            None => properties.push(PropertyColumn {
+                index,
+                name: name.to_owned(),
+                declared,
+            }),
         }
     }
     errors.extend(property_name_errors(&properties, row));
@@ -113,10 +157,10 @@ pub fn columns(header: &[&str], row: u64, delimiter: Delimiter) -> Result<Column
 
 /// Property names follow the rules of single asset creation; checking them once here
 /// gives one error per bad column instead of one per row.
-fn property_name_errors(properties: &[(usize, String)], row: u64) -> Vec<RowError> {
+fn property_name_errors(properties: &[PropertyColumn], row: u64) -> Vec<RowError> {
     let sample: Map<String, Value> = properties
         .iter()
-        .map(|(_, name)| (name.clone(), Value::Bool(true)))
+        .map(|column| (column.name.clone(), Value::Bool(true)))
         .collect();
     let mut field_errors = Vec::new();
     check_properties(&sample, false, &mut field_errors);
@@ -187,7 +231,14 @@ mod tests {
         );
         assert_eq!(columns.name, Some(5));
         assert_eq!(columns.area, None);
-        assert_eq!(columns.properties, vec![(3, "power_kw".to_owned())]);
+        assert_eq!(
+            columns.properties,
+            vec![PropertyColumn {
+                index: 3,
+                name: "power_kw".to_owned(),
+                declared: None
+            }]
+        );
         assert_eq!(columns.unnamed, vec![4]);
     }
 

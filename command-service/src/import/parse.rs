@@ -78,8 +78,10 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
                     continue;
                 }
                 let parsed = read_row(&record, row, &columns, &mut errors);
-                for ((_, name), tally) in columns.properties.iter().zip(&mut tallies) {
-                    if let Some(value) = parsed.properties.get(name) {
+                // A declared column's cells are typed already: nothing to infer.
+                for (column, tally) in columns.properties.iter().zip(&mut tallies) {
+                    let value = parsed.properties.get(&column.name);
+                    if let (None, Some(value)) = (column.declared, value) {
                         tally.add(value);
                     }
                 }
@@ -141,9 +143,18 @@ fn read_row(
     check_text("name", name.as_deref(), &mut field_errors);
     check_text("area", area.as_deref(), &mut field_errors);
     let mut properties = Map::new();
-    for (index, property) in &columns.properties {
-        if let Some(value) = type_cell(cell(*index)) {
-            properties.insert(property.clone(), value);
+    for column in &columns.properties {
+        let text = cell(column.index);
+        let value = match column.declared {
+            None => type_cell(text),
+            Some(declared) => declared.type_cell(text).unwrap_or_else(|message| {
+                let header = columns.names.get(column.index).map(String::as_str);
+                errors.push(RowError::new(row, header, message));
+                None
+            }),
+        };
+        if let Some(value) = value {
+            properties.insert(column.name.clone(), value);
         }
     }
     check_properties(&properties, false, &mut field_errors);
@@ -192,12 +203,12 @@ fn located(row: u64, columns: &Columns, error: FieldError) -> RowError {
 
 /// Every whole number of a code column back to its text ([`ColumnTally::is_codes`]).
 fn type_code_columns(rows: &mut [ImportRow], columns: &Columns, tallies: &[ColumnTally]) {
-    for ((_, name), tally) in columns.properties.iter().zip(tallies) {
+    for (column, tally) in columns.properties.iter().zip(tallies) {
         if !tally.is_codes() {
             continue;
         }
         for row in rows.iter_mut() {
-            if let Some(value) = row.properties.get_mut(name) {
+            if let Some(value) = row.properties.get_mut(&column.name) {
                 cell::as_code(value);
             }
         }
@@ -231,10 +242,11 @@ fn check_file(
             ));
         }
     }
-    for ((_, name), tally) in columns.properties.iter().zip(tallies) {
+    for (column, tally) in columns.properties.iter().zip(tallies) {
         if !tally.has_strays() {
             continue;
         }
+        let name = &column.name;
         for row in rows {
             if let Some(value) = row.properties.get(name).filter(|value| !value.is_number()) {
                 errors.push(tally.stray(row.row, name, value));

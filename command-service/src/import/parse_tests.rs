@@ -190,3 +190,69 @@ fn a_column_with_zero_padded_numbers_is_text_throughout() {
     assert_eq!(numbers[150], &json!("0"));
     assert_eq!(parsed.rows[0].properties["power_kw"], json!(1));
 }
+
+#[test]
+fn a_header_can_declare_a_column_text_number_or_boolean() {
+    // Line numbers look like numbers but name lines; the one stray `n/a` would make a
+    // mostly textual column pass unnoticed.
+    let text = "tag,asset_type,discipline,line_number:text,power_kw : NUMBER,spare:boolean\n\
+                M-1,MOTOR,ELECTRICAL,1001,007,true\n\
+                M-2,MOTOR,ELECTRICAL,true,n/a,yes\n\
+                M-3,MOTOR,ELECTRICAL,,,\n";
+
+    let errors = invalid(text, None);
+
+    assert_eq!(
+        errors,
+        vec![
+            error(
+                3,
+                Some("power_kw : NUMBER"),
+                "`n/a` is not a number as the header declares"
+            ),
+            error(
+                3,
+                Some("spare:boolean"),
+                "`yes` is not a boolean (true or false) as the header declares"
+            ),
+        ]
+    );
+    let parsed = parse(&text.replace("n/a,yes", "90.5,FALSE"), None).unwrap();
+    let properties: Vec<serde_json::Value> = parsed
+        .rows
+        .iter()
+        .map(|row| json!(row.properties))
+        .collect();
+    assert_eq!(
+        properties,
+        vec![
+            json!({"line_number": "1001", "power_kw": 7, "spare": true}),
+            json!({"line_number": "true", "power_kw": 90.5, "spare": false}),
+            json!({}),
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_type_or_a_type_on_a_fixed_column_is_a_header_error() {
+    let errors = invalid(
+        "tag:text,asset_type,discipline,power_kw:integer\nM-1,MOTOR,ELECTRICAL,5\n",
+        None,
+    );
+
+    assert_eq!(
+        errors,
+        vec![
+            error(
+                1,
+                Some("tag:text"),
+                "only property columns declare a type; `tag` is text"
+            ),
+            error(
+                1,
+                Some("power_kw:integer"),
+                "unknown column type `integer`: declare text, number or boolean"
+            ),
+        ]
+    );
+}
