@@ -341,13 +341,11 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
     assert_eq!(refused.status, 409);
     assert!(refused.is_problem());
     assert_eq!(refused.body["type"], "/problems/stale-plan");
-    let stale: Vec<_> = refused.body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| s["key"].as_str().unwrap_or("").to_owned())
-        .collect();
-    assert_eq!(stale, vec![motor.to_string()]);
+    assert_eq!(
+        refused.body["errors"],
+        json!([{"key": motor.to_string(), "aggregate_type": "asset", "tag": "M-104",
+                "planned_version": 1, "current_version": 2}])
+    );
     assert_eq!(setup.events().await?.len(), logged);
     setup.command.stop().await
 }
@@ -394,23 +392,13 @@ async fn a_plan_is_refused_when_a_tag_it_found_free_is_taken_since() -> anyhow::
     // Assert
     assert_eq!(refused.status, 409);
     assert_eq!(refused.body["type"], "/problems/stale-plan");
-    let stale: BTreeMap<String, (i64, i64)> = refused.body["errors"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let version = |name: &str| s[name].as_i64().unwrap_or(-1);
-            (
-                s["key"].as_str().unwrap_or("").to_owned(),
-                (version("planned_version"), version("current_version")),
-            )
-        })
-        .collect();
     assert_eq!(
-        stale,
-        BTreeMap::from([
-            ("tag:VFD-M-104".to_owned(), (0, 1)),
-            ("cable:W-M-104-PWR".to_owned(), (0, 1)),
+        refused.body["errors"],
+        json!([
+            {"key": "tag:VFD-M-104", "aggregate_type": "asset", "tag": "VFD-M-104",
+             "planned_version": 0, "current_version": 1},
+            {"key": "cable:W-M-104-PWR", "aggregate_type": "cable", "tag": "W-M-104-PWR",
+             "planned_version": 0, "current_version": 1},
         ])
     );
     assert_eq!(
