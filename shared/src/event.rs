@@ -90,6 +90,9 @@ wire_enum! {
         RuleExecutionCompleted => "RULE_EXECUTION_COMPLETED",
         /// A rule's `flag` action found something worth an engineer's attention.
         FindingRaised => "FINDING_RAISED",
+        /// A finding no longer holds: its rule ran on the asset again and no longer
+        /// flags it (the condition is false now, or the message differs).
+        FindingResolved => "FINDING_RESOLVED",
         BatchStarted => "BATCH_STARTED",
         /// A chunk of a batch committed: carries `done` and `total`.
         BatchProgress => "BATCH_PROGRESS",

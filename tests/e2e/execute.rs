@@ -1270,3 +1270,164 @@ async fn a_rule_runs_over_the_assets_selected_when_it_starts_not_over_what_it_cr
     assert_eq!(planned, vec!["M-104-SPARE-SPARE", "M-105-SPARE-SPARE"]);
     Ok(())
 }
+
+/// The open findings: tag, message and the batch that raised it.
+async fn open_findings(pool: &PgPool) -> anyhow::Result<Vec<(String, String, Uuid)>> {
+    Ok(sqlx::query_as(
+        "select a.tag, f.message, f.correlation_id from findings f join assets a on a.id = f.asset_id
+         order by a.tag, f.message",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
+#[tokio::test]
+async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_it(
+) -> anyhow::Result<()> {
+    // Arrange: the rule flags P-101A, the only pump without a driver.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let run = |body: Value| setup.execute(body);
+    let first = run(json!({"rule_ids": [rule], "wait": true})).await?;
+    let first_batch: Uuid = serde_json::from_value(first["correlation_id"].clone())?;
+    let old = "pump P-101A has no driver".to_owned();
+    assert_eq!(
+        open_findings(&setup.pool).await?,
+        vec![("P-101A".to_owned(), old.clone(), first_batch)]
+    );
+
+    // Act: a new version of the rule words the finding differently.
+    let mut reworded = pump_flag_rule();
+    reworded["then"][0]["message"] = json!("{asset.tag}: driver missing");
+    send(
+        &setup.http,
+        Method::PUT,
+        &setup.command.url(&format!("/rules/{rule}")),
+        Some(&reworded),
+    )
+    .await?
+    .expect_status(200);
+    let second = run(json!({"rule_ids": [rule], "wait": true})).await?;
+    let second_batch: Uuid = serde_json::from_value(second["correlation_id"].clone())?;
+
+    // Assert: the new wording is raised and the old one resolved, by one RULE_EXECUTED.
+    let new = "P-101A: driver missing".to_owned();
+    assert_eq!(
+        open_findings(&setup.pool).await?,
+        vec![("P-101A".to_owned(), new.clone(), second_batch)]
+    );
+    let events = setup.events().await?;
+    let of_batch = |batch: Uuid| -> Vec<synapse_shared::EventEnvelope> {
+        events
+            .iter()
+            .filter(|e| e.correlation_id == batch)
+            .cloned()
+            .collect()
+    };
+    let reworded_events = of_batch(second_batch);
+    let executed: Vec<_> = reworded_events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_EXECUTED")
+        .collect();
+    assert_eq!(executed.len(), 1);
+    assert_eq!(executed[0].payload["changes"], 2);
+    let findings: Vec<(&str, &Value, Option<Uuid>)> = reworded_events
+        .iter()
+        .filter(|e| e.event_type.as_str().starts_with("FINDING_"))
+        .map(|e| (e.event_type.as_str(), &e.payload["message"], e.causation_id))
+        .collect();
+    let cause = Some(executed[0].event_id);
+    assert_eq!(
+        findings,
+        vec![
+            ("FINDING_RAISED", &json!(new), cause),
+            ("FINDING_RESOLVED", &json!(old), cause)
+        ]
+    );
+    let resolved = reworded_events
+        .iter()
+        .find(|e| e.event_type.as_str() == "FINDING_RESOLVED")
+        .map(|e| e.payload.clone());
+    assert_eq!(
+        resolved.map(|payload| (payload["raised_in"].clone(), payload["tag"].clone())),
+        Some((json!(first_batch), json!("P-101A")))
+    );
+
+    // Act: the pump gets its driver; preview the run, then apply the plan.
+    let (pump,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'P-101A'")
+        .fetch_one(&setup.pool)
+        .await?;
+    send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{pump}")),
+        Some(&json!({"properties": {"driver": "M-101A"}})),
+    )
+    .await?
+    .expect_status(200);
+    let plan = run(json!({"rule_ids": [rule], "dry_run": true})).await?;
+
+    // Assert: the plan resolves the finding; the preview left it open.
+    assert_eq!(
+        (&plan["totals"]["executed"], &plan["totals"]["matched"]),
+        (&json!(1), &json!(0)),
+        "{plan}"
+    );
+    assert_eq!(
+        plan["entries"][0]["changes"],
+        json!([{"aggregate_type": "finding", "change": "resolved", "asset_id": pump,
+                "severity": "warning", "message": new}])
+    );
+    assert_eq!(open_findings(&setup.pool).await?.len(), 1);
+    let applied = run(json!({"plan_id": plan["plan_id"], "wait": true})).await?;
+    let third_batch: Uuid = serde_json::from_value(applied["correlation_id"].clone())?;
+
+    // Assert: resolved, by a RULE_EXECUTED that says the condition did not match.
+    assert_eq!(open_findings(&setup.pool).await?, vec![]);
+    let counts = &applied["rules"][0]["counts"];
+    assert_eq!(
+        (&counts["executed"], &counts["matched"]),
+        (&json!(1), &json!(0))
+    );
+    let events = setup.events().await?;
+    let resolving: Vec<(&str, &Value)> = events
+        .iter()
+        .filter(|e| e.correlation_id == third_batch)
+        .filter(|e| matches!(e.event_type.as_str(), "RULE_EXECUTED" | "FINDING_RESOLVED"))
+        .map(|e| (e.event_type.as_str(), &e.payload))
+        .collect();
+    assert_eq!(resolving.len(), 2, "{resolving:?}");
+    assert_eq!(resolving[0].1["matched"], false);
+    assert_eq!(resolving[1].1["raised_in"], json!(second_batch));
+
+    // Act: run it again.
+    let rerun = run(json!({"rule_ids": [rule], "wait": true})).await?;
+
+    // Assert: nothing left to resolve.
+    assert_eq!(rerun["rules"][0]["counts"]["executed"], 0);
+    assert_eq!(
+        setup.events().await?.len(),
+        events.len() + 5,
+        "batch and rule events only"
+    );
+
+    // Act: roll back the resolution, then the rewording.
+    for (batch, open) in [
+        (third_batch, vec![("P-101A".to_owned(), new, second_batch)]),
+        (second_batch, vec![("P-101A".to_owned(), old, first_batch)]),
+    ] {
+        send(
+            &setup.http,
+            Method::POST,
+            &setup.command.url("/rules/rollback"),
+            Some(&json!({"correlation_id": batch})),
+        )
+        .await?
+        .expect_status(200);
+
+        // Assert: each puts back the findings as they were before it, raised by the
+        // batch that raised them.
+        assert_eq!(open_findings(&setup.pool).await?, open);
+    }
+    setup.command.stop().await
+}

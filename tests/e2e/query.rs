@@ -845,8 +845,9 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
         })),
         "counts": {
             "executed": executed, "skipped": skipped, "errors": errors,
-            "matched": executed + skipped + errors,
+            "matched": executed + skipped + errors - events.iter().filter(|e| e.event_type == EventType::RuleExecuted && e.payload["matched"] == false).count(),
             "findings": count(EventType::FindingRaised),
+            "findings_resolved": count(EventType::FindingResolved),
             "changes": events.iter().filter(|e| e.event_type.is_state_change()).count(),
         },
         "error": failed.map(|e| e.payload["error"].clone()),

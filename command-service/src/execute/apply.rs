@@ -58,6 +58,10 @@ impl Counts {
                 self.executed += 1;
                 self.changes += changes.len() as u64;
             }
+            Outcome::Cleared { changes } => {
+                self.executed += 1;
+                self.changes += changes.len() as u64;
+            }
             Outcome::Error { .. } => {
                 self.matched += 1;
                 self.errors += 1;
@@ -83,8 +87,10 @@ pub struct StateTables {
     pub cables: &'static str,
     pub relationships: &'static str,
     pub findings: &'static str,
-    /// Whether pre-batch snapshots are taken (a dry run is never rolled back).
-    pub snapshots: bool,
+    /// The live tables: pre-batch snapshots are taken (a dry run is never rolled
+    /// back) and resolved findings deleted (a dry run need not: only the rule that
+    /// raised a finding reads it, and a rule plans each asset once per execution).
+    pub live: bool,
 }
 
 impl StateTables {
@@ -93,7 +99,7 @@ impl StateTables {
         cables: "cables",
         relationships: "relationships",
         findings: "findings",
-        snapshots: true,
+        live: true,
     };
 }
 
@@ -111,6 +117,8 @@ pub struct StateWrites {
     relationships: Vec<RelationshipState>,
     /// Asset, severity, message.
     findings: Vec<(Uuid, String, String)>,
+    /// Asset, message of findings resolved.
+    resolved: Vec<(Uuid, String)>,
 }
 
 impl StateWrites {
@@ -119,7 +127,8 @@ impl StateWrites {
         let mut assets = HashMap::with_capacity(outcomes.len());
         let mut cable_states = HashMap::new();
         for outcome in outcomes {
-            let Outcome::Executed { changes } = outcome.outcome else {
+            let (Outcome::Executed { changes } | Outcome::Cleared { changes }) = outcome.outcome
+            else {
                 continue;
             };
             for change in changes {
@@ -153,7 +162,10 @@ impl StateWrites {
                         writes.created[Table::Relationships as usize] += 1;
                         writes.relationships.push(relationship);
                     }
-                    PlannedChange::Finding {
+                    PlannedChange::FindingResolved { asset_id, finding } => {
+                        writes.resolved.push((asset_id, finding.message));
+                    }
+                    PlannedChange::FindingRaised {
                         asset_id,
                         severity,
                         message,
@@ -218,7 +230,7 @@ impl StateWrites {
         rule: &CompiledRule,
         tables: StateTables,
     ) -> Result<(), sqlx::Error> {
-        if tables.snapshots {
+        if tables.live {
             snapshot::take_many(connection, correlation_id, &self.snapshots).await?;
         }
         asset_store::upsert_many_into(connection, tables.assets, &self.assets).await?;
@@ -239,6 +251,23 @@ impl StateWrites {
             .bind(findings.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
             .bind(rule.id)
             .bind(correlation_id)
+            .execute(&mut *connection)
+            .await?;
+        }
+        if tables.live && !self.resolved.is_empty() {
+            sqlx::query(
+                "delete from findings f
+                 using unnest($1::uuid[], $2::text[]) as r(asset_id, message)
+                 where f.asset_id = r.asset_id and f.rule_id = $3 and f.message = r.message",
+            )
+            .bind(self.resolved.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(
+                self.resolved
+                    .iter()
+                    .map(|r| r.1.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rule.id)
             .execute(connection)
             .await?;
         }
@@ -265,21 +294,35 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                 EventType::RuleExecuted,
                 json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "rule_name": rule.name, "changes": changes.len()}),
             ),
+            // The condition was false: the rule only resolved its findings.
+            Outcome::Cleared { changes } => (
+                EventType::RuleExecuted,
+                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "rule_name": rule.name, "changes": changes.len(), "matched": false}),
+            ),
         };
         let head = rule_event(batch, rule, event_type, payload);
         let cause = head.event_id;
         events.push(head);
-        if let Outcome::Executed { changes } = &outcome.outcome {
+        if let Outcome::Executed { changes } | Outcome::Cleared { changes } = &outcome.outcome {
             for change in changes {
                 let mut event = match change {
-                    PlannedChange::Finding {
+                    PlannedChange::FindingRaised {
                         asset_id,
                         severity,
                         message,
                     } => {
-                        let payload =
-                            json!({"asset_id": asset_id, "severity": severity, "message": message});
+                        let payload = json!({"asset_id": asset_id, "tag": outcome.tag, "severity": severity, "message": message});
                         rule_event(batch, rule, EventType::FindingRaised, payload)
+                    }
+                    PlannedChange::FindingResolved { asset_id, finding } => {
+                        let payload = json!({
+                            "asset_id": asset_id,
+                            "tag": outcome.tag,
+                            "severity": finding.severity,
+                            "message": finding.message,
+                            "raised_in": finding.raised_in,
+                        });
+                        rule_event(batch, rule, EventType::FindingResolved, payload)
                     }
                     other => match change_event(batch, other) {
                         Some(event) => event,
@@ -349,7 +392,7 @@ fn change_event(batch: &Batch, change: &PlannedChange) -> Option<NewEvent> {
             None,
             Some(json!(relationship)),
         ),
-        PlannedChange::Finding { .. } => return None,
+        PlannedChange::FindingRaised { .. } | PlannedChange::FindingResolved { .. } => return None,
     };
     let target = ChangeTarget {
         event_type,

@@ -26,7 +26,7 @@ pub const TABLES: StateTables = StateTables {
     cables: "pg_temp.dry_cables",
     relationships: "pg_temp.dry_relationships",
     findings: "pg_temp.dry_findings",
-    snapshots: false,
+    live: false,
 };
 
 /// Assets and cables a dry run writes replace the live row with the same id;

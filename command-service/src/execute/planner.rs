@@ -5,7 +5,7 @@
 //! same way. Every expression of a rule sees the asset as it was when the rule started
 //! on it; later rules (higher priority numbers) see the changes of earlier ones.
 
-use super::world::World;
+use super::world::{OpenFinding, World};
 use crate::rules::definition::{CompiledAction, CompiledEnd, CompiledRule, Severity};
 use crate::rules::expression::{AssetContext, EvaluationError};
 use serde_json::{Map, Value};
@@ -26,10 +26,15 @@ pub enum PlannedChange {
         after: CableState,
     },
     Relationship(RelationshipState),
-    Finding {
+    FindingRaised {
         asset_id: Uuid,
         severity: Severity,
         message: String,
+    },
+    /// A finding the rule raised earlier that it no longer flags.
+    FindingResolved {
+        asset_id: Uuid,
+        finding: OpenFinding,
     },
 }
 
@@ -43,6 +48,11 @@ pub enum Outcome {
         reason: String,
     },
     Executed {
+        changes: Vec<PlannedChange>,
+    },
+    /// The condition is false and the findings the rule raised on the asset before
+    /// no longer hold: `changes` resolves them.
+    Cleared {
         changes: Vec<PlannedChange>,
     },
     Error {
@@ -127,7 +137,7 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
     let context = AssetContext::new(&asset);
     match rule.condition.is_true(&context) {
         Ok(true) => {}
-        Ok(false) => return Outcome::NotMatched,
+        Ok(false) => return clear_findings(rule, &asset, world),
         Err(error) => {
             return Outcome::Error {
                 message: format!("when: {error}"),
@@ -153,10 +163,45 @@ fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {
         PlannedChange::Asset { after, .. } => world.put_asset(after.clone()),
         PlannedChange::Cable { after, .. } => world.put_cable(after.clone()),
         PlannedChange::Relationship(relationship) => world.put_relationship(relationship.clone()),
-        PlannedChange::Finding {
-            asset_id, message, ..
-        } => world.put_finding((*asset_id, rule.id, message.clone())),
+        PlannedChange::FindingRaised { .. } => {}
+        PlannedChange::FindingResolved { asset_id, finding } => {
+            world.resolve_finding((*asset_id, rule.id), &finding.message);
+        }
     }
+}
+
+/// The condition is false: whatever the rule flagged on the asset before no longer
+/// holds. Only rules that flag look their findings up.
+fn clear_findings(rule: &CompiledRule, asset: &AssetState, world: &mut World) -> Outcome {
+    if !rule.flags() {
+        return Outcome::NotMatched;
+    }
+    let changes = resolutions(rule, asset, world, &[]);
+    if changes.is_empty() {
+        return Outcome::NotMatched;
+    }
+    for change in &changes {
+        record(world, rule, change);
+    }
+    Outcome::Cleared { changes }
+}
+
+/// The rule's open findings on `asset` whose message is not among `flagged`.
+fn resolutions(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    world: &mut World,
+    flagged: &[String],
+) -> Vec<PlannedChange> {
+    world
+        .open_findings((asset.id, rule.id))
+        .iter()
+        .filter(|finding| !flagged.contains(&finding.message))
+        .map(|finding| PlannedChange::FindingResolved {
+            asset_id: asset.id,
+            finding: finding.clone(),
+        })
+        .collect()
 }
 
 fn desired_changes(
@@ -168,6 +213,7 @@ fn desired_changes(
 ) -> Result<Vec<PlannedChange>, EvaluationError> {
     let mut target = asset.clone();
     let mut others = Vec::new();
+    let mut flagged = Vec::new();
     for action in &rule.actions {
         match action {
             CompiledAction::SetProperty { name, value } => {
@@ -292,15 +338,21 @@ fn desired_changes(
             }
             CompiledAction::Flag { severity, message } => {
                 let message = message.render(context)?;
-                if !world.finding_exists(&(asset.id, rule.id, message.clone())) {
-                    others.push(PlannedChange::Finding {
+                let open = world.open_findings((asset.id, rule.id));
+                let raised = open.iter().any(|finding| finding.message == message);
+                if !raised && !flagged.contains(&message) {
+                    others.push(PlannedChange::FindingRaised {
                         asset_id: asset.id,
                         severity: *severity,
-                        message,
+                        message: message.clone(),
                     });
                 }
+                flagged.push(message);
             }
         }
+    }
+    if rule.flags() {
+        others.extend(resolutions(rule, asset, world, &flagged));
     }
     let mut changes = Vec::with_capacity(others.len() + 1);
     if target != *asset {

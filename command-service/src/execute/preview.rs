@@ -164,7 +164,9 @@ impl Entries {
         let list = match outcome.outcome {
             Outcome::NotMatched => return,
             Outcome::Skipped { .. } => &mut self.skipped,
-            Outcome::Executed { .. } | Outcome::Error { .. } => &mut self.changes,
+            Outcome::Executed { .. } | Outcome::Cleared { .. } | Outcome::Error { .. } => {
+                &mut self.changes
+            }
         };
         if list.len() < MAX_ENTRIES {
             list.push(entry(rule, outcome));
@@ -192,6 +194,11 @@ fn entry(rule: &CompiledRule, outcome: &AssetOutcome) -> PlanEntry {
         Outcome::Executed { changes } => {
             ("executed", None, changes.iter().map(change_json).collect())
         }
+        Outcome::Cleared { changes } => (
+            "executed",
+            Some("condition no longer holds: its findings are resolved".to_owned()),
+            changes.iter().map(change_json).collect(),
+        ),
         Outcome::NotMatched => ("not_matched", None, Vec::new()),
     };
     PlanEntry {
@@ -229,12 +236,15 @@ pub fn change_json(change: &PlannedChange) -> Value {
             None,
             Some(json!(relationship)),
         ),
-        PlannedChange::Finding {
+        PlannedChange::FindingRaised {
             asset_id,
             severity,
             message,
         } => {
-            return json!({"aggregate_type": "finding", "asset_id": asset_id, "severity": severity, "message": message})
+            return json!({"aggregate_type": "finding", "change": "raised", "asset_id": asset_id, "severity": severity, "message": message})
+        }
+        PlannedChange::FindingResolved { asset_id, finding } => {
+            return json!({"aggregate_type": "finding", "change": "resolved", "asset_id": asset_id, "severity": finding.severity, "message": finding.message})
         }
     };
     let diff = json_patch::diff(

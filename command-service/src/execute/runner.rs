@@ -7,7 +7,7 @@ use super::apply::{self, AssetOutcome, Counts, StateWrites};
 use super::planner::{self, Ids};
 use super::plans;
 use super::request::AssetFilter;
-use super::world::{Loaded, World};
+use super::world::{FindingOwner, Loaded, OpenFinding, World};
 use crate::assets::store::{self as asset_store, PageRead, Selection};
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
@@ -18,7 +18,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -716,27 +716,41 @@ async fn fetch(
             .collect();
     }
     if !needs.findings.is_empty() {
-        let keys: Vec<_> = needs.findings.into_iter().collect();
-        let existing: Vec<(Uuid, Uuid, String)> = sqlx::query_as(
-            "select f.asset_id, f.rule_id, f.message from findings f
-             join unnest($1::uuid[], $2::uuid[], $3::text[]) as k(asset_id, rule_id, message)
-               on f.asset_id = k.asset_id and f.rule_id = k.rule_id and f.message = k.message",
-        )
-        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.2.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *connection)
-        .await?;
-        let existing: HashSet<_> = existing.into_iter().collect();
-        loaded.findings = keys
-            .into_iter()
-            .map(|key| {
-                let exists = existing.contains(&key);
-                (key, exists)
-            })
-            .collect();
+        loaded.findings = open_findings(connection, needs.findings).await?;
     }
     Ok(loaded)
+}
+
+/// The open findings of each (asset, rule) pair, an empty list for a pair with none.
+async fn open_findings(
+    connection: &mut PgConnection,
+    owners: BTreeSet<FindingOwner>,
+) -> Result<Vec<(FindingOwner, Vec<OpenFinding>)>, sqlx::Error> {
+    let (assets, rules): (Vec<Uuid>, Vec<Uuid>) = owners.iter().copied().unzip();
+    let rows: Vec<(Uuid, Uuid, String, String, Uuid)> = sqlx::query_as(
+        "select f.asset_id, f.rule_id, f.message, f.severity, f.correlation_id from findings f
+         join unnest($1::uuid[], $2::uuid[]) as o(asset_id, rule_id)
+           on f.asset_id = o.asset_id and f.rule_id = o.rule_id
+         order by f.asset_id, f.rule_id, f.message",
+    )
+    .bind(assets)
+    .bind(rules)
+    .fetch_all(&mut *connection)
+    .await?;
+    let mut open: BTreeMap<FindingOwner, Vec<OpenFinding>> = owners
+        .into_iter()
+        .map(|owner| (owner, Vec::new()))
+        .collect();
+    for (asset_id, rule_id, message, severity, raised_in) in rows {
+        open.entry((asset_id, rule_id))
+            .or_default()
+            .push(OpenFinding {
+                message,
+                severity,
+                raised_in,
+            });
+    }
+    Ok(open.into_iter().collect())
 }
 
 /// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag

@@ -13,8 +13,18 @@ use uuid::Uuid;
 
 /// A relationship's identity: kind and both ends.
 pub type RelationshipKey = (String, Uuid, Uuid);
-/// A finding's identity: asset, rule and message.
-pub type FindingKey = (Uuid, Uuid, String);
+/// Whose findings: the asset and the rule that flags it.
+pub type FindingOwner = (Uuid, Uuid);
+
+/// A finding a rule raised on an asset that nobody has resolved yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFinding {
+    pub message: String,
+    pub severity: String,
+    /// The batch that raised it: a rollback of its resolution restores it as that
+    /// batch's, so rolling that batch back later still takes it away.
+    pub raised_in: Uuid,
+}
 
 /// Something a plan read, whose version it depends on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,7 +55,8 @@ pub struct Needs {
     pub asset_tags: BTreeSet<String>,
     pub cable_tags: BTreeSet<String>,
     pub relationships: BTreeSet<RelationshipKey>,
-    pub findings: BTreeSet<FindingKey>,
+    /// The open findings of these (asset, rule) pairs.
+    pub findings: BTreeSet<FindingOwner>,
 }
 
 impl Needs {
@@ -69,7 +80,7 @@ pub struct Loaded {
     pub absent_tags: Vec<String>,
     pub cables: Vec<(String, Option<CableState>)>,
     pub relationships: Vec<(RelationshipKey, Option<RelationshipState>)>,
-    pub findings: Vec<(FindingKey, bool)>,
+    pub findings: Vec<(FindingOwner, Vec<OpenFinding>)>,
 }
 
 impl Loaded {
@@ -79,7 +90,7 @@ impl Loaded {
         self.assets.is_empty()
             && self.cables.iter().all(|(_, cable)| cable.is_none())
             && self.relationships.iter().all(|(_, found)| found.is_none())
-            && self.findings.iter().all(|(_, exists)| !exists)
+            && self.findings.iter().all(|(_, open)| open.is_empty())
     }
 }
 
@@ -93,7 +104,10 @@ pub struct World {
     asset_tags: HashMap<String, Option<Uuid>>,
     cables: HashMap<String, Option<CableState>>,
     relationships: HashMap<RelationshipKey, Option<RelationshipState>>,
-    findings: HashMap<FindingKey, bool>,
+    /// Open findings per (asset, rule), as loaded, less what planning resolved. A
+    /// finding planning raises is not added: a rule plans an asset once per execution,
+    /// so nothing asks for that asset's findings of that rule again.
+    findings: HashMap<FindingOwner, Vec<OpenFinding>>,
     /// Version of everything as first loaded from the database (0: absent): what a
     /// plan depends on.
     read_versions: BTreeMap<Read, i64>,
@@ -101,7 +115,7 @@ pub struct World {
     /// moves to `read_versions` when planning reads it, so a plan depends only on what
     /// it used (the writer locks and checks those, not the previous chunk's changes).
     carried: HashMap<Uuid, i64>,
-    /// What planning changed (asset ids, cable tags, relationship and finding keys):
+    /// What planning changed (asset ids, cable tags, relationship keys):
     /// what the next chunk carries over while this one is still being written.
     changed: Changed,
     /// Assets loaded because planning looked them up by tag (an MCC, a junction box):
@@ -115,7 +129,6 @@ struct Changed {
     assets: BTreeSet<Uuid>,
     cables: BTreeSet<String>,
     relationships: BTreeSet<RelationshipKey>,
-    findings: BTreeSet<FindingKey>,
 }
 
 impl World {
@@ -162,8 +175,8 @@ impl World {
         for (key, relationship) in loaded.relationships {
             self.load_relationship(key, relationship);
         }
-        for (key, exists) in loaded.findings {
-            self.load_finding(key, exists);
+        for (owner, open) in loaded.findings {
+            self.findings.entry(owner).or_insert(open);
         }
     }
 
@@ -185,10 +198,6 @@ impl World {
         relationship: Option<RelationshipState>,
     ) {
         self.relationships.entry(key).or_insert(relationship);
-    }
-
-    pub fn load_finding(&mut self, key: FindingKey, exists: bool) {
-        self.findings.entry(key).or_insert(exists);
     }
 
     pub fn asset(&mut self, id: Uuid) -> Option<Arc<AssetState>> {
@@ -238,14 +247,13 @@ impl World {
         }
     }
 
-    pub fn finding_exists(&mut self, key: &FindingKey) -> bool {
-        match self.findings.get(key) {
-            Some(exists) => *exists,
-            None => {
-                self.needs.findings.insert(key.clone());
-                false
-            }
+    /// The open findings `rule` raised on `asset`, recording the need if the world
+    /// does not know them (then: none).
+    pub fn open_findings(&mut self, owner: FindingOwner) -> &[OpenFinding] {
+        if !self.findings.contains_key(&owner) {
+            self.needs.findings.insert(owner);
         }
+        self.findings.get(&owner).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Planning read `id`: if it was carried over, the plan now depends on its version.
@@ -290,9 +298,11 @@ impl World {
         self.relationships.insert(key, Some(relationship));
     }
 
-    pub fn put_finding(&mut self, key: FindingKey) {
-        self.changed.findings.insert(key.clone());
-        self.findings.insert(key, true);
+    /// Planning resolved `message` of `owner`.
+    pub fn resolve_finding(&mut self, owner: FindingOwner, message: &str) {
+        if let Some(open) = self.findings.get_mut(&owner) {
+            open.retain(|finding| finding.message != message);
+        }
     }
 
     /// What this world read from the database, for a plan's staleness check.
@@ -336,9 +346,6 @@ impl World {
             if let Some(relationship) = self.relationships.get(key) {
                 next.relationships.insert(key.clone(), relationship.clone());
             }
-        }
-        for key in &self.changed.findings {
-            next.findings.insert(key.clone(), true);
         }
         next
     }
@@ -431,7 +438,7 @@ mod tests {
             absent_tags: vec!["JB-1".into()],
             cables: vec![("W-1".into(), None)],
             relationships: vec![(("CONTROLS".into(), Uuid::nil(), Uuid::nil()), None)],
-            findings: vec![((Uuid::nil(), Uuid::nil(), "missing".into()), false)],
+            findings: vec![((Uuid::nil(), Uuid::nil()), Vec::new())],
             ..Loaded::default()
         };
         assert!(absent.all_absent());
@@ -446,7 +453,14 @@ mod tests {
         };
         assert!(!found_cable.all_absent());
         let found_finding = Loaded {
-            findings: vec![((Uuid::nil(), Uuid::nil(), "missing".into()), true)],
+            findings: vec![(
+                (Uuid::nil(), Uuid::nil()),
+                vec![OpenFinding {
+                    message: "missing".into(),
+                    severity: "error".into(),
+                    raised_in: Uuid::nil(),
+                }],
+            )],
             ..Loaded::default()
         };
         assert!(!found_finding.all_absent());

@@ -37,6 +37,30 @@ pub struct RollbackOutcome {
     pub cascaded: Vec<Uuid>,
 }
 
+/// Findings as before `target`: those it raised are gone, those it resolved are open
+/// again (as raised by the batch that raised them, unless raised again since, or their
+/// asset is gone).
+async fn restore_findings(connection: &mut PgConnection, target: Uuid) -> sqlx::Result<()> {
+    sqlx::query("delete from findings where correlation_id = $1")
+        .bind(target)
+        .execute(&mut *connection)
+        .await?;
+    sqlx::query(
+        "insert into findings (asset_id, rule_id, message, severity, correlation_id)
+         select r.asset_id, e.rule_id, e.payload->>'message', e.payload->>'severity',
+                (e.payload->>'raised_in')::uuid
+         from workflow_events e
+         cross join lateral (select (e.payload->>'asset_id')::uuid as asset_id) r
+         where e.correlation_id = $1 and e.event_type = 'FINDING_RESOLVED'
+           and exists (select 1 from assets a where a.id = r.asset_id)
+         on conflict do nothing",
+    )
+    .bind(target)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
 /// Roll back `analysis` as a new batch. The caller holds the target batch's row lock.
 pub async fn restore(
     connection: &mut PgConnection,
@@ -89,10 +113,7 @@ pub async fn restore(
             .collect();
         write_restored(connection, &restored).await?;
     }
-    sqlx::query("delete from findings where correlation_id = $1")
-        .bind(target)
-        .execute(&mut *connection)
-        .await?;
+    restore_findings(connection, target).await?;
 
     let restored = analysis.restorations.len();
     let skipped_count = analysis.conflict_count;

@@ -111,6 +111,16 @@ pub struct CompiledRule {
     pub actions: Vec<CompiledAction>,
 }
 
+impl CompiledRule {
+    /// Whether the rule raises findings (has a `flag` action): then its desired state
+    /// includes which findings an asset has, and it resolves those it no longer flags.
+    pub fn flags(&self) -> bool {
+        self.actions
+            .iter()
+            .any(|action| matches!(action, CompiledAction::Flag { .. }))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum CompiledEnd {
     Asset,

@@ -25,7 +25,7 @@ pub fn message_kind(event_type: EventType) -> &'static str {
         BatchRolledBack => "ROLLED_BACK",
         AssetCreated | AssetUpdated | AssetDeleted | CableCreated | CableUpdated | CableDeleted
         | RelationshipCreated | RelationshipDeleted | RuleDefined | RuleExecuted | RuleSkipped
-        | FindingRaised | CsvImported | Rollback => "ACTION",
+        | FindingRaised | FindingResolved | CsvImported | Rollback => "ACTION",
     }
 }
 

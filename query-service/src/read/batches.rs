@@ -30,7 +30,7 @@ pub struct BatchRow {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_ms: Option<i64>,
     /// Totals over the batch's events: `executed`, `skipped`, `errors`, `matched`,
-    /// `findings`, `changes`.
+    /// `findings` (raised), `findings_resolved`, `changes`.
     #[schema(value_type = Object)]
     pub counts: Value,
     /// Why the batch failed.

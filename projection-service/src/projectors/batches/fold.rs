@@ -17,6 +17,7 @@ pub struct BatchCounts {
     pub errors: i64,
     pub matched: i64,
     pub findings: i64,
+    pub findings_resolved: i64,
     pub changes: i64,
 }
 
@@ -148,7 +149,7 @@ impl Fold {
             }
             EventType::RuleExecuted => {
                 counts.executed += 1;
-                counts.matched += 1;
+                counts.matched += i64::from(matched(event));
             }
             EventType::RuleSkipped => {
                 counts.skipped += 1;
@@ -159,6 +160,7 @@ impl Fold {
                 counts.matched += 1;
             }
             EventType::FindingRaised => counts.findings += 1,
+            EventType::FindingResolved => counts.findings_resolved += 1,
             change if change.is_state_change() => counts.changes += 1,
             _ => {}
         }
@@ -204,7 +206,7 @@ impl Fold {
             }
             EventType::RuleExecuted => {
                 row.executed += 1;
-                row.matched += 1;
+                row.matched += i64::from(matched(event));
             }
             EventType::RuleSkipped => {
                 row.skipped += 1;
@@ -249,6 +251,12 @@ impl Fold {
 }
 
 /// A string field of a payload.
+/// Whether a `RULE_EXECUTED` came from a matching asset: one whose condition was false
+/// and whose findings the rule only resolved says `"matched": false`.
+fn matched(event: &EventEnvelope) -> bool {
+    event.payload.get("matched").and_then(Value::as_bool) != Some(false)
+}
+
 fn text(payload: &Value, field: &str) -> Option<String> {
     payload
         .get(field)
