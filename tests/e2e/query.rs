@@ -856,16 +856,27 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
 
 /// Every batch of the list (with `query`), two a page.
 async fn all_batches(stack: &Stack, query: &str) -> anyhow::Result<Vec<Value>> {
-    let mut batches = Vec::new();
+    every_item(stack, "/batches", query, "batches").await
+}
+
+/// Every item of a keyset-paginated list (`{items: [...], next_after}` at `path`, with
+/// `query`), two a page.
+async fn every_item(
+    stack: &Stack,
+    path: &str,
+    query: &str,
+    items: &str,
+) -> anyhow::Result<Vec<Value>> {
+    let mut all = Vec::new();
     let mut after = 0;
     loop {
         let page = stack
-            .read(&format!("/batches?{query}&limit=2&after={after}"))
+            .read(&format!("{path}?{query}&limit=2&after={after}"))
             .await?;
-        batches.extend(page["batches"].as_array().cloned().unwrap_or_default());
+        all.extend(page[items].as_array().cloned().unwrap_or_default());
         match page["next_after"].as_i64() {
             Some(next) => after = next,
-            None => return Ok(batches),
+            None => return Ok(all),
         }
     }
 }
@@ -1268,4 +1279,156 @@ async fn queries_need_a_token_and_health_does_not() -> anyhow::Result<()> {
     assert_eq!(with_token.status(), 200);
     assert_eq!(health.status(), 200);
     query.stop().await
+}
+
+// ---------------------------------------------------------------------------------
+// Open findings
+// ---------------------------------------------------------------------------------
+
+/// The open findings as the command side holds them, as `/findings` must list them:
+/// in the order they were raised (the position of their FINDING_RAISED in the log).
+async fn expected_findings(stack: &Stack, log: &[EventEnvelope]) -> anyhow::Result<Vec<Value>> {
+    let rows: Vec<(Uuid, String, Uuid, String, String, Uuid)> = sqlx::query_as(
+        "select f.asset_id, a.tag, f.rule_id, f.severity, f.message, f.correlation_id
+         from findings f join assets a on a.id = f.asset_id",
+    )
+    .fetch_all(stack.pool())
+    .await?;
+    let mut expected: Vec<(i64, Value)> = rows
+        .into_iter()
+        .map(|(asset_id, tag, rule_id, severity, message, raised_in)| {
+            let raised = log
+                .iter()
+                .find(|e| {
+                    e.event_type == EventType::FindingRaised
+                        && e.correlation_id == raised_in
+                        && e.payload["asset_id"] == json!(asset_id)
+                        && e.payload["message"] == json!(message)
+                })
+                .unwrap_or_else(|| panic!("no FINDING_RAISED of {message} in {raised_in}"));
+            let row = json!({
+                "asset_id": asset_id, "tag": tag, "rule_id": rule_id,
+                "rule_version": raised.rule_version, "discipline": raised.discipline,
+                "severity": severity, "message": message, "raised_in": raised_in,
+                "raised_at": raised.occurred_at, "position": raised.position,
+            });
+            (raised.position, row)
+        })
+        .collect();
+    expected.sort_by_key(|(position, _)| *position);
+    Ok(expected.into_iter().map(|(_, row)| row).collect())
+}
+
+/// Every open finding `/findings?{query}` lists, two a page.
+async fn all_findings(stack: &Stack, query: &str) -> anyhow::Result<Vec<Value>> {
+    every_item(stack, "/findings", query, "findings").await
+}
+
+#[tokio::test]
+async fn open_findings_are_listed_until_resolved_and_a_rollback_reopens_them() -> anyhow::Result<()>
+{
+    // Arrange: the pump rule flags P-101A; a voltage rule flags all six motors.
+    let stack = Stack::start().await?;
+    stack.import(&as_csv(&small_plant())).await?;
+    let pumps = stack.define_rule(&pump_flag_rule()).await?;
+    let voltage = stack
+        .define_rule(&json!({
+            "name": "Motors state their voltage", "discipline": "ELECTRICAL", "priority": 30,
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR' && !has(asset.properties.rated_voltage_v)",
+            "then": [{"type": "flag", "severity": "error", "message": "{asset.tag}: no rated voltage"}]
+        }))
+        .await?;
+    let first = stack.execute(json!({"rule_ids": [pumps, voltage]})).await?;
+    let first = id_field(&first, "correlation_id")?;
+    stack.settle().await?;
+
+    // Act + Assert: the list, whole and filtered, equals the command side's findings.
+    let expected = expected_findings(&stack, &stack.log().await?).await?;
+    assert_eq!(expected.len(), 7);
+    assert_eq!(all_findings(&stack, "").await?, expected);
+    let only = |field: &str, value: Value| -> Vec<Value> {
+        expected
+            .iter()
+            .filter(|f| f[field] == value)
+            .cloned()
+            .collect()
+    };
+    assert_eq!(
+        all_findings(&stack, "severity=error").await?,
+        only("severity", json!("error"))
+    );
+    assert_eq!(
+        all_findings(&stack, "discipline=MECHANICAL").await?,
+        only("discipline", json!("MECHANICAL"))
+    );
+    assert_eq!(
+        all_findings(&stack, &format!("rule_id={pumps}")).await?,
+        only("rule_id", json!(pumps))
+    );
+    let pump = created_asset(&stack.log().await?, "P-101A")?;
+    let pump_finding = only("asset_id", json!(pump));
+    assert_eq!(pump_finding.len(), 1);
+    assert_eq!(pump_finding[0]["tag"], "P-101A");
+    assert_eq!(
+        all_findings(&stack, &format!("asset_id={pump}&severity=warning")).await?,
+        pump_finding
+    );
+
+    // Act: the pump gets its driver and the rule runs again.
+    stack
+        .command(
+            &http_client_as(Role::Engineer, ENGINEER),
+            reqwest::Method::PATCH,
+            &format!("/assets/{pump}"),
+            Some(&json!({"properties": {"driver": "M-101A"}})),
+            200,
+        )
+        .await?;
+    let resolving = stack.execute(json!({"rule_ids": [pumps]})).await?;
+    let resolving = id_field(&resolving, "correlation_id")?;
+    stack.settle().await?;
+
+    // Assert: resolved, the motors' findings still open.
+    let motors_only = only("rule_id", json!(voltage));
+    assert_eq!(all_findings(&stack, "").await?, motors_only);
+    assert_eq!(
+        expected_findings(&stack, &stack.log().await?).await?,
+        motors_only
+    );
+
+    // Act: roll the resolution back.
+    stack.rollback(resolving).await?;
+    stack.settle().await?;
+
+    // Assert: the pump's finding is open again, as first raised.
+    assert_eq!(all_findings(&stack, "").await?, expected);
+
+    // Act: rebuild the read model from the log.
+    let rows = "select to_jsonb(f) from rm_findings f order by position";
+    let live: Vec<Value> = sqlx::query_scalar(rows).fetch_all(stack.pool()).await?;
+    let url = &stack.system.database.url;
+    projection_service::rebuild::rebuild(url, url, "asset_history").await?;
+
+    // Assert: the same rows.
+    let rebuilt: Vec<Value> = sqlx::query_scalar(rows).fetch_all(stack.pool()).await?;
+    assert_eq!((live.len(), &rebuilt), (7, &live));
+
+    // Act: roll the first run back.
+    stack.rollback(first).await?;
+    stack.settle().await?;
+
+    // Assert: nothing it raised is open.
+    assert_eq!(all_findings(&stack, "").await?, Vec::<Value>::new());
+    assert_eq!(
+        expected_findings(&stack, &stack.log().await?).await?,
+        Vec::<Value>::new()
+    );
+
+    // A filter the list does not know is refused.
+    let refused = stack.get("/findings?severity=fatal").await?;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["type"], "/problems/invalid-query");
+    let refused = stack.get("/findings?sevrity=error").await?;
+    assert_eq!(refused.status, 400);
+    Ok(())
 }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 pub const TABLES: &[(&str, &str)] = &[
     ("rm_events", "position"),
     ("rm_aggregates", "aggregate_id"),
+    ("rm_findings", "position"),
     ("rm_batches", "correlation_id"),
     ("rm_batch_rules", "correlation_id, rule_id"),
     ("rm_disciplines", "discipline, event_type"),

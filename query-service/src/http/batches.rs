@@ -1,6 +1,6 @@
 //! `GET /batches` and `GET /batches/{correlation_id}`: batch list and detail.
 
-use crate::http::error::{invalid_query, ApiError};
+use crate::http::error::{one_of, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::read::batches::{self, BatchFilter, BatchRow, RuleRunRow};
 use crate::state::AppState;
@@ -122,16 +122,6 @@ pub async fn detail(
 }
 
 /// `value` if it is one of `allowed`: a typo is a 400 rather than an empty page.
-fn one_of(name: &str, value: Option<String>, allowed: &[&str]) -> Result<Option<String>, ApiError> {
-    match value {
-        Some(value) if !allowed.contains(&value.as_str()) => Err(invalid_query(format!(
-            "`{name}` must be one of {}, got `{value}`",
-            allowed.join(", ")
-        ))),
-        value => Ok(value),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -65,6 +65,22 @@ pub async fn log_failures(request: Request, next: Next) -> Response {
 }
 
 /// A 400 for a query parameter with an acceptable shape but an unacceptable value.
+/// `value` if it is one of `allowed` (or absent); a 400 naming parameter `name` and
+/// the allowed values otherwise.
+pub fn one_of(
+    name: &str,
+    value: Option<String>,
+    allowed: &[&str],
+) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(value) if !allowed.contains(&value.as_str()) => Err(invalid_query(format!(
+            "`{name}` must be one of {}, got `{value}`",
+            allowed.join(", ")
+        ))),
+        value => Ok(value),
+    }
+}
+
 pub fn invalid_query(detail: impl Into<String>) -> ApiError {
     ApiError::Problem(
         Problem::new(

@@ -5,6 +5,7 @@ pub mod batches;
 pub mod disciplines;
 pub mod error;
 pub mod export;
+pub mod findings;
 pub mod health;
 pub mod history;
 pub mod pagination;
@@ -27,7 +28,7 @@ use utoipa_axum::routes;
     info(
         title = "SYNAPSE query service",
         description = "Read side of SYNAPSE: the event timeline, asset histories and \
-                       states, batches, disciplines, and a live WebSocket feed at `/ws`. Every route but health, \
+                       states, batches, disciplines, open findings, and a live WebSocket feed at `/ws`. Every route but health, \
                        readiness and metrics needs a bearer token (any role; 401 without one)."
     ),
     modifiers(&BearerSecurity),
@@ -36,6 +37,7 @@ use utoipa_axum::routes;
         (name = "assets", description = "Asset state, current or as of a time; the current assets as CSV"),
         (name = "batches", description = "Batches: status, timings, who ran and rolled back, per-rule counts"),
         (name = "disciplines", description = "Activity per discipline"),
+        (name = "findings", description = "Open findings of `flag` rules"),
         (name = "live", description = "The live WebSocket feed"),
         (name = "operations", description = "Health, readiness and metrics"),
     )
@@ -53,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(batches::detail))
         .routes(routes!(disciplines::list))
         .routes(routes!(disciplines::detail))
+        .routes(routes!(findings::list))
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
         .routes(routes!(health::metrics))

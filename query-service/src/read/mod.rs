@@ -9,5 +9,6 @@ pub mod batches;
 pub mod checkpoints;
 pub mod disciplines;
 pub mod events;
+pub mod findings;
 pub mod scan;
 pub mod time_index;

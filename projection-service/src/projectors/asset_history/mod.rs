@@ -1,11 +1,13 @@
 //! The asset-history read model: `rm_events` (every event, with the columns the
-//! timeline and histories filter on, and the diff of each change) and `rm_aggregates`
-//! (the current state of every asset, cable and relationship).
+//! timeline and histories filter on, and the diff of each change), `rm_aggregates`
+//! (the current state of every asset, cable and relationship) and `rm_findings` (the
+//! open findings, [`findings`]).
 //!
 //! Both tables are written with one statement each per batch (arrays bound as
 //! parameters and `unnest`ed), because a rule run produces tens of thousands of
 //! events per second and a statement per event would not keep up.
 
+mod findings;
 mod rows;
 
 pub use rows::{asset_id, diff, latest_states, sides, AggregateState};
@@ -49,6 +51,7 @@ impl Projector for AssetHistoryProjector {
         events: &[&EventEnvelope],
     ) -> Result<(), sqlx::Error> {
         mark_rolled_back(connection, events).await?;
+        findings::apply(connection, events).await?;
         upsert_states(connection, &latest_states(events)).await
     }
 }
