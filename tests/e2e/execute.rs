@@ -1411,23 +1411,79 @@ async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_i
         "batch and rule events only"
     );
 
-    // Act: roll back the resolution, then the rewording.
-    for (batch, open) in [
-        (third_batch, vec![("P-101A".to_owned(), new, second_batch)]),
-        (second_batch, vec![("P-101A".to_owned(), old, first_batch)]),
-    ] {
-        send(
-            &setup.http,
+    // Act: roll back the resolution.
+    let shared = &setup;
+    let rollback = |batch: Uuid| async move {
+        let reply = send(
+            &shared.http,
             Method::POST,
-            &setup.command.url("/rules/rollback"),
+            &shared.command.url("/rules/rollback"),
             Some(&json!({"correlation_id": batch})),
         )
         .await?
         .expect_status(200);
+        anyhow::Ok(serde_json::from_value::<Uuid>(
+            reply.body["correlation_id"].clone(),
+        )?)
+    };
+    let reopening = rollback(third_batch).await?;
 
-        // Assert: each puts back the findings as they were before it, raised by the
-        // batch that raised them.
-        assert_eq!(open_findings(&setup.pool).await?, open);
-    }
+    // Assert: open again as raised by the rewording run, and the rollback says so.
+    assert_eq!(
+        open_findings(&setup.pool).await?,
+        vec![("P-101A".to_owned(), new.clone(), second_batch)]
+    );
+    let finding_events = |batch: Uuid| {
+        let pool = setup.pool.clone();
+        async move {
+            let log = synapse_shared::event_log::read_after(&pool, 0, 100_000).await?;
+            anyhow::Ok(
+                log.into_iter()
+                    .filter(|e| e.correlation_id == batch)
+                    .filter(|e| e.event_type.as_str().starts_with("FINDING_"))
+                    .map(|e| {
+                        let p = &e.payload;
+                        (
+                            e.event_type.as_str(),
+                            p["message"].clone(),
+                            p["raised_in"].clone(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    assert_eq!(
+        finding_events(reopening).await?,
+        vec![("FINDING_RAISED", json!(new), json!(second_batch))]
+    );
+
+    // Act + Assert: rolling that rollback back resolves it again.
+    let redo = rollback(reopening).await?;
+    assert_eq!(open_findings(&setup.pool).await?, vec![]);
+    assert_eq!(
+        finding_events(redo).await?,
+        vec![("FINDING_RESOLVED", json!(new), json!(second_batch))]
+    );
+
+    // Act + Assert: rolling back the rewording reopens the old wording, which the
+    // rewording resolved, and closes nothing (its own finding is resolved already).
+    let unworded = rollback(second_batch).await?;
+    assert_eq!(
+        open_findings(&setup.pool).await?,
+        vec![("P-101A".to_owned(), old.clone(), first_batch)]
+    );
+    assert_eq!(
+        finding_events(unworded).await?,
+        vec![("FINDING_RAISED", json!(old), json!(first_batch))]
+    );
+
+    // Act + Assert: rolling back the first run closes what it raised.
+    let undone = rollback(first_batch).await?;
+    assert_eq!(open_findings(&setup.pool).await?, vec![]);
+    assert_eq!(
+        finding_events(undone).await?,
+        vec![("FINDING_RESOLVED", json!(old), json!(first_batch))]
+    );
     setup.command.stop().await
 }

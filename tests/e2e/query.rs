@@ -1286,7 +1286,8 @@ async fn queries_need_a_token_and_health_does_not() -> anyhow::Result<()> {
 // ---------------------------------------------------------------------------------
 
 /// The open findings as the command side holds them, as `/findings` must list them:
-/// in the order they were raised (the position of their FINDING_RAISED in the log).
+/// in the order they were opened (the position of the last FINDING_RAISED of each in
+/// the log: a rollback that reopens a finding raises it again).
 async fn expected_findings(stack: &Stack, log: &[EventEnvelope]) -> anyhow::Result<Vec<Value>> {
     let rows: Vec<(Uuid, String, Uuid, String, String, Uuid)> = sqlx::query_as(
         "select f.asset_id, a.tag, f.rule_id, f.severity, f.message, f.correlation_id
@@ -1299,13 +1300,14 @@ async fn expected_findings(stack: &Stack, log: &[EventEnvelope]) -> anyhow::Resu
         .map(|(asset_id, tag, rule_id, severity, message, raised_in)| {
             let raised = log
                 .iter()
+                .rev()
                 .find(|e| {
                     e.event_type == EventType::FindingRaised
-                        && e.correlation_id == raised_in
+                        && e.rule_id == Some(rule_id)
                         && e.payload["asset_id"] == json!(asset_id)
                         && e.payload["message"] == json!(message)
                 })
-                .unwrap_or_else(|| panic!("no FINDING_RAISED of {message} in {raised_in}"));
+                .unwrap_or_else(|| panic!("no FINDING_RAISED of {message}"));
             let row = json!({
                 "asset_id": asset_id, "tag": tag, "rule_id": rule_id,
                 "rule_version": raised.rule_version, "discipline": raised.discipline,
@@ -1397,11 +1399,17 @@ async fn open_findings_are_listed_until_resolved_and_a_rollback_reopens_them() -
     );
 
     // Act: roll the resolution back.
-    stack.rollback(resolving).await?;
+    let reopening = stack.rollback(resolving).await?;
     stack.settle().await?;
 
-    // Assert: the pump's finding is open again, as first raised.
-    assert_eq!(all_findings(&stack, "").await?, expected);
+    // Assert: the pump's finding is open again, as raised by the first run.
+    let reopened = expected_findings(&stack, &stack.log().await?).await?;
+    assert_eq!(all_findings(&stack, "").await?, reopened);
+    assert_eq!(reopened.len(), 7);
+    assert_eq!(
+        all_findings(&stack, &format!("asset_id={pump}")).await?[0]["raised_in"],
+        json!(first)
+    );
 
     // Act: rebuild the read model from the log.
     let rows = "select to_jsonb(f) from rm_findings f order by position";
@@ -1412,6 +1420,13 @@ async fn open_findings_are_listed_until_resolved_and_a_rollback_reopens_them() -
     // Assert: the same rows.
     let rebuilt: Vec<Value> = sqlx::query_scalar(rows).fetch_all(stack.pool()).await?;
     assert_eq!((live.len(), &rebuilt), (7, &live));
+
+    // Act: roll the rollback back: the resolution holds again.
+    stack.rollback(reopening).await?;
+    stack.settle().await?;
+
+    // Assert
+    assert_eq!(all_findings(&stack, "").await?, motors_only);
 
     // Act: roll the first run back.
     stack.rollback(first).await?;

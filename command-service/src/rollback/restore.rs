@@ -37,28 +37,93 @@ pub struct RollbackOutcome {
     pub cascaded: Vec<Uuid>,
 }
 
-/// Findings as before `target`: those it raised are gone, those it resolved are open
-/// again (as raised by the batch that raised them, unless raised again since, or their
-/// asset is gone).
-async fn restore_findings(connection: &mut PgConnection, target: Uuid) -> sqlx::Result<()> {
-    sqlx::query("delete from findings where correlation_id = $1")
-        .bind(target)
-        .execute(&mut *connection)
-        .await?;
-    sqlx::query(
-        "insert into findings (asset_id, rule_id, message, severity, correlation_id)
-         select r.asset_id, e.rule_id, e.payload->>'message', e.payload->>'severity',
-                (e.payload->>'raised_in')::uuid
-         from workflow_events e
-         cross join lateral (select (e.payload->>'asset_id')::uuid as asset_id) r
-         where e.correlation_id = $1 and e.event_type = 'FINDING_RESOLVED'
-           and exists (select 1 from assets a where a.id = r.asset_id)
-         on conflict do nothing",
+/// A finding a rollback closed (its batch raised it) or reopened (its batch resolved
+/// it), as its event says.
+#[derive(Debug, sqlx::FromRow)]
+struct FindingChange {
+    asset_id: Uuid,
+    rule_id: Uuid,
+    message: String,
+    severity: String,
+    /// The batch that raised it.
+    raised_in: Uuid,
+    rule_version: Option<i32>,
+    discipline: Option<String>,
+    tag: Option<String>,
+}
+
+/// Findings as before `target`, read from its finding events: what it raised (and is
+/// still open as it raised it) is closed, what it resolved is open again as raised by
+/// the batch that raised it (unless raised again since, or its asset is gone). Events
+/// of a rollback count like any batch's, so rolling a rollback back redoes them.
+async fn restore_findings(
+    connection: &mut PgConnection,
+    target: Uuid,
+) -> sqlx::Result<(Vec<FindingChange>, Vec<FindingChange>)> {
+    let closed = sqlx::query_as(
+        "with raised as (
+             select (e.payload->>'asset_id')::uuid as asset_id, e.rule_id, e.rule_version,
+                 e.discipline, e.payload->>'tag' as tag, e.payload->>'message' as message,
+                 coalesce((e.payload->>'raised_in')::uuid, e.correlation_id) as raised_in
+             from workflow_events e
+             where e.correlation_id = $1 and e.event_type = 'FINDING_RAISED')
+         delete from findings f using raised r
+         where f.asset_id = r.asset_id and f.rule_id = r.rule_id and f.message = r.message
+           and f.correlation_id = r.raised_in
+         returning f.asset_id, f.rule_id, f.message, f.severity, f.correlation_id as raised_in,
+             r.rule_version, r.discipline, r.tag",
     )
     .bind(target)
-    .execute(&mut *connection)
+    .fetch_all(&mut *connection)
     .await?;
-    Ok(())
+    let reopened = sqlx::query_as(
+        "with resolved as (
+             select (e.payload->>'asset_id')::uuid as asset_id, e.rule_id, e.rule_version,
+                 e.discipline, e.payload->>'tag' as tag, e.payload->>'message' as message,
+                 e.payload->>'severity' as severity, (e.payload->>'raised_in')::uuid as raised_in
+             from workflow_events e
+             where e.correlation_id = $1 and e.event_type = 'FINDING_RESOLVED'),
+         reopened as (
+             insert into findings (asset_id, rule_id, message, severity, correlation_id)
+             select r.asset_id, r.rule_id, r.message, r.severity, r.raised_in from resolved r
+             where exists (select 1 from assets a where a.id = r.asset_id)
+             on conflict do nothing
+             returning asset_id, rule_id, message)
+         select r.asset_id, r.rule_id, r.message, r.severity, r.raised_in, r.rule_version,
+             r.discipline, r.tag
+         from resolved r join reopened o using (asset_id, rule_id, message)",
+    )
+    .bind(target)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok((closed, reopened))
+}
+
+/// The event of a finding a rollback of `target` closed (`FINDING_RESOLVED`) or
+/// reopened (`FINDING_RAISED`).
+fn finding_event(
+    batch: &mut Batch,
+    event_type: EventType,
+    finding: FindingChange,
+    target: Uuid,
+    started_id: Uuid,
+) -> NewEvent {
+    let mut event = batch.event(
+        event_type,
+        json!({
+            "asset_id": finding.asset_id,
+            "tag": finding.tag,
+            "severity": finding.severity,
+            "message": finding.message,
+            "raised_in": finding.raised_in,
+            "rolled_back_correlation_id": target,
+        }),
+    );
+    event.causation_id = Some(started_id);
+    event.rule_id = Some(finding.rule_id);
+    event.rule_version = finding.rule_version;
+    event.discipline = finding.discipline;
+    event
 }
 
 /// Roll back `analysis` as a new batch. The caller holds the target batch's row lock.
@@ -113,7 +178,7 @@ pub async fn restore(
             .collect();
         write_restored(connection, &restored).await?;
     }
-    restore_findings(connection, target).await?;
+    let (closed, reopened) = restore_findings(connection, target).await?;
 
     let restored = analysis.restorations.len();
     let skipped_count = analysis.conflict_count;
@@ -160,6 +225,22 @@ pub async fn restore(
             },
         ));
         append(connection, std::mem::take(&mut events)).await?;
+    }
+    let findings = closed
+        .into_iter()
+        .map(|finding| (EventType::FindingResolved, finding))
+        .chain(
+            reopened
+                .into_iter()
+                .map(|finding| (EventType::FindingRaised, finding)),
+        );
+    for (event_type, finding) in findings {
+        events.push(finding_event(
+            &mut batch, event_type, finding, target, started_id,
+        ));
+        if events.len() == SLICE {
+            append(connection, std::mem::take(&mut events)).await?;
+        }
     }
     let mut rolled = batch.event(
         EventType::BatchRolledBack,

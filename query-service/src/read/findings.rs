@@ -19,10 +19,11 @@ pub struct FindingRow {
     /// `info`, `warning` or `error`.
     pub severity: String,
     pub message: String,
-    /// The batch that raised it.
+    /// The batch that first raised it.
     pub raised_in: Uuid,
+    /// When it was raised, or reopened by a rollback of the batch that resolved it.
     pub raised_at: DateTime<Utc>,
-    /// Position of its `FINDING_RAISED`; the keyset of the list.
+    /// Position of the `FINDING_RAISED` that opened it; the keyset of the list.
     pub position: i64,
 }
 
