@@ -13,10 +13,11 @@ use cel::common::types::{
 };
 use cel::common::value::Val;
 use cel::{extensions, Context, Env, ExecutionError, IdedExpr, Program};
+use regex::Regex;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use synapse_shared::domain::AssetState;
 use uuid::Uuid;
 
@@ -34,7 +35,8 @@ pub const ASSET_FIELDS: &[&str] = &[
 
 /// The CEL environment every rule compiles and runs in: the standard library plus the
 /// strings (`replace`, `substring`, `split`, `lowerAscii`...), lists and math
-/// extensions, so engineers can derive tags and values without custom functions.
+/// extensions, so engineers can derive tags and values without custom functions; and
+/// `matches`, registered here (see [`matches`]).
 static ENVIRONMENT: LazyLock<Arc<Env>> = LazyLock::new(|| {
     let mut env = Env::stdlib();
     for extension in [extensions::strings, extensions::lists, extensions::math] {
@@ -44,8 +46,46 @@ static ENVIRONMENT: LazyLock<Arc<Env>> = LazyLock::new(|| {
             tracing::error!(?error, "a CEL extension could not be registered");
         }
     }
+    // Fails only if the standard library declared `matches` too: the workspace builds
+    // `cel` without its `regex` feature so that it does not.
+    let registered = cel::add_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>, id = "matches")
+        .and_then(|()| cel::add_member_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>));
+    if let Err(error) = registered {
+        tracing::error!(?error, "CEL `matches` could not be registered");
+    }
     Arc::new(env)
 });
+
+/// CEL's `matches(text, pattern)` and `text.matches(pattern)` (RE2 syntax): whether
+/// the pattern matches anywhere in the text. The `cel` crate's own compiled the
+/// pattern on every call; a rule with `asset.tag.matches('^[FPLT]V-[0-9]+$')` spent
+/// most of a run compiling it once per asset. This compiles each pattern once.
+fn matches(text: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelBool, ExecutionError> {
+    let compiled = compiled(pattern.inner()).map_err(|error| ExecutionError::FunctionError {
+        function: "matches".to_owned(),
+        message: format!("'{}' not a valid regex:\n{error}", pattern.inner()),
+    })?;
+    Ok(CelBool::from(compiled.is_match(text.inner())))
+}
+
+/// Most patterns kept compiled: rules name a handful; a pattern built from each
+/// asset's data must not grow the cache without bound, so it starts over when full.
+const MAX_PATTERNS: usize = 256;
+
+static PATTERNS: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
+
+fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    let mut patterns = PATTERNS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(compiled) = patterns.get(pattern) {
+        return Ok(compiled.clone());
+    }
+    let compiled = Arc::new(Regex::new(pattern)?);
+    if patterns.len() >= MAX_PATTERNS {
+        patterns.clear();
+    }
+    patterns.insert(pattern.to_owned(), compiled.clone());
+    Ok(compiled)
+}
 
 /// A rejected expression: where and why.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -587,6 +627,29 @@ mod tests {
         assert!(!expression
             .is_true(&AssetContext::new(&motor(json!(1))))
             .unwrap());
+    }
+
+    #[test]
+    fn matches_tests_a_regular_expression_as_a_member_or_a_function() {
+        let motor = motor(json!(1));
+        let asset = AssetContext::new(&motor);
+        for (source, expected) in [
+            ("asset.tag.matches('^M-[0-9]+$')", true),
+            ("asset.tag.matches('^[FPLT]V-')", false),
+            ("matches(asset.tag, '10')", true),
+            ("asset.area.matches('^u100$')", false),
+            ("asset.area.matches('(?i)^u100$')", true),
+        ] {
+            let expression = Expression::condition(source, "when").unwrap();
+            // Twice: the second evaluation uses the pattern compiled by the first.
+            for _ in 0..2 {
+                assert_eq!(expression.is_true(&asset).unwrap(), expected, "{source}");
+            }
+        }
+        let error = Expression::condition("asset.tag.matches('(M')", "when").unwrap_err();
+        assert!(error.message.contains("not a valid regex"), "{error:?}");
+        let error = Expression::condition("asset.tag.matches(1)", "when").unwrap_err();
+        assert_eq!((error.line, error.column), (Some(1), Some(1)), "{error:?}");
     }
 
     #[test]
