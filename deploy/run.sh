@@ -268,6 +268,7 @@ Try (in another shell):
   curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/disciplines'
   curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/events/timeline?discipline=ELECTRICAL&limit=5'
   curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/batches'
+  curl -s -H "authorization: Bearer \$SYNAPSE_VIEWER_TOKEN" '$qry/findings?severity=error&limit=5'
   curl -s -X POST '$cmd/assets' -H "authorization: Bearer \$SYNAPSE_ENGINEER_TOKEN" -H 'content-type: application/json' \\
        -d '{"tag":"M-999A","asset_type":"ELECTRIC_MOTOR","discipline":"ELECTRICAL","name":"Spare motor","area":"U100","properties":{"rated_power_kw":75,"rated_voltage_v":400,"mcc":"MCC-U100-02"}}'
   curl -s -X POST '$cmd/rules/execute' -H "authorization: Bearer \$SYNAPSE_ENGINEER_TOKEN" -H 'content-type: application/json' \\
