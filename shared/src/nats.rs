@@ -203,6 +203,11 @@ pub fn position_header(headers: Option<&HeaderMap>) -> Option<i64> {
     headers?.get(HEADER_POSITION)?.as_str().parse().ok()
 }
 
+/// The event id a message carries as its `Nats-Msg-Id`, if any.
+pub fn event_id_header(headers: Option<&HeaderMap>) -> Option<uuid::Uuid> {
+    headers?.get(HEADER_MSG_ID)?.as_str().parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::user_in_url;

@@ -5,12 +5,9 @@
 //! its own (`deploy/test.sh`), so the counts below are this test's requests exactly.
 
 use serde_json::json;
-use std::time::Duration;
 use synapse_tests::apps::System;
-use synapse_tests::metrics::{self, Sample};
+use synapse_tests::metrics::{self, scrape_until, Sample};
 use uuid::Uuid;
-
-const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The requests of one `(method, route, status class)` series of one service.
 struct Expected {
@@ -86,39 +83,6 @@ fn check_series(samples: &[Sample], expected: &Expected) {
         buckets.windows(2).all(|pair| pair[0].1 <= pair[1].1),
         "buckets of {described} are not cumulative: {buckets:?}"
     );
-}
-
-/// Scrape `url` until `ready` holds for its samples (the gauges are sampled on timers).
-async fn scrape_until(
-    http: &reqwest::Client,
-    url: &str,
-    ready: impl Fn(&[Sample]) -> bool,
-) -> anyhow::Result<(String, Vec<Sample>)> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let reply = http.get(url).send().await?;
-        anyhow::ensure!(reply.status() == 200, "{url}: {}", reply.status());
-        let content_type = reply
-            .headers()
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        anyhow::ensure!(
-            content_type.starts_with("text/plain"),
-            "{url}: {content_type}"
-        );
-        let page = reply.text().await?;
-        let samples = metrics::parse(&page)?;
-        if ready(&samples) {
-            return Ok((page, samples));
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "{url} never showed what was expected:\n{page}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]

@@ -312,3 +312,60 @@ async fn with_two_relays_each_event_is_published_once_in_order_across_a_leader_s
     assert_eq!(streamed, logged);
     second.stop().await
 }
+
+/// `POST /assets` of a motor per tag, each its own batch of three events.
+async fn create_assets(
+    http: &reqwest::Client,
+    command: &apps::Running,
+    tags: &[&str],
+) -> anyhow::Result<()> {
+    for tag in tags {
+        send(
+            http,
+            reqwest::Method::POST,
+            &command.url("/assets"),
+            Some(&asset(tag)),
+        )
+        .await?
+        .expect_status(201);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_relay_whose_stream_was_filled_from_another_log_publishes_nothing_and_says_so(
+) -> anyhow::Result<()> {
+    // Arrange: a first database's events on the stream, 3 assets (9 events).
+    let nats = TestNats::new();
+    let http = synapse_tests::client::http_client();
+    let first = TestDatabase::create().await?;
+    let command = apps::command_service(&first, &nats.args, true).await?;
+    create_assets(&http, &command, &["M-101A", "M-102A", "M-103A"]).await?;
+    wait_for_messages(&nats.args, 9, Duration::from_secs(15)).await?;
+    command.stop().await?;
+    let first_pool = PgPool::connect(&first.url).await?;
+    let first_log = synapse_shared::event_log::read_after(&first_pool, 0, 1000).await?;
+
+    // Act: a second database, a longer log (12 events), the same stream: as after a
+    // restore of an older backup, or a second database given the stream by mistake.
+    let second = TestDatabase::create().await?;
+    let command = apps::command_service(&second, &nats.args, true).await?;
+    create_assets(&http, &command, &["P-101A", "P-102A", "P-103A", "P-104A"]).await?;
+    let second_pool = PgPool::connect(&second.url).await?;
+    assert_eq!(log_count(&second_pool).await?, 12);
+
+    // Assert: the relay says the stream does not follow its log...
+    let mismatch = |samples: &[synapse_tests::metrics::Sample]| {
+        synapse_tests::metrics::value(samples, "synapse_relay_stream_mismatch", &[]) == Some(1.0)
+    };
+    synapse_tests::metrics::scrape_until(&http, &command.url("/metrics"), mismatch).await?;
+    // ...and has published none of it: the stream holds the first log, unchanged (it
+    // would otherwise skip positions 1-9 of the second log and append 10-12).
+    let streamed: Vec<_> = read_all(&nats.args)
+        .await?
+        .into_iter()
+        .map(|message| message.envelope)
+        .collect();
+    assert_eq!(streamed, first_log);
+    command.stop().await
+}

@@ -1,6 +1,10 @@
 //! Reading a `/metrics` page (Prometheus text format) back into samples.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long [`scrape_until`] waits for what it expects.
+pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// One line of a Prometheus text page: `name{label="value",...} value`.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,6 +93,40 @@ fn parse_line(line: &str) -> anyhow::Result<Sample> {
         labels,
         value,
     })
+}
+
+/// Scrape `url` until `ready` holds for its samples (the gauges are sampled on timers),
+/// for at most [`PATIENCE`]; the page and its samples.
+pub async fn scrape_until(
+    http: &reqwest::Client,
+    url: &str,
+    ready: impl Fn(&[Sample]) -> bool,
+) -> anyhow::Result<(String, Vec<Sample>)> {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let reply = http.get(url).send().await?;
+        anyhow::ensure!(reply.status() == 200, "{url}: {}", reply.status());
+        let content_type = reply
+            .headers()
+            .get("content-type")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        anyhow::ensure!(
+            content_type.starts_with("text/plain"),
+            "{url}: {content_type}"
+        );
+        let page = reply.text().await?;
+        let samples = parse(&page)?;
+        if ready(&samples) {
+            return Ok((page, samples));
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{url} never showed what was expected:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[cfg(test)]

@@ -55,6 +55,11 @@ impl Relay {
         while !shutdown.is_cancelled() {
             match self.lead(&mut lease, &shutdown).await {
                 Ok(()) => backoff = Duration::from_millis(100),
+                Err(error) if error.is::<publisher::StreamMismatch>() => {
+                    metrics::gauge!("synapse_relay_stream_mismatch").set(1.0);
+                    tracing::error!(error = format!("{error:#}"), "relay stopped publishing");
+                    backoff = MAX_BACKOFF;
+                }
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "relay interrupted; retrying");
                     backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -90,6 +95,7 @@ impl Relay {
 
         let publisher = Publisher::connect(&self.client, &self.nats).await?;
         let mut tail = publisher.tail(&self.pool).await?;
+        metrics::gauge!("synapse_relay_stream_mismatch").set(0.0);
         tracing::info!(
             position = tail.position,
             sequence = tail.sequence,

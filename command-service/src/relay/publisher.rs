@@ -5,12 +5,28 @@ use sqlx::PgPool;
 use synapse_shared::config::NatsArgs;
 use synapse_shared::event_log::StoredEvent;
 use synapse_shared::{nats, SubjectScheme};
+use uuid::Uuid;
 
 /// Where the stream ends: its last sequence and the log position of that message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamTail {
     pub sequence: u64,
     pub position: i64,
+}
+
+/// The stream's last message is not this log's event at its position.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the stream does not follow this event log: its last message (sequence {sequence}) \
+     is event {streamed:?} at position {position}, where the log holds {logged:?}; \
+     the relay publishes nothing until the stream matches (a fresh stream, or the \
+     database the stream was filled from)"
+)]
+pub struct StreamMismatch {
+    pub sequence: u64,
+    pub position: i64,
+    pub streamed: Option<Uuid>,
+    pub logged: Option<Uuid>,
 }
 
 /// What a publish round achieved.
@@ -43,6 +59,11 @@ impl Publisher {
     /// The stream's tail, read from the stream itself. If the stream has sequences but
     /// its last message is gone (limits removed it), the relay's own checkpoint row says
     /// which position that was.
+    ///
+    /// Fails with [`StreamMismatch`] if the last message is not the log's event at its
+    /// position: the stream was filled from another log (a database restored from an
+    /// older backup, or another database given the same stream). Continuing after it
+    /// would skip every event of this log up to that position, so the relay stops.
     pub async fn tail(&self, pool: &PgPool) -> anyhow::Result<StreamTail> {
         let mut stream = self.stream.clone();
         let info = stream.info().await?;
@@ -55,6 +76,21 @@ impl Publisher {
         }
         if let Ok(message) = stream.get_raw_message(sequence).await {
             if let Some(position) = nats::position_header(Some(&message.headers)) {
+                let streamed = nats::event_id_header(Some(&message.headers));
+                let logged: Option<(Uuid,)> =
+                    sqlx::query_as("select event_id from workflow_events where position = $1")
+                        .bind(position)
+                        .fetch_optional(pool)
+                        .await?;
+                if streamed.is_none() || streamed != logged.map(|(id,)| id) {
+                    return Err(StreamMismatch {
+                        sequence,
+                        position,
+                        streamed,
+                        logged: logged.map(|(id,)| id),
+                    }
+                    .into());
+                }
                 return Ok(StreamTail { sequence, position });
             }
         }
