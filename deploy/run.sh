@@ -180,6 +180,33 @@ setup_auth() {
     )
 }
 
+# Delete the JetStream stream `$1` with one raw NATS request over bash's /dev/tcp (no
+# nats CLI needed). Only for a plain local NATS_URL (no credentials, one server).
+delete_stream() {
+    local address=${NATS_URL#nats://}
+    if [[ $address == *@* || $address == *,* || $address == */* ]]; then
+        log "NATS_URL names credentials or several servers: not deleting stream $1;" \
+            "if it holds another database's events, delete it (the relay refuses it)"
+        return 0
+    fi
+    local host=${address%:*} port=${address##*:} line answer=""
+    [[ $port == "$address" ]] && port=4222
+    { exec 4<>"/dev/tcp/$host/$port"; } 2>/dev/null || { log "NATS at $host:$port refused"; return 0; }
+    printf 'CONNECT {"verbose":false,"pedantic":false}\r\nSUB _INBOX.synapse_run 1\r\nPUB $JS.API.STREAM.DELETE.%s _INBOX.synapse_run 0\r\n\r\n' "$1" >&4
+    while IFS= read -r -t 5 line <&4; do
+        if [[ $line == MSG* ]]; then
+            IFS= read -r -t 5 answer <&4
+            break
+        fi
+    done
+    exec 4>&- 4<&-
+    case $answer in
+        *'"success":true'*) log "deleted stream $1: it held the events of an earlier database" ;;
+        *stream\ not\ found*) ;;
+        *) log "deleting stream $1: ${answer:-no answer}" ;;
+    esac
+}
+
 # --- 1. services and database ------------------------------------------------------
 bash deploy/ensure-services.sh
 
@@ -188,6 +215,9 @@ exists=$(psql -h "$HOST" -U postgres -d postgres -Atqc \
 if [[ $exists != 1 ]]; then
     log "creating database $DATABASE_NAME"
     psql -h "$HOST" -U postgres -d postgres -qc "create database $DATABASE_NAME" </dev/null
+    # A new database starts a new event log: a stream kept from an earlier one does not
+    # follow it, and the relay would refuse to publish to it.
+    delete_stream "${NATS_STREAM:-SYNAPSE_EVENTS}"
 fi
 
 for service in "${SERVICES[@]}"; do
