@@ -1487,3 +1487,60 @@ async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_i
     );
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rule_version_that_no_longer_flags_resolves_what_earlier_versions_raised(
+) -> anyhow::Result<()> {
+    // Arrange: version 1 flags P-101A.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    assert_eq!(open_findings(&setup.pool).await?.len(), 1);
+
+    // Act: version 2 sets a property instead of flagging, and runs.
+    let mut marks = pump_flag_rule();
+    marks["then"] = json!([{"type": "set_property", "name": "driver_missing", "value": "true"}]);
+    send(
+        &setup.http,
+        Method::PUT,
+        &setup.command.url(&format!("/rules/{rule}")),
+        Some(&marks),
+    )
+    .await?
+    .expect_status(200);
+    let logged = setup.events().await?.len();
+    let report = setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+
+    // Assert: the pump gets its property and loses the finding, in one RULE_EXECUTED.
+    assert_eq!(report["rules"][0]["counts"]["executed"], 1, "{report}");
+    assert_eq!(open_findings(&setup.pool).await?, vec![]);
+    let events = setup.events().await?;
+    let executed: Vec<_> = events[logged..]
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_EXECUTED")
+        .collect();
+    assert_eq!(executed.len(), 1);
+    let caused: Vec<&str> = events[logged..]
+        .iter()
+        .filter(|e| e.causation_id == Some(executed[0].event_id))
+        .map(|e| e.event_type.as_str())
+        .collect();
+    assert_eq!(caused, ["ASSET_UPDATED", "FINDING_RESOLVED"]);
+
+    // Act + Assert: a second run of version 2 skips the pump.
+    let rerun = setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    assert_eq!(
+        (
+            &rerun["rules"][0]["counts"]["executed"],
+            &rerun["rules"][0]["counts"]["skipped"]
+        ),
+        (&json!(0), &json!(1))
+    );
+    setup.command.stop().await
+}

@@ -171,9 +171,9 @@ fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {
 }
 
 /// The condition is false: whatever the rule flagged on the asset before no longer
-/// holds. Only rules that flag look their findings up.
+/// holds. Only rules that own findings look them up.
 fn clear_findings(rule: &CompiledRule, asset: &AssetState, world: &mut World) -> Outcome {
-    if !rule.flags() {
+    if !rule.owns_findings {
         return Outcome::NotMatched;
     }
     let changes = resolutions(rule, asset, world, &[]);
@@ -351,7 +351,7 @@ fn desired_changes(
             }
         }
     }
-    if rule.flags() {
+    if rule.owns_findings {
         others.extend(resolutions(rule, asset, world, &flagged));
     }
     let mut changes = Vec::with_capacity(others.len() + 1);

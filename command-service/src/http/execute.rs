@@ -260,6 +260,7 @@ async fn prepare_plan(
         );
     }
     rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
+    rule_store::own_open_findings(&mut *connection, &mut rules).await?;
     let prepared = start(
         connection,
         actor,
@@ -296,12 +297,14 @@ async fn select_rules(state: &AppState, rule_ids: &[Uuid]) -> Result<Vec<Compile
             .filter(|rule| rule_ids.contains(&rule.id))
             .collect()
     };
-    chosen
+    let mut rules = chosen
         .iter()
         .map(|stored| {
             rules::compiled(stored).map_err(|errors| invalid_stored_rule(stored.id, errors))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    rule_store::own_open_findings(&state.pool, &mut rules).await?;
+    Ok(rules)
 }
 
 fn invalid_stored_rule(

@@ -109,16 +109,11 @@ pub struct CompiledRule {
     pub priority: i32,
     pub condition: Expression,
     pub actions: Vec<CompiledAction>,
-}
-
-impl CompiledRule {
-    /// Whether the rule raises findings (has a `flag` action): then its desired state
-    /// includes which findings an asset has, and it resolves those it no longer flags.
-    pub fn flags(&self) -> bool {
-        self.actions
-            .iter()
-            .any(|action| matches!(action, CompiledAction::Flag { .. }))
-    }
+    /// Whether the rule's desired state includes which findings an asset has, so that
+    /// it resolves those it no longer flags: it has a `flag` action, or (set before an
+    /// execution, [`crate::rules::store::own_open_findings`]) an earlier version raised
+    /// findings still open.
+    pub owns_findings: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +196,9 @@ pub fn compile(
             name: input.name.clone(),
             discipline: input.discipline.to_ascii_uppercase(),
             priority: input.priority,
+            owns_findings: actions
+                .iter()
+                .any(|action| matches!(action, CompiledAction::Flag { .. })),
             condition,
             actions,
         }),

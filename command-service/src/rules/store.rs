@@ -83,3 +83,31 @@ pub async fn version(
     .fetch_optional(connection)
     .await
 }
+
+/// Mark the rules that own findings although no `flag` action of theirs says so: a
+/// version that dropped its `flag` still resolves what earlier versions raised.
+pub async fn own_open_findings<'c, E>(
+    executor: E,
+    rules: &mut [super::definition::CompiledRule],
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::PgExecutor<'c>,
+{
+    let ids: Vec<Uuid> = rules
+        .iter()
+        .filter(|rule| !rule.owns_findings)
+        .map(|rule| rule.id)
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let with_findings: Vec<Uuid> =
+        sqlx::query_scalar("select distinct rule_id from findings where rule_id = any($1)")
+            .bind(ids)
+            .fetch_all(executor)
+            .await?;
+    for rule in rules {
+        rule.owns_findings |= with_findings.contains(&rule.id);
+    }
+    Ok(())
+}
