@@ -410,6 +410,51 @@ async fn a_plan_is_refused_when_a_tag_it_found_free_is_taken_since() -> anyhow::
 }
 
 #[tokio::test]
+async fn a_plan_is_refused_when_the_findings_it_planned_over_changed_since() -> anyhow::Result<()> {
+    // Arrange: a plan that raises P-101A's finding; then a run of the rule raises it.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    assert_eq!(plan["totals"]["executed"], 1, "{}", plan["totals"]);
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    let (pump, fingerprint): (Uuid, i64) = sqlx::query_as(
+        "select a.id, hashtextextended(string_agg(f.message, E'\\n' order by f.message), 0)
+         from assets a join findings f on f.asset_id = a.id where a.tag = 'P-101A' group by a.id",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = setup.apply(&plan).await?;
+
+    // Assert: refused, naming the pump's findings of the rule; nothing appended.
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(
+        refused.body["errors"],
+        json!([{"key": format!("findings:{pump}:{rule}"), "aggregate_type": "finding",
+                "tag": "P-101A", "planned_version": 0, "current_version": fingerprint}])
+    );
+    assert_eq!(setup.events().await?.len(), logged);
+
+    // Act + Assert: a new plan sees the finding raised, and applies.
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    assert_eq!(
+        (&plan["totals"]["executed"], &plan["totals"]["skipped"]),
+        (&json!(0), &json!(1))
+    );
+    let applied = setup.apply(&plan).await?;
+    assert!(matches!(applied.status, 200 | 202), "{:?}", applied.body);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_refused_over_many_changes_lists_the_first_thousand_and_counts_them_all(
 ) -> anyhow::Result<()> {
     // Arrange: a plan over 1,006 motors, then every motor changed.

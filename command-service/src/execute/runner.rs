@@ -7,7 +7,7 @@ use super::apply::{self, AssetOutcome, Counts, StateWrites};
 use super::planner::{self, Ids};
 use super::plans;
 use super::request::AssetFilter;
-use super::world::{FindingOwner, Loaded, OpenFinding, World};
+use super::world::{FindingOwner, Loaded, OpenFinding, World, FINDINGS_FINGERPRINT};
 use crate::assets::store::{self as asset_store, PageRead, Selection};
 use crate::links::{cable_store as cables, relationship_store as relationships};
 use crate::rules::definition::CompiledRule;
@@ -18,7 +18,7 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
@@ -721,36 +721,46 @@ async fn fetch(
     Ok(loaded)
 }
 
-/// The open findings of each (asset, rule) pair, an empty list for a pair with none.
+/// The open findings of each (asset, rule) pair (an empty list for a pair with none)
+/// and their fingerprint, the version a plan's read of them has.
 async fn open_findings(
     connection: &mut PgConnection,
     owners: BTreeSet<FindingOwner>,
-) -> Result<Vec<(FindingOwner, Vec<OpenFinding>)>, sqlx::Error> {
-    let (assets, rules): (Vec<Uuid>, Vec<Uuid>) = owners.iter().copied().unzip();
-    let rows: Vec<(Uuid, Uuid, String, String, Uuid)> = sqlx::query_as(
-        "select f.asset_id, f.rule_id, f.message, f.severity, f.correlation_id from findings f
-         join unnest($1::uuid[], $2::uuid[]) as o(asset_id, rule_id)
-           on f.asset_id = o.asset_id and f.rule_id = o.rule_id
-         order by f.asset_id, f.rule_id, f.message",
-    )
+) -> Result<Vec<(FindingOwner, Vec<OpenFinding>, i64)>, sqlx::Error> {
+    type Row = (Uuid, Uuid, Vec<String>, Vec<String>, Vec<Uuid>, i64);
+    let (assets, rules): (Vec<Uuid>, Vec<Uuid>) = owners.into_iter().unzip();
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "select o.asset_id, o.rule_id,
+             coalesce(array_agg(f.message order by f.message) filter (where f.message is not null), '{{}}'),
+             coalesce(array_agg(f.severity order by f.message) filter (where f.message is not null), '{{}}'),
+             coalesce(array_agg(f.correlation_id order by f.message) filter (where f.message is not null), '{{}}'),
+             {FINDINGS_FINGERPRINT}
+         from unnest($1::uuid[], $2::uuid[]) as o(asset_id, rule_id)
+         left join findings f on f.asset_id = o.asset_id and f.rule_id = o.rule_id
+         group by o.asset_id, o.rule_id"
+    ))
     .bind(assets)
     .bind(rules)
     .fetch_all(&mut *connection)
     .await?;
-    let mut open: BTreeMap<FindingOwner, Vec<OpenFinding>> = owners
+    Ok(rows
         .into_iter()
-        .map(|owner| (owner, Vec::new()))
-        .collect();
-    for (asset_id, rule_id, message, severity, raised_in) in rows {
-        open.entry((asset_id, rule_id))
-            .or_default()
-            .push(OpenFinding {
-                message,
-                severity,
-                raised_in,
-            });
-    }
-    Ok(open.into_iter().collect())
+        .map(
+            |(asset, rule, messages, severities, raisers, fingerprint)| {
+                let open = messages
+                    .into_iter()
+                    .zip(severities)
+                    .zip(raisers)
+                    .map(|((message, severity), raised_in)| OpenFinding {
+                        message,
+                        severity,
+                        raised_in,
+                    })
+                    .collect();
+                ((asset, rule), open, fingerprint)
+            },
+        )
+        .collect())
 }
 
 /// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag

@@ -35,16 +35,25 @@ pub enum Read {
     AbsentTag(String),
     /// A cable tag that did not exist.
     AbsentCable(String),
+    /// The open findings of a rule on an asset, as [`FINDINGS_FINGERPRINT`] of them.
+    Findings { asset: Uuid, rule: Uuid },
 }
 
-/// How a refused plan names its stale reads: the id, or `tag:` / `cable:` and the
-/// absent tag.
+/// SQL for a fingerprint of the open findings `f` of one (asset, rule): a hash of their
+/// messages in order, 0 for none. What a plan read of them is this, as its version, so
+/// that the planner's load and a plan's stale check compute it alike.
+pub const FINDINGS_FINGERPRINT: &str =
+    "coalesce(hashtextextended(string_agg(f.message, E'\\n' order by f.message), 0), 0)";
+
+/// How a refused plan names its stale reads: the id, `tag:` / `cable:` and the absent
+/// tag, or `findings:` and the asset and rule.
 impl std::fmt::Display for Read {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Read::Id(id) => write!(formatter, "{id}"),
             Read::AbsentTag(tag) => write!(formatter, "tag:{tag}"),
             Read::AbsentCable(tag) => write!(formatter, "cable:{tag}"),
+            Read::Findings { asset, rule } => write!(formatter, "findings:{asset}:{rule}"),
         }
     }
 }
@@ -80,7 +89,8 @@ pub struct Loaded {
     pub absent_tags: Vec<String>,
     pub cables: Vec<(String, Option<CableState>)>,
     pub relationships: Vec<(RelationshipKey, Option<RelationshipState>)>,
-    pub findings: Vec<(FindingOwner, Vec<OpenFinding>)>,
+    /// Per (asset, rule): the open findings and their [`FINDINGS_FINGERPRINT`].
+    pub findings: Vec<(FindingOwner, Vec<OpenFinding>, i64)>,
 }
 
 impl Loaded {
@@ -90,7 +100,7 @@ impl Loaded {
         self.assets.is_empty()
             && self.cables.iter().all(|(_, cable)| cable.is_none())
             && self.relationships.iter().all(|(_, found)| found.is_none())
-            && self.findings.iter().all(|(_, open)| open.is_empty())
+            && self.findings.iter().all(|(_, open, _)| open.is_empty())
     }
 }
 
@@ -175,8 +185,11 @@ impl World {
         for (key, relationship) in loaded.relationships {
             self.load_relationship(key, relationship);
         }
-        for (owner, open) in loaded.findings {
-            self.findings.entry(owner).or_insert(open);
+        for ((asset, rule), open, fingerprint) in loaded.findings {
+            self.read_versions
+                .entry(Read::Findings { asset, rule })
+                .or_insert(fingerprint);
+            self.findings.entry((asset, rule)).or_insert(open);
         }
     }
 
@@ -438,7 +451,7 @@ mod tests {
             absent_tags: vec!["JB-1".into()],
             cables: vec![("W-1".into(), None)],
             relationships: vec![(("CONTROLS".into(), Uuid::nil(), Uuid::nil()), None)],
-            findings: vec![((Uuid::nil(), Uuid::nil()), Vec::new())],
+            findings: vec![((Uuid::nil(), Uuid::nil()), Vec::new(), 0)],
             ..Loaded::default()
         };
         assert!(absent.all_absent());
@@ -460,6 +473,7 @@ mod tests {
                     severity: "error".into(),
                     raised_in: Uuid::nil(),
                 }],
+                7,
             )],
             ..Loaded::default()
         };
