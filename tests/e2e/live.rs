@@ -104,27 +104,10 @@ async fn subscribe_on(socket: &mut Socket, subscription: Value) {
 }
 
 /// The message a client must receive for a logged event: its kind, position and
-/// envelope. A replay from the read models cannot know an event's `aggregate_version`
-/// (`rm_events` does not keep it), so that one field is left out on both sides.
+/// envelope, whole (a replay from the read models gives the logged envelope too).
 fn message(event: &EventEnvelope) -> Value {
-    let mut envelope = serde_json::to_value(event).expect("envelope json");
-    if let Some(fields) = envelope.as_object_mut() {
-        fields.remove("aggregate_version");
-    }
+    let envelope = serde_json::to_value(event).expect("envelope json");
     json!({"type": message_kind(event.event_type), "position": event.position, "event": envelope})
-}
-
-/// Received messages with the envelope's `aggregate_version` left out (see [`message`]).
-fn comparable(messages: Vec<Value>) -> Vec<Value> {
-    messages
-        .into_iter()
-        .map(|mut message| {
-            if let Some(fields) = message["event"].as_object_mut() {
-                fields.remove("aggregate_version");
-            }
-            message
-        })
-        .collect()
 }
 
 /// Wait until the query service at `query` is ready and its live hub has published
@@ -243,7 +226,7 @@ async fn filtered_subscribers_get_exactly_the_matching_events_of_real_commands_i
             .filter(|e| matches(filters, e))
             .map(message)
             .collect();
-        let received = comparable(receive_events(socket, expected.len()).await);
+        let received = receive_events(socket, expected.len()).await;
 
         // Assert: exactly the matching events, in log order, once each.
         assert_eq!(received, expected, "filters {filters}");
@@ -286,7 +269,7 @@ async fn a_batch_reads_started_rule_start_action_progress_rule_complete_complete
         .into_iter()
         .filter(|e| e.position > head)
         .collect();
-    let received = comparable(receive_events(&mut socket, log.len()).await);
+    let received = receive_events(&mut socket, log.len()).await;
 
     // Assert: every event once, in order, with its kind.
     assert_eq!(received, log.iter().map(message).collect::<Vec<_>>());
@@ -481,7 +464,7 @@ async fn a_subscriber_resuming_mid_batch_gets_every_later_event_once_from_read_m
             .filter(|e| matches(filters, e))
             .map(message)
             .collect();
-        let received = comparable(receive_events(socket, expected.len()).await);
+        let received = receive_events(socket, expected.len()).await;
         assert_eq!(received, expected, "filters {filters}");
     }
     // Every source took part: the read models (before the hub), its ring, live.
@@ -531,7 +514,7 @@ async fn a_subscriber_joining_a_running_batch_by_its_correlation_id_gets_all_of_
         .map(message)
         .collect();
     assert!(expected.len() > 4_000, "{}", expected.len());
-    assert_eq!(comparable(received), expected);
+    assert_eq!(received, expected);
     Ok(())
 }
 
@@ -596,7 +579,7 @@ async fn a_client_resuming_from_the_read_models_gets_the_very_envelopes_the_stre
         about_the_motor.len() >= 3,
         "at least the creation and two updates"
     );
-    assert_eq!(comparable(replayed), comparable(about_the_motor));
+    assert_eq!(replayed, about_the_motor);
     query.stop().await?;
     projection.stop().await?;
     command.stop().await
@@ -687,7 +670,7 @@ async fn a_client_too_far_behind_is_told_where_to_resume_and_resumes_without_a_g
     .await;
     let log = stack.log().await?;
     let rest: Vec<&EventEnvelope> = log.iter().filter(|e| e.position > resume_after).collect();
-    let rest_received = comparable(receive_events(&mut resumed, rest.len()).await);
+    let rest_received = receive_events(&mut resumed, rest.len()).await;
 
     // Assert
     assert!(resume_after < head, "the client was never behind");
@@ -762,7 +745,7 @@ async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() -> a
         "{nul}"
     );
     let log = stack.log().await?;
-    assert_eq!(comparable(vec![started]), vec![message(&log[0])]);
+    assert_eq!(vec![started], vec![message(&log[0])]);
     assert_eq!(log[0].event_type, EventType::BatchStarted);
     Ok(())
 }
@@ -808,7 +791,7 @@ async fn the_live_feed_carries_on_after_nats_restarts() -> anyhow::Result<()> {
     )
     .await?
     .expect_status(201);
-    let before = comparable(receive_events(&mut socket, 3).await);
+    let before = receive_events(&mut socket, 3).await;
 
     // Act: NATS dies and comes back (same store); another command is relayed.
     server.kill().await?;
@@ -821,7 +804,7 @@ async fn the_live_feed_carries_on_after_nats_restarts() -> anyhow::Result<()> {
     )
     .await?
     .expect_status(201);
-    let after = comparable(receive_events(&mut socket, 3).await);
+    let after = receive_events(&mut socket, 3).await;
 
     // Assert: both batches, each event once, as logged.
     let log = synapse_shared::event_log::read_after(&pool, 0, 100).await?;
@@ -883,6 +866,6 @@ async fn the_feed_needs_a_token_and_a_browser_opens_it_with_a_ticket_from_its_ow
         .unwrap_or_default();
     assert!(refusal.contains("403"), "{refusal}");
     let log = stack.log().await?;
-    assert_eq!(comparable(vec![started]), vec![message(&log[0])]);
+    assert_eq!(vec![started], vec![message(&log[0])]);
     Ok(())
 }

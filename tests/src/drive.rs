@@ -253,6 +253,8 @@ pub fn timeline_entry(event: &EventEnvelope, rolled_back_by: Option<Uuid>) -> Va
         "diff": diff,
         "rolled_back": rolled_back_by.is_some(),
         "rolled_back_by": rolled_back_by,
+        "aggregate_version": event.aggregate_version,
+        "schema_version": event.schema_version,
     })
 }
 

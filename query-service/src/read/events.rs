@@ -14,7 +14,7 @@ use uuid::Uuid;
 /// The columns every event query selects, in [`TimelineEntry`] order.
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, asset_id, \
      correlation_id, causation_id, rule_id, rule_version, discipline, actor, occurred_at, \
-     payload, diff, rolled_back, rolled_back_by";
+     payload, diff, rolled_back, rolled_back_by, aggregate_version, schema_version";
 
 /// One event as the timeline and histories show it: the envelope's fields, the asset it
 /// concerns, its diff and whether a rollback undid it.
@@ -55,6 +55,11 @@ pub struct TimelineEntry {
     pub rolled_back: bool,
     /// The correlation id of the rollback batch that undid it.
     pub rolled_back_by: Option<Uuid>,
+    /// The aggregate's version after the event, as in the envelope; null for events
+    /// projected before the read model kept it (until it is rebuilt).
+    pub aggregate_version: Option<i64>,
+    /// The envelope's schema version; null like `aggregate_version`.
+    pub schema_version: Option<i16>,
 }
 
 /// Why a row cannot be replayed as an envelope.
@@ -76,10 +81,10 @@ impl TimelineEntry {
     /// The envelope a live-feed client receives for this row, so replayed and live
     /// events look alike.
     ///
-    /// `rm_events` stores neither `aggregate_version` nor `schema_version` (see the
-    /// crate's report on the read schema); until it does, the version is taken from the
-    /// state the change event carries (`after.version`, else `before.version`) and is 0
-    /// for events without one, and the schema version is the current one.
+    /// Rows projected before `rm_events` kept `aggregate_version` and `schema_version`
+    /// (read migration 2003) have neither: their version is taken from the state the
+    /// change event carries (`after.version`, else `before.version`, else 0) and their
+    /// schema version is the current one.
     pub fn to_envelope(&self) -> Result<EventEnvelope, EnvelopeError> {
         let payload: Value = serde_json::from_str(self.payload.get())?;
         let version_of = |side: &str| payload.get(side)?.get("version")?.as_i64();
@@ -89,9 +94,11 @@ impl TimelineEntry {
             event_type: self.event_type.parse()?,
             aggregate_type: self.aggregate_type.parse()?,
             aggregate_id: self.aggregate_id,
-            aggregate_version: version_of("after")
-                .or_else(|| version_of("before"))
-                .unwrap_or(0),
+            aggregate_version: self.aggregate_version.unwrap_or_else(|| {
+                version_of("after")
+                    .or_else(|| version_of("before"))
+                    .unwrap_or(0)
+            }),
             correlation_id: self.correlation_id,
             causation_id: self.causation_id,
             rule_id: self.rule_id,
@@ -99,7 +106,7 @@ impl TimelineEntry {
             discipline: self.discipline.clone(),
             actor: self.actor.clone(),
             occurred_at: self.occurred_at,
-            schema_version: SCHEMA_VERSION,
+            schema_version: self.schema_version.unwrap_or(SCHEMA_VERSION),
             payload,
         })
     }
@@ -333,6 +340,8 @@ mod tests {
             diff: None,
             rolled_back: false,
             rolled_back_by: None,
+            aggregate_version: None,
+            schema_version: None,
         }
     }
 
@@ -352,6 +361,17 @@ mod tests {
             json!({"before": {"version": 3}, "after": null}),
         );
         assert_eq!(deletion.to_envelope().unwrap().aggregate_version, 3);
+        // A row that kept the envelope's versions gives them back as they were.
+        let definition = TimelineEntry {
+            aggregate_version: Some(4),
+            schema_version: Some(1),
+            ..entry("RULE_DEFINED", json!({"version": 4}))
+        };
+        let envelope = definition.to_envelope().unwrap();
+        assert_eq!(
+            (envelope.aggregate_version, envelope.schema_version),
+            (4, 1)
+        );
     }
 
     #[test]
