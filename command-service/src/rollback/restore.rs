@@ -11,6 +11,7 @@ use crate::store::snapshot::{self, Snapshot};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
+use std::collections::HashSet;
 use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
@@ -37,10 +38,12 @@ pub struct RollbackOutcome {
     pub cascaded: Vec<Uuid>,
 }
 
-/// A finding a rollback closed (its batch raised it) or reopened (its batch resolved
-/// it), as its event says.
+/// A finding event of the batch a rollback undoes.
 #[derive(Debug, sqlx::FromRow)]
-struct FindingChange {
+struct FindingEvent {
+    position: i64,
+    /// `FINDING_RAISED` or `FINDING_RESOLVED`.
+    event_type: String,
     asset_id: Uuid,
     rule_id: Uuid,
     message: String,
@@ -52,51 +55,112 @@ struct FindingChange {
     tag: Option<String>,
 }
 
-/// Findings as before `target`, read from its finding events: what it raised (and is
-/// still open as it raised it) is closed, what it resolved is open again as raised by
-/// the batch that raised it (unless raised again since, or its asset is gone). Events
-/// of a rollback count like any batch's, so rolling a rollback back redoes them.
+/// Findings as before `target`, from its finding events, a slice at a time: what it
+/// raised (and is still open as it raised it) is closed, what it resolved is open again
+/// as raised by the batch that raised it (unless raised again since, or its asset is
+/// gone). Each is appended as an event of the rollback (`FINDING_RESOLVED` for a
+/// closed finding, `FINDING_RAISED` for a reopened one), so a rollback of this
+/// rollback redoes them like any batch's.
 async fn restore_findings(
     connection: &mut PgConnection,
+    batch: &mut Batch,
     target: Uuid,
-) -> sqlx::Result<(Vec<FindingChange>, Vec<FindingChange>)> {
-    let closed = sqlx::query_as(
-        "with raised as (
-             select (e.payload->>'asset_id')::uuid as asset_id, e.rule_id, e.rule_version,
-                 e.discipline, e.payload->>'tag' as tag, e.payload->>'message' as message,
-                 coalesce((e.payload->>'raised_in')::uuid, e.correlation_id) as raised_in
+    started_id: Uuid,
+) -> Result<(), RollbackError> {
+    let mut after = 0;
+    loop {
+        let slice: Vec<FindingEvent> = sqlx::query_as(
+            "select e.position, e.event_type, (e.payload->>'asset_id')::uuid as asset_id,
+                 e.rule_id, e.payload->>'message' as message,
+                 coalesce(e.payload->>'severity', 'info') as severity,
+                 coalesce((e.payload->>'raised_in')::uuid, e.correlation_id) as raised_in,
+                 e.rule_version, e.discipline, e.payload->>'tag' as tag
              from workflow_events e
-             where e.correlation_id = $1 and e.event_type = 'FINDING_RAISED')
-         delete from findings f using raised r
-         where f.asset_id = r.asset_id and f.rule_id = r.rule_id and f.message = r.message
-           and f.correlation_id = r.raised_in
-         returning f.asset_id, f.rule_id, f.message, f.severity, f.correlation_id as raised_in,
-             r.rule_version, r.discipline, r.tag",
-    )
-    .bind(target)
-    .fetch_all(&mut *connection)
-    .await?;
-    let reopened = sqlx::query_as(
-        "with resolved as (
-             select (e.payload->>'asset_id')::uuid as asset_id, e.rule_id, e.rule_version,
-                 e.discipline, e.payload->>'tag' as tag, e.payload->>'message' as message,
-                 e.payload->>'severity' as severity, (e.payload->>'raised_in')::uuid as raised_in
-             from workflow_events e
-             where e.correlation_id = $1 and e.event_type = 'FINDING_RESOLVED'),
-         reopened as (
-             insert into findings (asset_id, rule_id, message, severity, correlation_id)
-             select r.asset_id, r.rule_id, r.message, r.severity, r.raised_in from resolved r
+             where e.correlation_id = $1 and e.position > $2 and e.rule_id is not null
+               and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
+             order by e.position
+             limit $3",
+        )
+        .bind(target)
+        .bind(after)
+        .bind(SLICE as i64)
+        .fetch_all(&mut *connection)
+        .await?;
+        let Some(last) = slice.last() else {
+            return Ok(());
+        };
+        after = last.position;
+        let (raised, resolved): (Vec<&FindingEvent>, Vec<&FindingEvent>) = slice
+            .iter()
+            .partition(|finding| finding.event_type == "FINDING_RAISED");
+        let key =
+            |finding: &FindingEvent| (finding.asset_id, finding.rule_id, finding.message.clone());
+        let closed: HashSet<(Uuid, Uuid, String)> = sqlx::query_as(
+            "delete from findings f
+             using unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[])
+                 as r(asset_id, rule_id, message, raised_in)
+             where f.asset_id = r.asset_id and f.rule_id = r.rule_id and f.message = r.message
+               and f.correlation_id = r.raised_in
+             returning f.asset_id, f.rule_id, f.message",
+        )
+        .bind(raised.iter().map(|f| f.asset_id).collect::<Vec<_>>())
+        .bind(raised.iter().map(|f| f.rule_id).collect::<Vec<_>>())
+        .bind(
+            raised
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(raised.iter().map(|f| f.raised_in).collect::<Vec<_>>())
+        .fetch_all(&mut *connection)
+        .await?
+        .into_iter()
+        .collect();
+        let reopened: HashSet<(Uuid, Uuid, String)> = sqlx::query_as(
+            "insert into findings (asset_id, rule_id, message, severity, correlation_id)
+             select r.* from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
+                 as r(asset_id, rule_id, message, severity, raised_in)
              where exists (select 1 from assets a where a.id = r.asset_id)
              on conflict do nothing
-             returning asset_id, rule_id, message)
-         select r.asset_id, r.rule_id, r.message, r.severity, r.raised_in, r.rule_version,
-             r.discipline, r.tag
-         from resolved r join reopened o using (asset_id, rule_id, message)",
-    )
-    .bind(target)
-    .fetch_all(&mut *connection)
-    .await?;
-    Ok((closed, reopened))
+             returning asset_id, rule_id, message",
+        )
+        .bind(resolved.iter().map(|f| f.asset_id).collect::<Vec<_>>())
+        .bind(resolved.iter().map(|f| f.rule_id).collect::<Vec<_>>())
+        .bind(
+            resolved
+                .iter()
+                .map(|f| f.message.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            resolved
+                .iter()
+                .map(|f| f.severity.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(resolved.iter().map(|f| f.raised_in).collect::<Vec<_>>())
+        .fetch_all(&mut *connection)
+        .await?
+        .into_iter()
+        .collect();
+        let events: Vec<NewEvent> = raised
+            .into_iter()
+            .filter(|finding| closed.contains(&key(finding)))
+            .map(|finding| (EventType::FindingResolved, finding))
+            .chain(
+                resolved
+                    .into_iter()
+                    .filter(|finding| reopened.contains(&key(finding)))
+                    .map(|finding| (EventType::FindingRaised, finding)),
+            )
+            .map(|(event_type, finding)| {
+                finding_event(batch, event_type, finding, target, started_id)
+            })
+            .collect();
+        if !events.is_empty() {
+            append(connection, events).await?;
+        }
+    }
 }
 
 /// The event of a finding a rollback of `target` closed (`FINDING_RESOLVED`) or
@@ -104,7 +168,7 @@ async fn restore_findings(
 fn finding_event(
     batch: &mut Batch,
     event_type: EventType,
-    finding: FindingChange,
+    finding: &FindingEvent,
     target: Uuid,
     started_id: Uuid,
 ) -> NewEvent {
@@ -122,7 +186,7 @@ fn finding_event(
     event.causation_id = Some(started_id);
     event.rule_id = Some(finding.rule_id);
     event.rule_version = finding.rule_version;
-    event.discipline = finding.discipline;
+    event.discipline = finding.discipline.clone();
     event
 }
 
@@ -178,7 +242,6 @@ pub async fn restore(
             .collect();
         write_restored(connection, &restored).await?;
     }
-    let (closed, reopened) = restore_findings(connection, target).await?;
 
     let restored = analysis.restorations.len();
     let skipped_count = analysis.conflict_count;
@@ -226,22 +289,7 @@ pub async fn restore(
         ));
         append(connection, std::mem::take(&mut events)).await?;
     }
-    let findings = closed
-        .into_iter()
-        .map(|finding| (EventType::FindingResolved, finding))
-        .chain(
-            reopened
-                .into_iter()
-                .map(|finding| (EventType::FindingRaised, finding)),
-        );
-    for (event_type, finding) in findings {
-        events.push(finding_event(
-            &mut batch, event_type, finding, target, started_id,
-        ));
-        if events.len() == SLICE {
-            append(connection, std::mem::take(&mut events)).await?;
-        }
-    }
+    restore_findings(connection, &mut batch, target, started_id).await?;
     let mut rolled = batch.event(
         EventType::BatchRolledBack,
         json!({"target_correlation_id": target, "mode": mode, "restored": restored,
