@@ -632,6 +632,18 @@ pub async fn plan_chunk(
         .map(|asset| (asset.id, asset.tag.clone()))
         .collect();
     world.load_assets(page);
+    if rule.owns_findings {
+        // Planning asks every asset of the page for its findings of the rule: load them
+        // all first rather than plan the chunk twice.
+        let owners = order
+            .iter()
+            .map(|(asset_id, _)| (*asset_id, rule.id))
+            .collect();
+        world.record(Loaded {
+            findings: open_findings(connection, owners).await?,
+            ..Loaded::default()
+        });
+    }
     let plan_all = |world: &mut World, ids: &mut Ids| -> Vec<AssetOutcome> {
         order
             .iter()
