@@ -1589,3 +1589,78 @@ async fn a_rule_version_that_no_longer_flags_resolves_what_earlier_versions_rais
     );
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_reopens_them(
+) -> anyhow::Result<()> {
+    // Arrange: the pump is flagged.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let run = setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    let raised_in: Uuid = serde_json::from_value(run["correlation_id"].clone())?;
+    let (pump,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'P-101A'")
+        .fetch_one(&setup.pool)
+        .await?;
+    let open = open_findings(&setup.pool).await?;
+    assert_eq!(open.len(), 1);
+
+    // Act: delete the pump.
+    let deleted = send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/assets/{pump}")),
+        None,
+    )
+    .await?;
+    assert!((200..300).contains(&deleted.status), "{:?}", deleted.body);
+
+    // Assert: its finding is resolved by an event the deletion caused.
+    let (found,): (i64,) = sqlx::query_as("select count(*) from findings")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(found, 0);
+    let events = setup.events().await?;
+    let deletion = events
+        .iter()
+        .find(|e| e.event_type.as_str() == "ASSET_DELETED" && e.aggregate_id == pump)
+        .ok_or_else(|| anyhow::anyhow!("no ASSET_DELETED"))?;
+    let resolved: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type.as_str() == "FINDING_RESOLVED")
+        .map(|e| {
+            (
+                e.correlation_id,
+                e.causation_id,
+                e.rule_id.map(|id| id.to_string()),
+                e.payload["message"].clone(),
+                e.payload["raised_in"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![(
+            deletion.correlation_id,
+            Some(deletion.event_id),
+            Some(rule.clone()),
+            json!("pump P-101A has no driver"),
+            json!(raised_in),
+        )]
+    );
+
+    // Act: roll the deletion back.
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/rollback"),
+        Some(&json!({"correlation_id": deletion.correlation_id})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: the pump is back, and so is its finding, as first raised.
+    assert_eq!(open_findings(&setup.pool).await?, open);
+    setup.command.stop().await
+}

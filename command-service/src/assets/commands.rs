@@ -6,6 +6,7 @@ use super::input::{
 };
 use super::store;
 use crate::store::batches::ChangeTarget;
+use crate::store::single::{self, ClosedFinding};
 use crate::store::AppendError;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -115,6 +116,7 @@ pub async fn create(
         &asset,
         0,
         change,
+        Vec::new(),
     )
     .await?;
     Ok(outcome(Some(asset), events))
@@ -195,6 +197,7 @@ pub async fn update(
         &after,
         before.version,
         change,
+        Vec::new(),
     )
     .await?;
     Ok(outcome(Some(after), events))
@@ -209,6 +212,24 @@ pub async fn delete(
 ) -> Result<CommandOutcome, AssetError> {
     let before = load_checked(connection, id, expected_version).await?;
     store::delete(connection, id).await?;
+    // Its findings go with it, each with a FINDING_RESOLVED (a rollback of the deletion
+    // reopens them from those events).
+    let closed: Vec<ClosedFinding> = sqlx::query_as(
+        "with closed as (
+             delete from findings where asset_id = $1
+             returning rule_id, message, severity, correlation_id)
+         select $1 as asset_id, $2 as tag, c.rule_id, r.discipline, c.message, c.severity,
+             c.correlation_id as raised_in
+         from closed c
+         left join lateral (
+             select discipline from rules where id = c.rule_id order by version desc limit 1
+         ) r on true
+         order by c.rule_id, c.message",
+    )
+    .bind(id)
+    .bind(&before.tag)
+    .fetch_all(&mut *connection)
+    .await?;
     let change = Change {
         before: Some(state_json(&before)),
         after: None,
@@ -222,6 +243,7 @@ pub async fn delete(
         &deleted,
         before.version,
         change,
+        closed,
     )
     .await?;
     Ok(outcome(None, events))
@@ -254,6 +276,7 @@ async fn commit_single_change(
     asset: &AssetState,
     version_before: i64,
     change: Change,
+    closed: Vec<ClosedFinding>,
 ) -> Result<Vec<EventEnvelope>, AssetError> {
     let target = ChangeTarget {
         event_type,
@@ -262,7 +285,7 @@ async fn commit_single_change(
         version: asset.version,
         discipline: Some(asset.discipline.clone()),
     };
-    Ok(crate::store::single::commit(connection, actor, target, version_before, change).await?)
+    Ok(single::commit_closing(connection, actor, target, version_before, change, closed).await?)
 }
 
 fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutcome {
