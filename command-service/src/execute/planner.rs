@@ -401,3 +401,119 @@ fn scalar(value: Value, name: &str) -> Result<Value, EvaluationError> {
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::world::Loaded;
+    use crate::rules::definition::{compile, RuleInput};
+    use serde_json::json;
+
+    /// A rule flagging pumps without a driver, twice with the same words and once more
+    /// with others when `extra` is set.
+    fn pump_rule(extra: bool) -> CompiledRule {
+        let mut then = vec![
+            json!({"type": "flag", "severity": "warning", "message": "{asset.tag}: no driver"}),
+            json!({"type": "flag", "severity": "warning", "message": "{asset.tag}: no driver"}),
+        ];
+        if extra {
+            then.push(json!({"type": "flag", "severity": "info", "message": "{asset.tag}: check"}));
+        }
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "Pumps name their driver", "discipline": "MECHANICAL",
+            "when": "!has(asset.properties.driver)", "then": then,
+        }))
+        .unwrap();
+        compile(Uuid::nil(), 1, &input).unwrap()
+    }
+
+    fn pump(driver: bool) -> AssetState {
+        let mut properties = Map::new();
+        if driver {
+            properties.insert("driver".into(), json!("M-1"));
+        }
+        AssetState {
+            id: Uuid::from_u128(1),
+            tag: "P-1".into(),
+            asset_type: "CENTRIFUGAL_PUMP".into(),
+            discipline: "MECHANICAL".into(),
+            name: None,
+            area: None,
+            properties,
+            version: 1,
+        }
+    }
+
+    /// Plan `rule` for `asset` whose open findings of the rule are `open`.
+    fn plan_with(rule: &CompiledRule, asset: AssetState, open: &[&str]) -> Outcome {
+        let mut world = World::default();
+        let id = asset.id;
+        world.load_assets([asset]);
+        let open = open
+            .iter()
+            .map(|message| OpenFinding {
+                message: (*message).to_owned(),
+                severity: "warning".into(),
+                raised_in: Uuid::from_u128(9),
+            })
+            .collect();
+        world.record(Loaded {
+            findings: vec![((id, rule.id), open, 0)],
+            ..Loaded::default()
+        });
+        plan(rule, id, &mut world, &mut Ids::default())
+    }
+
+    fn kinds(outcome: &Outcome) -> Vec<(&'static str, String)> {
+        let (Outcome::Executed { changes } | Outcome::Cleared { changes }) = outcome else {
+            return Vec::new();
+        };
+        changes
+            .iter()
+            .map(|change| match change {
+                PlannedChange::FindingRaised { message, .. } => ("raised", message.clone()),
+                PlannedChange::FindingResolved { finding, .. } => {
+                    ("resolved", finding.message.clone())
+                }
+                other => ("other", format!("{other:?}")),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_flag_rule_raises_what_it_flags_once_and_resolves_what_it_no_longer_flags() {
+        let rule = pump_rule(false);
+        let raised = plan_with(&rule, pump(false), &[]);
+        assert_eq!(kinds(&raised), [("raised", "P-1: no driver".to_owned())]);
+
+        let again = plan_with(&rule, pump(false), &["P-1: no driver"]);
+        assert!(matches!(again, Outcome::Skipped { .. }), "{again:?}");
+
+        let reworded = plan_with(&pump_rule(true), pump(false), &["P-1: no driver", "old"]);
+        assert_eq!(
+            kinds(&reworded),
+            [
+                ("raised", "P-1: check".to_owned()),
+                ("resolved", "old".to_owned())
+            ]
+        );
+        assert!(matches!(reworded, Outcome::Executed { .. }));
+
+        let fixed = plan_with(&rule, pump(true), &["P-1: no driver"]);
+        assert_eq!(kinds(&fixed), [("resolved", "P-1: no driver".to_owned())]);
+        assert!(matches!(fixed, Outcome::Cleared { .. }));
+
+        assert_eq!(plan_with(&rule, pump(true), &[]), Outcome::NotMatched);
+    }
+
+    #[test]
+    fn a_rule_that_owns_no_findings_never_looks_them_up() {
+        let mut rule = pump_rule(false);
+        rule.owns_findings = false;
+        let mut world = World::default();
+        world.load_assets([pump(true)]);
+        let outcome = plan(&rule, Uuid::from_u128(1), &mut world, &mut Ids::default());
+        assert_eq!(outcome, Outcome::NotMatched);
+        assert!(world.needs.findings.is_empty());
+    }
+}
