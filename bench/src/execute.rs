@@ -20,6 +20,9 @@ const TARGET_RATIO: f64 = 0.5;
 pub struct ExecuteArgs {
     #[command(flatten)]
     pub sizes: PlantSizes,
+    /// Which rule runs over the motors above 55 kW.
+    #[arg(long, value_enum, default_value_t = BenchRule::Cable)]
+    pub rule: BenchRule,
     /// Run the service without its relay (to see the relay's share of the time).
     #[arg(long)]
     pub no_relay: bool,
@@ -32,6 +35,31 @@ pub struct ExecuteArgs {
     pub json: bool,
     #[command(flatten)]
     pub endpoints: Endpoints,
+}
+
+/// The rule `bench execute` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchRule {
+    /// `set_property` and `upsert_cable`: an asset update and a new cable per motor.
+    Cable,
+    /// A `flag`: a finding per motor, no state change.
+    Flag,
+}
+
+impl BenchRule {
+    fn definition(self) -> serde_json::Value {
+        match self {
+            Self::Cable => plant::rule(),
+            Self::Flag => plant::flag_rule(),
+        }
+    }
+
+    fn described(self) -> &'static str {
+        match self {
+            Self::Cable => "one rule (set_property + upsert_cable)",
+            Self::Flag => "one rule (flag)",
+        }
+    }
 }
 
 /// One plant's measurements.
@@ -102,7 +130,7 @@ pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
                 "  imported {assets} rows in {:.2} s",
                 seconds(imported.elapsed)
             );
-            let rule_id = scenario::define_rule(environment).await?;
+            let rule_id = scenario::define(environment, &args.rule.definition()).await?;
             let executed = scenario::execute(environment, &rule_id, args.profile).await?;
             let expected = plant::expected_matches(assets) as u64;
             if executed.executed != expected {
@@ -128,7 +156,7 @@ pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
         .await?;
         cases.push(case);
     }
-    print(&cases, !args.no_relay);
+    print(&cases, !args.no_relay, args.rule);
     for case in &cases {
         if let Some(profile) = &case.executed.profile {
             print_profile(case.imported.rows, profile);
@@ -147,7 +175,7 @@ pub async fn run(args: ExecuteArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print(cases: &[Case], relay: bool) {
+fn print(cases: &[Case], relay: bool, rule: BenchRule) {
     let mut header = vec!["".to_owned()];
     header.extend(
         cases
@@ -157,7 +185,8 @@ fn print(cases: &[Case], relay: bool) {
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
     let mut table = Table::new(
         format!(
-            "bench execute: one rule (set_property + upsert_cable), relay {}",
+            "bench execute: {}, relay {}",
+            rule.described(),
             if relay { "on" } else { "off" }
         ),
         &header,

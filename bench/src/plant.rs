@@ -85,6 +85,17 @@ pub fn rule() -> Value {
     })
 }
 
+/// The motors [`rule`] changes, flagged instead: a finding each, no state change.
+pub fn flag_rule() -> Value {
+    json!({
+        "name": "Motors above 55 kW are flagged for a VFD review",
+        "discipline": "ELECTRICAL",
+        "priority": 10,
+        "when": "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+        "then": [{"type": "flag", "severity": "info", "message": "{asset.tag}: review the need for a VFD"}]
+    })
+}
+
 /// A later rule over what [`rule`] changed: every motor that needs a VFD gets its VFD
 /// checked. Its batch changes the same motors again, so rolling back the first batch
 /// conflicts on every one of them (its cables are still the first batch's alone).

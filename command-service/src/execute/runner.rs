@@ -634,13 +634,22 @@ pub async fn plan_chunk(
     world.load_assets(page);
     if rule.owns_findings {
         // Planning asks every asset of the page for its findings of the rule: load them
-        // all first rather than plan the chunk twice.
-        let owners = order
+        // all first rather than plan the chunk twice; none to load if the rule had none
+        // when the execution started (a plan still depends on there being none).
+        let owners: BTreeSet<FindingOwner> = order
             .iter()
             .map(|(asset_id, _)| (*asset_id, rule.id))
             .collect();
+        let findings = if rule.may_have_open_findings {
+            open_findings(connection, owners).await?
+        } else {
+            owners
+                .into_iter()
+                .map(|owner| (owner, Vec::new(), 0))
+                .collect()
+        };
         world.record(Loaded {
-            findings: open_findings(connection, owners).await?,
+            findings,
             ..Loaded::default()
         });
     }

@@ -114,6 +114,10 @@ pub struct CompiledRule {
     /// execution, [`crate::rules::store::own_open_findings`]) an earlier version raised
     /// findings still open.
     pub owns_findings: bool,
+    /// Whether the rule may have open findings; only `false` once
+    /// [`crate::rules::store::own_open_findings`] found none (then planning need not
+    /// look any up).
+    pub may_have_open_findings: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -199,6 +203,7 @@ pub fn compile(
             owns_findings: actions
                 .iter()
                 .any(|action| matches!(action, CompiledAction::Flag { .. })),
+            may_have_open_findings: true,
             condition,
             actions,
         }),

@@ -84,8 +84,9 @@ pub async fn version(
     .await
 }
 
-/// Mark the rules that own findings although no `flag` action of theirs says so: a
-/// version that dropped its `flag` still resolves what earlier versions raised.
+/// Mark which rules have open findings: a rule whose version dropped its `flag` still
+/// owns (and resolves) what earlier versions raised, and a rule with none need not
+/// look any up while it runs.
 pub async fn own_open_findings<'c, E>(
     executor: E,
     rules: &mut [super::definition::CompiledRule],
@@ -93,21 +94,16 @@ pub async fn own_open_findings<'c, E>(
 where
     E: sqlx::PgExecutor<'c>,
 {
-    let ids: Vec<Uuid> = rules
-        .iter()
-        .filter(|rule| !rule.owns_findings)
-        .map(|rule| rule.id)
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
+    let ids: Vec<Uuid> = rules.iter().map(|rule| rule.id).collect();
     let with_findings: Vec<Uuid> =
         sqlx::query_scalar("select distinct rule_id from findings where rule_id = any($1)")
             .bind(ids)
             .fetch_all(executor)
             .await?;
     for rule in rules {
-        rule.owns_findings |= with_findings.contains(&rule.id);
+        let open = with_findings.contains(&rule.id);
+        rule.owns_findings |= open;
+        rule.may_have_open_findings = open;
     }
     Ok(())
 }
