@@ -51,6 +51,34 @@ pub struct RelationshipState {
     pub version: i64,
 }
 
+/// Payload of `FINDING_RAISED` and `FINDING_RESOLVED`. A finding is the event's
+/// `rule_id` with `asset_id` and `message`: a rule raises one message once per asset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingPayload {
+    pub asset_id: Uuid,
+    /// The asset's tag when the event was written (events written before it was added
+    /// have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// `info`, `warning` or `error`.
+    pub severity: String,
+    pub message: String,
+    /// The batch that first raised the finding; absent where that is the event's own
+    /// batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_in: Option<Uuid>,
+    /// On the events of a rollback: the batch it undid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back_correlation_id: Option<Uuid>,
+}
+
+impl FindingPayload {
+    /// The batch that first raised the finding, for an event of batch `correlation_id`.
+    pub fn raised_in_or(&self, correlation_id: Uuid) -> Uuid {
+        self.raised_in.unwrap_or(correlation_id)
+    }
+}
+
 /// Payload of every change event: the aggregate's state before and after.
 /// `before` is absent for a creation, `after` for a deletion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -77,5 +105,36 @@ impl Change {
             self.before.as_ref().unwrap_or(&Value::Null),
             self.after.as_ref().unwrap_or(&Value::Null),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_finding_payload_names_only_the_fields_it_has_and_reads_older_ones() {
+        let asset_id = Uuid::from_u128(1);
+        let raised = FindingPayload {
+            asset_id,
+            tag: Some("P-1".into()),
+            severity: "warning".into(),
+            message: "P-1: no driver".into(),
+            raised_in: None,
+            rolled_back_correlation_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&raised).unwrap(),
+            json!({"asset_id": asset_id, "tag": "P-1", "severity": "warning",
+                   "message": "P-1: no driver"})
+        );
+        // Events written before `tag` and `raised_in` existed.
+        let older: FindingPayload = serde_json::from_value(
+            json!({"asset_id": asset_id, "severity": "info", "message": "m"}),
+        )
+        .unwrap();
+        assert_eq!(older.tag, None);
+        assert_eq!(older.raised_in_or(Uuid::from_u128(7)), Uuid::from_u128(7));
     }
 }

@@ -12,7 +12,7 @@ use crate::store::statistics::{Growth, Table};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
-use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
+use synapse_shared::domain::{AssetState, CableState, Change, FindingPayload, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
@@ -170,11 +170,9 @@ impl StateWrites {
                         severity,
                         message,
                     } => {
-                        writes.findings.push((
-                            asset_id,
-                            json!(severity).as_str().unwrap_or("info").to_owned(),
-                            message,
-                        ));
+                        writes
+                            .findings
+                            .push((asset_id, severity.as_str().to_owned(), message));
                     }
                 }
             }
@@ -311,18 +309,26 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                         severity,
                         message,
                     } => {
-                        let payload = json!({"asset_id": asset_id, "tag": outcome.tag, "severity": severity, "message": message});
-                        rule_event(batch, rule, EventType::FindingRaised, payload)
+                        let payload = FindingPayload {
+                            asset_id: *asset_id,
+                            tag: Some(outcome.tag.clone()),
+                            severity: severity.as_str().to_owned(),
+                            message: message.clone(),
+                            raised_in: None,
+                            rolled_back_correlation_id: None,
+                        };
+                        rule_event(batch, rule, EventType::FindingRaised, json!(payload))
                     }
                     PlannedChange::FindingResolved { asset_id, finding } => {
-                        let payload = json!({
-                            "asset_id": asset_id,
-                            "tag": outcome.tag,
-                            "severity": finding.severity,
-                            "message": finding.message,
-                            "raised_in": finding.raised_in,
-                        });
-                        rule_event(batch, rule, EventType::FindingResolved, payload)
+                        let payload = FindingPayload {
+                            asset_id: *asset_id,
+                            tag: Some(outcome.tag.clone()),
+                            severity: finding.severity.clone(),
+                            message: finding.message.clone(),
+                            raised_in: Some(finding.raised_in),
+                            rolled_back_correlation_id: None,
+                        };
+                        rule_event(batch, rule, EventType::FindingResolved, json!(payload))
                     }
                     other => match change_event(batch, other) {
                         Some(event) => event,

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
 use std::collections::HashSet;
-use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
+use synapse_shared::domain::{AssetState, CableState, Change, FindingPayload, RelationshipState};
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
 
@@ -172,17 +172,15 @@ fn finding_event(
     target: Uuid,
     started_id: Uuid,
 ) -> NewEvent {
-    let mut event = batch.event(
-        event_type,
-        json!({
-            "asset_id": finding.asset_id,
-            "tag": finding.tag,
-            "severity": finding.severity,
-            "message": finding.message,
-            "raised_in": finding.raised_in,
-            "rolled_back_correlation_id": target,
-        }),
-    );
+    let payload = FindingPayload {
+        asset_id: finding.asset_id,
+        tag: finding.tag.clone(),
+        severity: finding.severity.clone(),
+        message: finding.message.clone(),
+        raised_in: Some(finding.raised_in),
+        rolled_back_correlation_id: Some(target),
+    };
+    let mut event = batch.event(event_type, json!(payload));
     event.causation_id = Some(started_id);
     event.rule_id = Some(finding.rule_id);
     event.rule_version = finding.rule_version;

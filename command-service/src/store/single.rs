@@ -5,7 +5,7 @@ use super::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
 use super::{append, snapshot, AppendError};
 use serde_json::json;
 use sqlx::PgConnection;
-use synapse_shared::domain::Change;
+use synapse_shared::domain::{Change, FindingPayload};
 use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -75,11 +75,15 @@ pub async fn commit_closing(
     let cause = changed.event_id;
     let mut events = vec![started, changed];
     for finding in closed {
-        let mut resolved = batch.event(
-            EventType::FindingResolved,
-            json!({"asset_id": finding.asset_id, "tag": finding.tag, "severity": finding.severity,
-                   "message": finding.message, "raised_in": finding.raised_in}),
-        );
+        let payload = FindingPayload {
+            asset_id: finding.asset_id,
+            tag: Some(finding.tag),
+            severity: finding.severity,
+            message: finding.message,
+            raised_in: Some(finding.raised_in),
+            rolled_back_correlation_id: None,
+        };
+        let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
         resolved.causation_id = Some(cause);
         resolved.rule_id = Some(finding.rule_id);
         resolved.discipline = finding.discipline;

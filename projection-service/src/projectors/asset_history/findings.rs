@@ -6,9 +6,10 @@
 //! A slice's finding events are folded in memory (the last event on a finding wins)
 //! and written with one statement per kind.
 
-use serde_json::Value;
+use serde::Deserialize;
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
+use synapse_shared::domain::FindingPayload;
 use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -20,7 +21,7 @@ type Key = (Uuid, Uuid, String);
 #[derive(Debug, Clone, PartialEq)]
 struct Opened<'a> {
     event: &'a EventEnvelope,
-    severity: &'a str,
+    severity: String,
     raised_in: Uuid,
 }
 
@@ -36,23 +37,20 @@ pub async fn apply(
             EventType::FindingResolved => false,
             _ => continue,
         };
-        let text = |field: &str| event.payload.get(field).and_then(Value::as_str);
-        let key = text("asset_id")
-            .and_then(|id| id.parse().ok())
-            .zip(event.rule_id)
-            .zip(text("message"));
-        let Some(((asset_id, rule_id), message)) = key else {
+        let (Some(rule_id), Ok(payload)) =
+            (event.rule_id, FindingPayload::deserialize(&event.payload))
+        else {
             tracing::warn!(position = event.position, "finding event without its key");
             continue;
         };
-        let opened = opens.then(|| Opened {
+        let raised_in = payload.raised_in_or(event.correlation_id);
+        let key = (payload.asset_id, rule_id, payload.message);
+        let opened = opens.then_some(Opened {
             event,
-            severity: text("severity").unwrap_or("info"),
-            raised_in: text("raised_in")
-                .and_then(|id| id.parse().ok())
-                .unwrap_or(event.correlation_id),
+            severity: payload.severity,
+            raised_in,
         });
-        fold.insert((asset_id, rule_id, message.to_owned()), opened);
+        fold.insert(key, opened);
     }
     let (opened, closed): (Vec<_>, Vec<_>) = fold.into_iter().partition(|(_, open)| open.is_some());
     close(connection, closed.iter().map(|(key, _)| key)).await?;
@@ -109,7 +107,7 @@ async fn open(
     .bind(
         opened
             .iter()
-            .map(|(_, open)| open.severity)
+            .map(|(_, open)| open.severity.as_str())
             .collect::<Vec<_>>(),
     )
     .bind(events().map(|e| e.rule_version).collect::<Vec<_>>())
