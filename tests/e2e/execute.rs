@@ -1664,3 +1664,126 @@ async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_r
     assert_eq!(open_findings(&setup.pool).await?, open);
     setup.command.stop().await
 }
+
+/// Fold the log's finding events into the findings they leave open (asset, rule,
+/// message), failing on a raise of a finding already open or a resolution of one not
+/// open: each event must be a change.
+fn findings_of_the_log(
+    events: &[synapse_shared::EventEnvelope],
+) -> anyhow::Result<BTreeSet<(Uuid, Uuid, String)>> {
+    let mut open = BTreeSet::new();
+    for event in events {
+        let kind = event.event_type.as_str();
+        if kind != "FINDING_RAISED" && kind != "FINDING_RESOLVED" {
+            continue;
+        }
+        let asset: Uuid = serde_json::from_value(event.payload["asset_id"].clone())?;
+        let rule = event.rule_id.unwrap_or_default();
+        let message = event.payload["message"].as_str().unwrap_or_default();
+        let key = (asset, rule, message.to_owned());
+        let changed = if kind == "FINDING_RAISED" {
+            open.insert(key)
+        } else {
+            open.remove(&key)
+        };
+        anyhow::ensure!(changed, "{kind} at {} changes nothing", event.position);
+    }
+    Ok(open)
+}
+
+/// The findings table equals the fold of the log's finding events.
+async fn assert_findings_replay(setup: &Setup) -> anyhow::Result<BTreeSet<(Uuid, Uuid, String)>> {
+    let replayed = findings_of_the_log(&setup.events().await?)?;
+    let table: BTreeSet<(Uuid, Uuid, String)> =
+        sqlx::query_as("select asset_id, rule_id, message from findings")
+            .fetch_all(&setup.pool)
+            .await?
+            .into_iter()
+            .collect();
+    assert_eq!(table, replayed);
+    Ok(table)
+}
+
+#[tokio::test]
+async fn concurrent_runs_of_a_flag_rule_raise_each_finding_once_and_leave_one_wording(
+) -> anyhow::Result<()> {
+    // Arrange: 2,400 more motors (several chunks per run) and a rule flagging each.
+    let setup = setup(false).await?;
+    setup.import(many_motors()).await?;
+    let flag = |message: &str| {
+        json!({
+            "name": "Motors are inspected", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+            "then": [{"type": "flag", "severity": "info", "message": message}]
+        })
+    };
+    let rule = setup.define(&flag("{asset.tag}: inspect")).await?;
+    let rule_id: Uuid = rule.parse()?;
+    let (motors,): (i64,) =
+        sqlx::query_as("select count(*) from assets where asset_type = 'ELECTRIC_MOTOR'")
+            .fetch_one(&setup.pool)
+            .await?;
+
+    // Act: two runs of the same version at once.
+    let run = json!({"rule_ids": [rule], "wait": true});
+    let (first, second) = tokio::join!(setup.execute(run.clone()), setup.execute(run.clone()));
+
+    // Assert: every motor is flagged once, by one of the two: the log raises each
+    // finding once, and folding it gives the table.
+    let (first, second) = (first?, second?);
+    for report in [&first, &second] {
+        assert_eq!(report["status"], "completed", "{report}");
+    }
+    let open = assert_findings_replay(&setup).await?;
+    assert_eq!(open.len() as i64, motors);
+    let executed = |report: &Value| report["rules"][0]["counts"]["executed"].as_i64();
+    assert_eq!(
+        executed(&first).unwrap_or(-1) + executed(&second).unwrap_or(-1),
+        motors,
+        "{first} {second}"
+    );
+
+    // Act: version 1 runs in the background while version 2, worded differently, runs.
+    let background = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"rule_ids": [rule]})),
+    )
+    .await?
+    .expect_status(202);
+    send(
+        &setup.http,
+        Method::PUT,
+        &setup.command.url(&format!("/rules/{rule}")),
+        Some(&flag("{asset.tag}: inspect now")),
+    )
+    .await?
+    .expect_status(200);
+    let reworded = setup.execute(run).await?;
+    assert_eq!(reworded["status"], "completed", "{reworded}");
+    let background: Uuid = serde_json::from_value(background.body["correlation_id"].clone())?;
+    let patience = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status,): (String,) =
+            sqlx::query_as("select status from batches where correlation_id = $1")
+                .bind(background)
+                .fetch_one(&setup.pool)
+                .await?;
+        if status != "running" {
+            assert_eq!(status, "completed");
+            break;
+        }
+        anyhow::ensure!(std::time::Instant::now() < patience, "batch still running");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert: each motor has one wording open, whichever run came last to it, and the
+    // log still folds into the table.
+    let open = assert_findings_replay(&setup).await?;
+    let per_motor: BTreeSet<Uuid> = open.iter().map(|(asset, _, _)| *asset).collect();
+    assert_eq!(open.len() as i64, motors);
+    assert_eq!(per_motor.len() as i64, motors);
+    assert!(open.iter().all(|(_, rule, _)| *rule == rule_id));
+    setup.command.stop().await
+}

@@ -3,7 +3,7 @@
 //! only, so chunks that read the same MCC do not wait for each other's commit.
 
 use command_service::execute::ahead::still_current;
-use command_service::execute::world::Read;
+use command_service::execute::world::{Read, FINDINGS_FINGERPRINT};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeMap, HashSet};
 use synapse_tests::TestDatabase;
@@ -131,5 +131,66 @@ async fn a_plan_is_stale_when_a_version_it_read_moved_or_a_row_it_read_is_gone(
     let mut versions = read(&[plant.mcc], 3);
     versions.insert(Read::AbsentTag("M-2".to_owned()), 0);
     assert!(!still_current(&mut connection, &versions, &HashSet::new()).await?);
+    Ok(())
+}
+
+/// [`still_current`] in a transaction of its own, rolled back.
+async fn current_alone(pool: &PgPool, reads: BTreeMap<Read, i64>) -> anyhow::Result<bool> {
+    let mut transaction = pool.begin().await?;
+    let current = still_current(&mut transaction, &reads, &HashSet::new()).await?;
+    transaction.rollback().await?;
+    Ok(current)
+}
+
+#[tokio::test]
+async fn a_plan_is_stale_when_the_open_findings_it_read_changed() -> anyhow::Result<()> {
+    let plant = plant().await?;
+    let [motor, other_motor] = plant.motors;
+    let rule = Uuid::now_v7();
+    let reads = |fingerprint: i64| {
+        BTreeMap::from([
+            (Read::Id(motor), 3),
+            (Read::Findings { asset: motor, rule }, fingerprint),
+        ])
+    };
+    let raise = |asset: Uuid, rule: Uuid| {
+        sqlx::query(
+            "insert into findings (asset_id, rule_id, message, severity, correlation_id)
+             values ($1, $2, 'M-1: inspect', 'info', $3)",
+        )
+        .bind(asset)
+        .bind(rule)
+        .bind(Uuid::now_v7())
+        .execute(&plant.pool)
+    };
+    let current = |fingerprint: i64| current_alone(&plant.pool, reads(fingerprint));
+
+    // The plan read no open finding of the rule on the motor, and there is none.
+    assert!(current(0).await?);
+    // Another writer raised one since.
+    raise(motor, rule).await?;
+    assert!(!current(0).await?);
+    // A plan that read the finding is current.
+    let (fingerprint,): (i64,) = sqlx::query_as(&format!(
+        "select {FINDINGS_FINGERPRINT} from findings f where f.asset_id = $1 and f.rule_id = $2"
+    ))
+    .bind(motor)
+    .bind(rule)
+    .fetch_one(&plant.pool)
+    .await?;
+    assert_ne!(fingerprint, 0);
+    assert!(current(fingerprint).await?);
+    // Findings of another rule, or on another asset, are not what it read.
+    raise(motor, Uuid::now_v7()).await?;
+    raise(other_motor, rule).await?;
+    assert!(current(fingerprint).await?);
+    // Resolved since: stale again.
+    sqlx::query("delete from findings where asset_id = $1 and rule_id = $2")
+        .bind(motor)
+        .bind(rule)
+        .execute(&plant.pool)
+        .await?;
+    assert!(!current(fingerprint).await?);
+    assert!(current(0).await?);
     Ok(())
 }

@@ -12,7 +12,7 @@
 use super::apply::{self, Counts, StateWrites};
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, scope, Reads};
-use super::world::{Read, World};
+use super::world::{Read, World, FINDINGS_FINGERPRINT};
 use crate::assets::store::{self as asset_store, PageRead, Selection};
 use crate::rules::definition::CompiledRule;
 use crate::store::batches::Batch;
@@ -110,8 +110,14 @@ impl Planning {
 }
 
 /// Lock everything a plan read and tell whether each is still at the version the plan
-/// read; absent tags must still be absent. A tag created concurrently after this check
-/// fails the write on its unique index, which the runner treats like a stale plan.
+/// read; absent tags must still be absent; the open findings read must still be the
+/// same. A tag created concurrently after this check fails the write on its unique
+/// index, which the runner treats like a stale plan.
+///
+/// Findings have no rows to lock when there are none, so their asset's row stands in:
+/// whoever changes an asset's findings holds it `for no key update` (an execution's
+/// chunk, as `written`; an asset's deletion, `for update`), and a plan that read them
+/// holds it at least `for share` until its commit.
 ///
 /// What the chunk will change (`written`) is locked `for no key update`, as the update
 /// itself would; what it only read is locked `for share`, which keeps it from changing
@@ -127,14 +133,13 @@ pub async fn still_current(
     let mut ids = Vec::new();
     let mut absent_assets = Vec::new();
     let mut absent_cables = Vec::new();
-    for key in read_versions.keys() {
+    let mut findings = Vec::new();
+    for (key, version) in read_versions {
         match key {
             Read::Id(id) => ids.push(*id),
             Read::AbsentTag(tag) => absent_assets.push(tag.as_str()),
             Read::AbsentCable(tag) => absent_cables.push(tag.as_str()),
-            // Findings are rows without versions, changed only by runs of their rule;
-            // only a stored plan's apply checks them (`plans::stale_reads`).
-            Read::Findings { .. } => {}
+            Read::Findings { asset, rule } => findings.push((*asset, *rule, *version)),
         }
     }
     ids.sort_unstable();
@@ -154,7 +159,7 @@ pub async fn still_current(
         && current
             .iter()
             .all(|(id, version)| read_versions.get(&Read::Id(*id)) == Some(version));
-    if !unchanged {
+    if !unchanged || !findings_unchanged(connection, &findings).await? {
         return Ok(false);
     }
     if absent_assets.is_empty() && absent_cables.is_empty() {
@@ -169,6 +174,29 @@ pub async fn still_current(
     .fetch_one(&mut *connection)
     .await?;
     Ok(!created)
+}
+
+/// Whether the open findings of each (asset, rule, fingerprint read) still have that
+/// fingerprint. The caller holds the assets' rows.
+async fn findings_unchanged(
+    connection: &mut PgConnection,
+    read: &[(Uuid, Uuid, i64)],
+) -> Result<bool, sqlx::Error> {
+    if read.is_empty() {
+        return Ok(true);
+    }
+    let (changed,): (bool,) = sqlx::query_as(&format!(
+        "select exists (
+             select 1 from unnest($1::uuid[], $2::uuid[], $3::bigint[]) as r(asset_id, rule_id, version)
+             where r.version <> (select {FINDINGS_FINGERPRINT} from findings f
+                                 where f.asset_id = r.asset_id and f.rule_id = r.rule_id))"
+    ))
+    .bind(read.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(read.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(read.iter().map(|r| r.2).collect::<Vec<_>>())
+    .fetch_one(&mut *connection)
+    .await?;
+    Ok(!changed)
 }
 
 /// Lock the rows of `table` with these ids (sorted), in that order, each in the mode

@@ -9,6 +9,7 @@ use crate::rules::definition::CompiledRule;
 use crate::store::batches::{Batch, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
 use crate::store::statistics::{Growth, Table};
+use crate::store::AppendError;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
@@ -182,10 +183,15 @@ impl StateWrites {
         writes
     }
 
-    /// The assets and cables they change or create.
+    /// The assets and cables they change or create, and the assets whose findings they
+    /// raise or resolve (whose rows stand in for their findings: see
+    /// [`still_current`](super::ahead::still_current)).
     pub fn written(&self) -> HashSet<Uuid> {
         let assets = self.assets.iter().map(|asset| asset.id);
+        let findings = self.findings.iter().map(|finding| finding.0);
         assets
+            .chain(findings)
+            .chain(self.resolved.iter().map(|resolved| resolved.0))
             .chain(self.cables.iter().map(|cable| cable.id))
             .collect()
     }
@@ -208,36 +214,44 @@ impl StateWrites {
     }
 
     /// Write them in the caller's transaction, for batch `correlation_id`, into the
-    /// live tables.
+    /// live tables. Every finding raised must be new and every finding resolved still
+    /// open, or their events would not be changes: if another writer got there first,
+    /// the chunk is refused as stale ([`AppendError::VersionConflict`]).
     pub async fn write(
         &self,
         connection: &mut PgConnection,
         correlation_id: Uuid,
         rule: &CompiledRule,
-    ) -> Result<(), sqlx::Error> {
-        self.write_into(connection, correlation_id, rule, StateTables::LIVE)
-            .await
+    ) -> Result<(), AppendError> {
+        let findings = self
+            .write_into(connection, correlation_id, rule, StateTables::LIVE)
+            .await?;
+        if findings != (self.findings.len() as u64, self.resolved.len() as u64) {
+            return Err(AppendError::VersionConflict { aggregate_id: None });
+        }
+        Ok(())
     }
 
     /// Write them in the caller's transaction, for batch `correlation_id`, into
-    /// `tables`.
+    /// `tables`; how many findings were raised and how many resolved.
     pub async fn write_into(
         &self,
         connection: &mut PgConnection,
         correlation_id: Uuid,
         rule: &CompiledRule,
         tables: StateTables,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<(u64, u64), sqlx::Error> {
         if tables.live {
             snapshot::take_many(connection, correlation_id, &self.snapshots).await?;
         }
         asset_store::upsert_many_into(connection, tables.assets, &self.assets).await?;
         cables::upsert_into(connection, tables.cables, &self.cables).await?;
         relationships::insert_into(connection, tables.relationships, &self.relationships).await?;
+        let (mut raised, mut resolved) = (0, 0);
         if !self.findings.is_empty() {
             let findings = &self.findings;
             // The table is one of `StateTables`, never input.
-            sqlx::query(&format!(
+            raised = sqlx::query(&format!(
                 "insert into {} (asset_id, rule_id, severity, message, correlation_id)
                  select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
                      as f(asset_id, severity, message)
@@ -250,10 +264,11 @@ impl StateWrites {
             .bind(rule.id)
             .bind(correlation_id)
             .execute(&mut *connection)
-            .await?;
+            .await?
+            .rows_affected();
         }
         if tables.live && !self.resolved.is_empty() {
-            sqlx::query(
+            resolved = sqlx::query(
                 "delete from findings f
                  using unnest($1::uuid[], $2::text[]) as r(asset_id, message)
                  where f.asset_id = r.asset_id and f.rule_id = $3 and f.message = r.message",
@@ -267,9 +282,10 @@ impl StateWrites {
             )
             .bind(rule.id)
             .execute(connection)
-            .await?;
+            .await?
+            .rows_affected();
         }
-        Ok(())
+        Ok((raised, resolved))
     }
 }
 

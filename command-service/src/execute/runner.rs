@@ -142,7 +142,7 @@ impl Execution {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
         let mut pace = Pace::new();
-        let planning = Planning {
+        let mut planning = Planning {
             pool: self.pool.clone(),
             rule: rule.clone(),
             filter: self.filter.clone(),
@@ -242,8 +242,10 @@ impl Execution {
                 }
             }
             if locked {
-                // Whatever was planned ahead was planned on what is being redone.
+                // Whatever was planned ahead was planned on what is being redone. If the
+                // rule had no findings open when the batch started, it may have now.
                 ahead = None;
+                planning.rule.may_have_open_findings |= rule.owns_findings;
                 match self
                     .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
                     .await?
@@ -635,12 +637,14 @@ pub async fn plan_chunk(
     if rule.owns_findings {
         // Planning asks every asset of the page for its findings of the rule: load them
         // all first rather than plan the chunk twice; none to load if the rule had none
-        // when the execution started (a plan still depends on there being none).
+        // when the execution started (a plan still depends on there being none), unless
+        // read locked: a chunk is redone that way when another writer changed what it
+        // read, such as a concurrent run of the rule raising findings.
         let owners: BTreeSet<FindingOwner> = order
             .iter()
             .map(|(asset_id, _)| (*asset_id, rule.id))
             .collect();
-        let findings = if rule.may_have_open_findings {
+        let findings = if rule.may_have_open_findings || reads == Reads::Locked {
             open_findings(connection, owners).await?
         } else {
             owners

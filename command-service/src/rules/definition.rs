@@ -127,7 +127,8 @@ pub struct CompiledRule {
     pub owns_findings: bool,
     /// Whether the rule may have open findings; only `false` once
     /// [`crate::rules::store::own_open_findings`] found none (then planning need not
-    /// look any up).
+    /// look any up, until a chunk is redone locked: a concurrent run of the rule may
+    /// have raised some).
     pub may_have_open_findings: bool,
 }
 
