@@ -115,9 +115,11 @@ impl Planning {
 /// index, which the runner treats like a stale plan.
 ///
 /// Findings have no rows to lock when there are none, so their asset's row stands in:
-/// whoever changes an asset's findings holds it `for no key update` (an execution's
-/// chunk, as `written`; an asset's deletion, `for update`), and a plan that read them
-/// holds it at least `for share` until its commit.
+/// an execution's chunk that changes an asset's findings holds it `for no key update`
+/// (as `written`), an asset's deletion `for update`, and a plan that read them holds
+/// it at least `for share` until its commit. A rollback does not lock them: it
+/// changes only what it finds (`returning`), and a chunk whose raise or resolution it
+/// got to first is refused by [`StateWrites::write`](super::apply::StateWrites::write).
 ///
 /// What the chunk will change (`written`) is locked `for no key update`, as the update
 /// itself would; what it only read is locked `for share`, which keeps it from changing
