@@ -17,4 +17,10 @@ pub mod startup;
 pub mod store;
 
 pub use config::Config;
+
+/// Stack of the runtime's threads: rules' CEL expressions are evaluated by recursion
+/// over their syntax tree (up to [`rules::expression::MAX_DEPTH`] levels deep), which
+/// in a debug build overflowed tokio's default of 2 MiB at 64 levels.
+pub const THREAD_STACK: usize = 8 << 20;
+
 pub use startup::Application;

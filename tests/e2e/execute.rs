@@ -1245,6 +1245,50 @@ async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Re
 }
 
 #[tokio::test]
+async fn deeply_nested_rules_get_a_422_and_the_service_lives_on() -> anyhow::Result<()> {
+    // Arrange: 12 nested parentheses overflowed a worker's stack and aborted the
+    // service; 100 additions in a chain are too deep to evaluate.
+    let setup = setup(false).await?;
+    let rule = |when: String| {
+        json!({"name": "deep", "discipline": "ELECTRICAL", "when": when,
+        "then": [{"type": "flag", "severity": "info", "message": "deep"}]})
+    };
+    let nested = |depth: usize| "(".repeat(depth) + "asset.version > 0" + &")".repeat(depth);
+    let chain = vec!["asset.version"; 100].join(" + ") + " > 0";
+
+    // Act
+    let twelve = setup.post_rule(&rule(nested(12))).await?;
+    let too_deep = setup.post_rule(&rule(nested(500))).await?;
+    let too_long = setup.post_rule(&rule(nested(3_000))).await?;
+    let long_chain = setup.post_rule(&rule(chain)).await?;
+
+    // Assert: valid nesting is a rule; the others are refused with a reason.
+    assert_eq!(twelve.status, 201, "{twelve:?}");
+    for (reply, reason) in [
+        (&too_deep, "Recursion limit of 96 exceeded"),
+        (&too_long, "longer than 4096 bytes"),
+        (&long_chain, "nested more than 64 levels deep"),
+    ] {
+        assert_eq!(reply.status, 422, "{reply:?}");
+        assert!(reply.is_problem());
+        assert_eq!(reply.body["errors"][0]["field"], "when");
+        let message = reply.body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(reason), "{message}");
+    }
+    // The service still answers, and runs the nested rule.
+    let report = setup
+        .execute(json!({"rule_ids": [twelve.body["id"]], "wait": true}))
+        .await?;
+    assert_eq!(report["status"], "completed", "{report}");
+    assert_eq!(
+        report["totals"]["executed"].as_u64(),
+        Some(small_plant().len() as u64),
+        "{report}"
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rule_runs_over_the_assets_selected_when_it_starts_not_over_what_it_creates(
 ) -> anyhow::Result<()> {
     // Arrange: a rule whose created assets would match it again (a spare for every big

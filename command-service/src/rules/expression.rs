@@ -21,6 +21,18 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use synapse_shared::domain::AssetState;
 use uuid::Uuid;
 
+/// The deepest an expression's syntax tree may nest. Evaluating it recurses that deep
+/// on the stack of the thread running the rule ([`crate::THREAD_STACK`] for the
+/// service's workers); a debug build needs up to about 40 KiB per level.
+pub const MAX_DEPTH: usize = 64;
+/// The longest source of one expression, in bytes. Parsing recurses once per operator
+/// of a chain (`1 + 1 + ...`), on a thread of its own with [`COMPILE_STACK`] of stack:
+/// 2,048 operators parse in a debug build with room to spare.
+pub const MAX_SOURCE_BYTES: usize = 4_096;
+/// Stack of the thread an expression is compiled on: reserved, and only touched as
+/// deep as the parser goes.
+const COMPILE_STACK: usize = 256 << 20;
+
 /// The fields of `asset` an expression may select.
 pub const ASSET_FIELDS: &[&str] = &[
     "id",
@@ -143,7 +155,40 @@ impl Expression {
 
     /// Compile, then run on a sample asset ([`Expression::check_types`]): the
     /// expression, and what the trial gave if it gave a value.
+    ///
+    /// Runs on a thread with a stack of [`COMPILE_STACK`]: the parser recurses per
+    /// nesting level and per operator of a chain, and a worker's stack overflowed (which
+    /// aborts the process) at 12 nested parentheses in a debug build. Expressions too
+    /// deep to evaluate safely later are refused ([`MAX_DEPTH`]).
     fn compile_and_try(
+        source: &str,
+        field: &str,
+    ) -> Result<(Self, Option<cel::Value>), ExpressionError> {
+        let refused = |message: String| ExpressionError {
+            field: field.to_owned(),
+            message,
+            line: None,
+            column: None,
+        };
+        if source.len() > MAX_SOURCE_BYTES {
+            return Err(refused(format!(
+                "longer than {MAX_SOURCE_BYTES} bytes ({}); split it up",
+                source.len()
+            )));
+        }
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("cel-compile".to_owned())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || Self::compile_here(source, field))
+                .map_err(|error| refused(format!("could not be compiled now: {error}")))?
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    /// [`Expression::compile_and_try`] on the caller's stack.
+    fn compile_here(
         source: &str,
         field: &str,
     ) -> Result<(Self, Option<cel::Value>), ExpressionError> {
@@ -231,7 +276,8 @@ impl Expression {
         walk(
             self.program.expression(),
             &mut Vec::new(),
-            &mut |node, bound| {
+            1,
+            &mut |node, bound, _| {
                 if !bound.is_empty() || !matches!(node.expr, Expr::Call(_)) {
                     return;
                 }
@@ -242,7 +288,7 @@ impl Expression {
                     return;
                 }
                 let (mut size, mut start) = (0, None);
-                walk(node, &mut Vec::new(), &mut |part, _| {
+                walk(node, &mut Vec::new(), 1, &mut |part, _, _| {
                     size += 1;
                     if let Some((offset, _)) = info.offset_for(part.id) {
                         start = Some(start.map_or(offset, |start: u32| start.min(offset)));
@@ -372,19 +418,26 @@ const TYPE_NAMES: &[&str] = &[
 /// selected.
 fn check_references(program: &Program, field: &str) -> Result<(), ExpressionError> {
     let mut error = None;
-    walk(program.expression(), &mut Vec::new(), &mut |node, bound| {
-        if error.is_some() {
-            return;
-        }
-        // Byte offset of the node (for a selection: its `.`); reported as the 1-based
-        // line and column of what follows.
-        let position = || {
-            program.source_info().offset_for(node.id).map(|(start, _)| {
-                let skip_dot = usize::from(matches!(node.expr, Expr::Select(_)));
-                line_and_column(&program.source_info().source, start as usize + skip_dot)
-            })
-        };
-        let problem = match &node.expr {
+    walk(
+        program.expression(),
+        &mut Vec::new(),
+        1,
+        &mut |node, bound, depth| {
+            if error.is_some() {
+                return;
+            }
+            // Byte offset of the node (for a selection: its `.`); reported as the 1-based
+            // line and column of what follows.
+            let position = || {
+                program.source_info().offset_for(node.id).map(|(start, _)| {
+                    let skip_dot = usize::from(matches!(node.expr, Expr::Select(_)));
+                    line_and_column(&program.source_info().source, start as usize + skip_dot)
+                })
+            };
+            let problem = match &node.expr {
+            _ if depth > MAX_DEPTH => Some(format!(
+                "nested more than {MAX_DEPTH} levels deep (a chain of operators counts one level per operator); split it up"
+            )),
             Expr::Ident(name)
                 if name != "asset" && !TYPE_NAMES.contains(&name.as_str()) && !bound.contains(name) =>
             {
@@ -402,17 +455,18 @@ fn check_references(program: &Program, field: &str) -> Result<(), ExpressionErro
             },
             _ => None,
         };
-        if let Some(message) = problem {
-            let (line, column) =
-                position().map_or((None, None), |(line, column)| (Some(line), Some(column)));
-            error = Some(ExpressionError {
-                field: field.to_owned(),
-                message,
-                line,
-                column,
-            });
-        }
-    });
+            if let Some(message) = problem {
+                let (line, column) =
+                    position().map_or((None, None), |(line, column)| (Some(line), Some(column)));
+                error = Some(ExpressionError {
+                    field: field.to_owned(),
+                    message,
+                    line,
+                    column,
+                });
+            }
+        },
+    );
     error.map_or(Ok(()), Err)
 }
 
@@ -428,27 +482,32 @@ fn line_and_column(source: &str, offset: usize) -> (u32, u32) {
     (line as u32, column as u32)
 }
 
-/// Visit every node, tracking comprehension variables in scope.
-fn walk(node: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExpr, &[String])) {
-    visit(node, bound);
+/// What [`walk`] calls for each node: the node, the comprehension variables in scope,
+/// and its depth (1 for the root).
+type Visit<'a> = dyn FnMut(&IdedExpr, &[String], usize) + 'a;
+
+/// Visit every node, tracking comprehension variables in scope and depth.
+fn walk(node: &IdedExpr, bound: &mut Vec<String>, depth: usize, visit: &mut Visit) {
+    visit(node, bound, depth);
+    let depth = depth + 1;
     match &node.expr {
         Expr::Call(call) => {
             if let Some(target) = &call.target {
-                walk(target, bound, visit);
+                walk(target, bound, depth, visit);
             }
             for argument in &call.args {
-                walk(argument, bound, visit);
+                walk(argument, bound, depth, visit);
             }
         }
-        Expr::Select(select) => walk(&select.operand, bound, visit),
+        Expr::Select(select) => walk(&select.operand, bound, depth, visit),
         Expr::List(list) => list
             .elements
             .iter()
-            .for_each(|element| walk(element, bound, visit)),
-        Expr::Map(map) => visit_entries(&map.entries, bound, visit),
-        Expr::Struct(structure) => visit_entries(&structure.entries, bound, visit),
+            .for_each(|element| walk(element, bound, depth, visit)),
+        Expr::Map(map) => visit_entries(&map.entries, bound, depth, visit),
+        Expr::Struct(structure) => visit_entries(&structure.entries, bound, depth, visit),
         Expr::Comprehension(comprehension) => {
-            walk(&comprehension.iter_range, bound, visit);
+            walk(&comprehension.iter_range, bound, depth, visit);
             let added = 2 + usize::from(comprehension.iter_var2.is_some());
             bound.push(comprehension.iter_var.clone());
             bound.push(comprehension.accu_var.clone());
@@ -461,7 +520,7 @@ fn walk(node: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExp
                 &comprehension.loop_step,
                 &comprehension.result,
             ] {
-                walk(part, bound, visit);
+                walk(part, bound, depth, visit);
             }
             bound.truncate(bound.len() - added);
         }
@@ -472,15 +531,16 @@ fn walk(node: &IdedExpr, bound: &mut Vec<String>, visit: &mut dyn FnMut(&IdedExp
 fn visit_entries(
     entries: &[cel::common::ast::IdedEntryExpr],
     bound: &mut Vec<String>,
-    visit: &mut dyn FnMut(&IdedExpr, &[String]),
+    depth: usize,
+    visit: &mut Visit,
 ) {
     for entry in entries {
         match &entry.expr {
             EntryExpr::MapEntry(map_entry) => {
-                walk(&map_entry.key, bound, visit);
-                walk(&map_entry.value, bound, visit);
+                walk(&map_entry.key, bound, depth, visit);
+                walk(&map_entry.value, bound, depth, visit);
             }
-            EntryExpr::StructField(field) => walk(&field.value, bound, visit),
+            EntryExpr::StructField(field) => walk(&field.value, bound, depth, visit),
         }
     }
 }
@@ -729,5 +789,66 @@ mod tests {
             .is_true(&AssetContext::new(&motor(json!(1))))
             .unwrap_err();
         assert!(error.0.contains("voltage"), "{error:?}");
+    }
+
+    /// `asset.version + asset.version + ... > 0`: a chain of `terms - 1` additions,
+    /// nesting one level per addition (arithmetic is not rebalanced).
+    fn sum_of(terms: usize) -> String {
+        vec!["asset.version"; terms].join(" + ") + " > 0"
+    }
+
+    #[test]
+    fn deep_nesting_and_long_sources_are_refused_without_overflowing_a_stack() {
+        // Parentheses up to the parser's limit compile: on a thread of their own, as
+        // this test's thread has 2 MiB of stack, where 12 levels overflowed before.
+        let nested = |depth: usize| "(".repeat(depth) + "asset.version > 1" + &")".repeat(depth);
+        assert!(Expression::condition(&nested(90), "when").is_ok());
+        let error = Expression::condition(&nested(500), "when").unwrap_err();
+        assert!(error.message.contains("Recursion limit"), "{error:?}");
+        // A chain nests one level per operator: too deep to evaluate, refused.
+        let error = Expression::condition(&sum_of(MAX_DEPTH + 1), "when").unwrap_err();
+        assert_eq!(error.field, "when");
+        assert!(
+            error.message.starts_with("nested more than 64 levels deep"),
+            "{error:?}"
+        );
+        assert_eq!(error.line, Some(1), "{error:?}");
+        // The longest source the parser is given; a longer one is refused unparsed.
+        let long = sum_of(250);
+        assert!(long.len() <= MAX_SOURCE_BYTES && long.len() > MAX_SOURCE_BYTES / 2);
+        assert!(Expression::condition(&long, "when")
+            .unwrap_err()
+            .message
+            .starts_with("nested more than"));
+        // The deepest sources that fit: two bytes per level.
+        let additions = "1+".repeat(2_040) + "1 > 0";
+        let selections = "asset.properties".to_owned() + &".a".repeat(2_030) + " > 0";
+        for deepest in [additions, selections] {
+            assert!(deepest.len() <= MAX_SOURCE_BYTES);
+            let error = Expression::condition(&deepest, "when").unwrap_err();
+            assert!(error.message.starts_with("nested more than"), "{error:?}");
+        }
+        let error = Expression::condition(&sum_of(1_000), "when").unwrap_err();
+        assert!(
+            error.message.starts_with("longer than 4096 bytes"),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_deepest_expression_allowed_evaluates_on_a_thread_with_the_services_stack() {
+        let deepest = (2..MAX_DEPTH + 1)
+            .take_while(|terms| Expression::condition(&sum_of(*terms), "when").is_ok())
+            .last()
+            .unwrap();
+        assert!(deepest > MAX_DEPTH - 5, "{deepest}");
+        let expression = Expression::condition(&sum_of(deepest), "when").unwrap();
+        let evaluated = std::thread::Builder::new()
+            .stack_size(crate::THREAD_STACK)
+            .spawn(move || expression.is_true(&AssetContext::new(&motor(json!(1)))))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(evaluated, Ok(true));
     }
 }
