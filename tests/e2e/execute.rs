@@ -1709,6 +1709,95 @@ async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_r
     setup.command.stop().await
 }
 
+/// Cables and relationships touching `asset`: (kind or tag, from, to, properties).
+async fn links_of(
+    pool: &PgPool,
+    asset: Uuid,
+) -> anyhow::Result<Vec<(Uuid, String, Uuid, Uuid, Value)>> {
+    Ok(sqlx::query_as(
+        "select id, tag, from_asset, to_asset, properties from cables
+             where from_asset = $1 or to_asset = $1
+         union all
+         select id, kind, from_asset, to_asset, properties from relationships
+             where from_asset = $1 or to_asset = $1
+         order by 2",
+    )
+    .bind(asset)
+    .fetch_all(pool)
+    .await?)
+}
+
+#[tokio::test]
+async fn deleting_an_asset_deletes_its_links_and_rolling_the_deletion_back_restores_them(
+) -> anyhow::Result<()> {
+    // Arrange: the VFD rule gives each large motor a power cable and a FEEDS
+    // relationship from its VFD.
+    let setup = setup(false).await?;
+    let rule = setup.define(&vfd_rule()).await?;
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    let (motor, tag): (Uuid, String) = sqlx::query_as(
+        "select a.id, a.tag from assets a join cables c on c.to_asset = a.id order by a.tag limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    let links = links_of(&setup.pool, motor).await?;
+    let kinds: Vec<&str> = links.iter().map(|link| link.1.as_str()).collect();
+    assert_eq!(kinds, ["FEEDS", format!("W-{tag}-PWR").as_str()]);
+    let logged = setup.events().await?.len();
+
+    // Act: delete the motor.
+    send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/assets/{motor}")),
+        None,
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: no link names it any more; each went with an event the deletion caused.
+    assert_eq!(links_of(&setup.pool, motor).await?, vec![]);
+    let events = setup.events().await?;
+    let batch = &events[logged..];
+    let types: Vec<&str> = batch.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "BATCH_STARTED",
+            "ASSET_DELETED",
+            "CABLE_DELETED",
+            "RELATIONSHIP_DELETED",
+            "BATCH_COMPLETED"
+        ]
+    );
+    let deletion = &batch[1];
+    for (event, link) in batch[2..4].iter().zip([&links[1], &links[0]]) {
+        assert_eq!(event.aggregate_id, link.0);
+        assert_eq!(event.causation_id, Some(deletion.event_id));
+        assert_eq!(event.payload["before"]["id"], json!(link.0));
+        assert_eq!(event.payload["after"], Value::Null);
+    }
+    assert_versions_follow_each_other(&events);
+
+    // Act: roll the deletion back.
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/rollback"),
+        Some(&json!({"correlation_id": deletion.correlation_id})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: the motor and its links are back as they were.
+    assert_eq!(links_of(&setup.pool, motor).await?, links);
+    assert_versions_follow_each_other(&setup.events().await?);
+    assert_replay_reproduces_the_assets(&setup).await?;
+    setup.command.stop().await
+}
+
 /// Fold the log's finding events into the findings they leave open (asset, rule,
 /// message), failing on a raise of a finding already open or a resolution of one not
 /// open: each event must be a change.

@@ -5,11 +5,12 @@ use super::input::{
     check_code, check_properties, check_tag, check_text, AssetPatch, FieldError, NewAsset,
 };
 use super::store;
+use crate::links::{cable_store, relationship_store};
 use crate::store::batches::ChangeTarget;
-use crate::store::single::{self, ClosedFinding};
+use crate::store::single::{self, ClosedFinding, Consequences, Dependent};
 use crate::store::AppendError;
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 use sqlx::PgConnection;
 use synapse_shared::domain::{AssetState, Change};
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
@@ -116,7 +117,7 @@ pub async fn create(
         &asset,
         0,
         change,
-        Vec::new(),
+        Consequences::default(),
     )
     .await?;
     Ok(outcome(Some(asset), events))
@@ -197,7 +198,7 @@ pub async fn update(
         &after,
         before.version,
         change,
-        Vec::new(),
+        Consequences::default(),
     )
     .await?;
     Ok(outcome(Some(after), events))
@@ -212,6 +213,42 @@ pub async fn delete(
 ) -> Result<CommandOutcome, AssetError> {
     let before = load_checked(connection, id, expected_version).await?;
     store::delete(connection, id).await?;
+    // Its cables and relationships go with it, each with its own deletion event (and
+    // snapshot, so that a rollback of the deletion brings them back): a link must not
+    // name an asset that does not exist.
+    let mut links = Vec::new();
+    for cable in cable_store::delete_of_asset(connection, id).await? {
+        links.push(Dependent {
+            target: ChangeTarget {
+                event_type: EventType::CableDeleted,
+                aggregate_type: AggregateType::Cable,
+                aggregate_id: cable.id,
+                version: cable.version + 1,
+                discipline: Some(cable.discipline.clone()),
+            },
+            version_before: cable.version,
+            change: Change {
+                before: Some(json!(cable)),
+                after: None,
+            },
+        });
+    }
+    for relationship in relationship_store::delete_of_asset(connection, id).await? {
+        links.push(Dependent {
+            target: ChangeTarget {
+                event_type: EventType::RelationshipDeleted,
+                aggregate_type: AggregateType::Relationship,
+                aggregate_id: relationship.id,
+                version: relationship.version + 1,
+                discipline: None,
+            },
+            version_before: relationship.version,
+            change: Change {
+                before: Some(json!(relationship)),
+                after: None,
+            },
+        });
+    }
     // Its findings go with it, each with a FINDING_RESOLVED (a rollback of the deletion
     // reopens them from those events).
     let closed: Vec<ClosedFinding> = sqlx::query_as(
@@ -243,7 +280,10 @@ pub async fn delete(
         &deleted,
         before.version,
         change,
-        closed,
+        Consequences {
+            changes: links,
+            closed,
+        },
     )
     .await?;
     Ok(outcome(None, events))
@@ -276,7 +316,7 @@ async fn commit_single_change(
     asset: &AssetState,
     version_before: i64,
     change: Change,
-    closed: Vec<ClosedFinding>,
+    consequences: Consequences,
 ) -> Result<Vec<EventEnvelope>, AssetError> {
     let target = ChangeTarget {
         event_type,
@@ -285,7 +325,15 @@ async fn commit_single_change(
         version: asset.version,
         discipline: Some(asset.discipline.clone()),
     };
-    Ok(single::commit_closing(connection, actor, target, version_before, change, closed).await?)
+    Ok(single::commit_with(
+        connection,
+        actor,
+        target,
+        version_before,
+        change,
+        consequences,
+    )
+    .await?)
 }
 
 fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutcome {

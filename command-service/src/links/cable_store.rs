@@ -109,6 +109,23 @@ pub async fn load_for_update(
     Ok(row.map(CableState::from))
 }
 
+/// Delete the cables from or to `asset`; what they were, by tag.
+pub async fn delete_of_asset(
+    connection: &mut PgConnection,
+    asset: Uuid,
+) -> Result<Vec<CableState>, sqlx::Error> {
+    let rows: Vec<CableRow> = sqlx::query_as(
+        "delete from cables where from_asset = $1 or to_asset = $1
+         returning id, tag, from_asset, to_asset, cable_type, discipline, properties, version",
+    )
+    .bind(asset)
+    .fetch_all(connection)
+    .await?;
+    let mut cables: Vec<CableState> = rows.into_iter().map(CableState::from).collect();
+    cables.sort_by(|a, b| a.tag.cmp(&b.tag));
+    Ok(cables)
+}
+
 pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("delete from cables where id = $1")
         .bind(id)

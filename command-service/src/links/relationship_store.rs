@@ -16,6 +16,19 @@ struct RelationshipRow {
     version: i64,
 }
 
+impl From<RelationshipRow> for RelationshipState {
+    fn from(row: RelationshipRow) -> Self {
+        RelationshipState {
+            id: row.id,
+            kind: row.kind,
+            from_asset: row.from_asset,
+            to_asset: row.to_asset,
+            properties: row.properties.0,
+            version: row.version,
+        }
+    }
+}
+
 /// Relationships matching any of `keys` (kind, from, to).
 pub async fn by_keys(
     connection: &mut PgConnection,
@@ -32,17 +45,7 @@ pub async fn by_keys(
     .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
     .fetch_all(connection)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| RelationshipState {
-            id: row.id,
-            kind: row.kind,
-            from_asset: row.from_asset,
-            to_asset: row.to_asset,
-            properties: row.properties.0,
-            version: row.version,
-        })
-        .collect())
+    Ok(rows.into_iter().map(RelationshipState::from).collect())
 }
 
 pub async fn insert(
@@ -94,14 +97,27 @@ pub async fn load_for_update(
     .bind(id)
     .fetch_optional(connection)
     .await?;
-    Ok(row.map(|row| RelationshipState {
-        id: row.id,
-        kind: row.kind,
-        from_asset: row.from_asset,
-        to_asset: row.to_asset,
-        properties: row.properties.0,
-        version: row.version,
-    }))
+    Ok(row.map(RelationshipState::from))
+}
+
+/// Delete the relationships from or to `asset`; what they were, by kind and ends.
+pub async fn delete_of_asset(
+    connection: &mut PgConnection,
+    asset: Uuid,
+) -> Result<Vec<RelationshipState>, sqlx::Error> {
+    let rows: Vec<RelationshipRow> = sqlx::query_as(
+        "delete from relationships where from_asset = $1 or to_asset = $1
+         returning id, kind, from_asset, to_asset, properties, version",
+    )
+    .bind(asset)
+    .fetch_all(connection)
+    .await?;
+    let mut relationships: Vec<RelationshipState> =
+        rows.into_iter().map(RelationshipState::from).collect();
+    relationships.sort_by(|a, b| {
+        (&a.kind, a.from_asset, a.to_asset).cmp(&(&b.kind, b.from_asset, b.to_asset))
+    });
+    Ok(relationships)
 }
 
 pub async fn delete(connection: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {

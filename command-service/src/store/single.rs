@@ -32,27 +32,47 @@ pub async fn commit(
     version_before: i64,
     change: Change,
 ) -> Result<Vec<EventEnvelope>, AppendError> {
-    commit_closing(
+    commit_with(
         connection,
         actor,
         target,
         version_before,
         change,
-        Vec::new(),
+        Consequences::default(),
     )
     .await
 }
 
-/// [`commit`], plus a `FINDING_RESOLVED` (caused by the change) for each finding the
-/// change closed.
-pub async fn commit_closing(
+/// A change that another change of the batch takes with it: a link of a deleted
+/// asset. Its row is already written; its event is caused by the first change.
+pub struct Dependent {
+    pub target: ChangeTarget,
+    pub version_before: i64,
+    pub change: Change,
+}
+
+/// What a single change takes with it, each event caused by the change.
+#[derive(Default)]
+pub struct Consequences {
+    /// Changes of other aggregates, each with its pre-batch snapshot.
+    pub changes: Vec<Dependent>,
+    /// Findings it closed: a `FINDING_RESOLVED` each.
+    pub closed: Vec<ClosedFinding>,
+}
+
+/// [`commit`], plus the change's [`Consequences`].
+pub async fn commit_with(
     connection: &mut PgConnection,
     actor: &str,
     target: ChangeTarget,
     version_before: i64,
     change: Change,
-    closed: Vec<ClosedFinding>,
+    consequences: Consequences,
 ) -> Result<Vec<EventEnvelope>, AppendError> {
+    let Consequences {
+        changes: dependents,
+        closed,
+    } = consequences;
     let mut batch = Batch::new(BatchKind::SingleChange, actor);
     let started = batch.event(
         EventType::BatchStarted,
@@ -74,6 +94,21 @@ pub async fn commit_closing(
     let changed = batch.change(target, change, Some(started.event_id));
     let cause = changed.event_id;
     let mut events = vec![started, changed];
+    let count = 1 + dependents.len();
+    for dependent in dependents {
+        if let Some(before) = &dependent.change.before {
+            snapshot::take(
+                connection,
+                batch.correlation_id,
+                dependent.target.aggregate_type,
+                dependent.target.aggregate_id,
+                before,
+                dependent.version_before,
+            )
+            .await?;
+        }
+        events.push(batch.change(dependent.target, dependent.change, Some(cause)));
+    }
     for finding in closed {
         let payload = FindingPayload {
             asset_id: finding.asset_id,
@@ -91,7 +126,7 @@ pub async fn commit_closing(
     }
     events.push(batch.event(
         EventType::BatchCompleted,
-        json!({"kind": batch.kind.as_str(), "changed": 1}),
+        json!({"kind": batch.kind.as_str(), "changed": count}),
     ));
     batches::record(connection, &batch, BatchStatus::Completed).await?;
     append(connection, events).await
