@@ -231,7 +231,7 @@ fn desired_changes(
                 area,
                 properties,
             } => {
-                let tag = tag.render(context)?;
+                let tag = valid_tag(tag.render(context)?)?;
                 let existing = if tag == asset.tag {
                     Some(target.clone())
                 } else {
@@ -279,7 +279,7 @@ fn desired_changes(
                 to,
                 properties,
             } => {
-                let tag = tag.render(context)?;
+                let tag = valid_tag(tag.render(context)?)?;
                 let from_asset = resolve(from, asset, context, world, &others)?;
                 let to_asset = resolve(to, asset, context, world, &others)?;
                 let existing = world.cable_by_tag(&tag);
@@ -364,6 +364,20 @@ fn desired_changes(
     }
     changes.extend(others);
     Ok(changes)
+}
+
+/// A tag a template made for an asset or cable the rule creates or updates: it must be
+/// one `POST /assets` would take (an asset without an area made `""` of `{asset.area}`).
+fn valid_tag(tag: String) -> Result<String, EvaluationError> {
+    let mut errors = Vec::new();
+    crate::assets::input::check_tag(&tag, &mut errors);
+    match errors.first() {
+        None => Ok(tag),
+        Some(error) => Err(EvaluationError(format!(
+            "the tag template made `{tag}`, which is not a valid tag: it {}",
+            error.message
+        ))),
+    }
 }
 
 /// The asset id an end names: the rule's asset, or the asset with the rendered tag
@@ -515,5 +529,46 @@ mod tests {
         let outcome = plan(&rule, Uuid::from_u128(1), &mut world, &mut Ids::default());
         assert_eq!(outcome, Outcome::NotMatched);
         assert!(world.needs.findings.is_empty());
+    }
+
+    #[test]
+    fn a_tag_template_that_makes_no_valid_tag_is_an_error_for_that_asset() {
+        let rule = |then: serde_json::Value| {
+            let input: RuleInput = serde_json::from_value(json!({
+                "name": "Pumps get a motor", "discipline": "MECHANICAL", "when": "true",
+                "then": [then],
+            }))
+            .unwrap();
+            compile(Uuid::nil(), 1, &input).unwrap()
+        };
+        let motor = |tag: &str| {
+            json!({"type": "upsert_asset", "tag": tag, "asset_type": "ELECTRIC_MOTOR",
+                   "discipline": "ELECTRICAL"})
+        };
+        let cable = |tag: &str| {
+            json!({"type": "upsert_cable", "tag": tag, "cable_type": "POWER",
+                   "from": "asset", "to": "asset"})
+        };
+        // The pump has no area: `{asset.area}` makes an empty tag.
+        for (then, made) in [
+            (motor("{asset.area}"), "``"),
+            (motor("M {asset.tag}"), "`M P-1`"),
+            (cable("W {asset.tag}"), "`W P-1`"),
+            (motor(&"{asset.tag}".repeat(100)), "`P-1P-1"),
+        ] {
+            let Outcome::Error { message } = plan_with(&rule(then.clone()), pump(false), &[])
+            else {
+                panic!("{then} was planned");
+            };
+            assert!(
+                message.starts_with(&format!("the tag template made {made}")),
+                "{message}"
+            );
+        }
+        // A valid one is planned.
+        assert!(matches!(
+            plan_with(&rule(motor("M-{asset.tag}")), pump(false), &[]),
+            Outcome::Executed { .. }
+        ));
     }
 }
