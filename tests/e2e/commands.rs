@@ -57,6 +57,15 @@ async fn a_stale_expected_version_is_a_409_problem_and_appends_nothing() -> anyh
     )
     .await?;
     let stale_header = http.delete(&url).header("If-Match", "\"1\"").send().await?;
+    // The header says the current version, the body a stale one: which to believe?
+    let disagreeing = http
+        .patch(&url)
+        .header("If-Match", "\"2\"")
+        .json(&json!({"expected_version": 1, "name": "x"}))
+        .send()
+        .await?;
+    let disagreeing_status = disagreeing.status().as_u16();
+    let disagreeing: serde_json::Value = disagreeing.json().await?;
 
     // Assert
     assert_eq!(stale.status, 409);
@@ -64,6 +73,8 @@ async fn a_stale_expected_version_is_a_409_problem_and_appends_nothing() -> anyh
     assert_eq!(stale.body["type"], "/problems/version-conflict");
     assert_eq!(stale.body["errors"]["current_version"], 2);
     assert_eq!(stale_header.status().as_u16(), 409);
+    assert_eq!(disagreeing_status, 400, "{disagreeing}");
+    assert_eq!(disagreeing["type"], "/problems/conflicting-versions");
     assert_eq!(log_count(&pool).await?, before);
     let (name,): (Option<String>,) = sqlx::query_as("select name from assets where tag = 'M-1'")
         .fetch_one(&pool)

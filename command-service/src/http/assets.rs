@@ -50,6 +50,7 @@ pub async fn create(
     responses(
         (status = 200, description = "changed, or nothing to change", body = CommandOutcome),
         (status = 404, description = "no such asset", body = Problem),
+        (status = 400, description = "If-Match and expected_version disagree", body = Problem),
         (status = 409, description = "stale version", body = Problem),
         (status = 422, description = "invalid change", body = Problem),
     ))]
@@ -60,9 +61,7 @@ pub async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(mut patch): ApiJson<AssetPatch>,
 ) -> Result<Response, ApiError> {
-    if let Some(version) = if_match(&headers)? {
-        patch.expected_version = Some(version);
-    }
+    patch.expected_version = expected_version(&headers, patch.expected_version)?;
     let request = format!(
         "PATCH /assets/{id} {}",
         serde_json::to_string(&patch).unwrap_or_default()
@@ -104,7 +103,7 @@ pub async fn delete(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Result<Response, ApiError> {
-    let expected_version = if_match(&headers)?.or(params.expected_version);
+    let expected_version = expected_version(&headers, params.expected_version)?;
     let request = format!("DELETE /assets/{id} {expected_version:?}");
     run_single_change(
         &state.pool,
@@ -121,8 +120,27 @@ pub async fn delete(
     .await
 }
 
+/// The version a change expects: from `If-Match` or the request's own
+/// `expected_version`; both may be given only if they agree.
+pub(super) fn expected_version(
+    headers: &HeaderMap,
+    given: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    match (if_match(headers)?, given) {
+        (Some(header), Some(given)) if header != given => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "conflicting-versions",
+            format!(
+                "If-Match expects version {header} and expected_version {given}; send one of them"
+            ),
+        )
+        .into()),
+        (header, given) => Ok(header.or(given)),
+    }
+}
+
 /// The version in an `If-Match` header (`"3"` or `3`).
-pub(super) fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };

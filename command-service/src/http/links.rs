@@ -2,7 +2,7 @@
 //! `DELETE /relationships/{id}`: single changes to links, each its own batch.
 
 use super::actor::Engineer;
-use super::assets::{if_match, DeleteParams};
+use super::assets::{expected_version, DeleteParams};
 use super::error::ApiError;
 use super::transaction::run_single_change;
 use super::AppState;
@@ -106,9 +106,7 @@ pub async fn update_cable(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(mut patch): ApiJson<CablePatch>,
 ) -> Result<Response, ApiError> {
-    if let Some(version) = if_match(&headers)? {
-        patch.expected_version = Some(version);
-    }
+    patch.expected_version = expected_version(&headers, patch.expected_version)?;
     let request = format!(
         "PATCH /cables/{id} {}",
         serde_json::to_string(&patch).unwrap_or_default()
@@ -136,7 +134,7 @@ pub async fn delete_cable(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Result<Response, ApiError> {
-    let expected = if_match(&headers)?.or(params.expected_version);
+    let expected = expected_version(&headers, params.expected_version)?;
     let request = format!("DELETE /cables/{id} {expected:?}");
     run_single_change(
         &state.pool,
