@@ -638,3 +638,156 @@ async fn an_edit_landing_between_a_rollbacks_analysis_and_its_append_is_a_concur
     assert_eq!(name.as_deref(), Some("edited meanwhile"));
     setup.command.stop().await
 }
+
+/// Cables and relationships naming an asset that does not exist.
+async fn dangling_links(pool: &PgPool) -> anyhow::Result<i64> {
+    let (count,): (i64,) = sqlx::query_as(
+        "select count(*) from (
+             select from_asset, to_asset from cables
+             union all select from_asset, to_asset from relationships) l
+         where not exists (select 1 from assets a where a.id = l.from_asset)
+            or not exists (select 1 from assets a where a.id = l.to_asset)",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(count)
+}
+
+fn correlation_id(reply: &Reply) -> String {
+    reply.body["correlation_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_link_to_a_gone_asset(
+) -> anyhow::Result<()> {
+    // Arrange: batch I imports three motors; a later batch links an MCC to QB0002.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let import = post_csv(
+        &setup.http,
+        &setup.command.url("/assets/import"),
+        as_csv(&motors("QB", 3, json!({"rated_power_kw": 75}))),
+    )
+    .await?
+    .expect_status(201);
+    let imported = correlation_id(&import);
+    let (mcc, motor) = (
+        setup.asset_id("MCC-U100-01").await?,
+        setup.asset_id("QB0002").await?,
+    );
+    let cable = setup
+        .post(
+            "/cables",
+            json!({"tag": "W-QB0002-PWR", "cable_type": "POWER", "discipline": "ELECTRICAL",
+                   "from_asset": mcc, "to_asset": motor}),
+        )
+        .await?
+        .expect_status(201);
+    let linked = correlation_id(&cable);
+
+    // Act + Assert: strict is refused, naming the motor, why, and the cable's batch.
+    let refused = setup
+        .post("/rules/rollback", json!({"correlation_id": imported}))
+        .await?;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(
+        (
+            &refused.body["errors"][0]["aggregate_id"],
+            &refused.body["errors"][0]["reason"],
+            &refused.body["errors"][0]["later_batches"]
+        ),
+        (&json!(motor), &json!("linked"), &json!([linked])),
+        "{:?}",
+        refused.body
+    );
+    assert_eq!(refused.body["errors"].as_array().map(Vec::len), Some(1));
+
+    // Act + Assert: partial deletes the other two and keeps the linked motor.
+    let partial = setup.roll_back_partially(&imported).await?;
+    assert_eq!(partial.body["restored"], 2, "{:?}", partial.body);
+    assert_eq!(partial.body["skipped"][0]["reason"], "linked");
+    let state = setup.state().await?;
+    assert!(state.contains_key("asset:QB0002") && !state.contains_key("asset:QB0000"));
+    assert_eq!(dangling_links(&setup.pool).await?, 0);
+
+    // Act + Assert: cascade rolls the cable's batch back first, then the motor goes too.
+    setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": imported, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(setup.state().await?, before);
+    assert_eq!(dangling_links(&setup.pool).await?, 0);
+
+    // Arrange: a cable is deleted (batch D), then the motor at its end (batch E).
+    let m100 = setup.asset_id("M-100").await?;
+    setup
+        .post(
+            "/cables",
+            json!({"tag": "W-M-100-PWR", "cable_type": "POWER", "discipline": "ELECTRICAL",
+                   "from_asset": mcc, "to_asset": m100}),
+        )
+        .await?
+        .expect_status(201);
+    let (cable_id,): (uuid::Uuid,) =
+        sqlx::query_as("select id from cables where tag = 'W-M-100-PWR'")
+            .fetch_one(&setup.pool)
+            .await?;
+    let deleted_cable = send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/cables/{cable_id}")),
+        None,
+    )
+    .await?
+    .expect_status(200);
+    let deleted_motor = send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/assets/{m100}")),
+        None,
+    )
+    .await?
+    .expect_status(200);
+
+    // Act + Assert: rolling D back would bring the cable back to a motor that is gone.
+    let refused = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&deleted_cable)}),
+        )
+        .await?;
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert_eq!(
+        (
+            &refused.body["errors"][0]["aggregate_id"],
+            &refused.body["errors"][0]["reason"],
+            &refused.body["errors"][0]["later_batches"]
+        ),
+        (
+            &json!(cable_id),
+            &json!("end_gone"),
+            &json!([correlation_id(&deleted_motor)])
+        ),
+        "{:?}",
+        refused.body
+    );
+
+    // Act + Assert: cascade brings the motor back first, then the cable.
+    setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&deleted_cable), "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+    let state = setup.state().await?;
+    assert!(state.contains_key("asset:M-100") && state.contains_key("cable:W-M-100-PWR"));
+    assert_eq!(dangling_links(&setup.pool).await?, 0);
+    setup.command.stop().await
+}

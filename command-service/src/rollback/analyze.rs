@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::PgConnection;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// One aggregate a rollback returns to its pre-batch state. Its states are read when
@@ -116,12 +116,18 @@ impl ListedRestoration {
     }
 }
 
-/// An aggregate a later batch changed after this one.
+/// An aggregate the rollback cannot return to its pre-batch state: a later batch
+/// changed it, or links would be left naming an asset that does not exist.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
-    /// Batches after this one that changed the aggregate and are not rolled back.
+    /// `changed`: a later batch changed it. `linked`: an asset the batch created, which
+    /// cables or relationships of later batches name. `end_gone`: a cable or
+    /// relationship whose pre-batch end is an asset that no longer exists.
+    pub reason: &'static str,
+    /// Batches after this one in the way (those that changed the aggregate; made the
+    /// links; deleted the end) and not rolled back.
     pub later_batches: Vec<Uuid>,
     /// RFC 6902 patch from this batch's result to the current state.
     #[schema(value_type = Vec<Object>)]
@@ -287,7 +293,7 @@ pub async fn analyze(
 
     // Row by row: a restoration keeps none of the row's states, a conflict only if it
     // is listed.
-    let mut restorations = Vec::new();
+    let mut restorations: Vec<Restoration> = Vec::new();
     let mut listed = Vec::new();
     let mut conflicting = Vec::new();
     while let Some(aggregate) = touched.try_next().await? {
@@ -315,15 +321,160 @@ pub async fn analyze(
         });
     }
     drop(touched);
-    let later_batches = later_batches(connection, &conflicting).await?;
-    let conflicts = listed_conflicts(connection, &listed).await?;
+    let mut later_batches = later_batches(connection, &conflicting).await?;
+    let mut conflicts = listed_conflicts(connection, &listed).await?;
+    let mut conflict_count = conflicting.len();
+    // Then what would leave links naming assets that do not exist: links brought back
+    // to ends that are gone, then assets deleted that links of later batches name.
+    for found in [
+        links_to_gone_ends(connection, correlation_id, &restorations).await?,
+        linked_assets(connection, &restorations).await?,
+    ] {
+        let mut dropped = HashSet::new();
+        for conflict in found {
+            dropped.insert(conflict.aggregate_id);
+            later_batches.extend(conflict.later_batches.iter().copied());
+            conflict_count += 1;
+            if conflicts.len() < MAX_LISTED {
+                conflicts.push(conflict);
+            }
+        }
+        restorations.retain(|restoration| !dropped.contains(&restoration.aggregate_id));
+    }
     Ok(Analysis {
         correlation_id,
         restorations,
         conflicts,
-        conflict_count: conflicting.len(),
+        conflict_count,
         later_batches,
     })
+}
+
+/// Whether a restoration is of a cable or a relationship.
+fn is_link(restoration: &Restoration) -> bool {
+    matches!(
+        restoration.aggregate_type.as_str(),
+        "cable" | "relationship"
+    )
+}
+
+/// The links the rollback would bring back (restore or recreate) whose pre-batch ends
+/// include an asset that will not exist after it: gone now and not recreated by it,
+/// or deleted by it.
+async fn links_to_gone_ends(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    restorations: &[Restoration],
+) -> Result<Vec<Conflict>, sqlx::Error> {
+    let links: Vec<Uuid> = restorations
+        .iter()
+        .filter(|r| r.returns && is_link(r))
+        .map(|r| r.aggregate_id)
+        .collect();
+    if links.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (recreated, deleted): (HashSet<Uuid>, HashSet<Uuid>) = {
+        let assets = restorations.iter().filter(|r| r.aggregate_type == "asset");
+        let (back, gone): (Vec<_>, Vec<_>) = assets.partition(|r| r.returns);
+        (
+            back.iter().map(|r| r.aggregate_id).collect(),
+            gone.iter().map(|r| r.aggregate_id).collect(),
+        )
+    };
+    // Each link's ends: whether the asset exists now, and the batch of its last event.
+    let ends: Vec<(Uuid, String, Uuid, bool, Option<Uuid>)> = sqlx::query_as(
+        "select s.aggregate_id, s.aggregate_type, e.end_id,
+             exists (select 1 from assets a where a.id = e.end_id),
+             (select w.correlation_id from workflow_events w where w.aggregate_id = e.end_id
+              order by w.aggregate_version desc limit 1)
+         from execution_snapshots s
+         cross join lateral (values ((s.state->>'from_asset')::uuid), ((s.state->>'to_asset')::uuid))
+             as e(end_id)
+         where s.correlation_id = $1 and s.aggregate_id = any($2) and s.state is not null
+         order by s.aggregate_id",
+    )
+    .bind(correlation_id)
+    .bind(&links)
+    .fetch_all(connection)
+    .await?;
+    let mut conflicts: Vec<Conflict> = Vec::new();
+    for (link, aggregate_type, end, exists, last_batch) in ends {
+        let stays = (exists && !deleted.contains(&end)) || recreated.contains(&end);
+        if stays || conflicts.last().is_some_and(|c| c.aggregate_id == link) {
+            continue;
+        }
+        conflicts.push(Conflict {
+            aggregate_type,
+            aggregate_id: link,
+            reason: "end_gone",
+            later_batches: last_batch
+                .filter(|batch| *batch != correlation_id)
+                .into_iter()
+                .collect(),
+            diff: Value::Array(Vec::new()),
+        });
+    }
+    Ok(conflicts)
+}
+
+/// The assets the rollback would delete (the batch created them) that cables or
+/// relationships it leaves in place name: those links came later.
+async fn linked_assets(
+    connection: &mut PgConnection,
+    restorations: &[Restoration],
+) -> Result<Vec<Conflict>, sqlx::Error> {
+    let deleted: Vec<Uuid> = restorations
+        .iter()
+        .filter(|r| !r.returns && r.aggregate_type == "asset")
+        .map(|r| r.aggregate_id)
+        .collect();
+    if deleted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let handled: HashSet<Uuid> = restorations
+        .iter()
+        .filter(|r| is_link(r))
+        .map(|r| r.aggregate_id)
+        .collect();
+    // Each link naming one of them, and the batch of the link's last event.
+    let links: Vec<(Uuid, Uuid, Option<Uuid>)> = sqlx::query_as(
+        "select d.id, l.id,
+             (select w.correlation_id from workflow_events w where w.aggregate_id = l.id
+              order by w.aggregate_version desc limit 1)
+         from unnest($1::uuid[]) with ordinality as d(id, n)
+         cross join lateral (
+             select c.id from cables c where c.from_asset = d.id or c.to_asset = d.id
+             union
+             select r.id from relationships r where r.from_asset = d.id or r.to_asset = d.id
+         ) l
+         order by d.n",
+    )
+    .bind(&deleted)
+    .fetch_all(connection)
+    .await?;
+    let mut conflicts: Vec<Conflict> = Vec::new();
+    for (asset, link, last_batch) in links {
+        if handled.contains(&link) {
+            continue;
+        }
+        if conflicts.last().is_none_or(|c| c.aggregate_id != asset) {
+            conflicts.push(Conflict {
+                aggregate_type: "asset".to_owned(),
+                aggregate_id: asset,
+                reason: "linked",
+                later_batches: Vec::new(),
+                diff: Value::Array(Vec::new()),
+            });
+        }
+        if let (Some(conflict), Some(batch)) = (conflicts.last_mut(), last_batch) {
+            if !conflict.later_batches.contains(&batch) {
+                conflict.later_batches.push(batch);
+                conflict.later_batches.sort();
+            }
+        }
+    }
+    Ok(conflicts)
 }
 
 /// The events after this batch's last on each aggregate (`$1` ids, `$2` positions)
@@ -392,6 +543,7 @@ async fn listed_conflicts(
             Conflict {
                 aggregate_type: aggregate.aggregate_type.clone(),
                 aggregate_id: aggregate.aggregate_id,
+                reason: "changed",
                 later_batches: later,
                 diff: serde_json::to_value(diff).unwrap_or(Value::Null),
             }
