@@ -40,9 +40,12 @@ enum Received {
     Closed(Option<u16>),
 }
 
+/// The next message or close, within [`PATIENCE`]: one deadline across the pings the
+/// server sends every 20 s meanwhile, which a timeout per frame would wait on forever.
 async fn receive(socket: &mut Socket) -> Received {
+    let deadline = Instant::now() + PATIENCE;
     loop {
-        let next = tokio::time::timeout(PATIENCE, socket.next())
+        let next = tokio::time::timeout_at(deadline, socket.next())
             .await
             .expect("the server sent nothing in time");
         match next {
@@ -143,20 +146,28 @@ async fn wait_for_hub(query: &Running, nats: &NatsArgs, position: i64) {
 }
 
 /// Whether a live subscription's filters match an event (SPEC §9: correlation_id,
-/// asset, rule, discipline; the asset is the aggregate or the one its payload names).
+/// asset, rule, discipline; the batch's events and the ROLLED_BACK of each rollback of
+/// it; the asset is the aggregate or the one its payload names).
 fn matches(filters: &Value, event: &EventEnvelope) -> bool {
     let id = |name: &str| {
         filters[name]
             .as_str()
             .and_then(|id| id.parse::<Uuid>().ok())
     };
-    id("correlation_id").is_none_or(|c| event.correlation_id == c)
+    id("correlation_id").is_none_or(|c| event.correlation_id == c || rolls_back(event, c))
         && id("rule_id").is_none_or(|r| event.rule_id == Some(r))
         && id("asset_id")
             .is_none_or(|a| event.aggregate_id == a || concerned_asset(event) == Some(a))
         && filters["discipline"]
             .as_str()
             .is_none_or(|d| event.discipline.as_deref() == Some(d))
+}
+
+/// Whether `event` is the BATCH_ROLLED_BACK of a rollback of `batch`: its payload names
+/// the batch it undid.
+fn rolls_back(event: &EventEnvelope, batch: Uuid) -> bool {
+    event.event_type == EventType::BatchRolledBack
+        && event.payload["target_correlation_id"] == json!(batch)
 }
 
 // ---------------------------------------------------------------------------------
@@ -477,6 +488,131 @@ async fn a_subscriber_resuming_mid_batch_gets_every_later_event_once_from_read_m
     projection.stop().await?;
     query.stop().await?;
     command.stop().await
+}
+
+#[tokio::test]
+async fn a_batchs_subscribers_hear_each_rollback_of_it_live_and_once_when_resuming(
+) -> anyhow::Result<()> {
+    // Arrange: a hub that remembers two events, so what a resuming client missed comes
+    // from the read models; a run that marks every motor, then a change to one of them
+    // (which a rollback of the run must then leave alone).
+    let limits = LiveLimits {
+        ring_capacity: 2,
+        ..LiveLimits::default()
+    };
+    let stack = Stack::start_with_limits(limits).await?;
+    let port = stack.system.query.port;
+    stack.import(&as_csv(&small_plant())).await?;
+    let inspect = stack
+        .define_rule(&json!({
+            "name": "Motors are due for inspection", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+            "then": [{"type": "set_property", "name": "inspection", "value": "'due'"}]
+        }))
+        .await?;
+    let run = id_field(
+        &stack.execute(json!({"rule_ids": [inspect]})).await?,
+        "correlation_id",
+    )?;
+    let motor = created_asset(&stack.log().await?, "M-102")?;
+    stack
+        .command(
+            &stack.engineer,
+            reqwest::Method::PATCH,
+            &format!("/assets/{motor}"),
+            Some(&json!({"properties": {"inspection": "done"}})),
+            200,
+        )
+        .await?;
+    let before_rollback = stack.head().await?;
+    wait_for_hub(
+        &stack.system.query,
+        &stack.system.nats.args,
+        before_rollback,
+    )
+    .await;
+    let of_the_run = json!({"correlation_id": run});
+    let mut live = subscribe(port, json!({"type": "subscribe", "filters": of_the_run})).await;
+
+    // Act: a partial rollback of the run; a later batch pushes it out of the hub's
+    // memory; a client resumes from before it; a cascade rolls back the change in the
+    // way (a rollback of another batch), then the rest of the run.
+    let rollback = |mode: &str| json!({"correlation_id": run, "mode": mode});
+    let partial = stack
+        .command(
+            &stack.system.http,
+            reqwest::Method::POST,
+            "/rules/rollback",
+            Some(&rollback("partial")),
+            200,
+        )
+        .await?;
+    stack
+        .create_asset(&json!({"tag": "P-201", "asset_type": "CENTRIFUGAL_PUMP",
+                              "discipline": "MECHANICAL", "properties": {}}))
+        .await?;
+    stack.settle().await?;
+    let head = stack.head().await?;
+    wait_for_hub(&stack.system.query, &stack.system.nats.args, head).await;
+    let mut resumed = subscribe(
+        port,
+        json!({"type": "subscribe", "filters": of_the_run, "after": before_rollback}),
+    )
+    .await;
+    let cascade = stack
+        .command(
+            &stack.system.http,
+            reqwest::Method::POST,
+            "/rules/rollback",
+            Some(&rollback("cascade")),
+            200,
+        )
+        .await?;
+    let log: Vec<EventEnvelope> = stack
+        .log()
+        .await?
+        .into_iter()
+        .filter(|e| e.position > before_rollback)
+        .collect();
+    let expected: Vec<Value> = log
+        .iter()
+        .filter(|e| matches(&of_the_run, e))
+        .map(message)
+        .collect();
+    let received_live = receive_events(&mut live, expected.len()).await;
+    let received_on_resuming = receive_events(&mut resumed, expected.len()).await;
+
+    // Assert: the ROLLED_BACK of each of the two rollbacks of the run (as their own
+    // subscribers get it, naming the run), once each and in order, live and resuming;
+    // not the cascade's rollback of the change in its way.
+    let announced = |message: &Value| {
+        (
+            message["type"].clone(),
+            message["event"]["correlation_id"].clone(),
+            message["event"]["payload"]["target_correlation_id"].clone(),
+        )
+    };
+    assert_eq!(
+        expected.iter().map(announced).collect::<Vec<_>>(),
+        [&partial, &cascade].map(|outcome| (
+            json!("ROLLED_BACK"),
+            outcome["correlation_id"].clone(),
+            json!(run)
+        ))
+    );
+    assert_eq!(cascade["cascaded"].as_array().map(Vec::len), Some(1));
+    assert_eq!(received_live, expected);
+    assert_eq!(received_on_resuming, expected);
+    // The premise: the partial rollback's announcement had left the hub's memory (two
+    // events) before the client resumed, so it came from the read models.
+    let announced_at = expected[0]["position"].as_i64().unwrap_or(i64::MAX);
+    assert!(
+        log.iter()
+            .filter(|e| e.position > announced_at && e.position <= head)
+            .count()
+            >= 2
+    );
+    Ok(())
 }
 
 #[tokio::test]

@@ -86,6 +86,7 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         asset: params.asset_id.map(AssetMatch::Concerns),
         aggregate_id: params.aggregate_id,
         correlation_id: params.correlation_id,
+        with_rollbacks_of_batch: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
         discipline: params.discipline.clone(),

@@ -5,8 +5,9 @@
 //! `{"type":<kind>,"position":n,"event":<EventEnvelope>}`, plus `LAGGED` and
 //! `ERROR_PROTOCOL`.
 
-use crate::read::events::{AssetMatch, EventFilter};
+use crate::read::events::{AssetMatch, EventFilter, ROLLBACK_TARGET};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -47,6 +48,10 @@ pub enum ClientMessage {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filters {
+    /// The batch: its own events, and the `BATCH_ROLLED_BACK` (`ROLLED_BACK`) of every
+    /// rollback of it, so its subscribers hear that it was undone. A rollback is a batch
+    /// like any other: rolling it back tells its subscribers, not those of the batch it
+    /// undid (that batch's changes are back, and it stays rolled back).
     pub correlation_id: Option<Uuid>,
     /// The event's aggregate or the asset its payload names (`payload.asset_id`).
     pub asset_id: Option<Uuid>,
@@ -67,7 +72,7 @@ impl Filters {
                     == Some(asset)
         };
         self.correlation_id
-            .is_none_or(|id| event.correlation_id == id)
+            .is_none_or(|id| event.correlation_id == id || rolls_back(event, id))
             && self.rule_id.is_none_or(|id| event.rule_id == Some(id))
             && self
                 .discipline
@@ -81,11 +86,22 @@ impl Filters {
         EventFilter {
             asset: self.asset_id.map(AssetMatch::ConcernsOrIs),
             correlation_id: self.correlation_id,
+            with_rollbacks_of_batch: true,
             rule_id: self.rule_id,
             discipline: self.discipline.clone(),
             ..EventFilter::everything()
         }
     }
+}
+
+/// Whether `event` is the `BATCH_ROLLED_BACK` of a rollback of `batch`. The target is
+/// compared as the text the command service writes (a UUID's lowercase hyphenated
+/// form), as the replay's query compares it, so that a live and a replaying client get
+/// the same messages.
+fn rolls_back(event: &EventEnvelope, batch: Uuid) -> bool {
+    event.event_type == EventType::BatchRolledBack
+        && event.payload.get(ROLLBACK_TARGET).and_then(Value::as_str)
+            == Some(batch.to_string().as_str())
 }
 
 /// One event as sent to clients.
@@ -211,6 +227,41 @@ mod tests {
         assert!(filters.matches(&about_the_asset));
         assert!(filters.matches(&rule_outcome));
         assert!(!filters.matches(&event(EventType::RuleExecuted)));
+    }
+
+    #[test]
+    fn a_batch_filter_keeps_the_rolled_back_of_a_rollback_of_the_batch_and_no_other() {
+        let batch = Uuid::now_v7();
+        let filters = Filters {
+            correlation_id: Some(batch),
+            ..Filters::default()
+        };
+        let rolled_back = |target: Uuid| {
+            let mut event = event(EventType::BatchRolledBack);
+            event.payload = json!({"target_correlation_id": target, "mode": "strict"});
+            event
+        };
+        let of_the_batch = rolled_back(batch);
+        let mut other_type_naming_it = rolled_back(batch);
+        other_type_naming_it.event_type = EventType::BatchStarted;
+        assert!(filters.matches(&of_the_batch));
+        assert!(!filters.matches(&rolled_back(Uuid::now_v7())));
+        assert!(!filters.matches(&other_type_naming_it));
+        // Rolling the rollback back tells the rollback's subscribers, not the batch's.
+        let rollback = Filters {
+            correlation_id: Some(of_the_batch.correlation_id),
+            ..Filters::default()
+        };
+        let redo = rolled_back(of_the_batch.correlation_id);
+        assert!(rollback.matches(&of_the_batch) && rollback.matches(&redo));
+        assert!(!filters.matches(&redo));
+        // The other filters still apply.
+        let with_discipline = Filters {
+            discipline: Some("PROCESS".to_owned()),
+            ..filters.clone()
+        };
+        assert!(!with_discipline.matches(&of_the_batch));
+        assert!(filters.to_event_filter().with_rollbacks_of_batch);
     }
 
     #[test]

@@ -47,9 +47,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
         the server answers `SUBSCRIBED`, then (with `after`) every matching event after that \
         position, then live events, as `{\"type\":<kind>,\"position\":n,\"event\":<EventEnvelope>}` \
         where kind is STARTED, RULE_START, ACTION, PROGRESS, RULE_COMPLETE, COMPLETED, ERROR or \
-        ROLLED_BACK. Authenticate with `Authorization: Bearer <token>` or `?ticket=` from \
-        `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a client too far behind; \
-        `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` replaces the previous one.",
+        ROLLED_BACK. A `correlation_id` filter keeps the batch's events and the ROLLED_BACK of \
+        every rollback of that batch. Authenticate with `Authorization: Bearer <token>` or \
+        `?ticket=` from `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a \
+        client too far behind; `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` \
+        replaces the previous one.",
     params(HandshakeParams),
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),

@@ -8,13 +8,18 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use synapse_shared::event::{UnknownName, SCHEMA_VERSION};
-use synapse_shared::EventEnvelope;
+use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
 /// The columns every event query selects, in [`TimelineEntry`] order.
 const COLUMNS: &str = "position, event_id, event_type, aggregate_type, aggregate_id, asset_id, \
      correlation_id, causation_id, rule_id, rule_version, discipline, actor, occurred_at, \
      payload, diff, rolled_back, rolled_back_by, aggregate_version, schema_version";
+
+/// The payload field of a `BATCH_ROLLED_BACK` event that names the batch it undid, as
+/// the command service's rollback writes it (the event itself belongs to the rollback's
+/// own batch).
+pub const ROLLBACK_TARGET: &str = "target_correlation_id";
 
 /// One event as the timeline and histories show it: the envelope's fields, the asset it
 /// concerns, its diff and whether a rollback undid it.
@@ -130,6 +135,11 @@ pub struct EventFilter {
     pub asset: Option<AssetMatch>,
     pub aggregate_id: Option<Uuid>,
     pub correlation_id: Option<Uuid>,
+    /// With `correlation_id`, also keep the `BATCH_ROLLED_BACK` of every rollback of that
+    /// batch (its payload names the batch under [`ROLLBACK_TARGET`]). The live feed's
+    /// batch filter means this (SPEC §9: a batch's subscribers hear that it was rolled
+    /// back); the timeline's, the batch's own events, does not.
+    pub with_rollbacks_of_batch: bool,
     /// Wire names of the event types to keep; empty keeps every type.
     pub event_types: Vec<String>,
     pub rule_id: Option<Uuid>,
@@ -150,6 +160,16 @@ impl EventFilter {
             include_rolled_back: true,
             ..Self::default()
         }
+    }
+
+    /// The batch whose rollbacks' `BATCH_ROLLED_BACK` the filter keeps besides its own
+    /// events, when it keeps that event type at all.
+    fn rolled_back_batch(&self) -> Option<Uuid> {
+        let rolled_back = EventType::BatchRolledBack.as_str();
+        let typed_out = !self.event_types.is_empty()
+            && !self.event_types.iter().any(|name| name == rolled_back);
+        self.correlation_id
+            .filter(|_| self.with_rollbacks_of_batch && !typed_out)
     }
 
     /// The column and value of `driver`, when its index leads with that one column.
@@ -276,11 +296,55 @@ pub async fn page(
                 .push_bind(limit)
                 .push(")");
         }
+        if let Some(batch) = filter.rolled_back_batch() {
+            query.push(" union all ");
+            push_rollbacks_of(&mut query, filter, batch, segment, limit);
+        }
     }
     query
         .push(") as page order by position limit ")
         .push_bind(limit);
     query.build_query_as().fetch_all(pool).await
+}
+
+/// The branch of [`page`] with the `BATCH_ROLLED_BACK` events of rollbacks of `batch`,
+/// and the filter's other conditions but the batch's (the event is the rollback's own).
+///
+/// It reads `rm_events_type_idx`, bounded like a typed branch ([`scan::bound`]), and
+/// tests each entry's payload: one entry per rollback in the segment, and rollbacks are
+/// rare beside the events they undo, so no index on the payload is needed. The payload
+/// is compared as text, as the live feed compares it, so that a replaying and a live
+/// client agree. A rollback never targets its own batch; `correlation_id <> batch` says
+/// so, so that no row can come from both branches.
+fn push_rollbacks_of(
+    query: &mut QueryBuilder<'_, Postgres>,
+    filter: &EventFilter,
+    batch: Uuid,
+    segment: scan::Segment,
+    limit: i64,
+) {
+    let rolled_back = EventType::BatchRolledBack.as_str().to_owned();
+    query
+        .push("(select ")
+        .push(COLUMNS)
+        .push(" from rm_events where position > ")
+        .push_bind(segment.above);
+    if let Some(upto) = segment.upto {
+        query.push(" and position <= ").push_bind(upto);
+    }
+    scan::bound(query, &[("event_type", Key::Text(rolled_back))]);
+    query
+        .push(format!(" and payload ->> '{ROLLBACK_TARGET}' = "))
+        .push_bind(batch.to_string())
+        .push(" and correlation_id <> ")
+        .push_bind(batch);
+    filter.push_conditions(query, Some(Driver::Correlation));
+    query
+        .push(" order by ")
+        .push(scan::order(None, true))
+        .push(" limit ")
+        .push_bind(limit)
+        .push(")");
 }
 
 /// Whether any event concerns the asset or is about it.
@@ -372,6 +436,37 @@ mod tests {
             (envelope.aggregate_version, envelope.schema_version),
             (4, 1)
         );
+    }
+
+    #[test]
+    fn only_a_batch_filter_asking_for_them_and_keeping_their_type_reads_its_rollbacks() {
+        let batch = Uuid::now_v7();
+        let live = EventFilter {
+            correlation_id: Some(batch),
+            with_rollbacks_of_batch: true,
+            ..EventFilter::everything()
+        };
+        assert_eq!(live.rolled_back_batch(), Some(batch));
+        let timeline = EventFilter {
+            with_rollbacks_of_batch: false,
+            ..live.clone()
+        };
+        assert_eq!(timeline.rolled_back_batch(), None);
+        let no_batch = EventFilter {
+            correlation_id: None,
+            ..live.clone()
+        };
+        assert_eq!(no_batch.rolled_back_batch(), None);
+        let other_types = EventFilter {
+            event_types: vec!["BATCH_STARTED".to_owned()],
+            ..live.clone()
+        };
+        assert_eq!(other_types.rolled_back_batch(), None);
+        let with_the_type = EventFilter {
+            event_types: vec!["BATCH_STARTED".to_owned(), "BATCH_ROLLED_BACK".to_owned()],
+            ..live
+        };
+        assert_eq!(with_the_type.rolled_back_batch(), Some(batch));
     }
 
     #[test]
