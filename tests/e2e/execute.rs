@@ -1678,6 +1678,7 @@ async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_r
                 e.correlation_id,
                 e.causation_id,
                 e.rule_id.map(|id| id.to_string()),
+                e.rule_version,
                 e.payload["message"].clone(),
                 e.payload["raised_in"].clone(),
             )
@@ -1689,6 +1690,7 @@ async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_r
             deletion.correlation_id,
             Some(deletion.event_id),
             Some(rule.clone()),
+            Some(1),
             json!("pump P-101A has no driver"),
             json!(raised_in),
         )]
@@ -1704,8 +1706,14 @@ async fn deleting_an_asset_resolves_its_findings_and_rolling_the_deletion_back_r
     .await?
     .expect_status(200);
 
-    // Assert: the pump is back, and so is its finding, as first raised.
+    // Assert: the pump is back, and so is its finding, as first raised, by version 1.
     assert_eq!(open_findings(&setup.pool).await?, open);
+    let reopened = setup.events().await?;
+    let reopened = reopened
+        .iter()
+        .rfind(|e| e.event_type.as_str() == "FINDING_RAISED")
+        .map(|e| (e.correlation_id == deletion.correlation_id, e.rule_version));
+    assert_eq!(reopened, Some((false, Some(1))));
     setup.command.stop().await
 }
 

@@ -254,9 +254,9 @@ pub async fn delete(
     let closed: Vec<ClosedFinding> = sqlx::query_as(
         "with closed as (
              delete from findings where asset_id = $1
-             returning rule_id, message, severity, correlation_id)
-         select $1 as asset_id, $2 as tag, c.rule_id, r.discipline, c.message, c.severity,
-             c.correlation_id as raised_in
+             returning rule_id, message, severity, correlation_id, rule_version)
+         select $1 as asset_id, $2 as tag, c.rule_id, c.rule_version, r.discipline, c.message,
+             c.severity, c.correlation_id as raised_in
          from closed c
          left join lateral (
              select discipline from rules where id = c.rule_id order by version desc limit 1

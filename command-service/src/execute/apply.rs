@@ -252,8 +252,8 @@ impl StateWrites {
             let findings = &self.findings;
             // The table is one of `StateTables`, never input.
             raised = sqlx::query(&format!(
-                "insert into {} (asset_id, rule_id, severity, message, correlation_id)
-                 select asset_id, $4, severity, message, $5 from unnest($1::uuid[], $2::text[], $3::text[])
+                "insert into {} (asset_id, rule_id, severity, message, correlation_id, rule_version)
+                 select asset_id, $4, severity, message, $5, $6 from unnest($1::uuid[], $2::text[], $3::text[])
                      as f(asset_id, severity, message)
                  on conflict do nothing",
                 tables.findings
@@ -263,6 +263,7 @@ impl StateWrites {
             .bind(findings.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
             .bind(rule.id)
             .bind(correlation_id)
+            .bind(rule.version)
             .execute(&mut *connection)
             .await?
             .rows_affected();

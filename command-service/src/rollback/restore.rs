@@ -117,9 +117,9 @@ async fn restore_findings(
         .into_iter()
         .collect();
         let reopened: HashSet<(Uuid, Uuid, String)> = sqlx::query_as(
-            "insert into findings (asset_id, rule_id, message, severity, correlation_id)
-             select r.* from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[])
-                 as r(asset_id, rule_id, message, severity, raised_in)
+            "insert into findings (asset_id, rule_id, message, severity, correlation_id, rule_version)
+             select r.* from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int4[])
+                 as r(asset_id, rule_id, message, severity, raised_in, rule_version)
              where exists (select 1 from assets a where a.id = r.asset_id)
              on conflict do nothing
              returning asset_id, rule_id, message",
@@ -139,6 +139,7 @@ async fn restore_findings(
                 .collect::<Vec<_>>(),
         )
         .bind(resolved.iter().map(|f| f.raised_in).collect::<Vec<_>>())
+        .bind(resolved.iter().map(|f| f.rule_version).collect::<Vec<_>>())
         .fetch_all(&mut *connection)
         .await?
         .into_iter()

@@ -15,6 +15,8 @@ pub struct ClosedFinding {
     pub asset_id: Uuid,
     pub tag: String,
     pub rule_id: Uuid,
+    /// The rule version that raised it (none if raised before it was recorded).
+    pub rule_version: Option<i32>,
     /// The rule's discipline (its latest version's).
     pub discipline: Option<String>,
     pub message: String,
@@ -121,6 +123,7 @@ pub async fn commit_with(
         let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
         resolved.causation_id = Some(cause);
         resolved.rule_id = Some(finding.rule_id);
+        resolved.rule_version = finding.rule_version;
         resolved.discipline = finding.discipline;
         events.push(resolved);
     }
