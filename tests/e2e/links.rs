@@ -98,8 +98,26 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     )
     .await?;
 
-    // Assert
+    // Assert: the answers carry the links (their ids for later changes) as they are now.
     assert_eq!(cable.status, 201, "{cable:?}");
+    assert_eq!(
+        (
+            &cable.body["cable"]["id"],
+            &cable.body["cable"]["tag"],
+            &cable.body["cable"]["version"]
+        ),
+        (&json!(cable_id), &json!("W-M-1-PWR"), &json!(1))
+    );
+    assert_eq!(resized.body["cable"]["properties"]["cross_section_mm2"], 35);
+    assert_eq!(
+        (
+            &feeds.body["relationship"]["id"],
+            &feeds.body["relationship"]["kind"]
+        ),
+        (&json!(relationship_id), &json!("FEEDS"))
+    );
+    assert_eq!(removed.body.get("cable"), None);
+    assert_eq!(unfed.body.get("relationship"), None);
     assert_eq!(duplicate_tag.status, 409);
     assert_eq!(dangling.status, 422);
     assert_eq!(dangling.body["type"], "/problems/unknown-asset");

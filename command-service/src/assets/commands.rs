@@ -12,7 +12,7 @@ use crate::store::AppendError;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use sqlx::PgConnection;
-use synapse_shared::domain::{AssetState, Change};
+use synapse_shared::domain::{AssetState, CableState, Change, RelationshipState};
 use synapse_shared::{AggregateType, EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -53,6 +53,14 @@ pub struct CommandOutcome {
     pub correlation_id: Option<Uuid>,
     /// The asset after the change; absent after a deletion.
     pub asset: Option<AssetState>,
+    /// The cable after a cable change (its `id` for later changes); absent after a
+    /// deletion and for other changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cable: Option<CableState>,
+    /// The relationship after a relationship change; absent after a deletion and for
+    /// other changes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relationship: Option<RelationshipState>,
     /// Whether anything changed (a patch that sets what is already there does not).
     pub changed: bool,
     /// The events appended, in order.
@@ -179,6 +187,8 @@ pub async fn update(
         return Ok(CommandOutcome {
             correlation_id: None,
             asset: Some(before),
+            cable: None,
+            relationship: None,
             changed: false,
             events: Vec::new(),
         });
@@ -340,6 +350,8 @@ fn outcome(asset: Option<AssetState>, events: Vec<EventEnvelope>) -> CommandOutc
     CommandOutcome {
         correlation_id: events.first().map(|event| event.correlation_id),
         asset,
+        cable: None,
+        relationship: None,
         changed: true,
         events: events.iter().map(EventSummary::from).collect(),
     }

@@ -117,6 +117,8 @@ pub async fn update(
         return Ok(CommandOutcome {
             correlation_id: None,
             asset: None,
+            cable: Some(before),
+            relationship: None,
             changed: false,
             events: Vec::new(),
         });
@@ -211,5 +213,7 @@ async fn commit(
         version: cable.version,
         discipline: Some(cable.discipline.clone()),
     };
-    super::commit(connection, actor, target, version_before, change).await
+    let mut outcome = super::commit(connection, actor, target, version_before, change).await?;
+    outcome.cable = (event_type != EventType::CableDeleted).then(|| cable.clone());
+    Ok(outcome)
 }

@@ -78,6 +78,8 @@ async fn commit(
     Ok(CommandOutcome {
         correlation_id: events.first().map(|event| event.correlation_id),
         asset: None,
+        cable: None,
+        relationship: None,
         changed: true,
         events: events.iter().map(EventSummary::from).collect(),
     })

@@ -118,5 +118,8 @@ async fn commit(
         version: relationship.version,
         discipline: None,
     };
-    super::commit(connection, actor, target, version_before, change).await
+    let mut outcome = super::commit(connection, actor, target, version_before, change).await?;
+    outcome.relationship =
+        (event_type != EventType::RelationshipDeleted).then(|| relationship.clone());
+    Ok(outcome)
 }
