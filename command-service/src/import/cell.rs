@@ -147,6 +147,8 @@ pub struct ColumnTally {
     pub values: usize,
     /// Cells of digits with a leading zero (`007`): codes, not numbers.
     pub codes: usize,
+    /// Cells that are numbers written with a decimal comma (`75,5`).
+    pub decimal_commas: usize,
 }
 
 impl ColumnTally {
@@ -156,6 +158,8 @@ impl ColumnTally {
             self.numbers += 1;
         } else if value.as_str().is_some_and(is_zero_padded) {
             self.codes += 1;
+        } else if value.as_str().is_some_and(looks_like_decimal_comma) {
+            self.decimal_commas += 1;
         }
     }
 
@@ -165,10 +169,14 @@ impl ColumnTally {
         self.codes > 0
     }
 
-    /// Whether most cells are numbers but not all: then the others are errors.
+    /// Whether most cells are numbers but not all: then the others are errors. Numbers
+    /// written with a decimal comma count as numbers here, so that they are errors (with
+    /// a hint) rather than silently text in a column of numbers, however few its other
+    /// numbers are.
     pub fn has_strays(&self) -> bool {
         let others = self.values - self.numbers;
-        !self.is_codes() && others > 0 && self.numbers > others
+        let numeric = self.numbers + self.decimal_commas;
+        !self.is_codes() && others > 0 && numeric > others - self.decimal_commas
     }
 
     /// The error for a non-numeric `value` in this (mostly numeric) column.
@@ -178,7 +186,7 @@ impl ColumnTally {
             other => other.to_string(),
         };
         let hint = if looks_like_decimal_comma(&shown) {
-            " (use `.` as the decimal separator)"
+            " (use `.` as the decimal separator, or declare the column `NAME:text`)"
         } else {
             ""
         };
@@ -304,7 +312,7 @@ mod tests {
         let comma = tally.stray(5, "power_kw", &json!("75,5"));
         assert!(comma
             .message
-            .ends_with("(use `.` as the decimal separator)"));
+            .ends_with("(use `.` as the decimal separator, or declare the column `NAME:text`)"));
     }
 
     #[test]
@@ -312,5 +320,21 @@ mod tests {
         assert!(!tally(&[json!("IP55"), json!("IP65"), json!(5)]).has_strays());
         assert!(!tally(&[json!(1), json!("x")]).has_strays());
         assert!(!tally(&[json!(1), json!(2.5)]).has_strays());
+    }
+
+    #[test]
+    fn numbers_with_a_decimal_comma_are_strays_however_few_the_other_numbers() {
+        // Half the cells: before, the column became text, `75,5` with it.
+        let half = tally(&[json!(75), json!("75,5")]);
+        assert!(half.has_strays());
+        let error = half.stray(3, "rated_power_kw", &json!("75,5"));
+        assert!(
+            error.message.contains("use `.` as the decimal separator"),
+            "{error:?}"
+        );
+        // All of them: a column of numbers, each written the wrong way.
+        assert!(tally(&[json!("1,5"), json!("2,25")]).has_strays());
+        // Text stays text.
+        assert!(!tally(&[json!("IP55"), json!("1,5"), json!("IP65")]).has_strays());
     }
 }
