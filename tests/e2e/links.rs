@@ -46,6 +46,14 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     .await?;
     let duplicate_tag = send(&http, Method::POST, &command.url("/cables"), Some(&json!({
         "tag": "W-M-1-PWR", "cable_type": "POWER", "discipline": "ELECTRICAL", "from_asset": ids[0], "to_asset": ids[1]}))).await?;
+    let to_itself = send(
+        &http,
+        Method::POST,
+        &command.url("/relationships"),
+        Some(&json!({
+        "kind": "FEEDS", "from_asset": ids[0], "to_asset": ids[0]})),
+    )
+    .await?;
     let dangling = send(&http, Method::POST, &command.url("/cables"), Some(&json!({
         "tag": "W-X", "cable_type": "POWER", "discipline": "ELECTRICAL", "from_asset": ids[0], "to_asset": uuid::Uuid::new_v4()}))).await?;
     let (cable_id,): (uuid::Uuid,) =
@@ -120,6 +128,8 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     assert_eq!(unfed.body.get("relationship"), None);
     assert_eq!(duplicate_tag.status, 409);
     assert_eq!(dangling.status, 422);
+    assert_eq!(to_itself.status, 422, "{to_itself:?}");
+    assert_eq!(to_itself.body["errors"][0]["field"], "to_asset");
     assert_eq!(dangling.body["type"], "/problems/unknown-asset");
     assert_eq!(resized.status, 200);
     assert_eq!(stale.status, 409);

@@ -280,8 +280,7 @@ fn desired_changes(
                 properties,
             } => {
                 let tag = valid_tag(tag.render(context)?)?;
-                let from_asset = resolve(from, asset, context, world, &others)?;
-                let to_asset = resolve(to, asset, context, world, &others)?;
+                let (from_asset, to_asset) = ends(from, to, asset, context, world, &others)?;
                 let existing = world.cable_by_tag(&tag);
                 let mut desired = existing.clone().unwrap_or_else(|| CableState {
                     id: ids.id_for(asset, format!("cable:{tag}")),
@@ -316,8 +315,7 @@ fn desired_changes(
                 }
             }
             CompiledAction::CreateRelationship { kind, from, to } => {
-                let from_asset = resolve(from, asset, context, world, &others)?;
-                let to_asset = resolve(to, asset, context, world, &others)?;
+                let (from_asset, to_asset) = ends(from, to, asset, context, world, &others)?;
                 let key = (kind.clone(), from_asset, to_asset);
                 let planned = others.iter().any(|change| {
                     matches!(change, PlannedChange::Relationship(r) if (r.kind.clone(), r.from_asset, r.to_asset) == key)
@@ -378,6 +376,26 @@ fn valid_tag(tag: String) -> Result<String, EvaluationError> {
             error.message
         ))),
     }
+}
+
+/// The assets a link's two ends name ([`resolve`]): two different ones, as
+/// `POST /cables` and `POST /relationships` require.
+fn ends(
+    from: &CompiledEnd,
+    to: &CompiledEnd,
+    asset: &AssetState,
+    context: &AssetContext,
+    world: &mut World,
+    planned: &[PlannedChange],
+) -> Result<(Uuid, Uuid), EvaluationError> {
+    let from = resolve(from, asset, context, world, planned)?;
+    let to = resolve(to, asset, context, world, planned)?;
+    if from == to {
+        return Err(EvaluationError(
+            "both ends of the link are the same asset".to_owned(),
+        ));
+    }
+    Ok((from, to))
 }
 
 /// The asset id an end names: the rule's asset, or the asset with the rendered tag
@@ -547,7 +565,7 @@ mod tests {
         };
         let cable = |tag: &str| {
             json!({"type": "upsert_cable", "tag": tag, "cable_type": "POWER",
-                   "from": "asset", "to": "asset"})
+                   "from": "asset", "to": {"tag": "MCC-1"}})
         };
         // The pump has no area: `{asset.area}` makes an empty tag.
         for (then, made) in [
@@ -570,5 +588,12 @@ mod tests {
             plan_with(&rule(motor("M-{asset.tag}")), pump(false), &[]),
             Outcome::Executed { .. }
         ));
+        // A link from the asset to itself is an error too.
+        let to_itself = json!({"type": "create_relationship", "kind": "DRIVES",
+                               "from": "asset", "to": {"tag": "{asset.tag}"}});
+        let Outcome::Error { message } = plan_with(&rule(to_itself), pump(false), &[]) else {
+            panic!("a link to itself was planned");
+        };
+        assert_eq!(message, "both ends of the link are the same asset");
     }
 }

@@ -47,12 +47,19 @@ impl From<AppendError> for LinkError {
     }
 }
 
-/// Both ends must be existing assets.
+/// Both ends must be existing assets, and two different ones: a cable or relationship
+/// from an asset to itself links nothing.
 async fn check_ends(
     connection: &mut sqlx::PgConnection,
     from: Uuid,
     to: Uuid,
 ) -> Result<(), LinkError> {
+    if from == to {
+        return Err(LinkError::Invalid(vec![FieldError::new(
+            "to_asset",
+            "must be another asset than from_asset",
+        )]));
+    }
     let found: Vec<(Uuid,)> = sqlx::query_as("select id from assets where id = any($1) for share")
         .bind(vec![from, to])
         .fetch_all(connection)
