@@ -81,6 +81,13 @@ impl Execution {
     /// Run every rule; the batch ends `BATCH_COMPLETED` or `BATCH_FAILED`.
     pub async fn run(mut self) -> Report {
         let started = Instant::now();
+        tracing::info!(
+            correlation_id = %self.batch.correlation_id,
+            actor = %self.batch.actor,
+            rules = self.rules.len(),
+            plan_id = ?self.plan,
+            "execution started"
+        );
         let alive = CancellationToken::new();
         tokio::spawn(crate::recovery::heartbeat(
             self.pool.clone(),
@@ -113,6 +120,17 @@ impl Execution {
         let status = self
             .finish(&reports, &totals, duration_ms, error.as_deref())
             .await;
+        tracing::info!(
+            correlation_id = %self.batch.correlation_id,
+            status = status.as_str(),
+            duration_ms,
+            assets = totals.assets,
+            executed = totals.executed,
+            skipped = totals.skipped,
+            errors = totals.errors,
+            error = error.as_deref(),
+            "execution finished"
+        );
         Report {
             correlation_id: self.batch.correlation_id,
             status: status.as_str().to_owned(),

@@ -77,6 +77,13 @@ where
         let work = work(connection, name);
         Box::pin(async move {
             let outcome = work.await?;
+            if let Some(correlation_id) = outcome.correlation_id {
+                tracing::info!(
+                    %correlation_id,
+                    events = outcome.events.len(),
+                    "single change appended"
+                );
+            }
             let body =
                 serde_json::to_value(&outcome).map_err(|error| ApiError::Internal(error.into()))?;
             Ok((status, body))

@@ -244,6 +244,13 @@ pub async fn restore(
 
     let restored = analysis.restorations.len();
     let skipped_count = analysis.conflict_count;
+    tracing::info!(
+        correlation_id = %batch.correlation_id,
+        target = %target,
+        restored,
+        skipped = skipped_count,
+        "rollback written"
+    );
     let status = if skipped_count == 0 {
         "rolled_back"
     } else {
