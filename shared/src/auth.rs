@@ -16,7 +16,7 @@
 //! start.
 
 mod extract;
-mod openapi;
+pub(crate) mod openapi;
 mod origin;
 mod rejection;
 mod settings;

@@ -192,3 +192,24 @@ where
 pub async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
 }
+
+/// Document the media type every error answer has: the responses of status 4xx and 5xx
+/// that an operation describes as `application/json` are `application/problem+json`,
+/// as [`Problem`] answers are sent. Call once the paths are known.
+pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        for operation in crate::auth::openapi::operations(item) {
+            for (status, response) in operation.responses.responses.iter_mut() {
+                let utoipa::openapi::RefOr::T(response) = response else {
+                    continue;
+                };
+                if !(status.starts_with('4') || status.starts_with('5')) {
+                    continue;
+                }
+                if let Some(content) = response.content.shift_remove("application/json") {
+                    response.content.insert(PROBLEM_JSON.to_owned(), content);
+                }
+            }
+        }
+    }
+}

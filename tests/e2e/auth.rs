@@ -522,3 +522,46 @@ async fn every_documented_route_of_both_services_refuses_a_caller_without_a_toke
     assert!(checked.len() >= 14, "{checked:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn every_documented_error_response_of_both_services_is_a_problem() -> anyhow::Result<()> {
+    // Arrange
+    let system = apps::System::start().await?;
+    let anonymous = reqwest::Client::new();
+    let mut errors = Vec::new();
+
+    for service in [&system.command, &system.query] {
+        // Act
+        let document = send(&anonymous, Method::GET, &service.url("/openapi.json"), None)
+            .await?
+            .expect_status(200)
+            .body;
+
+        // Assert: what an error answer is sent as is what the document says it is.
+        let paths = document["paths"].as_object().cloned().unwrap_or_default();
+        for (path, operations) in paths {
+            for (method, operation) in operations.as_object().cloned().unwrap_or_default() {
+                let responses = operation["responses"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                for (status, response) in responses {
+                    let Some(content) = response["content"].as_object() else {
+                        continue;
+                    };
+                    if status.starts_with('4') || status.starts_with('5') {
+                        let types: Vec<&String> = content.keys().collect();
+                        assert_eq!(
+                            types,
+                            ["application/problem+json"],
+                            "{method} {path} {status}"
+                        );
+                        errors.push(format!("{method} {path} {status}"));
+                    }
+                }
+            }
+        }
+    }
+    assert!(errors.len() >= 30, "{errors:?}");
+    Ok(())
+}

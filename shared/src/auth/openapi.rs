@@ -76,7 +76,9 @@ impl BearerSecurity {
     }
 }
 
-fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+pub(crate) fn operations(
+    item: &mut PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
     [
         &mut item.get,
         &mut item.put,
