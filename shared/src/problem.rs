@@ -20,9 +20,10 @@ pub struct Problem {
     pub status: u16,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Problem-specific details: field errors, conflicting ids, ...
+    /// Problem-specific details: a list of field or row errors, conflicting aggregates,
+    /// or an object (ids and versions of a conflict, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub errors: Option<Value>,
 }
 
@@ -211,5 +212,20 @@ pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    #[test]
+    fn the_documented_errors_of_a_problem_may_be_a_list_or_an_object() {
+        let schema = serde_json::to_value(Problem::schema()).unwrap_or_default();
+        let errors = &schema["properties"]["errors"];
+        assert!(errors.is_object(), "{schema}");
+        // No `type` restricting it: field errors are a list, a conflict an object.
+        assert_eq!(errors.get("type"), None, "{errors}");
     }
 }
