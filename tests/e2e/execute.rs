@@ -1399,7 +1399,19 @@ async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_i
     let second = run(json!({"rule_ids": [rule], "wait": true})).await?;
     let second_batch: Uuid = serde_json::from_value(second["correlation_id"].clone())?;
 
-    // Assert: the new wording is raised and the old one resolved, by one RULE_EXECUTED.
+    // Assert: the new wording is raised and the old one resolved, by one RULE_EXECUTED;
+    // findings are counted apart from changes of state (as the batch read models do).
+    let counts = &second["rules"][0]["counts"];
+    assert_eq!(
+        (
+            &counts["executed"],
+            &counts["changes"],
+            &counts["findings"],
+            &counts["findings_resolved"]
+        ),
+        (&json!(1), &json!(0), &json!(1), &json!(1)),
+        "{second}"
+    );
     let new = "P-101A: driver missing".to_owned();
     assert_eq!(
         open_findings(&setup.pool).await?,

@@ -25,7 +25,11 @@ pub struct AssetOutcome {
     pub outcome: Outcome,
 }
 
-/// Counts of outcomes, per rule and per batch.
+/// Counts of outcomes, per rule and per batch. As the query service's batch read
+/// models count them: `executed` includes assets whose condition no longer holds but
+/// whose findings the rule resolved (`RULE_EXECUTED` with `"matched": false`), which
+/// `matched` leaves out; `changes` are changes of assets, cables and relationships,
+/// findings counted apart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub assets: u64,
@@ -34,6 +38,10 @@ pub struct Counts {
     pub skipped: u64,
     pub errors: u64,
     pub changes: u64,
+    /// Findings raised.
+    pub findings: u64,
+    /// Findings resolved.
+    pub findings_resolved: u64,
 }
 
 impl Counts {
@@ -57,15 +65,25 @@ impl Counts {
             Outcome::Executed { changes } => {
                 self.matched += 1;
                 self.executed += 1;
-                self.changes += changes.len() as u64;
+                self.count_changes(changes);
             }
             Outcome::Cleared { changes } => {
                 self.executed += 1;
-                self.changes += changes.len() as u64;
+                self.count_changes(changes);
             }
             Outcome::Error { .. } => {
                 self.matched += 1;
                 self.errors += 1;
+            }
+        }
+    }
+
+    fn count_changes(&mut self, changes: &[PlannedChange]) {
+        for change in changes {
+            match change {
+                PlannedChange::FindingRaised { .. } => self.findings += 1,
+                PlannedChange::FindingResolved { .. } => self.findings_resolved += 1,
+                _ => self.changes += 1,
             }
         }
     }
@@ -77,6 +95,8 @@ impl Counts {
         self.skipped += other.skipped;
         self.errors += other.errors;
         self.changes += other.changes;
+        self.findings += other.findings;
+        self.findings_resolved += other.findings_resolved;
     }
 }
 
