@@ -1151,6 +1151,7 @@ async fn disciplines_summarise_the_logged_events_errors_and_batches_of_each_disc
         .read("/disciplines/INSTRUMENTATION?limit=1000")
         .await?;
     let electrical_newest = stack.read("/disciplines/ELECTRICAL?limit=1").await?;
+    let lower_case = stack.read("/disciplines/electrical?limit=1").await?;
     let nobody = stack.get("/disciplines/NOBODY").await?;
 
     // Assert
@@ -1169,6 +1170,10 @@ async fn disciplines_summarise_the_logged_events_errors_and_batches_of_each_disc
     let mut newest = expected["ELECTRICAL"].clone();
     newest["recent_batches"] = json!(recent["ELECTRICAL"][..1]);
     assert_eq!(electrical_newest, newest);
+    assert_eq!(
+        lower_case, newest,
+        "a discipline is a code, whatever its case"
+    );
     assert_eq!(nobody.status, 404, "{nobody:?}");
     assert!(nobody.is_problem());
     Ok(())

@@ -67,7 +67,7 @@ pub async fn list(
     let filter = FindingFilter {
         asset_id: params.asset_id,
         rule_id: params.rule_id,
-        discipline: params.discipline,
+        discipline: params.discipline.as_deref().map(str::to_ascii_uppercase),
         severity: one_of("severity", params.severity, SEVERITIES)?,
     };
     let rows = findings::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;

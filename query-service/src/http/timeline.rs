@@ -89,7 +89,8 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         with_rollbacks_of_batch: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
-        discipline: params.discipline.clone(),
+        // Disciplines are codes, stored upper-cased.
+        discipline: params.discipline.as_deref().map(str::to_ascii_uppercase),
         actor: params.actor.clone(),
         from: params.from,
         to: params.to,
