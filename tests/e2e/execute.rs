@@ -1940,3 +1940,29 @@ async fn concurrent_runs_of_a_flag_rule_raise_each_finding_once_and_leave_one_wo
     assert!(open.iter().all(|(_, rule, _)| *rule == rule_id));
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_filter_given_as_an_empty_list_is_refused_rather_than_run_over_every_asset(
+) -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    let rule = setup.define(&vfd_rule()).await?;
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"rule_ids": [rule], "filters": {"asset_ids": []}, "wait": true})),
+    )
+    .await?;
+
+    // Assert: a 422 naming the filter; no batch, no event.
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(refused.is_problem());
+    let reason = refused.body["errors"][0].as_str().unwrap_or_default();
+    assert!(reason.starts_with("filters.asset_ids is empty"), "{reason}");
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}

@@ -100,6 +100,76 @@ pub struct ExecuteRequest {
     pub plan_id: Option<Uuid>,
 }
 
+/// Body of `POST /rules/execute` as a client sends it: [`ExecuteRequest`], but a filter
+/// given as an empty list is told apart from one left out. An empty list would select
+/// nothing, and running over every asset instead (what a left-out filter does) is not
+/// what its sender meant, so it is refused ([`ExecuteBody::into_request`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    /// Rules to run (newest versions); empty or left out: every enabled rule. Run by
+    /// priority.
+    #[serde(default)]
+    pub rule_ids: Vec<Uuid>,
+    #[serde(default)]
+    pub filters: FilterBody,
+    /// Plan only: return what would change and write nothing to the log.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Answer when the batch has finished instead of at once.
+    #[serde(default)]
+    pub wait: bool,
+    /// Apply this dry run's plan exactly (other fields must be absent).
+    pub plan_id: Option<Uuid>,
+}
+
+/// The filters of an [`ExecuteBody`]: each left out, or a list of at least one.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FilterBody {
+    pub asset_ids: Option<Vec<Uuid>>,
+    pub disciplines: Option<Vec<String>>,
+    pub asset_types: Option<Vec<String>>,
+    /// Tag pattern: `*` any run of characters, `?` one character, e.g. `M-1*`.
+    pub tag: Option<String>,
+}
+
+impl ExecuteBody {
+    /// The request, and the problems of filters given as empty lists.
+    pub fn into_request(self) -> (ExecuteRequest, Vec<String>) {
+        let FilterBody {
+            asset_ids,
+            disciplines,
+            asset_types,
+            tag,
+        } = self.filters;
+        let problems = [
+            ("asset_ids", asset_ids.as_ref().map(Vec::len)),
+            ("disciplines", disciplines.as_ref().map(Vec::len)),
+            ("asset_types", asset_types.as_ref().map(Vec::len)),
+        ]
+        .into_iter()
+        .filter(|(_, given)| *given == Some(0))
+        .map(|(name, _)| {
+            format!("filters.{name} is empty, which would select no asset: leave it out to run over every asset")
+        })
+        .collect();
+        let request = ExecuteRequest {
+            rule_ids: self.rule_ids,
+            filters: AssetFilter {
+                asset_ids: asset_ids.unwrap_or_default(),
+                disciplines: disciplines.unwrap_or_default(),
+                asset_types: asset_types.unwrap_or_default(),
+                tag,
+            },
+            dry_run: self.dry_run,
+            wait: self.wait,
+            plan_id: self.plan_id,
+        };
+        (request, problems)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +181,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(filter.tag_like().as_deref(), Some("M-1%\\__\\%"));
+    }
+
+    #[test]
+    fn a_filter_given_as_an_empty_list_is_a_problem_and_a_left_out_one_is_not() {
+        let body: ExecuteBody =
+            serde_json::from_str(r#"{"filters": {"disciplines": [], "asset_types": ["MOTOR"]}}"#)
+                .unwrap();
+        let (request, problems) = body.into_request();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0].starts_with("filters.disciplines is empty"),
+            "{problems:?}"
+        );
+        assert_eq!(request.filters.asset_types, ["MOTOR"]);
+        let (request, problems) = ExecuteBody::default().into_request();
+        assert!(problems.is_empty());
+        assert_eq!(request, ExecuteRequest::default());
     }
 }

@@ -7,7 +7,7 @@ use super::transaction::run_command;
 use super::AppState;
 use crate::execute::plans;
 use crate::execute::preview::{self, Preview};
-use crate::execute::request::{AssetFilter, ExecuteRequest, MAX_RULES};
+use crate::execute::request::{AssetFilter, ExecuteBody, MAX_RULES};
 use crate::execute::runner::{Execution, Report};
 use crate::idempotency;
 use crate::rules::definition::CompiledRule;
@@ -47,7 +47,7 @@ pub enum ExecuteAnswer {
 /// background (`wait: true` answers with the report when done); `dry_run: true`
 /// answers with the plan and writes nothing; `plan_id` applies a plan exactly, or is
 /// refused with 409 listing what changed since it was made.
-#[utoipa::path(post, path = "/rules/execute", request_body = ExecuteRequest,
+#[utoipa::path(post, path = "/rules/execute", request_body = ExecuteBody,
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
     responses(
         (status = 200, description = "finished (wait) or the dry-run plan", body = ExecuteAnswer),
@@ -60,9 +60,10 @@ pub async fn execute(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
-    ApiJson(request): ApiJson<ExecuteRequest>,
+    ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
-    let mut problems = request.filters.problems();
+    let (request, mut problems) = body.into_request();
+    problems.extend(request.filters.problems());
     if request.rule_ids.len() > MAX_RULES {
         problems.push(format!("rule_ids lists more than {MAX_RULES} rules"));
     }
