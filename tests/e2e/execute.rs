@@ -1966,3 +1966,35 @@ async fn a_filter_given_as_an_empty_list_is_refused_rather_than_run_over_every_a
     assert_eq!(setup.events().await?.len(), logged);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
+    // Arrange: version 1, and a reworded version 2.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let mut reworded = pump_flag_rule();
+    reworded["then"][0]["message"] = json!("{asset.tag}: driver missing");
+    let url = setup.command.url(&format!("/rules/{rule}"));
+    let second = send(&setup.http, Method::PUT, &url, Some(&reworded))
+        .await?
+        .expect_status(200);
+
+    // Act: save version 2's definition again.
+    let again = send(&setup.http, Method::PUT, &url, Some(&reworded))
+        .await?
+        .expect_status(200);
+
+    // Assert: still version 2, with one RULE_DEFINED per version.
+    assert_eq!(
+        (&second.body["version"], &again.body["version"]),
+        (&json!(2), &json!(2))
+    );
+    let defined = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_DEFINED")
+        .count();
+    assert_eq!(defined, 2);
+    setup.command.stop().await
+}

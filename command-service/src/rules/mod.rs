@@ -48,7 +48,8 @@ pub async fn define(
     store_version(connection, actor, Uuid::now_v7(), 1, input).await
 }
 
-/// Store a new version of an existing rule.
+/// Store a new version of an existing rule; a definition equal to the latest version's
+/// is that version (no new one, no event): saving a rule twice changes nothing.
 pub async fn revise(
     connection: &mut PgConnection,
     actor: &str,
@@ -58,6 +59,9 @@ pub async fn revise(
     let current = store::latest_for_update(connection, id)
         .await?
         .ok_or(RuleError::NotFound(id))?;
+    if current.definition.0 == input {
+        return Ok(current);
+    }
     store_version(connection, actor, id, current.version + 1, input).await
 }
 
