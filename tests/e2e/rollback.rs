@@ -60,6 +60,15 @@ impl Setup {
             .to_owned())
     }
 
+    /// `DELETE path`, which must answer 200.
+    async fn delete(&self, path: &str) -> anyhow::Result<Reply> {
+        Ok(
+            send(&self.http, Method::DELETE, &self.command.url(path), None)
+                .await?
+                .expect_status(200),
+        )
+    }
+
     /// Roll `batch` back; how many aggregates were restored.
     async fn roll_back(&self, batch: &Value) -> anyhow::Result<Value> {
         let reply = self
@@ -653,6 +662,17 @@ async fn dangling_links(pool: &PgPool) -> anyhow::Result<i64> {
     Ok(count)
 }
 
+/// A refused (409) rollback's first conflict: aggregate, reason, later batches.
+fn first_conflict(refused: &Reply) -> (Value, Value, Value) {
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    let conflict = &refused.body["errors"][0];
+    (
+        conflict["aggregate_id"].clone(),
+        conflict["reason"].clone(),
+        conflict["later_batches"].clone(),
+    )
+}
+
 fn correlation_id(reply: &Reply) -> String {
     reply.body["correlation_id"]
         .as_str()
@@ -692,16 +712,9 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
     let refused = setup
         .post("/rules/rollback", json!({"correlation_id": imported}))
         .await?;
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
     assert_eq!(
-        (
-            &refused.body["errors"][0]["aggregate_id"],
-            &refused.body["errors"][0]["reason"],
-            &refused.body["errors"][0]["later_batches"]
-        ),
-        (&json!(motor), &json!("linked"), &json!([linked])),
-        "{:?}",
-        refused.body
+        first_conflict(&refused),
+        (json!(motor), json!("linked"), json!([linked]))
     );
     assert_eq!(refused.body["errors"].as_array().map(Vec::len), Some(1));
 
@@ -738,22 +751,8 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
         sqlx::query_as("select id from cables where tag = 'W-M-100-PWR'")
             .fetch_one(&setup.pool)
             .await?;
-    let deleted_cable = send(
-        &setup.http,
-        Method::DELETE,
-        &setup.command.url(&format!("/cables/{cable_id}")),
-        None,
-    )
-    .await?
-    .expect_status(200);
-    let deleted_motor = send(
-        &setup.http,
-        Method::DELETE,
-        &setup.command.url(&format!("/assets/{m100}")),
-        None,
-    )
-    .await?
-    .expect_status(200);
+    let deleted_cable = setup.delete(&format!("/cables/{cable_id}")).await?;
+    let deleted_motor = setup.delete(&format!("/assets/{m100}")).await?;
 
     // Act + Assert: rolling D back would bring the cable back to a motor that is gone.
     let refused = setup
@@ -762,20 +761,13 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
             json!({"correlation_id": correlation_id(&deleted_cable)}),
         )
         .await?;
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
     assert_eq!(
+        first_conflict(&refused),
         (
-            &refused.body["errors"][0]["aggregate_id"],
-            &refused.body["errors"][0]["reason"],
-            &refused.body["errors"][0]["later_batches"]
-        ),
-        (
-            &json!(cable_id),
-            &json!("end_gone"),
-            &json!([correlation_id(&deleted_motor)])
-        ),
-        "{:?}",
-        refused.body
+            json!(cable_id),
+            json!("end_gone"),
+            json!([correlation_id(&deleted_motor)])
+        )
     );
 
     // Act + Assert: cascade brings the motor back first, then the cable.
