@@ -1998,3 +1998,47 @@ async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
     assert_eq!(defined, 2);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Result<()> {
+    // Arrange: 90.5 * 1.1 is 99.55000000000001 as a double, whose stored text read back
+    // without an exact parse was one step off, so every run "changed" it again.
+    let setup = setup(false).await?;
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/assets"),
+        Some(
+            &json!({"tag": "M-FX1", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                      "properties": {"rated_power_kw": 90.5}}),
+        ),
+    )
+    .await?
+    .expect_status(201);
+    let rule = setup
+        .define(&json!({
+            "name": "Design power", "discipline": "ELECTRICAL", "when": "asset.tag == 'M-FX1'",
+            "then": [{"type": "set_property", "name": "design_kw",
+                      "value": "double(asset.properties.rated_power_kw) * 1.1"}]
+        }))
+        .await?;
+    let run = json!({"rule_ids": [rule], "wait": true});
+
+    // Act
+    let first = setup.execute(run.clone()).await?;
+    let second = setup.execute(run).await?;
+
+    // Assert: the second run finds the desired state and changes nothing.
+    let counts = |report: &Value| {
+        let counts = &report["rules"][0]["counts"];
+        (counts["executed"].clone(), counts["skipped"].clone())
+    };
+    assert_eq!(counts(&first), (json!(1), json!(0)), "{first}");
+    assert_eq!(counts(&second), (json!(0), json!(1)), "{second}");
+    let (stored,): (Value,) =
+        sqlx::query_as("select properties -> 'design_kw' from assets where tag = 'M-FX1'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(stored, json!(90.5_f64 * 1.1));
+    setup.command.stop().await
+}
