@@ -232,12 +232,21 @@ fn desired_changes(
                 properties,
             } => {
                 let tag = valid_tag(tag.render(context)?)?;
-                let existing = if tag == asset.tag {
-                    Some(target.clone())
-                } else {
-                    world.asset_by_tag(&tag)
+                // An earlier action of the rule that made the same tag: build on it.
+                let earlier = others.iter().position(
+                    |change| matches!(change, PlannedChange::Asset { after, .. } if after.tag == tag),
+                );
+                let (existing, base) = match earlier.map(|index| &others[index]) {
+                    Some(PlannedChange::Asset { before, after }) => {
+                        (before.clone(), Some(after.clone()))
+                    }
+                    _ if tag == asset.tag => (Some(target.clone()), Some(target.clone())),
+                    _ => {
+                        let existing = world.asset_by_tag(&tag);
+                        (existing.clone(), existing)
+                    }
                 };
-                let mut desired = existing.clone().unwrap_or_else(|| AssetState {
+                let mut desired = base.unwrap_or_else(|| AssetState {
                     id: ids.id_for(asset, format!("asset:{tag}")),
                     tag: tag.clone(),
                     asset_type: asset_type.clone(),
@@ -263,12 +272,16 @@ fn desired_changes(
                 }
                 if desired.id == asset.id {
                     target = desired;
-                } else if existing.as_ref() != Some(&desired) {
-                    desired.version = existing.as_ref().map_or(1, |existing| existing.version + 1);
-                    others.push(PlannedChange::Asset {
-                        before: existing,
-                        after: desired,
+                } else {
+                    desired.version = existing.as_ref().map_or(0, |existing| existing.version);
+                    let change = (existing.as_ref() != Some(&desired)).then(|| {
+                        desired.version += 1;
+                        PlannedChange::Asset {
+                            before: existing,
+                            after: desired,
+                        }
                     });
+                    replace_or_push(&mut others, earlier, change);
                 }
             }
             CompiledAction::UpsertCable {
@@ -281,8 +294,20 @@ fn desired_changes(
             } => {
                 let tag = valid_tag(tag.render(context)?)?;
                 let (from_asset, to_asset) = ends(from, to, asset, context, world, &others)?;
-                let existing = world.cable_by_tag(&tag);
-                let mut desired = existing.clone().unwrap_or_else(|| CableState {
+                // An earlier action of the rule that made the same tag: build on it.
+                let earlier = others.iter().position(
+                    |change| matches!(change, PlannedChange::Cable { after, .. } if after.tag == tag),
+                );
+                let (existing, base) = match earlier.map(|index| &others[index]) {
+                    Some(PlannedChange::Cable { before, after }) => {
+                        (before.clone(), Some(after.clone()))
+                    }
+                    _ => {
+                        let existing = world.cable_by_tag(&tag);
+                        (existing.clone(), existing)
+                    }
+                };
+                let mut desired = base.unwrap_or_else(|| CableState {
                     id: ids.id_for(asset, format!("cable:{tag}")),
                     tag: tag.clone(),
                     from_asset,
@@ -306,13 +331,15 @@ fn desired_changes(
                         scalar(expression.evaluate(context)?, property)?,
                     );
                 }
-                if existing.as_ref() != Some(&desired) {
-                    desired.version = existing.as_ref().map_or(1, |existing| existing.version + 1);
-                    others.push(PlannedChange::Cable {
+                desired.version = existing.as_ref().map_or(0, |existing| existing.version);
+                let change = (existing.as_ref() != Some(&desired)).then(|| {
+                    desired.version += 1;
+                    PlannedChange::Cable {
                         before: existing,
                         after: desired,
-                    });
-                }
+                    }
+                });
+                replace_or_push(&mut others, earlier, change);
             }
             CompiledAction::CreateRelationship { kind, from, to } => {
                 let (from_asset, to_asset) = ends(from, to, asset, context, world, &others)?;
@@ -362,6 +389,24 @@ fn desired_changes(
     }
     changes.extend(others);
     Ok(changes)
+}
+
+/// Put `change` where an earlier action's change of the same aggregate was (`earlier`),
+/// or after the others; with no change (the actions together leave it as it was),
+/// drop the earlier one.
+fn replace_or_push(
+    changes: &mut Vec<PlannedChange>,
+    earlier: Option<usize>,
+    change: Option<PlannedChange>,
+) {
+    match (earlier, change) {
+        (Some(index), Some(change)) => changes[index] = change,
+        (Some(index), None) => {
+            changes.remove(index);
+        }
+        (None, Some(change)) => changes.push(change),
+        (None, None) => {}
+    }
 }
 
 /// A tag a template made for an asset or cable the rule creates or updates: it must be
@@ -595,5 +640,53 @@ mod tests {
             panic!("a link to itself was planned");
         };
         assert_eq!(message, "both ends of the link are the same asset");
+    }
+
+    #[test]
+    fn actions_of_one_rule_that_make_the_same_tag_make_one_change_of_it() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "Pumps get a VFD", "discipline": "ELECTRICAL", "when": "true",
+            "then": [
+                {"type": "upsert_asset", "tag": "VFD-{asset.tag}", "asset_type": "VFD",
+                 "discipline": "ELECTRICAL", "properties": {"a": "1"}},
+                {"type": "upsert_asset", "tag": "VFD-{asset.tag}", "asset_type": "VFD",
+                 "discipline": "ELECTRICAL", "properties": {"b": "2"}},
+                {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "POWER",
+                 "from": {"tag": "VFD-{asset.tag}"}, "to": "asset", "properties": {"x": "1"}},
+                {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "POWER",
+                 "from": {"tag": "VFD-{asset.tag}"}, "to": "asset", "properties": {"y": "2"}}
+            ],
+        }))
+        .unwrap();
+        let rule = compile(Uuid::nil(), 1, &input).unwrap();
+        let Outcome::Executed { changes } = plan_with(&rule, pump(false), &[]) else {
+            panic!("nothing planned");
+        };
+        let summary: Vec<(Option<i64>, String, i64, Vec<String>)> = changes
+            .iter()
+            .map(|change| match change {
+                PlannedChange::Asset { before, after } => (
+                    before.as_ref().map(|b| b.version),
+                    after.tag.clone(),
+                    after.version,
+                    after.properties.keys().cloned().collect(),
+                ),
+                PlannedChange::Cable { before, after } => (
+                    before.as_ref().map(|b| b.version),
+                    after.tag.clone(),
+                    after.version,
+                    after.properties.keys().cloned().collect(),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        let keys = |keys: &[&str]| keys.iter().map(|key| (*key).to_owned()).collect();
+        assert_eq!(
+            summary,
+            vec![
+                (None, "VFD-P-1".to_owned(), 1, keys(&["a", "b"])),
+                (None, "W-P-1".to_owned(), 1, keys(&["x", "y"])),
+            ]
+        );
     }
 }
