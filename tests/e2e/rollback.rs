@@ -783,3 +783,52 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
     assert_eq!(dangling_links(&setup.pool).await?, 0);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_conflict(
+) -> anyhow::Result<()> {
+    // Arrange: M-100 is deleted (batch D), then a new asset takes its tag (batch N).
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let old = setup.asset_id("M-100").await?;
+    let deleted = setup.delete(&format!("/assets/{old}")).await?;
+    let created = setup
+        .post(
+            "/assets",
+            json!({"tag": "M-100", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
+        )
+        .await?
+        .expect_status(201);
+    let after_new = setup.state().await?;
+    let rollback = |mode: &str| json!({"correlation_id": correlation_id(&deleted), "mode": mode});
+
+    // Act + Assert: the dry run says it would not roll back, and strict is a 409 naming
+    // the tag's new holder's batch; nothing is written (before: a 500).
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&deleted), "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(preview.body["would_roll_back"], false, "{:?}", preview.body);
+    let refused = setup.post("/rules/rollback", rollback("strict")).await?;
+    assert_eq!(
+        first_conflict(&refused),
+        (
+            json!(old),
+            json!("tag_taken"),
+            json!([correlation_id(&created)])
+        )
+    );
+    assert_eq!(setup.state().await?, after_new);
+
+    // Act + Assert: cascade rolls the new asset back first, then brings M-100 back.
+    setup
+        .post("/rules/rollback", rollback("cascade"))
+        .await?
+        .expect_status(200);
+    assert_eq!(setup.state().await?, before);
+    assert_eq!(setup.asset_id("M-100").await?, old);
+    setup.command.stop().await
+}

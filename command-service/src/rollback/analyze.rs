@@ -122,9 +122,10 @@ impl ListedRestoration {
 pub struct Conflict {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
-    /// `changed`: a later batch changed it. `linked`: an asset the batch created, which
-    /// cables or relationships of later batches name. `end_gone`: a cable or
-    /// relationship whose pre-batch end is an asset that no longer exists.
+    /// `changed`: a later batch changed it. `tag_taken`: another asset or cable has its
+    /// pre-batch tag now. `linked`: an asset the batch created, which cables or
+    /// relationships of later batches name. `end_gone`: a cable or relationship whose
+    /// pre-batch end is an asset that no longer exists.
     pub reason: &'static str,
     /// Batches after this one in the way (those that changed the aggregate; made the
     /// links; deleted the end) and not rolled back.
@@ -324,12 +325,18 @@ pub async fn analyze(
     let mut later_batches = later_batches(connection, &conflicting).await?;
     let mut conflicts = listed_conflicts(connection, &listed).await?;
     let mut conflict_count = conflicting.len();
-    // Then what would leave links naming assets that do not exist: links brought back
-    // to ends that are gone, then assets deleted that links of later batches name.
-    for found in [
-        links_to_gone_ends(connection, correlation_id, &restorations).await?,
-        linked_assets(connection, &restorations).await?,
-    ] {
+    // Then, one check after the other (each on what the ones before left): what would
+    // take a tag another asset or cable has now, then what would leave links naming
+    // assets that do not exist: links brought back to ends that are gone, and assets
+    // deleted that links of later batches name.
+    for check in [Check::TagsTaken, Check::GoneEnds, Check::LinkedAssets] {
+        let found = match check {
+            Check::TagsTaken => tags_taken(connection, correlation_id, &restorations).await?,
+            Check::GoneEnds => {
+                links_to_gone_ends(connection, correlation_id, &restorations).await?
+            }
+            Check::LinkedAssets => linked_assets(connection, &restorations).await?,
+        };
         let mut dropped = HashSet::new();
         for conflict in found {
             dropped.insert(conflict.aggregate_id);
@@ -348,6 +355,66 @@ pub async fn analyze(
         conflict_count,
         later_batches,
     })
+}
+
+/// The checks a rollback's restorations go through after the versions'.
+#[derive(Clone, Copy)]
+enum Check {
+    TagsTaken,
+    GoneEnds,
+    LinkedAssets,
+}
+
+/// The assets and cables the rollback would bring back (restore or recreate) with a tag
+/// that another one has now, which the rollback leaves as it is: their tags are unique.
+async fn tags_taken(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    restorations: &[Restoration],
+) -> Result<Vec<Conflict>, sqlx::Error> {
+    let back: Vec<Uuid> = restorations
+        .iter()
+        .filter(|r| r.returns && matches!(r.aggregate_type.as_str(), "asset" | "cable"))
+        .map(|r| r.aggregate_id)
+        .collect();
+    if back.is_empty() {
+        return Ok(Vec::new());
+    }
+    let handled: HashSet<Uuid> = restorations.iter().map(|r| r.aggregate_id).collect();
+    // Each one's pre-batch tag, who has it now, and the batch of the holder's last event.
+    let holders: Vec<(Uuid, String, Uuid, Option<Uuid>)> = sqlx::query_as(
+        "select s.aggregate_id, s.aggregate_type, h.id,
+             (select w.correlation_id from workflow_events w where w.aggregate_id = h.id
+              order by w.aggregate_version desc limit 1)
+         from execution_snapshots s
+         cross join lateral (
+             select a.id from assets a
+             where s.aggregate_type = 'asset' and a.tag = s.state->>'tag' and a.id <> s.aggregate_id
+             union all
+             select c.id from cables c
+             where s.aggregate_type = 'cable' and c.tag = s.state->>'tag' and c.id <> s.aggregate_id
+         ) h
+         where s.correlation_id = $1 and s.aggregate_id = any($2) and s.state is not null
+         order by s.aggregate_id",
+    )
+    .bind(correlation_id)
+    .bind(&back)
+    .fetch_all(connection)
+    .await?;
+    Ok(holders
+        .into_iter()
+        .filter(|(_, _, holder, _)| !handled.contains(holder))
+        .map(|(aggregate_id, aggregate_type, _, last_batch)| Conflict {
+            aggregate_type,
+            aggregate_id,
+            reason: "tag_taken",
+            later_batches: last_batch
+                .filter(|batch| *batch != correlation_id)
+                .into_iter()
+                .collect(),
+            diff: Value::Array(Vec::new()),
+        })
+        .collect())
 }
 
 /// Whether a restoration is of a cable or a relationship.
