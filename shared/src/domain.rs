@@ -67,6 +67,11 @@ pub struct FindingPayload {
     /// batch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raised_in: Option<Uuid>,
+    /// The rule version that raised the finding, where that is not the event's own
+    /// (a resolution by a later version): a rollback of the resolution reopens it as
+    /// raised by this version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_by_rule_version: Option<i32>,
     /// On the events of a rollback: the batch it undid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_correlation_id: Option<Uuid>,
@@ -122,6 +127,7 @@ mod tests {
             severity: "warning".into(),
             message: "P-1: no driver".into(),
             raised_in: None,
+            raised_by_rule_version: None,
             rolled_back_correlation_id: None,
         };
         assert_eq!(

@@ -1578,6 +1578,19 @@ async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_i
         finding_events(unworded).await?,
         vec![("FINDING_RAISED", json!(old), json!(first_batch))]
     );
+    // ... as raised by version 1, though version 2 resolved it.
+    let versions: Vec<Option<i32>> = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.correlation_id == unworded && e.event_type.as_str() == "FINDING_RAISED")
+        .map(|e| e.rule_version)
+        .collect();
+    assert_eq!(versions, [Some(1)]);
+    let (stored,): (Option<i32>,) = sqlx::query_as("select rule_version from findings")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(stored, Some(1));
 
     // Act + Assert: rolling back the first run closes what it raised.
     let undone = rollback(first_batch).await?;

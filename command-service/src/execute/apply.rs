@@ -352,6 +352,7 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                             severity: severity.as_str().to_owned(),
                             message: message.clone(),
                             raised_in: None,
+                            raised_by_rule_version: None,
                             rolled_back_correlation_id: None,
                         };
                         rule_event(batch, rule, EventType::FindingRaised, json!(payload))
@@ -363,6 +364,7 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                             severity: finding.severity.clone(),
                             message: finding.message.clone(),
                             raised_in: Some(finding.raised_in),
+                            raised_by_rule_version: finding.rule_version,
                             rolled_back_correlation_id: None,
                         };
                         rule_event(batch, rule, EventType::FindingResolved, json!(payload))

@@ -532,6 +532,7 @@ mod tests {
                 message: (*message).to_owned(),
                 severity: "warning".into(),
                 raised_in: Uuid::from_u128(9),
+                rule_version: Some(1),
             })
             .collect();
         world.record(Loaded {

@@ -770,13 +770,22 @@ async fn open_findings(
     connection: &mut PgConnection,
     owners: BTreeSet<FindingOwner>,
 ) -> Result<Vec<(FindingOwner, Vec<OpenFinding>, i64)>, sqlx::Error> {
-    type Row = (Uuid, Uuid, Vec<String>, Vec<String>, Vec<Uuid>, i64);
+    type Row = (
+        Uuid,
+        Uuid,
+        Vec<String>,
+        Vec<String>,
+        Vec<Uuid>,
+        Vec<Option<i32>>,
+        i64,
+    );
     let (assets, rules): (Vec<Uuid>, Vec<Uuid>) = owners.into_iter().unzip();
     let rows: Vec<Row> = sqlx::query_as(&format!(
         "select o.asset_id, o.rule_id,
              coalesce(array_agg(f.message order by f.message) filter (where f.message is not null), '{{}}'),
              coalesce(array_agg(f.severity order by f.message) filter (where f.message is not null), '{{}}'),
              coalesce(array_agg(f.correlation_id order by f.message) filter (where f.message is not null), '{{}}'),
+             coalesce(array_agg(f.rule_version order by f.message) filter (where f.message is not null), '{{}}'),
              {FINDINGS_FINGERPRINT}
          from unnest($1::uuid[], $2::uuid[]) as o(asset_id, rule_id)
          left join findings f on f.asset_id = o.asset_id and f.rule_id = o.rule_id
@@ -789,16 +798,19 @@ async fn open_findings(
     Ok(rows
         .into_iter()
         .map(
-            |(asset, rule, messages, severities, raisers, fingerprint)| {
+            |(asset, rule, messages, severities, raisers, versions, fingerprint)| {
                 let open = messages
                     .into_iter()
                     .zip(severities)
-                    .zip(raisers)
-                    .map(|((message, severity), raised_in)| OpenFinding {
-                        message,
-                        severity,
-                        raised_in,
-                    })
+                    .zip(raisers.into_iter().zip(versions))
+                    .map(
+                        |((message, severity), (raised_in, rule_version))| OpenFinding {
+                            message,
+                            severity,
+                            raised_in,
+                            rule_version,
+                        },
+                    )
                     .collect();
                 ((asset, rule), open, fingerprint)
             },

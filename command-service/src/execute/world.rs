@@ -24,6 +24,8 @@ pub struct OpenFinding {
     /// The batch that raised it: a rollback of its resolution restores it as that
     /// batch's, so rolling that batch back later still takes it away.
     pub raised_in: Uuid,
+    /// The rule version that raised it (none if raised before that was recorded).
+    pub rule_version: Option<i32>,
 }
 
 /// Something a plan read, whose version it depends on.
@@ -472,6 +474,7 @@ mod tests {
                     message: "missing".into(),
                     severity: "error".into(),
                     raised_in: Uuid::nil(),
+                    rule_version: Some(1),
                 }],
                 7,
             )],

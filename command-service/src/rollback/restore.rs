@@ -74,7 +74,8 @@ async fn restore_findings(
                  e.rule_id, e.payload->>'message' as message,
                  coalesce(e.payload->>'severity', 'info') as severity,
                  coalesce((e.payload->>'raised_in')::uuid, e.correlation_id) as raised_in,
-                 e.rule_version, e.discipline, e.payload->>'tag' as tag
+                 coalesce((e.payload->>'raised_by_rule_version')::int, e.rule_version) as rule_version,
+                 e.discipline, e.payload->>'tag' as tag
              from workflow_events e
              where e.correlation_id = $1 and e.position > $2 and e.rule_id is not null
                and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
@@ -179,6 +180,7 @@ fn finding_event(
         severity: finding.severity.clone(),
         message: finding.message.clone(),
         raised_in: Some(finding.raised_in),
+        raised_by_rule_version: finding.rule_version,
         rolled_back_correlation_id: Some(target),
     };
     let mut event = batch.event(event_type, json!(payload));

@@ -118,6 +118,7 @@ pub async fn commit_with(
             severity: finding.severity,
             message: finding.message,
             raised_in: Some(finding.raised_in),
+            raised_by_rule_version: finding.rule_version,
             rolled_back_correlation_id: None,
         };
         let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
