@@ -173,16 +173,21 @@ pub async fn import_define_and_run(
         .json()
         .await
         .context("reading the rule list")?;
-    let defined: Vec<&str> = existing
+    // Name and id of each rule there is.
+    let defined: Vec<(&str, Value)> = existing
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|rule| rule["name"].as_str())
+        .filter_map(|rule| Some((rule["name"].as_str()?, rule["id"].clone())))
         .collect();
     let mut added = 0;
+    // The demo's own rules: the database may hold others (an engineer's), which the
+    // demo neither runs nor depends on.
+    let mut rule_ids = Vec::new();
     for rule in demo_rules() {
         let name = rule["name"].as_str().unwrap_or_default();
-        if defined.contains(&name) {
+        if let Some((_, id)) = defined.iter().find(|(defined, _)| *defined == name) {
+            rule_ids.push(id.clone());
             continue;
         }
         let reply = authorised(client.post(format!("{base}/rules")))
@@ -190,11 +195,12 @@ pub async fn import_define_and_run(
             .send()
             .await?;
         let status = reply.status();
+        let body: Value = reply.json().await.unwrap_or_default();
         anyhow::ensure!(
             status.is_success(),
-            "defining `{name}` answered {status}: {}",
-            reply.text().await.unwrap_or_default()
+            "defining `{name}` answered {status}: {body}"
         );
+        rule_ids.push(body["id"].clone());
         added += 1;
     }
     eprintln!(
@@ -203,14 +209,17 @@ pub async fn import_define_and_run(
     );
 
     let started = std::time::Instant::now();
-    let report: Value = authorised(client.post(format!("{base}/rules/execute")))
-        .json(&json!({"wait": true}))
+    let reply = authorised(client.post(format!("{base}/rules/execute")))
+        .json(&json!({"rule_ids": rule_ids, "wait": true}))
         .send()
         .await
-        .context("executing the demo rules")?
-        .json()
-        .await
-        .context("reading the execution report")?;
+        .context("executing the demo rules")?;
+    let status = reply.status();
+    let report: Value = reply.json().await.context("reading the execution report")?;
+    anyhow::ensure!(
+        status.is_success() && report["status"] == "completed",
+        "executing the demo rules answered {status}: {report}"
+    );
     eprintln!(
         "demo rules executed in {:.1?} (batch {}): {} executed, {} skipped, {} errors, {} changes",
         started.elapsed(),
