@@ -345,6 +345,19 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     assert_eq!(state["asset:M-100"]["properties"].get("inspection"), None);
     assert_eq!(state["asset:M-102"]["properties"]["inspection"], "done");
 
+    // Act + Assert: a dry run of the cascade names the two batches in the way.
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch_a, "mode": "cascade", "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let mut in_the_way = later.clone();
+    in_the_way.sort();
+    assert_eq!(preview.body["later_batches"], json!(in_the_way));
+    assert_eq!(preview.body["would_roll_back"], true);
+
     // Act: cascade finishes the job by rolling back the two later batches first.
     let cascade = setup
         .post(

@@ -90,6 +90,9 @@ pub struct RollbackPreview {
     /// The analysis lists at most 1,000 restorations and 1,000 conflicts; `true` when
     /// it left some out (`counts` covers them all).
     pub truncated: bool,
+    /// The batches in the way (not rolled back): what `cascade` rolls back first,
+    /// newest first, with what is in their way in turn.
+    pub later_batches: Vec<uuid::Uuid>,
     pub analysis: ListedAnalysis,
 }
 
@@ -116,6 +119,7 @@ pub async fn rollback(
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
         let would = analysis.conflict_count == 0 || request.mode != Mode::Strict;
         let counts = analysis.counts();
+        let later_batches = analysis.later_batches.iter().copied().collect();
         let (analysis, truncated) = analysis.listed(&mut transaction).await?;
         transaction.rollback().await?;
         let preview = RollbackAnswer::DryRun(RollbackPreview {
@@ -124,6 +128,7 @@ pub async fn rollback(
             would_roll_back: would,
             counts,
             truncated,
+            later_batches,
             analysis,
         });
         return Ok((StatusCode::OK, axum::Json(preview)).into_response());
