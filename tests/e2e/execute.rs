@@ -2055,3 +2055,74 @@ async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Re
     assert_eq!(stored, json!(90.5_f64 * 1.1));
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_change_made_while_a_plan_is_applied_is_not_taken_into_the_apply() -> anyhow::Result<()> {
+    // Arrange: a plan doubling the power of 6,000 motors (six chunks).
+    let setup = setup(false).await?;
+    let mut csv = String::from("tag,asset_type,discipline,rated_power_kw\n");
+    for index in 0..6_000 {
+        csv.push_str(&format!(
+            "KZ-{index:04},ELECTRIC_MOTOR,ELECTRICAL,{}\n",
+            10 + index % 50
+        ));
+    }
+    setup.import(csv).await?;
+    let rule = setup
+        .define(&json!({
+            "name": "Double power", "discipline": "ELECTRICAL",
+            "when": "asset.tag.startsWith('KZ-')",
+            "then": [{"type": "set_property", "name": "doubled",
+                      "value": "asset.properties.rated_power_kw * 2"}]
+        }))
+        .await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    let (last, power): (Uuid, i64) = sqlx::query_as(
+        "select id, (properties ->> 'rated_power_kw')::bigint from assets
+         where tag like 'KZ-%' order by id desc limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+
+    // Act: apply it, and meanwhile change the motor its last chunk plans.
+    let patch = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(
+            &setup.http,
+            Method::PATCH,
+            &setup.command.url(&format!("/assets/{last}")),
+            Some(&json!({"properties": {"rated_power_kw": 999}})),
+        )
+        .await
+    };
+    let url = setup.command.url("/rules/execute");
+    let body = json!({"plan_id": plan["plan_id"], "wait": true});
+    let apply = send(&setup.http, Method::POST, &url, Some(&body));
+    let (applied, patched) = tokio::join!(apply, patch);
+    let (applied, _) = (applied?, patched?.expect_status(200));
+
+    // Assert: the motor has the value the plan showed or none, never one computed
+    // from the change; a refusal or a stopped apply names it.
+    let (doubled,): (Option<i64>,) =
+        sqlx::query_as("select (properties ->> 'doubled')::bigint from assets where id = $1")
+            .bind(last)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_ne!(doubled, Some(1_998), "{applied:?}");
+    let named = applied.body.to_string().contains(&last.to_string());
+    match (applied.status, applied.body["status"].as_str()) {
+        // The change landed before the apply started.
+        (409, _) => assert!(named, "{applied:?}"),
+        // The apply got to the motor before the change.
+        (200, Some("completed")) => assert_eq!(doubled, Some(power * 2)),
+        // The change landed while the apply ran: it stopped before the motor.
+        (200, Some("failed")) => {
+            assert!(named, "{applied:?}");
+            assert_eq!(doubled, None);
+        }
+        _ => panic!("{applied:?}"),
+    }
+    setup.command.stop().await
+}

@@ -25,6 +25,81 @@ pub struct StoredPlan {
     pub applied_by_correlation_id: Option<Uuid>,
 }
 
+/// What a chunk of a plan's apply read that is not what the plan read, allowing for
+/// what the apply itself changed since it started: the keys (as [`Read`] names them),
+/// at most [`MAX_DRIFTED`]. Run in the chunk's transaction once what it read is
+/// locked and known current ([`super::ahead::still_current`], or locked reads): so
+/// the chunk would change only what the plan showed, as the plan showed it.
+///
+/// - an aggregate must be at the version the plan read, plus one per event of this
+///   batch (`correlation_id`) on it; one the plan did not read must be one this batch
+///   created (the plan's reads of what it created are dropped when it closes);
+/// - a tag seen free must have been free for the plan too;
+/// - open findings must have the fingerprint the plan read.
+pub async fn drifted(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    correlation_id: Uuid,
+    reads: &BTreeMap<Read, i64>,
+) -> Result<Vec<String>, sqlx::Error> {
+    let mut ids = (Vec::new(), Vec::new());
+    let mut absent = (Vec::new(), Vec::new());
+    let mut findings = (Vec::new(), Vec::new(), Vec::new());
+    for (read, version) in reads {
+        match read {
+            Read::Id(id) => {
+                ids.0.push(*id);
+                ids.1.push(*version);
+            }
+            Read::AbsentTag(tag) => absent.0.push(tag.as_str()),
+            Read::AbsentCable(tag) => absent.1.push(tag.as_str()),
+            Read::Findings { asset, rule } => {
+                findings.0.push(*asset);
+                findings.1.push(*rule);
+                findings.2.push(*version);
+            }
+        }
+    }
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "select k.id::text from unnest($2::uuid[], $3::bigint[]) as k(id, version)
+         left join execution_plan_reads r on r.plan_id = $1 and r.aggregate_id = k.id
+         where k.version <> coalesce(r.version, 0) + (select count(*) from workflow_events e
+                                                      where e.aggregate_id = k.id
+                                                        and e.correlation_id = $4)
+         union all
+         select 'tag:' || t.tag from unnest($5::text[]) as t(tag)
+         where not exists (select 1 from execution_plan_reads r
+                           where r.plan_id = $1 and r.absent_asset_tag = t.tag)
+         union all
+         select 'cable:' || t.tag from unnest($6::text[]) as t(tag)
+         where not exists (select 1 from execution_plan_reads r
+                           where r.plan_id = $1 and r.absent_cable_tag = t.tag)
+         union all
+         select 'findings:' || f.asset_id || ':' || f.rule_id
+         from unnest($7::uuid[], $8::uuid[], $9::bigint[]) as f(asset_id, rule_id, version)
+         left join execution_plan_reads r
+             on r.plan_id = $1 and r.finding_asset = f.asset_id and r.finding_rule = f.rule_id
+         where r.version is distinct from f.version
+         limit $10",
+    )
+    .bind(plan_id)
+    .bind(&ids.0)
+    .bind(&ids.1)
+    .bind(correlation_id)
+    .bind(&absent.0)
+    .bind(&absent.1)
+    .bind(&findings.0)
+    .bind(&findings.1)
+    .bind(&findings.2)
+    .bind(MAX_DRIFTED as i64)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows.into_iter().map(|(key,)| key).collect())
+}
+
+/// Most keys [`drifted`] names.
+pub const MAX_DRIFTED: usize = 20;
+
 /// Something a plan read that is different now.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StaleRead {

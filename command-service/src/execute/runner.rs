@@ -238,13 +238,14 @@ impl Execution {
                         // Planned on top of a chunk that did not commit: dropped (its
                         // transaction rolls back), like the plans made after it.
                         _ if !previous_committed => locked = true,
-                        Ok(Some(prepared)) => {
-                            committing = Some(self.seal(rule, prepared, &mut counts, total));
+                        Ok(Prepare::Ready(prepared)) => {
+                            committing = Some(self.seal(rule, *prepared, &mut counts, total));
                         }
-                        Ok(None) => {
+                        Ok(Prepare::Stale) => {
                             replanned("something a chunk planned ahead read has changed");
                             locked = true;
                         }
+                        Ok(Prepare::Drifted(keys)) => return Err(drifted(&keys)),
                         Err(error) if retryable(&error) => {
                             replanned("a chunk planned ahead ran into another writer");
                             locked = true;
@@ -306,10 +307,12 @@ impl Execution {
                 .chunk(rule, selection, after, &mut chunk_counts, limit)
                 .await
             {
-                Ok(last) => {
+                Ok(Locked::Committed(last)) => {
                     *counts = chunk_counts;
-                    return Ok(last);
+                    return Ok(Some(last));
                 }
+                Ok(Locked::Done) => return Ok(None),
+                Ok(Locked::Drifted(keys)) => return Err(drifted(&keys)),
                 Err(error) if attempt + 1 < CHUNK_ATTEMPTS && retryable(&error) => {
                     tracing::info!(%error, attempt, correlation_id = %self.batch.correlation_id, "retrying chunk");
                     self.batch = batch;
@@ -330,7 +333,7 @@ impl Execution {
         after: Uuid,
         counts: &mut Counts,
         limit: i64,
-    ) -> Result<Option<Uuid>, AppendError> {
+    ) -> Result<Locked, AppendError> {
         let mut transaction = self.pool.begin().await?;
         let page = asset_store::page_for_execution(
             &mut transaction,
@@ -342,10 +345,10 @@ impl Execution {
         )
         .await?;
         let Some(last) = page.last().map(|asset| asset.id) else {
-            return Ok(None);
+            return Ok(Locked::Done);
         };
         let (page, mut ids) = scope(&mut transaction, self.plan, page).await?;
-        let (outcomes, _) = plan_chunk(
+        let (outcomes, world) = plan_chunk(
             &mut transaction,
             rule,
             page,
@@ -354,10 +357,35 @@ impl Execution {
             Reads::Locked,
         )
         .await?;
+        if let Some(keys) = self.drift(&mut transaction, &world).await? {
+            return Ok(Locked::Drifted(keys));
+        }
         self.write_chunk(&mut transaction, rule, outcomes, counts, selection.total)
             .await?;
         transaction.commit().await?;
-        Ok(Some(last))
+        Ok(Locked::Committed(last))
+    }
+
+    /// When applying a stored plan: what this chunk read (locked, or checked current
+    /// under lock) that is not what the plan read, allowing for this batch's own
+    /// changes ([`plans::drifted`]); `None` when it is all as planned, or no plan is
+    /// applied.
+    async fn drift(
+        &self,
+        connection: &mut PgConnection,
+        world: &World,
+    ) -> Result<Option<Vec<String>>, sqlx::Error> {
+        let Some(plan_id) = self.plan else {
+            return Ok(None);
+        };
+        let keys = plans::drifted(
+            connection,
+            plan_id,
+            self.batch.correlation_id,
+            world.read_versions(),
+        )
+        .await?;
+        Ok((!keys.is_empty()).then_some(keys))
     }
 
     /// Open the transaction of a chunk planned ahead and write its state, if everything
@@ -366,11 +394,7 @@ impl Execution {
     /// statements. Runs while the previous chunk commits; locking what the plan read
     /// waits for that commit only where this chunk changes a row the previous one
     /// changed or read.
-    async fn prepare(
-        &self,
-        rule: &CompiledRule,
-        planned: Planned,
-    ) -> Result<Option<Prepared>, AppendError> {
+    async fn prepare(&self, rule: &CompiledRule, planned: Planned) -> Result<Prepare, AppendError> {
         let Planned {
             last,
             counts,
@@ -382,18 +406,21 @@ impl Execution {
         let mut transaction = self.pool.begin().await?;
         if !ahead::still_current(&mut transaction, world.read_versions(), &writes.written()).await?
         {
-            return Ok(None);
+            return Ok(Prepare::Stale);
+        }
+        if let Some(keys) = self.drift(&mut transaction, &world).await? {
+            return Ok(Prepare::Drifted(keys));
         }
         writes
             .write(&mut transaction, self.batch.correlation_id, rule)
             .await?;
-        Ok(Some(Prepared {
+        Ok(Prepare::Ready(Box::new(Prepared {
             transaction,
             last,
             counts,
             writes,
             events,
-        }))
+        })))
     }
 
     /// Give a prepared chunk its place in the batch (its counts, the batch versions of
@@ -545,6 +572,35 @@ impl Execution {
         }
         BatchStatus::Failed
     }
+}
+
+/// What preparing a chunk planned ahead came to.
+enum Prepare {
+    Ready(Box<Prepared>),
+    /// Something it read changed: redo it the locked way.
+    Stale,
+    /// Applying a stored plan, it read what the plan did not ([`Execution::drift`]).
+    Drifted(Vec<String>),
+}
+
+/// What a chunk done the locked way came to.
+enum Locked {
+    /// Committed; the batch goes on after this asset.
+    Committed(Uuid),
+    /// No asset was left.
+    Done,
+    /// Applying a stored plan, it read what the plan did not ([`Execution::drift`]).
+    Drifted(Vec<String>),
+}
+
+/// The error that ends the apply of a plan whose reads changed while it was applied:
+/// what earlier chunks committed stays (as planned), and can be rolled back.
+fn drifted(keys: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
+        "what the plan read changed while it was applied ({}): the apply stopped there, \
+         having changed only what the plan showed; roll it back or make a new plan",
+        keys.join(", ")
+    )
 }
 
 /// A chunk planned ahead whose state is written in its open transaction; its events
