@@ -61,24 +61,38 @@ pub async fn drifted(
         }
     }
     let rows: Vec<(String,)> = sqlx::query_as(
+        // Each read is looked up by its own index probe (`lateral`): a join let the
+        // planner hash the whole plan's reads for every chunk.
         "select k.id::text from unnest($2::uuid[], $3::bigint[]) as k(id, version)
-         left join execution_plan_reads r on r.plan_id = $1 and r.aggregate_id = k.id
-         where k.version <> coalesce(r.version, 0) + (select count(*) from workflow_events e
-                                                      where e.aggregate_id = k.id
-                                                        and e.correlation_id = $4)
+         left join lateral (select r.version from execution_plan_reads r
+                            where r.plan_id = $1 and r.aggregate_id = k.id) r on true
+         where case
+             -- As the plan read it: the usual case, without a look at the log.
+             when k.version = coalesce(r.version, 0) then false
+             -- Else it must be as this batch left it: the aggregate's own events (few),
+             -- then this batch's among them (`offset 0` keeps the planner from reading
+             -- the batch's events, all of them by the correlation index, for each id).
+             else k.version <> coalesce(r.version, 0) + (
+                 select count(*) from (select e.correlation_id from workflow_events e
+                                       where e.aggregate_id = k.id offset 0) as own
+                 where own.correlation_id = $4)
+         end
          union all
          select 'tag:' || t.tag from unnest($5::text[]) as t(tag)
-         where not exists (select 1 from execution_plan_reads r
-                           where r.plan_id = $1 and r.absent_asset_tag = t.tag)
+         left join lateral (select true as found from execution_plan_reads r
+                            where r.plan_id = $1 and r.absent_asset_tag = t.tag) r on true
+         where r.found is null
          union all
          select 'cable:' || t.tag from unnest($6::text[]) as t(tag)
-         where not exists (select 1 from execution_plan_reads r
-                           where r.plan_id = $1 and r.absent_cable_tag = t.tag)
+         left join lateral (select true as found from execution_plan_reads r
+                            where r.plan_id = $1 and r.absent_cable_tag = t.tag) r on true
+         where r.found is null
          union all
          select 'findings:' || f.asset_id || ':' || f.rule_id
          from unnest($7::uuid[], $8::uuid[], $9::bigint[]) as f(asset_id, rule_id, version)
-         left join execution_plan_reads r
-             on r.plan_id = $1 and r.finding_asset = f.asset_id and r.finding_rule = f.rule_id
+         left join lateral (select r.version from execution_plan_reads r
+                            where r.plan_id = $1 and r.finding_asset = f.asset_id
+                              and r.finding_rule = f.rule_id) r on true
          where r.version is distinct from f.version
          limit $10",
     )
