@@ -10,6 +10,7 @@
 //! locked way. Either way each chunk is one transaction with its snapshots and events.
 
 use super::apply::{self, Counts, StateWrites};
+use super::plans;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, scope, Reads};
 use super::world::{Read, World, FINDINGS_FINGERPRINT};
@@ -37,6 +38,10 @@ pub struct Planned {
     /// transaction (its events carry versions of a detached batch: see `Batch::adopt`).
     pub writes: StateWrites,
     pub events: Vec<NewEvent>,
+    /// When applying a stored plan: the reads not found as the plan read them
+    /// ([`plans::unverified`], [`plans::unconfirmed`]), for the writer to check under
+    /// lock, allowing for what the apply changed itself.
+    pub unverified: BTreeMap<Read, i64>,
 }
 
 /// What planning ahead needs, owned, so it can run as its own task.
@@ -85,7 +90,7 @@ impl Planning {
             return Ok(None);
         };
         let full = page.len() as i64 == limit;
-        let (page, mut ids) = scope(&mut connection, self.plan, page).await?;
+        let (page, mut ids, planned) = scope(&mut connection, self.plan, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut connection,
             &self.rule,
@@ -95,6 +100,13 @@ impl Planning {
             Reads::Optimistic,
         )
         .await?;
+        let unverified = match self.plan {
+            Some(plan_id) => {
+                let unverified = plans::unverified(world.read_versions(), &planned, &ids);
+                plans::unconfirmed(&mut connection, plan_id, &unverified).await?
+            }
+            None => BTreeMap::new(),
+        };
         let counts = Counts::of(&outcomes);
         let events = apply::events(&mut self.batch, &self.rule, &outcomes);
         let writes = StateWrites::of(outcomes);
@@ -105,6 +117,7 @@ impl Planning {
             world,
             writes,
             events,
+            unverified,
         }))
     }
 }

@@ -100,6 +100,12 @@ impl Ids {
         }
     }
 
+    /// Whether the stored plan being applied promised an id for `key` (`asset:TAG`,
+    /// `cable:TAG`, ...): it created that, so it found it absent.
+    pub fn promises(&self, key: &str) -> bool {
+        self.preset.contains_key(key)
+    }
+
     /// What was created since the last call (when recording).
     pub fn take_created(&mut self) -> Vec<Creation> {
         std::mem::take(&mut self.created)

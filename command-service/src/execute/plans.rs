@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sqlx::types::Json;
 use sqlx::PgConnection;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use synapse_shared::domain::AssetState;
 use uuid::Uuid;
 
@@ -109,6 +109,52 @@ pub async fn drifted(
     .fetch_all(connection)
     .await?;
     Ok(rows.into_iter().map(|(key,)| key).collect())
+}
+
+/// Of `reads` (a chunk's [`unverified`] ones), those not as the plan read them: an
+/// aggregate at another version than the plan's (or one the plan did not read), a tag
+/// seen free that the plan did not see free, findings with another fingerprint. The
+/// plan's rows never change, so this needs no lock and runs while the chunk is planned
+/// ahead; only what it returns (usually nothing: what this apply changed itself, or
+/// real drift) is checked again under lock, with the apply's own events, by
+/// [`drifted`].
+pub async fn unconfirmed(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    reads: &BTreeMap<Read, i64>,
+) -> Result<BTreeMap<Read, i64>, sqlx::Error> {
+    let ids: Vec<(Uuid, i64)> = reads
+        .iter()
+        .filter_map(|(read, version)| match read {
+            Read::Id(id) => Some((*id, *version)),
+            _ => None,
+        })
+        .collect();
+    if ids.is_empty() {
+        return Ok(reads.clone());
+    }
+    let differing: HashSet<Uuid> = sqlx::query_scalar(
+        "select k.id from unnest($2::uuid[], $3::bigint[]) as k(id, version)
+         left join lateral (select r.version from execution_plan_reads r
+                            where r.plan_id = $1 and r.aggregate_id = k.id) r on true
+         where k.version <> coalesce(r.version, 0)",
+    )
+    .bind(plan_id)
+    .bind(ids.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(ids.iter().map(|(_, version)| *version).collect::<Vec<_>>())
+    .fetch_all(connection)
+    .await?
+    .into_iter()
+    .collect();
+    // Tags and findings stay for `drifted` (few: those the plan did not create).
+    Ok(reads
+        .iter()
+        .filter(|(read, _)| match read {
+            Read::Id(id) => differing.contains(id),
+            _ => true,
+        })
+        .map(|(read, version)| (read.clone(), *version))
+        .collect())
 }
 
 /// Most keys [`drifted`] names.
@@ -358,26 +404,30 @@ pub async fn chunk(
     connection: &mut PgConnection,
     plan_id: Uuid,
     page: Vec<AssetState>,
-) -> Result<(Vec<AssetState>, Ids), sqlx::Error> {
+) -> Result<(Vec<AssetState>, Ids, PlannedVersions), sqlx::Error> {
     let (Some(first), Some(last)) = (
         page.iter().map(|asset| asset.id).min(),
         page.iter().map(|asset| asset.id).max(),
     ) else {
-        return Ok((page, Ids::default()));
+        return Ok((page, Ids::default(), PlannedVersions::new()));
     };
-    let covered: HashSet<Uuid> = sqlx::query_scalar(
-        "select aggregate_id from execution_plan_reads
+    // What the plan read in the range, at which version (none: the plan created it).
+    let rows: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
+        "select aggregate_id, version from execution_plan_reads
          where plan_id = $1 and aggregate_id is not null and aggregate_id between $2 and $3
          union all
-         select id from execution_plan_creations where plan_id = $1 and id between $2 and $3",
+         select id, null from execution_plan_creations where plan_id = $1 and id between $2 and $3",
     )
     .bind(plan_id)
     .bind(first)
     .bind(last)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let covered: HashSet<Uuid> = rows.iter().map(|(id, _)| *id).collect();
+    let versions: PlannedVersions = rows
+        .into_iter()
+        .filter_map(|(id, version)| Some((id, version?)))
+        .collect();
     // Plans made before creations named their asset have `planned_for` null: theirs
     // come with every chunk.
     let promised: BTreeMap<String, Uuid> = sqlx::query_as(
@@ -397,5 +447,30 @@ pub async fn chunk(
         .into_iter()
         .filter(|asset| covered.contains(&asset.id))
         .collect();
-    Ok((page, Ids::from_plan(promised)))
+    Ok((page, Ids::from_plan(promised), versions))
+}
+
+/// The versions a plan read of the aggregates in a chunk's range of ids.
+pub type PlannedVersions = HashMap<Uuid, i64>;
+
+/// The reads of a chunk of a plan's apply that [`drifted`] must still check: those not
+/// already known to be as planned, because the version read is the one the plan read
+/// (`versions`, from [`chunk`]), or the tag found free is one the plan created
+/// (`ids`). What is left is usually a few shared lookups (an MCC), so the check under
+/// lock stays small.
+pub fn unverified(
+    reads: &BTreeMap<Read, i64>,
+    versions: &PlannedVersions,
+    ids: &Ids,
+) -> BTreeMap<Read, i64> {
+    reads
+        .iter()
+        .filter(|(read, version)| match read {
+            Read::Id(id) => versions.get(id) != Some(version),
+            Read::AbsentTag(tag) => !ids.promises(&format!("asset:{tag}")),
+            Read::AbsentCable(tag) => !ids.promises(&format!("cable:{tag}")),
+            Read::Findings { .. } => true,
+        })
+        .map(|(read, version)| (read.clone(), *version))
+        .collect()
 }

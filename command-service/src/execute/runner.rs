@@ -347,7 +347,7 @@ impl Execution {
         let Some(last) = page.last().map(|asset| asset.id) else {
             return Ok(Locked::Done);
         };
-        let (page, mut ids) = scope(&mut transaction, self.plan, page).await?;
+        let (page, mut ids, planned) = scope(&mut transaction, self.plan, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut transaction,
             rule,
@@ -357,7 +357,11 @@ impl Execution {
             Reads::Locked,
         )
         .await?;
-        if let Some(keys) = self.drift(&mut transaction, &world).await? {
+        let unverified = match self.plan {
+            Some(_) => plans::unverified(world.read_versions(), &planned, &ids),
+            None => std::collections::BTreeMap::new(),
+        };
+        if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Locked::Drifted(keys));
         }
         self.write_chunk(&mut transaction, rule, outcomes, counts, selection.total)
@@ -373,18 +377,15 @@ impl Execution {
     async fn drift(
         &self,
         connection: &mut PgConnection,
-        world: &World,
+        reads: &std::collections::BTreeMap<super::world::Read, i64>,
     ) -> Result<Option<Vec<String>>, sqlx::Error> {
         let Some(plan_id) = self.plan else {
             return Ok(None);
         };
-        let keys = plans::drifted(
-            connection,
-            plan_id,
-            self.batch.correlation_id,
-            world.read_versions(),
-        )
-        .await?;
+        if reads.is_empty() {
+            return Ok(None);
+        }
+        let keys = plans::drifted(connection, plan_id, self.batch.correlation_id, reads).await?;
         Ok((!keys.is_empty()).then_some(keys))
     }
 
@@ -401,6 +402,7 @@ impl Execution {
             world,
             writes,
             events,
+            unverified,
             ..
         } = planned;
         let mut transaction = self.pool.begin().await?;
@@ -408,7 +410,7 @@ impl Execution {
         {
             return Ok(Prepare::Stale);
         }
-        if let Some(keys) = self.drift(&mut transaction, &world).await? {
+        if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Prepare::Drifted(keys));
         }
         writes
@@ -686,10 +688,17 @@ pub(super) async fn scope(
     connection: &mut PgConnection,
     plan: Option<Uuid>,
     page: Vec<synapse_shared::domain::AssetState>,
-) -> Result<(Vec<synapse_shared::domain::AssetState>, Ids), sqlx::Error> {
+) -> Result<
+    (
+        Vec<synapse_shared::domain::AssetState>,
+        Ids,
+        plans::PlannedVersions,
+    ),
+    sqlx::Error,
+> {
     match plan {
         Some(plan_id) => plans::chunk(connection, plan_id, page).await,
-        None => Ok((page, Ids::default())),
+        None => Ok((page, Ids::default(), plans::PlannedVersions::new())),
     }
 }
 
