@@ -2126,3 +2126,58 @@ async fn a_change_made_while_a_plan_is_applied_is_not_taken_into_the_apply() -> 
     }
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn an_apply_creates_nothing_its_plan_did_not_show() -> anyhow::Result<()> {
+    // Arrange: the VFD rule has run: every large motor has its VFD, cable and FEEDS
+    // relationship. A plan of a second run shows nothing to do.
+    let setup = setup(false).await?;
+    let rule = setup.define(&vfd_rule()).await?;
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    assert_eq!(plan["totals"]["executed"], 0, "{plan}");
+    // A FEEDS relationship is deleted after the plan was made.
+    let (relationship,): (Uuid,) =
+        sqlx::query_as("select id from relationships where kind = 'FEEDS' order by id limit 1")
+            .fetch_one(&setup.pool)
+            .await?;
+    send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/relationships/{relationship}")),
+        None,
+    )
+    .await?
+    .expect_status(200);
+    let logged = setup.events().await?.len();
+
+    // Act
+    let url = setup.command.url("/rules/execute");
+    let body = json!({"plan_id": plan["plan_id"], "wait": true});
+    let applied = send(&setup.http, Method::POST, &url, Some(&body))
+        .await?
+        .expect_status(200);
+
+    // Assert: the apply stops rather than create the relationship the plan did not
+    // show; the log has the batch's own events only.
+    assert_eq!(applied.body["status"], "failed", "{:?}", applied.body);
+    let error = applied.body["error"].as_str().unwrap_or_default();
+    assert!(error.contains("relationship:FEEDS:"), "{error}");
+    let (relationships,): (i64,) =
+        sqlx::query_as("select count(*) from relationships where id = $1")
+            .bind(relationship)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(relationships, 0);
+    let created: Vec<_> = setup.events().await?[logged..]
+        .iter()
+        .filter(|e| e.event_type.as_str().ends_with("_CREATED"))
+        .map(|e| e.event_type.as_str().to_owned())
+        .collect();
+    assert_eq!(created, Vec::<String>::new());
+    setup.command.stop().await
+}

@@ -42,6 +42,9 @@ pub struct Planned {
     /// ([`plans::unverified`], [`plans::unconfirmed`]), for the writer to check under
     /// lock, allowing for what the apply changed itself.
     pub unverified: BTreeMap<Read, i64>,
+    /// When applying a stored plan: the keys of what it would create that the plan did
+    /// not promise ([`Ids::take_unpromised`](super::planner::Ids::take_unpromised)).
+    pub unpromised: Vec<String>,
 }
 
 /// What planning ahead needs, owned, so it can run as its own task.
@@ -107,6 +110,7 @@ impl Planning {
             }
             None => BTreeMap::new(),
         };
+        let unpromised = ids.take_unpromised();
         let counts = Counts::of(&outcomes);
         let events = apply::events(&mut self.batch, &self.rule, &outcomes);
         let writes = StateWrites::of(outcomes);
@@ -118,6 +122,7 @@ impl Planning {
             writes,
             events,
             unverified,
+            unpromised,
         }))
     }
 }

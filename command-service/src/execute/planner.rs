@@ -68,8 +68,11 @@ pub struct Ids {
     /// What a stored plan promised for the assets being planned (one chunk's), by key.
     preset: BTreeMap<String, Uuid>,
     recording: bool,
-    /// Everything created since the record was last taken, in order (only when
-    /// recording).
+    /// Applying a stored plan: what is created without a promise is recorded (the plan
+    /// did not show it).
+    applying: bool,
+    /// Everything created since the record was last taken, in order (when recording;
+    /// when applying, what the plan did not promise).
     created: Vec<Creation>,
 }
 
@@ -96,6 +99,7 @@ impl Ids {
     pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
         Self {
             preset,
+            applying: true,
             ..Self::default()
         }
     }
@@ -104,6 +108,16 @@ impl Ids {
     /// `cable:TAG`, ...): it created that, so it found it absent.
     pub fn promises(&self, key: &str) -> bool {
         self.preset.contains_key(key)
+    }
+
+    /// Applying a stored plan: the keys of what planning created that the plan did not
+    /// promise (say, a relationship deleted since the plan found it), since the last
+    /// call.
+    pub fn take_unpromised(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.created)
+            .into_iter()
+            .map(|creation| creation.key)
+            .collect()
     }
 
     /// What was created since the last call (when recording).
@@ -121,8 +135,9 @@ impl Ids {
     }
 
     fn id_for(&mut self, planned_for: &AssetState, key: String) -> Uuid {
-        let id = self.preset.get(&key).copied().unwrap_or_else(Uuid::now_v7);
-        if self.recording {
+        let promised = self.preset.get(&key).copied();
+        let id = promised.unwrap_or_else(Uuid::now_v7);
+        if self.recording || (self.applying && promised.is_none()) {
             self.created.push(Creation {
                 key,
                 id,

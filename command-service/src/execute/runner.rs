@@ -361,6 +361,10 @@ impl Execution {
             Some(_) => plans::unverified(world.read_versions(), &planned, &ids),
             None => std::collections::BTreeMap::new(),
         };
+        let unpromised = ids.take_unpromised();
+        if !unpromised.is_empty() {
+            return Ok(Locked::Drifted(unpromised));
+        }
         if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Locked::Drifted(keys));
         }
@@ -403,12 +407,16 @@ impl Execution {
             writes,
             events,
             unverified,
+            unpromised,
             ..
         } = planned;
         let mut transaction = self.pool.begin().await?;
         if !ahead::still_current(&mut transaction, world.read_versions(), &writes.written()).await?
         {
             return Ok(Prepare::Stale);
+        }
+        if !unpromised.is_empty() {
+            return Ok(Prepare::Drifted(unpromised));
         }
         if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Prepare::Drifted(keys));
