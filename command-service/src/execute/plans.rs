@@ -111,9 +111,9 @@ pub async fn drifted(
     Ok(rows.into_iter().map(|(key,)| key).collect())
 }
 
-/// Of `reads` (a chunk's [`unverified`] ones), those not as the plan read them: an
-/// aggregate at another version than the plan's (or one the plan did not read), a tag
-/// seen free that the plan did not see free, findings with another fingerprint. The
+/// Of `reads` (a chunk's [`unverified`] ones), those not confirmed as the plan read
+/// them: an aggregate at another version than the plan's (or one the plan did not
+/// read), findings with another fingerprint, and every tag seen free. The
 /// plan's rows never change, so this needs no lock and runs while the chunk is planned
 /// ahead; only what it returns (usually nothing: what this apply changed itself, or
 /// real drift) is checked again under lock, with the apply's own events, by
@@ -123,35 +123,56 @@ pub async fn unconfirmed(
     plan_id: Uuid,
     reads: &BTreeMap<Read, i64>,
 ) -> Result<BTreeMap<Read, i64>, sqlx::Error> {
-    let ids: Vec<(Uuid, i64)> = reads
-        .iter()
-        .filter_map(|(read, version)| match read {
-            Read::Id(id) => Some((*id, *version)),
-            _ => None,
-        })
-        .collect();
-    if ids.is_empty() {
+    let mut ids = (Vec::new(), Vec::new());
+    let mut findings = (Vec::new(), Vec::new(), Vec::new());
+    for (read, version) in reads {
+        match read {
+            Read::Id(id) => {
+                ids.0.push(*id);
+                ids.1.push(*version);
+            }
+            Read::Findings { asset, rule } => {
+                findings.0.push(*asset);
+                findings.1.push(*rule);
+                findings.2.push(*version);
+            }
+            Read::AbsentTag(_) | Read::AbsentCable(_) => {}
+        }
+    }
+    if ids.0.is_empty() && findings.0.is_empty() {
         return Ok(reads.clone());
     }
-    let differing: HashSet<Uuid> = sqlx::query_scalar(
-        "select k.id from unnest($2::uuid[], $3::bigint[]) as k(id, version)
+    // The ids, and the assets whose findings, that are not as the plan read them.
+    let differing: HashSet<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "select k.id, null::uuid from unnest($2::uuid[], $3::bigint[]) as k(id, version)
          left join lateral (select r.version from execution_plan_reads r
                             where r.plan_id = $1 and r.aggregate_id = k.id) r on true
-         where k.version <> coalesce(r.version, 0)",
+         where k.version <> coalesce(r.version, 0)
+         union all
+         select f.asset_id, f.rule_id
+         from unnest($4::uuid[], $5::uuid[], $6::bigint[]) as f(asset_id, rule_id, version)
+         left join lateral (select r.version from execution_plan_reads r
+                            where r.plan_id = $1 and r.finding_asset = f.asset_id
+                              and r.finding_rule = f.rule_id) r on true
+         where r.version is distinct from f.version",
     )
     .bind(plan_id)
-    .bind(ids.iter().map(|(id, _)| *id).collect::<Vec<_>>())
-    .bind(ids.iter().map(|(_, version)| *version).collect::<Vec<_>>())
+    .bind(&ids.0)
+    .bind(&ids.1)
+    .bind(&findings.0)
+    .bind(&findings.1)
+    .bind(&findings.2)
     .fetch_all(connection)
     .await?
     .into_iter()
     .collect();
-    // Tags and findings stay for `drifted` (few: those the plan did not create).
+    // Tags stay for `drifted` (few: those the plan did not create).
     Ok(reads
         .iter()
         .filter(|(read, _)| match read {
-            Read::Id(id) => differing.contains(id),
-            _ => true,
+            Read::Id(id) => differing.contains(&(*id, None)),
+            Read::Findings { asset, rule } => differing.contains(&(*asset, Some(*rule))),
+            Read::AbsentTag(_) | Read::AbsentCable(_) => true,
         })
         .map(|(read, version)| (read.clone(), *version))
         .collect())
