@@ -42,24 +42,11 @@ pub async fn drifted(
     correlation_id: Uuid,
     reads: &BTreeMap<Read, i64>,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let mut ids = (Vec::new(), Vec::new());
-    let mut absent = (Vec::new(), Vec::new());
-    let mut findings = (Vec::new(), Vec::new(), Vec::new());
-    for (read, version) in reads {
-        match read {
-            Read::Id(id) => {
-                ids.0.push(*id);
-                ids.1.push(*version);
-            }
-            Read::AbsentTag(tag) => absent.0.push(tag.as_str()),
-            Read::AbsentCable(tag) => absent.1.push(tag.as_str()),
-            Read::Findings { asset, rule } => {
-                findings.0.push(*asset);
-                findings.1.push(*rule);
-                findings.2.push(*version);
-            }
-        }
-    }
+    let ReadColumns {
+        ids,
+        absent,
+        findings,
+    } = ReadColumns::of(reads);
     let rows: Vec<(String,)> = sqlx::query_as(
         // Each read is looked up by its own index probe (`lateral`): a join let the
         // planner hash the whole plan's reads for every chunk.
@@ -123,22 +110,7 @@ pub async fn unconfirmed(
     plan_id: Uuid,
     reads: &BTreeMap<Read, i64>,
 ) -> Result<BTreeMap<Read, i64>, sqlx::Error> {
-    let mut ids = (Vec::new(), Vec::new());
-    let mut findings = (Vec::new(), Vec::new(), Vec::new());
-    for (read, version) in reads {
-        match read {
-            Read::Id(id) => {
-                ids.0.push(*id);
-                ids.1.push(*version);
-            }
-            Read::Findings { asset, rule } => {
-                findings.0.push(*asset);
-                findings.1.push(*rule);
-                findings.2.push(*version);
-            }
-            Read::AbsentTag(_) | Read::AbsentCable(_) => {}
-        }
-    }
+    let ReadColumns { ids, findings, .. } = ReadColumns::of(reads);
     if ids.0.is_empty() && findings.0.is_empty() {
         return Ok(reads.clone());
     }
@@ -176,6 +148,40 @@ pub async fn unconfirmed(
         })
         .map(|(read, version)| (read.clone(), *version))
         .collect())
+}
+
+/// A chunk's reads as the columns the plan checks bind: ids and their versions; tags
+/// seen free (assets, cables); findings' assets, rules and fingerprints.
+struct ReadColumns<'a> {
+    ids: (Vec<Uuid>, Vec<i64>),
+    absent: (Vec<&'a str>, Vec<&'a str>),
+    findings: (Vec<Uuid>, Vec<Uuid>, Vec<i64>),
+}
+
+impl<'a> ReadColumns<'a> {
+    fn of(reads: &'a BTreeMap<Read, i64>) -> Self {
+        let mut columns = Self {
+            ids: (Vec::new(), Vec::new()),
+            absent: (Vec::new(), Vec::new()),
+            findings: (Vec::new(), Vec::new(), Vec::new()),
+        };
+        for (read, version) in reads {
+            match read {
+                Read::Id(id) => {
+                    columns.ids.0.push(*id);
+                    columns.ids.1.push(*version);
+                }
+                Read::AbsentTag(tag) => columns.absent.0.push(tag.as_str()),
+                Read::AbsentCable(tag) => columns.absent.1.push(tag.as_str()),
+                Read::Findings { asset, rule } => {
+                    columns.findings.0.push(*asset);
+                    columns.findings.1.push(*rule);
+                    columns.findings.2.push(*version);
+                }
+            }
+        }
+        columns
+    }
 }
 
 /// Most keys [`drifted`] names.
