@@ -2058,33 +2058,9 @@ async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Re
 
 #[tokio::test]
 async fn a_change_made_while_a_plan_is_applied_is_not_taken_into_the_apply() -> anyhow::Result<()> {
-    // Arrange: a plan doubling the power of 6,000 motors (six chunks).
+    // Arrange
     let setup = setup(false).await?;
-    let mut csv = String::from("tag,asset_type,discipline,rated_power_kw\n");
-    for index in 0..6_000 {
-        csv.push_str(&format!(
-            "KZ-{index:04},ELECTRIC_MOTOR,ELECTRICAL,{}\n",
-            10 + index % 50
-        ));
-    }
-    setup.import(csv).await?;
-    let rule = setup
-        .define(&json!({
-            "name": "Double power", "discipline": "ELECTRICAL",
-            "when": "asset.tag.startsWith('KZ-')",
-            "then": [{"type": "set_property", "name": "doubled",
-                      "value": "asset.properties.rated_power_kw * 2"}]
-        }))
-        .await?;
-    let plan = setup
-        .execute(json!({"rule_ids": [rule], "dry_run": true}))
-        .await?;
-    let (last, power): (Uuid, i64) = sqlx::query_as(
-        "select id, (properties ->> 'rated_power_kw')::bigint from assets
-         where tag like 'KZ-%' order by id desc limit 1",
-    )
-    .fetch_one(&setup.pool)
-    .await?;
+    let (plan, last, power) = plan_doubling_six_thousand_motors(&setup).await?;
 
     // Act: apply it, and meanwhile change the motor its last chunk plans.
     let patch = async {
@@ -2121,6 +2097,87 @@ async fn a_change_made_while_a_plan_is_applied_is_not_taken_into_the_apply() -> 
         (200, Some("failed")) => {
             assert!(named, "{applied:?}");
             assert_eq!(doubled, None);
+        }
+        _ => panic!("{applied:?}"),
+    }
+    setup.command.stop().await
+}
+
+/// A plan doubling the power of 6,000 motors (six chunks); the motor its last chunk
+/// plans, and that motor's power.
+async fn plan_doubling_six_thousand_motors(setup: &Setup) -> anyhow::Result<(Value, Uuid, i64)> {
+    let mut csv = String::from("tag,asset_type,discipline,rated_power_kw\n");
+    for index in 0..6_000 {
+        csv.push_str(&format!(
+            "KZ-{index:04},ELECTRIC_MOTOR,ELECTRICAL,{}\n",
+            10 + index % 50
+        ));
+    }
+    setup.import(csv).await?;
+    let rule = setup
+        .define(&json!({
+            "name": "Double power", "discipline": "ELECTRICAL",
+            "when": "asset.tag.startsWith('KZ-')",
+            "then": [{"type": "set_property", "name": "doubled",
+                      "value": "asset.properties.rated_power_kw * 2"}]
+        }))
+        .await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    let (last, power): (Uuid, i64) = sqlx::query_as(
+        "select id, (properties ->> 'rated_power_kw')::bigint from assets
+         where tag like 'KZ-%' order by id desc limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    Ok((plan, last, power))
+}
+
+#[tokio::test]
+async fn an_asset_deleted_while_a_plan_is_applied_stops_the_apply() -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    let (plan, last, _) = plan_doubling_six_thousand_motors(&setup).await?;
+
+    // Act: apply it, and meanwhile delete the motor its last chunk plans.
+    let delete = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send(
+            &setup.http,
+            Method::DELETE,
+            &setup.command.url(&format!("/assets/{last}")),
+            None,
+        )
+        .await
+    };
+    let url = setup.command.url("/rules/execute");
+    let body = json!({"plan_id": plan["plan_id"], "wait": true});
+    let apply = send(&setup.http, Method::POST, &url, Some(&body));
+    let (applied, deleted) = tokio::join!(apply, delete);
+    let (applied, _) = (applied?, deleted?.expect_status(200));
+
+    // Assert: a completed apply made the motor's planned change before the delete;
+    // otherwise the apply was refused or stopped, naming the motor. Before, an apply
+    // that came to the motor after the delete completed without it, and without a
+    // word.
+    let updated: Vec<Uuid> = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.event_type.as_str() == "ASSET_UPDATED" && e.aggregate_id == last)
+        .map(|e| e.correlation_id)
+        .collect();
+    let named = applied.body.to_string().contains(&last.to_string());
+    match (applied.status, applied.body["status"].as_str()) {
+        (409, _) => assert!(named, "{applied:?}"),
+        (200, Some("completed")) => {
+            let batch: Uuid = serde_json::from_value(applied.body["correlation_id"].clone())?;
+            assert_eq!(updated, vec![batch], "{applied:?}");
+        }
+        (200, Some("failed")) => {
+            assert!(named, "{applied:?}");
+            assert_eq!(updated, Vec::<Uuid>::new());
         }
         _ => panic!("{applied:?}"),
     }

@@ -93,24 +93,24 @@ impl Planning {
             return Ok(None);
         };
         let full = page.len() as i64 == limit;
-        let (page, mut ids, planned) = scope(&mut connection, self.plan, page).await?;
+        let mut scoped = scope(&mut connection, self.plan, after, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut connection,
             &self.rule,
-            page,
-            &mut ids,
+            std::mem::take(&mut scoped.page),
+            &mut scoped.ids,
             world,
             Reads::Optimistic,
         )
         .await?;
         let unverified = match self.plan {
             Some(plan_id) => {
-                let unverified = plans::unverified(world.read_versions(), &planned, &ids);
+                let unverified = plans::unverified(world.read_versions(), &scoped);
                 plans::unconfirmed(&mut connection, plan_id, &unverified).await?
             }
             None => BTreeMap::new(),
         };
-        let unpromised = ids.take_unpromised();
+        let unpromised = scoped.ids.take_unpromised();
         let counts = Counts::of(&outcomes);
         let events = apply::events(&mut self.batch, &self.rule, &outcomes);
         let writes = StateWrites::of(outcomes);

@@ -420,33 +420,54 @@ pub async fn stale_reads(
     Ok((count, stale))
 }
 
-/// The assets of `page` the plan covers (it read them, or created them), and the ids it
-/// promised for what their planning creates.
+/// A chunk of a plan's apply: what of its page the plan covers, with which ids.
+#[derive(Debug, Default)]
+pub struct PlanChunk {
+    /// The page's assets the plan covers (it read them, or created them).
+    pub page: Vec<AssetState>,
+    /// The ids the plan promised for what planning them creates.
+    pub ids: Ids,
+    /// The versions the plan read of the aggregates in the chunk's range of ids.
+    pub versions: PlannedVersions,
+    /// The aggregates the plan read in the chunk's range that are not on its page
+    /// (gone since the plan, left out by the filter now, or looked up by some other
+    /// asset), at their versions now (0: gone). They are read for the check alone: an
+    /// asset deleted, or no longer selected, since the plan would otherwise be left
+    /// out of the apply without a word.
+    pub elsewhere: BTreeMap<Read, i64>,
+}
+
+/// The chunk of `page`, the assets after `after` up to the page's last (after
+/// `after` to the end, if the page is empty): the part of `page` the plan covers,
+/// the ids it promised them, what it read in the range.
 ///
-/// A page is a run of assets in id order, so both are read as ranges of ids, from the
-/// page's first to its last (what else falls in the range is left out here): a range
-/// scan of an index, which the planner picks however large the plan, where a list of
-/// ids let it hash the whole plan's rows for every chunk.
+/// A page is a run of assets in id order, so the plan's rows are read as ranges of
+/// ids (what else falls in the range is left out of the page): a range scan of an
+/// index, which the planner picks however large the plan, where a list of ids let it
+/// hash the whole plan's rows for every chunk. The ranges of a rule's chunks follow
+/// each other without a gap, so every aggregate the plan read falls in one of them.
 pub async fn chunk(
     connection: &mut PgConnection,
     plan_id: Uuid,
+    after: Uuid,
     page: Vec<AssetState>,
-) -> Result<(Vec<AssetState>, Ids, PlannedVersions), sqlx::Error> {
-    let (Some(first), Some(last)) = (
-        page.iter().map(|asset| asset.id).min(),
-        page.iter().map(|asset| asset.id).max(),
-    ) else {
-        return Ok((page, Ids::default(), PlannedVersions::new()));
-    };
+) -> Result<PlanChunk, sqlx::Error> {
+    let last = page
+        .iter()
+        .map(|asset| asset.id)
+        .max()
+        .unwrap_or(Uuid::max());
     // What the plan read in the range, at which version (none: the plan created it).
     let rows: Vec<(Uuid, Option<i64>)> = sqlx::query_as(
         "select aggregate_id, version from execution_plan_reads
-         where plan_id = $1 and aggregate_id is not null and aggregate_id between $2 and $3
+         where plan_id = $1 and aggregate_id is not null and aggregate_id > $2
+           and aggregate_id <= $3
          union all
-         select id, null from execution_plan_creations where plan_id = $1 and id between $2 and $3",
+         select id, null from execution_plan_creations
+         where plan_id = $1 and id > $2 and id <= $3",
     )
     .bind(plan_id)
-    .bind(first)
+    .bind(after)
     .bind(last)
     .fetch_all(&mut *connection)
     .await?;
@@ -459,22 +480,56 @@ pub async fn chunk(
     // come with every chunk.
     let promised: BTreeMap<String, Uuid> = sqlx::query_as(
         "select key, id from execution_plan_creations
-         where plan_id = $1 and planned_for between $2 and $3
+         where plan_id = $1 and planned_for > $2 and planned_for <= $3
          union all
          select key, id from execution_plan_creations where plan_id = $1 and planned_for is null",
     )
     .bind(plan_id)
-    .bind(first)
+    .bind(after)
     .bind(last)
     .fetch_all(&mut *connection)
     .await?
     .into_iter()
     .collect();
+    let on_page: HashSet<Uuid> = page.iter().map(|asset| asset.id).collect();
+    let others: Vec<Uuid> = versions
+        .keys()
+        .filter(|id| !on_page.contains(id))
+        .copied()
+        .collect();
+    let elsewhere = current_versions(connection, &others).await?;
     let page = page
         .into_iter()
         .filter(|asset| covered.contains(&asset.id))
         .collect();
-    Ok((page, Ids::from_plan(promised), versions))
+    Ok(PlanChunk {
+        page,
+        ids: Ids::from_plan(promised),
+        versions,
+        elsewhere,
+    })
+}
+
+/// The versions of these assets or cables now, 0 for those gone.
+async fn current_versions(
+    connection: &mut PgConnection,
+    ids: &[Uuid],
+) -> Result<BTreeMap<Read, i64>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let rows: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select k.id, coalesce(a.version, c.version, 0) from unnest($1::uuid[]) as k(id)
+         left join assets a on a.id = k.id
+         left join cables c on c.id = k.id",
+    )
+    .bind(ids)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, version)| (Read::Id(id), version))
+        .collect())
 }
 
 /// The versions a plan read of the aggregates in a chunk's range of ids.
@@ -482,20 +537,19 @@ pub type PlannedVersions = HashMap<Uuid, i64>;
 
 /// The reads of a chunk of a plan's apply that [`drifted`] must still check: those not
 /// already known to be as planned, because the version read is the one the plan read
-/// (`versions`, from [`chunk`]), or the tag found free is one the plan created
-/// (`ids`). What is left is usually a few shared lookups (an MCC), so the check under
-/// lock stays small.
-pub fn unverified(
-    reads: &BTreeMap<Read, i64>,
-    versions: &PlannedVersions,
-    ids: &Ids,
-) -> BTreeMap<Read, i64> {
-    reads
+/// (the chunk's `versions`), or the tag found free is one the plan created (its
+/// `ids`). The chunk's reads `elsewhere` count too. What is left is usually a few
+/// shared lookups (an MCC), so the check under lock stays small.
+pub fn unverified(reads: &BTreeMap<Read, i64>, chunk: &PlanChunk) -> BTreeMap<Read, i64> {
+    // Elsewhere first: a chunk's own read of an aggregate, locked, is the one kept.
+    chunk
+        .elsewhere
         .iter()
+        .chain(reads)
         .filter(|(read, version)| match read {
-            Read::Id(id) => versions.get(id) != Some(version),
-            Read::AbsentTag(tag) => !ids.promises(&format!("asset:{tag}")),
-            Read::AbsentCable(tag) => !ids.promises(&format!("cable:{tag}")),
+            Read::Id(id) => chunk.versions.get(id) != Some(version),
+            Read::AbsentTag(tag) => !chunk.ids.promises(&format!("asset:{tag}")),
+            Read::AbsentCable(tag) => !chunk.ids.promises(&format!("cable:{tag}")),
             Read::Findings { .. } => true,
         })
         .map(|(read, version)| (read.clone(), *version))

@@ -344,24 +344,30 @@ impl Execution {
             PageRead::Locked,
         )
         .await?;
-        let Some(last) = page.last().map(|asset| asset.id) else {
-            return Ok(Locked::Done);
+        let last = page.last().map(|asset| asset.id);
+        let mut scoped = scope(&mut transaction, self.plan, after, page).await?;
+        let Some(last) = last else {
+            // What the plan read after the last asset must be as it read it too.
+            let unverified = plans::unverified(&std::collections::BTreeMap::new(), &scoped);
+            return Ok(match self.drift(&mut transaction, &unverified).await? {
+                Some(keys) => Locked::Drifted(keys),
+                None => Locked::Done,
+            });
         };
-        let (page, mut ids, planned) = scope(&mut transaction, self.plan, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut transaction,
             rule,
-            page,
-            &mut ids,
+            std::mem::take(&mut scoped.page),
+            &mut scoped.ids,
             World::default(),
             Reads::Locked,
         )
         .await?;
         let unverified = match self.plan {
-            Some(_) => plans::unverified(world.read_versions(), &planned, &ids),
+            Some(_) => plans::unverified(world.read_versions(), &scoped),
             None => std::collections::BTreeMap::new(),
         };
-        let unpromised = ids.take_unpromised();
+        let unpromised = scoped.ids.take_unpromised();
         if !unpromised.is_empty() {
             return Ok(Locked::Drifted(unpromised));
         }
@@ -690,23 +696,21 @@ pub enum Reads {
     Optimistic,
 }
 
-/// What of `page` a chunk plans, and with which ids: all of it with fresh ids, or, when
-/// a stored plan is applied, what the plan covers with the ids it promised.
+/// What of `page` (the assets after `after`) a chunk plans, and with which ids: all
+/// of it with fresh ids, or, when a stored plan is applied, what the plan covers with
+/// the ids it promised ([`plans::chunk`]).
 pub(super) async fn scope(
     connection: &mut PgConnection,
     plan: Option<Uuid>,
+    after: Uuid,
     page: Vec<synapse_shared::domain::AssetState>,
-) -> Result<
-    (
-        Vec<synapse_shared::domain::AssetState>,
-        Ids,
-        plans::PlannedVersions,
-    ),
-    sqlx::Error,
-> {
+) -> Result<plans::PlanChunk, sqlx::Error> {
     match plan {
-        Some(plan_id) => plans::chunk(connection, plan_id, page).await,
-        None => Ok((page, Ids::default(), plans::PlannedVersions::new())),
+        Some(plan_id) => plans::chunk(connection, plan_id, after, page).await,
+        None => Ok(plans::PlanChunk {
+            page,
+            ..plans::PlanChunk::default()
+        }),
     }
 }
 
