@@ -1175,6 +1175,65 @@ async fn a_property_value_computed_from_a_whole_number_property_is_set() -> anyh
 }
 
 #[tokio::test]
+async fn an_asset_whose_condition_cannot_be_evaluated_is_an_error_but_not_a_match(
+) -> anyhow::Result<()> {
+    // Arrange: only motors have a rated power, so the condition fails on the other
+    // five assets of the plant; the two motors above 100 kW match, and the action
+    // fails on them (they have no `frame_size`).
+    let setup = setup(false).await?;
+    let rule = setup
+        .define(&json!({
+            "name": "Large frames", "discipline": "ELECTRICAL",
+            "when": "asset.properties.rated_power_kw > 100",
+            "then": [{"type": "set_property", "name": "frame",
+                      "value": "asset.properties.frame_size * 2"}]
+        }))
+        .await?;
+
+    // Act
+    let report = setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+
+    // Assert: seven errors, two of them matches; the RULE_ERRORs say which.
+    let counts = &report["rules"][0]["counts"];
+    assert_eq!(
+        (&counts["assets"], &counts["errors"], &counts["matched"]),
+        (&json!(small_plant().len()), &json!(7), &json!(2)),
+        "{report}"
+    );
+    let mut errors: Vec<(String, Value, bool)> = setup
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| e.event_type.as_str() == "RULE_ERROR")
+        .map(|e| {
+            let error = e.payload["error"].as_str().unwrap_or_default();
+            (
+                e.payload["tag"].as_str().unwrap_or_default().to_owned(),
+                e.payload["matched"].clone(),
+                error.starts_with("when: "),
+            )
+        })
+        .collect();
+    errors.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected: Vec<(String, Value, bool)> = [
+        ("FT-1001", false),
+        ("JB-U100-01", false),
+        ("M-104", true),
+        ("M-105", true),
+        ("MCC-U100-01", false),
+        ("MCC-U200-01", false),
+        ("P-101A", false),
+    ]
+    .into_iter()
+    .map(|(tag, matched)| (tag.to_owned(), json!(matched), !matched))
+    .collect();
+    assert_eq!(errors, expected);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn bad_rules_get_a_422_with_the_position_and_write_nothing() -> anyhow::Result<()> {
     // Arrange
     let setup = setup(false).await?;

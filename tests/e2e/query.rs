@@ -805,6 +805,15 @@ async fn an_asset_is_shown_current_or_as_of_a_time_and_a_deleted_or_unknown_one_
 // Batches and disciplines
 // ---------------------------------------------------------------------------------
 
+/// A rule outcome of an asset whose condition did not hold: its findings resolved, or
+/// the condition could not be evaluated.
+fn unmatched(event: &EventEnvelope) -> bool {
+    matches!(
+        event.event_type,
+        EventType::RuleExecuted | EventType::RuleError
+    ) && event.payload["matched"] == false
+}
+
 /// What `/batches` must show of a batch, from the log.
 fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
     let events: Vec<&EventEnvelope> = log
@@ -845,7 +854,7 @@ fn expected_batch(log: &[EventEnvelope], correlation_id: Uuid) -> Value {
         })),
         "counts": {
             "executed": executed, "skipped": skipped, "errors": errors,
-            "matched": executed + skipped + errors - events.iter().filter(|e| e.event_type == EventType::RuleExecuted && e.payload["matched"] == false).count(),
+            "matched": executed + skipped + errors - events.iter().filter(|e| unmatched(e)).count(),
             "findings": count(EventType::FindingRaised),
             "findings_resolved": count(EventType::FindingResolved),
             "changes": events.iter().filter(|e| e.event_type.is_state_change()).count(),
@@ -966,11 +975,15 @@ async fn batches_show_status_rules_counts_errors_timings_and_who_ran_and_rolled_
                 of_rule(EventType::RuleSkipped),
                 of_rule(EventType::RuleError),
             );
+            let unmatched = log
+                .iter()
+                .filter(|e| e.correlation_id == batch && e.rule_id == rule && unmatched(e))
+                .count();
             rules.push(json!({
                 "rule_id": rule, "rule_version": started.rule_version,
                 "name": started.payload["name"], "total": started.payload["total"],
                 "executed": executed, "skipped": skipped, "errors": errors,
-                "matched": executed + skipped + errors,
+                "matched": executed + skipped + errors - unmatched,
                 "started_at": started.occurred_at, "completed_at": completed,
             }));
         }

@@ -28,8 +28,9 @@ pub struct AssetOutcome {
 /// Counts of outcomes, per rule and per batch. As the query service's batch read
 /// models count them: `executed` includes assets whose condition no longer holds but
 /// whose findings the rule resolved (`RULE_EXECUTED` with `"matched": false`), which
-/// `matched` leaves out; `changes` are changes of assets, cables and relationships,
-/// findings counted apart.
+/// `matched` leaves out, as it leaves out `errors` of conditions that could not be
+/// evaluated (`RULE_ERROR` with `"matched": false`); `changes` are changes of assets,
+/// cables and relationships, findings counted apart.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Counts {
     pub assets: u64,
@@ -71,8 +72,8 @@ impl Counts {
                 self.executed += 1;
                 self.count_changes(changes);
             }
-            Outcome::Error { .. } => {
-                self.matched += 1;
+            Outcome::Error { matched, .. } => {
+                self.matched += u64::from(*matched);
                 self.errors += 1;
             }
         }
@@ -321,9 +322,11 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                 EventType::RuleSkipped,
                 json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "reason": reason}),
             ),
-            Outcome::Error { message } => (
+            // `matched` says whether the condition held: false when it could not be
+            // evaluated.
+            Outcome::Error { message, matched } => (
                 EventType::RuleError,
-                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "error": message}),
+                json!({"asset_id": outcome.asset_id, "tag": outcome.tag, "error": message, "matched": matched}),
             ),
             Outcome::Executed { changes } => (
                 EventType::RuleExecuted,

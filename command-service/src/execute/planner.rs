@@ -55,8 +55,11 @@ pub enum Outcome {
     Cleared {
         changes: Vec<PlannedChange>,
     },
+    /// Planning failed: the condition could not be evaluated (`matched` false), or
+    /// an action could not (`matched` true).
     Error {
         message: String,
+        matched: bool,
     },
 }
 
@@ -153,6 +156,7 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
     let Some(asset) = world.asset(asset_id) else {
         return Outcome::Error {
             message: format!("asset {asset_id} no longer exists"),
+            matched: false,
         };
     };
     let context = AssetContext::new(&asset);
@@ -162,6 +166,7 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
         Err(error) => {
             return Outcome::Error {
                 message: format!("when: {error}"),
+                matched: false,
             }
         }
     }
@@ -175,7 +180,10 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
             }
             Outcome::Executed { changes }
         }
-        Err(error) => Outcome::Error { message: error.0 },
+        Err(error) => Outcome::Error {
+            message: error.0,
+            matched: true,
+        },
     }
 }
 
@@ -641,7 +649,7 @@ mod tests {
             (cable("W {asset.tag}"), "`W P-1`"),
             (motor(&"{asset.tag}".repeat(100)), "`P-1P-1"),
         ] {
-            let Outcome::Error { message } = plan_with(&rule(then.clone()), pump(false), &[])
+            let Outcome::Error { message, .. } = plan_with(&rule(then.clone()), pump(false), &[])
             else {
                 panic!("{then} was planned");
             };
@@ -658,7 +666,7 @@ mod tests {
         // A link from the asset to itself is an error too.
         let to_itself = json!({"type": "create_relationship", "kind": "DRIVES",
                                "from": "asset", "to": {"tag": "{asset.tag}"}});
-        let Outcome::Error { message } = plan_with(&rule(to_itself), pump(false), &[]) else {
+        let Outcome::Error { message, .. } = plan_with(&rule(to_itself), pump(false), &[]) else {
             panic!("a link to itself was planned");
         };
         assert_eq!(message, "both ends of the link are the same asset");

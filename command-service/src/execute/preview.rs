@@ -190,7 +190,7 @@ impl Entries {
 fn entry(rule: &CompiledRule, outcome: &AssetOutcome) -> PlanEntry {
     let (kind, reason, changes) = match &outcome.outcome {
         Outcome::Skipped { reason } => ("skipped", Some(reason.clone()), Vec::new()),
-        Outcome::Error { message } => ("error", Some(message.clone()), Vec::new()),
+        Outcome::Error { message, .. } => ("error", Some(message.clone()), Vec::new()),
         Outcome::Executed { changes } => {
             ("executed", None, changes.iter().map(change_json).collect())
         }

@@ -157,7 +157,7 @@ impl Fold {
             }
             EventType::RuleError => {
                 counts.errors += 1;
-                counts.matched += 1;
+                counts.matched += i64::from(matched(event));
             }
             EventType::FindingRaised => counts.findings += 1,
             EventType::FindingResolved => counts.findings_resolved += 1,
@@ -214,7 +214,7 @@ impl Fold {
             }
             EventType::RuleError => {
                 row.errors += 1;
-                row.matched += 1;
+                row.matched += i64::from(matched(event));
             }
             _ => {}
         }
@@ -250,13 +250,14 @@ impl Fold {
     }
 }
 
-/// A string field of a payload.
-/// Whether a `RULE_EXECUTED` came from a matching asset: one whose condition was false
-/// and whose findings the rule only resolved says `"matched": false`.
+/// Whether a `RULE_EXECUTED` or `RULE_ERROR` came from an asset whose condition held:
+/// one whose condition was false and whose findings the rule only resolved, or whose
+/// condition could not be evaluated, says `"matched": false`.
 fn matched(event: &EventEnvelope) -> bool {
     event.payload.get("matched").and_then(Value::as_bool) != Some(false)
 }
 
+/// A string field of a payload.
 fn text(payload: &Value, field: &str) -> Option<String> {
     payload
         .get(field)
@@ -367,6 +368,32 @@ mod tests {
         );
         assert_eq!(rule_row.total, Some(3));
         assert!(rule_row.completed_at.is_some());
+    }
+
+    #[test]
+    fn errors_of_conditions_that_could_not_be_evaluated_are_not_counted_as_matched() {
+        let batch = Uuid::now_v7();
+        let rule = Uuid::now_v7();
+        let error = |position, matched| {
+            event(
+                position,
+                EventType::RuleError,
+                batch,
+                Some(rule),
+                json!({"error": "boom", "matched": matched}),
+            )
+        };
+        // The first event comes from a service that did not say: it counts as matched.
+        let mut unsaid = error(1, true);
+        unsaid.payload = json!({"error": "boom"});
+        let events = [unsaid, error(2, false), error(3, true), error(4, false)];
+
+        let fold = Fold::of(&events.iter().collect::<Vec<_>>());
+
+        let counts = &fold.batches[&batch].counts;
+        assert_eq!((counts.errors, counts.matched), (4, 2));
+        let rule_row = &fold.rules[&(batch, rule)];
+        assert_eq!((rule_row.errors, rule_row.matched), (4, 2));
     }
 
     #[test]
