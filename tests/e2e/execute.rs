@@ -351,6 +351,57 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
 }
 
 #[tokio::test]
+async fn a_plan_is_refused_when_a_relationship_it_creates_exists_since() -> anyhow::Result<()> {
+    // Arrange: a plan that connects the transmitter to its junction box, then someone
+    // connects them by hand.
+    let setup = setup(false).await?;
+    let rule = setup
+        .define(&json!({
+            "name": "Transmitters connect to their junction box", "discipline": "INSTRUMENTATION",
+            "when": "has(asset.properties.junction_box)",
+            "then": [{"type": "create_relationship", "kind": "CONNECTED_TO",
+                      "from": {"tag": "{asset.properties.junction_box}"}, "to": "asset"}]
+        }))
+        .await?;
+    let plan = setup
+        .execute(json!({"rule_ids": [rule], "dry_run": true}))
+        .await?;
+    assert_eq!(plan["totals"]["changes"], 1, "{plan}");
+    let ids: BTreeMap<String, Uuid> =
+        sqlx::query_as("select tag, id from assets where tag in ('JB-U100-01', 'FT-1001')")
+            .fetch_all(&setup.pool)
+            .await?
+            .into_iter()
+            .collect();
+    let (junction_box, transmitter) = (ids["JB-U100-01"], ids["FT-1001"]);
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/relationships"),
+        Some(&json!({"kind": "CONNECTED_TO", "from_asset": junction_box, "to_asset": transmitter})),
+    )
+    .await?
+    .expect_status(201);
+    let logged = setup.events().await?.len();
+
+    // Act
+    let refused = setup.apply(&plan).await?;
+
+    // Assert: refused, naming the relationship; before, the apply completed and
+    // skipped it without a word.
+    assert_eq!(refused.status, 409, "{:?}", refused.body);
+    assert!(refused.is_problem());
+    assert_eq!(
+        refused.body["errors"],
+        json!([{"key": format!("relationship:CONNECTED_TO:{junction_box}:{transmitter}"),
+                "aggregate_type": "relationship", "tag": "JB-U100-01",
+                "planned_version": 0, "current_version": 1}])
+    );
+    assert_eq!(setup.events().await?.len(), logged);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_plan_is_refused_when_a_tag_it_found_free_is_taken_since() -> anyhow::Result<()> {
     // Arrange: a plan that creates VFD-M-104 and W-M-104-PWR, then both tags taken.
     let setup = setup(false).await?;

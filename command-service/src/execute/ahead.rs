@@ -43,8 +43,9 @@ pub struct Planned {
     /// lock, allowing for what the apply changed itself.
     pub unverified: BTreeMap<Read, i64>,
     /// When applying a stored plan: the keys of what it would create that the plan did
-    /// not promise ([`Ids::take_unpromised`](super::planner::Ids::take_unpromised)).
-    pub unpromised: Vec<String>,
+    /// not promise, and of what the plan promised that it would not create
+    /// ([`Ids::take_departures`](super::planner::Ids::take_departures)).
+    pub departures: Vec<String>,
 }
 
 /// What planning ahead needs, owned, so it can run as its own task.
@@ -93,7 +94,7 @@ impl Planning {
             return Ok(None);
         };
         let full = page.len() as i64 == limit;
-        let mut scoped = scope(&mut connection, self.plan, after, page).await?;
+        let mut scoped = scope(&mut connection, self.plan, &self.rule, after, page).await?;
         let (outcomes, world) = plan_chunk(
             &mut connection,
             &self.rule,
@@ -110,7 +111,7 @@ impl Planning {
             }
             None => BTreeMap::new(),
         };
-        let unpromised = scoped.ids.take_unpromised();
+        let departures = scoped.ids.take_departures();
         let counts = Counts::of(&outcomes);
         let events = apply::events(&mut self.batch, &self.rule, &outcomes);
         let writes = StateWrites::of(outcomes);
@@ -122,7 +123,7 @@ impl Planning {
             writes,
             events,
             unverified,
-            unpromised,
+            departures,
         }))
     }
 }

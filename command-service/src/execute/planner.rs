@@ -9,7 +9,7 @@ use super::world::{OpenFinding, World};
 use crate::rules::definition::{CompiledAction, CompiledEnd, CompiledRule, Severity};
 use crate::rules::expression::{AssetContext, EvaluationError};
 use serde_json::{Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use synapse_shared::domain::{AssetState, CableState, RelationshipState};
 use uuid::Uuid;
 
@@ -77,6 +77,19 @@ pub struct Ids {
     /// Everything created since the record was last taken, in order (when recording;
     /// when applying, what the plan did not promise).
     created: Vec<Creation>,
+    /// Applying a stored plan: the keys of what it promised that the rule being
+    /// applied must create for the assets being planned.
+    owed: BTreeSet<String>,
+    /// Applying a stored plan: the keys of promises kept since the last
+    /// [`Ids::take_departures`].
+    kept: Vec<String>,
+}
+
+/// How far an [`Ids`] record goes ([`Ids::mark`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    created: usize,
+    kept: usize,
 }
 
 /// An id handed out for something a plan creates.
@@ -98,10 +111,12 @@ impl Ids {
         }
     }
 
-    /// The ids a stored plan promised, by key.
-    pub fn from_plan(preset: BTreeMap<String, Uuid>) -> Self {
+    /// The ids a stored plan promised, by key, and the keys of those the rule being
+    /// applied owes the assets being planned.
+    pub fn from_plan(preset: BTreeMap<String, Uuid>, owed: BTreeSet<String>) -> Self {
         Self {
             preset,
+            owed,
             applying: true,
             ..Self::default()
         }
@@ -113,14 +128,23 @@ impl Ids {
         self.preset.contains_key(key)
     }
 
-    /// Applying a stored plan: the keys of what planning created that the plan did not
-    /// promise (say, a relationship deleted since the plan found it), since the last
-    /// call.
-    pub fn take_unpromised(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.created)
+    /// Applying a stored plan: where planning departed from what the plan creates, as
+    /// keys: what planning created that the plan did not promise (say, a relationship
+    /// deleted since the plan found it), then what the plan promised that planning did
+    /// not create (a relationship created since). Each promise is owed once: a call
+    /// settles what came before it.
+    pub fn take_departures(&mut self) -> Vec<String> {
+        let kept: BTreeSet<String> = std::mem::take(&mut self.kept).into_iter().collect();
+        let mut departures: Vec<String> = std::mem::take(&mut self.created)
             .into_iter()
             .map(|creation| creation.key)
-            .collect()
+            .collect();
+        departures.extend(
+            std::mem::take(&mut self.owed)
+                .into_iter()
+                .filter(|key| !kept.contains(key)),
+        );
+        departures
     }
 
     /// What was created since the last call (when recording).
@@ -129,17 +153,24 @@ impl Ids {
     }
 
     /// How far the record goes, to undo a planning pass with [`Ids::rewind`].
-    pub fn mark(&self) -> usize {
-        self.created.len()
+    pub fn mark(&self) -> Mark {
+        Mark {
+            created: self.created.len(),
+            kept: self.kept.len(),
+        }
     }
 
-    pub fn rewind(&mut self, mark: usize) {
-        self.created.truncate(mark);
+    pub fn rewind(&mut self, mark: Mark) {
+        self.created.truncate(mark.created);
+        self.kept.truncate(mark.kept);
     }
 
     fn id_for(&mut self, planned_for: &AssetState, key: String) -> Uuid {
         let promised = self.preset.get(&key).copied();
         let id = promised.unwrap_or_else(Uuid::now_v7);
+        if self.applying && promised.is_some() {
+            self.kept.push(key.clone());
+        }
         if self.recording || (self.applying && promised.is_none()) {
             self.created.push(Creation {
                 key,
@@ -548,6 +579,37 @@ mod tests {
             properties,
             version: 1,
         }
+    }
+
+    #[test]
+    fn an_apply_departs_from_its_plan_by_creating_without_a_promise_or_not_keeping_one() {
+        // Arrange: a plan promised two relationships for the pump, and owes one of them
+        // in this rule.
+        let pump = pump(true);
+        let (feeds, controls) = ("relationship:FEEDS:a:b", "relationship:CONTROLS:a:b");
+        let preset = BTreeMap::from([
+            (feeds.to_owned(), Uuid::from_u128(11)),
+            (controls.to_owned(), Uuid::from_u128(12)),
+        ]);
+        let mut ids = Ids::from_plan(preset, BTreeSet::from([feeds.to_owned()]));
+
+        // Act: a first planning pass creates the promised relationship, then is undone
+        // (what it took as absent exists); the pass that stands creates something else.
+        let mark = ids.mark();
+        assert_eq!(ids.id_for(&pump, feeds.to_owned()), Uuid::from_u128(11));
+        ids.rewind(mark);
+        ids.id_for(&pump, "cable:W-P-1".to_owned());
+        let departures = ids.take_departures();
+
+        // Assert: both departures, each once; a pass that keeps the promise has none.
+        assert_eq!(departures, ["cable:W-P-1", feeds]);
+        assert_eq!(ids.take_departures(), Vec::<String>::new());
+        let mut kept = Ids::from_plan(
+            BTreeMap::from([(feeds.to_owned(), Uuid::from_u128(11))]),
+            BTreeSet::from([feeds.to_owned()]),
+        );
+        kept.id_for(&pump, feeds.to_owned());
+        assert_eq!(kept.take_departures(), Vec::<String>::new());
     }
 
     /// Plan `rule` for `asset` whose open findings of the rule are `open`.

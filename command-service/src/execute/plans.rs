@@ -190,13 +190,16 @@ pub const MAX_DRIFTED: usize = 20;
 /// Something a plan read that is different now.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StaleRead {
-    /// An aggregate id, `tag:TAG` / `cable:TAG` for something that did not exist, or
-    /// `findings:ASSET:RULE` for the open findings of a rule on an asset.
+    /// An aggregate id, `tag:TAG` / `cable:TAG` for something that did not exist,
+    /// `findings:ASSET:RULE` for the open findings of a rule on an asset, or
+    /// `relationship:KIND:FROM:TO` for a relationship the plan creates that exists now.
     pub key: String,
-    /// `asset`, `cable` or `finding`; none for an aggregate that is gone.
+    /// `asset`, `cable`, `finding` or `relationship`; none for an aggregate that is
+    /// gone.
     pub aggregate_type: Option<String>,
     /// Its tag now (the tag that was free, for `tag:` and `cable:` keys; the asset's,
-    /// for `findings:`); none for an aggregate that is gone.
+    /// for `findings:`; the from asset's, for `relationship:`); none for an aggregate
+    /// that is gone.
     pub tag: Option<String>,
     /// The version read and the version now; for `findings:`, a fingerprint of the
     /// messages open then and now (0: none).
@@ -231,6 +234,7 @@ pub async fn open(
 pub async fn record(
     connection: &mut PgConnection,
     plan_id: Uuid,
+    rule_id: Uuid,
     reads: &BTreeMap<Read, i64>,
     creations: &[Creation],
 ) -> Result<(), sqlx::Error> {
@@ -271,13 +275,14 @@ pub async fn record(
     }
     if !creations.is_empty() {
         sqlx::query(
-            "insert into execution_plan_creations (plan_id, key, id, planned_for)
-             select $1, * from unnest($2::text[], $3::uuid[], $4::uuid[])",
+            "insert into execution_plan_creations (plan_id, rule_id, key, id, planned_for)
+             select $1, $5, * from unnest($2::text[], $3::uuid[], $4::uuid[])",
         )
         .bind(plan_id)
         .bind(creations.iter().map(|c| c.key.as_str()).collect::<Vec<_>>())
         .bind(creations.iter().map(|c| c.id).collect::<Vec<_>>())
         .bind(creations.iter().map(|c| c.planned_for).collect::<Vec<_>>())
+        .bind(rule_id)
         .execute(&mut *connection)
         .await?;
     }
@@ -347,6 +352,7 @@ pub async fn stale_reads(
         Option<Uuid>,
         Option<String>,
         Option<String>,
+        Option<String>,
         i64,
         i64,
         i64,
@@ -357,7 +363,7 @@ pub async fn stale_reads(
         // one query joining every read with all four took 5.4-5.8 s.
         "with checked as (
              select r.aggregate_id, null::text as absent_asset_tag, null::text as absent_cable_tag,
-                    null::uuid as finding_rule,
+                    null::uuid as finding_rule, null::text as created,
                     case when a.id is not null then 'asset' when c.id is not null then 'cable' end
                         as aggregate_type,
                     coalesce(a.tag, c.tag) as tag,
@@ -367,48 +373,75 @@ pub async fn stale_reads(
              left join cables c on c.id = r.aggregate_id
              where r.plan_id = $1 and r.aggregate_id is not null
              union all
-             select null, r.absent_asset_tag, null, null, 'asset', r.absent_asset_tag, r.version,
+             select null, r.absent_asset_tag, null, null, null, 'asset', r.absent_asset_tag, r.version,
                     coalesce(a.version, 0)
              from execution_plan_reads r
              left join assets a on a.tag = r.absent_asset_tag
              where r.plan_id = $1 and r.absent_asset_tag is not null
              union all
-             select null, null, r.absent_cable_tag, null, 'cable', r.absent_cable_tag, r.version,
+             select null, null, r.absent_cable_tag, null, null, 'cable', r.absent_cable_tag, r.version,
                     coalesce(c.version, 0)
              from execution_plan_reads r
              left join cables c on c.tag = r.absent_cable_tag
              where r.plan_id = $1 and r.absent_cable_tag is not null
              union all
-             select r.finding_asset, null, null, r.finding_rule, 'finding', a.tag, r.version,
+             select r.finding_asset, null, null, r.finding_rule, null, 'finding', a.tag, r.version,
                     (select {FINDINGS_FINGERPRINT} from findings f
                      where f.asset_id = r.finding_asset and f.rule_id = r.finding_rule)
              from execution_plan_reads r
              left join assets a on a.id = r.finding_asset
              where r.plan_id = $1 and r.finding_asset is not null
+             union all
+             -- A relationship the plan creates (`relationship:KIND:FROM:TO`, both ends
+             -- 36 characters) that exists now: the plan found it absent.
+             select null, null, null, null, c.key, 'relationship', a.tag, 0, l.version
+             from execution_plan_creations c
+             join relationships l
+                 on l.kind = substr(c.key, 14, length(c.key) - 13 - 74)
+                 and l.from_asset = substr(right(c.key, 73), 1, 36)::uuid
+                 and l.to_asset = right(c.key, 36)::uuid
+             left join assets a on a.id = l.from_asset
+             where c.plan_id = $1 and c.key like 'relationship:%' and l.id <> c.id
          )
-         select aggregate_id, absent_asset_tag, absent_cable_tag, finding_rule, aggregate_type,
-                tag, planned, current, count(*) over ()
+         select aggregate_id, absent_asset_tag, absent_cable_tag, finding_rule, created,
+                aggregate_type, tag, planned, current, count(*) over ()
          from checked where current <> planned
-         order by aggregate_id, absent_asset_tag, absent_cable_tag, finding_rule
+         order by aggregate_id, absent_asset_tag, absent_cable_tag, finding_rule, created
          limit $2",
     ))
     .bind(plan_id)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(connection)
     .await?;
-    let count = rows.first().map_or(0, |row| row.8);
+    let count = rows.first().map_or(0, |row| row.9);
     let stale = rows
         .into_iter()
         .map(
-            |(id, asset_tag, cable_tag, finding_rule, aggregate_type, tag, planned, current, _)| {
-                let read = match (id, asset_tag, cable_tag, finding_rule) {
-                    (Some(asset), _, _, Some(rule)) => Read::Findings { asset, rule },
-                    (Some(id), _, _, None) => Read::Id(id),
-                    (None, Some(tag), _, _) => Read::AbsentTag(tag),
-                    (None, None, cable, _) => Read::AbsentCable(cable.unwrap_or_default()),
+            |(
+                id,
+                asset_tag,
+                cable_tag,
+                finding_rule,
+                created,
+                aggregate_type,
+                tag,
+                planned,
+                current,
+                _,
+            )| {
+                let key = match (id, asset_tag, cable_tag, finding_rule, created) {
+                    (_, _, _, _, Some(created)) => created,
+                    (Some(asset), _, _, Some(rule), _) => {
+                        Read::Findings { asset, rule }.to_string()
+                    }
+                    (Some(id), _, _, None, _) => Read::Id(id).to_string(),
+                    (None, Some(tag), _, _, _) => Read::AbsentTag(tag).to_string(),
+                    (None, None, cable, _, _) => {
+                        Read::AbsentCable(cable.unwrap_or_default()).to_string()
+                    }
                 };
                 StaleRead {
-                    key: read.to_string(),
+                    key,
                     aggregate_type,
                     tag,
                     planned_version: planned,
@@ -449,6 +482,7 @@ pub struct PlanChunk {
 pub async fn chunk(
     connection: &mut PgConnection,
     plan_id: Uuid,
+    rule_id: Uuid,
     after: Uuid,
     page: Vec<AssetState>,
 ) -> Result<PlanChunk, sqlx::Error> {
@@ -476,21 +510,28 @@ pub async fn chunk(
         .into_iter()
         .filter_map(|(id, version)| Some((id, version?)))
         .collect();
+    // What the plan promised for the range's assets, and whether this rule owes it.
     // Plans made before creations named their asset have `planned_for` null: theirs
-    // come with every chunk.
-    let promised: BTreeMap<String, Uuid> = sqlx::query_as(
-        "select key, id from execution_plan_creations
+    // come with every chunk, owed by none.
+    let promised: Vec<(String, Uuid, bool)> = sqlx::query_as(
+        "select key, id, coalesce(rule_id = $4, false) from execution_plan_creations
          where plan_id = $1 and planned_for > $2 and planned_for <= $3
          union all
-         select key, id from execution_plan_creations where plan_id = $1 and planned_for is null",
+         select key, id, false from execution_plan_creations
+         where plan_id = $1 and planned_for is null",
     )
     .bind(plan_id)
     .bind(after)
     .bind(last)
+    .bind(rule_id)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    let owed = promised
+        .iter()
+        .filter(|(_, _, owed)| *owed)
+        .map(|(key, _, _)| key.clone())
+        .collect();
+    let promised = promised.into_iter().map(|(key, id, _)| (key, id)).collect();
     let on_page: HashSet<Uuid> = page.iter().map(|asset| asset.id).collect();
     let others: Vec<Uuid> = versions
         .keys()
@@ -504,7 +545,7 @@ pub async fn chunk(
         .collect();
     Ok(PlanChunk {
         page,
-        ids: Ids::from_plan(promised),
+        ids: Ids::from_plan(promised, owed),
         versions,
         elsewhere,
     })

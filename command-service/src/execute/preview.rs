@@ -119,7 +119,13 @@ pub async fn preview(
             let writes = StateWrites::of(outcomes);
             tokio::try_join!(
                 writes.write_into(&mut transaction, plan_id, rule, overlay::TABLES),
-                plans::record(&mut plan, plan_id, world.read_versions(), &creations),
+                plans::record(
+                    &mut plan,
+                    plan_id,
+                    rule.id,
+                    world.read_versions(),
+                    &creations
+                ),
             )?;
             for table in Table::ALL {
                 overlay

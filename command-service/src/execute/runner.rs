@@ -345,7 +345,7 @@ impl Execution {
         )
         .await?;
         let last = page.last().map(|asset| asset.id);
-        let mut scoped = scope(&mut transaction, self.plan, after, page).await?;
+        let mut scoped = scope(&mut transaction, self.plan, rule, after, page).await?;
         let Some(last) = last else {
             // What the plan read after the last asset must be as it read it too.
             let unverified = plans::unverified(&std::collections::BTreeMap::new(), &scoped);
@@ -367,9 +367,9 @@ impl Execution {
             Some(_) => plans::unverified(world.read_versions(), &scoped),
             None => std::collections::BTreeMap::new(),
         };
-        let unpromised = scoped.ids.take_unpromised();
-        if !unpromised.is_empty() {
-            return Ok(Locked::Drifted(unpromised));
+        let departures = scoped.ids.take_departures();
+        if !departures.is_empty() {
+            return Ok(Locked::Drifted(departures));
         }
         if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Locked::Drifted(keys));
@@ -413,7 +413,7 @@ impl Execution {
             writes,
             events,
             unverified,
-            unpromised,
+            departures,
             ..
         } = planned;
         let mut transaction = self.pool.begin().await?;
@@ -421,8 +421,8 @@ impl Execution {
         {
             return Ok(Prepare::Stale);
         }
-        if !unpromised.is_empty() {
-            return Ok(Prepare::Drifted(unpromised));
+        if !departures.is_empty() {
+            return Ok(Prepare::Drifted(departures));
         }
         if let Some(keys) = self.drift(&mut transaction, &unverified).await? {
             return Ok(Prepare::Drifted(keys));
@@ -702,11 +702,12 @@ pub enum Reads {
 pub(super) async fn scope(
     connection: &mut PgConnection,
     plan: Option<Uuid>,
+    rule: &CompiledRule,
     after: Uuid,
     page: Vec<synapse_shared::domain::AssetState>,
 ) -> Result<plans::PlanChunk, sqlx::Error> {
     match plan {
-        Some(plan_id) => plans::chunk(connection, plan_id, after, page).await,
+        Some(plan_id) => plans::chunk(connection, plan_id, rule.id, after, page).await,
         None => Ok(plans::PlanChunk {
             page,
             ..plans::PlanChunk::default()
