@@ -1184,6 +1184,41 @@ async fn a_retried_dry_run_or_waiting_execution_with_the_same_idempotency_key_ge
 }
 
 #[tokio::test]
+async fn two_waiting_executions_sent_at_once_with_one_idempotency_key_both_get_the_report(
+) -> anyhow::Result<()> {
+    // Arrange
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let post = || {
+        let request = setup
+            .http
+            .post(setup.command.url("/rules/execute"))
+            .header("Idempotency-Key", "run-together")
+            .json(&json!({"wait": true}));
+        async move { Reply::from(request.send().await?).await }
+    };
+
+    // Act: the second waits for the first's claim, then finds its batch running.
+    let (first, second) = tokio::join!(post(), post());
+
+    // Assert: one batch, and both answers are its report (before, the second got the
+    // `202 running` of the first).
+    let (first, second) = (first?, second?);
+    assert_eq!((first.status, second.status), (200, 200), "{second:?}");
+    assert_eq!(first.body["status"], "completed", "{:?}", first.body);
+    assert_eq!(second.body, first.body);
+    let runs: BTreeSet<Uuid> = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_EXECUTION_STARTED")
+        .map(|e| e.correlation_id)
+        .collect();
+    assert_eq!(runs.len(), 1);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_property_value_computed_from_a_whole_number_property_is_set() -> anyhow::Result<()> {
     // Arrange: motors of 15 to 160 kW, as whole numbers.
     let setup = setup(false).await?;

@@ -138,7 +138,11 @@ pub async fn execute(
     .await?;
     let ready = prepared.lock().ok().and_then(|mut slot| slot.take());
     let Some(ready) = ready else {
-        // A replayed Idempotency-Key: the first request started the batch.
+        // A replayed Idempotency-Key: the first request started the batch. A retry
+        // that asks to wait gets its report, whether or not the first one waited.
+        if wait && response.status() == StatusCode::ACCEPTED {
+            return wait_for_replayed(&state, response).await;
+        }
         return Ok(response);
     };
     let execution = Execution {
@@ -165,6 +169,42 @@ pub async fn execute(
     }
     Ok((StatusCode::OK, axum::Json(answer)).into_response())
 }
+
+/// Answer a replayed `202` (`response`) with the report of its batch once the batch
+/// has finished, read from its closing event; the `202` itself if the service shuts
+/// down first, or the batch ended without one.
+async fn wait_for_replayed(state: &AppState, response: Response) -> Result<Response, ApiError> {
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_REPLAYED_BYTES)
+        .await
+        .map_err(|error| {
+            ApiError::Internal(anyhow::anyhow!("reading a replayed answer: {error}"))
+        })?;
+    let replayed = || Response::from_parts(parts.clone(), axum::body::Body::from(bytes.clone()));
+    let Some(correlation_id) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|body| serde_json::from_value::<Uuid>(body["correlation_id"].clone()).ok())
+    else {
+        return Ok(replayed());
+    };
+    loop {
+        if let Some(report) = batches::report(&state.pool, correlation_id).await? {
+            return Ok((StatusCode::OK, axum::Json(report)).into_response());
+        }
+        if batches::finished(&state.pool, correlation_id).await? {
+            return Ok(replayed());
+        }
+        tokio::select! {
+            () = state.shutdown.cancelled() => return Ok(replayed()),
+            () = tokio::time::sleep(REPLAY_POLL) => {}
+        }
+    }
+}
+
+/// The largest replayed answer read back (a `202` is a few hundred bytes).
+const MAX_REPLAYED_BYTES: usize = 64 * 1024;
+/// How often a waiting replay looks whether its batch has finished.
+const REPLAY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Store the finished report of a waiting request as its key's response. Best effort:
 /// the batch has finished either way, so a failure is logged, not answered.
