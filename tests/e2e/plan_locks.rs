@@ -194,3 +194,56 @@ async fn a_plan_is_stale_when_the_open_findings_it_read_changed() -> anyhow::Res
     assert!(current(0).await?);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_plan_is_stale_when_a_relationship_it_read_is_gone_and_holds_it_until_commit(
+) -> anyhow::Result<()> {
+    // Arrange: the MCC feeds motor 1; a chunk read that (so it did not create it).
+    let plant = plant().await?;
+    let [motor, _] = plant.motors;
+    let feeds = Uuid::now_v7();
+    sqlx::query(
+        "insert into relationships (id, kind, from_asset, to_asset, version)
+         values ($1, 'FEEDS', $2, $3, 1)",
+    )
+    .bind(feeds)
+    .bind(plant.mcc)
+    .bind(motor)
+    .execute(&plant.pool)
+    .await?;
+    let reads = read(&[plant.mcc, motor, feeds], 3)
+        .into_iter()
+        .map(|(read, version)| {
+            let version = if read == Read::Id(feeds) { 1 } else { version };
+            (read, version)
+        })
+        .collect::<BTreeMap<_, _>>();
+
+    // Act / Assert: current, and held against deletion until the chunk commits.
+    let mut chunk = plant.pool.begin().await?;
+    assert!(still_current(&mut chunk, &reads, &HashSet::from([motor])).await?);
+    let mut other = plant.pool.acquire().await?;
+    sqlx::query("set lock_timeout = '200ms'")
+        .execute(&mut *other)
+        .await?;
+    let delete = sqlx::query("delete from relationships where id = $1")
+        .bind(feeds)
+        .execute(&mut *other)
+        .await;
+    let code = delete.err().and_then(|error| {
+        error
+            .as_database_error()?
+            .code()
+            .map(|code| code.to_string())
+    });
+    assert_eq!(code.as_deref(), Some(LOCK_NOT_AVAILABLE));
+    chunk.rollback().await?;
+
+    // Once deleted, a plan that read it is stale.
+    sqlx::query("delete from relationships where id = $1")
+        .bind(feeds)
+        .execute(&plant.pool)
+        .await?;
+    assert!(!current_alone(&plant.pool, reads).await?);
+    Ok(())
+}

@@ -145,7 +145,8 @@ impl Planning {
 /// until the commit but lets other chunks read it too. So two chunks that both read the
 /// same MCC (every motor's power cable starts there) do not wait for each other's
 /// commit, which `for update` on everything made them do. Rows are locked one by one in
-/// id order, assets before cables, whatever the mode, so two writers lock in one order.
+/// id order, assets before cables before relationships, whatever the mode, so two
+/// writers lock in one order.
 pub async fn still_current(
     connection: &mut PgConnection,
     read_versions: &BTreeMap<Read, i64>,
@@ -164,17 +165,19 @@ pub async fn still_current(
         }
     }
     ids.sort_unstable();
-    // Ids are of assets or cables: assets first, then the cables among the ids that are
-    // no asset (usually none: what a rule creates is new).
-    let mut current = lock_versions(connection, Table::Assets, &ids, written).await?;
-    let assets: HashSet<Uuid> = current.iter().map(|(id, _)| *id).collect();
-    let others: Vec<Uuid> = ids
-        .iter()
-        .filter(|id| !assets.contains(id))
-        .copied()
-        .collect();
-    if !others.is_empty() {
-        current.extend(lock_versions(connection, Table::Cables, &others, written).await?);
+    // Ids are of assets, cables or relationships: assets first, then the cables among
+    // the ids that are no asset, then the relationships among the rest (usually none of
+    // either: what a rule creates is new).
+    let mut current = Vec::with_capacity(ids.len());
+    let mut others = ids.clone();
+    for table in Table::ALL {
+        if others.is_empty() {
+            break;
+        }
+        let found = lock_versions(connection, table, &others, written).await?;
+        let found_ids: HashSet<Uuid> = found.iter().map(|(id, _)| *id).collect();
+        others.retain(|id| !found_ids.contains(id));
+        current.extend(found);
     }
     let unchanged = current.len() == ids.len()
         && current

@@ -364,13 +364,15 @@ pub async fn stale_reads(
         "with checked as (
              select r.aggregate_id, null::text as absent_asset_tag, null::text as absent_cable_tag,
                     null::uuid as finding_rule, null::text as created,
-                    case when a.id is not null then 'asset' when c.id is not null then 'cable' end
-                        as aggregate_type,
-                    coalesce(a.tag, c.tag) as tag,
-                    r.version as planned, coalesce(a.version, c.version, 0) as current
+                    case when a.id is not null then 'asset' when c.id is not null then 'cable'
+                         when l.id is not null then 'relationship' end as aggregate_type,
+                    coalesce(a.tag, c.tag, (select f.tag from assets f where f.id = l.from_asset))
+                        as tag,
+                    r.version as planned, coalesce(a.version, c.version, l.version, 0) as current
              from execution_plan_reads r
              left join assets a on a.id = r.aggregate_id
              left join cables c on c.id = r.aggregate_id
+             left join relationships l on l.id = r.aggregate_id
              where r.plan_id = $1 and r.aggregate_id is not null
              union all
              select null, r.absent_asset_tag, null, null, null, 'asset', r.absent_asset_tag, r.version,
@@ -551,7 +553,7 @@ pub async fn chunk(
     })
 }
 
-/// The versions of these assets or cables now, 0 for those gone.
+/// The versions of these assets, cables or relationships now, 0 for those gone.
 async fn current_versions(
     connection: &mut PgConnection,
     ids: &[Uuid],
@@ -560,9 +562,11 @@ async fn current_versions(
         return Ok(BTreeMap::new());
     }
     let rows: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select k.id, coalesce(a.version, c.version, 0) from unnest($1::uuid[]) as k(id)
+        "select k.id, coalesce(a.version, c.version, l.version, 0)
+         from unnest($1::uuid[]) as k(id)
          left join assets a on a.id = k.id
-         left join cables c on c.id = k.id",
+         left join cables c on c.id = k.id
+         left join relationships l on l.id = k.id",
     )
     .bind(ids)
     .fetch_all(connection)

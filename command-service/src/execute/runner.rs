@@ -824,7 +824,7 @@ async fn fetch(
     }
     if !needs.relationships.is_empty() {
         let keys: Vec<_> = needs.relationships.into_iter().collect();
-        let found = relationships::by_keys(connection, &keys).await?;
+        let found = relationships::by_keys(connection, &keys, lock).await?;
         loaded.relationships = keys
             .into_iter()
             .map(|key| {

@@ -31,7 +31,7 @@ pub struct OpenFinding {
 /// Something a plan read, whose version it depends on.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Read {
-    /// An asset or cable that existed.
+    /// An asset, cable or relationship that existed.
     Id(Uuid),
     /// An asset tag that did not exist.
     AbsentTag(String),
@@ -207,11 +207,19 @@ impl World {
         self.cables.entry(tag).or_insert(cable);
     }
 
+    /// A relationship looked up by kind and ends. A plan depends on one that exists
+    /// (its absence, the plan's creation of it covers: see
+    /// [`Ids::take_departures`](super::planner::Ids::take_departures)).
     pub fn load_relationship(
         &mut self,
         key: RelationshipKey,
         relationship: Option<RelationshipState>,
     ) {
+        if let Some(relationship) = &relationship {
+            self.read_versions
+                .entry(Read::Id(relationship.id))
+                .or_insert(relationship.version);
+        }
         self.relationships.entry(key).or_insert(relationship);
     }
 
@@ -254,7 +262,13 @@ impl World {
 
     pub fn relationship(&mut self, key: &RelationshipKey) -> Option<RelationshipState> {
         match self.relationships.get(key) {
-            Some(relationship) => relationship.clone(),
+            Some(relationship) => {
+                let relationship = relationship.clone();
+                if let Some(relationship) = &relationship {
+                    self.depend_on(relationship.id);
+                }
+                relationship
+            }
             None => {
                 self.needs.relationships.insert(key.clone());
                 None
@@ -358,8 +372,10 @@ impl World {
             }
         }
         for key in &self.changed.relationships {
-            if let Some(relationship) = self.relationships.get(key) {
-                next.relationships.insert(key.clone(), relationship.clone());
+            if let Some(Some(relationship)) = self.relationships.get(key) {
+                next.carried.insert(relationship.id, relationship.version);
+                next.relationships
+                    .insert(key.clone(), Some(relationship.clone()));
             }
         }
         next
@@ -445,6 +461,44 @@ mod tests {
         stale.version = 3;
         next.load_assets([stale]);
         assert_eq!(next.asset(page_motor.id).map(|a| a.version), Some(4));
+    }
+
+    #[test]
+    fn a_plan_depends_on_the_relationships_it_found_and_those_it_is_handed() {
+        let (vfd, motor, jb) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let feeds = RelationshipState {
+            id: Uuid::now_v7(),
+            kind: "FEEDS".into(),
+            from_asset: vfd,
+            to_asset: motor,
+            properties: Map::new(),
+            version: 2,
+        };
+        let mut world = World::default();
+        world.record(Loaded {
+            relationships: vec![
+                (("FEEDS".into(), vfd, motor), Some(feeds.clone())),
+                (("CONNECTED_TO".into(), jb, motor), None),
+            ],
+            ..Loaded::default()
+        });
+        // Found: read at its version; absent: no read (the plan's creation covers it).
+        assert_eq!(
+            world.read_versions().clone(),
+            BTreeMap::from([(Read::Id(feeds.id), 2)])
+        );
+
+        // Created in this chunk, handed on: read once the next chunk uses it.
+        let mut created = feeds.clone();
+        created.id = Uuid::now_v7();
+        created.kind = "CONTROLS".into();
+        created.version = 1;
+        world.put_relationship(created.clone());
+        let mut next = world.carry_over();
+        assert!(next.read_versions().is_empty());
+        let key = ("CONTROLS".to_owned(), vfd, motor);
+        assert_eq!(next.relationship(&key), Some(created.clone()));
+        assert_eq!(next.read_versions().get(&Read::Id(created.id)), Some(&1));
     }
 
     #[test]

@@ -33,13 +33,17 @@ impl From<RelationshipRow> for RelationshipState {
 pub async fn by_keys(
     connection: &mut PgConnection,
     keys: &[(String, Uuid, Uuid)],
+    lock: bool,
 ) -> Result<Vec<RelationshipState>, sqlx::Error> {
-    let rows: Vec<RelationshipRow> = sqlx::query_as(
+    let rows: Vec<RelationshipRow> = sqlx::query_as(&format!(
         "select r.id, r.kind, r.from_asset, r.to_asset, r.properties, r.version
          from relationships r
          join unnest($1::text[], $2::uuid[], $3::uuid[]) as k(kind, from_asset, to_asset)
-           on r.kind = k.kind and r.from_asset = k.from_asset and r.to_asset = k.to_asset",
-    )
+           on r.kind = k.kind and r.from_asset = k.from_asset and r.to_asset = k.to_asset
+         order by r.id {}",
+        // Read only: shared, as an execution's reads are (see `ahead::still_current`).
+        if lock { "for share of r" } else { "" }
+    ))
     .bind(keys.iter().map(|k| k.0.clone()).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
