@@ -446,6 +446,7 @@ async fn two_concurrent_rollbacks_of_one_batch_write_one_set_of_events() -> anyh
 async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::Result<()> {
     // Arrange
     let setup = setup().await?;
+    let before_batch = setup.state().await?;
     let batch = setup.run_rule(vfd_rule()).await?;
     let after_batch = setup.state().await?;
     let rollback = setup
@@ -479,6 +480,26 @@ async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::R
     .fetch_one(&setup.pool)
     .await?;
     assert_eq!(folded.len() as i64, assets + cables + relationships);
+    // The batch itself cannot be rolled back again; the refusal names the redo, which
+    // can, and undoes the changes again.
+    let again = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.body["type"], "/problems/already-rolled-back");
+    assert_eq!(
+        again.body["errors"],
+        json!({"correlation_id": batch, "rolled_back_by": rollback.body["correlation_id"],
+               "redone_by": redo.body["correlation_id"]})
+    );
+    let detail = again.body["detail"].as_str().unwrap_or_default();
+    let redo_id = redo.body["correlation_id"].as_str().unwrap_or_default();
+    assert!(detail.contains(&format!("roll back {redo_id}")), "{detail}");
+    setup
+        .post("/rules/rollback", json!({"correlation_id": redo_id}))
+        .await?
+        .expect_status(200);
+    assert_eq!(setup.state().await?, before_batch);
     setup.command.stop().await
 }
 

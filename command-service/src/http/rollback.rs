@@ -33,14 +33,14 @@ impl From<RollbackError> for ApiError {
             RollbackError::AlreadyRolledBack {
                 correlation_id,
                 rolled_back_by,
+                redone_by,
             } => Problem::new(
                 StatusCode::CONFLICT,
                 "already-rolled-back",
                 "the batch was already rolled back",
             )
-            .with_errors(
-                json!({"correlation_id": correlation_id, "rolled_back_by": rolled_back_by}),
-            ),
+            .with_errors(json!({"correlation_id": correlation_id,
+                "rolled_back_by": rolled_back_by, "redone_by": redone_by})),
             RollbackError::Conflicts(analysis) => {
                 let (conflicts, truncated) = analysis.listed_conflicts();
                 if truncated {

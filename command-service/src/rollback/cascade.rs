@@ -27,9 +27,17 @@ pub async fn lock_batch(
             Err(RollbackError::StillRunning(correlation_id))
         }
         Some((status, Some(rolled_back_by))) if status == "rolled_back" => {
+            let redone_by: Option<(Option<Uuid>,)> = sqlx::query_as(
+                "select rolled_back_by from batches
+                 where correlation_id = $1 and status = 'rolled_back'",
+            )
+            .bind(rolled_back_by)
+            .fetch_optional(&mut *connection)
+            .await?;
             Err(RollbackError::AlreadyRolledBack {
                 correlation_id,
                 rolled_back_by,
+                redone_by: redone_by.and_then(|(redone_by,)| redone_by),
             })
         }
         Some(_) => Ok(()),

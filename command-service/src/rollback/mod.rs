@@ -54,10 +54,19 @@ pub enum RollbackError {
     NotFound(Uuid),
     #[error("batch {0} is still running")]
     StillRunning(Uuid),
-    #[error("batch {correlation_id} was already rolled back by {rolled_back_by}")]
+    #[error(
+        "batch {correlation_id} was already rolled back by {rolled_back_by}{}",
+        redone_by.map_or_else(String::new, |redone_by| format!(
+            ", which was rolled back by {redone_by}, bringing its changes back: \
+             roll back {redone_by} to undo them again"
+        ))
+    )]
     AlreadyRolledBack {
         correlation_id: Uuid,
         rolled_back_by: Uuid,
+        /// The batch that rolled back that rollback, bringing the changes back: the
+        /// one to roll back to undo them again.
+        redone_by: Option<Uuid>,
     },
     #[error("later batches changed {} of the aggregates this batch touched", .0.conflict_count)]
     Conflicts(analyze::Analysis),
