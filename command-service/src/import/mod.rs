@@ -20,6 +20,7 @@ pub mod decode;
 pub mod header;
 pub mod lines;
 pub mod parse;
+pub mod quotes;
 pub mod store;
 
 pub use apply::{apply, ImportOutcome};

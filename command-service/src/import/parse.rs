@@ -5,6 +5,7 @@
 use super::cell::{self, type_cell, ColumnTally};
 use super::header::{self, Columns};
 use super::lines::Lines;
+use super::quotes::{stray_quote, StrayQuote};
 use super::{Delimiter, ErrorList, ImportError, RowError, MAX_ROWS};
 use crate::assets::input::{check_code, check_properties, check_tag, check_text, FieldError};
 use csv::{ErrorKind, StringRecord};
@@ -43,6 +44,9 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
         return Err(ImportError::Empty(NO_HEADER));
     }
     let delimiter = delimiter.unwrap_or_else(|| header::detect_delimiter(text));
+    if let Some(stray) = stray_quote(text, delimiter.byte()) {
+        return Err(stray_quote_error(text, delimiter, &stray));
+    }
     // `has_headers(false)`: the header is read as a record so it has a position and
     // its width is the one every other record is held to (`flexible(false)`).
     let mut reader = csv::ReaderBuilder::new()
@@ -116,6 +120,29 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
         return Err(ImportError::invalid(errors, None));
     }
     Ok(ParsedFile { delimiter, rows })
+}
+
+/// The refusal of a file with a quoted cell that swallows lines, naming the cell's
+/// column by the header (read from the first line alone, since the header itself may
+/// hold the stray quote).
+fn stray_quote_error(text: &str, delimiter: Delimiter, stray: &StrayQuote) -> ImportError {
+    let (header_row, first_line) = (1u64..)
+        .zip(text.lines())
+        .find(|(_, line)| !line.trim().is_empty())
+        .unwrap_or((1, ""));
+    let mut header = StringRecord::new();
+    let column = match csv::ReaderBuilder::new()
+        .delimiter(delimiter.byte())
+        .has_headers(false)
+        .from_reader(first_line.as_bytes())
+        .read_record(&mut header)
+    {
+        Ok(true) if stray.row > header_row => header.get(stray.field).map(str::trim),
+        _ => None,
+    };
+    let mut errors = ErrorList::default();
+    errors.push(RowError::new(stray.row, column, stray.message()));
+    ImportError::invalid(errors, None)
 }
 
 /// One record to a row; its errors go to `errors` (the row is kept so that file-wide

@@ -256,3 +256,54 @@ fn an_unknown_type_or_a_type_on_a_fixed_column_is_a_header_error() {
         ]
     );
 }
+
+#[test]
+fn a_quote_never_closed_refuses_the_file_instead_of_swallowing_the_rows_after_it() {
+    // 60 valves; the remark of the 31st opens a quote that nothing closes. The file
+    // used to import 31 valves, the last with the other 29 rows as its remark.
+    let mut text = String::from("tag;asset_type;discipline;name;remarks\n");
+    for index in 0..60 {
+        let remark = if index == 30 {
+            "\"6 inch line, see P&ID"
+        } else {
+            "ok"
+        };
+        text.push_str(&format!(
+            "FV-T{index:04};CONTROL_VALVE;INSTRUMENTATION;Valve {index};{remark}\n"
+        ));
+    }
+
+    let errors = invalid(&text, None);
+
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(
+        (errors[0].row, errors[0].column.as_deref()),
+        (32, Some("remarks"))
+    );
+    assert!(errors[0].message.contains("never closed"), "{errors:?}");
+}
+
+#[test]
+fn a_quote_closed_by_a_later_stray_quote_refuses_the_file() {
+    let text = "tag,asset_type,discipline,size\n\
+                L-20,PIPE,PROCESS,\"12 inch\n\
+                L-21,PIPE,PROCESS,6\n\
+                L-22,PIPE,PROCESS,\"8 inch\n\
+                L-23,PIPE,PROCESS,4\n";
+
+    let errors = invalid(text, None);
+
+    assert_eq!(
+        errors,
+        vec![error(
+            2,
+            Some("size"),
+            &crate::import::quotes::StrayQuote {
+                row: 2,
+                field: 3,
+                closed_on: Some(4)
+            }
+            .message()
+        )]
+    );
+}
