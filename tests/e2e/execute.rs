@@ -2238,14 +2238,40 @@ async fn a_change_made_while_a_plan_is_applied_is_not_taken_into_the_apply() -> 
         (409, _) => assert!(named, "{applied:?}"),
         // The apply got to the motor before the change.
         (200, Some("completed")) => assert_eq!(doubled, Some(power * 2)),
-        // The change landed while the apply ran: it stopped before the motor.
+        // The change landed while the apply ran: it stopped before the motor, and its
+        // report counts what the chunks before it did.
         (200, Some("failed")) => {
             assert!(named, "{applied:?}");
             assert_eq!(doubled, None);
+            assert_report_counts_the_log(&setup, &applied.body).await?;
         }
         _ => panic!("{applied:?}"),
     }
     setup.command.stop().await
+}
+
+/// The report of a batch counts the outcomes and changes its events in the log show,
+/// per rule and in total (a failed batch too: before, it counted nothing of the rule it
+/// failed in).
+async fn assert_report_counts_the_log(setup: &Setup, report: &Value) -> anyhow::Result<()> {
+    let batch: Uuid = serde_json::from_value(report["correlation_id"].clone())?;
+    let events = setup.events().await?;
+    let of = |event_type: &str| {
+        events
+            .iter()
+            .filter(|e| e.correlation_id == batch && e.event_type.as_str() == event_type)
+            .count()
+    };
+    let (executed, changes) = (of("RULE_EXECUTED") as u64, of("ASSET_UPDATED") as u64);
+    assert!(executed > 0, "{report}");
+    for counts in [&report["totals"], &report["rules"][0]["counts"]] {
+        assert_eq!(
+            (counts["executed"].as_u64(), counts["changes"].as_u64()),
+            (Some(executed), Some(changes)),
+            "{report}"
+        );
+    }
+    Ok(())
 }
 
 /// A plan doubling the power of 6,000 motors (six chunks); the motor its last chunk
@@ -2323,6 +2349,7 @@ async fn an_asset_deleted_while_a_plan_is_applied_stops_the_apply() -> anyhow::R
         (200, Some("failed")) => {
             assert!(named, "{applied:?}");
             assert_eq!(updated, Vec::<Uuid>::new());
+            assert_report_counts_the_log(&setup, &applied.body).await?;
         }
         _ => panic!("{applied:?}"),
     }

@@ -98,17 +98,19 @@ impl Execution {
         let mut reports = Vec::new();
         let mut failure = None;
         for rule in self.rules.clone() {
-            match self.run_rule(&rule).await {
-                Ok(counts) => reports.push(RuleReport {
-                    rule_id: rule.id,
-                    rule_version: rule.version,
-                    name: rule.name.clone(),
-                    counts,
-                }),
-                Err(error) => {
-                    failure = Some(error);
-                    break;
-                }
+            // What the rule's committed chunks did: a rule that fails keeps the counts
+            // of the chunks that landed before it failed, as the log has their events.
+            let mut counts = Counts::default();
+            let outcome = self.run_rule(&rule, &mut counts).await;
+            reports.push(RuleReport {
+                rule_id: rule.id,
+                rule_version: rule.version,
+                name: rule.name.clone(),
+                counts,
+            });
+            if let Err(error) = outcome {
+                failure = Some(error);
+                break;
             }
         }
         let mut totals = Counts::default();
@@ -141,7 +143,9 @@ impl Execution {
         }
     }
 
-    async fn run_rule(&mut self, rule: &CompiledRule) -> anyhow::Result<Counts> {
+    /// Run `rule` chunk by chunk; `counts` are those of the chunks committed so far,
+    /// also when it fails.
+    async fn run_rule(&mut self, rule: &CompiledRule, counts: &mut Counts) -> anyhow::Result<()> {
         let mut transaction = self.pool.begin().await?;
         // The assets selected now: not what this rule (or anyone) creates meanwhile.
         let selection = asset_store::select_for_execution(&mut transaction, &self.filter).await?;
@@ -157,7 +161,6 @@ impl Execution {
         append(&mut transaction, vec![started]).await?;
         transaction.commit().await?;
 
-        let mut counts = Counts::default();
         let mut after = Uuid::nil();
         let mut pace = Pace::new();
         let mut planning = Planning {
@@ -202,7 +205,7 @@ impl Execution {
                     // the batch's versions stay without a gap.
                     if let Some(chunk) = committing.take() {
                         let committed = chunk.commit.await;
-                        self.settle(chunk.undo, committed, &mut after, &mut counts, &mut pace)?;
+                        self.settle(chunk.undo, committed, &mut after, counts, &mut pace)?;
                     }
                     return Err(error);
                 }
@@ -230,7 +233,7 @@ impl Execution {
                     };
                     let previous_committed = match previous {
                         Some((undo, committed)) => {
-                            self.settle(undo, committed, &mut after, &mut counts, &mut pace)?
+                            self.settle(undo, committed, &mut after, counts, &mut pace)?
                         }
                         None => true,
                     };
@@ -239,7 +242,7 @@ impl Execution {
                         // transaction rolls back), like the plans made after it.
                         _ if !previous_committed => locked = true,
                         Ok(Prepare::Ready(prepared)) => {
-                            committing = Some(self.seal(rule, *prepared, &mut counts, total));
+                            committing = Some(self.seal(rule, *prepared, counts, total));
                         }
                         Ok(Prepare::Stale) => {
                             replanned("something a chunk planned ahead read has changed");
@@ -256,7 +259,7 @@ impl Execution {
                 None => {
                     if let Some(chunk) = committing.take() {
                         let committed = chunk.commit.await;
-                        self.settle(chunk.undo, committed, &mut after, &mut counts, &mut pace)?;
+                        self.settle(chunk.undo, committed, &mut after, counts, &mut pace)?;
                     }
                 }
             }
@@ -266,7 +269,7 @@ impl Execution {
                 ahead = None;
                 planning.rule.may_have_open_findings |= rule.owns_findings;
                 match self
-                    .chunk_with_retries(rule, selection, after, &mut counts, pace.size)
+                    .chunk_with_retries(rule, selection, after, counts, pace.size)
                     .await?
                 {
                     Some(last) => {
@@ -288,7 +291,7 @@ impl Execution {
         batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
         append(&mut transaction, vec![completed]).await?;
         transaction.commit().await?;
-        Ok(counts)
+        Ok(())
     }
 
     async fn chunk_with_retries(
