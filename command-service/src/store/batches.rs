@@ -194,6 +194,47 @@ pub async fn record(
     Ok(())
 }
 
+/// Whether the batch is no longer running.
+pub async fn finished(pool: &PgPool, correlation_id: Uuid) -> Result<bool, sqlx::Error> {
+    let status: Option<(String,)> =
+        sqlx::query_as("select status from batches where correlation_id = $1")
+            .bind(correlation_id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(status.is_some_and(|(status,)| status != BatchStatus::Running.as_str()))
+}
+
+/// The report of a finished execution, as `POST /rules/execute` with `wait` answers it,
+/// from its closing event (`BATCH_COMPLETED` or `BATCH_FAILED`, its last); `None` while
+/// it runs.
+pub async fn report(pool: &PgPool, correlation_id: Uuid) -> Result<Option<Value>, sqlx::Error> {
+    let last: Option<(String, Value)> = sqlx::query_as(
+        "select event_type, payload from workflow_events where correlation_id = $1
+         order by position desc limit 1",
+    )
+    .bind(correlation_id)
+    .fetch_optional(pool)
+    .await?;
+    let Some((event_type, payload)) = last else {
+        return Ok(None);
+    };
+    let status = if event_type == EventType::BatchCompleted.as_str() {
+        BatchStatus::Completed
+    } else if event_type == EventType::BatchFailed.as_str() {
+        BatchStatus::Failed
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(json!({
+        "correlation_id": correlation_id,
+        "status": status.as_str(),
+        "rules": payload["rules"],
+        "totals": payload["totals"],
+        "duration_ms": payload["duration_ms"],
+        "error": payload["error"],
+    })))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,45 +282,4 @@ mod tests {
             .iter()
             .all(|e| e.occurred_at == events[0].occurred_at));
     }
-}
-
-/// Whether the batch is no longer running.
-pub async fn finished(pool: &PgPool, correlation_id: Uuid) -> Result<bool, sqlx::Error> {
-    let status: Option<(String,)> =
-        sqlx::query_as("select status from batches where correlation_id = $1")
-            .bind(correlation_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(status.is_some_and(|(status,)| status != BatchStatus::Running.as_str()))
-}
-
-/// The report of a finished execution, as `POST /rules/execute` with `wait` answers it,
-/// from its closing event (`BATCH_COMPLETED` or `BATCH_FAILED`, its last); `None` while
-/// it runs.
-pub async fn report(pool: &PgPool, correlation_id: Uuid) -> Result<Option<Value>, sqlx::Error> {
-    let last: Option<(String, Value)> = sqlx::query_as(
-        "select event_type, payload from workflow_events where correlation_id = $1
-         order by position desc limit 1",
-    )
-    .bind(correlation_id)
-    .fetch_optional(pool)
-    .await?;
-    let Some((event_type, payload)) = last else {
-        return Ok(None);
-    };
-    let status = if event_type == EventType::BatchCompleted.as_str() {
-        BatchStatus::Completed
-    } else if event_type == EventType::BatchFailed.as_str() {
-        BatchStatus::Failed
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(json!({
-        "correlation_id": correlation_id,
-        "status": status.as_str(),
-        "rules": payload["rules"],
-        "totals": payload["totals"],
-        "duration_ms": payload["duration_ms"],
-        "error": payload["error"],
-    })))
 }
