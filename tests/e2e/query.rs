@@ -10,7 +10,7 @@ use std::time::Duration;
 use synapse_shared::{EventEnvelope, EventType};
 use synapse_tests::apps;
 use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
-use synapse_tests::client::http_client_as;
+use synapse_tests::client::{http_client_as, send, Reply};
 use synapse_tests::drive::{
     concerned_asset, created_asset, id_field, positions, side, timeline_entry, Stack, ENGINEER,
     VIEWER,
@@ -420,6 +420,48 @@ async fn bad_query_input_and_unknown_filters_are_refused_with_a_400_problem() ->
         assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
         assert!(reply.is_problem(), "GET {path}: {reply:?}");
         assert_eq!(reply.body["status"], 400, "GET {path}: {reply:?}");
+    }
+    query.stop().await
+}
+
+/// A GET on `query` as the viewer.
+async fn get_as_viewer(query: &apps::Running, path: &str) -> anyhow::Result<Reply> {
+    let http = http_client_as(Role::Viewer, VIEWER);
+    send(&http, reqwest::Method::GET, &query.url(path), None).await
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_parameter_it_does_not_know_with_a_400_problem() -> anyhow::Result<()>
+{
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
+    let id = Uuid::now_v7();
+
+    // Act + Assert
+    for route in [
+        "/events/timeline".to_owned(),
+        format!("/events/assets/{id}/history"),
+        format!("/assets/{id}"),
+        "/assets/export.csv".to_owned(),
+        "/batches".to_owned(),
+        format!("/batches/{id}"),
+        "/disciplines".to_owned(),
+        "/disciplines/ELECTRICAL".to_owned(),
+        "/findings".to_owned(),
+    ] {
+        let path = format!("{route}?x=1");
+        let reply = get_as_viewer(&query, &path).await?;
+        assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
+        assert!(reply.is_problem(), "GET {path}: {reply:?}");
+        assert_eq!(reply.body["type"], "/problems/invalid-query", "GET {path}");
+        assert!(
+            reply.body["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("`x`")),
+            "GET {path}: {reply:?}"
+        );
     }
     query.stop().await
 }

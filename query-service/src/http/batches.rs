@@ -2,6 +2,7 @@
 
 use crate::http::error::{one_of, ApiError};
 use crate::http::pagination::PageRequest;
+use crate::http::NoParams;
 use crate::read::batches::{self, BatchFilter, BatchRow, RuleRunRow};
 use crate::state::AppState;
 use axum::extract::State;
@@ -102,7 +103,7 @@ pub async fn list(
     responses(
         (status = 200, description = "The batch", body = BatchDetail),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
-        (status = 400, description = "Bad correlation id", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad correlation id or any query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such batch", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -110,6 +111,7 @@ pub async fn detail(
     _caller: Principal,
     State(state): State<AppState>,
     ApiPath(correlation_id): ApiPath<Uuid>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<BatchDetail>, ApiError> {
     let batch = batches::find(&state.pool, correlation_id)
         .await?

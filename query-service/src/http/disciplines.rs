@@ -2,6 +2,7 @@
 
 use crate::http::error::{invalid_query, ApiError};
 use crate::http::pagination::MAX_LIMIT;
+use crate::http::NoParams;
 use crate::read::disciplines::{self, DisciplineBatchRow, TypeCountRow};
 use crate::state::AppState;
 use axum::extract::State;
@@ -66,12 +67,14 @@ pub struct DisciplineParams {
     responses(
         (status = 200, description = "Every discipline", body = DisciplineList),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Any query parameter", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
     // Reading needs the viewer role, the lowest: any authenticated caller has it.
     _caller: Principal,
     State(state): State<AppState>,
+    ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<DisciplineList>, ApiError> {
     let counts = disciplines::type_counts(&state.pool, None).await?;
     let batches: BTreeMap<String, i64> = disciplines::batch_counts(&state.pool, None)
