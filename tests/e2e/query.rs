@@ -431,6 +431,67 @@ async fn get_as_viewer(query: &apps::Running, path: &str) -> anyhow::Result<Repl
 }
 
 #[tokio::test]
+async fn times_before_what_postgres_holds_are_refused_like_years_too_large_to_parse(
+) -> anyhow::Result<()> {
+    // Arrange: every time parameter of every route, at a given time.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
+    let asset = Uuid::now_v7();
+    let every_time_parameter = |time: &str| {
+        [
+            ("from", format!("/events/timeline?from={time}")),
+            ("to", format!("/events/timeline?to={time}")),
+            (
+                "from",
+                format!("/events/timeline?from={time}&asset_id={asset}"),
+            ),
+            ("to", format!("/events/timeline?to={time}&asset_id={asset}")),
+            ("as_of", format!("/assets/{asset}?as_of={time}")),
+        ]
+    };
+    // The earliest instant Postgres holds is 4714-11-24 BC, year -4713 in RFC 3339's
+    // astronomical numbering; `%2B` is a `+` that the query string does not turn into
+    // a space.
+    let earliest = "-4713-11-24T00:00:00Z";
+    let too_early = [
+        "-4713-11-23T23:59:59.999999Z",
+        "-4713-11-24T00:00:00%2B00:01",
+        "-4714-01-01T00:00:00Z",
+        "-262143-01-01T00:00:00Z",
+    ];
+
+    // Act + Assert: each is the very problem a year too large to parse gets.
+    for ((parameter, too_large), index) in every_time_parameter("200000-01-01T00:00:00Z")
+        .into_iter()
+        .zip(0..)
+    {
+        let reference = get_as_viewer(&query, &too_large).await?;
+        assert_eq!(reference.status, 400, "GET {too_large}: {reference:?}");
+        for time in too_early {
+            let (_, path) = &every_time_parameter(time)[index];
+            let reply = get_as_viewer(&query, path).await?;
+            assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
+            assert!(reply.is_problem(), "GET {path}: {reply:?}");
+            assert_eq!(reply.body["type"], reference.body["type"], "GET {path}");
+            assert_eq!(reply.body["title"], reference.body["title"], "GET {path}");
+            assert!(
+                reply.body["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains(parameter)),
+                "GET {path}: {reply:?}"
+            );
+        }
+    }
+    for (parameter, path) in every_time_parameter(earliest) {
+        let reply = get_as_viewer(&query, &path).await?;
+        let expected = if parameter == "as_of" { 404 } else { 200 };
+        assert_eq!(reply.status, expected, "GET {path}: {reply:?}");
+    }
+    query.stop().await
+}
+
+#[tokio::test]
 async fn every_route_refuses_a_parameter_it_does_not_know_with_a_400_problem() -> anyhow::Result<()>
 {
     // Arrange

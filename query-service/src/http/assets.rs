@@ -1,6 +1,7 @@
 //! `GET /assets/{id}`: an asset's current state, or its state as of a time.
 
 use crate::http::error::ApiError;
+use crate::http::time;
 use crate::read::{aggregates, events};
 use crate::state::AppState;
 use axum::extract::State;
@@ -19,7 +20,9 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AssetParams {
-    /// Show the state as of this time (RFC 3339) instead of the current one.
+    /// Show the state as of this time (RFC 3339, 4714-11-24 BC or later) instead of the
+    /// current one.
+    #[serde(default, deserialize_with = "time::storable")]
     pub as_of: Option<DateTime<Utc>>,
 }
 

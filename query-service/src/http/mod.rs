@@ -9,6 +9,7 @@ pub mod findings;
 pub mod health;
 pub mod history;
 pub mod pagination;
+pub mod time;
 pub mod timeline;
 
 use crate::live::{socket, ticket};

@@ -2,6 +2,7 @@
 
 use crate::http::error::{invalid_query, ApiError};
 use crate::http::pagination::PageRequest;
+use crate::http::time;
 use crate::read::events::{self, AssetMatch, EventFilter, TimelineEntry};
 use crate::state::AppState;
 use axum::extract::State;
@@ -30,9 +31,11 @@ pub struct TimelineParams {
     pub rule_id: Option<Uuid>,
     pub discipline: Option<String>,
     pub actor: Option<String>,
-    /// Events that occurred at or after this time (RFC 3339).
+    /// Events that occurred at or after this time (RFC 3339, 4714-11-24 BC or later).
+    #[serde(default, deserialize_with = "time::storable")]
     pub from: Option<DateTime<Utc>>,
-    /// Events that occurred at or before this time (RFC 3339).
+    /// Events that occurred at or before this time (RFC 3339, 4714-11-24 BC or later).
+    #[serde(default, deserialize_with = "time::storable")]
     pub to: Option<DateTime<Utc>>,
     /// Whether events a rollback undid are listed (default true).
     pub include_rolled_back: Option<bool>,

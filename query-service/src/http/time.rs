@@ -1,0 +1,69 @@
+//! Time query parameters (`from`, `to`, `as_of`): RFC 3339 instants the read models
+//! can be asked about.
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer};
+
+/// The earliest instant a Postgres `timestamptz` holds: midnight UTC of 4714-11-24 BC
+/// (Julian day 0), year -4713 in the astronomical numbering RFC 3339 and chrono use.
+/// Postgres refuses an earlier bound value as out of range, which would be a 500. The
+/// latest instant it holds (294276 AD) lies beyond chrono's last year (262142), so a
+/// time that parses at all is never too late.
+const EARLIEST: DateTime<Utc> = match NaiveDate::from_ymd_opt(-4713, 11, 24) {
+    Some(day) => day.and_time(NaiveTime::MIN).and_utc(),
+    // Evaluated at compile time: the date is in chrono's range.
+    None => panic!("4714-11-24 BC is a date chrono holds"),
+};
+
+/// Deserialize an optional time parameter (`#[serde(default, deserialize_with = ...)]`),
+/// refusing one Postgres cannot hold as a time that does not parse is refused: the
+/// query string's 400 problem, naming the parameter.
+pub fn storable<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Option::<DateTime<Utc>>::deserialize(deserializer)? {
+        Some(time) if time < EARLIEST => Err(D::Error::custom(format!(
+            "{} is before {} (4714-11-24 BC), the earliest time the read models hold",
+            time.to_rfc3339(),
+            EARLIEST.to_rfc3339()
+        ))),
+        time => Ok(time),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(Debug, Deserialize)]
+    struct Params {
+        #[serde(default, deserialize_with = "storable")]
+        at: Option<DateTime<Utc>>,
+    }
+
+    fn parse(at: &str) -> Result<Option<DateTime<Utc>>, serde_json::Error> {
+        serde_json::from_value::<Params>(json!({ "at": at })).map(|params| params.at)
+    }
+
+    #[test]
+    fn a_time_from_the_earliest_postgres_holds_on_passes_and_an_earlier_one_is_refused() {
+        assert_eq!(parse("-4713-11-24T00:00:00Z").ok(), Some(Some(EARLIEST)));
+        assert!(parse("2026-01-01T00:00:00Z").is_ok_and(|at| at.is_some()));
+        for too_early in [
+            "-4713-11-23T23:59:59.999999Z",
+            "-4713-11-24T00:00:00+00:01",
+            "-262143-01-01T00:00:00Z",
+        ] {
+            let refusal = parse(too_early).err().map(|error| error.to_string());
+            assert!(
+                refusal.is_some_and(|refusal| refusal.contains("earliest")),
+                "{too_early}"
+            );
+        }
+        let absent = serde_json::from_value::<Params>(json!({}));
+        assert!(absent.is_ok_and(|params| params.at.is_none()));
+    }
+}
