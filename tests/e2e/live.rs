@@ -887,6 +887,74 @@ async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() -> a
 }
 
 #[tokio::test]
+async fn a_discipline_filter_is_a_code_in_any_case_live_and_resuming_and_never_blank(
+) -> anyhow::Result<()> {
+    // Arrange: a live subscriber by a lower-case discipline, before anything happens.
+    let stack = Stack::start().await?;
+    wait_for_hub(&stack.system.query, &stack.system.nats.args, 0).await;
+    let lower_case = json!({"type": "subscribe", "filters": {"discipline": "electrical"}});
+    let mut live = subscribe(stack.system.query.port, lower_case.clone()).await;
+    let mut unsubscribed = ws::connect_with(
+        &format!("ws://127.0.0.1:{}/ws", stack.system.query.port),
+        Some(&bearer(Role::Viewer, VIEWER)),
+        None,
+    )
+    .await?;
+    let asset = |tag: &str, discipline: &str| {
+        json!({"tag": tag, "asset_type": "ELECTRIC_MOTOR", "discipline": discipline,
+               "properties": {}})
+    };
+
+    // Act: electrical, mechanical, electrical again, so a leak would come first.
+    stack.create_asset(&asset("M-101", "ELECTRICAL")).await?;
+    stack.create_asset(&asset("P-101", "MECHANICAL")).await?;
+    stack.create_asset(&asset("M-102", "ELECTRICAL")).await?;
+    stack.settle().await?;
+    let mut resumed = subscribe(
+        stack.system.query.port,
+        json!({"type": "subscribe", "filters": {"discipline": "Electrical"}, "after": 0}),
+    )
+    .await;
+    let mut refusals = Vec::new();
+    for blank in ["", "  \t"] {
+        unsubscribed
+            .send(Message::Text(
+                json!({"type": "subscribe", "filters": {"discipline": blank}})
+                    .to_string()
+                    .into(),
+            ))
+            .await?;
+        refusals.push(receive_json(&mut unsubscribed).await);
+    }
+
+    // Assert
+    let log = stack.log().await?;
+    let expected: Vec<Value> = log
+        .iter()
+        .filter(|event| event.discipline.as_deref() == Some("ELECTRICAL"))
+        .map(message)
+        .collect();
+    assert!(expected.len() >= 2, "{expected:?}");
+    assert!(log
+        .iter()
+        .any(|event| event.discipline.as_deref() == Some("MECHANICAL")));
+    assert_eq!(receive_events(&mut live, expected.len()).await, expected);
+    assert_eq!(receive_events(&mut resumed, expected.len()).await, expected);
+    for refusal in refusals {
+        assert_eq!(refusal["type"], "ERROR_PROTOCOL", "{refusal}");
+        assert!(
+            refusal["detail"]
+                .as_str()
+                .is_some_and(|detail| detail.contains("discipline")),
+            "{refusal}"
+        );
+    }
+    // The refusals left the session usable.
+    subscribe_on(&mut unsubscribed, lower_case).await;
+    Ok(())
+}
+
+#[tokio::test]
 async fn shutdown_closes_every_websocket_with_going_away() -> anyhow::Result<()> {
     // Arrange
     let database = TestDatabase::create().await?;

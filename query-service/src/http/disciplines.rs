@@ -116,8 +116,7 @@ pub async fn detail(
             "`limit` must be between 1 and {MAX_LIMIT}, got {limit}"
         )));
     }
-    // A code, stored upper-cased: `electrical` is `ELECTRICAL`.
-    let discipline = discipline.to_ascii_uppercase();
+    let discipline = disciplines::code(&discipline);
     let counts = disciplines::type_counts(&state.pool, Some(&discipline)).await?;
     let Some(mut summary) = summarise(counts).pop() else {
         return Err(Problem::new(

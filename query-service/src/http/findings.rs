@@ -2,6 +2,7 @@
 
 use crate::http::error::{one_of, ApiError};
 use crate::http::pagination::PageRequest;
+use crate::read::disciplines;
 use crate::read::findings::{self, FindingFilter, FindingRow};
 use crate::state::AppState;
 use axum::extract::State;
@@ -67,7 +68,7 @@ pub async fn list(
     let filter = FindingFilter {
         asset_id: params.asset_id,
         rule_id: params.rule_id,
-        discipline: params.discipline.as_deref().map(str::to_ascii_uppercase),
+        discipline: params.discipline.as_deref().map(disciplines::code),
         severity: one_of("severity", params.severity, SEVERITIES)?,
     };
     let rows = findings::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;

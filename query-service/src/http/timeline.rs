@@ -3,6 +3,7 @@
 use crate::http::error::{invalid_query, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::http::time;
+use crate::read::disciplines;
 use crate::read::events::{self, AssetMatch, EventFilter, TimelineEntry};
 use crate::state::AppState;
 use axum::extract::State;
@@ -92,8 +93,7 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         with_rollbacks_of_batch: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
-        // Disciplines are codes, stored upper-cased.
-        discipline: params.discipline.as_deref().map(str::to_ascii_uppercase),
+        discipline: params.discipline.as_deref().map(disciplines::code),
         actor: params.actor.clone(),
         from: params.from,
         to: params.to,

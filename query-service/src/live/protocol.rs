@@ -5,8 +5,10 @@
 //! `{"type":<kind>,"position":n,"event":<EventEnvelope>}`, plus `LAGGED` and
 //! `ERROR_PROTOCOL`.
 
+use crate::read::disciplines;
 use crate::read::events::{AssetMatch, EventFilter, ROLLBACK_TARGET};
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
@@ -56,7 +58,24 @@ pub struct Filters {
     /// The event's aggregate or the asset its payload names (`payload.asset_id`).
     pub asset_id: Option<Uuid>,
     pub rule_id: Option<Uuid>,
+    /// A discipline code in any case, held as the read models hold it (upper-cased),
+    /// as the HTTP filters take it.
+    #[serde(default, deserialize_with = "discipline_code")]
     pub discipline: Option<String>,
+}
+
+/// Deserialize the `discipline` filter through [`disciplines::code`]. A blank one is
+/// refused: no event has it, so the subscription would silently receive nothing.
+fn discipline_code<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    match Option::<String>::deserialize(deserializer)? {
+        Some(discipline) if discipline.trim().is_empty() => Err(D::Error::custom(
+            "`discipline` must be a discipline code such as `ELECTRICAL`, not blank",
+        )),
+        discipline => Ok(discipline.as_deref().map(disciplines::code)),
+    }
 }
 
 impl Filters {
@@ -211,6 +230,32 @@ mod tests {
         assert!(serde_json::from_value::<ClientMessage>(unknown_filter).is_err());
         let unknown_type = json!({"type": "unsubscribe"});
         assert!(serde_json::from_value::<ClientMessage>(unknown_type).is_err());
+    }
+
+    #[test]
+    fn a_discipline_filter_is_upper_cased_and_a_blank_one_is_refused() {
+        let subscribe = |discipline: Value| {
+            serde_json::from_value::<ClientMessage>(
+                json!({"type": "subscribe", "filters": {"discipline": discipline}}),
+            )
+        };
+        let lower_case = subscribe(json!("electrical")).ok();
+        let expected = ClientMessage::Subscribe {
+            filters: Filters {
+                discipline: Some("ELECTRICAL".to_owned()),
+                ..Filters::default()
+            },
+            after: None,
+        };
+        assert_eq!(lower_case, Some(expected));
+        assert!(subscribe(Value::Null).is_ok());
+        for blank in ["", " \t "] {
+            let refusal = subscribe(json!(blank)).err().map(|e| e.to_string());
+            assert!(
+                refusal.is_some_and(|refusal| refusal.contains("`discipline`")),
+                "{blank:?}"
+            );
+        }
     }
 
     #[test]

@@ -48,7 +48,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
         position, then live events, as `{\"type\":<kind>,\"position\":n,\"event\":<EventEnvelope>}` \
         where kind is STARTED, RULE_START, ACTION, PROGRESS, RULE_COMPLETE, COMPLETED, ERROR or \
         ROLLED_BACK. A `correlation_id` filter keeps the batch's events and the ROLLED_BACK of \
-        every rollback of that batch. Authenticate with `Authorization: Bearer <token>` or \
+        every rollback of that batch; a `discipline` filter is a code in any case, never \
+        blank. Authenticate with `Authorization: Bearer <token>` or \
         `?ticket=` from `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a \
         client too far behind; `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` \
         replaces the previous one.",

@@ -5,6 +5,14 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// A discipline as the read models hold it. Disciplines are codes the command side
+/// stores upper-cased, so `electrical` asks for `ELECTRICAL`; every filter by
+/// discipline, over HTTP and on the live feed, goes through here so that they all
+/// select the same events.
+pub fn code(discipline: &str) -> String {
+    discipline.to_ascii_uppercase()
+}
+
 /// How many events of one type a discipline has.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TypeCountRow {
