@@ -45,7 +45,6 @@ use utoipa_axum::routes;
 )]
 struct ApiDoc;
 
-/// Every route of the service, with its state.
 /// The query string of a route that takes no parameters. Every route refuses what it
 /// does not know, this one anything at all, so a misspelt filter is a 400 rather than
 /// a silently unfiltered answer.
@@ -53,6 +52,7 @@ struct ApiDoc;
 #[serde(deny_unknown_fields)]
 pub struct NoParams {}
 
+/// Every route of the service, with its state.
 pub fn router(state: AppState) -> Router {
     let (router, api) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(timeline::timeline))
