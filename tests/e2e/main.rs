@@ -14,6 +14,7 @@ mod nats_auth;
 mod pipeline;
 mod plan_locks;
 mod projection;
+mod projection_rollback;
 mod query;
 mod read_models;
 mod read_replica;

@@ -114,14 +114,16 @@ impl Relay {
 }
 
 /// Builds envelopes with consecutive positions, as the event log would.
-struct History {
-    next_position: i64,
-    correlation_id: Uuid,
+pub(crate) struct History {
+    /// The position of the next event.
+    pub(crate) next_position: i64,
+    /// The batch of the next event.
+    pub(crate) correlation_id: Uuid,
     versions: BTreeMap<Uuid, i64>,
 }
 
 impl History {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             next_position: 1,
             correlation_id: Uuid::now_v7(),
@@ -129,7 +131,7 @@ impl History {
         }
     }
 
-    fn event(
+    pub(crate) fn event(
         &mut self,
         event_type: EventType,
         aggregate_type: AggregateType,
