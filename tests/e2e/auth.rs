@@ -442,6 +442,8 @@ async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket
         synapse_tests::ws::connect_with(&ws_url(&format!("ticket={api_token}")), None, None).await;
     let with_ticket =
         synapse_tests::ws::connect_with(&ws_url(&format!("ticket={ticket}")), None, None).await;
+    let ticket_again =
+        synapse_tests::ws::connect_with(&ws_url(&format!("ticket={ticket}")), None, None).await;
     let without_anything = synapse_tests::ws::connect_with(&ws_url(""), None, None).await;
 
     // Assert
@@ -455,6 +457,14 @@ async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket
         "{refusal:?}"
     );
     assert!(with_ticket.is_ok(), "{:?}", with_ticket.err());
+    // A ticket opens one connection (it travels in a URL, which logs may keep).
+    let refusal = ticket_again.err().map(|error| error.to_string());
+    assert!(
+        refusal
+            .as_deref()
+            .is_some_and(|error| error.contains("401")),
+        "{refusal:?}"
+    );
     let refusal = without_anything.err().map(|error| error.to_string());
     assert!(
         refusal

@@ -1,8 +1,8 @@
 //! `POST /ws/ticket`: a short-lived ticket to open the live feed.
 //!
 //! Browsers cannot set an `Authorization` header on a WebSocket handshake, so they
-//! exchange their bearer token for a ticket (valid 30 s, useless as an API token) and
-//! open `/ws?ticket=...`. Other clients may send the bearer header on the handshake.
+//! exchange their bearer token for a ticket (valid 30 s for one connection, useless as
+//! an API token) and open `/ws?ticket=...`. Other clients may send the bearer header on the handshake.
 
 use crate::state::AppState;
 use axum::extract::State;

@@ -9,7 +9,8 @@ use crate::shutdown::CancellationToken;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The one algorithm accepted. Pinning it (rather than trusting the token's `alg`)
@@ -32,6 +33,10 @@ pub struct Claims {
     pub exp: u64,
     /// Issued at, seconds since the Unix epoch.
     pub iat: u64,
+    /// A ticket's id: a ticket opens one connection ([`Authenticator::authenticate_ticket`]).
+    /// API tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
 }
 
 /// The configuration cannot work: the service must not start.
@@ -83,13 +88,14 @@ pub fn issue_token(
         aud: audience.to_owned(),
         exp: now.saturating_add(ttl.as_secs()),
         iat: now,
+        jti: None,
     };
+    sign(secret, &claims)
+}
+
+fn sign(secret: &str, claims: &Claims) -> Result<String, IssueError> {
     let key = EncodingKey::from_secret(secret.as_bytes());
-    Ok(jsonwebtoken::encode(
-        &Header::new(ALGORITHM),
-        &claims,
-        &key,
-    )?)
+    Ok(jsonwebtoken::encode(&Header::new(ALGORITHM), claims, &key)?)
 }
 
 /// Checks bearer tokens and WebSocket tickets; cheap to clone (shared state).
@@ -102,6 +108,10 @@ struct Inner {
     /// `None` when authentication is disabled.
     keys: Option<Keys>,
     origins: AllowedOrigins,
+    /// The ids of the tickets redeemed and not expired yet, with their expiry: a ticket
+    /// travels in a URL (`/ws?ticket=`), where logs and proxies may keep it, so it
+    /// opens one connection. Per process: a replica cannot know what another redeemed.
+    redeemed: Mutex<HashMap<String, u64>>,
 }
 
 struct Keys {
@@ -122,6 +132,7 @@ impl Authenticator {
                 inner: Arc::new(Inner {
                     keys: None,
                     origins,
+                    redeemed: Mutex::default(),
                 }),
             });
         }
@@ -143,6 +154,7 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 keys: Some(keys),
                 origins,
+                redeemed: Mutex::default(),
             }),
         })
     }
@@ -160,12 +172,30 @@ impl Authenticator {
         }
     }
 
-    /// The caller presenting a WebSocket `ticket` (see [`Authenticator::issue_ticket`]).
+    /// The caller presenting a WebSocket `ticket` (see [`Authenticator::issue_ticket`]),
+    /// which is redeemed: it opens no second connection.
     pub fn authenticate_ticket(&self, ticket: &str) -> Result<Principal, AuthError> {
-        match &self.inner.keys {
-            None => Ok(disabled_principal()),
-            Some(keys) => verify(ticket, &keys.decoding, &keys.tickets),
+        let Some(keys) = &self.inner.keys else {
+            return Ok(disabled_principal());
+        };
+        let claims = verify_claims(ticket, &keys.decoding, &keys.tickets)?;
+        let id = claims
+            .jti
+            .clone()
+            .ok_or(AuthError::Invalid("the ticket has no id"))?;
+        let mut redeemed = self
+            .inner
+            .redeemed
+            .lock()
+            .map_err(|_| AuthError::Invalid("tickets cannot be checked now"))?;
+        let now = now();
+        redeemed.retain(|_, expiry| expiry.saturating_add(LEEWAY_SECONDS) >= now);
+        if redeemed.insert(id, claims.exp).is_some() {
+            return Err(AuthError::Invalid(
+                "the ticket was used already: ask POST /ws/ticket for another",
+            ));
         }
+        Ok(principal(claims))
     }
 
     /// A ticket for `principal` to open the WebSocket feed: a JWT with the ticket
@@ -173,14 +203,19 @@ impl Authenticator {
     pub fn issue_ticket(&self, principal: &Principal) -> Result<Ticket, IssueError> {
         let ticket = match &self.inner.keys {
             None => DISABLED_PRINCIPAL.to_owned(),
-            Some(keys) => issue_token(
-                keys.secret.expose(),
-                &principal.name,
-                principal.role,
-                TICKET_TTL,
-                &keys.issuer,
-                TICKET_AUDIENCE,
-            )?,
+            Some(keys) => {
+                let now = now();
+                let claims = Claims {
+                    sub: principal.name.clone(),
+                    role: principal.role,
+                    iss: keys.issuer.clone(),
+                    aud: TICKET_AUDIENCE.to_owned(),
+                    exp: now.saturating_add(TICKET_TTL.as_secs()),
+                    iat: now,
+                    jti: Some(uuid::Uuid::new_v4().to_string()),
+                };
+                sign(keys.secret.expose(), &claims)?
+            }
         };
         Ok(Ticket {
             ticket,
@@ -225,6 +260,15 @@ fn validation(issuer: &str, audience: &str) -> Validation {
 }
 
 fn verify(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Principal, AuthError> {
+    verify_claims(token, key, validation).map(principal)
+}
+
+/// The claims of a valid `token`.
+fn verify_claims(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<Claims, AuthError> {
     let data = jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|error| {
         let reason = match error.kind() {
             ErrorKind::ExpiredSignature => return AuthError::Expired,
@@ -251,10 +295,14 @@ fn verify(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Pri
             "the token's subject must be 1 to 128 printable characters",
         ));
     }
-    Ok(Principal {
+    Ok(claims)
+}
+
+fn principal(claims: Claims) -> Principal {
+    Principal {
         name: claims.sub,
         role: claims.role,
-    })
+    }
 }
 
 fn disabled_principal() -> Principal {
@@ -316,6 +364,7 @@ mod tests {
             aud: DEFAULT_AUDIENCE.into(),
             exp: now() + 3600,
             iat: now(),
+            jti: None,
         };
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
@@ -346,6 +395,7 @@ mod tests {
             aud: DEFAULT_AUDIENCE.into(),
             exp: now() - 60,
             iat: now() - 120,
+            jti: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::new(ALGORITHM),
@@ -441,8 +491,19 @@ mod tests {
         };
         let ticket = auth.issue_ticket(&alice).expect("issued");
         assert_eq!(ticket.expires_in, 30);
-        assert_eq!(auth.authenticate_ticket(&ticket.ticket).ok(), Some(alice));
+        assert_eq!(
+            auth.authenticate_ticket(&ticket.ticket).ok(),
+            Some(alice.clone())
+        );
         assert!(auth.authenticate(&ticket.ticket).is_err());
+        // A ticket opens one connection; another ticket opens the next.
+        assert!(matches!(
+            auth.authenticate_ticket(&ticket.ticket),
+            Err(AuthError::Invalid(reason)) if reason.contains("used already")
+        ));
+        let next = auth.issue_ticket(&alice).expect("issued");
+        assert_ne!(next.ticket, ticket.ticket);
+        assert_eq!(auth.authenticate_ticket(&next.ticket).ok(), Some(alice));
         assert!(auth.authenticate_ticket(&token(Role::Viewer)).is_err());
     }
 
