@@ -449,29 +449,20 @@ async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket
     // Assert
     assert_refused(&ticket_as_bearer_on_commands, 401, "invalid-token");
     assert_refused(&ticket_as_bearer_on_queries, 401, "invalid-token");
-    let refusal = token_as_ticket.err().map(|error| error.to_string());
-    assert!(
-        refusal
-            .as_deref()
-            .is_some_and(|error| error.contains("401")),
-        "{refusal:?}"
-    );
+    let refused_401 = |connected: &Result<_, anyhow::Error>| {
+        let refusal = connected.as_ref().err().map(|error| error.to_string());
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|error| error.contains("401")),
+            "{refusal:?}"
+        );
+    };
+    refused_401(&token_as_ticket);
     assert!(with_ticket.is_ok(), "{:?}", with_ticket.err());
     // A ticket opens one connection (it travels in a URL, which logs may keep).
-    let refusal = ticket_again.err().map(|error| error.to_string());
-    assert!(
-        refusal
-            .as_deref()
-            .is_some_and(|error| error.contains("401")),
-        "{refusal:?}"
-    );
-    let refusal = without_anything.err().map(|error| error.to_string());
-    assert!(
-        refusal
-            .as_deref()
-            .is_some_and(|error| error.contains("401")),
-        "{refusal:?}"
-    );
+    refused_401(&ticket_again);
+    refused_401(&without_anything);
     Ok(())
 }
 
