@@ -202,12 +202,12 @@ impl ColumnTally {
     }
 }
 
-/// A whole number of a code column as the text it was (a number's digits there are
-/// exactly the cell's: [`is_plain_number`] took no sign, padding or exponent). Other
-/// values are kept.
-pub fn as_code(value: &mut Value) {
-    if let Some(whole) = value.as_i64() {
-        *value = Value::String(whole.to_string());
+/// A number of a code column as the text it was: `written` when its JSON spells it
+/// otherwise (`1.50`, `-0`, `1E3`), else its JSON. Other values are kept.
+pub fn as_code(value: &mut Value, written: Option<&str>) {
+    if value.is_number() {
+        let text = written.map_or_else(|| value.to_string(), str::to_owned);
+        *value = Value::String(text);
     }
 }
 

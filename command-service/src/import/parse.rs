@@ -65,6 +65,9 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
     let columns = header::columns(&fields, header_row, delimiter)?;
 
     let mut rows = Vec::new();
+    // Per row, the text of its number cells whose JSON spells them otherwise (`1.50`,
+    // `-0`, `1E3`): a code column keeps them as written.
+    let mut spellings = Vec::new();
     let mut errors = ErrorList::default();
     let mut tallies = vec![ColumnTally::default(); columns.properties.len()];
     let mut data_rows = 0usize;
@@ -81,7 +84,7 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
                     // Spreadsheets export rows of empty cells below the data.
                     continue;
                 }
-                let parsed = read_row(&record, row, &columns, &mut errors);
+                let (parsed, spelled) = read_row(&record, row, &columns, &mut errors);
                 // A declared column's cells are typed already: nothing to infer.
                 for (column, tally) in columns.properties.iter().zip(&mut tallies) {
                     let value = parsed.properties.get(&column.name);
@@ -90,6 +93,7 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
                     }
                 }
                 rows.push(parsed);
+                spellings.push(spelled);
             }
             Err(error) => match error.kind() {
                 ErrorKind::UnequalLengths {
@@ -114,7 +118,7 @@ pub fn parse(text: &str, delimiter: Option<Delimiter>) -> Result<ParsedFile, Imp
             "the file has a header but no data rows: nothing to import",
         ));
     }
-    type_code_columns(&mut rows, &columns, &tallies);
+    type_code_columns(&mut rows, &spellings, &columns, &tallies);
     check_file(&rows, &columns, &tallies, &mut errors);
     if !errors.is_empty() {
         return Err(ImportError::invalid(errors, None));
@@ -145,14 +149,15 @@ fn stray_quote_error(text: &str, delimiter: Delimiter, stray: &StrayQuote) -> Im
     ImportError::invalid(errors, None)
 }
 
-/// One record to a row; its errors go to `errors` (the row is kept so that file-wide
-/// checks still see it).
+/// One record to a row, with the text of its number cells that JSON spells otherwise
+/// (column, text); its errors go to `errors` (the row is kept so that file-wide checks
+/// still see it).
 fn read_row(
     record: &StringRecord,
     row: u64,
     columns: &Columns,
     errors: &mut ErrorList,
-) -> ImportRow {
+) -> (ImportRow, Spelled) {
     let cell = |index: usize| record.get(index).map(str::trim).unwrap_or("");
     let optional = |index: Option<usize>| {
         index
@@ -170,10 +175,20 @@ fn read_row(
     check_text("name", name.as_deref(), &mut field_errors);
     check_text("area", area.as_deref(), &mut field_errors);
     let mut properties = Map::new();
+    let mut spelled = Spelled::new();
     for column in &columns.properties {
         let text = cell(column.index);
         let value = match column.declared {
-            None => type_cell(text),
+            None => {
+                let value = type_cell(text);
+                if value
+                    .as_ref()
+                    .is_some_and(|value| value.is_number() && value.to_string() != text)
+                {
+                    spelled.push((column.name.clone(), text.to_owned()));
+                }
+                value
+            }
             Some(declared) => declared.type_cell(text).unwrap_or_else(|message| {
                 let header = columns.names.get(column.index).map(String::as_str);
                 errors.push(RowError::new(row, header, message));
@@ -197,7 +212,7 @@ fn read_row(
             ));
         }
     }
-    ImportRow {
+    let parsed = ImportRow {
         row,
         tag,
         asset_type,
@@ -205,8 +220,12 @@ fn read_row(
         name,
         area,
         properties,
-    }
+    };
+    (parsed, spelled)
 }
+
+/// A row's number cells whose JSON spells them otherwise: (column, text as written).
+type Spelled = Vec<(String, String)>;
 
 /// A field error of single creation, named by the file's own column header.
 fn located(row: u64, columns: &Columns, error: FieldError) -> RowError {
@@ -229,14 +248,23 @@ fn located(row: u64, columns: &Columns, error: FieldError) -> RowError {
 }
 
 /// Every whole number of a code column back to its text ([`ColumnTally::is_codes`]).
-fn type_code_columns(rows: &mut [ImportRow], columns: &Columns, tallies: &[ColumnTally]) {
+fn type_code_columns(
+    rows: &mut [ImportRow],
+    spellings: &[Spelled],
+    columns: &Columns,
+    tallies: &[ColumnTally],
+) {
     for (column, tally) in columns.properties.iter().zip(tallies) {
         if !tally.is_codes() {
             continue;
         }
-        for row in rows.iter_mut() {
+        for (row, spelled) in rows.iter_mut().zip(spellings) {
             if let Some(value) = row.properties.get_mut(&column.name) {
-                cell::as_code(value);
+                let written = spelled
+                    .iter()
+                    .find(|(name, _)| *name == column.name)
+                    .map(|(_, text)| text.as_str());
+                cell::as_code(value, written);
             }
         }
     }

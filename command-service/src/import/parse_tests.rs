@@ -307,3 +307,39 @@ fn a_quote_closed_by_a_later_stray_quote_refuses_the_file() {
         )]
     );
 }
+
+#[test]
+fn a_code_column_keeps_every_cell_as_written_and_a_number_column_its_numbers() {
+    // `007` makes `tag_no` a column of codes: its other cells are codes too, as written
+    // (before, `-0` became `0` and `1E3` and `1.50` stayed the numbers 1000.0 and 1.5).
+    let text = "tag,asset_type,discipline,tag_no,power_kw\n\
+                V-1,VALVE,PROCESS,007,1.50\n\
+                V-2,VALVE,PROCESS,-0,-0\n\
+                V-3,VALVE,PROCESS,1E3,1E3\n\
+                V-4,VALVE,PROCESS,1.50,75\n\
+                V-5,VALVE,PROCESS,100,0\n";
+
+    let parsed = parse(text, None).unwrap();
+
+    let column = |name: &str| -> Vec<serde_json::Value> {
+        parsed
+            .rows
+            .iter()
+            .map(|row| row.properties[name].clone())
+            .collect()
+    };
+    assert_eq!(
+        column("tag_no"),
+        vec![
+            json!("007"),
+            json!("-0"),
+            json!("1E3"),
+            json!("1.50"),
+            json!("100")
+        ]
+    );
+    assert_eq!(
+        column("power_kw"),
+        vec![json!(1.5), json!(0), json!(1000.0), json!(75), json!(0)]
+    );
+}
