@@ -181,11 +181,10 @@ fn read_row(
         let value = match column.declared {
             None => {
                 let value = type_cell(text);
-                if value
-                    .as_ref()
-                    .is_some_and(|value| value.is_number() && value.to_string() != text)
-                {
-                    spelled.push((column.name.clone(), text.to_owned()));
+                if let Some(serde_json::Value::Number(number)) = &value {
+                    if number.to_string() != text {
+                        spelled.push((column.name.clone(), text.to_owned()));
+                    }
                 }
                 value
             }
