@@ -19,7 +19,12 @@ const PAGE: i64 = 2_000;
 /// The tables each projector owns.
 pub fn tables_of(projector: &str) -> Option<&'static [&'static str]> {
     match projector {
-        projectors::asset_history::NAME => Some(&["rm_events", "rm_aggregates", "rm_findings"]),
+        projectors::asset_history::NAME => Some(&[
+            "rm_events",
+            "rm_asset_links",
+            "rm_aggregates",
+            "rm_findings",
+        ]),
         projectors::batches::NAME => Some(&["rm_batches", "rm_batch_rules"]),
         projectors::disciplines::NAME => Some(&["rm_disciplines", "rm_discipline_batches"]),
         _ => None,

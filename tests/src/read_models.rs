@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 /// Each read-model table with the key it is ordered by.
 pub const TABLES: &[(&str, &str)] = &[
     ("rm_events", "position"),
+    ("rm_asset_links", "asset_id, position"),
     ("rm_aggregates", "aggregate_id"),
     ("rm_findings", "position"),
     ("rm_batches", "correlation_id"),

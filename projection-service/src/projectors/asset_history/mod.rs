@@ -1,16 +1,18 @@
 //! The asset-history read model: `rm_events` (every event, with the columns the
-//! timeline and histories filter on, and the diff of each change), `rm_aggregates`
-//! (the current state of every asset, cable and relationship) and `rm_findings` (the
-//! open findings, [`findings`]).
+//! timeline and histories filter on, and the diff of each change), `rm_asset_links`
+//! (the positions of the cable and relationship changes of each asset at their ends,
+//! [`link_ends`], which its history lists too), `rm_aggregates` (the current state of
+//! every asset, cable and relationship) and `rm_findings` (the open findings,
+//! [`findings`]).
 //!
-//! Both tables are written with one statement each per batch (arrays bound as
+//! The tables are written with one statement each per batch (arrays bound as
 //! parameters and `unnest`ed), because a rule run produces tens of thousands of
 //! events per second and a statement per event would not keep up.
 
 mod findings;
 mod rows;
 
-pub use rows::{asset_id, diff, latest_states, sides, AggregateState};
+pub use rows::{asset_id, diff, latest_states, link_ends, sides, AggregateState};
 
 use super::Projector;
 use chrono::{DateTime, Utc};
@@ -157,14 +159,15 @@ impl RolledBack {
     }
 }
 
-/// Append the events to `rm_events`.
+/// Append the events to `rm_events`, and the link events' ends to `rm_asset_links`.
 ///
 /// The checkpoint already keeps repeats out, so the rows go in with a plain `insert`:
 /// `on conflict do nothing` (speculative insertion into a table with two unique and
 /// thirteen other indexes) made the statement a quarter slower. Only rows left behind
 /// by hand (a checkpoint reset without its tables) can collide; then the insert is
 /// undone to a savepoint and repeated with `on conflict do nothing`, so a replay over
-/// them stays harmless.
+/// them stays harmless. Link rows are keyed by position too, so they go with their
+/// events, undone and repeated alike.
 async fn insert_events(
     connection: &mut PgConnection,
     events: &[&EventEnvelope],
@@ -173,7 +176,12 @@ async fn insert_events(
     sqlx::query("savepoint rm_events_insert")
         .execute(&mut *connection)
         .await?;
-    match insert_event_rows(connection, &columns, "").await {
+    let links = LinkColumns::of(events);
+    let inserted = async {
+        insert_event_rows(connection, &columns, "").await?;
+        insert_link_rows(connection, &links, "").await
+    };
+    match inserted.await {
         Ok(()) => {}
         Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
             tracing::warn!(
@@ -184,6 +192,7 @@ async fn insert_events(
                 .execute(&mut *connection)
                 .await?;
             insert_event_rows(connection, &columns, " on conflict do nothing").await?;
+            insert_link_rows(connection, &links, " on conflict do nothing").await?;
         }
         Err(error) => return Err(error),
     }
@@ -230,6 +239,48 @@ async fn insert_event_rows(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+/// One `insert` of `links` into `rm_asset_links`, with `conflict` appended; none when
+/// the batch changed no link.
+async fn insert_link_rows(
+    connection: &mut PgConnection,
+    links: &LinkColumns,
+    conflict: &str,
+) -> Result<(), sqlx::Error> {
+    if links.position.is_empty() {
+        return Ok(());
+    }
+    let statement = format!(
+        "insert into rm_asset_links (asset_id, position)
+         select * from unnest($1::uuid[], $2::bigint[]){conflict}"
+    );
+    sqlx::query(&statement)
+        .bind(&links.asset_id)
+        .bind(&links.position)
+        .execute(connection)
+        .await?;
+    Ok(())
+}
+
+/// The `rm_asset_links` rows of a batch: one per end of each link change event.
+#[derive(Default)]
+struct LinkColumns {
+    asset_id: Vec<Uuid>,
+    position: Vec<i64>,
+}
+
+impl LinkColumns {
+    fn of(events: &[&EventEnvelope]) -> Self {
+        let mut columns = Self::default();
+        for event in events {
+            for end in link_ends(event) {
+                columns.asset_id.push(end);
+                columns.position.push(event.position);
+            }
+        }
+        columns
+    }
 }
 
 /// Set the current state of each aggregate, unless the row already reflects a later

@@ -18,6 +18,34 @@ pub fn asset_id(event: &EventEnvelope) -> Option<Uuid> {
         .and_then(|id| id.parse().ok())
 }
 
+/// The assets at the ends of the cable or relationship a change event is about: every
+/// `from_asset` and `to_asset` its `before` and `after` name, each once, in order; none
+/// for any other event. Both sides count, so that a link whose end moved (a cable
+/// updated with another `from_asset`) is in the history of its old end and its new
+/// one, and a deletion (only a `before`) in those of the ends it had. An end that is not
+/// a UUID names no asset and is passed over.
+pub fn link_ends(event: &EventEnvelope) -> Vec<Uuid> {
+    if !matches!(
+        event.aggregate_type,
+        AggregateType::Cable | AggregateType::Relationship
+    ) {
+        return Vec::new();
+    }
+    let Some((before, after)) = sides(event) else {
+        return Vec::new();
+    };
+    let mut ends: Vec<Uuid> = [before, after]
+        .into_iter()
+        .flatten()
+        .flat_map(|state| ["from_asset", "to_asset"].map(|end| state.get(end)))
+        .flatten()
+        .filter_map(|end| end.as_str()?.parse().ok())
+        .collect();
+    ends.sort_unstable();
+    ends.dedup();
+    ends
+}
+
 /// The `before` and `after` sides of a change event, borrowed from its payload (a
 /// missing or null side is `None`); `None` for any other event. Read directly rather
 /// than deserialising the payload: a change event may carry more fields than
@@ -149,6 +177,42 @@ mod tests {
 
         assert_eq!(asset_id(&outcome), Some(asset));
         assert_eq!(asset_id(&batch_event), None);
+    }
+
+    #[test]
+    fn a_moved_cable_is_at_its_old_and_new_ends_and_only_links_have_ends() {
+        let (old_box, new_box, transmitter) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let cable =
+            |from: Uuid| json!({ "tag": "W-1", "from_asset": from, "to_asset": transmitter });
+        let moved = event(
+            1,
+            EventType::CableUpdated,
+            AggregateType::Cable,
+            Uuid::now_v7(),
+            json!({ "before": cable(old_box), "after": cable(new_box) }),
+        );
+        let undone = event(
+            2,
+            EventType::Rollback,
+            AggregateType::Relationship,
+            Uuid::now_v7(),
+            json!({ "before": cable(old_box), "after": null, "rolled_back_correlation_id": Uuid::now_v7() }),
+        );
+        let asset_change = event(
+            3,
+            EventType::AssetUpdated,
+            AggregateType::Asset,
+            old_box,
+            json!({ "before": cable(old_box), "after": cable(new_box) }),
+        );
+        let mut expected = vec![old_box, new_box, transmitter];
+        expected.sort_unstable();
+
+        assert_eq!(link_ends(&moved), expected);
+        let mut deleted = vec![old_box, transmitter];
+        deleted.sort_unstable();
+        assert_eq!(link_ends(&undone), deleted);
+        assert_eq!(link_ends(&asset_change), Vec::<Uuid>::new());
     }
 
     #[test]
