@@ -4,10 +4,11 @@
 //! hold is derived from the command side's event log, never from rows a test wrote.
 
 use chrono::{DateTime, Utc};
+use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use synapse_shared::{EventEnvelope, EventType};
+use synapse_shared::{AggregateType, EventEnvelope, EventType};
 use synapse_tests::apps;
 use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
 use synapse_tests::client::{http_client_as, send, Reply};
@@ -111,14 +112,19 @@ impl Story {
 /// Every entry of a timeline query (without `after`), page by page of `limit`,
 /// checking that each page's `next_after` is its last position; and the page count.
 async fn timeline(stack: &Stack, query: &str, limit: u32) -> anyhow::Result<(Vec<Value>, usize)> {
+    every_page(stack, &format!("/events/timeline?{query}&"), limit).await
+}
+
+/// Every entry of the event pages at `path` (with its query so far, ending in `?` or
+/// `&`), page by page of `limit`, checking that each full page ends at its
+/// `next_after`; and the page count.
+async fn every_page(stack: &Stack, path: &str, limit: u32) -> anyhow::Result<(Vec<Value>, usize)> {
     let mut entries = Vec::new();
     let mut after = 0;
     let mut pages = 0;
     loop {
         let page = stack
-            .read(&format!(
-                "/events/timeline?{query}&limit={limit}&after={after}"
-            ))
+            .read(&format!("{path}limit={limit}&after={after}"))
             .await?;
         pages += 1;
         let events = page["events"].as_array().cloned().unwrap_or_default();
@@ -127,7 +133,7 @@ async fn timeline(stack: &Stack, query: &str, limit: u32) -> anyhow::Result<(Vec
                 anyhow::ensure!(
                     events.len() == limit as usize
                         && events.last().map(|e| &e["position"]) == Some(&json!(next)),
-                    "{query}: a full page must end at next_after {next}: {page}"
+                    "{path}: a full page must end at next_after {next}: {page}"
                 );
                 after = next;
                 entries.extend(events);
@@ -708,6 +714,59 @@ async fn wait_for_snapshot_writer(stack: &Stack) -> anyhow::Result<()> {
 // Asset history and state
 // ---------------------------------------------------------------------------------
 
+/// The assets a cable or relationship change names at either end, before or after it:
+/// the assets whose histories list it. None for any other event.
+fn link_ends(event: &EventEnvelope) -> BTreeSet<Uuid> {
+    if !matches!(
+        event.aggregate_type,
+        AggregateType::Cable | AggregateType::Relationship
+    ) {
+        return BTreeSet::new();
+    }
+    ["before", "after"]
+        .iter()
+        .flat_map(|side| ["from_asset", "to_asset"].map(|end| &event.payload[side][end]))
+        .filter_map(|end| end.as_str()?.parse().ok())
+        .collect()
+}
+
+/// Whether the history of `asset` lists `event`: about the asset or naming it, and with
+/// `links` also a change of a cable or relationship the asset is an end of.
+fn in_history(event: &EventEnvelope, asset: Uuid, links: bool) -> bool {
+    event.aggregate_id == asset
+        || concerned_asset(event) == Some(asset)
+        || (links && link_ends(event).contains(&asset))
+}
+
+impl Story {
+    /// The history entries of `asset` the log gives (its timeline entries with both
+    /// sides of each change), with or without its links' changes.
+    fn history(&self, asset: Uuid, links: bool) -> Vec<Value> {
+        self.log
+            .iter()
+            .filter(|event| in_history(event, asset, links))
+            .map(|event| {
+                let mut entry = timeline_entry(event, self.rolled_back_by(event));
+                entry["before"] = json!(side(event, "before"));
+                entry["after"] = json!(side(event, "after"));
+                entry
+            })
+            .collect()
+    }
+}
+
+/// Every entry of an asset's history with `query` (ending in `&` if not empty), page by
+/// page of `limit`, checking that each full page ends at its `next_after`.
+async fn history(
+    stack: &Stack,
+    asset: Uuid,
+    query: &str,
+    limit: u32,
+) -> anyhow::Result<Vec<Value>> {
+    let path = format!("/events/assets/{asset}/history?{query}");
+    Ok(every_page(stack, &path, limit).await?.0)
+}
+
 #[tokio::test]
 async fn an_asset_history_lists_every_change_with_diff_rule_batch_actor_and_rollback(
 ) -> anyhow::Result<()> {
@@ -716,39 +775,15 @@ async fn an_asset_history_lists_every_change_with_diff_rule_batch_actor_and_roll
     let motor = story.motor;
 
     // Act: two events a page.
-    let mut history = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = story
-            .stack
-            .read(&format!(
-                "/events/assets/{motor}/history?limit=2&after={after}"
-            ))
-            .await?;
-        history.extend(page["events"].as_array().cloned().unwrap_or_default());
-        match page["next_after"].as_i64() {
-            Some(next) => after = next,
-            None => break,
-        }
-    }
+    let history = history(&story.stack, motor, "", 2).await?;
     let stranger = story
         .stack
         .get(&format!("/events/assets/{}/history", Uuid::now_v7()))
         .await?;
 
-    // Assert: every event about the motor or naming it, as logged, with both sides.
-    let expected: Vec<Value> = story
-        .log
-        .iter()
-        .filter(|e| e.aggregate_id == motor || concerned_asset(e) == Some(motor))
-        .map(|e| {
-            let mut entry = timeline_entry(e, story.rolled_back_by(e));
-            entry["before"] = json!(side(e, "before"));
-            entry["after"] = json!(side(e, "after"));
-            entry
-        })
-        .collect();
-    assert_eq!(history, expected);
+    // Assert: every event about the motor, naming it or changing one of its links, as
+    // logged, with both sides.
+    assert_eq!(history, story.history(motor, true));
     // What the story did to the motor, in order: imported by the engineer; the VFD
     // rule's outcome and update in the execution (undone by the admin's rollback); the
     // rollback restoring it.
@@ -795,6 +830,206 @@ async fn an_asset_history_lists_every_change_with_diff_rule_batch_actor_and_roll
     assert_eq!(stranger.status, 404, "{stranger:?}");
     assert!(stranger.is_problem());
     assert_eq!(stranger.body["type"], "/problems/asset-not-found");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_asset_history_merges_the_changes_of_its_cables_and_relationships_with_rule_batch_and_rollback(
+) -> anyhow::Result<()> {
+    // Arrange: the VFD rule gave M-102 a power cable from MCC-U100-01 and a FEEDS
+    // relationship from its new VFD; the rollback undid all three.
+    let story = story().await?;
+    let stack = &story.stack;
+    let motor = story.motor;
+    let mcc = created_asset(&story.log, "MCC-U100-01")?;
+    let drive = created_asset(&story.log, "VFD-M-102")?;
+
+    // Act: one event a page, across the merged list; the asset's own events alone; the
+    // MCC's history.
+    let merged = history(stack, motor, "", 1).await?;
+    let all_at_once = history(stack, motor, "", 1000).await?;
+    let own = history(stack, motor, "links=false&", 3).await?;
+    let feeder = history(stack, mcc, "", 4).await?;
+
+    // Assert: each history is what the log gives, one page at a time or all at once,
+    // in ascending positions without a repeat; `links=false` is the asset's own events.
+    assert_eq!(merged, story.history(motor, true));
+    assert_eq!(all_at_once, merged);
+    let positions = positions(&json!(merged));
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{positions:?}"
+    );
+    assert_eq!(own, story.history(motor, false));
+    assert!(own
+        .iter()
+        .all(|e| e["aggregate_type"] != "cable" && e["aggregate_type"] != "relationship"));
+    assert_eq!(feeder, story.history(mcc, true));
+    // Each change of the motor and its links: which aggregate, by which rule and batch,
+    // and whether (and by which batch) it was rolled back.
+    let changes = |entries: &[Value]| -> BTreeSet<(String, String, String, String, String)> {
+        entries
+            .iter()
+            .filter(|e| e["diff"].is_array())
+            .map(|e| {
+                (
+                    e["event_type"].as_str().unwrap_or_default().to_owned(),
+                    e["aggregate_type"].as_str().unwrap_or_default().to_owned(),
+                    e["rule_id"].to_string(),
+                    e["correlation_id"].to_string(),
+                    e["rolled_back_by"].to_string(),
+                )
+            })
+            .collect()
+    };
+    let change = |event_type: &str, aggregate_type: &str, rule: Value, batch: Uuid| {
+        let rolled_back_by = (batch == story.execution).then_some(story.rollback);
+        (
+            event_type.to_owned(),
+            aggregate_type.to_owned(),
+            rule.to_string(),
+            json!(batch).to_string(),
+            json!(rolled_back_by).to_string(),
+        )
+    };
+    let vfd = json!(story.vfd);
+    assert_eq!(
+        changes(&merged),
+        BTreeSet::from([
+            change("ASSET_CREATED", "asset", Value::Null, story.import),
+            change("ASSET_UPDATED", "asset", vfd.clone(), story.execution),
+            change("CABLE_CREATED", "cable", vfd.clone(), story.execution),
+            change(
+                "RELATIONSHIP_CREATED",
+                "relationship",
+                vfd.clone(),
+                story.execution
+            ),
+            change("ROLLBACK", "asset", Value::Null, story.rollback),
+            change("ROLLBACK", "cable", Value::Null, story.rollback),
+            change("ROLLBACK", "relationship", Value::Null, story.rollback),
+        ])
+    );
+    let entry = |entries: &[Value], event_type: &str, aggregate_type: &str| {
+        entries
+            .iter()
+            .find(|e| e["event_type"] == event_type && e["aggregate_type"] == aggregate_type)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let cable = entry(&merged, "CABLE_CREATED", "cable");
+    assert_eq!(
+        (&cable["after"]["from_asset"], &cable["after"]["to_asset"]),
+        (&json!(mcc), &json!(motor))
+    );
+    assert_eq!(cable["after"]["tag"], "W-M-102-PWR");
+    assert_eq!(cable["rolled_back"], true);
+    let feeds = entry(&merged, "RELATIONSHIP_CREATED", "relationship");
+    assert_eq!(feeds["after"]["kind"], "FEEDS");
+    assert_eq!(
+        (&feeds["after"]["from_asset"], &feeds["after"]["to_asset"]),
+        (&json!(drive), &json!(motor))
+    );
+    // The rollback deleted what the run created: each link's ROLLBACK goes from the
+    // link to nothing, and names the link.
+    for created in [&cable, &feeds] {
+        let undone = merged
+            .iter()
+            .find(|e| e["event_type"] == "ROLLBACK" && e["aggregate_id"] == created["aggregate_id"])
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(undone["before"], created["after"], "{undone}");
+        assert_eq!(undone["after"], Value::Null, "{undone}");
+        assert_eq!(undone["rolled_back"], false);
+    }
+    // The MCC sees the motor's cable and its rollback, not the motor's relationship.
+    let in_feeder = |id: &Value| feeder.iter().filter(|e| &e["aggregate_id"] == id).count();
+    assert_eq!(in_feeder(&cable["aggregate_id"]), 2);
+    assert_eq!(in_feeder(&feeds["aggregate_id"]), 0);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cable_moved_to_another_asset_is_in_the_history_of_its_old_and_new_ends_and_a_rebuild_agrees(
+) -> anyhow::Result<()> {
+    // Arrange: a cable from one junction box to a transmitter, then moved to another box.
+    let stack = Stack::start().await?;
+    let asset = |tag: &str, asset_type: &str| json!({"tag": tag, "asset_type": asset_type, "discipline": "INSTRUMENTATION"});
+    let old_box = stack.create_asset(&asset("JB-01", "JUNCTION_BOX")).await?;
+    let new_box = stack.create_asset(&asset("JB-02", "JUNCTION_BOX")).await?;
+    let transmitter = stack
+        .create_asset(&asset("FT-01", "FLOW_TRANSMITTER"))
+        .await?;
+    let created = stack
+        .command(
+            &stack.engineer,
+            Method::POST,
+            "/cables",
+            Some(
+                &json!({"tag": "W-FT-01", "cable_type": "SIGNAL", "discipline": "INSTRUMENTATION",
+                         "from_asset": old_box, "to_asset": transmitter}),
+            ),
+            201,
+        )
+        .await?;
+    let cable = id_field(&created["cable"], "id")?;
+
+    // Act
+    stack
+        .command(
+            &stack.engineer,
+            Method::PATCH,
+            &format!("/cables/{cable}"),
+            Some(&json!({"from_asset": new_box})),
+            200,
+        )
+        .await?;
+    stack.settle().await?;
+    let cable_events = |entries: Vec<Value>| -> Vec<String> {
+        entries
+            .iter()
+            .filter(|e| e["aggregate_id"] == json!(cable))
+            .map(|e| e["event_type"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let at_old_box = cable_events(history(&stack, old_box, "", 100).await?);
+    let at_new_box = cable_events(history(&stack, new_box, "", 100).await?);
+    let at_transmitter = cable_events(history(&stack, transmitter, "", 100).await?);
+    let new_box_own = history(&stack, new_box, "links=false&", 100).await?;
+
+    // Assert: the move is in the history of both boxes; the creation only in the
+    // old box's and the transmitter's.
+    assert_eq!(at_old_box, ["CABLE_CREATED", "CABLE_UPDATED"]);
+    assert_eq!(at_new_box, ["CABLE_UPDATED"]);
+    assert_eq!(at_transmitter, ["CABLE_CREATED", "CABLE_UPDATED"]);
+    let own_types: Vec<&Value> = new_box_own.iter().map(|e| &e["event_type"]).collect();
+    assert!(
+        !own_types.contains(&&json!("CABLE_UPDATED")),
+        "{own_types:?}"
+    );
+    // A rebuild of the asset history from the log gives the same rows, links included.
+    let pool = sqlx::PgPool::connect(&stack.system.database.url).await?;
+    let live = synapse_tests::read_models::snapshot(&pool).await?;
+    let url = &stack.system.database.url;
+    projection_service::rebuild::rebuild(url, url, "asset_history").await?;
+    let rebuilt = synapse_tests::read_models::snapshot(&pool).await?;
+    assert_eq!(
+        synapse_tests::read_models::differences(&live, &rebuilt),
+        BTreeMap::new()
+    );
+    // So does the migration that fills the table from the events projected before it.
+    let migration = include_str!("../../migrations/read/2009_rm_asset_links.sql");
+    let backfill = migration
+        .find("insert into rm_asset_links")
+        .map(|start| &migration[start..])
+        .unwrap_or_default();
+    sqlx::query("delete from rm_asset_links")
+        .execute(&pool)
+        .await?;
+    sqlx::raw_sql(backfill).execute(&pool).await?;
+    let backfilled = synapse_tests::read_models::snapshot(&pool).await?;
+    assert_eq!(backfilled["rm_asset_links"], live["rm_asset_links"]);
+    assert!(!live["rm_asset_links"].is_empty());
     Ok(())
 }
 

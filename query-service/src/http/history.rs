@@ -1,4 +1,5 @@
-//! `GET /events/assets/{id}/history`: every change to one asset, with diffs.
+//! `GET /events/assets/{id}/history`: every change to one asset and to the cables and
+//! relationships at its ends, with diffs.
 
 use crate::http::error::ApiError;
 use crate::http::pagination::PageRequest;
@@ -14,7 +15,8 @@ use synapse_shared::problem::{ApiPath, ApiQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
 
-/// Pagination of a history; nothing else is accepted.
+/// Pagination of a history and whether it lists the asset's links; nothing else is
+/// accepted.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -23,9 +25,16 @@ pub struct HistoryParams {
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
     pub limit: Option<u32>,
+    /// Also list the change events of every cable and relationship with the asset at
+    /// either end, before or after the change (default true); `false` lists only the
+    /// events about the asset itself or naming it.
+    pub links: Option<bool>,
 }
 
-/// One event of an asset's history: the timeline entry plus the states around it.
+/// One event of an asset's history: the timeline entry plus the states around it. Its
+/// `aggregate_type` and `aggregate_id` say what the event is about: the asset itself,
+/// one of its cables or relationships (`cable`, `relationship`), or a batch (a rule's
+/// outcome on the asset).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     #[serde(flatten)]
@@ -73,14 +82,16 @@ pub struct HistoryPage {
     pub next_after: Option<i64>,
 }
 
-/// Every event about the asset or concerning it, ascending, with diffs.
+/// Every event about the asset or concerning it and, unless `links=false`, every change
+/// of a cable or relationship with the asset at either end, merged in ascending
+/// position, with diffs.
 #[utoipa::path(
     get,
     path = "/events/assets/{id}/history",
     tag = "events",
     params(("id" = Uuid, Path, description = "Asset id"), HistoryParams),
     responses(
-        (status = 200, description = "A page of the asset's history", body = HistoryPage),
+        (status = 200, description = "A page of the asset's history, its cables' and relationships' changes included unless `links=false`", body = HistoryPage),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Bad id or parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No event concerns this asset", body = Problem, content_type = "application/problem+json"),
@@ -96,6 +107,7 @@ pub async fn history(
     let page = PageRequest::new(params.after, params.limit)?;
     let filter = EventFilter {
         asset: Some(AssetMatch::ConcernsOrIs(asset_id)),
+        with_links_of_asset: params.links.unwrap_or(true),
         ..EventFilter::everything()
     };
     let rows = events::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;

@@ -91,6 +91,7 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         aggregate_id: params.aggregate_id,
         correlation_id: params.correlation_id,
         with_rollbacks_of_batch: false,
+        with_links_of_asset: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
         discipline: params.discipline.as_deref().map(disciplines::code),

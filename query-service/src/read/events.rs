@@ -140,6 +140,12 @@ pub struct EventFilter {
     /// batch filter means this (SPEC §9: a batch's subscribers hear that it was rolled
     /// back); the timeline's, the batch's own events, does not.
     pub with_rollbacks_of_batch: bool,
+    /// With `asset` = [`AssetMatch::ConcernsOrIs`], also keep the change events of every
+    /// cable and relationship the asset is an end of, as the projection lists them in
+    /// `rm_asset_links` (either end, before or after the change): the asset's history
+    /// (SPEC §7: every change to an asset, cable or relationship). The live feed's asset
+    /// filter, matched on the envelope alone, does not.
+    pub with_links_of_asset: bool,
     /// Wire names of the event types to keep; empty keeps every type.
     pub event_types: Vec<String>,
     pub rule_id: Option<Uuid>,
@@ -170,6 +176,14 @@ impl EventFilter {
             && !self.event_types.iter().any(|name| name == rolled_back);
         self.correlation_id
             .filter(|_| self.with_rollbacks_of_batch && !typed_out)
+    }
+
+    /// The asset whose links' change events the filter keeps besides its own events.
+    fn linked_asset(&self) -> Option<Uuid> {
+        match self.asset {
+            Some(AssetMatch::ConcernsOrIs(asset)) if self.with_links_of_asset => Some(asset),
+            _ => None,
+        }
     }
 
     /// The column and value of `driver`, when its index leads with that one column.
@@ -269,11 +283,8 @@ pub async fn page(
             query
                 .push("(select ")
                 .push(COLUMNS)
-                .push(" from rm_events where position > ")
-                .push_bind(segment.above);
-            if let Some(upto) = segment.upto {
-                query.push(" and position <= ").push_bind(upto);
-            }
+                .push(" from rm_events where ");
+            push_range(&mut query, "position", segment);
             // The leading keys of the index the branch reads (see `scan::order`).
             let mut keys = Vec::new();
             let driver_key = driver.and_then(|driver| filter.key(driver));
@@ -299,6 +310,10 @@ pub async fn page(
         if let Some(batch) = filter.rolled_back_batch() {
             query.push(" union all ");
             push_rollbacks_of(&mut query, filter, batch, segment, limit);
+        }
+        if let Some(asset) = filter.linked_asset() {
+            query.push(" union all ");
+            push_links_of(&mut query, filter, asset, segment, limit);
         }
     }
     query
@@ -327,11 +342,8 @@ fn push_rollbacks_of(
     query
         .push("(select ")
         .push(COLUMNS)
-        .push(" from rm_events where position > ")
-        .push_bind(segment.above);
-    if let Some(upto) = segment.upto {
-        query.push(" and position <= ").push_bind(upto);
-    }
+        .push(" from rm_events where ");
+    push_range(query, "position", segment);
     scan::bound(query, &[("event_type", Key::Text(rolled_back))]);
     query
         .push(format!(" and payload ->> '{ROLLBACK_TARGET}' = "))
@@ -345,6 +357,61 @@ fn push_rollbacks_of(
         .push(" limit ")
         .push_bind(limit)
         .push(")");
+}
+
+/// The branch of [`page`] with the change events of the cables and relationships
+/// `asset` is an end of, and the filter's other conditions.
+///
+/// It walks the asset's `rm_asset_links` entries in position order from the keyset
+/// (its primary key) and fetches each event by position: a handful of links per asset,
+/// each one primary-key probe of `rm_events`, and the walk stops once the page is full.
+/// The event's own conditions sit in a lateral subquery, where unqualified columns are
+/// `rm_events`' own. Link events are about a cable or relationship and name no asset
+/// outside `before` and `after`, so the other branch never holds them; the subquery
+/// says so (`aggregate_id`, `asset_id` not the asset), so that no row can come from
+/// both.
+fn push_links_of(
+    query: &mut QueryBuilder<'_, Postgres>,
+    filter: &EventFilter,
+    asset: Uuid,
+    segment: scan::Segment,
+    limit: i64,
+) {
+    query
+        .push("(select e.* from rm_asset_links l cross join lateral (select ")
+        .push(COLUMNS)
+        .push(" from rm_events where position = l.position and aggregate_id <> ")
+        .push_bind(asset)
+        .push(" and asset_id is distinct from ")
+        .push_bind(asset);
+    if !filter.event_types.is_empty() {
+        query
+            .push(" and event_type = any(")
+            .push_bind(filter.event_types.clone())
+            .push(")");
+    }
+    let others = EventFilter {
+        asset: None,
+        ..filter.clone()
+    };
+    others.push_conditions(query, None);
+    query
+        .push(") as e where l.asset_id = ")
+        .push_bind(asset)
+        .push(" and ");
+    push_range(query, "l.position", segment);
+    query
+        .push(" order by l.position limit ")
+        .push_bind(limit)
+        .push(")");
+}
+
+/// `column > above`, and `column <= upto` when the segment ends: a branch's positions.
+fn push_range(query: &mut QueryBuilder<'_, Postgres>, column: &str, segment: scan::Segment) {
+    query.push(format!("{column} > ")).push_bind(segment.above);
+    if let Some(upto) = segment.upto {
+        query.push(format!(" and {column} <= ")).push_bind(upto);
+    }
 }
 
 /// Whether any event concerns the asset or is about it.
@@ -467,6 +534,23 @@ mod tests {
             ..live
         };
         assert_eq!(with_the_type.rolled_back_batch(), Some(batch));
+    }
+
+    #[test]
+    fn only_a_history_asking_for_them_reads_the_links_of_its_asset() {
+        let asset = Uuid::now_v7();
+        for (matched, links, linked) in [
+            (AssetMatch::ConcernsOrIs(asset), true, Some(asset)),
+            (AssetMatch::ConcernsOrIs(asset), false, None),
+            (AssetMatch::Concerns(asset), true, None),
+        ] {
+            let filter = EventFilter {
+                asset: Some(matched),
+                with_links_of_asset: links,
+                ..EventFilter::everything()
+            };
+            assert_eq!(filter.linked_asset(), linked, "{matched:?}, links {links}");
+        }
     }
 
     #[test]
