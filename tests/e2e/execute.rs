@@ -81,6 +81,24 @@ impl Setup {
         .await
     }
 
+    /// Apply `plan`, which must be refused as stale (409 `stale-plan`) listing
+    /// `errors`, with nothing appended to the log since it held `logged` events; the
+    /// refusal, for further checks.
+    async fn apply_refused(
+        &self,
+        plan: &Value,
+        logged: usize,
+        errors: Value,
+    ) -> anyhow::Result<Reply> {
+        let refused = self.apply(plan).await?;
+        assert_eq!(refused.status, 409, "{:?}", refused.body);
+        assert!(refused.is_problem());
+        assert_eq!(refused.body["type"], "/problems/stale-plan");
+        assert_eq!(refused.body["errors"], errors);
+        assert_eq!(self.events().await?.len(), logged);
+        Ok(refused)
+    }
+
     async fn import(&self, csv: String) -> anyhow::Result<()> {
         post_csv(&self.http, &self.command.url("/assets/import"), csv)
             .await?
@@ -334,19 +352,10 @@ async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Resul
     .expect_status(200);
     let logged = setup.events().await?.len();
 
-    // Act
-    let refused = setup.apply(&plan).await?;
-
-    // Assert
-    assert_eq!(refused.status, 409);
-    assert!(refused.is_problem());
-    assert_eq!(refused.body["type"], "/problems/stale-plan");
-    assert_eq!(
-        refused.body["errors"],
-        json!([{"key": motor.to_string(), "aggregate_type": "asset", "tag": "M-104",
-                "planned_version": 1, "current_version": 2}])
-    );
-    assert_eq!(setup.events().await?.len(), logged);
+    // Act + Assert
+    let errors = json!([{"key": motor.to_string(), "aggregate_type": "asset", "tag": "M-104",
+                         "planned_version": 1, "current_version": 2}]);
+    setup.apply_refused(&plan, logged, errors).await?;
     setup.command.stop().await
 }
 
@@ -384,20 +393,12 @@ async fn a_plan_is_refused_when_a_relationship_it_creates_exists_since() -> anyh
     .expect_status(201);
     let logged = setup.events().await?.len();
 
-    // Act
-    let refused = setup.apply(&plan).await?;
-
-    // Assert: refused, naming the relationship; before, the apply completed and
+    // Act + Assert: refused, naming the relationship; before, the apply completed and
     // skipped it without a word.
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
-    assert!(refused.is_problem());
-    assert_eq!(
-        refused.body["errors"],
-        json!([{"key": format!("relationship:CONNECTED_TO:{junction_box}:{transmitter}"),
-                "aggregate_type": "relationship", "tag": "JB-U100-01",
-                "planned_version": 0, "current_version": 1}])
-    );
-    assert_eq!(setup.events().await?.len(), logged);
+    let errors = json!([{"key": format!("relationship:CONNECTED_TO:{junction_box}:{transmitter}"),
+                         "aggregate_type": "relationship", "tag": "JB-U100-01",
+                         "planned_version": 0, "current_version": 1}]);
+    setup.apply_refused(&plan, logged, errors).await?;
     setup.command.stop().await
 }
 
@@ -437,26 +438,18 @@ async fn a_plan_is_refused_when_a_tag_it_found_free_is_taken_since() -> anyhow::
     .expect_status(201);
     let logged = setup.events().await?.len();
 
-    // Act
-    let refused = setup.apply(&plan).await?;
-
-    // Assert
-    assert_eq!(refused.status, 409);
-    assert_eq!(refused.body["type"], "/problems/stale-plan");
-    assert_eq!(
-        refused.body["errors"],
-        json!([
-            {"key": "tag:VFD-M-104", "aggregate_type": "asset", "tag": "VFD-M-104",
-             "planned_version": 0, "current_version": 1},
-            {"key": "cable:W-M-104-PWR", "aggregate_type": "cable", "tag": "W-M-104-PWR",
-             "planned_version": 0, "current_version": 1},
-        ])
-    );
+    // Act + Assert
+    let errors = json!([
+        {"key": "tag:VFD-M-104", "aggregate_type": "asset", "tag": "VFD-M-104",
+         "planned_version": 0, "current_version": 1},
+        {"key": "cable:W-M-104-PWR", "aggregate_type": "cable", "tag": "W-M-104-PWR",
+         "planned_version": 0, "current_version": 1},
+    ]);
+    let refused = setup.apply_refused(&plan, logged, errors).await?;
     assert_eq!(
         refused.body["detail"],
         "2 aggregates changed; make a new dry run"
     );
-    assert_eq!(setup.events().await?.len(), logged);
     setup.command.stop().await
 }
 
@@ -480,17 +473,10 @@ async fn a_plan_is_refused_when_the_findings_it_planned_over_changed_since() -> 
     .await?;
     let logged = setup.events().await?.len();
 
-    // Act
-    let refused = setup.apply(&plan).await?;
-
-    // Assert: refused, naming the pump's findings of the rule; nothing appended.
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
-    assert_eq!(
-        refused.body["errors"],
-        json!([{"key": format!("findings:{pump}:{rule}"), "aggregate_type": "finding",
-                "tag": "P-101A", "planned_version": 0, "current_version": fingerprint}])
-    );
-    assert_eq!(setup.events().await?.len(), logged);
+    // Act + Assert: refused, naming the pump's findings of the rule; nothing appended.
+    let errors = json!([{"key": format!("findings:{pump}:{rule}"), "aggregate_type": "finding",
+                         "tag": "P-101A", "planned_version": 0, "current_version": fingerprint}]);
+    setup.apply_refused(&plan, logged, errors).await?;
 
     // Act + Assert: a new plan sees the finding raised, and applies.
     let plan = setup
@@ -2384,18 +2370,11 @@ async fn a_plan_is_refused_when_a_relationship_it_read_is_deleted_since() -> any
     .expect_status(200);
     let logged = setup.events().await?.len();
 
-    // Act
-    let refused = setup.apply(&plan).await?;
-
-    // Assert: refused before anything is written, naming the relationship. Before, the
-    // apply started, and stopped at the chunk that would have created it again.
-    assert_eq!(refused.status, 409, "{:?}", refused.body);
-    assert!(refused.is_problem());
-    assert_eq!(
-        refused.body["errors"],
-        json!([{"key": relationship.to_string(), "aggregate_type": null, "tag": null,
-                "planned_version": 1, "current_version": 0}])
-    );
-    assert_eq!(setup.events().await?.len(), logged);
+    // Act + Assert: refused before anything is written, naming the relationship.
+    // Before, the apply started, and stopped at the chunk that would have created it
+    // again.
+    let errors = json!([{"key": relationship.to_string(), "aggregate_type": null, "tag": null,
+                         "planned_version": 1, "current_version": 0}]);
+    setup.apply_refused(&plan, logged, errors).await?;
     setup.command.stop().await
 }
