@@ -4,6 +4,7 @@
 //! [`Change`] payload: the whole state before and after, so a reader can show a diff
 //! without consulting anything else, and a fold of the log rebuilds current state.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -75,6 +76,10 @@ pub struct FindingPayload {
     /// On the events of a rollback: the batch it undid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolled_back_correlation_id: Option<Uuid>,
+    /// When the finding was first raised, where that is not the event's own time: on a
+    /// resolution, and on a rollback's reopening (which keeps the first raise's time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raised_at: Option<DateTime<Utc>>,
 }
 
 impl FindingPayload {
@@ -129,6 +134,7 @@ mod tests {
             raised_in: None,
             raised_by_rule_version: None,
             rolled_back_correlation_id: None,
+            raised_at: None,
         };
         assert_eq!(
             serde_json::to_value(&raised).unwrap(),

@@ -1668,13 +1668,29 @@ async fn expected_findings(stack: &Stack, log: &[EventEnvelope]) -> anyhow::Resu
                 "asset_id": asset_id, "tag": tag, "rule_id": rule_id,
                 "rule_version": raised.rule_version, "discipline": raised.discipline,
                 "severity": severity, "message": message, "raised_in": raised_in,
-                "raised_at": raised.occurred_at, "position": raised.position,
+                // A reopening keeps the first raise's time.
+                "raised_at": raised.payload.get("raised_at").cloned()
+                    .unwrap_or_else(|| json!(raised.occurred_at)),
+                "position": raised.position,
             });
             (raised.position, row)
         })
         .collect();
     expected.sort_by_key(|(position, _)| *position);
     Ok(expected.into_iter().map(|(_, row)| row).collect())
+}
+
+/// When the command side says the open finding on `asset` was raised.
+async fn command_raised_at(
+    stack: &Stack,
+    asset: Uuid,
+) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    let raised_at: Option<(chrono::DateTime<chrono::Utc>,)> =
+        sqlx::query_as("select raised_at from findings where asset_id = $1")
+            .bind(asset)
+            .fetch_optional(stack.pool())
+            .await?;
+    Ok(raised_at.map(|(at,)| at))
 }
 
 /// Every open finding `/findings?{query}` lists, two a page.
@@ -1732,6 +1748,10 @@ async fn open_findings_are_listed_until_resolved_and_a_rollback_reopens_them() -
         pump_finding
     );
 
+    // When the command side says the first run raised the pump's finding.
+    let first_raised_at = command_raised_at(&stack, pump).await?;
+    assert!(first_raised_at.is_some());
+
     // Act: the pump gets its driver and the rule runs again.
     stack
         .command(
@@ -1758,14 +1778,17 @@ async fn open_findings_are_listed_until_resolved_and_a_rollback_reopens_them() -
     let reopening = stack.rollback(resolving).await?;
     stack.settle().await?;
 
-    // Assert: the pump's finding is open again, as raised by the first run.
+    // Assert: the pump's finding is open again, as raised by the first run and when
+    // (before, a reopened finding showed the rollback's time).
     let reopened = expected_findings(&stack, &stack.log().await?).await?;
     assert_eq!(all_findings(&stack, "").await?, reopened);
     assert_eq!(reopened.len(), 7);
-    assert_eq!(
-        all_findings(&stack, &format!("asset_id={pump}")).await?[0]["raised_in"],
-        json!(first)
-    );
+    let pump_reopened = &all_findings(&stack, &format!("asset_id={pump}")).await?[0];
+    assert_eq!(pump_reopened["raised_in"], json!(first));
+    let reopened_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(pump_reopened["raised_at"].clone())?;
+    assert_eq!(Some(reopened_at), first_raised_at);
+    assert_eq!(command_raised_at(&stack, pump).await?, first_raised_at);
 
     // Act: rebuild the read model from the log.
     let rows = "select to_jsonb(f) from rm_findings f order by position";

@@ -264,9 +264,9 @@ pub async fn delete(
     let closed: Vec<ClosedFinding> = sqlx::query_as(
         "with closed as (
              delete from findings where asset_id = $1
-             returning rule_id, message, severity, correlation_id, rule_version)
+             returning rule_id, message, severity, correlation_id, rule_version, raised_at)
          select $1 as asset_id, $2 as tag, c.rule_id, c.rule_version, r.discipline, c.message,
-             c.severity, c.correlation_id as raised_in
+             c.severity, c.correlation_id as raised_in, c.raised_at
          from closed c
          left join lateral (
              select discipline from rules where id = c.rule_id order by version desc limit 1

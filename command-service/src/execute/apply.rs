@@ -357,6 +357,7 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                             raised_in: None,
                             raised_by_rule_version: None,
                             rolled_back_correlation_id: None,
+                            raised_at: None,
                         };
                         rule_event(batch, rule, EventType::FindingRaised, json!(payload))
                     }
@@ -369,6 +370,7 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                             raised_in: Some(finding.raised_in),
                             raised_by_rule_version: finding.rule_version,
                             rolled_back_correlation_id: None,
+                            raised_at: Some(finding.raised_at),
                         };
                         rule_event(batch, rule, EventType::FindingResolved, json!(payload))
                     }

@@ -624,6 +624,7 @@ mod tests {
                 severity: "warning".into(),
                 raised_in: Uuid::from_u128(9),
                 rule_version: Some(1),
+                raised_at: chrono::DateTime::UNIX_EPOCH,
             })
             .collect();
         world.record(Loaded {

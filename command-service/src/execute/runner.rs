@@ -858,6 +858,7 @@ async fn open_findings(
         Vec<String>,
         Vec<Uuid>,
         Vec<Option<i32>>,
+        Vec<chrono::DateTime<chrono::Utc>>,
         i64,
     );
     let (assets, rules): (Vec<Uuid>, Vec<Uuid>) = owners.into_iter().unzip();
@@ -867,6 +868,7 @@ async fn open_findings(
              coalesce(array_agg(f.severity order by f.message) filter (where f.message is not null), '{{}}'),
              coalesce(array_agg(f.correlation_id order by f.message) filter (where f.message is not null), '{{}}'),
              coalesce(array_agg(f.rule_version order by f.message) filter (where f.message is not null), '{{}}'),
+             coalesce(array_agg(f.raised_at order by f.message) filter (where f.message is not null), '{{}}'),
              {FINDINGS_FINGERPRINT}
          from unnest($1::uuid[], $2::uuid[]) as o(asset_id, rule_id)
          left join findings f on f.asset_id = o.asset_id and f.rule_id = o.rule_id
@@ -879,17 +881,21 @@ async fn open_findings(
     Ok(rows
         .into_iter()
         .map(
-            |(asset, rule, messages, severities, raisers, versions, fingerprint)| {
+            |(asset, rule, messages, severities, raisers, versions, times, fingerprint)| {
                 let open = messages
                     .into_iter()
                     .zip(severities)
                     .zip(raisers.into_iter().zip(versions))
+                    .zip(times)
                     .map(
-                        |((message, severity), (raised_in, rule_version))| OpenFinding {
-                            message,
-                            severity,
-                            raised_in,
-                            rule_version,
+                        |(((message, severity), (raised_in, rule_version)), raised_at)| {
+                            OpenFinding {
+                                message,
+                                severity,
+                                raised_in,
+                                rule_version,
+                                raised_at,
+                            }
                         },
                     )
                     .collect();

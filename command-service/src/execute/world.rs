@@ -5,6 +5,7 @@
 //! recorded in [`Needs`] and answered "absent"; the runner then loads what was needed
 //! (locking it) and plans again, so planning never waits on the database.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct OpenFinding {
     pub raised_in: Uuid,
     /// The rule version that raised it (none if raised before that was recorded).
     pub rule_version: Option<i32>,
+    /// When it was first raised.
+    pub raised_at: DateTime<Utc>,
 }
 
 /// Something a plan read, whose version it depends on.
@@ -529,6 +532,7 @@ mod tests {
                     severity: "error".into(),
                     raised_in: Uuid::nil(),
                     rule_version: Some(1),
+                    raised_at: DateTime::UNIX_EPOCH,
                 }],
                 7,
             )],

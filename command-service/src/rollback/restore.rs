@@ -53,6 +53,9 @@ struct FindingEvent {
     rule_version: Option<i32>,
     discipline: Option<String>,
     tag: Option<String>,
+    /// When it was first raised: the event's own time for a raise; for a resolution,
+    /// what it says (none if written before resolutions said it).
+    raised_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Findings as before `target`, from its finding events, a slice at a time: what it
@@ -75,7 +78,10 @@ async fn restore_findings(
                  coalesce(e.payload->>'severity', 'info') as severity,
                  coalesce((e.payload->>'raised_in')::uuid, e.correlation_id) as raised_in,
                  coalesce((e.payload->>'raised_by_rule_version')::int, e.rule_version) as rule_version,
-                 e.discipline, e.payload->>'tag' as tag
+                 e.discipline, e.payload->>'tag' as tag,
+                 coalesce((e.payload->>'raised_at')::timestamptz,
+                          case when e.event_type = 'FINDING_RAISED' then e.occurred_at end)
+                     as raised_at
              from workflow_events e
              where e.correlation_id = $1 and e.position > $2 and e.rule_id is not null
                and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
@@ -118,9 +124,13 @@ async fn restore_findings(
         .into_iter()
         .collect();
         let reopened: HashSet<(Uuid, Uuid, String)> = sqlx::query_as(
-            "insert into findings (asset_id, rule_id, message, severity, correlation_id, rule_version)
-             select r.* from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int4[])
-                 as r(asset_id, rule_id, message, severity, raised_in, rule_version)
+            "insert into findings (asset_id, rule_id, message, severity, correlation_id, rule_version,
+                 raised_at)
+             select r.asset_id, r.rule_id, r.message, r.severity, r.raised_in, r.rule_version,
+                 coalesce(r.raised_at, now())
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::uuid[], $6::int4[],
+                 $7::timestamptz[])
+                 as r(asset_id, rule_id, message, severity, raised_in, rule_version, raised_at)
              where exists (select 1 from assets a where a.id = r.asset_id)
              on conflict do nothing
              returning asset_id, rule_id, message",
@@ -141,6 +151,7 @@ async fn restore_findings(
         )
         .bind(resolved.iter().map(|f| f.raised_in).collect::<Vec<_>>())
         .bind(resolved.iter().map(|f| f.rule_version).collect::<Vec<_>>())
+        .bind(resolved.iter().map(|f| f.raised_at).collect::<Vec<_>>())
         .fetch_all(&mut *connection)
         .await?
         .into_iter()
@@ -182,6 +193,7 @@ fn finding_event(
         raised_in: Some(finding.raised_in),
         raised_by_rule_version: finding.rule_version,
         rolled_back_correlation_id: Some(target),
+        raised_at: finding.raised_at,
     };
     let mut event = batch.event(event_type, json!(payload));
     event.causation_id = Some(started_id);

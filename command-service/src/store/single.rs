@@ -23,6 +23,7 @@ pub struct ClosedFinding {
     pub severity: String,
     /// The batch that raised it.
     pub raised_in: Uuid,
+    pub raised_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Write the batch of one change to `target` (whose `version` is the version after the
@@ -120,6 +121,7 @@ pub async fn commit_with(
             raised_in: Some(finding.raised_in),
             raised_by_rule_version: finding.rule_version,
             rolled_back_correlation_id: None,
+            raised_at: Some(finding.raised_at),
         };
         let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
         resolved.causation_id = Some(cause);

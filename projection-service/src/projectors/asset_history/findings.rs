@@ -16,13 +16,14 @@ use uuid::Uuid;
 /// A finding's identity: asset, rule, message.
 type Key = (Uuid, Uuid, String);
 
-/// An open finding: the event that opened it, its severity and the batch that first
-/// raised it (a rollback that reopens a finding names that batch).
+/// An open finding: the event that opened it, its severity, and the batch that first
+/// raised it and when (a rollback that reopens a finding names both).
 #[derive(Debug, Clone, PartialEq)]
 struct Opened<'a> {
     event: &'a EventEnvelope,
     severity: String,
     raised_in: Uuid,
+    raised_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Apply the finding events of `events`.
@@ -49,6 +50,7 @@ pub async fn apply(
             event,
             severity: payload.severity,
             raised_in,
+            raised_at: payload.raised_at.unwrap_or(event.occurred_at),
         });
         fold.insert(key, opened);
     }
@@ -122,7 +124,12 @@ async fn open(
             .map(|(_, open)| open.raised_in)
             .collect::<Vec<_>>(),
     )
-    .bind(events().map(|e| e.occurred_at).collect::<Vec<_>>())
+    .bind(
+        opened
+            .iter()
+            .map(|(_, open)| open.raised_at)
+            .collect::<Vec<_>>(),
+    )
     .bind(events().map(|e| e.position).collect::<Vec<_>>())
     .execute(connection)
     .await?;
