@@ -491,12 +491,30 @@ async fn kill_9_of_nats_mid_batch_commands_still_succeed_and_the_stream_catches_
     wait_for_status(&pool, second, "completed", Duration::from_secs(60)).await?;
     assert_eq!(checked_assets(&pool).await?, PLANT_SIZE as i64);
     assert_eq!(stream_count(&nats).await.unwrap_or(0), 0, "NATS is down");
+    // The lag gauge shows every event the relay could not publish (before, it kept
+    // the value of the last round that succeeded).
+    let (unpublished,): (i64,) = sqlx::query_as(
+        "select (select max(position) from workflow_events)
+             - coalesce((select position from relay_checkpoint), 0)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert!(unpublished > 0);
+    let lag_is = |lag: i64| {
+        move |samples: &[synapse_tests::metrics::Sample]| {
+            synapse_tests::metrics::value(samples, "synapse_relay_lag_events", &[])
+                == Some(lag as f64)
+        }
+    };
+    synapse_tests::metrics::scrape_until(&api.http, &command.url("/metrics"), lag_is(unpublished))
+        .await?;
 
-    // NATS returns: the relay catches up.
+    // NATS returns: the relay catches up, and the gauge goes back to 0.
     server.restart().await?;
     let stream = compare_stream_with_log(&pool, &nats).await?;
     report("nats_kill_mid_batch", &stream, 0, api.bad_5xx());
     assert_clean(&stream, 0, api.bad_5xx());
+    synapse_tests::metrics::scrape_until(&api.http, &command.url("/metrics"), lag_is(0)).await?;
     command.terminate().await?;
     Ok(())
 }

@@ -37,6 +37,8 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 const FOLLOWER_RETRY: Duration = Duration::from_secs(1);
 /// Cap of the exponential backoff after NATS or Postgres errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often the lag gauge is sampled.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything the relay needs.
 #[derive(Clone)]
@@ -50,6 +52,7 @@ pub struct Relay {
 impl Relay {
     /// Run until `shutdown`: become leader, then publish. Errors are logged and retried.
     pub async fn run(self, shutdown: CancellationToken) {
+        tokio::spawn(sample_lag(self.pool.clone(), shutdown.clone()));
         let mut backoff = Duration::from_millis(100);
         let mut lease = leader::Lease::new(self.pool.clone());
         while !shutdown.is_cancelled() {
@@ -95,6 +98,9 @@ impl Relay {
 
         let publisher = Publisher::connect(&self.client, &self.nats).await?;
         let mut tail = publisher.tail(&self.pool).await?;
+        // The stream's tail is where publishing resumes: the checkpoint (and the lag
+        // sampled from it) says so, also for a stream emptied since it was written.
+        record_checkpoint(&self.pool, tail.position).await?;
         metrics::gauge!("synapse_relay_stream_mismatch").set(0.0);
         tracing::info!(
             position = tail.position,
@@ -113,7 +119,6 @@ impl Relay {
                 synapse_shared::event_log::read_stored_after(&self.pool, tail.position, ROUND_SIZE)
                     .await?;
             if events.is_empty() {
-                self.record_lag(&tail).await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(()),
                     notification = tokio::time::timeout(IDLE_POLL, listener.recv()) => {
@@ -125,14 +130,31 @@ impl Relay {
                 continue;
             }
             tail = publish_round(&publisher, &self.pool, tail, &events).await?;
-            // Also while a backlog drains, so the gauge shows it shrinking.
-            self.record_lag(&tail).await;
         }
     }
+}
 
-    async fn record_lag(&self, tail: &StreamTail) {
-        if let Ok(head) = synapse_shared::event_log::head(&self.pool).await {
-            metrics::gauge!("synapse_relay_lag_events").set((head - tail.position).max(0) as f64);
+/// Keep `synapse_relay_lag_events` at the events the log holds beyond the relay's
+/// checkpoint, every [`LAG_EVERY`], whatever the relay is doing: above all while it
+/// cannot publish (NATS down or frozen), when a gauge set only after successful rounds
+/// would go on showing the last one's (usually 0).
+async fn sample_lag(pool: PgPool, shutdown: CancellationToken) {
+    loop {
+        let lag: Result<(Option<i64>,), sqlx::Error> = sqlx::query_as(
+            "select (select max(position) from workflow_events)
+                 - coalesce((select position from relay_checkpoint where relay = 'relay'), 0)",
+        )
+        .fetch_one(&pool)
+        .await;
+        match lag {
+            Ok((lag,)) => {
+                metrics::gauge!("synapse_relay_lag_events").set(lag.unwrap_or(0).max(0) as f64)
+            }
+            Err(error) => tracing::debug!(%error, "cannot sample the relay lag"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(LAG_EVERY) => {}
         }
     }
 }
