@@ -61,14 +61,26 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::Fresh);
     }
-    let stored: StoredResponse = sqlx::query_as(
+    match stored(connection, actor, key).await? {
+        Some(stored) => Ok(Claim::Replay(stored)),
+        None => Err(sqlx::Error::RowNotFound),
+    }
+}
+
+/// The response stored for `key`, if any (what another transaction has claimed but not
+/// committed is not seen).
+pub async fn stored(
+    connection: &mut PgConnection,
+    actor: &str,
+    key: &str,
+) -> Result<Option<StoredResponse>, sqlx::Error> {
+    sqlx::query_as(
         "select request_fingerprint, status, body from idempotency_keys where actor = $1 and key = $2",
     )
     .bind(actor)
     .bind(key)
-    .fetch_one(connection)
-    .await?;
-    Ok(Claim::Replay(stored))
+    .fetch_optional(connection)
+    .await
 }
 
 /// Store the response of a fresh claim, in the same transaction as the work.

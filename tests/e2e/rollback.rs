@@ -38,6 +38,14 @@ async fn setup() -> anyhow::Result<Setup> {
 }
 
 impl Setup {
+    /// How many events the log holds.
+    async fn logged(&self) -> anyhow::Result<i64> {
+        let (logged,): (i64,) = sqlx::query_as("select count(*) from workflow_events")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(logged)
+    }
+
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Reply> {
         send(
             &self.http,
@@ -358,18 +366,26 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     assert_eq!(preview.body["later_batches"], json!(in_the_way));
     assert_eq!(preview.body["would_roll_back"], true);
 
-    // Act: cascade finishes the job by rolling back the two later batches first.
-    let cascade = setup
-        .post(
-            "/rules/rollback",
-            json!({"correlation_id": batch_a, "mode": "cascade"}),
-        )
-        .await?
-        .expect_status(200);
+    // Act: cascade finishes the job by rolling back the two later batches first; then
+    // the client retries it with the same Idempotency-Key.
+    let cascade_once = || async {
+        let request = setup
+            .http
+            .post(setup.command.url("/rules/rollback"))
+            .header("Idempotency-Key", "cascade-a")
+            .json(&json!({"correlation_id": batch_a, "mode": "cascade"}));
+        Reply::from(request.send().await?).await
+    };
+    let cascade = cascade_once().await?.expect_status(200);
+    let logged = setup.logged().await?;
+    let retried = cascade_once().await?;
 
-    // Assert
+    // Assert: done once, and the retry answered as the first request was (before: a
+    // 409 already-rolled-back).
     assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(2));
     assert_eq!(setup.state().await?, before_a);
+    assert_eq!((retried.status, &retried.body), (200, &cascade.body));
+    assert_eq!(setup.logged().await?, logged);
     setup.command.stop().await
 }
 

@@ -3,10 +3,10 @@
 
 use super::actor::Admin;
 use super::error::ApiError;
-use super::transaction::run_command;
+use super::transaction::{replayed, run_command};
 use super::AppState;
 use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts, ListedAnalysis};
-use crate::rollback::cascade::{lock_batch, rollback_cascade, rollback_one};
+use crate::rollback::cascade::{clear_the_way, lock_batch, rollback_one};
 use crate::rollback::restore::RollbackOutcome;
 use crate::rollback::{Mode, RollbackError, RollbackRequest, MAX_LISTED};
 use axum::extract::State;
@@ -133,15 +133,22 @@ pub async fn rollback(
         });
         return Ok((StatusCode::OK, axum::Json(preview)).into_response());
     }
-    if request.mode == Mode::Cascade {
-        let outcome = rollback_cascade(&state.pool, &actor.0, request.correlation_id).await?;
-        let outcome = RollbackAnswer::RolledBack(outcome);
-        return Ok((StatusCode::OK, axum::Json(outcome)).into_response());
-    }
     let fingerprint = format!(
         "POST /rules/rollback {}",
         serde_json::to_string(&request).unwrap_or_default()
     );
+    // A cascade rolls back the batches in the way first, each in its own transaction;
+    // the target's rollback, in the transaction that keeps the key, comes last. A retry
+    // of a cascade that finished is answered before any of it.
+    let cascaded = match request.mode {
+        Mode::Cascade => {
+            if let Some(replay) = replayed(&state.pool, &actor, &headers, &fingerprint).await? {
+                return Ok(replay);
+            }
+            clear_the_way(&state.pool, &actor.0, request.correlation_id).await?
+        }
+        Mode::Strict | Mode::Partial => Vec::new(),
+    };
     let actor_name = actor.0.clone();
     run_command(
         &state.pool,
@@ -150,13 +157,14 @@ pub async fn rollback(
         &fingerprint,
         move |connection| {
             Box::pin(async move {
-                let outcome = rollback_one(
+                let mut outcome = rollback_one(
                     connection,
                     &actor_name,
                     request.correlation_id,
                     request.mode,
                 )
                 .await?;
+                outcome.cascaded = cascaded;
                 Ok((StatusCode::OK, json!(RollbackAnswer::RolledBack(outcome))))
             })
         },

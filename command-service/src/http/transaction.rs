@@ -3,7 +3,7 @@
 use super::actor::Actor;
 use super::error::ApiError;
 use crate::assets::CommandOutcome;
-use crate::idempotency::{self, Claim};
+use crate::idempotency::{self, Claim, StoredResponse};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
@@ -35,16 +35,7 @@ where
         if let Claim::Replay(stored) =
             idempotency::claim(&mut transaction, &actor.0, key, &fingerprint).await?
         {
-            if stored.request_fingerprint != fingerprint {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "this Idempotency-Key was used for a different request",
-                )
-                .into());
-            }
-            let status = StatusCode::from_u16(stored.status as u16).unwrap_or(StatusCode::OK);
-            return Ok((status, axum::Json(stored.body)).into_response());
+            return replay(stored, &fingerprint);
         }
     }
     let (status, body) = work(&mut transaction).await?;
@@ -90,6 +81,42 @@ where
         })
     })
     .await
+}
+
+/// The response stored for the request's `Idempotency-Key`, if it has one and it was
+/// used before: for a command that works in several transactions before the one that
+/// keeps the key (a cascade rollback), so that a retry does none of them again.
+pub async fn replayed(
+    pool: &PgPool,
+    actor: &Actor,
+    headers: &HeaderMap,
+    request: &str,
+) -> Result<Option<Response>, ApiError> {
+    let key = idempotency::key_of(headers).map_err(|reason| {
+        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", reason)
+    })?;
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let mut connection = pool.acquire().await?;
+    match idempotency::stored(&mut connection, &actor.0, &key).await? {
+        Some(stored) => replay(stored, &fingerprint(request)).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The stored response of a key, if it was stored for this request.
+fn replay(stored: StoredResponse, fingerprint: &str) -> Result<Response, ApiError> {
+    if stored.request_fingerprint != fingerprint {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "this Idempotency-Key was used for a different request",
+        )
+        .into());
+    }
+    let status = StatusCode::from_u16(stored.status as u16).unwrap_or(StatusCode::OK);
+    Ok((status, axum::Json(stored.body)).into_response())
 }
 
 fn fingerprint(request: &str) -> String {

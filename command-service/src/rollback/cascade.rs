@@ -59,13 +59,17 @@ pub async fn rollback_one(
     restore(connection, actor, analysis, mode).await
 }
 
-/// Cascade: while the target conflicts, roll back the newest later batch in its way
-/// (itself by cascade), each in its own transaction; then the target.
-pub async fn rollback_cascade(
+/// Cascade, first part: while `correlation_id` conflicts, roll back the newest later
+/// batch in its way (itself by cascade), each in its own transaction; the rollbacks
+/// made, oldest first. The target itself is left for the caller to roll back
+/// ([`rollback_one`] in `Mode::Cascade`), in a transaction of its own choosing (the one
+/// that keeps the request's `Idempotency-Key`). A later batch found rolled back
+/// meanwhile (by a concurrent cascade) is out of the way already.
+pub async fn clear_the_way(
     pool: &PgPool,
     actor: &str,
     correlation_id: Uuid,
-) -> Result<RollbackOutcome, RollbackError> {
+) -> Result<Vec<Uuid>, RollbackError> {
     let mut cascaded = Vec::new();
     let mut stack = vec![correlation_id];
     while let Some(&current) = stack.last() {
@@ -73,7 +77,13 @@ pub async fn rollback_cascade(
             return Err(RollbackError::CascadeTooLong(MAX_CASCADE));
         }
         let mut transaction = pool.begin().await?;
-        lock_batch(&mut transaction, current).await?;
+        match lock_batch(&mut transaction, current).await {
+            Err(RollbackError::AlreadyRolledBack { .. }) if current != correlation_id => {
+                stack.pop();
+                continue;
+            }
+            locked => locked?,
+        }
         let analysis = analyze(&mut transaction, current).await?;
         let newest_later = newest_of(&mut transaction, &analysis).await?;
         match newest_later {
@@ -82,14 +92,11 @@ pub async fn rollback_cascade(
                 stack.push(later);
             }
             Some(_) => return Err(RollbackError::Conflicts(analysis)),
+            None if current == correlation_id => return Ok(cascaded),
             None => {
-                let mut outcome = restore(&mut transaction, actor, analysis, Mode::Cascade).await?;
+                let outcome = restore(&mut transaction, actor, analysis, Mode::Cascade).await?;
                 transaction.commit().await?;
                 stack.pop();
-                if stack.is_empty() {
-                    outcome.cascaded = cascaded;
-                    return Ok(outcome);
-                }
                 cascaded.push(outcome.correlation_id);
             }
         }
