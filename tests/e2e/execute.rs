@@ -332,6 +332,35 @@ async fn a_dry_run_writes_nothing_and_equals_what_applying_its_plan_then_does() 
 }
 
 #[tokio::test]
+async fn a_plan_is_refused_naming_an_asset_deleted_since_by_its_last_tag() -> anyhow::Result<()> {
+    // Arrange: a plan over the motors, then one of them is deleted.
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let plan = setup
+        .execute(json!({"dry_run": true, "filters": {"tag": "M-10*"}}))
+        .await?;
+    let (motor,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'M-101'")
+        .fetch_one(&setup.pool)
+        .await?;
+    send(
+        &setup.http,
+        Method::DELETE,
+        &setup.command.url(&format!("/assets/{motor}")),
+        None,
+    )
+    .await?
+    .expect_status(200);
+    let logged = setup.events().await?.len();
+
+    // Act + Assert: named by type and tag, as its last event names it (before: an id
+    // alone, with neither).
+    let errors = json!([{"key": motor.to_string(), "aggregate_type": "asset", "tag": "M-101",
+                         "planned_version": 1, "current_version": 0}]);
+    setup.apply_refused(&plan, logged, errors).await?;
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Result<()> {
     // Arrange
     let setup = setup(false).await?;
@@ -2355,11 +2384,13 @@ async fn a_plan_is_refused_when_a_relationship_it_read_is_deleted_since() -> any
         .execute(json!({"rule_ids": [rule], "dry_run": true}))
         .await?;
     assert_eq!(plan["totals"]["executed"], 0, "{plan}");
-    // A FEEDS relationship is deleted after the plan was made.
-    let (relationship,): (Uuid,) =
-        sqlx::query_as("select id from relationships where kind = 'FEEDS' order by id limit 1")
-            .fetch_one(&setup.pool)
-            .await?;
+    // A FEEDS relationship (from a VFD) is deleted after the plan was made.
+    let (relationship, vfd): (Uuid, String) = sqlx::query_as(
+        "select r.id, a.tag from relationships r join assets a on a.id = r.from_asset
+         where r.kind = 'FEEDS' order by r.id limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
     send(
         &setup.http,
         Method::DELETE,
@@ -2373,8 +2404,9 @@ async fn a_plan_is_refused_when_a_relationship_it_read_is_deleted_since() -> any
     // Act + Assert: refused before anything is written, naming the relationship.
     // Before, the apply started, and stopped at the chunk that would have created it
     // again.
-    let errors = json!([{"key": relationship.to_string(), "aggregate_type": null, "tag": null,
-                         "planned_version": 1, "current_version": 0}]);
+    // Gone, it is named as its last event names it.
+    let errors = json!([{"key": relationship.to_string(), "aggregate_type": "relationship",
+                         "tag": vfd, "planned_version": 1, "current_version": 0}]);
     setup.apply_refused(&plan, logged, errors).await?;
     setup.command.stop().await
 }

@@ -194,12 +194,12 @@ pub struct StaleRead {
     /// `findings:ASSET:RULE` for the open findings of a rule on an asset, or
     /// `relationship:KIND:FROM:TO` for a relationship the plan creates that exists now.
     pub key: String,
-    /// `asset`, `cable`, `finding` or `relationship`; none for an aggregate that is
-    /// gone.
+    /// `asset`, `cable`, `finding` or `relationship` (for one that is gone, as its
+    /// last event says).
     pub aggregate_type: Option<String>,
     /// Its tag now (the tag that was free, for `tag:` and `cable:` keys; the asset's,
-    /// for `findings:`; the from asset's, for `relationship:`); none for an aggregate
-    /// that is gone.
+    /// for `findings:`; the from asset's, for a relationship); for an aggregate that
+    /// is gone, its last tag.
     pub tag: Option<String>,
     /// The version read and the version now; for `findings:`, a fingerprint of the
     /// messages open then and now (0: none).
@@ -413,7 +413,7 @@ pub async fn stale_reads(
     ))
     .bind(plan_id)
     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-    .fetch_all(connection)
+    .fetch_all(&mut *connection)
     .await?;
     let count = rows.first().map_or(0, |row| row.9);
     let stale = rows
@@ -452,7 +452,51 @@ pub async fn stale_reads(
             },
         )
         .collect();
-    Ok((count, stale))
+    Ok((count, named_from_the_log(connection, stale).await?))
+}
+
+/// Stale reads of aggregates that are gone, with their type and tag as their last event
+/// says (for a relationship, its from asset's tag if that asset is still there), so
+/// an engineer reads what was deleted rather than an id alone.
+async fn named_from_the_log(
+    connection: &mut PgConnection,
+    mut stale: Vec<StaleRead>,
+) -> Result<Vec<StaleRead>, sqlx::Error> {
+    let gone: Vec<Uuid> = stale
+        .iter()
+        .filter(|read| read.aggregate_type.is_none())
+        .filter_map(|read| read.key.parse().ok())
+        .collect();
+    if gone.is_empty() {
+        return Ok(stale);
+    }
+    let named: HashMap<Uuid, (String, Option<String>)> =
+        sqlx::query_as::<_, (Uuid, String, Option<String>)>(
+            "select g.id, e.aggregate_type,
+             coalesce(e.payload->'before'->>'tag', e.payload->'after'->>'tag',
+                      (select a.tag from assets a
+                       where a.id = (e.payload->'before'->>'from_asset')::uuid))
+         from unnest($1::uuid[]) as g(id)
+         join lateral (select aggregate_type, payload from workflow_events
+                       where aggregate_id = g.id
+                       order by aggregate_version desc limit 1) e on true",
+        )
+        .bind(&gone)
+        .fetch_all(connection)
+        .await?
+        .into_iter()
+        .map(|(id, aggregate_type, tag)| (id, (aggregate_type, tag)))
+        .collect();
+    for read in &mut stale {
+        let Ok(id) = read.key.parse::<Uuid>() else {
+            continue;
+        };
+        if let (None, Some((aggregate_type, tag))) = (&read.aggregate_type, named.get(&id)) {
+            read.aggregate_type = Some(aggregate_type.clone());
+            read.tag = tag.clone();
+        }
+    }
+    Ok(stale)
 }
 
 /// A chunk of a plan's apply: what of its page the plan covers, with which ids.
