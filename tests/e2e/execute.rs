@@ -99,6 +99,14 @@ impl Setup {
         Ok(refused)
     }
 
+    /// `DELETE` the resource at `path`, which must answer 200.
+    async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        send(&self.http, Method::DELETE, &self.command.url(path), None)
+            .await?
+            .expect_status(200);
+        Ok(())
+    }
+
     async fn import(&self, csv: String) -> anyhow::Result<()> {
         post_csv(&self.http, &self.command.url("/assets/import"), csv)
             .await?
@@ -342,14 +350,7 @@ async fn a_plan_is_refused_naming_an_asset_deleted_since_by_its_last_tag() -> an
     let (motor,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'M-101'")
         .fetch_one(&setup.pool)
         .await?;
-    send(
-        &setup.http,
-        Method::DELETE,
-        &setup.command.url(&format!("/assets/{motor}")),
-        None,
-    )
-    .await?
-    .expect_status(200);
+    setup.delete(&format!("/assets/{motor}")).await?;
     let logged = setup.events().await?.len();
 
     // Act + Assert: named by type and tag, as its last event names it (before: an id
@@ -1941,14 +1942,7 @@ async fn deleting_an_asset_deletes_its_links_and_rolling_the_deletion_back_resto
     let logged = setup.events().await?.len();
 
     // Act: delete the motor.
-    send(
-        &setup.http,
-        Method::DELETE,
-        &setup.command.url(&format!("/assets/{motor}")),
-        None,
-    )
-    .await?
-    .expect_status(200);
+    setup.delete(&format!("/assets/{motor}")).await?;
 
     // Assert: no link names it any more; each went with an event the deletion caused.
     assert_eq!(links_of(&setup.pool, motor).await?, vec![]);
@@ -2391,14 +2385,9 @@ async fn a_plan_is_refused_when_a_relationship_it_read_is_deleted_since() -> any
     )
     .fetch_one(&setup.pool)
     .await?;
-    send(
-        &setup.http,
-        Method::DELETE,
-        &setup.command.url(&format!("/relationships/{relationship}")),
-        None,
-    )
-    .await?
-    .expect_status(200);
+    setup
+        .delete(&format!("/relationships/{relationship}"))
+        .await?;
     let logged = setup.events().await?.len();
 
     // Act + Assert: refused before anything is written, naming the relationship.
