@@ -332,10 +332,14 @@ async fn a_dry_run_writes_nothing_and_equals_what_applying_its_plan_then_does() 
             .count(),
         1
     );
-    // A plan applies once.
+    // A plan applies once; the refusal says by which batch, and how that ended.
     let again = setup.apply(&plan).await?;
     assert_eq!(again.status, 409);
     assert_eq!(again.body["type"], "/problems/plan-already-applied");
+    assert_eq!(
+        again.body["errors"],
+        json!({"correlation_id": applied["correlation_id"], "status": "completed"})
+    );
     setup.command.stop().await
 }
 

@@ -264,12 +264,24 @@ async fn prepare_plan(
                 .with_detail(format!("plan {plan_id} does not exist"))
         })?;
     if let Some(correlation_id) = plan.applied_by_correlation_id {
+        // A plan is applied once, whatever came of it: an apply that stopped part-way
+        // (a drift, a crash) leaves a failed batch, to roll back or to follow with a new
+        // dry run of what is left.
+        let (status,): (String,) =
+            sqlx::query_as("select status from batches where correlation_id = $1")
+                .bind(correlation_id)
+                .fetch_optional(&mut *connection)
+                .await?
+                .unwrap_or_else(|| ("unknown".to_owned(),));
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "plan-already-applied",
             "the plan was applied already",
         )
-        .with_errors(json!({"correlation_id": correlation_id}))
+        .with_detail(format!(
+            "batch {correlation_id} applied it ({status}); make a new dry run for what is left"
+        ))
+        .with_errors(json!({"correlation_id": correlation_id, "status": status}))
         .into());
     }
     let (changed, stale) = plans::stale_reads(connection, plan_id, preview::MAX_ENTRIES).await?;
