@@ -72,8 +72,12 @@ pub async fn clear_the_way(
 ) -> Result<Vec<Uuid>, RollbackError> {
     let mut cascaded = Vec::new();
     let mut stack = vec![correlation_id];
+    // Every step pushes a batch, rolls one back or pops one another request rolled
+    // back: bounded, even if the analysis named such a batch again.
+    let mut steps = 0;
     while let Some(&current) = stack.last() {
-        if cascaded.len() > MAX_CASCADE {
+        steps += 1;
+        if cascaded.len() > MAX_CASCADE || steps > 3 * MAX_CASCADE {
             return Err(RollbackError::CascadeTooLong(MAX_CASCADE));
         }
         let mut transaction = pool.begin().await?;
