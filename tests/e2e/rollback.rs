@@ -114,6 +114,33 @@ impl Setup {
         Ok(())
     }
 
+    /// The dry run of a cascade rollback of `batch`, which must say it would roll
+    /// `batch` back after the batches `order` with `counts` (restored, deleted,
+    /// recreated), and write nothing; how many it would restore in all.
+    async fn preview_cascade(
+        &self,
+        batch: &str,
+        order: &[&str],
+        [restored, deleted, recreated]: [usize; 3],
+    ) -> anyhow::Result<Value> {
+        let state = self.state().await?;
+        let preview = self
+            .post(
+                "/rules/rollback",
+                json!({"correlation_id": batch, "mode": "cascade", "dry_run": true}),
+            )
+            .await?
+            .expect_status(200);
+        assert_eq!(preview.body["cascade"], json!(order), "{:?}", preview.body);
+        assert_eq!(
+            preview.body["counts"],
+            json!({"restored": restored, "deleted": deleted, "recreated": recreated, "conflicts": 0})
+        );
+        assert_eq!(preview.body["would_roll_back"], true);
+        assert_eq!(self.state().await?, state, "a dry run writes nothing");
+        Ok(json!(restored + deleted + recreated))
+    }
+
     async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
         let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = $1")
             .bind(tag)
@@ -353,7 +380,9 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     assert_eq!(state["asset:M-100"]["properties"].get("inspection"), None);
     assert_eq!(state["asset:M-102"]["properties"]["inspection"], "done");
 
-    // Act + Assert: a dry run of the cascade names the two batches in the way.
+    // Act + Assert: a dry run of the cascade names the two batches in the way, the
+    // order it would roll them back in (newest first), and counts the two motors as
+    // what the rollback does to them once those are rolled back; it writes nothing.
     let preview = setup
         .post(
             "/rules/rollback",
@@ -364,7 +393,34 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     let mut in_the_way = later.clone();
     in_the_way.sort();
     assert_eq!(preview.body["later_batches"], json!(in_the_way));
+    assert_eq!(preview.body["cascade"], json!([later[1], later[0]]));
+    assert_eq!(
+        preview.body["counts"],
+        json!({"restored": 2, "deleted": 0, "recreated": 0, "conflicts": 0})
+    );
     assert_eq!(preview.body["would_roll_back"], true);
+    assert_eq!(
+        preview.body["analysis"]["conflicts"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    let strict_preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch_a, "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(
+        (
+            &strict_preview.body["counts"]["conflicts"],
+            &strict_preview.body["would_roll_back"]
+        ),
+        (&json!(2), &json!(false))
+    );
+    assert_eq!(strict_preview.body["cascade"], json!([]));
+    assert_eq!(setup.state().await?, state);
 
     // Act: cascade finishes the job by rolling back the two later batches first; then
     // the client retries it with the same Idempotency-Key.
@@ -383,6 +439,7 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     // Assert: done once, and the retry answered as the first request was (before: a
     // 409 already-rolled-back).
     assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(2));
+    assert_eq!(cascade.body["restored"], preview.body["counts"]["restored"]);
     assert_eq!(setup.state().await?, before_a);
     assert_eq!((retried.status, &retried.body), (200, &cascade.body));
     assert_eq!(setup.logged().await?, logged);
@@ -776,14 +833,19 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
     assert!(state.contains_key("asset:QB0002") && !state.contains_key("asset:QB0000"));
     assert_eq!(dangling_links(&setup.pool).await?, 0);
 
-    // Act + Assert: cascade rolls the cable's batch back first, then the motor goes too.
-    setup
+    // Act + Assert: cascade rolls the cable's batch back first, then the motor goes too
+    // (which its dry run says, before: the motor counted as a conflict).
+    let previewed = setup
+        .preview_cascade(&imported, &[&linked], [0, 1, 0])
+        .await?;
+    let cascade = setup
         .post(
             "/rules/rollback",
             json!({"correlation_id": imported, "mode": "cascade"}),
         )
         .await?
         .expect_status(200);
+    assert_eq!(cascade.body["restored"], previewed);
     assert_eq!(setup.state().await?, before);
     assert_eq!(dangling_links(&setup.pool).await?, 0);
 
@@ -821,6 +883,13 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
     );
 
     // Act + Assert: cascade brings the motor back first, then the cable.
+    setup
+        .preview_cascade(
+            &correlation_id(&deleted_cable),
+            &[&correlation_id(&deleted_motor)],
+            [0, 0, 1],
+        )
+        .await?;
     setup
         .post(
             "/rules/rollback",
@@ -874,6 +943,13 @@ async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_confl
     assert_eq!(setup.state().await?, after_new);
 
     // Act + Assert: cascade rolls the new asset back first, then brings M-100 back.
+    setup
+        .preview_cascade(
+            &correlation_id(&deleted),
+            &[&correlation_id(&created)],
+            [0, 0, 1],
+        )
+        .await?;
     setup
         .post("/rules/rollback", rollback("cascade"))
         .await?

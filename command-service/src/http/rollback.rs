@@ -6,7 +6,7 @@ use super::error::ApiError;
 use super::transaction::{replayed, run_command};
 use super::AppState;
 use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts, ListedAnalysis};
-use crate::rollback::cascade::{clear_the_way, lock_batch, rollback_one};
+use crate::rollback::cascade::{self, clear_the_way, lock_batch, rollback_one};
 use crate::rollback::restore::RollbackOutcome;
 use crate::rollback::{Mode, RollbackError, RollbackRequest, MAX_LISTED};
 use axum::extract::State;
@@ -83,9 +83,13 @@ pub struct RollbackPreview {
     /// Always `true`.
     pub dry_run: bool,
     pub mode: Mode,
-    /// Whether this mode would roll back now (`strict` refuses when there are conflicts).
+    /// Whether this mode would roll back now (`strict` refuses when there are
+    /// conflicts; `cascade` when what is in the way is still running, goes in a circle,
+    /// is longer than 50 batches, or leaves conflicts after it).
     pub would_roll_back: bool,
-    /// Every aggregate of the analysis, by what the rollback does to it.
+    /// Every aggregate of the analysis, by what the rollback does to it; in `cascade`
+    /// mode, what it does once the batches of `cascade` are rolled back (conflicts they
+    /// clear counted by what the rollback then does to them).
     pub counts: AnalysisCounts,
     /// The analysis lists at most 1,000 restorations and 1,000 conflicts; `true` when
     /// it left some out (`counts` covers them all).
@@ -93,6 +97,11 @@ pub struct RollbackPreview {
     /// The batches in the way (not rolled back): what `cascade` rolls back first,
     /// newest first, with what is in their way in turn.
     pub later_batches: Vec<uuid::Uuid>,
+    /// `cascade` mode: the batches it would roll back before this one, in that order
+    /// (each one's rollback taken to return what it touched to before it, but for its
+    /// own conflicts that nothing clears). Empty in the other modes.
+    pub cascade: Vec<uuid::Uuid>,
+    /// The analysis as things stand now, before any cascade.
     pub analysis: ListedAnalysis,
 }
 
@@ -117,8 +126,14 @@ pub async fn rollback(
         let mut transaction = state.pool.begin().await?;
         lock_batch(&mut transaction, request.correlation_id).await?;
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
-        let would = analysis.conflict_count == 0 || request.mode != Mode::Strict;
-        let counts = analysis.counts();
+        let (would, counts, cascade) = match request.mode {
+            Mode::Cascade => {
+                let preview = cascade::preview(&mut transaction, &analysis).await?;
+                (preview.would_roll_back, preview.counts, preview.order)
+            }
+            Mode::Strict => (analysis.conflict_count == 0, analysis.counts(), Vec::new()),
+            Mode::Partial => (true, analysis.counts(), Vec::new()),
+        };
         let later_batches = analysis.later_batches.iter().copied().collect();
         let (analysis, truncated) = analysis.listed(&mut transaction).await?;
         transaction.rollback().await?;
@@ -129,6 +144,7 @@ pub async fn rollback(
             counts,
             truncated,
             later_batches,
+            cascade,
             analysis,
         });
         return Ok((StatusCode::OK, axum::Json(preview)).into_response());

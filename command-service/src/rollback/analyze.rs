@@ -148,6 +148,35 @@ pub struct Analysis {
     /// Every batch in the way: those after this one that changed any conflicting
     /// aggregate and are not rolled back (what a cascade rolls back first).
     pub later_batches: BTreeSet<Uuid>,
+    /// Every conflicting aggregate, with what the rollback would do to it once the
+    /// batches in its way are rolled back (what a cascade's dry run counts).
+    pub pending: Vec<Pending>,
+}
+
+/// A conflicting aggregate, as a cascade would find it after rolling back the batches
+/// in its way.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub aggregate_id: Uuid,
+    /// What the rollback would do to it then (`restored`, `deleted`, `recreated`), or
+    /// `None`: no rollback of later batches clears it (its pre-batch state is unknown).
+    pub change: Option<&'static str>,
+    /// The batches in its way; none: nothing a cascade rolls back clears it.
+    pub later_batches: Vec<Uuid>,
+}
+
+impl Pending {
+    /// Whether rolling back `rolled` (each returning what it touched to before it,
+    /// except the aggregates in `stuck`) clears this conflict.
+    pub fn cleared_by(&self, rolled: &BTreeSet<Uuid>, stuck: &HashSet<Uuid>) -> bool {
+        self.change.is_some()
+            && !self.later_batches.is_empty()
+            && self
+                .later_batches
+                .iter()
+                .all(|batch| rolled.contains(batch))
+            && !stuck.contains(&self.aggregate_id)
+    }
 }
 
 /// An analysis as an answer lists it: at most [`MAX_LISTED`] restorations and as many
@@ -173,6 +202,16 @@ pub struct AnalysisCounts {
     pub conflicts: usize,
 }
 
+impl AnalysisCounts {
+    fn add(&mut self, change: &str) {
+        match change {
+            "deleted" => self.deleted += 1,
+            "recreated" => self.recreated += 1,
+            _ => self.restored += 1,
+        }
+    }
+}
+
 impl Analysis {
     pub fn counts(&self) -> AnalysisCounts {
         let mut counts = AnalysisCounts {
@@ -180,13 +219,34 @@ impl Analysis {
             ..AnalysisCounts::default()
         };
         for restoration in &self.restorations {
-            match restoration.change {
-                "deleted" => counts.deleted += 1,
-                "recreated" => counts.recreated += 1,
-                _ => counts.restored += 1,
+            counts.add(restoration.change);
+        }
+        counts
+    }
+
+    /// The counts once the batches `rolled` are rolled back (a cascade's), each
+    /// returning what it touched to before it but for the aggregates in `stuck`.
+    pub fn counts_after(&self, rolled: &BTreeSet<Uuid>, stuck: &HashSet<Uuid>) -> AnalysisCounts {
+        let mut counts = self.counts();
+        for pending in &self.pending {
+            if let (true, Some(change)) = (pending.cleared_by(rolled, stuck), pending.change) {
+                counts.conflicts -= 1;
+                counts.add(change);
             }
         }
         counts
+    }
+
+    /// The conflicting aggregates that rolling back `rolled` would not clear.
+    pub fn stuck_after<'a>(
+        &'a self,
+        rolled: &'a BTreeSet<Uuid>,
+        stuck: &'a HashSet<Uuid>,
+    ) -> impl Iterator<Item = Uuid> + 'a {
+        self.pending
+            .iter()
+            .filter(|pending| !pending.cleared_by(rolled, stuck))
+            .map(|pending| pending.aggregate_id)
     }
 
     /// The analysis as an answer lists it: the first [`MAX_LISTED`] restorations (with
@@ -297,22 +357,26 @@ pub async fn analyze(
     let mut restorations: Vec<Restoration> = Vec::new();
     let mut listed = Vec::new();
     let mut conflicting = Vec::new();
+    let mut pending = Vec::new();
     while let Some(aggregate) = touched.try_next().await? {
+        let returns = aggregate.has_pre_state && !aggregate.created_by_batch();
         if aggregate.pre_state_unknown()
             || !same_but_version(aggregate.current.as_ref(), aggregate.batch_after.as_ref())
         {
             conflicting.push((aggregate.aggregate_id, aggregate.batch_last_position));
+            // Once the later batches are rolled back, it is as this batch left it.
+            pending.push(Pending {
+                aggregate_id: aggregate.aggregate_id,
+                change: (!aggregate.pre_state_unknown())
+                    .then(|| change(aggregate.batch_after.is_some(), returns)),
+                later_batches: Vec::new(),
+            });
             if listed.len() < MAX_LISTED {
                 listed.push(aggregate);
             }
             continue;
         }
-        let returns = aggregate.has_pre_state && !aggregate.created_by_batch();
-        let change = match (aggregate.current.is_some(), returns) {
-            (true, true) => "restored",
-            (true, false) => "deleted",
-            (false, _) => "recreated",
-        };
+        let change = change(aggregate.current.is_some(), returns);
         restorations.push(Restoration {
             aggregate_type: aggregate.aggregate_type,
             aggregate_id: aggregate.aggregate_id,
@@ -322,7 +386,14 @@ pub async fn analyze(
         });
     }
     drop(touched);
-    let mut later_batches = later_batches(connection, &conflicting).await?;
+    let mut in_the_way = later_batches(connection, &conflicting).await?;
+    let mut later_batches = BTreeSet::new();
+    for pending in &mut pending {
+        if let Some(batches) = in_the_way.remove(&pending.aggregate_id) {
+            later_batches.extend(batches.iter().copied());
+            pending.later_batches = batches;
+        }
+    }
     let mut conflicts = listed_conflicts(connection, &listed).await?;
     let mut conflict_count = conflicting.len();
     // Then, one check after the other (each on what the ones before left): what would
@@ -337,10 +408,19 @@ pub async fn analyze(
             }
             Check::LinkedAssets => linked_assets(connection, &restorations).await?,
         };
-        let mut dropped = HashSet::new();
+        let dropped: HashSet<Uuid> = found.iter().map(|c| c.aggregate_id).collect();
+        let changes: HashMap<Uuid, &'static str> = restorations
+            .iter()
+            .filter(|r| dropped.contains(&r.aggregate_id))
+            .map(|r| (r.aggregate_id, r.change))
+            .collect();
         for conflict in found {
-            dropped.insert(conflict.aggregate_id);
             later_batches.extend(conflict.later_batches.iter().copied());
+            pending.push(Pending {
+                aggregate_id: conflict.aggregate_id,
+                change: changes.get(&conflict.aggregate_id).copied(),
+                later_batches: conflict.later_batches.clone(),
+            });
             conflict_count += 1;
             if conflicts.len() < MAX_LISTED {
                 conflicts.push(conflict);
@@ -354,7 +434,18 @@ pub async fn analyze(
         conflicts,
         conflict_count,
         later_batches,
+        pending,
     })
+}
+
+/// What a rollback does to an aggregate that exists now (`exists`) and returns to a
+/// pre-batch state (`returns`).
+fn change(exists: bool, returns: bool) -> &'static str {
+    match (exists, returns) {
+        (true, true) => "restored",
+        (true, false) => "deleted",
+        (false, _) => "recreated",
+    }
 }
 
 /// The checks a rollback's restorations go through after the versions'.
@@ -551,22 +642,29 @@ const LATER_EVENTS: &str = "from workflow_events e
        on e.aggregate_id = t.aggregate_id and e.position > t.after_position
      where not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)";
 
-/// The batches in the way of `conflicting` (aggregate id and the position of this
-/// batch's last event on it).
+/// The batches in the way of each of `conflicting` (aggregate id and the position of
+/// this batch's last event on it), sorted; an aggregate no later batch changed is left
+/// out.
 async fn later_batches(
     connection: &mut PgConnection,
     conflicting: &[(Uuid, i64)],
-) -> Result<BTreeSet<Uuid>, sqlx::Error> {
+) -> Result<HashMap<Uuid, Vec<Uuid>>, sqlx::Error> {
     if conflicting.is_empty() {
-        return Ok(BTreeSet::new());
+        return Ok(HashMap::new());
     }
-    let batches: Vec<Uuid> =
-        sqlx::query_scalar(&format!("select distinct e.correlation_id {LATER_EVENTS}"))
-            .bind(conflicting.iter().map(|c| c.0).collect::<Vec<_>>())
-            .bind(conflicting.iter().map(|c| c.1).collect::<Vec<_>>())
-            .fetch_all(connection)
-            .await?;
-    Ok(batches.into_iter().collect())
+    let sql = format!(
+        "select distinct e.aggregate_id, e.correlation_id {LATER_EVENTS}
+         order by e.aggregate_id, e.correlation_id"
+    );
+    let mut rows = sqlx::query_as::<_, (Uuid, Uuid)>(&sql)
+        .bind(conflicting.iter().map(|c| c.0).collect::<Vec<_>>())
+        .bind(conflicting.iter().map(|c| c.1).collect::<Vec<_>>())
+        .fetch(connection);
+    let mut by_aggregate: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    while let Some((aggregate_id, batch)) = rows.try_next().await? {
+        by_aggregate.entry(aggregate_id).or_default().push(batch);
+    }
+    Ok(by_aggregate)
 }
 
 /// The listed conflicts with their later batches and their diffs.

@@ -1,9 +1,10 @@
 //! Rolling back a batch, and in cascade mode the later batches in its way first.
 
-use super::analyze::analyze;
+use super::analyze::{analyze, Analysis, AnalysisCounts};
 use super::restore::{restore, RollbackOutcome};
 use super::{Mode, RollbackError};
 use sqlx::{PgConnection, PgPool};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
 /// Most batches one cascade may roll back: a longer chain is better reviewed by an
@@ -108,12 +109,110 @@ pub async fn clear_the_way(
     Err(RollbackError::NotFound(correlation_id))
 }
 
+/// What a cascade would do, as its dry run answers it.
+#[derive(Debug)]
+pub struct CascadePreview {
+    /// The batches it would roll back before the target, in that order.
+    pub order: Vec<Uuid>,
+    /// What the target's rollback would do after them.
+    pub counts: AnalysisCounts,
+    /// Whether the target would be rolled back in the end.
+    pub would_roll_back: bool,
+}
+
+/// Preview the cascade rollback of `target` (analysed as `analysis`), writing nothing
+/// and locking nothing: [`clear_the_way`] walked on analyses alone. Each batch it would
+/// roll back is taken to return what it touched to before it, but for what conflicts
+/// in its own analysis and nothing it rolls back clears (its pre-batch state unknown);
+/// those stay in the way of the batches before it.
+pub async fn preview(
+    connection: &mut PgConnection,
+    analysis: &Analysis,
+) -> Result<CascadePreview, RollbackError> {
+    let target = analysis.correlation_id;
+    let mut analyses: HashMap<Uuid, Analysis> = HashMap::new();
+    let mut rolled = BTreeSet::new();
+    let mut order = Vec::new();
+    let mut stuck: HashSet<Uuid> = HashSet::new();
+    let mut stack = vec![target];
+    let mut steps = 0;
+    let mut gives_up = false;
+    while let Some(&current) = stack.last() {
+        steps += 1;
+        if order.len() > MAX_CASCADE || steps > 3 * MAX_CASCADE {
+            gives_up = true;
+            break;
+        }
+        if current != target {
+            let status: Option<String> =
+                sqlx::query_scalar("select status from batches where correlation_id = $1")
+                    .bind(current)
+                    .fetch_optional(&mut *connection)
+                    .await?;
+            match status.as_deref() {
+                Some("rolled_back") => {
+                    stack.pop();
+                    continue;
+                }
+                Some("running") | None => {
+                    gives_up = true;
+                    break;
+                }
+                Some(_) => {}
+            }
+        }
+        let analysed = match current == target {
+            true => analysis,
+            false => match analyses.entry(current) {
+                std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(analyze(&mut *connection, current).await?)
+                }
+            },
+        };
+        let in_the_way: Vec<Uuid> = analysed
+            .later_batches
+            .difference(&rolled)
+            .copied()
+            .collect();
+        match newest(&mut *connection, &in_the_way).await? {
+            Some(later) if !stack.contains(&later) => stack.push(later),
+            Some(_) => {
+                gives_up = true;
+                break;
+            }
+            None if current == target => break,
+            None => {
+                let left: Vec<Uuid> = analysed.stuck_after(&rolled, &stuck).collect();
+                stuck.extend(left);
+                rolled.insert(current);
+                order.push(current);
+                stack.pop();
+            }
+        }
+    }
+    let counts = analysis.counts_after(&rolled, &stuck);
+    Ok(CascadePreview {
+        order,
+        counts,
+        would_roll_back: !gives_up && counts.conflicts == 0,
+    })
+}
+
 /// The most recent batch among those in the way of `analysis`.
 async fn newest_of(
     connection: &mut PgConnection,
-    analysis: &super::analyze::Analysis,
+    analysis: &Analysis,
 ) -> Result<Option<Uuid>, sqlx::Error> {
     let later: Vec<Uuid> = analysis.later_batches.iter().copied().collect();
+    newest(connection, &later).await
+}
+
+/// The most recent of the batches `later` (by their last event).
+async fn newest(
+    connection: &mut PgConnection,
+    later: &[Uuid],
+) -> Result<Option<Uuid>, sqlx::Error> {
     if later.is_empty() {
         return Ok(None);
     }
@@ -121,7 +220,7 @@ async fn newest_of(
         "select correlation_id from workflow_events where correlation_id = any($1)
          group by correlation_id order by max(position) desc limit 1",
     )
-    .bind(&later)
+    .bind(later)
     .fetch_optional(connection)
     .await?;
     Ok(newest.map(|(id,)| id))
