@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod integers;
 pub mod nul;
 
 /// Media type of every error body.
@@ -114,7 +115,8 @@ where
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         // The bytes are read here (within the body limit) so they can be checked for a
-        // NUL once they parse; `Bytes` shares them with the JSON parser, no copy.
+        // NUL and for integers beyond 64 bits once they parse; `Bytes` shares them with
+        // the JSON parser, no copy.
         let headers = req.headers().clone();
         let body = axum::body::Bytes::from_request(req, state)
             .await
@@ -123,7 +125,10 @@ where
         *request.headers_mut() = headers;
         match axum::Json::<T>::from_request(request, state).await {
             Ok(_) if nul::in_json(&body) => Err(nul::refusal("JSON body")),
-            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Ok(axum::Json(value)) => match integers::beyond_64_bits(&body) {
+                Some(found) => Err(integers::refusal(&found)),
+                None => Ok(ApiJson(value)),
+            },
             Err(rejection) => Err(from_json_rejection(rejection)),
         }
     }

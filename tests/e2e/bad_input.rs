@@ -276,3 +276,72 @@ async fn a_nul_character_in_a_body_query_or_path_is_a_400_problem_and_writes_not
     assert_eq!(literal.status().as_u16(), 201);
     Ok(())
 }
+
+/// serde_json reads an integer beyond 64 bits as a float: a serial number sent as one
+/// was stored with other digits (`1.2345678901234568e23`).
+#[tokio::test]
+async fn an_integer_beyond_64_bits_in_a_body_is_a_422_problem_and_writes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange
+    let system = apps::System::start().await?;
+    let http = &system.http;
+    let pool = PgPool::connect(&system.database.url).await?;
+    let before = synapse_shared::event_log::head(&pool).await?;
+    let bodies = [
+        (
+            Method::POST,
+            "/assets",
+            "{\"tag\": \"M-1\", \"asset_type\": \"ELECTRIC_MOTOR\", \"discipline\": \"ELECTRICAL\",\n \"properties\": {\"serial\": 123456789012345678901234}}",
+            "123456789012345678901234 at line 2, column 27",
+        ),
+        (
+            Method::PATCH,
+            "/assets/00000000-0000-0000-0000-000000000001",
+            r#"{"properties": {"ok": "123456789012345678901234", "n": -9223372036854775809}}"#,
+            "-9223372036854775809 at line 1, column 56",
+        ),
+    ];
+
+    // Act
+    let mut replies = Vec::new();
+    for (method, path, body, _) in &bodies {
+        let reply = http
+            .request(method.clone(), system.command.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        replies.push(synapse_tests::client::Reply::from(reply).await?);
+    }
+    let after = synapse_shared::event_log::head(&pool).await?;
+
+    // Assert
+    for ((_, path, _, place), reply) in bodies.iter().zip(&replies) {
+        assert_eq!(reply.status, 422, "{path}: {reply:?}");
+        assert!(reply.is_problem(), "{path}: {reply:?}");
+        assert_eq!(reply.body["type"], "/problems/integer-out-of-range");
+        let detail = reply.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with(place), "{path}: {detail}");
+    }
+    assert_eq!(after, before, "nothing appended");
+    // The largest integer that fits, and the big one as a string, keep their digits.
+    let created = http
+        .post(system.command.url("/assets"))
+        .header("content-type", "application/json")
+        .body(
+            r#"{"tag": "M-2", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                "properties": {"max": 9223372036854775807, "serial": "123456789012345678901234"}}"#,
+        )
+        .send()
+        .await?;
+    assert_eq!(created.status().as_u16(), 201);
+    let (stored,): (String,) =
+        sqlx::query_as("select properties::text from assets where tag = 'M-2'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        stored,
+        r#"{"max": 9223372036854775807, "serial": "123456789012345678901234"}"#
+    );
+    Ok(())
+}
