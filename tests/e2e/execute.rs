@@ -2171,6 +2171,53 @@ async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn concurrent_edits_of_one_rule_each_make_a_version() -> anyhow::Result<()> {
+    // Arrange: a rule, and eight edits that differ in priority.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let url = setup.command.url(&format!("/rules/{rule}"));
+    let edits = (0..8).map(|n| {
+        let mut edited = pump_flag_rule();
+        edited["priority"] = json!(100 + n);
+        let (http, url) = (&setup.http, &url);
+        async move { send(http, Method::PUT, url, Some(&edited)).await }
+    });
+
+    // Act: all at once (before: the edits that waited for another made its version
+    // again, and got a 500 from the unique index).
+    let replies = futures::future::join_all(edits).await;
+
+    // Assert: eight 200s with versions 2 to 9, one RULE_DEFINED each, the newest
+    // version holding the priority its answer says.
+    let mut versions = Vec::new();
+    let mut newest = (0, json!(null));
+    for reply in replies {
+        let reply = reply?.expect_status(200);
+        let version = reply.body["version"].as_i64().unwrap_or_default();
+        if version > newest.0 {
+            newest = (version, reply.body["priority"].clone());
+        }
+        versions.push(version);
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=9).collect::<Vec<i64>>());
+    let defined = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_DEFINED")
+        .count();
+    assert_eq!(defined, 9);
+    let (priority,): (i32,) =
+        sqlx::query_as("select priority from rules where id = $1 order by version desc limit 1")
+            .bind(uuid::Uuid::parse_str(&rule)?)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(json!(priority), newest.1);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Result<()> {
     // Arrange: 90.5 * 1.1 is 99.55000000000001 as a double, whose stored text read back
     // without an exact parse was one step off, so every run "changed" it again.

@@ -46,13 +46,26 @@ pub async fn insert(
     .await
 }
 
-/// The newest version of a rule, locked so two edits cannot both make version N+1.
+/// The newest version of a rule, with the rule locked so two edits cannot both make
+/// version N+1. The lock is on the first version, the row every edit shares: locking
+/// the newest one let an edit that waited for another read the version the other
+/// replaced, and make the same version (a unique violation, answered 500).
 pub async fn latest_for_update(
     connection: &mut PgConnection,
     id: Uuid,
 ) -> Result<Option<StoredRule>, sqlx::Error> {
+    let first: Option<i32> = sqlx::query_scalar(
+        "select version from rules where id = $1 order by version limit 1 for update",
+    )
+    .bind(id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if first.is_none() {
+        return Ok(None);
+    }
+    // A statement of its own, so it sees the versions committed while it waited.
     sqlx::query_as(&format!(
-        "select {COLUMNS} from rules where id = $1 order by version desc limit 1 for update"
+        "select {COLUMNS} from rules where id = $1 order by version desc limit 1"
     ))
     .bind(id)
     .fetch_optional(connection)
