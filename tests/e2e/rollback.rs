@@ -632,7 +632,9 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
     assert_eq!(refused.body["errors"].as_array().map(Vec::len), Some(1_000));
     assert_eq!(
         refused.body["detail"],
-        "later batches changed 1006 of the aggregates this batch touched; the first 1000 are listed"
+        "later batches changed 1006 of the aggregates this batch touched; the first 1000 are \
+         listed; none is left that a rollback could restore: roll back the later batches \
+         first (mode cascade)"
     );
     assert_eq!(
         setup.state().await?,
@@ -651,6 +653,39 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
         Some(1_000)
     );
     assert_eq!(setup.state().await?, before);
+
+    // Act: the same partial rollback again, and its dry run
+    let logged = setup.logged().await?;
+    let again = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "partial"}),
+        )
+        .await?;
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "partial", "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: a partial rollback took what it could already; another would restore
+    // nothing, so it is refused with the conflicts, appends nothing, and the batch still
+    // names the first as its rollback (before: 200, an empty batch that took its place).
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(again.body["type"], "/problems/rollback-conflict");
+    assert_eq!(preview.body["would_roll_back"], false);
+    assert_eq!(setup.logged().await?, logged);
+    let (rolled_back_by,): (Option<uuid::Uuid>,) =
+        sqlx::query_as("select rolled_back_by from batches where correlation_id = $1::uuid")
+            .bind(&batch)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(
+        rolled_back_by.map(|id| id.to_string()),
+        partial.body["correlation_id"].as_str().map(str::to_owned)
+    );
     setup.command.stop().await
 }
 

@@ -42,9 +42,16 @@ impl From<RollbackError> for ApiError {
             .with_errors(json!({"correlation_id": correlation_id,
                 "rolled_back_by": rolled_back_by, "redone_by": redone_by})),
             RollbackError::Conflicts(analysis) => {
+                let nothing_else = analysis.restorations.is_empty();
                 let (conflicts, truncated) = analysis.listed_conflicts();
                 if truncated {
                     detail.push_str(&format!("; the first {MAX_LISTED} are listed"));
+                }
+                if nothing_else {
+                    detail.push_str(
+                        "; none is left that a rollback could restore: roll back the later \
+                         batches first (mode cascade)",
+                    );
                 }
                 Problem::new(
                     StatusCode::CONFLICT,
@@ -124,15 +131,18 @@ pub async fn rollback(
 ) -> Result<Response, ApiError> {
     if request.dry_run {
         let mut transaction = state.pool.begin().await?;
-        lock_batch(&mut transaction, request.correlation_id).await?;
+        let partially = lock_batch(&mut transaction, request.correlation_id).await?;
         let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
         let (would, counts, cascade) = match request.mode {
             Mode::Cascade => {
                 let preview = cascade::preview(&mut transaction, &analysis).await?;
                 (preview.would_roll_back, preview.counts, preview.order)
             }
-            Mode::Strict => (analysis.conflict_count == 0, analysis.counts(), Vec::new()),
-            Mode::Partial => (true, analysis.counts(), Vec::new()),
+            mode => (
+                cascade::goes_ahead(&analysis, mode, partially),
+                analysis.counts(),
+                Vec::new(),
+            ),
         };
         let later_batches = analysis.later_batches.iter().copied().collect();
         let (analysis, truncated) = analysis.listed(&mut transaction).await?;

@@ -11,11 +11,12 @@ use uuid::Uuid;
 /// engineer batch by batch.
 pub const MAX_CASCADE: usize = 50;
 
-/// Lock `correlation_id`'s batch row and check it can be rolled back.
+/// Lock `correlation_id`'s batch row and check it can be rolled back; whether it was
+/// partially rolled back already.
 pub async fn lock_batch(
     connection: &mut PgConnection,
     correlation_id: Uuid,
-) -> Result<(), RollbackError> {
+) -> Result<Partially, RollbackError> {
     let row: Option<(String, Option<Uuid>)> = sqlx::query_as(
         "select status, rolled_back_by from batches where correlation_id = $1 for update",
     )
@@ -41,7 +42,25 @@ pub async fn lock_batch(
                 redone_by: redone_by.and_then(|(redone_by,)| redone_by),
             })
         }
-        Some(_) => Ok(()),
+        Some((status, _)) => Ok(Partially(status == "partially_rolled_back")),
+    }
+}
+
+/// Whether a batch was partially rolled back already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Partially(pub bool);
+
+/// Whether `mode` would roll back the batch `analysis` describes. Strict refuses any
+/// conflict. Partial refuses when a partial rollback took everything it could already
+/// and every aggregate left conflicts: another would restore nothing, and only add an
+/// empty batch that the rolled-back batch would name as its rollback. Cascade clears
+/// the way first ([`preview`] says whether it would).
+pub fn goes_ahead(analysis: &Analysis, mode: Mode, partially: Partially) -> bool {
+    match mode {
+        _ if analysis.conflict_count == 0 => true,
+        Mode::Strict => false,
+        Mode::Partial => !(partially.0 && analysis.restorations.is_empty()),
+        Mode::Cascade => true,
     }
 }
 
@@ -52,9 +71,14 @@ pub async fn rollback_one(
     correlation_id: Uuid,
     mode: Mode,
 ) -> Result<RollbackOutcome, RollbackError> {
-    lock_batch(connection, correlation_id).await?;
+    let partially = lock_batch(connection, correlation_id).await?;
     let analysis = analyze(connection, correlation_id).await?;
-    if analysis.conflict_count > 0 && mode != Mode::Partial {
+    // Cascade mode: the way is clear by now, or this batch conflicts still.
+    let mode_here = match mode {
+        Mode::Cascade => Mode::Strict,
+        mode => mode,
+    };
+    if !goes_ahead(&analysis, mode_here, partially) {
         return Err(RollbackError::Conflicts(analysis));
     }
     restore(connection, actor, analysis, mode).await
@@ -87,7 +111,9 @@ pub async fn clear_the_way(
                 stack.pop();
                 continue;
             }
-            locked => locked?,
+            locked => {
+                locked?;
+            }
         }
         let analysis = analyze(&mut transaction, current).await?;
         let newest_later = newest_of(&mut transaction, &analysis).await?;
