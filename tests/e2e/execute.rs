@@ -2218,6 +2218,103 @@ async fn concurrent_edits_of_one_rule_each_make_a_version() -> anyhow::Result<()
 }
 
 #[tokio::test]
+async fn no_import_edit_or_rule_writes_what_a_request_may_not_send() -> anyhow::Result<()> {
+    // Arrange: an asset with 150 properties.
+    let setup = setup(false).await?;
+    let header = |from: usize| -> String { (from..from + 150).map(|n| format!(",p{n}")).collect() };
+    let cells = ",1".repeat(150);
+    let csv = |from: usize| {
+        format!(
+            "tag,asset_type,discipline{}\nM-LIM,ELECTRIC_MOTOR,ELECTRICAL{cells}\n",
+            header(from)
+        )
+    };
+    setup.import(csv(0)).await?;
+    let (id,): (Uuid,) = sqlx::query_as("select id from assets where tag = 'M-LIM'")
+        .fetch_one(&setup.pool)
+        .await?;
+    send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{id}")),
+        Some(&json!({"properties": {"p0": "x".repeat(4_000)}})),
+    )
+    .await?
+    .expect_status(200);
+    let logged = setup.events().await?.len();
+
+    // Act: an import of 150 other properties, a patch of 51 more, and rules that write
+    // a 5,000-byte property and a 300-byte name.
+    let import = post_csv(&setup.http, &setup.command.url("/assets/import"), csv(150)).await?;
+    let more: serde_json::Map<String, Value> =
+        (0..51).map(|n| (format!("q{n}"), json!(n))).collect();
+    let patch = send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{id}")),
+        Some(&json!({"properties": more})),
+    )
+    .await?;
+    let after_refusals = setup.events().await?.len();
+    let long_note = setup
+        .define(&json!({"name": "Long note", "discipline": "ELECTRICAL",
+            "when": "asset.tag == 'M-LIM'",
+            "then": [{"type": "set_property", "name": "note",
+                      "value": "asset.properties.p0 + asset.properties.p0"}]}))
+        .await?;
+    let long_name = setup
+        .define(&json!({"name": "Long name", "discipline": "ELECTRICAL",
+            "when": "asset.tag == 'M-LIM'",
+            "then": [{"type": "upsert_asset", "tag": "{asset.tag}-VFD", "asset_type": "VFD",
+                      "discipline": "ELECTRICAL", "name": "{asset.tag}".to_owned() + &"n".repeat(300)}]}))
+        .await?;
+    let report = setup
+        .execute(json!({"rule_ids": [long_note, long_name], "wait": true}))
+        .await?;
+
+    // Assert: the import and the patch are 422s that say why, and append nothing; the
+    // rule's change is a RULE_ERROR that says why, and writes nothing of it.
+    assert_eq!(import.status, 422, "{import:?}");
+    assert_eq!(
+        import.body["errors"][0]["message"],
+        "asset M-LIM: properties: the change leaves 300 (there were 150), more than 200"
+    );
+    assert_eq!(patch.status, 422, "{patch:?}");
+    assert_eq!(
+        patch.body["errors"][0]["message"],
+        "the change leaves 201 (there were 150), more than 200"
+    );
+    assert_eq!(after_refusals, logged);
+    for rule in report["rules"].as_array().into_iter().flatten() {
+        assert_eq!(rule["counts"]["errors"], 1, "{report}");
+        assert_eq!(rule["counts"]["executed"], 0, "{report}");
+    }
+    let errors: BTreeSet<String> = setup
+        .events()
+        .await?
+        .into_iter()
+        .filter(|e| e.event_type.as_str() == "RULE_ERROR")
+        .map(|e| e.payload["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        errors,
+        BTreeSet::from([
+            "the rule's change to asset M-LIM is refused: properties.note: longer than 4096 bytes"
+                .to_owned(),
+            "the rule's change to asset M-LIM-VFD is refused: name: longer than 256 bytes"
+                .to_owned(),
+        ])
+    );
+    let (assets, note): (i64, Option<Value>) = sqlx::query_as(
+        "select count(*), max(properties->>'note')::jsonb from assets where tag like 'M-LIM%'",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!((assets, note), (1, None));
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Result<()> {
     // Arrange: 90.5 * 1.1 is 99.55000000000001 as a double, whose stored text read back
     // without an exact parse was one step off, so every run "changed" it again.

@@ -2,7 +2,8 @@
 //! (`BATCH_STARTED`, the change, `BATCH_COMPLETED`) written in the caller's transaction.
 
 use super::input::{
-    check_code, check_properties, check_tag, check_text, AssetPatch, FieldError, NewAsset,
+    check_code, check_merged_properties, check_properties, check_tag, check_text, AssetPatch,
+    FieldError, NewAsset,
 };
 use super::store;
 use crate::links::{cable_store, relationship_store};
@@ -182,6 +183,10 @@ pub async fn update(
         } else {
             after.properties.insert(key, value);
         }
+    }
+    check_merged_properties(Some(&before.properties), &after.properties, &mut errors);
+    if !errors.is_empty() {
+        return Err(AssetError::Invalid(errors));
     }
     if after == before {
         return Ok(CommandOutcome {

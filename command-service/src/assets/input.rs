@@ -149,6 +149,52 @@ pub fn check_properties(
     }
 }
 
+/// Check the properties a change leaves on an aggregate (`before`: what it had): at most
+/// [`MAX_PROPERTIES`], as a request may send, once merged with what was there. One the
+/// change does not grow stays editable, whatever it holds.
+pub fn check_merged_properties(
+    before: Option<&Map<String, Value>>,
+    after: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    let had = before.map_or(0, Map::len);
+    if after.len() > MAX_PROPERTIES && after.len() > had {
+        errors.push(FieldError::new(
+            "properties",
+            format!(
+                "the change leaves {} (there were {had}), more than {MAX_PROPERTIES}",
+                after.len()
+            ),
+        ));
+    }
+}
+
+/// Check what a rule's change writes as [`check_text`] and [`check_properties`] check
+/// what a request sends: `name` and `area`, the string properties that differ from
+/// `before`'s, and the merged properties' count.
+pub fn check_written(
+    name: Option<&str>,
+    area: Option<&str>,
+    before: Option<&Map<String, Value>>,
+    after: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    check_text("name", name, errors);
+    check_text("area", area, errors);
+    for (key, value) in after {
+        let new = before.and_then(|before| before.get(key)) != Some(value);
+        if let (true, Value::String(text)) = (new, value) {
+            if text.len() > MAX_STRING_PROPERTY {
+                errors.push(FieldError::new(
+                    format!("properties.{key}"),
+                    format!("longer than {MAX_STRING_PROPERTY} bytes"),
+                ));
+            }
+        }
+    }
+    check_merged_properties(before, after, errors);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +217,47 @@ mod tests {
         assert!(errors.is_empty());
         check_properties(properties.as_object().unwrap(), false, &mut errors);
         assert_eq!(errors.len(), 1);
+    }
+
+    #[test]
+    fn merged_properties_over_the_limit_are_refused_only_when_the_change_grows_them() {
+        let many = |count: usize| -> Map<String, Value> {
+            (0..count).map(|n| (format!("p{n}"), json!(n))).collect()
+        };
+        let mut errors = Vec::new();
+        check_merged_properties(Some(&many(150)), &many(200), &mut errors);
+        check_merged_properties(None, &many(200), &mut errors);
+        check_merged_properties(Some(&many(300)), &many(300), &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        check_merged_properties(Some(&many(150)), &many(201), &mut errors);
+        assert_eq!(errors.len(), 1);
+        assert_eq!(
+            errors[0].message,
+            "the change leaves 201 (there were 150), more than 200"
+        );
+    }
+
+    #[test]
+    fn what_a_rule_writes_is_held_to_the_limits_of_a_request() {
+        let before = json!({"note": "x".repeat(5_000), "kw": 75});
+        let before = before.as_object().cloned().unwrap_or_default();
+        let mut after = before.clone();
+        let mut errors = Vec::new();
+        check_written(Some("Motor"), None, Some(&before), &after, &mut errors);
+        assert!(
+            errors.is_empty(),
+            "an unchanged long value stays: {errors:?}"
+        );
+        after.insert("remark".into(), json!("y".repeat(4_097)));
+        check_written(
+            Some(&"n".repeat(257)),
+            Some("U1"),
+            Some(&before),
+            &after,
+            &mut errors,
+        );
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, vec!["name", "properties.remark"]);
     }
 
     #[test]

@@ -448,7 +448,53 @@ fn desired_changes(
         });
     }
     changes.extend(others);
+    for change in &changes {
+        held_to_limits(change)?;
+    }
     Ok(changes)
+}
+
+/// An error for a change that writes what `POST /assets` or `PATCH /assets/{id}` (and a
+/// CSV import) would refuse: a name or area over 256 bytes, a string property over
+/// 4,096, more than 200 properties.
+fn held_to_limits(change: &PlannedChange) -> Result<(), EvaluationError> {
+    let mut errors = Vec::new();
+    let (kind, tag) = match change {
+        PlannedChange::Asset { before, after } => {
+            let changed = |field: fn(&AssetState) -> Option<&str>| {
+                let now = field(after);
+                (before.as_ref().and_then(field) != now)
+                    .then_some(now)
+                    .flatten()
+            };
+            crate::assets::input::check_written(
+                changed(|asset| asset.name.as_deref()),
+                changed(|asset| asset.area.as_deref()),
+                before.as_ref().map(|before| &before.properties),
+                &after.properties,
+                &mut errors,
+            );
+            ("asset", &after.tag)
+        }
+        PlannedChange::Cable { before, after } => {
+            crate::assets::input::check_written(
+                None,
+                None,
+                before.as_ref().map(|before| &before.properties),
+                &after.properties,
+                &mut errors,
+            );
+            ("cable", &after.tag)
+        }
+        _ => return Ok(()),
+    };
+    match errors.first() {
+        None => Ok(()),
+        Some(error) => Err(EvaluationError(format!(
+            "the rule's change to {kind} {tag} is refused: {}: {}",
+            error.field, error.message
+        ))),
+    }
 }
 
 /// Put `change` where an earlier action's change of the same aggregate was (`earlier`),

@@ -6,8 +6,9 @@
 
 use super::parse::ImportRow;
 use super::store;
-use super::ImportError;
+use super::{ErrorList, ImportError, RowError};
 use crate::assets::commands::state_json;
+use crate::assets::input::check_merged_properties;
 use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
 use crate::store::{append, AppendError};
 use serde::Serialize;
@@ -69,9 +70,10 @@ pub async fn apply(
         .collect();
     let mut changes = Vec::new();
     let mut unchanged = 0;
+    let mut too_many = ErrorList::default();
     for row in rows {
         match existing.remove(&row.tag) {
-            Some(before) => match merged(&before, row) {
+            Some(before) => match merged(&before, row, &mut too_many) {
                 Some(after) => changes.push(AssetChange {
                     before: Some(before),
                     after,
@@ -83,6 +85,9 @@ pub async fn apply(
                 after: created(row),
             }),
         }
+    }
+    if !too_many.is_empty() {
+        return Err(ImportError::invalid(too_many, None));
     }
     let created = changes.iter().filter(|c| c.before.is_none()).count();
     let mut batch = Batch::new(BatchKind::CsvImport, actor);
@@ -145,8 +150,10 @@ pub async fn apply(
 }
 
 /// The asset after applying `row`, or `None` if that changes nothing. The import sets
-/// what the row lists: empty cells and properties the file lacks keep their values.
-fn merged(before: &AssetState, row: ImportRow) -> Option<AssetState> {
+/// what the row lists: empty cells and properties the file lacks keep their values. A
+/// row that would leave more properties than a request may send is an error.
+fn merged(before: &AssetState, row: ImportRow, errors: &mut ErrorList) -> Option<AssetState> {
+    let line = row.row;
     let mut after = before.clone();
     after.asset_type = row.asset_type;
     after.discipline = row.discipline;
@@ -157,6 +164,15 @@ fn merged(before: &AssetState, row: ImportRow) -> Option<AssetState> {
         after.area = row.area;
     }
     after.properties.extend(row.properties);
+    let mut too_many = Vec::new();
+    check_merged_properties(Some(&before.properties), &after.properties, &mut too_many);
+    errors.extend(too_many.into_iter().map(|error| {
+        RowError::new(
+            line,
+            None,
+            format!("asset {}: {}: {}", before.tag, error.field, error.message),
+        )
+    }));
     if after == *before {
         return None;
     }

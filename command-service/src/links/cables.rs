@@ -2,7 +2,7 @@
 
 use super::{cable_store, check_ends, LinkError};
 use crate::assets::commands::CommandOutcome;
-use crate::assets::input::{check_code, check_properties, check_tag};
+use crate::assets::input::{check_code, check_merged_properties, check_properties, check_tag};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -112,6 +112,10 @@ pub async fn update(
         } else {
             after.properties.insert(key, value);
         }
+    }
+    check_merged_properties(Some(&before.properties), &after.properties, &mut errors);
+    if !errors.is_empty() {
+        return Err(LinkError::Invalid(errors));
     }
     if after == before {
         return Ok(CommandOutcome {
