@@ -96,6 +96,14 @@ async fn subscribe(port: u16, subscription: Value) -> Socket {
     socket
 }
 
+/// Send `message` as a text frame.
+async fn send_json(socket: &mut Socket, message: Value) -> anyhow::Result<()> {
+    socket
+        .send(Message::Text(message.to_string().into()))
+        .await?;
+    Ok(())
+}
+
 /// Subscribe on an open socket and wait for the acknowledgement.
 async fn subscribe_on(socket: &mut Socket, subscription: Value) {
     socket
@@ -951,6 +959,78 @@ async fn a_discipline_filter_is_a_code_in_any_case_live_and_resuming_and_never_b
     }
     // The refusals left the session usable.
     subscribe_on(&mut unsubscribed, lower_case).await;
+    Ok(())
+}
+
+/// On a multi-threaded runtime, as the service runs: a replaced subscription's task
+/// may be sending on another thread when the new one starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_subscription_on_a_socket_gets_nothing_of_the_one_it_replaces_after_its_ack(
+) -> anyhow::Result<()> {
+    // Arrange: 2,000 mechanical pumps, then two electrical motors, all in the read models.
+    let stack = Stack::start().await?;
+    stack.import(&as_csv(&pumps(2_000))).await?;
+    for tag in ["M-301", "M-302"] {
+        stack
+            .create_asset(&json!({"tag": tag, "asset_type": "ELECTRIC_MOTOR",
+                                  "discipline": "ELECTRICAL", "properties": {}}))
+            .await?;
+    }
+    stack.settle().await?;
+    let log = stack.log().await?;
+    wait_for_hub(
+        &stack.system.query,
+        &stack.system.nats.args,
+        log.last().map_or(0, |event| event.position),
+    )
+    .await;
+    let expected: Vec<Value> = log
+        .iter()
+        .filter(|event| event.discipline.as_deref() == Some("ELECTRICAL"))
+        .map(message)
+        .collect();
+    assert_eq!(expected.len(), 2);
+
+    // Act: ten times, a replay of everything, replaced 100 frames in by the electrical
+    // events alone.
+    let mut socket = subscribe(stack.system.query.port, json!({"type": "subscribe"})).await;
+    let mut rounds = Vec::new();
+    for _ in 0..10 {
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "filters": {}, "after": 0}),
+        )
+        .await?;
+        let mut frames = Vec::new();
+        while frames.len() < 100 {
+            frames.push(receive_json(&mut socket).await);
+        }
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "filters": {"discipline": "ELECTRICAL"}, "after": 0}),
+        )
+        .await?;
+        while receive_json(&mut socket).await["type"] != "SUBSCRIBED" {}
+        let after_ack = receive_events(&mut socket, expected.len()).await;
+        send_json(
+            &mut socket,
+            json!({"type": "subscribe", "filters": {"discipline": "NONE"}}),
+        )
+        .await?;
+        rounds.push((after_ack, receive_json(&mut socket).await["type"].clone()));
+    }
+
+    // Assert: after each ack, the two electrical events and then nothing but the next
+    // ack (before: frames of the replaced replay of pumps, up to 80, came after it).
+    let positions = |messages: &[Value]| -> Vec<(Value, Value)> {
+        let of = |m: &Value| (m["position"].clone(), m["event"]["discipline"].clone());
+        messages.iter().map(of).collect()
+    };
+    for (after_ack, next) in rounds {
+        assert_eq!(positions(&after_ack), positions(&expected));
+        assert_eq!(after_ack, expected);
+        assert_eq!(next, "SUBSCRIBED");
+    }
     Ok(())
 }
 

@@ -143,9 +143,13 @@ async fn session(socket: WebSocket, state: AppState) {
                     detail: "`after` must be a position, 0 or more".to_owned(),
                 }),
                 Ok(ClientMessage::Subscribe { filters, after }) => {
-                    // A new subscription replaces the previous one.
+                    // A new subscription replaces the previous one, once that one has
+                    // stopped: aborting only asks a task to stop at its next wait, and one
+                    // sending a replay into a queue with room does not wait, so frames of
+                    // the old subscription followed the new one's `SUBSCRIBED`.
                     if let Some(previous) = current.take() {
                         previous.abort();
+                        let _ = previous.await;
                     }
                     current = Some(tokio::spawn(subscription::run(
                         state.hub.clone(),
