@@ -2015,6 +2015,84 @@ fn findings_of_the_log(
     Ok(open)
 }
 
+#[tokio::test]
+async fn a_rollback_that_deletes_a_flagged_asset_resolves_its_findings_and_a_redo_reopens_them(
+) -> anyhow::Result<()> {
+    // Arrange: a pump imported (batch I), then flagged by a later run (batch F).
+    let setup = setup(false).await?;
+    let import = post_csv(
+        &setup.http,
+        &setup.command.url("/assets/import"),
+        "tag,asset_type,discipline\nP-900,CENTRIFUGAL_PUMP,MECHANICAL\n",
+    )
+    .await?
+    .expect_status(201);
+    let imported = import.body["correlation_id"].clone();
+    let rule = setup.define(&pump_flag_rule()).await?;
+    setup
+        .execute(json!({"rule_ids": [rule], "wait": true}))
+        .await?;
+    let flagged = open_findings(&setup.pool).await?;
+    assert!(
+        flagged.iter().any(|(tag, _, _)| tag == "P-900"),
+        "{flagged:?}"
+    );
+
+    // Act: roll the import back, which deletes the pump.
+    let rollback = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/rollback"),
+        Some(&json!({"correlation_id": imported})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: its finding is resolved in the rollback's batch (before: it stayed open on
+    // an asset that no longer exists), and the table is the fold of the log.
+    let (orphans,): (i64,) = sqlx::query_as(
+        "select count(*) from findings f where not exists (select 1 from assets a where a.id = f.asset_id)",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(orphans, 0);
+    let resolved: Vec<(Value, Value, Value)> = setup
+        .events()
+        .await?
+        .iter()
+        .filter(|e| e.event_type.as_str() == "FINDING_RESOLVED")
+        .map(|e| {
+            (
+                json!(e.correlation_id),
+                e.payload["tag"].clone(),
+                e.payload["rolled_back_correlation_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![(
+            rollback.body["correlation_id"].clone(),
+            json!("P-900"),
+            imported
+        )]
+    );
+    assert_findings_replay(&setup).await?;
+
+    // Act + Assert: rolling the rollback back brings the pump and its finding back.
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/rollback"),
+        Some(&json!({"correlation_id": rollback.body["correlation_id"]})),
+    )
+    .await?
+    .expect_status(200);
+    assert_eq!(open_findings(&setup.pool).await?, flagged);
+    assert_findings_replay(&setup).await?;
+    setup.command.stop().await
+}
+
 /// The findings table equals the fold of the log's finding events.
 async fn assert_findings_replay(setup: &Setup) -> anyhow::Result<BTreeSet<(Uuid, Uuid, String)>> {
     let replayed = findings_of_the_log(&setup.events().await?)?;

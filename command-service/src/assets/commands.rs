@@ -8,7 +8,7 @@ use super::input::{
 use super::store;
 use crate::links::{cable_store, relationship_store};
 use crate::store::batches::ChangeTarget;
-use crate::store::single::{self, ClosedFinding, Consequences, Dependent};
+use crate::store::single::{self, Consequences, Dependent};
 use crate::store::AppendError;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -266,22 +266,7 @@ pub async fn delete(
     }
     // Its findings go with it, each with a FINDING_RESOLVED (a rollback of the deletion
     // reopens them from those events).
-    let closed: Vec<ClosedFinding> = sqlx::query_as(
-        "with closed as (
-             delete from findings where asset_id = $1
-             returning rule_id, message, severity, correlation_id, rule_version, raised_at)
-         select $1 as asset_id, $2 as tag, c.rule_id, c.rule_version, r.discipline, c.message,
-             c.severity, c.correlation_id as raised_in, c.raised_at
-         from closed c
-         left join lateral (
-             select discipline from rules where id = c.rule_id order by version desc limit 1
-         ) r on true
-         order by c.rule_id, c.message",
-    )
-    .bind(id)
-    .bind(&before.tag)
-    .fetch_all(&mut *connection)
-    .await?;
+    let closed = single::close_findings_of(connection, &[(id, before.tag.clone())]).await?;
     let change = Change {
         before: Some(state_json(&before)),
         after: None,

@@ -5,9 +5,9 @@ use super::analyze::{self, Analysis, Restoration};
 use super::{Mode, RollbackError};
 use crate::assets::store as asset_store;
 use crate::links::{cable_store as cables, relationship_store as relationships};
-use crate::store::append;
 use crate::store::batches::{self, Batch, BatchKind, BatchStatus, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
+use crate::store::{append, single};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sqlx::PgConnection;
@@ -245,7 +245,7 @@ pub async fn restore(
             .collect();
         snapshot::take_many(connection, batch.correlation_id, &snapshots).await?;
     }
-    delete_created(connection, &analysis.restorations).await?;
+    let gone = delete_created(connection, &analysis.restorations).await?;
     for slice in analysis.restorations.chunks(SLICE) {
         let pre_batch = snapshot::read_many(connection, target, &ids(slice)).await?;
         let restored: Vec<(&Restoration, Value)> = slice
@@ -310,6 +310,16 @@ pub async fn restore(
         append(connection, std::mem::take(&mut events)).await?;
     }
     restore_findings(connection, &mut batch, target, started_id).await?;
+    // What is still open on the assets it deleted (raised by later batches) is closed,
+    // as a deletion of the asset closes it.
+    for slice in gone.chunks(SLICE) {
+        let closed = single::close_findings_of(connection, slice).await?;
+        let resolutions: Vec<NewEvent> = closed
+            .into_iter()
+            .map(|finding| single::resolution(&mut batch, finding, started_id, Some(target)))
+            .collect();
+        append(connection, resolutions).await?;
+    }
     let mut rolled = batch.event(
         EventType::BatchRolledBack,
         json!({"target_correlation_id": target, "mode": mode, "restored": restored,
@@ -365,10 +375,11 @@ fn rollback_event(
 
 /// Delete what the batch created, before any state is restored: a restored tag may be
 /// held by a row the batch created.
+/// Delete what the batch created; the assets deleted, by id and tag.
 async fn delete_created(
     connection: &mut PgConnection,
     restorations: &[Restoration],
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
     let deleted = |kind: &str| -> Vec<Uuid> {
         restorations
             .iter()
@@ -384,11 +395,10 @@ async fn delete_created(
         .bind(deleted("cable"))
         .execute(&mut *connection)
         .await?;
-    sqlx::query("delete from assets where id = any($1)")
+    sqlx::query_as("delete from assets where id = any($1) returning id, tag")
         .bind(deleted("asset"))
-        .execute(&mut *connection)
-        .await?;
-    Ok(())
+        .fetch_all(&mut *connection)
+        .await
 }
 
 /// Upsert restored states with their new versions.

@@ -26,6 +26,63 @@ pub struct ClosedFinding {
     pub raised_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Close every open finding of the assets `gone` (id and tag), which are deleted: the
+/// findings closed, to be resolved by [`resolution`] events.
+pub async fn close_findings_of(
+    connection: &mut PgConnection,
+    gone: &[(Uuid, String)],
+) -> Result<Vec<ClosedFinding>, sqlx::Error> {
+    if gone.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "with gone as (
+             select * from unnest($1::uuid[], $2::text[]) as g(asset_id, tag)
+         ),
+         closed as (
+             delete from findings f using gone g where f.asset_id = g.asset_id
+             returning f.asset_id, g.tag, f.rule_id, f.message, f.severity, f.correlation_id,
+                 f.rule_version, f.raised_at)
+         select c.asset_id, c.tag, c.rule_id, c.rule_version, r.discipline, c.message,
+             c.severity, c.correlation_id as raised_in, c.raised_at
+         from closed c
+         left join lateral (
+             select discipline from rules where id = c.rule_id order by version desc limit 1
+         ) r on true
+         order by c.asset_id, c.rule_id, c.message",
+    )
+    .bind(gone.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(gone.iter().map(|(_, tag)| tag.as_str()).collect::<Vec<_>>())
+    .fetch_all(connection)
+    .await
+}
+
+/// The `FINDING_RESOLVED` of `finding`, closed in `batch` because its asset is deleted
+/// (by a rollback of `rolled_back`, if one deleted it), caused by `cause`.
+pub fn resolution(
+    batch: &mut Batch,
+    finding: ClosedFinding,
+    cause: Uuid,
+    rolled_back: Option<Uuid>,
+) -> synapse_shared::NewEvent {
+    let payload = FindingPayload {
+        asset_id: finding.asset_id,
+        tag: Some(finding.tag),
+        severity: finding.severity,
+        message: finding.message,
+        raised_in: Some(finding.raised_in),
+        raised_by_rule_version: finding.rule_version,
+        rolled_back_correlation_id: rolled_back,
+        raised_at: Some(finding.raised_at),
+    };
+    let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
+    resolved.causation_id = Some(cause);
+    resolved.rule_id = Some(finding.rule_id);
+    resolved.rule_version = finding.rule_version;
+    resolved.discipline = finding.discipline;
+    resolved
+}
+
 /// Write the batch of one change to `target` (whose `version` is the version after the
 /// change; `version_before` the one before). Call after the state row is written.
 pub async fn commit(
@@ -113,22 +170,7 @@ pub async fn commit_with(
         events.push(batch.change(dependent.target, dependent.change, Some(cause)));
     }
     for finding in closed {
-        let payload = FindingPayload {
-            asset_id: finding.asset_id,
-            tag: Some(finding.tag),
-            severity: finding.severity,
-            message: finding.message,
-            raised_in: Some(finding.raised_in),
-            raised_by_rule_version: finding.rule_version,
-            rolled_back_correlation_id: None,
-            raised_at: Some(finding.raised_at),
-        };
-        let mut resolved = batch.event(EventType::FindingResolved, json!(payload));
-        resolved.causation_id = Some(cause);
-        resolved.rule_id = Some(finding.rule_id);
-        resolved.rule_version = finding.rule_version;
-        resolved.discipline = finding.discipline;
-        events.push(resolved);
+        events.push(resolution(&mut batch, finding, cause, None));
     }
     events.push(batch.event(
         EventType::BatchCompleted,
