@@ -116,10 +116,33 @@ async fn a_rollback_marks_the_events_of_the_batch_it_undid_on_the_assets_it_rest
 
     // Assert: the execution's own events and its changes of the first two motors; not
     // its change of the third, nor the import's, the later batch's or the rollback's.
-    let expected: Vec<(i64, Option<Uuid>)> = undone
+    let mut expected: Vec<(i64, Option<Uuid>)> = undone
         .iter()
         .map(|event| (event.position, Some(rollback)))
         .collect();
+    assert_eq!(rolled_back(&pool).await?, expected);
+
+    // Act: a second rollback of the execution (the third motor, once the later change
+    // is out of the way).
+    history.correlation_id = Uuid::now_v7();
+    let second = history.correlation_id;
+    let target = json!({"target_correlation_id": execution});
+    let second_events = [
+        rollback_of(&mut history, motors[2], execution),
+        history.event(
+            EventType::BatchRolledBack,
+            AggregateType::Batch,
+            second,
+            target,
+        ),
+    ];
+    project(&pool, &second_events).await?;
+
+    // Assert: the execution's change of the third motor is the second's; its own
+    // events stay marked by the first, as the command side's `event_rollbacks` keeps the
+    // first mark (before: the second rollback took them over in the read model).
+    expected.push((changes[2].position, Some(second)));
+    expected.sort();
     assert_eq!(rolled_back(&pool).await?, expected);
     Ok(())
 }

@@ -96,11 +96,14 @@ async fn mark_rolled_back(
             .execute(&mut *connection)
             .await?;
     }
+    // An event already marked keeps its first rollback, as the command side's
+    // `event_rollbacks` does (a partial rollback, then another of the same batch).
     if !batch_level.targets.is_empty() {
         sqlx::query(
             "update rm_events e set rolled_back = true, rolled_back_by = m.rollback
              from unnest($1::uuid[], $2::uuid[]) as m(target, rollback)
-             where e.correlation_id = m.target and e.aggregate_type = 'batch'",
+             where e.correlation_id = m.target and e.aggregate_type = 'batch'
+               and not e.rolled_back",
         )
         .bind(batch_level.targets)
         .bind(batch_level.rollbacks)
@@ -132,7 +135,8 @@ pub const MARK_AGGREGATE_ROLLBACKS: &str =
          where aggregate_id = m.aggregate_id
          offset 0
      ) as history
-     where history.correlation_id = m.target and e.position = history.position";
+     where history.correlation_id = m.target and e.position = history.position
+       and not e.rolled_back";
 
 /// Per rollback event: the batch it undid (`targets`) and the rollback's own batch.
 #[derive(Default)]
