@@ -59,10 +59,7 @@ pub type CsvStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::
 /// header are returned here, while the response can still be a problem.
 pub async fn start(pool: &PgPool, filter: AssetFilter) -> Result<CsvStream, StartError> {
     let permit = RUNNING.try_acquire().map_err(|_| StartError::Busy)?;
-    let mut transaction = pool.begin().await?;
-    sqlx::query("set transaction isolation level repeatable read, read only")
-        .execute(&mut *transaction)
-        .await?;
+    let mut transaction = crate::read::snapshot(pool).await?;
     let properties = rows::property_names(&mut transaction, &filter).await?;
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
     tokio::spawn(produce(transaction, filter, properties, sender, permit));

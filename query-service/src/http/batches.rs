@@ -113,13 +113,14 @@ pub async fn detail(
     ApiPath(correlation_id): ApiPath<Uuid>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<BatchDetail>, ApiError> {
-    let batch = batches::find(&state.pool, correlation_id)
+    let mut snapshot = crate::read::snapshot(&state.pool).await?;
+    let batch = batches::find(&mut snapshot, correlation_id)
         .await?
         .ok_or_else(|| {
             Problem::new(StatusCode::NOT_FOUND, "batch-not-found", "no such batch")
                 .with_detail(format!("no batch has correlation id {correlation_id}"))
         })?;
-    let rules = batches::rule_runs(&state.pool, correlation_id).await?;
+    let rules = batches::rule_runs(&mut snapshot, correlation_id).await?;
     Ok(Json(BatchDetail { batch, rules }))
 }
 

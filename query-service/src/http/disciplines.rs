@@ -76,8 +76,9 @@ pub async fn list(
     State(state): State<AppState>,
     ApiQuery(NoParams {}): ApiQuery<NoParams>,
 ) -> Result<Json<DisciplineList>, ApiError> {
-    let counts = disciplines::type_counts(&state.pool, None).await?;
-    let batches: BTreeMap<String, i64> = disciplines::batch_counts(&state.pool, None)
+    let mut snapshot = crate::read::snapshot(&state.pool).await?;
+    let counts = disciplines::type_counts(&mut snapshot, None).await?;
+    let batches: BTreeMap<String, i64> = disciplines::batch_counts(&mut snapshot, None)
         .await?
         .into_iter()
         .collect();
@@ -117,7 +118,8 @@ pub async fn detail(
         )));
     }
     let discipline = disciplines::code(&discipline);
-    let counts = disciplines::type_counts(&state.pool, Some(&discipline)).await?;
+    let mut snapshot = crate::read::snapshot(&state.pool).await?;
+    let counts = disciplines::type_counts(&mut snapshot, Some(&discipline)).await?;
     let Some(mut summary) = summarise(counts).pop() else {
         return Err(Problem::new(
             StatusCode::NOT_FOUND,
@@ -128,9 +130,9 @@ pub async fn detail(
         .into());
     };
     let recent_batches =
-        disciplines::recent_batches(&state.pool, &discipline, i64::from(limit)).await?;
+        disciplines::recent_batches(&mut snapshot, &discipline, i64::from(limit)).await?;
     // The detail lists at most `limit` batches, so count them all separately.
-    summary.batches = disciplines::batch_counts(&state.pool, Some(&discipline))
+    summary.batches = disciplines::batch_counts(&mut snapshot, Some(&discipline))
         .await?
         .first()
         .map_or(0, |(_, count)| *count);

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 /// The columns every batch query selects, in [`BatchRow`] order.
@@ -90,18 +90,21 @@ pub async fn page(
 }
 
 /// The batch with this correlation id.
-pub async fn find(pool: &PgPool, correlation_id: Uuid) -> Result<Option<BatchRow>, sqlx::Error> {
+pub async fn find(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+) -> Result<Option<BatchRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from rm_batches where correlation_id = $1"
     ))
     .bind(correlation_id)
-    .fetch_optional(pool)
+    .fetch_optional(connection)
     .await
 }
 
 /// The rule runs of a batch, in the order they ran.
 pub async fn rule_runs(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     correlation_id: Uuid,
 ) -> Result<Vec<RuleRunRow>, sqlx::Error> {
     sqlx::query_as(
@@ -111,6 +114,6 @@ pub async fn rule_runs(
          order by first_position",
     )
     .bind(correlation_id)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// A discipline as the read models hold it. Disciplines are codes the command side
@@ -37,7 +37,7 @@ pub struct DisciplineBatchRow {
 /// Event counts by type of every discipline (or only `discipline`), ordered by
 /// discipline then event type.
 pub async fn type_counts(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     discipline: Option<&str>,
 ) -> Result<Vec<TypeCountRow>, sqlx::Error> {
     sqlx::query_as(
@@ -46,13 +46,13 @@ pub async fn type_counts(
          order by discipline, event_type",
     )
     .bind(discipline)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await
 }
 
 /// How many batches each discipline (or only `discipline`) took part in.
 pub async fn batch_counts(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     discipline: Option<&str>,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
@@ -61,13 +61,13 @@ pub async fn batch_counts(
          group by discipline order by discipline",
     )
     .bind(discipline)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await
 }
 
 /// The discipline's `limit` most recently active batches, newest first.
 pub async fn recent_batches(
-    pool: &PgPool,
+    connection: &mut PgConnection,
     discipline: &str,
     limit: i64,
 ) -> Result<Vec<DisciplineBatchRow>, sqlx::Error> {
@@ -79,6 +79,6 @@ pub async fn recent_batches(
     )
     .bind(discipline)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(connection)
     .await
 }

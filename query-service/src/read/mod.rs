@@ -12,3 +12,16 @@ pub mod events;
 pub mod findings;
 pub mod scan;
 pub mod time_index;
+
+/// A read-only transaction on one snapshot, for an answer built from several queries:
+/// each sees the read models as the others do (a projector commits between them
+/// otherwise, and a batch's totals disagreed with its own rule rows).
+pub async fn snapshot(
+    pool: &sqlx::PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut transaction = pool.begin().await?;
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(&mut *transaction)
+        .await?;
+    Ok(transaction)
+}
