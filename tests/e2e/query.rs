@@ -1645,36 +1645,47 @@ async fn queries_need_a_token_and_health_does_not() -> anyhow::Result<()> {
 /// in the order they were opened (the position of the last FINDING_RAISED of each in
 /// the log: a rollback that reopens a finding raises it again).
 async fn expected_findings(stack: &Stack, log: &[EventEnvelope]) -> anyhow::Result<Vec<Value>> {
-    let rows: Vec<(Uuid, String, Uuid, String, String, Uuid)> = sqlx::query_as(
-        "select f.asset_id, a.tag, f.rule_id, f.severity, f.message, f.correlation_id
+    type Row = (
+        Uuid,
+        String,
+        Uuid,
+        String,
+        String,
+        Uuid,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "select f.asset_id, a.tag, f.rule_id, f.severity, f.message, f.correlation_id, f.raised_at
          from findings f join assets a on a.id = f.asset_id",
     )
     .fetch_all(stack.pool())
     .await?;
     let mut expected: Vec<(i64, Value)> = rows
         .into_iter()
-        .map(|(asset_id, tag, rule_id, severity, message, raised_in)| {
-            let raised = log
-                .iter()
-                .rev()
-                .find(|e| {
-                    e.event_type == EventType::FindingRaised
-                        && e.rule_id == Some(rule_id)
-                        && e.payload["asset_id"] == json!(asset_id)
-                        && e.payload["message"] == json!(message)
-                })
-                .unwrap_or_else(|| panic!("no FINDING_RAISED of {message}"));
-            let row = json!({
-                "asset_id": asset_id, "tag": tag, "rule_id": rule_id,
-                "rule_version": raised.rule_version, "discipline": raised.discipline,
-                "severity": severity, "message": message, "raised_in": raised_in,
-                // A reopening keeps the first raise's time.
-                "raised_at": raised.payload.get("raised_at").cloned()
-                    .unwrap_or_else(|| json!(raised.occurred_at)),
-                "position": raised.position,
-            });
-            (raised.position, row)
-        })
+        .map(
+            |(asset_id, tag, rule_id, severity, message, raised_in, raised_at)| {
+                let raised = log
+                    .iter()
+                    .rev()
+                    .find(|e| {
+                        e.event_type == EventType::FindingRaised
+                            && e.rule_id == Some(rule_id)
+                            && e.payload["asset_id"] == json!(asset_id)
+                            && e.payload["message"] == json!(message)
+                    })
+                    .unwrap_or_else(|| panic!("no FINDING_RAISED of {message}"));
+                let row = json!({
+                    "asset_id": asset_id, "tag": tag, "rule_id": rule_id,
+                    "rule_version": raised.rule_version, "discipline": raised.discipline,
+                    "severity": severity, "message": message, "raised_in": raised_in,
+                    // The command side's time, which a reopening keeps (before: the read
+                    // model showed the event's time, some microseconds off the row's).
+                    "raised_at": raised_at,
+                    "position": raised.position,
+                });
+                (raised.position, row)
+            },
+        )
         .collect();
     expected.sort_by_key(|(position, _)| *position);
     Ok(expected.into_iter().map(|(_, row)| row).collect())

@@ -113,8 +113,10 @@ impl Planning {
         };
         let departures = scoped.ids.take_departures();
         let counts = Counts::of(&outcomes);
-        let events = apply::events(&mut self.batch, &self.rule, &outcomes);
-        let writes = StateWrites::of(outcomes);
+        // In microseconds, as Postgres keeps it: the events say what the rows hold.
+        let raised_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+        let events = apply::events(&mut self.batch, &self.rule, &outcomes, raised_at);
+        let writes = StateWrites::of(outcomes, raised_at);
         Ok(Some(Planned {
             last,
             full,

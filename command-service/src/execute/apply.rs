@@ -10,6 +10,7 @@ use crate::store::batches::{Batch, ChangeTarget};
 use crate::store::snapshot::{self, Snapshot};
 use crate::store::statistics::{Growth, Table};
 use crate::store::AppendError;
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{HashMap, HashSet};
@@ -141,11 +142,18 @@ pub struct StateWrites {
     findings: Vec<(Uuid, String, String)>,
     /// Asset, message of findings resolved.
     resolved: Vec<(Uuid, String)>,
+    /// When the findings were raised, as their events say.
+    raised_at: DateTime<Utc>,
 }
 
 impl StateWrites {
-    pub fn of(outcomes: Vec<AssetOutcome>) -> Self {
-        let mut writes = Self::default();
+    /// The writes of `outcomes`, whose findings were raised at `raised_at` (as
+    /// [`events`] says).
+    pub fn of(outcomes: Vec<AssetOutcome>, raised_at: DateTime<Utc>) -> Self {
+        let mut writes = Self {
+            raised_at,
+            ..Self::default()
+        };
         let mut assets = HashMap::with_capacity(outcomes.len());
         let mut cable_states = HashMap::new();
         for outcome in outcomes {
@@ -273,8 +281,9 @@ impl StateWrites {
             let findings = &self.findings;
             // The table is one of `StateTables`, never input.
             raised = sqlx::query(&format!(
-                "insert into {} (asset_id, rule_id, severity, message, correlation_id, rule_version)
-                 select asset_id, $4, severity, message, $5, $6 from unnest($1::uuid[], $2::text[], $3::text[])
+                "insert into {} (asset_id, rule_id, severity, message, correlation_id, rule_version,
+                     raised_at)
+                 select asset_id, $4, severity, message, $5, $6, $7 from unnest($1::uuid[], $2::text[], $3::text[])
                      as f(asset_id, severity, message)
                  on conflict do nothing",
                 tables.findings
@@ -285,6 +294,7 @@ impl StateWrites {
             .bind(rule.id)
             .bind(correlation_id)
             .bind(rule.version)
+            .bind(self.raised_at)
             .execute(&mut *connection)
             .await?
             .rows_affected();
@@ -312,8 +322,14 @@ impl StateWrites {
 }
 
 /// The events of a chunk's outcomes, in order: per asset its rule outcome, then the
-/// changes it caused (causation = the `RULE_EXECUTED` event).
-pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome]) -> Vec<NewEvent> {
+/// changes it caused (causation = the `RULE_EXECUTED` event). Findings raised say they
+/// were raised at `raised_at`, the time [`StateWrites::write`] gives their rows.
+pub fn events(
+    batch: &mut Batch,
+    rule: &CompiledRule,
+    outcomes: &[AssetOutcome],
+    raised_at: DateTime<Utc>,
+) -> Vec<NewEvent> {
     let mut events = Vec::new();
     for outcome in outcomes {
         let (event_type, payload) = match &outcome.outcome {
@@ -357,7 +373,7 @@ pub fn events(batch: &mut Batch, rule: &CompiledRule, outcomes: &[AssetOutcome])
                             raised_in: None,
                             raised_by_rule_version: None,
                             rolled_back_correlation_id: None,
-                            raised_at: None,
+                            raised_at: Some(raised_at),
                         };
                         rule_event(batch, rule, EventType::FindingRaised, json!(payload))
                     }

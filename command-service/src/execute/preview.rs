@@ -116,7 +116,7 @@ pub async fn preview(
             // Written into the overlay so later chunks and rules see it, while the
             // plan's connection records what the chunk read and created.
             let creations = ids.take_created();
-            let writes = StateWrites::of(outcomes);
+            let writes = StateWrites::of(outcomes, chrono::Utc::now());
             tokio::try_join!(
                 writes.write_into(&mut transaction, plan_id, rule, overlay::TABLES),
                 plans::record(

@@ -530,9 +530,11 @@ impl Execution {
         total: i64,
     ) -> Result<(), AppendError> {
         counts.merge(&Counts::of(&outcomes));
-        let mut events = apply::events(&mut self.batch, rule, &outcomes);
+        // In microseconds, as Postgres keeps it: the events say what the rows hold.
+        let raised_at = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 6);
+        let mut events = apply::events(&mut self.batch, rule, &outcomes, raised_at);
         events.push(self.progress(rule, counts, total));
-        let writes = StateWrites::of(outcomes);
+        let writes = StateWrites::of(outcomes, raised_at);
         writes
             .write(transaction, self.batch.correlation_id, rule)
             .await?;
