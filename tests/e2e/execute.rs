@@ -1200,6 +1200,20 @@ async fn a_retried_dry_run_or_waiting_execution_with_the_same_idempotency_key_ge
     assert_eq!(second_run.body, first_run.body);
     assert!(after_first_run > logged);
     assert_eq!(setup.events().await?.len(), after_first_run);
+
+    // Act: an execution in the background, retried asking to wait.
+    let started = post("run-2", json!({})).await?;
+    let waited = post("run-2", json!({"wait": true})).await?;
+
+    // Assert: the retry waits for the batch the first started and answers its report
+    // (before: 422, the key reused with another body).
+    assert_eq!(started.status, 202, "{:?}", started.body);
+    assert_eq!(waited.status, 200, "{:?}", waited.body);
+    assert_eq!(
+        waited.body["correlation_id"],
+        started.body["correlation_id"]
+    );
+    assert_eq!(waited.body["status"], "completed", "{:?}", waited.body);
     setup.command.stop().await
 }
 

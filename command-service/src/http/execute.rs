@@ -86,9 +86,15 @@ pub async fn execute(
         .with_errors(json!(problems))
         .into());
     }
+    // `wait` says how to answer, not what to do: a retry may ask to wait for the batch
+    // the first request started without waiting, and gets its report.
     let fingerprint = format!(
         "POST /rules/execute {}",
-        serde_json::to_string(&request).unwrap_or_default()
+        serde_json::to_string(&crate::execute::request::ExecuteRequest {
+            wait: false,
+            ..request.clone()
+        })
+        .unwrap_or_default()
     );
     if request.dry_run {
         let rules = select_rules(&state, &request.rule_ids).await?;
