@@ -21,7 +21,8 @@ T-5,TRANSMITTER,INSTRUMENTATION,\"a,b\",U300,0.25,-12,false,\"=HYPERLINK(\"\"htt
 X-9,MOTOR,ELECTRICAL,to be deleted,U100,1,,,
 ";
 
-/// The export's header for these property columns.
+/// The export's header for these property columns (each declaring its type when all
+/// its values have one).
 fn header(properties: &[&'static str]) -> Vec<&'static str> {
     let mut header = vec!["tag", "asset_type", "discipline", "name", "area"];
     header.extend_from_slice(properties);
@@ -33,7 +34,7 @@ fn header(properties: &[&'static str]) -> Vec<&'static str> {
 #[rustfmt::skip]
 fn expected_export() -> Vec<Vec<&'static str>> {
     vec![
-        header(&["link", "note", "power_kw", "running"]),
+        header(&["link:text", "note", "power_kw:number", "running:boolean"]),
         vec!["M-1", "MOTOR", "ELECTRICAL", "Feed pump, north", "U100", "", "'=1+2", "-5.5", "true"],
         vec!["M-2", "MOTOR", "ELECTRICAL", "say \"hi\"", "U200", "", "'+cmd", "-7", "false"],
         vec!["M-3", "PUMP", "MECHANICAL", "Ünïcödé ✓ 日本", "U100", "", "'-x", "75", ""],
@@ -242,7 +243,7 @@ async fn an_export_filters_by_discipline_and_asset_type_and_refuses_bad_filters_
     };
     assert_eq!(
         records(&mechanical)?[0],
-        header(&["note", "power_kw", "running"])
+        header(&["note:text", "power_kw:number", "running:boolean"])
     );
     assert_eq!(tags(&mechanical)?, vec!["M-3", "P-4"]);
     assert_eq!(
@@ -261,5 +262,37 @@ async fn an_export_filters_by_discipline_and_asset_type_and_refuses_bad_filters_
         assert_eq!(reply.status, 400, "{query}: {reply:?}");
         assert!(reply.is_problem(), "{query}: {reply:?}");
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_export_declares_its_columns_types_so_that_importing_it_again_changes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange: text columns of cells that look like a number and a boolean.
+    let system = System::start().await?;
+    let url = system.command.url("/assets/import");
+    let import = |csv: String| post_csv(&system.http, &url, csv);
+    import("tag,asset_type,discipline,code:text,flag:text,kw\nV-1,VALVE,PIPING,100,true,7\nV-2,VALVE,PIPING,007,no,7.5\n".to_owned())
+        .await?
+        .expect_status(201);
+    system.wait_for_projection().await?;
+    let viewer = http_client_as(Role::Viewer, "export-viewer");
+
+    // Act
+    let (_, _, body) = get_text(&viewer, &system.query.url("/assets/export.csv")).await?;
+    let again = import(body.clone()).await?.expect_status(200);
+
+    // Assert: the header says the columns' types, and the re-import finds both assets
+    // unchanged (before: `"100"` and `"true"` came back as 100 and true, two updates).
+    assert_eq!(
+        records(&body)?[0],
+        header(&["code:text", "flag:text", "kw:number"])
+    );
+    assert_eq!(
+        (&again.body["unchanged"], &again.body["updated"]),
+        (&json!(2), &json!(0)),
+        "{:?}",
+        again.body
+    );
     Ok(())
 }

@@ -60,9 +60,9 @@ pub type CsvStream = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::
 pub async fn start(pool: &PgPool, filter: AssetFilter) -> Result<CsvStream, StartError> {
     let permit = RUNNING.try_acquire().map_err(|_| StartError::Busy)?;
     let mut transaction = crate::read::snapshot(pool).await?;
-    let properties = rows::property_names(&mut transaction, &filter).await?;
+    let columns = rows::property_columns(&mut transaction, &filter).await?;
     let (sender, receiver) = mpsc::channel(CHUNKS_IN_FLIGHT);
-    tokio::spawn(produce(transaction, filter, properties, sender, permit));
+    tokio::spawn(produce(transaction, filter, columns, sender, permit));
     let chunks = futures::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|chunk| (chunk, receiver))
     });
@@ -80,11 +80,11 @@ enum Stop {
 async fn produce(
     mut transaction: Transaction<'static, Postgres>,
     filter: AssetFilter,
-    properties: Vec<String>,
+    columns: Vec<rows::Column>,
     sender: mpsc::Sender<Result<Bytes, std::io::Error>>,
     _permit: SemaphorePermit<'static>,
 ) {
-    match write_all(&mut transaction, &filter, &properties, &sender).await {
+    match write_all(&mut transaction, &filter, &columns, &sender).await {
         Ok(()) | Err(Stop::ClientGone) => {}
         Err(Stop::Failed(error)) => {
             tracing::error!(error = %format!("{error:#}"), "CSV export failed mid-stream");
@@ -99,11 +99,14 @@ async fn produce(
 async fn write_all(
     connection: &mut PgConnection,
     filter: &AssetFilter,
-    properties: &[String],
+    columns: &[rows::Column],
     sender: &mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), Stop> {
     let mut encoder = Encoder::new();
-    encoder.header(properties)?;
+    let header: Vec<String> = columns.iter().map(rows::Column::header).collect();
+    encoder.header(&header)?;
+    let properties: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
+    let properties = properties.as_slice();
     let mut assets = rows::assets(connection, filter);
     while let Some(row) = assets.next().await {
         let row = row.map_err(|error| Stop::Failed(error.into()))?;

@@ -41,27 +41,69 @@ macro_rules! current_assets {
     };
 }
 
-/// Every property name of the filtered assets, in byte order (`collate "C"`: the same
-/// order whatever the database's locale).
-pub async fn property_names(
+/// A property column of an export: its name, and the type its header declares
+/// (`name:text`) when every value it holds is of that one type, so that a re-import
+/// reads `"100"` back as text and `75` as a number whatever the other cells look like.
+/// A column of mixed types declares none: the import then types each cell by its look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    pub declared: Option<&'static str>,
+}
+
+impl Column {
+    /// The column's header cell.
+    pub fn header(&self) -> String {
+        match self.declared {
+            Some(declared) => format!("{}:{declared}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Every property column of the filtered assets, by name in byte order (`collate "C"`:
+/// the same order whatever the database's locale), with the JSON types of its values.
+pub async fn property_columns(
     connection: &mut PgConnection,
     filter: &AssetFilter,
-) -> Result<Vec<String>, sqlx::Error> {
+) -> Result<Vec<Column>, sqlx::Error> {
     const SQL: &str = concat!(
-        "select distinct name collate \"C\" as name
+        "select name collate \"C\" as name,
+             array_agg(distinct jsonb_typeof(value)) filter (where jsonb_typeof(value) <> 'null')
          from (select state -> 'properties' as properties",
         current_assets!(),
         ") as assets,
-              jsonb_object_keys(case jsonb_typeof(properties) when 'object' then properties
-                                else '{}'::jsonb end) as name
+              jsonb_each(case jsonb_typeof(properties) when 'object' then properties
+                         else '{}'::jsonb end) as property(name, value)
+         group by 1
          order by 1"
     );
-    sqlx::query_scalar(SQL)
+    let rows: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(SQL)
         .bind(AggregateType::Asset.as_str())
         .bind(&filter.disciplines)
         .bind(&filter.asset_types)
         .fetch_all(connection)
-        .await
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, types)| Column {
+            name,
+            declared: match types.as_deref() {
+                Some([only]) => declared(only),
+                _ => None,
+            },
+        })
+        .collect())
+}
+
+/// The import's declaration of a column whose values are all of JSON type `json_type`.
+fn declared(json_type: &str) -> Option<&'static str> {
+    match json_type {
+        "string" => Some("text"),
+        "number" => Some("number"),
+        "boolean" => Some("boolean"),
+        _ => None,
+    }
 }
 
 /// The filtered assets ordered by tag, streamed from one query: Postgres sorts once and
