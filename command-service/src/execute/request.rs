@@ -37,6 +37,22 @@ impl AssetFilter {
                 "filters list more than {MAX_FILTER_CODES} disciplines or asset types"
             ));
         }
+        // A code no asset can have (`""`, `E/I`) is a mistake, not "select nothing".
+        for (name, codes) in [
+            ("disciplines", &self.disciplines),
+            ("asset_types", &self.asset_types),
+        ] {
+            if let Some((index, code)) = codes
+                .iter()
+                .enumerate()
+                .find(|(_, code)| !crate::assets::input::is_code(code))
+            {
+                problems.push(format!(
+                    "filters.{name}[{index}] `{code}` is not a code: it {}",
+                    crate::assets::input::CODE_FORMAT
+                ));
+            }
+        }
         if self
             .tag
             .as_ref()
@@ -195,6 +211,18 @@ mod tests {
             "{problems:?}"
         );
         assert_eq!(request.filters.asset_types, ["MOTOR"]);
+        let blank = AssetFilter {
+            disciplines: vec!["ELECTRICAL".into(), "".into()],
+            asset_types: vec!["E/I".into()],
+            ..AssetFilter::default()
+        };
+        assert_eq!(
+            blank.problems(),
+            [
+                "filters.disciplines[1] `` is not a code: it must be 1 to 64 letters, digits, `_` or `-`",
+                "filters.asset_types[0] `E/I` is not a code: it must be 1 to 64 letters, digits, `_` or `-`"
+            ]
+        );
         let (request, problems) = ExecuteBody::default().into_request();
         assert!(problems.is_empty());
         assert_eq!(request, ExecuteRequest::default());

@@ -328,6 +328,15 @@ fn compile_action(
             }
         }
         Action::Flag { severity, message } => {
+            if message.trim().is_empty() {
+                errors.push(ExpressionError {
+                    field: format!("{at}.message"),
+                    message: "a finding needs a message: say what is wrong".to_owned(),
+                    line: None,
+                    column: None,
+                });
+                return None;
+            }
             collect(Template::compile(message, &format!("{at}.message")), errors).map(|message| {
                 CompiledAction::Flag {
                     severity: *severity,
@@ -425,6 +434,18 @@ mod tests {
         let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
         assert_eq!(fields, vec!["when", "then[0].value"]);
+    }
+
+    #[test]
+    fn a_flag_without_a_message_is_refused() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "silent", "discipline": "ELECTRICAL", "when": "true",
+            "then": [{"type": "flag", "severity": "warning", "message": "  "}]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, vec!["then[0].message"]);
     }
 
     #[test]

@@ -108,7 +108,8 @@ fn parse_event_types(list: Option<&str>) -> Result<Vec<String>, ApiError> {
     let Some(list) = list else {
         return Ok(Vec::new());
     };
-    list.split(',')
+    let types: Vec<String> = list
+        .split(',')
         .map(str::trim)
         .filter(|name| !name.is_empty())
         .map(|name| {
@@ -116,7 +117,15 @@ fn parse_event_types(list: Option<&str>) -> Result<Vec<String>, ApiError> {
                 .map(|event_type| event_type.as_str().to_owned())
                 .map_err(|error| invalid_query(format!("`event_type`: {error}")))
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    // `event_type=` or `event_type=,` asks for no type: refused, as the other filters
+    // refuse a blank value, rather than read as no filter at all.
+    if types.is_empty() {
+        return Err(invalid_query(
+            "`event_type` names no event type; leave it out to get every type".to_owned(),
+        ));
+    }
+    Ok(types)
 }
 
 #[cfg(test)]
@@ -129,5 +138,7 @@ mod tests {
         assert_eq!(types, vec!["ASSET_UPDATED", "CABLE_CREATED"]);
         assert!(parse_event_types(Some("ASSET_UPDATED,ASSET_EXPLODED")).is_err());
         assert!(parse_event_types(None).unwrap().is_empty());
+        assert!(parse_event_types(Some(",")).is_err());
+        assert!(parse_event_types(Some(" ")).is_err());
     }
 }
