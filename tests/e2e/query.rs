@@ -1317,9 +1317,22 @@ async fn batches_show_status_rules_counts_errors_timings_and_who_ran_and_rolled_
                 .iter()
                 .filter(|e| e.correlation_id == batch && e.rule_id == rule && unmatched(e))
                 .count();
+            // How far it got: its final count, or its last BATCH_PROGRESS.
+            let done = log
+                .iter()
+                .filter(|e| e.correlation_id == batch && e.rule_id == rule)
+                .filter_map(|e| match e.event_type {
+                    EventType::BatchProgress => Some(e.payload["done"].clone()),
+                    EventType::RuleExecutionCompleted => {
+                        Some(e.payload["counts"]["assets"].clone())
+                    }
+                    _ => None,
+                })
+                .next_back();
             rules.push(json!({
                 "rule_id": rule, "rule_version": started.rule_version,
                 "name": started.payload["name"], "total": started.payload["total"],
+                "done": done,
                 "executed": executed, "skipped": skipped, "errors": errors,
                 "matched": executed + skipped + errors - unmatched,
                 "started_at": started.occurred_at, "completed_at": completed,
@@ -1425,6 +1438,15 @@ async fn a_run_cut_short_by_a_shutdown_is_failed_with_its_error_and_the_feed_say
     assert!(executed > 0 && executed < 4_000, "{detail}");
     assert_eq!(detail["rules"][0]["total"], 4_000);
     assert_eq!(detail["rules"][0]["completed_at"], Value::Null);
+    // How far it got: the last progress the log holds, short of the 4,000.
+    let progressed = log
+        .iter()
+        .filter(|e| e.correlation_id == run && e.event_type == EventType::BatchProgress)
+        .map(|e| e.payload["done"].clone())
+        .next_back();
+    assert_eq!(Some(&detail["rules"][0]["done"]), progressed.as_ref());
+    let done = detail["rules"][0]["done"].as_i64().unwrap_or(0);
+    assert!(done >= executed && done < 4_000, "{detail}");
     Ok(())
 }
 

@@ -145,15 +145,16 @@ async fn upsert_rules(connection: &mut PgConnection, fold: &Fold) -> Result<(), 
     sqlx::query(
         "insert into rm_batch_rules as r (
              correlation_id, rule_id, rule_version, name, total, executed, skipped, errors,
-             matched, started_at, completed_at, first_position, last_position)
+             matched, started_at, completed_at, first_position, last_position, done)
          select * from unnest(
              $1::uuid[], $2::uuid[], $3::integer[], $4::text[], $5::bigint[], $6::bigint[],
              $7::bigint[], $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[],
-             $12::bigint[], $13::bigint[])
+             $12::bigint[], $13::bigint[], $14::bigint[])
          on conflict (correlation_id, rule_id) do update set
              rule_version = coalesce(excluded.rule_version, r.rule_version),
              name = coalesce(excluded.name, r.name),
              total = coalesce(excluded.total, r.total),
+             done = greatest(r.done, excluded.done),
              executed = case when excluded.completed_at is null
                  then r.executed + excluded.executed else excluded.executed end,
              skipped = case when excluded.completed_at is null
@@ -212,6 +213,11 @@ async fn upsert_rules(connection: &mut PgConnection, fold: &Fold) -> Result<(), 
         rows.iter()
             .map(|row| row.last_position)
             .collect::<Vec<i64>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|row| row.done)
+            .collect::<Vec<Option<i64>>>(),
     )
     .execute(connection)
     .await?;

@@ -45,6 +45,10 @@ pub struct RuleRunRow {
     pub name: Option<String>,
     /// Assets the execution's filters selected for the rule.
     pub total: Option<i64>,
+    /// Assets the rule has gone through so far, of `total` (matched or not): its
+    /// progress while it runs, `total` once it completed. Null for runs projected before
+    /// the read models kept it.
+    pub done: Option<i64>,
     pub executed: i64,
     pub skipped: i64,
     pub errors: i64,
@@ -108,7 +112,7 @@ pub async fn rule_runs(
     correlation_id: Uuid,
 ) -> Result<Vec<RuleRunRow>, sqlx::Error> {
     sqlx::query_as(
-        "select rule_id, rule_version, name, total, executed, skipped, errors, matched,
+        "select rule_id, rule_version, name, total, done, executed, skipped, errors, matched,
              started_at, completed_at
          from rm_batch_rules where correlation_id = $1
          order by first_position",

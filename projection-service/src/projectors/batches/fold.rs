@@ -47,6 +47,8 @@ pub struct RuleRow {
     pub rule_version: Option<i32>,
     pub name: Option<String>,
     pub total: Option<i64>,
+    /// Assets gone through so far (the last `BATCH_PROGRESS`, or the final count).
+    pub done: Option<i64>,
     /// Counts to add; once `completed_at` is set, the rule's final counts instead.
     pub executed: i64,
     pub skipped: i64,
@@ -176,6 +178,7 @@ impl Fold {
                 rule_version: event.rule_version,
                 name: None,
                 total: None,
+                done: None,
                 executed: 0,
                 skipped: 0,
                 errors: 0,
@@ -198,11 +201,15 @@ impl Fold {
                 row.completed_at = Some(event.occurred_at);
                 // The runner's own counts are final: they replace the running sums.
                 if let Some(counts) = event.payload.get("counts") {
+                    row.done = number(counts, "assets").or(row.done);
                     row.executed = number(counts, "executed").unwrap_or(row.executed);
                     row.skipped = number(counts, "skipped").unwrap_or(row.skipped);
                     row.errors = number(counts, "errors").unwrap_or(row.errors);
                     row.matched = number(counts, "matched").unwrap_or(row.matched);
                 }
+            }
+            EventType::BatchProgress => {
+                row.done = number(&event.payload, "done").max(row.done);
             }
             EventType::RuleExecuted => {
                 row.executed += 1;
