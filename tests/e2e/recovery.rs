@@ -70,3 +70,112 @@ async fn a_batch_whose_executor_vanished_is_marked_failed_and_can_be_rolled_back
     assert_eq!(status, "rolled_back");
     command.stop().await
 }
+
+/// An executor that stalled past its heartbeat (a paused process, a long GC-like stop)
+/// while another replica's sweep failed its batch, and possibly rolled it back, must
+/// write nothing more in the batch's name when it wakes up.
+#[tokio::test]
+async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() -> anyhow::Result<()>
+{
+    // Arrange: 3,000 pumps and a rule that flags each, run in the background.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    synapse_tests::client::post_csv(
+        &http,
+        &command.url("/assets/import"),
+        synapse_tests::plant::as_csv(&synapse_tests::plant::pumps(3_000)),
+    )
+    .await?
+    .expect_status(201);
+    let rule = send(
+        &http,
+        Method::POST,
+        &command.url("/rules"),
+        Some(&synapse_tests::plant::pump_flag_rule()),
+    )
+    .await?
+    .expect_status(201);
+    let started = send(
+        &http,
+        Method::POST,
+        &command.url("/rules/execute"),
+        Some(&json!({"rule_ids": [rule.body["id"]]})),
+    )
+    .await?
+    .expect_status(202);
+    let batch: uuid::Uuid = serde_json::from_value(started.body["correlation_id"].clone())?;
+
+    // Act: another replica's sweep judges it abandoned while it runs (a sweep skips a
+    // batch whose row a chunk holds, so try until one lands between chunks).
+    let mut swept = false;
+    while !swept && !command_service::store::batches::finished(&pool, batch).await? {
+        swept = command_service::recovery::fail_abandoned(&pool, Duration::ZERO)
+            .await?
+            .contains(&batch);
+    }
+    assert!(swept, "the execution finished before a sweep landed");
+    // Wait until the executor has stopped: no transaction of the service's open, and
+    // the log still, for half a second.
+    let quiet = async {
+        let mut still = 0;
+        let mut last = -1;
+        while still < 10 {
+            let (head, busy): (i64, i64) = sqlx::query_as(
+                "select (select coalesce(max(position), 0) from workflow_events),
+                        (select count(*) from pg_stat_activity
+                         where datname = current_database() and pid <> pg_backend_pid()
+                           and state in ('active', 'idle in transaction'))",
+            )
+            .fetch_one(&pool)
+            .await?;
+            still = if head == last && busy == 0 {
+                still + 1
+            } else {
+                0
+            };
+            last = head;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(30), quiet).await??;
+
+    // Assert: one closing event, the sweep's, the last of the batch; the batch's own
+    // versions without a gap; its status failed (before: the executor went on, its
+    // next chunk refused by the batch's version, then closed the batch again with a
+    // second BATCH_FAILED at a version past a gap, and set the status back).
+    let events: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select event_type, aggregate_version, position from workflow_events
+         where correlation_id = $1 and aggregate_id = $1 order by position",
+    )
+    .bind(batch)
+    .fetch_all(&pool)
+    .await?;
+    let closings: Vec<&(String, i64, i64)> = events
+        .iter()
+        .filter(|(event_type, ..)| event_type == "BATCH_FAILED" || event_type == "BATCH_COMPLETED")
+        .collect();
+    assert_eq!(closings.len(), 1, "{closings:?}");
+    assert_eq!(closings[0].0, "BATCH_FAILED");
+    let (last_position,): (i64,) =
+        sqlx::query_as("select max(position) from workflow_events where correlation_id = $1")
+            .bind(batch)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(
+        closings[0].2, last_position,
+        "nothing of the batch after its failure"
+    );
+    let versions: Vec<i64> = events.iter().map(|(_, version, _)| *version).collect();
+    assert_eq!(versions, (1..=events.len() as i64).collect::<Vec<_>>());
+    let (status,): (String,) =
+        sqlx::query_as("select status from batches where correlation_id = $1")
+            .bind(batch)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(status, "failed");
+    command.stop().await
+}

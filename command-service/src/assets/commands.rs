@@ -41,7 +41,9 @@ pub enum AssetError {
 impl From<AppendError> for AssetError {
     fn from(error: AppendError) -> Self {
         match error {
-            AppendError::VersionConflict { .. } => AssetError::Concurrent,
+            AppendError::VersionConflict { .. } | AppendError::BatchEnded(_) => {
+                AssetError::Concurrent
+            }
             AppendError::Database(error) => AssetError::Database(error),
         }
     }

@@ -581,6 +581,16 @@ impl Execution {
                     self.batch = batch;
                     return status;
                 }
+                Err(error)
+                    if matches!(
+                        error.downcast_ref::<AppendError>(),
+                        Some(AppendError::BatchEnded(_))
+                    ) =>
+                {
+                    // Another replica closed it (and wrote its `BATCH_FAILED`).
+                    tracing::warn!(correlation_id = %self.batch.correlation_id, "{error}");
+                    return BatchStatus::Failed;
+                }
                 Err(error) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
@@ -910,8 +920,11 @@ async fn open_findings(
 /// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag
 /// another batch created meanwhile (unique violation), a version raced by a writer.
 fn retryable(error: &AppendError) -> bool {
-    let AppendError::Database(error) = error else {
-        return true;
+    let error = match error {
+        AppendError::Database(error) => error,
+        AppendError::VersionConflict { .. } => return true,
+        // Another replica ended the batch: no retry can write in its name.
+        AppendError::BatchEnded(_) => return false,
     };
     error
         .as_database_error()

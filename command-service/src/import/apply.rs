@@ -42,7 +42,9 @@ pub struct ImportOutcome {
 impl From<AppendError> for ImportError {
     fn from(error: AppendError) -> Self {
         match error {
-            AppendError::VersionConflict { .. } => ImportError::Concurrent,
+            AppendError::VersionConflict { .. } | AppendError::BatchEnded(_) => {
+                ImportError::Concurrent
+            }
             AppendError::Database(error) => ImportError::Database(error),
         }
     }

@@ -42,7 +42,9 @@ impl From<AppendError> for LinkError {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Database(error) => LinkError::Database(error),
-            AppendError::VersionConflict { .. } => LinkError::Concurrent,
+            AppendError::VersionConflict { .. } | AppendError::BatchEnded(_) => {
+                LinkError::Concurrent
+            }
         }
     }
 }

@@ -86,7 +86,8 @@ impl From<crate::store::AppendError> for RollbackError {
             crate::store::AppendError::Database(error) => RollbackError::Database(error),
             // The analysis reads aggregates without locking them, so a concurrent
             // single change can take the version the rollback meant to append.
-            crate::store::AppendError::VersionConflict { .. } => RollbackError::Concurrent,
+            crate::store::AppendError::VersionConflict { .. }
+            | crate::store::AppendError::BatchEnded(_) => RollbackError::Concurrent,
         }
     }
 }

@@ -35,6 +35,8 @@ impl From<crate::store::AppendError> for RuleError {
             crate::store::AppendError::VersionConflict { aggregate_id } => {
                 RuleError::NotFound(aggregate_id.unwrap_or_default())
             }
+            // Rules are not written in a batch of their own.
+            crate::store::AppendError::BatchEnded(batch) => RuleError::NotFound(batch),
         }
     }
 }

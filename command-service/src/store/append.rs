@@ -13,6 +13,14 @@ pub enum AppendError {
     /// the aggregate was stale (optimistic concurrency).
     #[error("aggregate {aggregate_id:?} was changed concurrently")]
     VersionConflict { aggregate_id: Option<Uuid> },
+    /// The batch being written is no longer running: another replica's sweep marked it
+    /// failed (this executor stalled past the heartbeat), or it was rolled back since.
+    /// Nothing more may be written in its name.
+    #[error(
+        "batch {0} was ended elsewhere while this executor ran (marked failed for want of \
+         a heartbeat, or rolled back); nothing more is written in its name"
+    )]
+    BatchEnded(Uuid),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -1,6 +1,7 @@
 //! Batches: every import, execution, rollback and single change is one, with a
 //! `correlation_id` shared by all its events.
 
+use crate::store::AppendError;
 use chrono::Utc;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool};
@@ -175,23 +176,31 @@ pub async fn open(
     Ok(())
 }
 
-/// Record how a batch ended (or refresh a running batch's heartbeat and version).
+/// Record how a batch ended (or refresh a running batch's heartbeat and version), if it
+/// is still running: [`AppendError::BatchEnded`] if not. That fences an executor that
+/// stalled past its heartbeat (another replica's sweep failed its batch, and the batch
+/// may have been rolled back since): its next chunk or closing event is refused, in the
+/// transaction that would have written it.
 pub async fn record(
     connection: &mut PgConnection,
     batch: &Batch,
     status: BatchStatus,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<(), AppendError> {
+    let recorded = sqlx::query(
         "update batches set status = $2, version = $3, heartbeat_at = now(),
              finished_at = case when $2 = 'running' then null else now() end
-         where correlation_id = $1",
+         where correlation_id = $1 and status = 'running'",
     )
     .bind(batch.correlation_id)
     .bind(status.as_str())
     .bind(batch.version)
     .execute(connection)
-    .await?;
-    Ok(())
+    .await?
+    .rows_affected();
+    match recorded {
+        0 => Err(AppendError::BatchEnded(batch.correlation_id)),
+        _ => Ok(()),
+    }
 }
 
 /// Whether the batch is no longer running.
