@@ -62,7 +62,8 @@ async fn rebuild_with<P: Projector>(
     let mut read = PgConnection::connect(read_url)
         .await
         .context("connecting to the read database")?;
-    let schema = format!("rebuild_{}_{}", name, uuid::Uuid::now_v7().simple());
+    claim(&mut read, name).await?;
+    let schema = format!("{}{}", scratch_prefix(name), uuid::Uuid::now_v7().simple());
     sqlx::query(&format!("create schema {schema}"))
         .execute(&mut read)
         .await?;
@@ -169,4 +170,41 @@ async fn fold_page<P: Projector>(
     projector.project(&mut transaction, &events).await?;
     transaction.commit().await?;
     Ok((events.len() as u64, last))
+}
+
+/// The scratch schemas of `projector`'s rebuilds are named this and a UUID.
+fn scratch_prefix(projector: &str) -> String {
+    format!("rebuild_{projector}_")
+}
+
+/// Make this connection the one rebuild of `projector` on the read database, and drop
+/// the scratch schemas of rebuilds that died before they could (a killed rebuild of
+/// the event history left hundreds of MB behind, and the next rebuild left them too).
+/// The claim is a session advisory lock: it ends with the connection, however that
+/// ends, so a schema found while holding it belongs to no running rebuild.
+async fn claim(read: &mut PgConnection, projector: &str) -> anyhow::Result<()> {
+    let key = format!("synapse rebuild {projector}");
+    let (claimed,): (bool,) = sqlx::query_as("select pg_try_advisory_lock(hashtext($1))")
+        .bind(&key)
+        .fetch_one(&mut *read)
+        .await?;
+    if !claimed {
+        anyhow::bail!("another rebuild of `{projector}` is running on this read database");
+    }
+    let prefix = scratch_prefix(projector);
+    let schemas: Vec<(String,)> = sqlx::query_as("select nspname::text from pg_namespace")
+        .fetch_all(&mut *read)
+        .await?;
+    for (schema,) in schemas {
+        let leftover = schema
+            .strip_prefix(&prefix)
+            .is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+        if leftover {
+            tracing::info!(%schema, "dropping the scratch schema of an interrupted rebuild");
+            sqlx::query(&format!("drop schema {schema} cascade"))
+                .execute(&mut *read)
+                .await?;
+        }
+    }
+    Ok(())
 }

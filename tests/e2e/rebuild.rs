@@ -124,3 +124,48 @@ async fn a_rebuild_from_the_log_swaps_in_identical_read_models_while_the_service
     assert_eq!(found, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rebuild_clears_what_an_interrupted_one_left_and_runs_alone() -> anyhow::Result<()> {
+    // Arrange: the scratch schema of a rebuild killed halfway, with a table in it, and
+    // another process's rebuild of the batches under way (its claim held here).
+    let system = System::start().await?;
+    let pool = PgPool::connect(&system.database.url).await?;
+    let leftover = format!("rebuild_batches_{}", uuid::Uuid::now_v7().simple());
+    sqlx::query(&format!("create schema {leftover}"))
+        .execute(&pool)
+        .await?;
+    sqlx::query(&format!(
+        "create table {leftover}.rm_batches (like public.rm_batches including all)"
+    ))
+    .execute(&pool)
+    .await?;
+    let mut other = pool.acquire().await?;
+    sqlx::query("select pg_advisory_lock(hashtext('synapse rebuild batches'))")
+        .execute(&mut *other)
+        .await?;
+    let url = &system.database.url;
+
+    // Act
+    let refused = projection_service::rebuild::rebuild(url, url, "batches").await;
+    sqlx::query("select pg_advisory_unlock_all()")
+        .execute(&mut *other)
+        .await?;
+    drop(other);
+    let rebuilt = projection_service::rebuild::rebuild(url, url, "batches").await;
+
+    // Assert: refused while the other ran, leaving its schema alone; then done, and no
+    // scratch schema left (before: the interrupted one's stayed for good).
+    let refusal = refused.err().map(|error| format!("{error:#}"));
+    assert_eq!(
+        refusal.as_deref(),
+        Some("another rebuild of `batches` is running on this read database")
+    );
+    assert!(rebuilt.is_ok(), "{rebuilt:?}");
+    let (scratch,): (i64,) =
+        sqlx::query_as("select count(*) from pg_namespace where nspname like 'rebuild\\_%'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(scratch, 0);
+    Ok(())
+}
