@@ -6,6 +6,8 @@
 //! ticker of its own (not only per chunk, so a slow chunk does not look dead); every
 //! command-service replica sweeps for stale batches every [`SWEEP`].
 
+use crate::execute::apply::Counts;
+use crate::execute::runner::RuleReport;
 use crate::store::append;
 use chrono::Utc;
 use serde_json::json;
@@ -58,6 +60,12 @@ pub async fn fail_abandoned(
     .await?;
     let mut events = Vec::with_capacity(stale.len());
     for (correlation_id, version, actor, kind, heartbeat_at) in &stale {
+        let mut payload = json!({"kind": kind, "error": format!("the executor stopped: no heartbeat since {heartbeat_at}")});
+        let (rules, totals) = landed(&mut transaction, *correlation_id).await?;
+        if !rules.is_empty() {
+            payload["rules"] = json!(rules);
+            payload["totals"] = json!(totals);
+        }
         events.push(NewEvent {
             event_id: Uuid::now_v7(),
             event_type: EventType::BatchFailed,
@@ -71,7 +79,7 @@ pub async fn fail_abandoned(
             discipline: None,
             actor: actor.clone(),
             occurred_at: Utc::now(),
-            payload: json!({"kind": kind, "error": format!("the executor stopped: no heartbeat since {heartbeat_at}")}),
+            payload,
         });
         sqlx::query("update batches set status = 'failed', version = $2, finished_at = now() where correlation_id = $1")
             .bind(correlation_id)
@@ -85,6 +93,58 @@ pub async fn fail_abandoned(
         .into_iter()
         .map(|(correlation_id, ..)| correlation_id)
         .collect())
+}
+
+/// What the chunks of an abandoned execution that landed did, per rule in the order the
+/// rules ran and in all, as its executor would have reported them: each rule's last
+/// `BATCH_PROGRESS` (or `RULE_EXECUTION_COMPLETED`) carries its counts so far. So a
+/// retry of a waiting request, and the batch's readers, see what the log holds.
+async fn landed(
+    connection: &mut sqlx::PgConnection,
+    correlation_id: Uuid,
+) -> Result<(Vec<RuleReport>, Counts), sqlx::Error> {
+    let rows: Vec<(Uuid, Option<i32>, Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+        "with rule_events as (
+                 select rule_id, rule_version, event_type, position, payload
+                 from workflow_events
+                 where correlation_id = $1 and aggregate_type = 'batch' and rule_id is not null
+                   and event_type in ('RULE_EXECUTION_STARTED', 'BATCH_PROGRESS',
+                                      'RULE_EXECUTION_COMPLETED')
+             ),
+             started as (
+                 select distinct on (rule_id) rule_id, rule_version, position, payload
+                 from rule_events where event_type = 'RULE_EXECUTION_STARTED'
+                 order by rule_id, position
+             )
+             select s.rule_id, s.rule_version, s.payload->>'name', last.payload->'counts'
+             from started s
+             left join lateral (
+                 select payload from rule_events r
+                 where r.rule_id = s.rule_id and r.event_type <> 'RULE_EXECUTION_STARTED'
+                 order by r.position desc limit 1
+             ) last on true
+             order by s.position",
+    )
+    .bind(correlation_id)
+    .fetch_all(connection)
+    .await?;
+    let mut totals = Counts::default();
+    let rules = rows
+        .into_iter()
+        .map(|(rule_id, rule_version, name, counts)| {
+            let counts: Counts = counts
+                .and_then(|counts| serde_json::from_value(counts).ok())
+                .unwrap_or_default();
+            totals.merge(&counts);
+            RuleReport {
+                rule_id,
+                rule_version: rule_version.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+                counts,
+            }
+        })
+        .collect();
+    Ok((rules, totals))
 }
 
 /// Sweep every [`SWEEP`] until shutdown.

@@ -110,6 +110,18 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
 
     // Act: another replica's sweep judges it abandoned while it runs (a sweep skips a
     // batch whose row a chunk holds, so try until one lands between chunks).
+    loop {
+        let (landed,): (i64,) = sqlx::query_as(
+            "select count(*) from workflow_events where correlation_id = $1 and event_type = 'BATCH_PROGRESS'",
+        )
+        .bind(batch)
+        .fetch_one(&pool)
+        .await?;
+        if landed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut swept = false;
     while !swept && !command_service::store::batches::finished(&pool, batch).await? {
         swept = command_service::recovery::fail_abandoned(&pool, Duration::ZERO)
@@ -177,5 +189,26 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
             .fetch_one(&pool)
             .await?;
     assert_eq!(status, "failed");
+    // The sweep's BATCH_FAILED reports what the chunks that landed did, as the log has it
+    // (before: no rules and no totals, so a retried `wait` answered nulls).
+    let (failure,): (serde_json::Value,) = sqlx::query_as(
+        "select payload from workflow_events where correlation_id = $1 and event_type = 'BATCH_FAILED'",
+    )
+    .bind(batch)
+    .fetch_one(&pool)
+    .await?;
+    let (executed, findings): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where event_type = 'RULE_EXECUTED'),
+                count(*) filter (where event_type = 'FINDING_RAISED')
+         from workflow_events where correlation_id = $1",
+    )
+    .bind(batch)
+    .fetch_one(&pool)
+    .await?;
+    assert!(executed > 0, "a chunk landed before the sweep");
+    assert_eq!(failure["rules"][0]["rule_id"], rule.body["id"]);
+    assert_eq!(failure["rules"][0]["counts"]["executed"], executed);
+    assert_eq!(failure["totals"]["executed"], executed);
+    assert_eq!(failure["totals"]["findings"], findings);
     command.stop().await
 }

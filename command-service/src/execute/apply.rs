@@ -32,7 +32,18 @@ pub struct AssetOutcome {
 /// `matched` leaves out, as it leaves out `errors` of conditions that could not be
 /// evaluated (`RULE_ERROR` with `"matched": false`); `changes` are changes of assets,
 /// cables and relationships, findings counted apart.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(default)]
 pub struct Counts {
     pub assets: u64,
     pub matched: u64,
