@@ -103,7 +103,9 @@ async fn landed(
     connection: &mut sqlx::PgConnection,
     correlation_id: Uuid,
 ) -> Result<(Vec<RuleReport>, Counts), sqlx::Error> {
-    let rows: Vec<(Uuid, Option<i32>, Option<String>, Option<serde_json::Value>)> = sqlx::query_as(
+    /// Rule, version, name, counts so far.
+    type Row = (Uuid, Option<i32>, Option<String>, Option<serde_json::Value>);
+    let rows: Vec<Row> = sqlx::query_as(
         "with rule_events as (
                  select rule_id, rule_version, event_type, position, payload
                  from workflow_events
