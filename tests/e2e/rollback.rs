@@ -447,6 +447,65 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
 }
 
 #[tokio::test]
+async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
+) -> anyhow::Result<()> {
+    // Arrange: M-100's power 10 → 11 (batch T), → 12 (L1), → 13 (L2).
+    let setup = setup().await?;
+    let m100 = setup.asset_id("M-100").await?;
+    let mut batches = Vec::new();
+    for kw in [10, 11, 12, 13] {
+        let reply = send(
+            &setup.http,
+            Method::PATCH,
+            &setup.command.url(&format!("/assets/{m100}")),
+            Some(&json!({"properties": {"rated_power_kw": kw}})),
+        )
+        .await?
+        .expect_status(200);
+        batches.push(correlation_id(&reply));
+    }
+    let (t, l1, l2) = (&batches[1], &batches[2], &batches[3]);
+    let logged = setup.logged().await?;
+
+    // Act: its dry run, then the cascade.
+    setup.preview_cascade(t, &[l2, l1], [1, 0, 0]).await?;
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": t, "mode": "cascade"}),
+        )
+        .await?;
+
+    // Assert: L2, L1, then T rolled back, once each, and the power back to 10 (before:
+    // the cascade rolled back its own rollback of L2, redoing L2, and so on until its
+    // step limit: a 422 after 51 rollback batches, the power left at 12).
+    assert_eq!(cascade.status, 200, "{:?}", cascade.body);
+    assert_eq!(cascade.body["restored"], 1);
+    assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(2));
+    let (kw,): (Value,) =
+        sqlx::query_as("select properties -> 'rated_power_kw' from assets where id = $1")
+            .bind(m100)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(kw, json!(10));
+    let (rollbacks,): (i64,) =
+        sqlx::query_as("select count(*) from batches where kind = 'rollback'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(rollbacks, 3);
+    for batch in [t, l1, l2] {
+        let (status,): (String,) =
+            sqlx::query_as("select status from batches where correlation_id = $1::uuid")
+                .bind(batch)
+                .fetch_one(&setup.pool)
+                .await?;
+        assert_eq!(status, "rolled_back", "{batch}");
+    }
+    assert!(setup.logged().await? > logged);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn what_a_batch_created_and_then_changed_is_deleted_by_its_rollback() -> anyhow::Result<()> {
     // Arrange: one execution of two rules: the VFD rule creates four VFDs, the next
     // rule (run after it, over what exists when it starts) changes them.

@@ -90,12 +90,19 @@ pub async fn rollback_one(
 /// ([`rollback_one`] in `Mode::Cascade`), in a transaction of its own choosing (the one
 /// that keeps the request's `Idempotency-Key`). A later batch found rolled back
 /// meanwhile (by a concurrent cascade) is out of the way already.
+///
+/// The cascade's own rollbacks are never in the way: each changes the aggregates it
+/// restores after the target, so counting them made the cascade roll back its own
+/// rollback, redoing what it had undone, until its step limit (two later batches that
+/// changed the same asset were enough). A batch still in the way after the cascade
+/// rolled it back is a conflict the cascade cannot clear, and ends it.
 pub async fn clear_the_way(
     pool: &PgPool,
     actor: &str,
     correlation_id: Uuid,
 ) -> Result<Vec<Uuid>, RollbackError> {
     let mut cascaded = Vec::new();
+    let mut undone = HashSet::new();
     let mut stack = vec![correlation_id];
     // Every step pushes a batch, rolls one back or pops one another request rolled
     // back: bounded, even if the analysis named such a batch again.
@@ -116,9 +123,14 @@ pub async fn clear_the_way(
             }
         }
         let analysis = analyze(&mut transaction, current).await?;
-        let newest_later = newest_of(&mut transaction, &analysis).await?;
-        match newest_later {
-            Some(later) if !stack.contains(&later) => {
+        let in_the_way: Vec<Uuid> = analysis
+            .later_batches
+            .iter()
+            .filter(|batch| !cascaded.contains(*batch))
+            .copied()
+            .collect();
+        match newest(&mut transaction, &in_the_way).await? {
+            Some(later) if !stack.contains(&later) && !undone.contains(&later) => {
                 transaction.rollback().await?;
                 stack.push(later);
             }
@@ -128,6 +140,7 @@ pub async fn clear_the_way(
                 let outcome = restore(&mut transaction, actor, analysis, Mode::Cascade).await?;
                 transaction.commit().await?;
                 stack.pop();
+                undone.insert(current);
                 cascaded.push(outcome.correlation_id);
             }
         }
@@ -223,15 +236,6 @@ pub async fn preview(
         counts,
         would_roll_back: !gives_up && counts.conflicts == 0,
     })
-}
-
-/// The most recent batch among those in the way of `analysis`.
-async fn newest_of(
-    connection: &mut PgConnection,
-    analysis: &Analysis,
-) -> Result<Option<Uuid>, sqlx::Error> {
-    let later: Vec<Uuid> = analysis.later_batches.iter().copied().collect();
-    newest(connection, &later).await
 }
 
 /// The most recent of the batches `later` (by their last event).
