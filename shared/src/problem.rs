@@ -129,7 +129,18 @@ where
                 Some(found) => Err(integers::refusal(&found)),
                 None => Ok(ApiJson(value)),
             },
-            Err(rejection) => Err(from_json_rejection(rejection)),
+            Err(rejection) => {
+                // A typed field given an integer beyond 64 bits (`1e20` to serde): said
+                // as such, not as "invalid type: floating point".
+                let typed = matches!(
+                    rejection,
+                    axum::extract::rejection::JsonRejection::JsonDataError(_)
+                );
+                match integers::beyond_64_bits(&body).filter(|_| typed) {
+                    Some(found) => Err(integers::refusal(&found)),
+                    None => Err(from_json_rejection(rejection)),
+                }
+            }
         }
     }
 }

@@ -300,6 +300,13 @@ async fn an_integer_beyond_64_bits_in_a_body_is_a_422_problem_and_writes_nothing
             r#"{"properties": {"ok": "123456789012345678901234", "n": -9223372036854775809}}"#,
             "-9223372036854775809 at line 1, column 56",
         ),
+        // A typed field: before, 422 "invalid type: floating point `1e20`".
+        (
+            Method::PATCH,
+            "/assets/00000000-0000-0000-0000-000000000001",
+            r#"{"expected_version": 99999999999999999999}"#,
+            "99999999999999999999 at line 1, column 22",
+        ),
     ];
 
     // Act
