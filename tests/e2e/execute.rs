@@ -114,6 +114,18 @@ impl Setup {
         Ok(())
     }
 
+    /// `POST /rules/rollback` of `batch` (strict), which must answer 200.
+    async fn roll_back(&self, batch: &Value) -> anyhow::Result<Reply> {
+        Ok(send(
+            &self.http,
+            Method::POST,
+            &self.command.url("/rules/rollback"),
+            Some(&json!({"correlation_id": batch})),
+        )
+        .await?
+        .expect_status(200))
+    }
+
     async fn events(&self) -> anyhow::Result<Vec<synapse_shared::EventEnvelope>> {
         Ok(synapse_shared::event_log::read_after(&self.pool, 0, 100_000).await?)
     }
@@ -2053,14 +2065,7 @@ async fn a_rollback_that_deletes_a_flagged_asset_resolves_its_findings_and_a_red
     );
 
     // Act: roll the import back, which deletes the pump.
-    let rollback = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/rollback"),
-        Some(&json!({"correlation_id": imported})),
-    )
-    .await?
-    .expect_status(200);
+    let rollback = setup.roll_back(&imported).await?;
 
     // Assert: its finding is resolved in the rollback's batch (before: it stayed open on
     // an asset that no longer exists), and the table is the fold of the log.
@@ -2094,14 +2099,7 @@ async fn a_rollback_that_deletes_a_flagged_asset_resolves_its_findings_and_a_red
     assert_findings_replay(&setup).await?;
 
     // Act + Assert: rolling the rollback back brings the pump and its finding back.
-    send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/rollback"),
-        Some(&json!({"correlation_id": rollback.body["correlation_id"]})),
-    )
-    .await?
-    .expect_status(200);
+    setup.roll_back(&rollback.body["correlation_id"]).await?;
     assert_eq!(open_findings(&setup.pool).await?, flagged);
     assert_findings_replay(&setup).await?;
     setup.command.stop().await
