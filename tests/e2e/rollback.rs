@@ -506,6 +506,45 @@ async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
 }
 
 #[tokio::test]
+async fn a_cascade_retried_after_its_first_attempt_stopped_names_every_rollback_it_made(
+) -> anyhow::Result<()> {
+    // Arrange: M-100's power changed by T, then by L; a cascade of T whose first attempt
+    // rolled L back and then stopped (the service killed before T's own rollback).
+    let setup = setup().await?;
+    let m100 = setup.asset_id("M-100").await?;
+    let mut batches = Vec::new();
+    for kw in [11, 12] {
+        let reply = send(
+            &setup.http,
+            Method::PATCH,
+            &setup.command.url(&format!("/assets/{m100}")),
+            Some(&json!({"properties": {"rated_power_kw": kw}})),
+        )
+        .await?
+        .expect_status(200);
+        batches.push(correlation_id(&reply));
+    }
+    let t: uuid::Uuid = batches[0].parse()?;
+    let first_attempt =
+        command_service::rollback::cascade::clear_the_way(&setup.pool, "admin", t).await?;
+    assert_eq!(first_attempt.len(), 1);
+
+    // Act: the client retries the cascade.
+    let retried = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": t, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: it names the rollback of L the first attempt made (before: `[]`).
+    assert_eq!(retried.body["cascaded"], json!(first_attempt));
+    assert_eq!(retried.body["restored"], 1);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn what_a_batch_created_and_then_changed_is_deleted_by_its_rollback() -> anyhow::Result<()> {
     // Arrange: one execution of two rules: the VFD rule creates four VFDs, the next
     // rule (run after it, over what exists when it starts) changes them.
@@ -824,6 +863,7 @@ async fn an_edit_landing_between_a_rollbacks_analysis_and_its_append_is_a_concur
         "admin",
         analysis,
         command_service::rollback::Mode::Strict,
+        None,
     )
     .await;
 

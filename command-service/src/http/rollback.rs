@@ -166,15 +166,12 @@ pub async fn rollback(
     // A cascade rolls back the batches in the way first, each in its own transaction;
     // the target's rollback, in the transaction that keeps the key, comes last. A retry
     // of a cascade that finished is answered before any of it.
-    let cascaded = match request.mode {
-        Mode::Cascade => {
-            if let Some(replay) = replayed(&state.pool, &actor, &headers, &fingerprint).await? {
-                return Ok(replay);
-            }
-            clear_the_way(&state.pool, &actor.0, request.correlation_id).await?
+    if request.mode == Mode::Cascade {
+        if let Some(replay) = replayed(&state.pool, &actor, &headers, &fingerprint).await? {
+            return Ok(replay);
         }
-        Mode::Strict | Mode::Partial => Vec::new(),
-    };
+        clear_the_way(&state.pool, &actor.0, request.correlation_id).await?;
+    }
     let actor_name = actor.0.clone();
     run_command(
         &state.pool,
@@ -190,7 +187,10 @@ pub async fn rollback(
                     request.mode,
                 )
                 .await?;
-                outcome.cascaded = cascaded;
+                if request.mode == Mode::Cascade {
+                    outcome.cascaded =
+                        cascade::cascaded_for(connection, request.correlation_id).await?;
+                }
                 Ok((StatusCode::OK, json!(RollbackAnswer::RolledBack(outcome))))
             })
         },

@@ -81,7 +81,7 @@ pub async fn rollback_one(
     if !goes_ahead(&analysis, mode_here, partially) {
         return Err(RollbackError::Conflicts(analysis));
     }
-    restore(connection, actor, analysis, mode).await
+    restore(connection, actor, analysis, mode, None).await
 }
 
 /// Cascade, first part: while `correlation_id` conflicts, roll back the newest later
@@ -137,7 +137,14 @@ pub async fn clear_the_way(
             Some(_) => return Err(RollbackError::Conflicts(analysis)),
             None if current == correlation_id => return Ok(cascaded),
             None => {
-                let outcome = restore(&mut transaction, actor, analysis, Mode::Cascade).await?;
+                let outcome = restore(
+                    &mut transaction,
+                    actor,
+                    analysis,
+                    Mode::Cascade,
+                    Some(correlation_id),
+                )
+                .await?;
                 transaction.commit().await?;
                 stack.pop();
                 undone.insert(current);
@@ -146,6 +153,22 @@ pub async fn clear_the_way(
         }
     }
     Err(RollbackError::NotFound(correlation_id))
+}
+
+/// The rollbacks cascades of `correlation_id` made on their way, oldest first: this
+/// request's, and those of an earlier attempt that stopped before the end.
+pub async fn cascaded_for(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select correlation_id from batches
+         where kind = 'rollback' and request->>'cascade_of' = $1::text
+         order by started_at, correlation_id",
+    )
+    .bind(correlation_id)
+    .fetch_all(connection)
+    .await
 }
 
 /// What a cascade would do, as its dry run answers it.

@@ -34,7 +34,8 @@ pub struct RollbackOutcome {
     pub skipped: Vec<super::analyze::Conflict>,
     /// How many aggregates were left alone.
     pub skipped_count: usize,
-    /// Rollback batches run first (cascade mode), newest first.
+    /// Cascade mode: the rollbacks run first, in the order they ran (the newest batch in
+    /// the way first), those of an earlier attempt of the cascade included.
     pub cascaded: Vec<Uuid>,
 }
 
@@ -209,15 +210,17 @@ pub async fn restore(
     actor: &str,
     analysis: Analysis,
     mode: Mode,
+    cascade_of: Option<Uuid>,
 ) -> Result<RollbackOutcome, RollbackError> {
     let target = analysis.correlation_id;
     let mut batch = Batch::new(BatchKind::Rollback, actor);
-    batches::open(
-        connection,
-        &batch,
-        Some(&json!({"target_correlation_id": target, "mode": mode})),
-    )
-    .await?;
+    // A rollback a cascade makes on its way says whose way it cleared: a retried
+    // cascade names it even when an earlier attempt made it.
+    let mut request = json!({"target_correlation_id": target, "mode": mode});
+    if let Some(cascade_of) = cascade_of {
+        request["cascade_of"] = json!(cascade_of);
+    }
+    batches::open(connection, &batch, Some(&request)).await?;
     let (cause,): (Option<Uuid>,) = sqlx::query_as(
         "select event_id from workflow_events where correlation_id = $1 order by position limit 1",
     )
