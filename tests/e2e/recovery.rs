@@ -212,3 +212,78 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
     assert_eq!(failure["totals"]["findings"], findings);
     command.stop().await
 }
+
+/// A connection lost mid-chunk (an operator's `pg_terminate_backend`, a failover) costs
+/// that chunk an attempt, not the batch.
+#[tokio::test]
+async fn an_execution_carries_on_when_its_connection_is_terminated_between_statements(
+) -> anyhow::Result<()> {
+    // Arrange: 5,000 pumps without a driver and a rule that flags each.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    synapse_tests::client::post_csv(
+        &http,
+        &command.url("/assets/import"),
+        synapse_tests::plant::as_csv(&synapse_tests::plant::pumps(5_000)),
+    )
+    .await?
+    .expect_status(201);
+    let rule = send(
+        &http,
+        Method::POST,
+        &command.url("/rules"),
+        Some(&synapse_tests::plant::pump_flag_rule()),
+    )
+    .await?
+    .expect_status(201);
+    let started = send(
+        &http,
+        Method::POST,
+        &command.url("/rules/execute"),
+        Some(&json!({"rule_ids": [rule.body["id"]]})),
+    )
+    .await?
+    .expect_status(202);
+    let batch: uuid::Uuid = serde_json::from_value(started.body["correlation_id"].clone())?;
+
+    // Act: terminate the service's connections that wait inside a transaction (a
+    // chunk being planned or written), three times.
+    let mut terminated = 0;
+    while terminated < 3 && !command_service::store::batches::finished(&pool, batch).await? {
+        let (killed,): (i64,) = sqlx::query_as(
+            "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity
+             where datname = current_database() and pid <> pg_backend_pid()
+               and state = 'idle in transaction'",
+        )
+        .fetch_one(&pool)
+        .await?;
+        terminated += killed;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    while !command_service::store::batches::finished(&pool, batch).await? {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Assert: the batch completed, every pump flagged once (before: failed at the
+    // first terminated connection).
+    assert!(terminated > 0, "no chunk was caught inside its transaction");
+    let (status,): (String,) =
+        sqlx::query_as("select status from batches where correlation_id = $1")
+            .bind(batch)
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!(status, "completed");
+    let (raised, findings): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from workflow_events
+                 where correlation_id = $1 and event_type = 'FINDING_RAISED'),
+                (select count(*) from findings)",
+    )
+    .bind(batch)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!((raised, findings), (5_000, 5_000));
+    command.stop().await
+}

@@ -918,7 +918,11 @@ async fn open_findings(
 }
 
 /// Failures a fresh attempt can get past: deadlocks, serialization failures, a tag
-/// another batch created meanwhile (unique violation), a version raced by a writer.
+/// another batch created meanwhile (unique violation), a version raced by a writer, and
+/// a connection lost mid-chunk (terminated by an operator, a failover, a network cut):
+/// the chunk's transaction did not commit, or, lost during its commit, did, and then the
+/// batch's next version is taken and the retry is refused by the log (never applied
+/// twice). Before, one terminated connection failed the whole batch.
 fn retryable(error: &AppendError) -> bool {
     let error = match error {
         AppendError::Database(error) => error,
@@ -926,10 +930,18 @@ fn retryable(error: &AppendError) -> bool {
         // Another replica ended the batch: no retry can write in its name.
         AppendError::BatchEnded(_) => return false,
     };
+    if matches!(error, sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut) {
+        return true;
+    }
     error
         .as_database_error()
         .and_then(|database_error| database_error.code())
-        .is_some_and(|code| matches!(code.as_ref(), "40P01" | "40001" | "23505"))
+        .is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                "40P01" | "40001" | "23505" | "57P01" | "57P02"
+            ) || code.starts_with("08")
+        })
 }
 
 #[cfg(test)]
