@@ -506,6 +506,42 @@ async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
 }
 
 #[tokio::test]
+async fn a_cascades_dry_run_stops_where_a_later_batch_set_the_value_back() -> anyhow::Result<()> {
+    // Arrange: M-100's power set to 60 (batch T), 70 (L1), 60 again (L2), 80 (L3).
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let m100 = setup.asset_id("M-100").await?;
+    let mut batches = Vec::new();
+    for kw in [60, 70, 60, 80] {
+        let reply = send(
+            &setup.http,
+            Method::PATCH,
+            &setup.command.url(&format!("/assets/{m100}")),
+            Some(&json!({"properties": {"rated_power_kw": kw}})),
+        )
+        .await?
+        .expect_status(200);
+        batches.push(correlation_id(&reply));
+    }
+    let (t, l3) = (&batches[0], &batches[3]);
+
+    // Act + Assert: the dry run lists L3 alone, as the cascade then rolls back L3 alone
+    // (once L3 is undone, the power is T's 60 again; before: [L3, L2, L1]).
+    setup.preview_cascade(t, &[l3], [1, 0, 0]).await?;
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": t, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(cascade.body["cascaded"].as_array().map(Vec::len), Some(1));
+    assert_eq!(cascade.body["restored"], 1);
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_cascade_retried_after_its_first_attempt_stopped_names_every_rollback_it_made(
 ) -> anyhow::Result<()> {
     // Arrange: M-100's power changed by T, then by L; a cascade of T whose first attempt

@@ -163,19 +163,35 @@ pub struct Pending {
     pub change: Option<&'static str>,
     /// The batches in its way; none: nothing a cascade rolls back clears it.
     pub later_batches: Vec<Uuid>,
+    /// A later batch changed it: the position of this batch's last event on it (whose
+    /// `after` a rollback of the later ones may bring back before all are rolled back).
+    pub changed_after: Option<i64>,
+}
+
+/// What a cascade has rolled back so far, as its dry run walks it: the batches
+/// (`rolled`), the aggregates their rollbacks leave alone (`stuck`), and those of the
+/// batch at hand whose content those rollbacks already bring back to its own result
+/// (`returned`, [`super::cascade`] reads them from the log).
+#[derive(Debug, Default)]
+pub struct Cleared {
+    pub rolled: BTreeSet<Uuid>,
+    pub stuck: HashSet<Uuid>,
+    pub returned: HashSet<Uuid>,
 }
 
 impl Pending {
-    /// Whether rolling back `rolled` (each returning what it touched to before it,
-    /// except the aggregates in `stuck`) clears this conflict.
-    pub fn cleared_by(&self, rolled: &BTreeSet<Uuid>, stuck: &HashSet<Uuid>) -> bool {
-        self.change.is_some()
-            && !self.later_batches.is_empty()
+    /// Whether what `cleared` says was rolled back clears this conflict: all the batches
+    /// in its way are rolled back, or enough of them to bring its content back, and no
+    /// rollback left it alone.
+    pub fn cleared_by(&self, cleared: &Cleared) -> bool {
+        let all_rolled = !self.later_batches.is_empty()
             && self
                 .later_batches
                 .iter()
-                .all(|batch| rolled.contains(batch))
-            && !stuck.contains(&self.aggregate_id)
+                .all(|batch| cleared.rolled.contains(batch));
+        self.change.is_some()
+            && (all_rolled || cleared.returned.contains(&self.aggregate_id))
+            && !cleared.stuck.contains(&self.aggregate_id)
     }
 }
 
@@ -224,12 +240,11 @@ impl Analysis {
         counts
     }
 
-    /// The counts once the batches `rolled` are rolled back (a cascade's), each
-    /// returning what it touched to before it but for the aggregates in `stuck`.
-    pub fn counts_after(&self, rolled: &BTreeSet<Uuid>, stuck: &HashSet<Uuid>) -> AnalysisCounts {
+    /// The counts once what `cleared` says is rolled back (a cascade's).
+    pub fn counts_after(&self, cleared: &Cleared) -> AnalysisCounts {
         let mut counts = self.counts();
         for pending in &self.pending {
-            if let (true, Some(change)) = (pending.cleared_by(rolled, stuck), pending.change) {
+            if let (true, Some(change)) = (pending.cleared_by(cleared), pending.change) {
                 counts.conflicts -= 1;
                 counts.add(change);
             }
@@ -237,16 +252,14 @@ impl Analysis {
         counts
     }
 
-    /// The conflicting aggregates that rolling back `rolled` would not clear.
-    pub fn stuck_after<'a>(
+    /// The conflicts still there once what `cleared` says is rolled back.
+    pub fn still_conflicting<'a>(
         &'a self,
-        rolled: &'a BTreeSet<Uuid>,
-        stuck: &'a HashSet<Uuid>,
-    ) -> impl Iterator<Item = Uuid> + 'a {
+        cleared: &'a Cleared,
+    ) -> impl Iterator<Item = &'a Pending> + 'a {
         self.pending
             .iter()
-            .filter(|pending| !pending.cleared_by(rolled, stuck))
-            .map(|pending| pending.aggregate_id)
+            .filter(|pending| !pending.cleared_by(cleared))
     }
 
     /// The analysis as an answer lists it: the first [`MAX_LISTED`] restorations (with
@@ -370,6 +383,7 @@ pub async fn analyze(
                 change: (!aggregate.pre_state_unknown())
                     .then(|| change(aggregate.batch_after.is_some(), returns)),
                 later_batches: Vec::new(),
+                changed_after: Some(aggregate.batch_last_position),
             });
             if listed.len() < MAX_LISTED {
                 listed.push(aggregate);
@@ -420,6 +434,7 @@ pub async fn analyze(
                 aggregate_id: conflict.aggregate_id,
                 change: changes.get(&conflict.aggregate_id).copied(),
                 later_batches: conflict.later_batches.clone(),
+                changed_after: None,
             });
             conflict_count += 1;
             if conflicts.len() < MAX_LISTED {

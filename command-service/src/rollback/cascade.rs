@@ -1,6 +1,6 @@
 //! Rolling back a batch, and in cascade mode the later batches in its way first.
 
-use super::analyze::{analyze, Analysis, AnalysisCounts};
+use super::analyze::{analyze, Analysis, AnalysisCounts, Cleared};
 use super::restore::{restore, RollbackOutcome};
 use super::{Mode, RollbackError};
 use sqlx::{PgConnection, PgPool};
@@ -186,16 +186,17 @@ pub struct CascadePreview {
 /// and locking nothing: [`clear_the_way`] walked on analyses alone. Each batch it would
 /// roll back is taken to return what it touched to before it, but for what conflicts
 /// in its own analysis and nothing it rolls back clears (its pre-batch state unknown);
-/// those stay in the way of the batches before it.
+/// those stay in the way of the batches before it. As the cascade re-analyses after
+/// each rollback, a conflict whose content the rollbacks so far bring back to the
+/// batch's own result (a later batch set a value back) no longer counts.
 pub async fn preview(
     connection: &mut PgConnection,
     analysis: &Analysis,
 ) -> Result<CascadePreview, RollbackError> {
     let target = analysis.correlation_id;
     let mut analyses: HashMap<Uuid, Analysis> = HashMap::new();
-    let mut rolled = BTreeSet::new();
+    let mut cleared = Cleared::default();
     let mut order = Vec::new();
-    let mut stuck: HashSet<Uuid> = HashSet::new();
     let mut stack = vec![target];
     let mut steps = 0;
     let mut gives_up = false;
@@ -232,11 +233,13 @@ pub async fn preview(
                 }
             },
         };
-        let in_the_way: Vec<Uuid> = analysed
-            .later_batches
-            .difference(&rolled)
-            .copied()
+        cleared.returned = returned(&mut *connection, analysed, &cleared.rolled).await?;
+        let in_the_way: BTreeSet<Uuid> = analysed
+            .still_conflicting(&cleared)
+            .flat_map(|pending| pending.later_batches.iter().copied())
+            .filter(|batch| !cleared.rolled.contains(batch))
             .collect();
+        let in_the_way: Vec<Uuid> = in_the_way.into_iter().collect();
         match newest(&mut *connection, &in_the_way).await? {
             Some(later) if !stack.contains(&later) => stack.push(later),
             Some(_) => {
@@ -245,20 +248,81 @@ pub async fn preview(
             }
             None if current == target => break,
             None => {
-                let left: Vec<Uuid> = analysed.stuck_after(&rolled, &stuck).collect();
-                stuck.extend(left);
-                rolled.insert(current);
+                let left: Vec<Uuid> = analysed
+                    .still_conflicting(&cleared)
+                    .map(|pending| pending.aggregate_id)
+                    .collect();
+                cleared.stuck.extend(left);
+                cleared.rolled.insert(current);
                 order.push(current);
                 stack.pop();
             }
         }
     }
-    let counts = analysis.counts_after(&rolled, &stuck);
+    cleared.returned = returned(&mut *connection, analysis, &cleared.rolled).await?;
+    let counts = analysis.counts_after(&cleared);
     Ok(CascadePreview {
         order,
         counts,
         would_roll_back: !gives_up && counts.conflicts == 0,
     })
+}
+
+/// The aggregates `analysis`'s batch changed that a later batch changed again, whose
+/// content rolling back `rolled` would bring back to the batch's own result: the
+/// newest of their later events that `rolled` holds, back to the first one it does not,
+/// are undone, and the state before the oldest of those (its batch's snapshot) equals
+/// what the batch left (versions aside).
+async fn returned(
+    connection: &mut PgConnection,
+    analysis: &Analysis,
+    rolled: &BTreeSet<Uuid>,
+) -> Result<HashSet<Uuid>, sqlx::Error> {
+    let changed: Vec<(Uuid, i64)> = analysis
+        .pending
+        .iter()
+        .filter(|pending| pending.later_batches.iter().any(|b| rolled.contains(b)))
+        .filter_map(|pending| pending.changed_after.map(|at| (pending.aggregate_id, at)))
+        .collect();
+    if changed.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rolled: Vec<Uuid> = rolled.iter().copied().collect();
+    let returned: Vec<Uuid> = sqlx::query_scalar(
+        "with changed as (
+             select * from unnest($1::uuid[], $2::int8[]) as c(aggregate_id, after_position)
+         ),
+         later as (
+             select e.aggregate_id, e.correlation_id, e.position,
+                 bool_and(e.correlation_id = any($3::uuid[]))
+                     over (partition by e.aggregate_id order by e.position desc) as undone
+             from changed c
+             join workflow_events e on e.aggregate_id = c.aggregate_id and e.position > c.after_position
+             where not exists (select 1 from event_rollbacks r where r.event_id = e.event_id)
+         ),
+         oldest_undone as (
+             select distinct on (aggregate_id) aggregate_id, correlation_id
+             from later where undone order by aggregate_id, position
+         )
+         select o.aggregate_id
+         from oldest_undone o
+         join changed c on c.aggregate_id = o.aggregate_id
+         join workflow_events own on own.position = c.after_position
+         left join execution_snapshots s
+             on s.correlation_id = o.correlation_id and s.aggregate_id = o.aggregate_id
+         where (case jsonb_typeof(s.state::jsonb) when 'object' then s.state::jsonb - 'version'
+                else nullif(s.state::jsonb, 'null'::jsonb) end)
+               is not distinct from
+               (case jsonb_typeof(own.payload -> 'after')
+                    when 'object' then (own.payload -> 'after') - 'version'
+                    else nullif(own.payload -> 'after', 'null'::jsonb) end)",
+    )
+    .bind(changed.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind(changed.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+    .bind(&rolled)
+    .fetch_all(connection)
+    .await?;
+    Ok(returned.into_iter().collect())
 }
 
 /// The most recent of the batches `later` (by their last event).
