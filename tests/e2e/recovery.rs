@@ -71,13 +71,19 @@ async fn a_batch_whose_executor_vanished_is_marked_failed_and_can_be_rolled_back
     command.stop().await
 }
 
-/// An executor that stalled past its heartbeat (a paused process, a long GC-like stop)
-/// while another replica's sweep failed its batch, and possibly rolled it back, must
-/// write nothing more in the batch's name when it wakes up.
-#[tokio::test]
-async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() -> anyhow::Result<()>
-{
-    // Arrange: 3,000 pumps and a rule that flags each, run in the background.
+/// A command service (relay off) on a database of its own, with `pumps` pumps without
+/// a driver, running a rule that flags each in the background.
+struct FlagRun {
+    _database: TestDatabase,
+    _nats: TestNats,
+    command: apps::Running,
+    pool: PgPool,
+    /// The rule's id.
+    rule: serde_json::Value,
+    batch: uuid::Uuid,
+}
+
+async fn flag_pumps_in_the_background(pumps: usize) -> anyhow::Result<FlagRun> {
     let database = TestDatabase::create().await?;
     let nats = TestNats::new();
     let command = apps::command_service(&database, &nats.args, false).await?;
@@ -86,7 +92,7 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
     synapse_tests::client::post_csv(
         &http,
         &command.url("/assets/import"),
-        synapse_tests::plant::as_csv(&synapse_tests::plant::pumps(3_000)),
+        synapse_tests::plant::as_csv(&synapse_tests::plant::pumps(pumps)),
     )
     .await?
     .expect_status(201);
@@ -97,16 +103,43 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
         Some(&synapse_tests::plant::pump_flag_rule()),
     )
     .await?
-    .expect_status(201);
+    .expect_status(201)
+    .body["id"]
+        .clone();
     let started = send(
         &http,
         Method::POST,
         &command.url("/rules/execute"),
-        Some(&json!({"rule_ids": [rule.body["id"]]})),
+        Some(&json!({"rule_ids": [rule]})),
     )
     .await?
     .expect_status(202);
-    let batch: uuid::Uuid = serde_json::from_value(started.body["correlation_id"].clone())?;
+    let batch = serde_json::from_value(started.body["correlation_id"].clone())?;
+    Ok(FlagRun {
+        _database: database,
+        _nats: nats,
+        command,
+        pool,
+        rule,
+        batch,
+    })
+}
+
+/// An executor that stalled past its heartbeat (a paused process, a long GC-like stop)
+/// while another replica's sweep failed its batch, and possibly rolled it back, must
+/// write nothing more in the batch's name when it wakes up.
+#[tokio::test]
+async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() -> anyhow::Result<()>
+{
+    // Arrange: 3,000 pumps and a rule that flags each, run in the background.
+    let FlagRun {
+        _database,
+        _nats,
+        command,
+        pool,
+        rule,
+        batch,
+    } = flag_pumps_in_the_background(3_000).await?;
 
     // Act: another replica's sweep judges it abandoned while it runs (a sweep skips a
     // batch whose row a chunk holds, so try until one lands between chunks).
@@ -206,7 +239,7 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
     .fetch_one(&pool)
     .await?;
     assert!(executed > 0, "a chunk landed before the sweep");
-    assert_eq!(failure["rules"][0]["rule_id"], rule.body["id"]);
+    assert_eq!(failure["rules"][0]["rule_id"], rule);
     assert_eq!(failure["rules"][0]["counts"]["executed"], executed);
     assert_eq!(failure["totals"]["executed"], executed);
     assert_eq!(failure["totals"]["findings"], findings);
@@ -219,51 +252,24 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
 async fn an_execution_carries_on_when_its_connection_is_terminated_between_statements(
 ) -> anyhow::Result<()> {
     // Arrange: 5,000 pumps without a driver and a rule that flags each.
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
-    let pool = PgPool::connect(&database.url).await?;
-    synapse_tests::client::post_csv(
-        &http,
-        &command.url("/assets/import"),
-        synapse_tests::plant::as_csv(&synapse_tests::plant::pumps(5_000)),
-    )
-    .await?
-    .expect_status(201);
-    let rule = send(
-        &http,
-        Method::POST,
-        &command.url("/rules"),
-        Some(&synapse_tests::plant::pump_flag_rule()),
-    )
-    .await?
-    .expect_status(201);
-    let started = send(
-        &http,
-        Method::POST,
-        &command.url("/rules/execute"),
-        Some(&json!({"rule_ids": [rule.body["id"]]})),
-    )
-    .await?
-    .expect_status(202);
-    let batch: uuid::Uuid = serde_json::from_value(started.body["correlation_id"].clone())?;
+    let run = flag_pumps_in_the_background(5_000).await?;
+    let (pool, batch) = (&run.pool, run.batch);
 
     // Act: terminate the service's connections that wait inside a transaction (a
     // chunk being planned or written), three times.
     let mut terminated = 0;
-    while terminated < 3 && !command_service::store::batches::finished(&pool, batch).await? {
+    while terminated < 3 && !command_service::store::batches::finished(pool, batch).await? {
         let (killed,): (i64,) = sqlx::query_as(
             "select count(*) filter (where pg_terminate_backend(pid)) from pg_stat_activity
              where datname = current_database() and pid <> pg_backend_pid()
                and state = 'idle in transaction'",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await?;
         terminated += killed;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    while !command_service::store::batches::finished(&pool, batch).await? {
+    while !command_service::store::batches::finished(pool, batch).await? {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -273,7 +279,7 @@ async fn an_execution_carries_on_when_its_connection_is_terminated_between_state
     let (status,): (String,) =
         sqlx::query_as("select status from batches where correlation_id = $1")
             .bind(batch)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await?;
     assert_eq!(status, "completed");
     let (raised, findings): (i64, i64) = sqlx::query_as(
@@ -282,8 +288,8 @@ async fn an_execution_carries_on_when_its_connection_is_terminated_between_state
                 (select count(*) from findings)",
     )
     .bind(batch)
-    .fetch_one(&pool)
+    .fetch_one(pool)
     .await?;
     assert_eq!((raised, findings), (5_000, 5_000));
-    command.stop().await
+    run.command.stop().await
 }

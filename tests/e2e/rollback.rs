@@ -114,6 +114,24 @@ impl Setup {
         Ok(())
     }
 
+    /// Set `asset`'s `rated_power_kw` to each of `powers` in turn, one `PATCH` each; their
+    /// batches.
+    async fn set_power(&self, asset: uuid::Uuid, powers: &[i64]) -> anyhow::Result<Vec<String>> {
+        let mut batches = Vec::new();
+        for kw in powers {
+            let reply = send(
+                &self.http,
+                Method::PATCH,
+                &self.command.url(&format!("/assets/{asset}")),
+                Some(&json!({"properties": {"rated_power_kw": kw}})),
+            )
+            .await?
+            .expect_status(200);
+            batches.push(correlation_id(&reply));
+        }
+        Ok(batches)
+    }
+
     /// The dry run of a cascade rollback of `batch`, which must say it would roll
     /// `batch` back after the batches `order` with `counts` (restored, deleted,
     /// recreated), and write nothing; how many it would restore in all.
@@ -452,18 +470,7 @@ async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
     // Arrange: M-100's power 10 → 11 (batch T), → 12 (L1), → 13 (L2).
     let setup = setup().await?;
     let m100 = setup.asset_id("M-100").await?;
-    let mut batches = Vec::new();
-    for kw in [10, 11, 12, 13] {
-        let reply = send(
-            &setup.http,
-            Method::PATCH,
-            &setup.command.url(&format!("/assets/{m100}")),
-            Some(&json!({"properties": {"rated_power_kw": kw}})),
-        )
-        .await?
-        .expect_status(200);
-        batches.push(correlation_id(&reply));
-    }
+    let batches = setup.set_power(m100, &[10, 11, 12, 13]).await?;
     let (t, l1, l2) = (&batches[1], &batches[2], &batches[3]);
     let logged = setup.logged().await?;
 
@@ -511,18 +518,7 @@ async fn a_cascades_dry_run_stops_where_a_later_batch_set_the_value_back() -> an
     let setup = setup().await?;
     let before = setup.state().await?;
     let m100 = setup.asset_id("M-100").await?;
-    let mut batches = Vec::new();
-    for kw in [60, 70, 60, 80] {
-        let reply = send(
-            &setup.http,
-            Method::PATCH,
-            &setup.command.url(&format!("/assets/{m100}")),
-            Some(&json!({"properties": {"rated_power_kw": kw}})),
-        )
-        .await?
-        .expect_status(200);
-        batches.push(correlation_id(&reply));
-    }
+    let batches = setup.set_power(m100, &[60, 70, 60, 80]).await?;
     let (t, l3) = (&batches[0], &batches[3]);
 
     // Act + Assert: the dry run lists L3 alone, as the cascade then rolls back L3 alone
@@ -548,18 +544,7 @@ async fn a_cascade_retried_after_its_first_attempt_stopped_names_every_rollback_
     // rolled L back and then stopped (the service killed before T's own rollback).
     let setup = setup().await?;
     let m100 = setup.asset_id("M-100").await?;
-    let mut batches = Vec::new();
-    for kw in [11, 12] {
-        let reply = send(
-            &setup.http,
-            Method::PATCH,
-            &setup.command.url(&format!("/assets/{m100}")),
-            Some(&json!({"properties": {"rated_power_kw": kw}})),
-        )
-        .await?
-        .expect_status(200);
-        batches.push(correlation_id(&reply));
-    }
+    let batches = setup.set_power(m100, &[11, 12]).await?;
     let t: uuid::Uuid = batches[0].parse()?;
     let first_attempt =
         command_service::rollback::cascade::clear_the_way(&setup.pool, "admin", t).await?;
