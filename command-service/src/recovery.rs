@@ -47,8 +47,13 @@ pub async fn fail_abandoned(
 ) -> Result<Vec<Uuid>, crate::store::AppendError> {
     let mut transaction = pool.begin().await?;
     let stale: Vec<(Uuid, i64, String, String, chrono::DateTime<Utc>)> = sqlx::query_as(
+        // The batch's newest version: its row's, which `for update` reads as the
+        // last chunk committed it (an executor records it with each chunk), or the
+        // log's. The log's alone is read as of the statement's start, and a chunk
+        // committed between that and the row lock made the sweep append a version the
+        // chunk had taken (a unique violation, the sweep failing until the next round).
         "select b.correlation_id,
-                 coalesce((select max(e.aggregate_version) from workflow_events e where e.aggregate_id = b.correlation_id), 0),
+                 greatest(b.version, coalesce((select max(e.aggregate_version) from workflow_events e where e.aggregate_id = b.correlation_id), 0)),
                  b.actor, b.kind, b.heartbeat_at
          from batches b
          where b.status = 'running' and b.heartbeat_at < now() - make_interval(secs => $1)
