@@ -276,12 +276,15 @@ async fn an_execution_carries_on_when_its_connection_is_terminated_between_state
     // Assert: the batch completed, every pump flagged once (before: failed at the
     // first terminated connection).
     assert!(terminated > 0, "no chunk was caught inside its transaction");
-    let (status,): (String,) =
-        sqlx::query_as("select status from batches where correlation_id = $1")
-            .bind(batch)
-            .fetch_one(pool)
-            .await?;
-    assert_eq!(status, "completed");
+    let (status, error): (String, Option<String>) = sqlx::query_as(
+        "select b.status, (select e.payload->>'error' from workflow_events e
+                           where e.correlation_id = b.correlation_id and e.event_type = 'BATCH_FAILED')
+         from batches b where b.correlation_id = $1",
+    )
+    .bind(batch)
+    .fetch_one(pool)
+    .await?;
+    assert_eq!(status, "completed", "{error:?}");
     let (raised, findings): (i64, i64) = sqlx::query_as(
         "select (select count(*) from workflow_events
                  where correlation_id = $1 and event_type = 'FINDING_RAISED'),

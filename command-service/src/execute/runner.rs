@@ -146,20 +146,20 @@ impl Execution {
     /// Run `rule` chunk by chunk; `counts` are those of the chunks committed so far,
     /// also when it fails.
     async fn run_rule(&mut self, rule: &CompiledRule, counts: &mut Counts) -> anyhow::Result<()> {
-        let mut transaction = self.pool.begin().await?;
-        // The assets selected now: not what this rule (or anyone) creates meanwhile.
-        let selection = asset_store::select_for_execution(&mut transaction, &self.filter).await?;
+        let mut attempt = 0;
+        let selection = loop {
+            let batch = self.batch.clone();
+            match self.start_rule(rule).await {
+                Ok(selection) => break selection,
+                Err(error) if attempt + 1 < CHUNK_ATTEMPTS && retryable(&error) => {
+                    self.batch = batch;
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        };
         let total = selection.total;
-        let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "total": total});
-        let started = apply::rule_event(
-            &mut self.batch,
-            rule,
-            EventType::RuleExecutionStarted,
-            payload,
-        );
-        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
-        append(&mut transaction, vec![started]).await?;
-        transaction.commit().await?;
 
         let mut after = Uuid::nil();
         let mut pace = Pace::new();
@@ -280,6 +280,45 @@ impl Execution {
                 }
             }
         }
+        let mut attempt = 0;
+        loop {
+            let batch = self.batch.clone();
+            match self.complete_rule(rule, counts).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt + 1 < CHUNK_ATTEMPTS && retryable(&error) => {
+                    self.batch = batch;
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    /// `RULE_EXECUTION_STARTED` of `rule`, with the assets it runs over: those selected
+    /// now, not what this rule (or anyone) creates meanwhile.
+    async fn start_rule(&mut self, rule: &CompiledRule) -> Result<Selection, AppendError> {
+        let mut transaction = self.pool.begin().await?;
+        let selection = asset_store::select_for_execution(&mut transaction, &self.filter).await?;
+        let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "total": selection.total});
+        let started = apply::rule_event(
+            &mut self.batch,
+            rule,
+            EventType::RuleExecutionStarted,
+            payload,
+        );
+        batches::record(&mut transaction, &self.batch, BatchStatus::Running).await?;
+        append(&mut transaction, vec![started]).await?;
+        transaction.commit().await?;
+        Ok(selection)
+    }
+
+    /// `RULE_EXECUTION_COMPLETED` of `rule` with its final `counts`.
+    async fn complete_rule(
+        &mut self,
+        rule: &CompiledRule,
+        counts: &Counts,
+    ) -> Result<(), AppendError> {
         let mut transaction = self.pool.begin().await?;
         let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "counts": counts});
         let completed = apply::rule_event(
