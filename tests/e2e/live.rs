@@ -17,7 +17,7 @@ use synapse_tests::drive::{
 };
 use synapse_tests::nats_server::OwnNatsServer;
 use synapse_tests::plant::{
-    as_csv, instrument_range_rule, pump_flag_rule, pumps, small_plant, vfd_rule,
+    as_csv, instrument_range_rule, motors, pump_flag_rule, pumps, small_plant, vfd_rule,
 };
 use synapse_tests::stream::{read_all, wait_for_messages};
 use synapse_tests::ws::{self, Socket};
@@ -830,6 +830,66 @@ async fn a_client_too_far_behind_is_told_where_to_resume_and_resumes_without_a_g
         rest.into_iter().map(message).collect::<Vec<_>>()
     );
     Ok(())
+}
+
+#[tokio::test]
+async fn a_client_resuming_while_the_projection_is_stopped_is_not_told_it_lagged(
+) -> anyhow::Result<()> {
+    // Arrange: small buffers and no projection yet; a batch pushes the hub's memory
+    // past the read models, so a client resuming from the start waits for them while a
+    // second batch, far larger than its buffer, goes by live.
+    let limits = LiveLimits {
+        ring_capacity: 16,
+        broadcast_capacity: 16,
+        ..LiveLimits::default()
+    };
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, true).await?;
+    let query = apps::query_service_with_limits(&database, &nats.args, limits).await?;
+    wait_for_hub(&query, &nats.args, 0).await;
+    let pool = sqlx::PgPool::connect(&database.url).await?;
+    let http = http_client();
+    let import = |assets: Vec<Value>| {
+        http.post(command.url("/assets/import"))
+            .header("content-type", "text/csv")
+            .body(as_csv(&assets))
+            .send()
+    };
+    assert_eq!(import(pumps(100)).await?.status(), 201);
+    let head = synapse_shared::event_log::head(&pool).await?;
+    wait_for_hub(&query, &nats.args, head).await;
+    let mut resumed = subscribe(query.port, json!({"type": "subscribe", "after": 0})).await;
+    assert_eq!(import(motors("M-", 100, json!({}))).await?.status(), 201);
+    let head = synapse_shared::event_log::head(&pool).await?;
+    wait_for_hub(&query, &nats.args, head).await;
+
+    // Act: the projection starts (as after an outage) and catches up.
+    let projection = apps::projection_service(&database, &nats.args).await?;
+    let log = synapse_shared::event_log::read_after(&pool, 0, i64::MAX).await?;
+    let replayed = receive_events(&mut resumed, log.len()).await;
+    // ...and the client stays on the live feed.
+    let created = send(
+        &http,
+        reqwest::Method::POST,
+        &command.url("/assets"),
+        Some(&json!({"tag": "P-9999", "asset_type": "CENTRIFUGAL_PUMP",
+                     "discipline": "MECHANICAL", "properties": {}})),
+    )
+    .await?
+    .expect_status(201);
+    let live = synapse_shared::event_log::read_after(&pool, head, i64::MAX).await?;
+    let followed = receive_events(&mut resumed, live.len()).await;
+
+    // Assert: the whole log once, in order, and no LAGGED although each batch was more
+    // than six times the client's buffer.
+    assert!(log.len() > 2 * 100, "{}", log.len());
+    assert_eq!(replayed, log.iter().map(message).collect::<Vec<_>>());
+    assert_eq!(created.body["asset"]["tag"], "P-9999");
+    assert_eq!(followed, live.iter().map(message).collect::<Vec<_>>());
+    projection.stop().await?;
+    query.stop().await?;
+    command.stop().await
 }
 
 // ---------------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 //! 1. subscribe to the hub first, so nothing published from now on can be missed;
 //! 2. with `after`, page through `rm_events` above it, repeating until the projectors'
 //!    checkpoint has reached the hub's `evicted_upto` (everything older than the hub's
-//!    memory is then in the read models);
+//!    memory is then in the read models); while the projectors are behind, subscribe
+//!    afresh before each wait, so live events piling up meanwhile never overflow the
+//!    receiver (the new subscription's ring and `evicted_upto` cover what the old one
+//!    had buffered);
 //! 3. send the hub's ring snapshot above the last position sent (it covers
 //!    `evicted_upto..latest`);
 //! 4. forward live events, skipping anything at or below the last position covered.
@@ -70,26 +73,29 @@ pub async fn run(
     }
     let covered_upto = match after {
         None => subscription.latest,
-        Some(after) => match catch_up(&pool, &filters, after, &mut subscription, &outbound).await {
-            Ok(covered_upto) => covered_upto,
-            Err(Stop::SessionClosed) => return,
-            Err(Stop::Database(error)) => {
-                tracing::error!(%error, "live feed: replay from the read models failed");
-                let _ = outbound
-                    .send(Outbound::Close {
-                        code: CLOSE_UNAVAILABLE,
-                        reason: "read models unavailable; resume later",
-                    })
-                    .await;
-                return;
+        Some(after) => {
+            match catch_up(&hub, &pool, &filters, after, &mut subscription, &outbound).await {
+                Ok(covered_upto) => covered_upto,
+                Err(Stop::SessionClosed) => return,
+                Err(Stop::Database(error)) => {
+                    tracing::error!(%error, "live feed: replay from the read models failed");
+                    let _ = outbound
+                        .send(Outbound::Close {
+                            code: CLOSE_UNAVAILABLE,
+                            reason: "read models unavailable; resume later",
+                        })
+                        .await;
+                    return;
+                }
             }
-        },
+        }
     };
     follow(subscription, &filters, covered_upto, &outbound).await;
 }
 
 /// Steps 2 and 3: returns the position up to which every matching event has been sent.
 async fn catch_up(
+    hub: &Hub,
     pool: &PgPool,
     filters: &Filters,
     after: i64,
@@ -121,6 +127,9 @@ async fn catch_up(
             break;
         }
         tokio::time::sleep(PROJECTOR_POLL).await;
+        // Everything the old receiver buffered is in the new ring or at or below the new
+        // `evicted_upto`, which the read models must reach before the ring is sent.
+        *subscription = hub.subscribe(true).await;
     }
     for event in subscription.recent.drain(..) {
         if event.position() > last_sent && filters.matches(&event.envelope) {
