@@ -2405,6 +2405,104 @@ async fn no_import_edit_or_rule_writes_what_a_request_may_not_send() -> anyhow::
 }
 
 #[tokio::test]
+async fn what_a_rule_makes_that_cannot_be_stored_is_a_rule_error_not_a_failed_batch(
+) -> anyhow::Result<()> {
+    // Arrange: rules whose expressions and templates make, at run time, a NUL character
+    // (which Postgres cannot store), an unsigned integer beyond i64, and a blank
+    // finding message; one more rule that writes a fine value after them (rules of
+    // one priority run by name).
+    let setup = setup(false).await?;
+    let on_m100 = |name: &str, then: Value| {
+        json!({"name": name, "discipline": "ELECTRICAL", "when": "asset.tag == 'M-100'",
+               "then": [then]})
+    };
+    let mut rules = Vec::new();
+    for (name, then) in [
+        (
+            "1 Nul value",
+            json!({"type": "set_property", "name": "note", "value": "'a\\u0000b'"}),
+        ),
+        (
+            "2 Nul name",
+            json!({"type": "upsert_asset", "tag": "{asset.tag}-VFD", "asset_type": "VFD",
+                            "discipline": "ELECTRICAL", "name": "VFD{'\\u0000'}"}),
+        ),
+        (
+            "3 Nul message",
+            json!({"type": "flag", "severity": "error", "message": "bad{'\\u0000'}"}),
+        ),
+        (
+            "4 Huge serial",
+            json!({"type": "set_property", "name": "serial",
+                               "value": "18446744073709551615u"}),
+        ),
+        (
+            "5 Blank message",
+            json!({"type": "flag", "severity": "error", "message": "{' '}"}),
+        ),
+        (
+            "6 Fine",
+            json!({"type": "set_property", "name": "checked", "value": "true"}),
+        ),
+    ] {
+        rules.push(setup.define(&on_m100(name, then)).await?);
+    }
+    let logged = setup.events().await?.len();
+
+    // Act
+    let dry_run = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"rule_ids": rules, "dry_run": true})),
+    )
+    .await?;
+    let report = setup
+        .execute(json!({"rule_ids": rules, "wait": true}))
+        .await?;
+
+    // Assert: the dry run and the run both finish; each bad rule is one RULE_ERROR that
+    // says why and writes nothing, and the last rule's change lands.
+    assert_eq!(dry_run.status, 200, "{:?}", dry_run.body);
+    assert_eq!(report["status"], "completed", "{report}");
+    let errors: Vec<i64> = report["rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|rule| rule["counts"]["errors"].as_i64().unwrap_or(-1))
+        .collect();
+    assert_eq!(errors, [1, 1, 1, 1, 1, 0], "{report}");
+    let events = setup.events().await?;
+    let messages: Vec<String> = events[logged..]
+        .iter()
+        .filter(|e| e.event_type.as_str() == "RULE_ERROR")
+        .map(|e| e.payload["error"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(messages.len(), 5, "{messages:?}");
+    for (message, expected) in messages.iter().zip([
+        "properties.note: contains a NUL character",
+        "name: contains a NUL character",
+        "the finding's message contains a NUL character",
+        "properties.serial: 18446744073709551615 is beyond the integers a property holds",
+        "the finding's message renders blank",
+    ]) {
+        assert!(message.contains(expected), "{message:?} lacks {expected:?}");
+    }
+    let (properties, assets, findings): (Value, i64, i64) = sqlx::query_as(
+        "select (select properties from assets where tag = 'M-100'),
+                (select count(*) from assets where tag like 'M-100%'),
+                (select count(*) from findings)",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(properties["checked"], json!(true));
+    assert_eq!(properties.get("note"), None);
+    assert_eq!(properties.get("serial"), None);
+    assert_eq!((assets, findings), (1, 0));
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rule_computing_a_decimal_number_settles_after_one_run() -> anyhow::Result<()> {
     // Arrange: 90.5 * 1.1 is 99.55000000000001 as a double, whose stored text read back
     // without an exact parse was one step off, so every run "changed" it again.

@@ -373,6 +373,47 @@ async fn duplicate_tags_ragged_rows_and_non_numeric_cells_are_all_listed_and_not
 }
 
 #[tokio::test]
+async fn nul_characters_and_invisible_tag_characters_are_listed_by_row_and_column(
+) -> anyhow::Result<()> {
+    // Arrange: a NUL (which Postgres cannot store) in a name and in a property, under
+    // UTF-8 and Windows-1252; tags made look-alikes by a zero-width space and a BOM.
+    let app = ImportApp::spawn().await?;
+    let file = "tag,asset_type,discipline,name,note\n\
+                M-1,MOTOR,ELECTRICAL,Motor\u{0}1,fine\n\
+                M-2,MOTOR,ELECTRICAL,Motor 2,a\u{0}b\n\
+                M-3\u{200B},MOTOR,ELECTRICAL,Motor 3,fine\n\
+                \u{FEFF}M-4,MOTOR,ELECTRICAL,Motor 4,fine\n";
+    let windows_1252 = b"tag,asset_type,discipline,note\nM-1,MOTOR,ELECTRICAL,\xe9\x00\n";
+
+    // Act
+    let reply = app.import("", file).await?;
+    let decoded = app
+        .import("encoding=windows-1252", windows_1252.to_vec())
+        .await?;
+
+    // Assert
+    assert_problem(&reply, 422, "invalid-csv");
+    let nul = "contains a NUL character (U+0000), which cannot be stored";
+    let invisible = "must not contain whitespace, control or invisible characters";
+    assert_eq!(
+        reply.body["errors"],
+        json!([
+            {"row": 2, "column": "name", "message": nul},
+            {"row": 3, "column": "note", "message": nul},
+            {"row": 4, "column": "tag", "message": invisible},
+            {"row": 5, "column": "tag", "message": invisible},
+        ])
+    );
+    assert_problem(&decoded, 422, "invalid-csv");
+    assert_eq!(
+        decoded.body["errors"],
+        json!([{"row": 2, "column": "note", "message": nul}])
+    );
+    app.assert_nothing_written().await?;
+    app.stop().await
+}
+
+#[tokio::test]
 async fn a_file_without_a_header_or_required_column_or_rows_is_refused() -> anyhow::Result<()> {
     // Arrange
     let app = ImportApp::spawn().await?;

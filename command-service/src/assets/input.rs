@@ -69,12 +69,32 @@ pub fn check_tag(tag: &str, errors: &mut Vec<FieldError>) {
             "tag",
             format!("longer than {MAX_TEXT} bytes"),
         ));
-    } else if tag.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    } else if tag
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || is_invisible(c))
+    {
         errors.push(FieldError::new(
             "tag",
-            "must not contain whitespace or control characters",
+            "must not contain whitespace, control or invisible characters",
         ));
     }
+}
+
+/// Unicode format characters that print as nothing (zero-width spaces and joiners, the
+/// byte-order mark, bidirectional marks, the soft hyphen): two tags that differ only by
+/// one would look the same.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// What [`is_code`] asks of a code, as an error message.
@@ -98,13 +118,39 @@ pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Str
     value.to_ascii_uppercase()
 }
 
+/// Why Postgres cannot store a text: it holds no NUL character (U+0000) in `text` or
+/// `jsonb`. JSON bodies are refused before they get here; a CSV cell or a string a
+/// rule makes at run time is checked with this.
+const NUL_MESSAGE: &str = "contains a NUL character (U+0000), which cannot be stored";
+
 /// Check an optional free-text field.
 pub fn check_text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {
-    if value.is_some_and(|text| text.len() > MAX_TEXT) {
+    let Some(text) = value else { return };
+    if text.len() > MAX_TEXT {
         errors.push(FieldError::new(
             field,
             format!("longer than {MAX_TEXT} bytes"),
         ));
+    } else if text.contains('\0') {
+        errors.push(FieldError::new(field, NUL_MESSAGE));
+    }
+}
+
+/// What is wrong with a property's value, if anything: a string too long or holding a
+/// NUL, an integer beyond what a signed 64-bit number holds (a rule's unsigned
+/// arithmetic can make one; a request cannot send one).
+fn value_error(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if text.len() > MAX_STRING_PROPERTY => {
+            Some(format!("longer than {MAX_STRING_PROPERTY} bytes"))
+        }
+        Value::String(text) if text.contains('\0') => Some(NUL_MESSAGE.to_owned()),
+        Value::Number(number) if number.is_u64() && !number.is_i64() => Some(format!(
+            "{number} is beyond the integers a property holds ({} to {})",
+            i64::MIN,
+            i64::MAX
+        )),
+        _ => None,
     }
 }
 
@@ -134,12 +180,11 @@ pub fn check_properties(
             ));
         }
         match value {
-            Value::Number(_) | Value::Bool(_) => {}
-            Value::String(text) if text.len() <= MAX_STRING_PROPERTY => {}
-            Value::String(_) => errors.push(FieldError::new(
-                field,
-                format!("longer than {MAX_STRING_PROPERTY} bytes"),
-            )),
+            Value::Number(_) | Value::Bool(_) | Value::String(_) => {
+                if let Some(message) = value_error(value) {
+                    errors.push(FieldError::new(field, message));
+                }
+            }
             Value::Null if allow_null => {}
             _ => errors.push(FieldError::new(
                 field,
@@ -170,7 +215,7 @@ pub fn check_merged_properties(
 }
 
 /// Check what a rule's change writes as [`check_text`] and [`check_properties`] check
-/// what a request sends: `name` and `area`, the string properties that differ from
+/// what a request sends: `name` and `area`, the property values that differ from
 /// `before`'s, and the merged properties' count.
 pub fn check_written(
     name: Option<&str>,
@@ -183,13 +228,8 @@ pub fn check_written(
     check_text("area", area, errors);
     for (key, value) in after {
         let new = before.and_then(|before| before.get(key)) != Some(value);
-        if let (true, Value::String(text)) = (new, value) {
-            if text.len() > MAX_STRING_PROPERTY {
-                errors.push(FieldError::new(
-                    format!("properties.{key}"),
-                    format!("longer than {MAX_STRING_PROPERTY} bytes"),
-                ));
-            }
+        if let Some(message) = value_error(value).filter(|_| new) {
+            errors.push(FieldError::new(format!("properties.{key}"), message));
         }
     }
     check_merged_properties(before, after, errors);
@@ -207,6 +247,54 @@ mod tests {
         check_properties(properties.as_object().unwrap(), false, &mut errors);
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, vec!["properties.tags", "properties.wiring"]);
+    }
+
+    #[test]
+    fn a_tag_with_an_invisible_character_is_refused() {
+        for tag in [
+            "P-101\u{200B}",
+            "\u{FEFF}P-101",
+            "P-\u{00AD}101",
+            "P-101\u{202E}",
+        ] {
+            let mut errors = Vec::new();
+            check_tag(tag, &mut errors);
+            assert_eq!(errors.len(), 1, "{tag:?}");
+        }
+        let mut errors = Vec::new();
+        check_tag("P-101/Ä", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn a_nul_or_an_integer_beyond_i64_is_refused_where_it_would_be_stored() {
+        let mut errors = Vec::new();
+        check_text("name", Some("Motor\0"), &mut errors);
+        let properties = json!({"note": "a\0b", "serial": u64::MAX, "kw": -5, "big": i64::MAX});
+        check_properties(properties.as_object().unwrap(), false, &mut errors);
+        check_written(
+            None,
+            Some("U\0"),
+            None,
+            properties.as_object().unwrap(),
+            &mut errors,
+        );
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "name",
+                "properties.note",
+                "properties.serial",
+                "area",
+                "properties.note",
+                "properties.serial"
+            ]
+        );
+        assert!(
+            errors[2].message.contains("18446744073709551615"),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -422,7 +422,7 @@ fn desired_changes(
                 }
             }
             CompiledAction::Flag { severity, message } => {
-                let message = message.render(context)?;
+                let message = finding_message(message.render(context)?)?;
                 let open = world.open_findings((asset.id, rule.id));
                 let raised = open.iter().any(|finding| finding.message == message);
                 if !raised && !flagged.contains(&message) {
@@ -573,6 +573,23 @@ fn resolve(
         .asset_by_tag(&tag)
         .map(|found| found.id)
         .ok_or_else(|| EvaluationError(format!("no asset with tag `{tag}`")))
+}
+
+/// A finding's rendered message: it says what is wrong, so it is not blank, and it can
+/// be stored (no NUL).
+fn finding_message(message: String) -> Result<String, EvaluationError> {
+    if message.trim().is_empty() {
+        return Err(EvaluationError(format!(
+            "the finding's message renders blank ({message:?}): it must say what is wrong"
+        )));
+    }
+    if message.contains('\0') {
+        return Err(EvaluationError(
+            "the finding's message contains a NUL character (U+0000), which cannot be stored"
+                .to_owned(),
+        ));
+    }
+    Ok(message)
 }
 
 /// Property values are scalars: numbers, strings, booleans.

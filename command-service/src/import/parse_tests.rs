@@ -89,7 +89,7 @@ fn every_bad_cell_and_ragged_row_is_reported_with_row_and_column() {
             error(
                 3,
                 Some("tag"),
-                "must not contain whitespace or control characters"
+                "must not contain whitespace, control or invisible characters"
             ),
             error(
                 3,
