@@ -91,13 +91,13 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     let (relationship_id,): (uuid::Uuid,) = sqlx::query_as("select id from relationships")
         .fetch_one(&pool)
         .await?;
-    let unfed = send(
-        &http,
-        Method::DELETE,
-        &command.url(&format!("/relationships/{relationship_id}")),
-        None,
-    )
-    .await?;
+    let mut deletions = Vec::new();
+    for query in ["?expected_version=2", "?bogus=1", "?expected_version=1"] {
+        let url = command.url(&format!("/relationships/{relationship_id}{query}"));
+        deletions.push(send(&http, Method::DELETE, &url, None).await?);
+    }
+    let [unfed_stale, unfed_unknown, unfed] =
+        <[_; 3]>::try_from(deletions).map_err(|_| anyhow::anyhow!("three deletions"))?;
     let removed = send(
         &http,
         Method::DELETE,
@@ -135,6 +135,9 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     assert_eq!(stale.status, 409);
     assert_eq!(feeds.status, 201);
     assert_eq!(feeds_again.status, 409);
+    assert_eq!(unfed_stale.status, 409, "{unfed_stale:?}");
+    assert_eq!(unfed_stale.body["type"], "/problems/version-conflict");
+    assert_eq!(unfed_unknown.status, 400, "{unfed_unknown:?}");
     assert_eq!(unfed.status, 200);
     assert_eq!(removed.status, 200);
     let events = synapse_shared::event_log::read_after(&pool, 0, 1000).await?;

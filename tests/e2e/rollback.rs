@@ -761,21 +761,9 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
         "a refused rollback writes nothing"
     );
 
-    // Act: partial
-    let partial = setup.roll_back_partially(&batch).await?;
-
-    // Assert: nothing to restore; 1,006 left alone, 1,000 of them listed.
-    assert_eq!(partial.body["restored"], 0);
-    assert_eq!(partial.body["skipped_count"], 1_006);
-    assert_eq!(
-        partial.body["skipped"].as_array().map(Vec::len),
-        Some(1_000)
-    );
-    assert_eq!(setup.state().await?, before);
-
-    // Act: the same partial rollback again, and its dry run
+    // Act: partial, and its dry run
     let logged = setup.logged().await?;
-    let again = setup
+    let partial = setup
         .post(
             "/rules/rollback",
             json!({"correlation_id": batch, "mode": "partial"}),
@@ -789,22 +777,24 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
         .await?
         .expect_status(200);
 
-    // Assert: a partial rollback took what it could already; another would restore
-    // nothing, so it is refused with the conflicts, appends nothing, and the batch still
-    // names the first as its rollback (before: 200, an empty batch that took its place).
-    assert_eq!(again.status, 409, "{again:?}");
-    assert_eq!(again.body["type"], "/problems/rollback-conflict");
+    // Assert: every aggregate conflicts and the batch raised no finding, so a partial
+    // rollback would restore nothing: it is refused like strict, with the conflicts,
+    // appends nothing and leaves the batch as it was (before: 200, an empty rollback
+    // batch that the batch then named as its rollback).
+    assert_eq!(partial.status, 409, "{partial:?}");
+    assert_eq!(partial.body["type"], "/problems/rollback-conflict");
+    assert_eq!(partial.body["detail"], refused.body["detail"]);
+    assert_eq!(partial.body["errors"].as_array().map(Vec::len), Some(1_000));
     assert_eq!(preview.body["would_roll_back"], false);
     assert_eq!(setup.logged().await?, logged);
-    let (rolled_back_by,): (Option<uuid::Uuid>,) =
-        sqlx::query_as("select rolled_back_by from batches where correlation_id = $1::uuid")
-            .bind(&batch)
-            .fetch_one(&setup.pool)
-            .await?;
-    assert_eq!(
-        rolled_back_by.map(|id| id.to_string()),
-        partial.body["correlation_id"].as_str().map(str::to_owned)
-    );
+    assert_eq!(setup.state().await?, before);
+    let (status, rolled_back_by): (String, Option<uuid::Uuid>) = sqlx::query_as(
+        "select status, rolled_back_by from batches where correlation_id = $1::uuid",
+    )
+    .bind(&batch)
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!((status.as_str(), rolled_back_by), ("completed", None));
     setup.command.stop().await
 }
 
@@ -1055,6 +1045,79 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
     let state = setup.state().await?;
     assert!(state.contains_key("asset:M-100") && state.contains_key("cable:W-M-100-PWR"));
     assert_eq!(dangling_links(&setup.pool).await?, 0);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_rollback_that_would_bring_back_a_relationship_another_one_repeats_now_is_a_conflict(
+) -> anyhow::Result<()> {
+    // Arrange: M-100 FEEDS M-101 (batch C); it is deleted (batch D), then made again as
+    // a new relationship (batch N).
+    let setup = setup().await?;
+    let (from, to) = (
+        setup.asset_id("M-100").await?,
+        setup.asset_id("M-101").await?,
+    );
+    let feeds = json!({"kind": "FEEDS", "from_asset": from, "to_asset": to});
+    setup
+        .post("/relationships", feeds.clone())
+        .await?
+        .expect_status(201);
+    let relationship_id = || async {
+        let (id,): (uuid::Uuid,) = sqlx::query_as("select id from relationships")
+            .fetch_one(&setup.pool)
+            .await?;
+        anyhow::Ok(id)
+    };
+    let old = relationship_id().await?;
+    let before = setup.state().await?;
+    let deleted = setup.delete(&format!("/relationships/{old}")).await?;
+    let created = setup
+        .post("/relationships", feeds)
+        .await?
+        .expect_status(201);
+    let after_new = setup.state().await?;
+    let rollback = |mode: &str| json!({"correlation_id": correlation_id(&deleted), "mode": mode});
+
+    // Act + Assert: the dry run says it would not roll back, strict and partial are
+    // refused naming the new relationship's batch, and nothing is written (before: a
+    // dry run that would roll back, then a 500 from the unique index).
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&deleted), "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(preview.body["would_roll_back"], false, "{:?}", preview.body);
+    let refused = setup.post("/rules/rollback", rollback("strict")).await?;
+    assert_eq!(
+        first_conflict(&refused),
+        (
+            json!(old),
+            json!("link_taken"),
+            json!([correlation_id(&created)])
+        )
+    );
+    let partial = setup.post("/rules/rollback", rollback("partial")).await?;
+    assert_eq!(partial.status, 409, "{:?}", partial.body);
+    assert_eq!(setup.state().await?, after_new);
+
+    // Act + Assert: cascade rolls the new relationship back first, then brings the old
+    // one back.
+    setup
+        .preview_cascade(
+            &correlation_id(&deleted),
+            &[&correlation_id(&created)],
+            [0, 0, 1],
+        )
+        .await?;
+    setup
+        .post("/rules/rollback", rollback("cascade"))
+        .await?
+        .expect_status(200);
+    assert_eq!(setup.state().await?, before);
+    assert_eq!(relationship_id().await?, old);
     setup.command.stop().await
 }
 

@@ -176,15 +176,17 @@ pub async fn create_relationship(
 }
 
 /// Delete a relationship (one batch).
-#[utoipa::path(delete, path = "/relationships/{id}", params(("id" = Uuid, Path)),
-    responses((status = 200, body = CommandOutcome), (status = 404, body = Problem)))]
+#[utoipa::path(delete, path = "/relationships/{id}", params(("id" = Uuid, Path), DeleteParams),
+    responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete_relationship(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(params): ApiQuery<DeleteParams>,
 ) -> Result<Response, ApiError> {
-    let request = format!("DELETE /relationships/{id}");
+    let expected = expected_version(&headers, params.expected_version)?;
+    let request = format!("DELETE /relationships/{id} {expected:?}");
     run_single_change(
         &state.pool,
         &actor,
@@ -192,7 +194,9 @@ pub async fn delete_relationship(
         &request,
         StatusCode::OK,
         move |connection, actor| {
-            Box::pin(async move { Ok(relationships::delete(connection, &actor, id).await?) })
+            Box::pin(
+                async move { Ok(relationships::delete(connection, &actor, id, expected).await?) },
+            )
         },
     )
     .await

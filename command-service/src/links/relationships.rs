@@ -74,10 +74,12 @@ pub async fn create(
     .await
 }
 
+/// Delete relationship `id`; with `expected`, only at that version (a 409 otherwise).
 pub async fn delete(
     connection: &mut PgConnection,
     actor: &str,
     id: Uuid,
+    expected: Option<i64>,
 ) -> Result<CommandOutcome, LinkError> {
     let before = relationship_store::load_for_update(connection, id)
         .await?
@@ -85,6 +87,13 @@ pub async fn delete(
             kind: "relationship",
             id,
         })?;
+    if let Some(expected) = expected.filter(|expected| *expected != before.version) {
+        return Err(LinkError::VersionConflict {
+            id,
+            expected,
+            actual: before.version,
+        });
+    }
     relationship_store::delete(connection, id).await?;
     let mut deleted = before.clone();
     deleted.version = before.version + 1;

@@ -123,7 +123,8 @@ pub struct Conflict {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
     /// `changed`: a later batch changed it. `tag_taken`: another asset or cable has its
-    /// pre-batch tag now. `linked`: an asset the batch created, which cables or
+    /// pre-batch tag now. `link_taken`: another relationship of its kind joins its two
+    /// assets now. `linked`: an asset the batch created, which cables or
     /// relationships of later batches name. `end_gone`: a cable or relationship whose
     /// pre-batch end is an asset that no longer exists.
     pub reason: &'static str,
@@ -151,6 +152,9 @@ pub struct Analysis {
     /// Every conflicting aggregate, with what the rollback would do to it once the
     /// batches in its way are rolled back (what a cascade's dry run counts).
     pub pending: Vec<Pending>,
+    /// Whether the batch raised or resolved findings, which a rollback undoes besides
+    /// its restorations.
+    pub findings: bool,
 }
 
 /// A conflicting aggregate, as a cascade would find it after rolling back the batches
@@ -411,7 +415,7 @@ pub async fn analyze(
     let mut conflicts = listed_conflicts(connection, &listed).await?;
     let mut conflict_count = conflicting.len();
     // Then, one check after the other (each on what the ones before left): what would
-    // take a tag another asset or cable has now, then what would leave links naming
+    // take a tag another asset or cable has now (or a relationship's kind and ends), then what would leave links naming
     // assets that do not exist: links brought back to ends that are gone, and assets
     // deleted that links of later batches name.
     for check in [Check::TagsTaken, Check::GoneEnds, Check::LinkedAssets] {
@@ -443,6 +447,16 @@ pub async fn analyze(
         }
         restorations.retain(|restoration| !dropped.contains(&restoration.aggregate_id));
     }
+    // Findings are the batch's own events, not aggregates: a rollback undoes them
+    // whatever conflicts.
+    let findings = sqlx::query_scalar(
+        "select exists (select 1 from workflow_events
+                        where correlation_id = $1
+                          and event_type in ('FINDING_RAISED', 'FINDING_RESOLVED'))",
+    )
+    .bind(correlation_id)
+    .fetch_one(&mut *connection)
+    .await?;
     Ok(Analysis {
         correlation_id,
         restorations,
@@ -450,6 +464,7 @@ pub async fn analyze(
         conflict_count,
         later_batches,
         pending,
+        findings,
     })
 }
 
@@ -472,7 +487,9 @@ enum Check {
 }
 
 /// The assets and cables the rollback would bring back (restore or recreate) with a tag
-/// that another one has now, which the rollback leaves as it is: their tags are unique.
+/// that another one has now, and the relationships it would bring back whose kind and
+/// ends another relationship has now, which the rollback leaves as they are: tags are
+/// unique, and so is a relationship of a kind between two assets.
 async fn tags_taken(
     connection: &mut PgConnection,
     correlation_id: Uuid,
@@ -480,7 +497,13 @@ async fn tags_taken(
 ) -> Result<Vec<Conflict>, sqlx::Error> {
     let back: Vec<Uuid> = restorations
         .iter()
-        .filter(|r| r.returns && matches!(r.aggregate_type.as_str(), "asset" | "cable"))
+        .filter(|r| {
+            r.returns
+                && matches!(
+                    r.aggregate_type.as_str(),
+                    "asset" | "cable" | "relationship"
+                )
+        })
         .map(|r| r.aggregate_id)
         .collect();
     if back.is_empty() {
@@ -499,6 +522,11 @@ async fn tags_taken(
              union all
              select c.id from cables c
              where s.aggregate_type = 'cable' and c.tag = s.state->>'tag' and c.id <> s.aggregate_id
+             union all
+             select r.id from relationships r
+             where s.aggregate_type = 'relationship' and r.kind = s.state->>'kind'
+               and r.from_asset = (s.state->>'from_asset')::uuid
+               and r.to_asset = (s.state->>'to_asset')::uuid and r.id <> s.aggregate_id
          ) h
          where s.correlation_id = $1 and s.aggregate_id = any($2) and s.state is not null
          order by s.aggregate_id",
@@ -511,9 +539,13 @@ async fn tags_taken(
         .into_iter()
         .filter(|(_, _, holder, _)| !handled.contains(holder))
         .map(|(aggregate_id, aggregate_type, _, last_batch)| Conflict {
+            reason: if aggregate_type == "relationship" {
+                "link_taken"
+            } else {
+                "tag_taken"
+            },
             aggregate_type,
             aggregate_id,
-            reason: "tag_taken",
             later_batches: last_batch
                 .filter(|batch| *batch != correlation_id)
                 .into_iter()

@@ -51,15 +51,16 @@ pub async fn lock_batch(
 pub struct Partially(pub bool);
 
 /// Whether `mode` would roll back the batch `analysis` describes. Strict refuses any
-/// conflict. Partial refuses when a partial rollback took everything it could already
-/// and every aggregate left conflicts: another would restore nothing, and only add an
-/// empty batch that the rolled-back batch would name as its rollback. Cascade clears
-/// the way first ([`preview`] says whether it would).
+/// conflict. Partial refuses when every aggregate left conflicts and no finding is left
+/// to undo (the batch raised or resolved none, or a partial rollback undid them
+/// already): it would restore nothing, and only add an empty batch that the batch would
+/// name as its rollback. Cascade clears the way first ([`preview`] says whether it
+/// would).
 pub fn goes_ahead(analysis: &Analysis, mode: Mode, partially: Partially) -> bool {
     match mode {
         _ if analysis.conflict_count == 0 => true,
         Mode::Strict => false,
-        Mode::Partial => !(partially.0 && analysis.restorations.is_empty()),
+        Mode::Partial => !analysis.restorations.is_empty() || (analysis.findings && !partially.0),
         Mode::Cascade => true,
     }
 }
