@@ -30,6 +30,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .fallback(synapse_shared::problem::not_found)
+        .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
         .layer(synapse_shared::http_metrics::layer("projection"))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -210,6 +210,16 @@ pub async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
 }
 
+/// Answer to a method a route does not serve: a 405 problem rather than an empty body
+/// (the router still sends the `Allow` header).
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "the resource does not serve this method",
+    )
+}
+
 /// Document the media type every error answer has: the responses of status 4xx and 5xx
 /// that an operation describes as `application/json` are `application/problem+json`,
 /// as [`Problem`] answers are sent. Call once the paths are known.

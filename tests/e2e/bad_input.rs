@@ -352,3 +352,64 @@ async fn an_integer_beyond_64_bits_in_a_body_is_a_422_problem_and_writes_nothing
     );
     Ok(())
 }
+
+/// A method a route does not serve, and a plain GET of the live feed, were answered
+/// with an empty or a text body: every refusal is a problem.
+#[tokio::test]
+async fn a_wrong_method_or_a_get_of_the_live_feed_without_a_handshake_is_a_problem(
+) -> anyhow::Result<()> {
+    // Arrange
+    let system = apps::System::start().await?;
+    let http = &system.http;
+    let relationship = system
+        .command
+        .url("/relationships/00000000-0000-0000-0000-000000000001");
+    let viewer = synapse_tests::auth::bearer(
+        synapse_tests::auth::Role::Viewer,
+        synapse_tests::drive::VIEWER,
+    );
+
+    // Act
+    let mut refused = Vec::new();
+    for (method, url) in [
+        (Method::PATCH, relationship),
+        (Method::POST, system.query.url("/batches")),
+        (Method::PUT, system.query.url("/ws")),
+        (Method::POST, system.projection.url("/healthz")),
+    ] {
+        let reply = http.request(method.clone(), &url).send().await?;
+        let allow = reply.headers().get("allow").cloned();
+        refused.push((
+            format!("{method} {url}"),
+            allow,
+            synapse_tests::client::Reply::from(reply).await?,
+        ));
+    }
+    let plain_get = http
+        .get(system.query.url("/ws"))
+        .header("authorization", &viewer)
+        .send()
+        .await?;
+    let plain_get = synapse_tests::client::Reply::from(plain_get).await?;
+
+    // Assert
+    for (request, allow, reply) in &refused {
+        assert_eq!(reply.status, 405, "{request}: {reply:?}");
+        assert!(reply.is_problem(), "{request}: {reply:?}");
+        assert_eq!(reply.body["type"], "/problems/method-not-allowed");
+        assert!(allow.is_some(), "{request}: no Allow header");
+    }
+    assert_eq!(plain_get.status, 400, "{plain_get:?}");
+    assert!(plain_get.is_problem(), "{plain_get:?}");
+    assert_eq!(
+        plain_get.body["type"],
+        "/problems/not-a-websocket-handshake"
+    );
+    assert!(
+        plain_get.body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("upgrade")),
+        "{plain_get:?}"
+    );
+    Ok(())
+}

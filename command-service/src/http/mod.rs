@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
     .route("/readyz", get(health::readyz))
     .route("/metrics", get(health::metrics))
     .fallback(synapse_shared::problem::not_found)
+    .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
     .layer(synapse_shared::http_metrics::layer("command"))
     .layer(TraceLayer::new_for_http())

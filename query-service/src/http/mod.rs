@@ -80,6 +80,7 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { Json(api.as_ref().clone()) }),
         )
         .fallback(synapse_shared::problem::not_found)
+        .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
         .layer(axum::middleware::from_fn(error::log_failures))
         .layer(synapse_shared::http_metrics::layer("query"))
         // Spans name the path, not the whole URI: `/ws?ticket=` carries a credential.

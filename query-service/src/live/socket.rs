@@ -10,6 +10,7 @@ use super::handshake::{authenticate, HandshakeParams};
 use super::protocol::{ClientMessage, ControlMessage};
 use super::subscription::{self, encode_control, Outbound};
 use crate::state::AppState;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -18,6 +19,7 @@ use futures::stream::SplitSink;
 use futures::{SinkExt, StreamExt};
 use std::time::Duration;
 use synapse_shared::problem::ApiQuery;
+use synapse_shared::Problem;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,6 +59,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
     responses(
         (status = 101, description = "Switching to the WebSocket protocol"),
         (status = 401, description = "No valid ticket or bearer token", body = synapse_shared::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a WebSocket handshake", body = synapse_shared::Problem, content_type = "application/problem+json"),
         (status = 403, description = "A browser origin that may not open the feed", body = synapse_shared::Problem, content_type = "application/problem+json"),
     )
 )]
@@ -64,11 +67,25 @@ pub async fn upgrade(
     State(state): State<AppState>,
     headers: HeaderMap,
     ApiQuery(params): ApiQuery<HandshakeParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     if let Err(refused) = authenticate(&state, &headers, &params) {
         return refused.into_response();
     }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        // Not a WebSocket handshake (a plain GET, a missing key, another version): a
+        // problem like every other refusal, with the status axum chose (400 or 426).
+        Err(rejection) => {
+            return Problem::new(
+                rejection.status(),
+                "not-a-websocket-handshake",
+                "the request is not a WebSocket handshake",
+            )
+            .with_detail(rejection.body_text())
+            .into_response()
+        }
+    };
     let sessions = state.sessions.clone();
     upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
