@@ -955,7 +955,7 @@ async fn a_bad_message_gets_a_protocol_error_and_the_session_stays_usable() -> a
 }
 
 #[tokio::test]
-async fn a_discipline_filter_is_a_code_in_any_case_live_and_resuming_and_never_blank(
+async fn a_discipline_filter_is_a_code_in_any_case_live_and_resuming_and_nothing_else(
 ) -> anyhow::Result<()> {
     // Arrange: a live subscriber by a lower-case discipline, before anything happens.
     let stack = Stack::start().await?;
@@ -984,7 +984,7 @@ async fn a_discipline_filter_is_a_code_in_any_case_live_and_resuming_and_never_b
     )
     .await;
     let mut refusals = Vec::new();
-    for blank in ["", "  \t"] {
+    for blank in ["", "  \t", " ELECTRICAL", "E/I"] {
         unsubscribed
             .send(Message::Text(
                 json!({"type": "subscribe", "filters": {"discipline": blank}})

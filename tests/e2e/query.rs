@@ -498,6 +498,39 @@ async fn times_before_what_postgres_holds_are_refused_like_years_too_large_to_pa
 }
 
 #[tokio::test]
+async fn a_discipline_filter_that_is_not_a_code_is_a_400_problem() -> anyhow::Result<()> {
+    // Arrange: no event can have such a discipline, so the answer was an empty page.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query = apps::query_service(&database, &nats.args).await?;
+
+    // Act + Assert
+    for route in ["/events/timeline", "/findings"] {
+        for discipline in [
+            "E%2FI",
+            "%20ELECTRICAL",
+            "ELECTRICAL%20",
+            "x".repeat(65).as_str(),
+        ] {
+            let path = format!("{route}?discipline={discipline}");
+            let reply = get_as_viewer(&query, &path).await?;
+            assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
+            assert!(reply.is_problem(), "GET {path}: {reply:?}");
+            assert_eq!(reply.body["type"], "/problems/invalid-query", "GET {path}");
+            assert!(
+                reply.body["detail"]
+                    .as_str()
+                    .is_some_and(|detail| detail.contains("discipline code")),
+                "GET {path}: {reply:?}"
+            );
+        }
+        let lower_case = get_as_viewer(&query, &format!("{route}?discipline=electrical")).await?;
+        assert_eq!(lower_case.status, 200, "{lower_case:?}");
+    }
+    query.stop().await
+}
+
+#[tokio::test]
 async fn every_route_refuses_a_parameter_it_does_not_know_with_a_400_problem() -> anyhow::Result<()>
 {
     // Arrange

@@ -97,18 +97,7 @@ fn is_invisible(c: char) -> bool {
     )
 }
 
-/// What [`is_code`] asks of a code, as an error message.
-pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
-
-/// Whether `value` is a code such as a discipline, asset type, cable type or
-/// relationship kind.
-pub fn is_code(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-}
+pub use synapse_shared::domain::{is_code, CODE_FORMAT};
 
 /// Check a code such as a discipline or asset type and return it upper-cased.
 pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {

@@ -117,7 +117,8 @@ pub async fn detail(
             "`limit` must be between 1 and {MAX_LIMIT}, got {limit}"
         )));
     }
-    let discipline = disciplines::code(&discipline);
+    // A path that is not a code names no discipline: not found, like an unknown one.
+    let discipline = disciplines::code(&discipline).unwrap_or(discipline);
     let mut snapshot = crate::read::snapshot(&state.pool).await?;
     let counts = disciplines::type_counts(&mut snapshot, Some(&discipline)).await?;
     let Some(mut summary) = summarise(counts).pop() else {

@@ -1,6 +1,6 @@
 //! `GET /findings`: the open findings of `flag` rules.
 
-use crate::http::error::{one_of, ApiError};
+use crate::http::error::{invalid_query, one_of, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::read::disciplines;
 use crate::read::findings::{self, FindingFilter, FindingRow};
@@ -68,7 +68,12 @@ pub async fn list(
     let filter = FindingFilter {
         asset_id: params.asset_id,
         rule_id: params.rule_id,
-        discipline: params.discipline.as_deref().map(disciplines::code),
+        discipline: params
+            .discipline
+            .as_deref()
+            .map(disciplines::code)
+            .transpose()
+            .map_err(invalid_query)?,
         severity: one_of("severity", params.severity, SEVERITIES)?,
     };
     let rows = findings::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;

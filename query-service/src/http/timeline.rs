@@ -94,7 +94,12 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         with_links_of_asset: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
-        discipline: params.discipline.as_deref().map(disciplines::code),
+        discipline: params
+            .discipline
+            .as_deref()
+            .map(disciplines::code)
+            .transpose()
+            .map_err(invalid_query)?,
         actor: params.actor.clone(),
         from: params.from,
         to: params.to,

@@ -64,18 +64,18 @@ pub struct Filters {
     pub discipline: Option<String>,
 }
 
-/// Deserialize the `discipline` filter through [`disciplines::code`]. A blank one is
-/// refused: no event has it, so the subscription would silently receive nothing.
+/// Deserialize the `discipline` filter through [`disciplines::code`]. A blank one, or
+/// any other that is not a code, is refused: no event has it, so the subscription
+/// would silently receive nothing.
 fn discipline_code<'de, D>(deserializer: D) -> Result<Option<String>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    match Option::<String>::deserialize(deserializer)? {
-        Some(discipline) if discipline.trim().is_empty() => Err(D::Error::custom(
-            "`discipline` must be a discipline code such as `ELECTRICAL`, not blank",
-        )),
-        discipline => Ok(discipline.as_deref().map(disciplines::code)),
-    }
+    Option::<String>::deserialize(deserializer)?
+        .as_deref()
+        .map(disciplines::code)
+        .transpose()
+        .map_err(D::Error::custom)
 }
 
 impl Filters {

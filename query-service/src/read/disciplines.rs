@@ -5,12 +5,20 @@ use serde::Serialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-/// A discipline as the read models hold it. Disciplines are codes the command side
-/// stores upper-cased, so `electrical` asks for `ELECTRICAL`; every filter by
-/// discipline, over HTTP and on the live feed, goes through here so that they all
-/// select the same events.
-pub fn code(discipline: &str) -> String {
-    discipline.to_ascii_uppercase()
+/// A discipline as the read models hold it, or why `discipline` cannot be one.
+/// Disciplines are codes the command side stores upper-cased, so `electrical` asks
+/// for `ELECTRICAL`, and `E/I` or ` ELECTRICAL` (which no event can have) is refused
+/// rather than answered with nothing; every filter by discipline, over HTTP and on the
+/// live feed, goes through here so that they all select the same events.
+pub fn code(discipline: &str) -> Result<String, String> {
+    if synapse_shared::domain::is_code(discipline) {
+        Ok(discipline.to_ascii_uppercase())
+    } else {
+        Err(format!(
+            "`discipline` is a discipline code such as `ELECTRICAL`: it {}",
+            synapse_shared::domain::CODE_FORMAT
+        ))
+    }
 }
 
 /// How many events of one type a discipline has.
