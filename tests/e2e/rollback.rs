@@ -1049,6 +1049,59 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
 }
 
 #[tokio::test]
+async fn a_partial_rollback_leaves_the_findings_of_the_assets_it_skips() -> anyhow::Result<()> {
+    // Arrange: a run marks every motor and flags it; one motor is changed since.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let mut rule = motor_rule("Motors are reviewed", "review", "'due'");
+    rule["then"].as_array_mut().map(|then| {
+        then.push(json!({"type": "flag", "severity": "warning", "message": "review {asset.tag}"}))
+    });
+    let batch = setup.run_rule(rule).await?;
+    let changed = setup.asset_id("M-101").await?;
+    setup.set_power(changed, &[40]).await?;
+    let flagged = |state: &BTreeMap<String, Value>| -> Vec<String> {
+        state
+            .keys()
+            .filter(|key| key.starts_with("finding:"))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(flagged(&setup.state().await?).len(), 6);
+
+    // Act
+    let partial = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "partial"}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: the five other motors are as before the run, without findings; the
+    // skipped one keeps the run's change and its finding (before: its finding was
+    // closed while its change stayed).
+    assert_eq!(partial.body["skipped_count"], 1, "{:?}", partial.body);
+    let state = setup.state().await?;
+    assert_eq!(flagged(&state), [format!("finding:{changed}:review M-101")]);
+    assert_eq!(state["asset:M-101"]["properties"]["review"], "due");
+    for (key, value) in &before {
+        if key != "asset:M-101" {
+            assert_eq!(state.get(key), Some(value), "{key}");
+        }
+    }
+    let (resolved,): (i64,) = sqlx::query_as(
+        "select count(*) from workflow_events
+         where correlation_id = $1::uuid and event_type = 'FINDING_RESOLVED'",
+    )
+    .bind(partial.body["correlation_id"].as_str())
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(resolved, 5);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_that_would_bring_back_a_relationship_another_one_repeats_now_is_a_conflict(
 ) -> anyhow::Result<()> {
     // Arrange: M-100 FEEDS M-101 (batch C); it is deleted (batch D), then made again as

@@ -64,13 +64,16 @@ struct FindingEvent {
 /// as raised by the batch that raised it (unless raised again since, or its asset is
 /// gone). Each is appended as an event of the rollback (`FINDING_RESOLVED` for a
 /// closed finding, `FINDING_RAISED` for a reopened one), so a rollback of this
-/// rollback redoes them like any batch's.
+/// rollback redoes them like any batch's. The findings of the assets in `kept` (those a
+/// partial rollback skips) stay as they are.
 async fn restore_findings(
     connection: &mut PgConnection,
     batch: &mut Batch,
     target: Uuid,
+    kept: &[Uuid],
     started_id: Uuid,
 ) -> Result<(), RollbackError> {
+    let kept: HashSet<Uuid> = kept.iter().copied().collect();
     let mut after = 0;
     loop {
         let slice: Vec<FindingEvent> = sqlx::query_as(
@@ -100,6 +103,7 @@ async fn restore_findings(
         after = last.position;
         let (raised, resolved): (Vec<&FindingEvent>, Vec<&FindingEvent>) = slice
             .iter()
+            .filter(|finding| !kept.contains(&finding.asset_id))
             .partition(|finding| finding.event_type == "FINDING_RAISED");
         let key =
             |finding: &FindingEvent| (finding.asset_id, finding.rule_id, finding.message.clone());
@@ -312,7 +316,10 @@ pub async fn restore(
         ));
         append(connection, std::mem::take(&mut events)).await?;
     }
-    restore_findings(connection, &mut batch, target, started_id).await?;
+    // A partial rollback leaves the assets it skips as the batch left them, findings
+    // included.
+    let kept: Vec<Uuid> = analysis.pending.iter().map(|p| p.aggregate_id).collect();
+    restore_findings(connection, &mut batch, target, &kept, started_id).await?;
     // What is still open on the assets it deleted (raised by later batches) is closed,
     // as a deletion of the asset closes it.
     for slice in gone.chunks(SLICE) {
