@@ -99,10 +99,19 @@ impl Fold {
             return;
         }
         self.add_to_batch(event);
-        if event.aggregate_type == AggregateType::Batch {
-            if let Some(rule_id) = event.rule_id {
-                self.add_to_rule(event, rule_id);
-            }
+        // Only a rule's run makes its row: a finding event names its rule too, also in
+        // a rollback or a deletion that closes or reopens findings, which runs no rule.
+        let of_a_run = matches!(
+            event.event_type,
+            EventType::RuleExecutionStarted
+                | EventType::RuleExecutionCompleted
+                | EventType::BatchProgress
+                | EventType::RuleExecuted
+                | EventType::RuleSkipped
+                | EventType::RuleError
+        );
+        if let Some(rule_id) = event.rule_id.filter(|_| of_a_run) {
+            self.add_to_rule(event, rule_id);
         }
         if event.event_type == EventType::BatchRolledBack {
             self.mark_rolled_back(event);
@@ -310,6 +319,31 @@ mod tests {
             schema_version: 1,
             payload,
         }
+    }
+
+    #[test]
+    fn a_rollback_reopening_and_closing_findings_has_no_rule_rows() {
+        let batch = Uuid::now_v7();
+        let rule = Uuid::now_v7();
+        let finding =
+            || json!({"asset_id": Uuid::now_v7(), "message": "check", "severity": "info"});
+        let events = [
+            event(
+                1,
+                EventType::BatchStarted,
+                batch,
+                None,
+                json!({"kind": "rollback"}),
+            ),
+            event(2, EventType::FindingResolved, batch, Some(rule), finding()),
+            event(3, EventType::FindingRaised, batch, Some(rule), finding()),
+            event(4, EventType::BatchCompleted, batch, None, json!({})),
+        ];
+
+        let fold = Fold::of(&events.iter().collect::<Vec<_>>());
+
+        assert_eq!(fold.batches[&batch].status, "completed");
+        assert!(fold.rules.is_empty(), "{:?}", fold.rules.keys());
     }
 
     #[test]
