@@ -94,7 +94,7 @@ pub struct HistoryPage {
         (status = 200, description = "A page of the asset's history, its cables' and relationships' changes included unless `links=false`", body = HistoryPage),
         (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
         (status = 400, description = "Bad id or parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No event concerns this asset", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No asset has this id", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn history(
@@ -110,16 +110,16 @@ pub async fn history(
         with_links_of_asset: params.links.unwrap_or(true),
         ..EventFilter::everything()
     };
-    let rows = events::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;
-    // An empty page past the end of a known history is fine; an asset nothing ever
-    // happened to is not found.
-    if rows.is_empty() && !events::asset_has_events(&state.pool, asset_id).await? {
+    // An empty page past the end of a known history is fine; an id that is no asset's
+    // (unknown, or a cable's, a relationship's, a batch's) is not found.
+    if !events::is_asset(&state.pool, asset_id).await? {
         return Err(
             Problem::new(StatusCode::NOT_FOUND, "asset-not-found", "no such asset")
-                .with_detail(format!("no event concerns asset {asset_id}"))
+                .with_detail(format!("no asset has id {asset_id}"))
                 .into(),
         );
     }
+    let rows = events::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;
     let (rows, next_after) = page.finish(rows, |entry| entry.position);
     Ok(Json(HistoryPage {
         events: rows

@@ -414,12 +414,13 @@ fn push_range(query: &mut QueryBuilder<'_, Postgres>, column: &str, segment: sca
     }
 }
 
-/// Whether any event concerns the asset or is about it.
-pub async fn asset_has_events(pool: &PgPool, asset_id: Uuid) -> Result<bool, sqlx::Error> {
+/// Whether `id` is an asset's: an event of the asset aggregate has it (a cable's,
+/// a relationship's or a batch's id is not, though events have it too).
+pub async fn is_asset(pool: &PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar(
-        "select exists(select 1 from rm_events where asset_id = $1 or aggregate_id = $1)",
+        "select exists(select 1 from rm_events where aggregate_id = $1 and aggregate_type = 'asset')",
     )
-    .bind(asset_id)
+    .bind(id)
     .fetch_one(pool)
     .await
 }
