@@ -2,7 +2,6 @@
 //! can be asked about.
 
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
 /// The earliest instant a Postgres `timestamptz` holds: midnight UTC of 4714-11-24 BC
@@ -16,21 +15,48 @@ const EARLIEST: DateTime<Utc> = match NaiveDate::from_ymd_opt(-4713, 11, 24) {
     None => panic!("4714-11-24 BC is a date chrono holds"),
 };
 
-/// Deserialize an optional time parameter (`#[serde(default, deserialize_with = ...)]`),
-/// refusing one Postgres cannot hold as a time that does not parse is refused: the
-/// query string's 400 problem, naming the parameter.
+/// Deserialize an optional time parameter (`#[serde(default, deserialize_with = ...)]`)
+/// that bounds from above (`to`, `as_of`: at or before), refusing one Postgres cannot
+/// hold as a time that does not parse is refused: the query string's 400 problem,
+/// naming the parameter. Postgres holds microseconds, so digits below one are dropped:
+/// an event at or before `…:01.0000019` is one at or before `…:01.000001`.
 pub fn storable<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
 where
     D: Deserializer<'de>,
 {
-    match Option::<DateTime<Utc>>::deserialize(deserializer)? {
-        Some(time) if time < EARLIEST => Err(D::Error::custom(format!(
+    held(Option::<DateTime<Utc>>::deserialize(deserializer)?, false)
+}
+
+/// As [`storable`], for a time that bounds from below (`from`: at or after): digits
+/// below a microsecond round up, as an event at or after `…:01.0000011` is one at or
+/// after `…:01.000002`. Rounding the other way let an event a nanosecond before the
+/// bound in, or not, by where it lay in the time index.
+pub fn storable_from<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    held(Option::<DateTime<Utc>>::deserialize(deserializer)?, true)
+}
+
+fn held<E: serde::de::Error>(
+    time: Option<DateTime<Utc>>,
+    round_up: bool,
+) -> Result<Option<DateTime<Utc>>, E> {
+    let Some(time) = time else { return Ok(None) };
+    if time < EARLIEST {
+        return Err(E::custom(format!(
             "{} is before {} (4714-11-24 BC), the earliest time the read models hold",
             time.to_rfc3339(),
             EARLIEST.to_rfc3339()
-        ))),
-        time => Ok(time),
+        )));
     }
+    let below = i64::from(time.timestamp_subsec_nanos() % 1_000);
+    let floor = time - chrono::Duration::nanoseconds(below);
+    Ok(Some(if round_up && below > 0 {
+        floor + chrono::Duration::microseconds(1)
+    } else {
+        floor
+    }))
 }
 
 #[cfg(test)]
@@ -46,6 +72,39 @@ mod tests {
 
     fn parse(at: &str) -> Result<Option<DateTime<Utc>>, serde_json::Error> {
         serde_json::from_value::<Params>(json!({ "at": at })).map(|params| params.at)
+    }
+
+    #[test]
+    fn digits_below_a_microsecond_round_down_for_an_upper_bound_and_up_for_a_lower_one() {
+        #[derive(Debug, Deserialize)]
+        struct Bounds {
+            #[serde(deserialize_with = "storable_from")]
+            from: Option<DateTime<Utc>>,
+            #[serde(deserialize_with = "storable")]
+            to: Option<DateTime<Utc>>,
+        }
+        let at = |text: &str| text.parse::<DateTime<Utc>>().ok();
+        for (given, from, to) in [
+            (
+                "2026-01-01T00:00:01.000001999Z",
+                "2026-01-01T00:00:01.000002Z",
+                "2026-01-01T00:00:01.000001Z",
+            ),
+            (
+                "2026-01-01T00:00:01.000001Z",
+                "2026-01-01T00:00:01.000001Z",
+                "2026-01-01T00:00:01.000001Z",
+            ),
+            (
+                "2026-01-01T23:59:59.999999001Z",
+                "2026-01-02T00:00:00Z",
+                "2026-01-01T23:59:59.999999Z",
+            ),
+        ] {
+            let bounds: Bounds =
+                serde_json::from_value(json!({"from": given, "to": given})).unwrap();
+            assert_eq!((bounds.from, bounds.to), (at(from), at(to)), "{given}");
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct TimelineParams {
     pub discipline: Option<String>,
     pub actor: Option<String>,
     /// Events that occurred at or after this time (RFC 3339, 4714-11-24 BC or later).
-    #[serde(default, deserialize_with = "time::storable")]
+    #[serde(default, deserialize_with = "time::storable_from")]
     pub from: Option<DateTime<Utc>>,
     /// Events that occurred at or before this time (RFC 3339, 4714-11-24 BC or later).
     #[serde(default, deserialize_with = "time::storable")]
