@@ -1632,8 +1632,8 @@ async fn a_finding_its_rule_no_longer_flags_is_resolved_and_a_rollback_reopens_i
     assert_eq!(
         findings,
         vec![
-            ("FINDING_RAISED", &json!(new), cause),
-            ("FINDING_RESOLVED", &json!(old), cause)
+            ("FINDING_RESOLVED", &json!(old), cause),
+            ("FINDING_RAISED", &json!(new), cause)
         ]
     );
     let resolved = reworded_events

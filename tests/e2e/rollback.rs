@@ -1049,6 +1049,94 @@ async fn a_rollback_deletes_no_asset_that_later_links_name_and_brings_back_no_li
 }
 
 #[tokio::test]
+async fn a_rule_version_that_changes_a_findings_severity_raises_it_again_and_a_rollback_restores_it(
+) -> anyhow::Result<()> {
+    // Arrange: version 1 flags every motor as a warning; version 2 makes it an error.
+    let setup = setup().await?;
+    let flag = |severity: &str| {
+        json!({"name": "Motors are reviewed", "discipline": "ELECTRICAL",
+               "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+               "then": [{"type": "flag", "severity": severity, "message": "review {asset.tag}"}]})
+    };
+    let rule = setup
+        .post("/rules", flag("warning"))
+        .await?
+        .expect_status(201)
+        .body["id"]
+        .clone();
+    let run = || async {
+        let report = setup
+            .post("/rules/execute", json!({"rule_ids": [rule], "wait": true}))
+            .await?
+            .expect_status(200);
+        anyhow::Ok(report.body)
+    };
+    run().await?;
+    let findings = || async {
+        let rows: Vec<(String, String, Option<i32>)> =
+            sqlx::query_as("select message, severity, rule_version from findings order by message")
+                .fetch_all(&setup.pool)
+                .await?;
+        anyhow::Ok(rows)
+    };
+    let warnings = findings().await?;
+    send(
+        &setup.http,
+        Method::PUT,
+        &setup
+            .command
+            .url(&format!("/rules/{}", rule.as_str().unwrap_or_default())),
+        Some(&flag("error")),
+    )
+    .await?
+    .expect_status(200);
+
+    // Act: a dry run, the run, the same run again, then a rollback of the run.
+    let dry_run = setup
+        .post(
+            "/rules/execute",
+            json!({"rule_ids": [rule], "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let raised_again = run().await?;
+    let errors = findings().await?;
+    let again = run().await?;
+    setup.roll_back(&raised_again["correlation_id"]).await?;
+
+    // Assert: each motor's finding is resolved and raised again as an error by version
+    // 2 (before: skipped as "already in desired state", a warning for ever); the next
+    // run changes nothing; the rollback brings the warnings back as version 1 raised them.
+    assert_eq!(warnings.len(), 6);
+    assert!(warnings
+        .iter()
+        .all(|(_, severity, version)| severity == "warning" && *version == Some(1)));
+    let counts = &dry_run.body["totals"];
+    assert_eq!(
+        (&counts["findings"], &counts["findings_resolved"]),
+        (&json!(6), &json!(6)),
+        "{counts}"
+    );
+    let totals = &raised_again["totals"];
+    assert_eq!(
+        (&totals["findings"], &totals["findings_resolved"]),
+        (&json!(6), &json!(6)),
+        "{totals}"
+    );
+    assert_eq!(
+        errors,
+        warnings
+            .iter()
+            .map(|(message, _, _)| (message.clone(), "error".to_owned(), Some(2)))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(again["totals"]["skipped"], 6, "{again}");
+    assert_eq!(again["totals"]["findings"], 0, "{again}");
+    assert_eq!(findings().await?, warnings);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_partial_rollback_leaves_the_findings_of_the_assets_it_skips() -> anyhow::Result<()> {
     // Arrange: a run marks every motor and flags it; one motor is changed since.
     let setup = setup().await?;

@@ -288,6 +288,26 @@ impl StateWrites {
         cables::upsert_into(connection, tables.cables, &self.cables).await?;
         relationships::insert_into(connection, tables.relationships, &self.relationships).await?;
         let (mut raised, mut resolved) = (0, 0);
+        // Resolutions first: a rule's new version may resolve a finding and raise the
+        // same message at another severity.
+        if tables.live && !self.resolved.is_empty() {
+            resolved = sqlx::query(
+                "delete from findings f
+                 using unnest($1::uuid[], $2::text[]) as r(asset_id, message)
+                 where f.asset_id = r.asset_id and f.rule_id = $3 and f.message = r.message",
+            )
+            .bind(self.resolved.iter().map(|r| r.0).collect::<Vec<_>>())
+            .bind(
+                self.resolved
+                    .iter()
+                    .map(|r| r.1.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rule.id)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+        }
         if !self.findings.is_empty() {
             let findings = &self.findings;
             // The table is one of `StateTables`, never input.
@@ -306,24 +326,6 @@ impl StateWrites {
             .bind(correlation_id)
             .bind(rule.version)
             .bind(self.raised_at)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected();
-        }
-        if tables.live && !self.resolved.is_empty() {
-            resolved = sqlx::query(
-                "delete from findings f
-                 using unnest($1::uuid[], $2::text[]) as r(asset_id, message)
-                 where f.asset_id = r.asset_id and f.rule_id = $3 and f.message = r.message",
-            )
-            .bind(self.resolved.iter().map(|r| r.0).collect::<Vec<_>>())
-            .bind(
-                self.resolved
-                    .iter()
-                    .map(|r| r.1.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(rule.id)
             .execute(connection)
             .await?
             .rows_affected();

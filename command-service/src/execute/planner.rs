@@ -246,17 +246,23 @@ fn clear_findings(rule: &CompiledRule, asset: &AssetState, world: &mut World) ->
     Outcome::Cleared { changes }
 }
 
-/// The rule's open findings on `asset` whose message is not among `flagged`.
+/// The rule's open findings on `asset` that are not among `flagged` (message and
+/// severity): no longer found, or found with another severity now (a new version of
+/// the rule), which is resolved and raised again with it.
 fn resolutions(
     rule: &CompiledRule,
     asset: &AssetState,
     world: &mut World,
-    flagged: &[String],
+    flagged: &[(String, Severity)],
 ) -> Vec<PlannedChange> {
     world
         .open_findings((asset.id, rule.id))
         .iter()
-        .filter(|finding| !flagged.contains(&finding.message))
+        .filter(|finding| {
+            !flagged.iter().any(|(message, severity)| {
+                *message == finding.message && severity.as_str() == finding.severity
+            })
+        })
         .map(|finding| PlannedChange::FindingResolved {
             asset_id: asset.id,
             finding: finding.clone(),
@@ -273,7 +279,10 @@ fn desired_changes(
 ) -> Result<Vec<PlannedChange>, EvaluationError> {
     let mut target = asset.clone();
     let mut others = Vec::new();
-    let mut flagged = Vec::new();
+    // Each message once, with the severity of the first action that flags it; raised
+    // after the resolutions, which may close the same message at another severity.
+    let mut flagged: Vec<(String, Severity)> = Vec::new();
+    let mut raises = Vec::new();
     for action in &rule.actions {
         match action {
             CompiledAction::SetProperty { name, value } => {
@@ -423,22 +432,28 @@ fn desired_changes(
             }
             CompiledAction::Flag { severity, message } => {
                 let message = finding_message(message.render(context)?)?;
+                if flagged.iter().any(|(flagged, _)| *flagged == message) {
+                    continue;
+                }
                 let open = world.open_findings((asset.id, rule.id));
-                let raised = open.iter().any(|finding| finding.message == message);
-                if !raised && !flagged.contains(&message) {
-                    others.push(PlannedChange::FindingRaised {
+                let raised = open.iter().any(|finding| {
+                    finding.message == message && finding.severity == severity.as_str()
+                });
+                if !raised {
+                    raises.push(PlannedChange::FindingRaised {
                         asset_id: asset.id,
                         severity: *severity,
                         message: message.clone(),
                     });
                 }
-                flagged.push(message);
+                flagged.push((message, *severity));
             }
         }
     }
     if rule.owns_findings {
         others.extend(resolutions(rule, asset, world, &flagged));
     }
+    others.extend(raises);
     let mut changes = Vec::with_capacity(others.len() + 1);
     if target != *asset {
         target.version = asset.version + 1;
@@ -726,8 +741,8 @@ mod tests {
         assert_eq!(
             kinds(&reworded),
             [
-                ("raised", "P-1: check".to_owned()),
-                ("resolved", "old".to_owned())
+                ("resolved", "old".to_owned()),
+                ("raised", "P-1: check".to_owned())
             ]
         );
         assert!(matches!(reworded, Outcome::Executed { .. }));

@@ -137,7 +137,10 @@ async fn restore_findings(
                  $7::timestamptz[])
                  as r(asset_id, rule_id, message, severity, raised_in, rule_version, raised_at)
              where exists (select 1 from assets a where a.id = r.asset_id)
-             on conflict do nothing
+             on conflict (asset_id, rule_id, message) do update
+                 set severity = excluded.severity, correlation_id = excluded.correlation_id,
+                     rule_version = excluded.rule_version, raised_at = excluded.raised_at
+                 where findings.correlation_id = $8
              returning asset_id, rule_id, message",
         )
         .bind(resolved.iter().map(|f| f.asset_id).collect::<Vec<_>>())
@@ -157,6 +160,10 @@ async fn restore_findings(
         .bind(resolved.iter().map(|f| f.raised_in).collect::<Vec<_>>())
         .bind(resolved.iter().map(|f| f.rule_version).collect::<Vec<_>>())
         .bind(resolved.iter().map(|f| f.raised_at).collect::<Vec<_>>())
+        // The same message raised again by the batch itself (at another severity, by a
+        // new version of its rule) is the batch's to undo: it gives way to the one
+        // reopened, also when its own event comes in a later slice.
+        .bind(target)
         .fetch_all(&mut *connection)
         .await?
         .into_iter()
