@@ -1142,9 +1142,9 @@ async fn a_partial_rollback_leaves_the_findings_of_the_assets_it_skips() -> anyh
     let setup = setup().await?;
     let before = setup.state().await?;
     let mut rule = motor_rule("Motors are reviewed", "review", "'due'");
-    rule["then"].as_array_mut().map(|then| {
-        then.push(json!({"type": "flag", "severity": "warning", "message": "review {asset.tag}"}))
-    });
+    if let Some(then) = rule["then"].as_array_mut() {
+        then.push(json!({"type": "flag", "severity": "warning", "message": "review {asset.tag}"}));
+    }
     let batch = setup.run_rule(rule).await?;
     let changed = setup.asset_id("M-101").await?;
     setup.set_power(changed, &[40]).await?;
