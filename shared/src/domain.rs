@@ -118,6 +118,19 @@ impl Change {
     }
 }
 
+/// What [`is_code`] asks of a code, as an error message.
+pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
+
+/// Whether `value` is a code such as a discipline, asset type, cable type or
+/// relationship kind (the command side stores codes upper-cased).
+pub fn is_code(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,17 +162,4 @@ mod tests {
         assert_eq!(older.tag, None);
         assert_eq!(older.raised_in_or(Uuid::from_u128(7)), Uuid::from_u128(7));
     }
-}
-
-/// What [`is_code`] asks of a code, as an error message.
-pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
-
-/// Whether `value` is a code such as a discipline, asset type, cable type or
-/// relationship kind (the command side stores codes upper-cased).
-pub fn is_code(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
