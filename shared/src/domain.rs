@@ -118,6 +118,16 @@ impl Change {
     }
 }
 
+/// Why `NONE` is no discipline: the subject token of events without one (every batch
+/// event), so a discipline of that name would share their subjects.
+pub const RESERVED_DISCIPLINE: &str =
+    "`NONE` is reserved: subjects name events without a discipline with it";
+
+/// Whether `value` is the discipline code that subjects reserve (in any case).
+pub fn is_reserved_discipline(value: &str) -> bool {
+    value.eq_ignore_ascii_case(crate::subject::NO_DISCIPLINE)
+}
+
 /// What [`is_code`] asks of a code, as an error message.
 pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
 

@@ -103,6 +103,11 @@ pub use synapse_shared::domain::{is_code, CODE_FORMAT};
 pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {
     if !is_code(value) {
         errors.push(FieldError::new(field, CODE_FORMAT));
+    } else if field == "discipline" && synapse_shared::domain::is_reserved_discipline(value) {
+        errors.push(FieldError::new(
+            field,
+            synapse_shared::domain::RESERVED_DISCIPLINE,
+        ));
     }
     value.to_ascii_uppercase()
 }
@@ -347,5 +352,20 @@ mod tests {
         assert!(errors.is_empty());
         check_code("discipline", "elec trical", &mut errors);
         assert_eq!(errors[0].field, "discipline");
+    }
+
+    #[test]
+    fn none_is_no_discipline_but_may_be_another_code() {
+        let mut errors = Vec::new();
+        check_code("asset_type", "none", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+        check_code("discipline", "None", &mut errors);
+        assert_eq!(
+            errors,
+            [FieldError::new(
+                "discipline",
+                synapse_shared::domain::RESERVED_DISCIPLINE
+            )]
+        );
     }
 }

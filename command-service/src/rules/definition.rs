@@ -192,6 +192,11 @@ pub fn compile(
     }
     if !input::is_code(&input.discipline) {
         errors.push(plain("discipline", input::CODE_FORMAT));
+    } else if synapse_shared::domain::is_reserved_discipline(&input.discipline) {
+        errors.push(plain(
+            "discipline",
+            synapse_shared::domain::RESERVED_DISCIPLINE,
+        ));
     }
     if input.then.is_empty() || input.then.len() > MAX_ACTIONS {
         errors.push(plain("then", "must list 1 to 32 actions"));
@@ -383,14 +388,19 @@ fn collect<T>(result: Result<T, ExpressionError>, errors: &mut Vec<ExpressionErr
 /// be what the endpoints that write them directly accept.
 fn check_codes(at: &str, codes: &[(&str, &String)], errors: &mut Vec<ExpressionError>) {
     for (field, code) in codes {
-        if !input::is_code(code) {
-            errors.push(ExpressionError {
-                field: format!("{at}.{field}"),
-                message: input::CODE_FORMAT.into(),
-                line: None,
-                column: None,
-            });
-        }
+        let message = if !input::is_code(code) {
+            input::CODE_FORMAT
+        } else if *field == "discipline" && synapse_shared::domain::is_reserved_discipline(code) {
+            synapse_shared::domain::RESERVED_DISCIPLINE
+        } else {
+            continue;
+        };
+        errors.push(ExpressionError {
+            field: format!("{at}.{field}"),
+            message: message.into(),
+            line: None,
+            column: None,
+        });
     }
 }
 
@@ -480,6 +490,22 @@ mod tests {
         assert!(errors
             .iter()
             .all(|error| error.message == input::CODE_FORMAT));
+    }
+
+    #[test]
+    fn none_is_no_discipline_of_a_rule_or_of_what_it_writes() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "nothing", "discipline": "none", "when": "true",
+            "then": [{"type": "upsert_asset", "tag": "X-{asset.tag}", "asset_type": "NONE",
+                      "discipline": "NONE"}]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
+        assert_eq!(fields, vec!["discipline", "then[0].discipline"]);
+        assert!(errors
+            .iter()
+            .all(|error| error.message == synapse_shared::domain::RESERVED_DISCIPLINE));
     }
 
     #[test]
