@@ -2,8 +2,8 @@
 //! (`BATCH_STARTED`, the change, `BATCH_COMPLETED`) written in the caller's transaction.
 
 use super::input::{
-    check_code, check_merged_properties, check_properties, check_tag, check_text, AssetPatch,
-    FieldError, NewAsset,
+    check_asset_property_names, check_code, check_merged_properties, check_properties, check_tag,
+    check_text, AssetPatch, FieldError, NewAsset,
 };
 use super::store;
 use crate::links::{cable_store, relationship_store};
@@ -101,6 +101,7 @@ pub async fn create(
     check_text("name", input.name.as_deref(), &mut errors);
     check_text("area", input.area.as_deref(), &mut errors);
     check_properties(&input.properties, false, &mut errors);
+    check_asset_property_names(&input.properties, &mut errors);
     if !errors.is_empty() {
         return Err(AssetError::Invalid(errors));
     }
@@ -157,6 +158,7 @@ pub async fn update(
     check_text("area", patch.area.as_deref(), &mut errors);
     if let Some(properties) = &patch.properties {
         check_properties(properties, true, &mut errors);
+        check_asset_property_names(properties, &mut errors);
     }
     if !errors.is_empty() {
         return Err(AssetError::Invalid(errors));

@@ -148,6 +148,33 @@ fn value_error(value: &Value) -> Option<String> {
     }
 }
 
+/// The asset's fields a CSV file has columns for: an asset property of one of these
+/// names (in any case) could not be told from the field in a file, so an export of it
+/// would not import again.
+pub const ASSET_FIELDS: [&str; 5] = ["tag", "asset_type", "discipline", "name", "area"];
+
+/// What is wrong with `name` as the name of an asset's property, beyond
+/// [`check_properties`]: it is one of the [`ASSET_FIELDS`].
+pub fn asset_field_clash(name: &str) -> Option<&'static str> {
+    ASSET_FIELDS
+        .iter()
+        .any(|field| field.eq_ignore_ascii_case(name))
+        .then_some(
+            "is the name of an asset field (tag, asset_type, discipline, name, area), \
+             which a CSV file could not tell from the property",
+        )
+}
+
+/// Check that no property an asset is given has the name of one of its fields; one
+/// removed (`null` in a patch) may.
+pub fn check_asset_property_names(properties: &Map<String, Value>, errors: &mut Vec<FieldError>) {
+    for (key, value) in properties {
+        if let Some(message) = asset_field_clash(key).filter(|_| !value.is_null()) {
+            errors.push(FieldError::new(format!("properties.{key}"), message));
+        }
+    }
+}
+
 /// Check property names and values: scalars only (`null` allowed when `allow_null`,
 /// meaning "remove" in a patch).
 pub fn check_properties(
@@ -352,6 +379,15 @@ mod tests {
         assert!(errors.is_empty());
         check_code("discipline", "elec trical", &mut errors);
         assert_eq!(errors[0].field, "discipline");
+    }
+
+    #[test]
+    fn no_property_takes_the_name_of_an_asset_field_unless_it_is_removed() {
+        let mut errors = Vec::new();
+        let properties = json!({"Tag": "x", "area": null, "area_code": "U1", "kw": 1});
+        check_asset_property_names(properties.as_object().unwrap(), &mut errors);
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["properties.Tag"]);
     }
 
     #[test]

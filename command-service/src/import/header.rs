@@ -84,7 +84,7 @@ pub fn columns(header: &[&str], row: u64, delimiter: Delimiter) -> Result<Column
             ));
             continue;
         }
-        let slot = ["tag", "asset_type", "discipline", "name", "area"]
+        let slot = crate::assets::input::ASSET_FIELDS
             .iter()
             .position(|known| *known == key);
         let declared = match (declared, slot) {

@@ -247,9 +247,21 @@ fn compile_action(
             });
         }
     };
+    // An asset's property may not take the name of one of its fields.
+    let mut check_asset_name = |field: &str, name: &str, errors: &mut Vec<ExpressionError>| {
+        check_name(field, name, errors);
+        if let Some(message) = input::asset_field_clash(name) {
+            errors.push(ExpressionError {
+                field: format!("{at}.{field}"),
+                message: message.into(),
+                line: None,
+                column: None,
+            });
+        }
+    };
     let compiled = match action {
         Action::SetProperty { name, value } => {
-            check_name("name", name, errors);
+            check_asset_name("name", name, errors);
             collect(Expression::compile(value, &format!("{at}.value")), errors).map(|value| {
                 CompiledAction::SetProperty {
                     name: name.clone(),
@@ -281,7 +293,7 @@ fn compile_action(
             let area = area
                 .as_ref()
                 .and_then(|area| collect(Template::compile(area, &format!("{at}.area")), errors));
-            let properties = compile_properties(properties, at, errors, &mut check_name);
+            let properties = compile_properties(properties, at, errors, &mut check_asset_name);
             tag.map(|tag| CompiledAction::UpsertAsset {
                 tag,
                 asset_type: asset_type.to_ascii_uppercase(),
@@ -490,6 +502,27 @@ mod tests {
         assert!(errors
             .iter()
             .all(|error| error.message == input::CODE_FORMAT));
+    }
+
+    #[test]
+    fn no_rule_gives_an_asset_a_property_named_like_one_of_its_fields() {
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "clashes", "discipline": "ELECTRICAL", "when": "true",
+            "then": [
+                {"type": "set_property", "name": "Area", "value": "'U1'"},
+                {"type": "upsert_asset", "tag": "X-{asset.tag}", "asset_type": "VFD",
+                 "discipline": "ELECTRICAL", "properties": {"tag": "asset.tag", "kw": "1"}},
+                {"type": "remove_property", "name": "area"}
+            ]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].field.starts_with("then[0]"), "{errors:?}");
+        assert!(errors[1].field.starts_with("then[1]"), "{errors:?}");
+        assert!(errors
+            .iter()
+            .all(|error| error.message.contains("name of an asset field")));
     }
 
     #[test]
