@@ -455,9 +455,24 @@ async fn windows_1252_bytes_are_refused_until_the_encoding_is_named_then_decoded
     // Act
     let refused = app.import("", file.clone()).await?;
     let nothing_written = app.count("workflow_events").await?;
+    let utf_16 = app
+        .http
+        .post(app.command.url("/assets/import"))
+        .header("content-type", "text/csv; charset=utf-16")
+        .body(file.clone())
+        .send()
+        .await?;
+    let utf_16 = Reply::from(utf_16).await?;
     let accepted = app.import("encoding=windows-1252", file).await?;
 
     // Assert
+    assert_problem(&utf_16, 415, "unsupported-media-type");
+    assert!(
+        utf_16.body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("charset") && detail.contains("utf-16")),
+        "{utf_16:?}"
+    );
     assert_problem(&refused, 415, "unsupported-encoding");
     let detail = refused.body["detail"].as_str().unwrap_or_default();
     assert!(

@@ -161,14 +161,26 @@ fn encoding(given: Option<&str>, headers: &HeaderMap) -> Result<Encoding, Proble
         .filter_map(|parameter| parameter.trim().strip_prefix("charset="))
         .next()
         .map(|charset| charset.trim_matches('"').to_owned());
-    let Some(label) = given.map(str::to_owned).or(charset) else {
-        return Ok(Encoding::Utf8);
-    };
-    Encoding::from_label(&label).ok_or_else(|| {
-        bad_query(format!(
-            "encoding `{label}` is not supported: use `utf-8` or `windows-1252`"
-        ))
-    })
+    let unsupported =
+        |label: &str| format!("encoding `{label}` is not supported: use `utf-8` or `windows-1252`");
+    match (given, charset) {
+        (Some(label), _) => {
+            Encoding::from_label(label).ok_or_else(|| bad_query(unsupported(label)))
+        }
+        // The charset is the Content-Type's: a refusal of the media type, not the query.
+        (None, Some(label)) => Encoding::from_label(&label).ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the body must be the CSV file itself",
+            )
+            .with_detail(format!(
+                "the Content-Type's charset: {}",
+                unsupported(&label)
+            ))
+        }),
+        (None, None) => Ok(Encoding::Utf8),
+    }
 }
 
 fn bad_query(detail: impl Into<String>) -> Problem {
