@@ -32,8 +32,16 @@ impl<'a> Lines<'a> {
         while matches!(self.text.get(target), Some(b'\r' | b'\n')) {
             target += 1;
         }
-        let skipped = self.text.get(self.offset..target).unwrap_or_default();
-        self.line += skipped.iter().filter(|&&byte| byte == b'\n').count() as u64;
+        // A line ends at `\n`, or at a `\r` not followed by one (old Mac files end
+        // their lines with a bare `\r`, which the `csv` crate reads as a terminator).
+        let breaks = (self.offset..target)
+            .filter(|&at| match self.text.get(at) {
+                Some(b'\n') => true,
+                Some(b'\r') => self.text.get(at + 1) != Some(&b'\n'),
+                _ => false,
+            })
+            .count();
+        self.line += breaks as u64;
         self.offset = target;
         self.line
     }
@@ -61,5 +69,11 @@ mod tests {
     fn records_are_numbered_by_the_line_they_start_on() {
         assert_eq!(starts("a\r\nb\r\n\r\n\nc\n"), vec![1, 2, 5]);
         assert_eq!(starts("\n\na,\"x\ny\"\nb\n"), vec![3, 5]);
+    }
+
+    #[test]
+    fn a_bare_carriage_return_ends_a_line() {
+        assert_eq!(starts("a\rb\r\rc\r"), vec![1, 2, 4]);
+        assert_eq!(starts("a\r\nb\rc\n"), vec![1, 2, 3]);
     }
 }
