@@ -96,10 +96,14 @@ fn number(text: &str) -> Option<Value> {
         // Too large for 64 bits: a float would silently change the digits.
         return None;
     }
-    text.parse::<f64>()
-        .ok()
-        .and_then(Number::from_f64)
-        .map(Value::Number)
+    let value = text.parse::<f64>().ok()?;
+    // Too small for a double (`1e-400`) reads as zero: as for one too large (which reads
+    // as infinity), a number would silently change it.
+    let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+    if value == 0.0 && mantissa.contains(|c: char| ('1'..='9').contains(&c)) {
+        return None;
+    }
+    Number::from_f64(value).map(Value::Number)
 }
 
 /// A cell of a column declared numeric: a plain number, zero-padded or not (`007`,
@@ -232,6 +236,8 @@ mod tests {
         assert_eq!(type_cell("-5"), Some(json!(-5)));
         assert_eq!(type_cell("0.75"), Some(json!(0.75)));
         assert_eq!(type_cell("1.5e3"), Some(json!(1500.0)));
+        assert_eq!(type_cell("0e-400"), Some(json!(0.0)));
+        assert_eq!(type_cell("1e-300"), Some(json!(1e-300)));
         assert_eq!(type_cell("TRUE"), Some(json!(true)));
         assert_eq!(type_cell("False"), Some(json!(false)));
         assert_eq!(type_cell("IP55"), Some(json!("IP55")));
@@ -253,6 +259,9 @@ mod tests {
             "1.",
             ".5",
             "99999999999999999999",
+            "1e400",
+            "1e-400",
+            "-2.5E-999",
             "75,5",
         ] {
             assert_eq!(type_cell(text), Some(json!(text)), "{text}");
