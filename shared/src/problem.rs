@@ -149,6 +149,13 @@ where
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiQuery<T>(pub T);
 
+/// The query string of a route that takes none: any parameter is refused (a 400 that
+/// names it) rather than ignored, as `?dry_run=true` on an execute once ran it for real
+/// and `?expected_version=` on a patch dropped its check.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoQuery {}
+
 impl<T, S> axum::extract::FromRequestParts<S> for ApiQuery<T>
 where
     T: serde::de::DeserializeOwned,

@@ -413,3 +413,66 @@ async fn a_wrong_method_or_a_get_of_the_live_feed_without_a_handshake_is_a_probl
     );
     Ok(())
 }
+
+/// Routes that take no query string ignored one: `?dry_run=true` on an execute ran it
+/// for real, `?expected_version=` on a patch dropped the check it asked for.
+#[tokio::test]
+async fn a_query_string_on_a_command_that_takes_none_is_a_400_problem_and_writes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange
+    let system = apps::System::start().await?;
+    let http = &system.http;
+    let pool = PgPool::connect(&system.database.url).await?;
+    let created = http
+        .post(system.command.url("/assets"))
+        .json(&json!({"tag": "M-1", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}))
+        .send()
+        .await?;
+    assert_eq!(created.status().as_u16(), 201);
+    let before = synapse_shared::event_log::head(&pool).await?;
+    let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets")
+        .fetch_one(&pool)
+        .await?;
+    let requests = [
+        (
+            Method::POST,
+            "/rules/execute?dry_run=true".to_owned(),
+            json!({}),
+        ),
+        (
+            Method::PATCH,
+            format!("/assets/{id}?expected_version=9"),
+            json!({"name": "Motor"}),
+        ),
+        (
+            Method::POST,
+            "/assets?zzz=1".to_owned(),
+            json!({"tag": "M-2", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
+        ),
+        (Method::GET, "/rules?enabled=true".to_owned(), Value::Null),
+    ];
+
+    // Act
+    let mut replies = Vec::new();
+    for (method, path, body) in requests {
+        let mut request = http.request(method.clone(), system.command.url(&path));
+        if !body.is_null() {
+            request = request.json(&body);
+        }
+        let reply = synapse_tests::client::Reply::from(request.send().await?).await?;
+        replies.push((format!("{method} {path}"), reply));
+    }
+
+    // Assert
+    for (request, reply) in &replies {
+        assert_eq!(reply.status, 400, "{request}: {reply:?}");
+        assert!(reply.is_problem(), "{request}: {reply:?}");
+        assert_eq!(reply.body["type"], "/problems/invalid-query", "{request}");
+    }
+    assert_eq!(
+        synapse_shared::event_log::head(&pool).await?,
+        before,
+        "nothing appended"
+    );
+    Ok(())
+}

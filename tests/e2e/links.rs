@@ -172,3 +172,90 @@ async fn cables_and_relationships_are_created_changed_and_deleted_as_batches_wit
     assert_eq!((cables, relationships), (0, 0));
     command.stop().await
 }
+
+/// A cable's update locks the cable, then its ends; an asset's deletion locks the
+/// asset, then its cables: at the same time, Postgres broke the deadlock by failing one,
+/// which was answered 500.
+#[tokio::test]
+async fn a_cable_update_racing_the_deletion_of_its_end_is_answered_without_a_5xx(
+) -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = http_client();
+    let mut answers = std::collections::BTreeMap::new();
+
+    for round in 0..20 {
+        let mut ids = Vec::new();
+        for end in ["A", "B"] {
+            let created = send(
+                &http,
+                Method::POST,
+                &command.url("/assets"),
+                Some(
+                    &json!({"tag": format!("M-{round}{end}"), "asset_type": "ELECTRIC_MOTOR",
+                             "discipline": "ELECTRICAL"}),
+                ),
+            )
+            .await?
+            .expect_status(201);
+            ids.push(created.body["asset"]["id"].clone());
+        }
+        let cable = send(
+            &http,
+            Method::POST,
+            &command.url("/cables"),
+            Some(&json!({"tag": format!("W-{round}"), "cable_type": "POWER",
+                         "discipline": "ELECTRICAL", "from_asset": ids[0], "to_asset": ids[1]})),
+        )
+        .await?
+        .expect_status(201);
+        let cable = cable.body["cable"]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let asset = ids[0].as_str().unwrap_or_default().to_owned();
+
+        // Act
+        let (asset_url, cable_url) = (
+            command.url(&format!("/assets/{asset}")),
+            command.url(&format!("/cables/{cable}")),
+        );
+        let patch = json!({"properties": {"n": round}});
+        let (deleted, patched) = tokio::join!(
+            send(&http, Method::DELETE, &asset_url, None),
+            send(&http, Method::PATCH, &cable_url, Some(&patch))
+        );
+        let (deleted, patched) = (deleted?, patched?);
+        for reply in [&deleted, &patched] {
+            assert!(reply.status < 500, "{reply:?}");
+            if reply.status == 409 {
+                assert_eq!(
+                    reply.body["type"], "/problems/concurrent-change",
+                    "{reply:?}"
+                );
+            }
+        }
+        *answers.entry((deleted.status, patched.status)).or_insert(0) += 1;
+    }
+
+    // Assert: the deletion always lands or asks for a retry; no cable is left without
+    // its end.
+    assert!(
+        answers
+            .keys()
+            .all(|(deleted, _)| [200, 409].contains(deleted)),
+        "{answers:?}"
+    );
+    let pool = PgPool::connect(&database.url).await?;
+    let (orphans,): (i64,) = sqlx::query_as(
+        "select count(*) from cables c
+         where not exists (select 1 from assets a where a.id = c.from_asset)
+            or not exists (select 1 from assets a where a.id = c.to_asset)",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(orphans, 0, "{answers:?}");
+    command.stop().await
+}

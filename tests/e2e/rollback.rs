@@ -1137,6 +1137,39 @@ async fn a_rule_version_that_changes_a_findings_severity_raises_it_again_and_a_r
 }
 
 #[tokio::test]
+async fn two_cascades_of_one_batch_at_once_roll_it_back_once() -> anyhow::Result<()> {
+    // Arrange: a run marks every motor; three later edits of one motor are in the way.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let batch = setup
+        .run_rule(motor_rule("Motors are reviewed", "review", "'due'"))
+        .await?;
+    let motor = setup.asset_id("M-100").await?;
+    setup.set_power(motor, &[20, 25, 30]).await?;
+    let cascade = json!({"correlation_id": batch, "mode": "cascade"});
+
+    // Act: two cascades at once.
+    let (first, second) = tokio::join!(
+        setup.post("/rules/rollback", cascade.clone()),
+        setup.post("/rules/rollback", cascade.clone())
+    );
+
+    // Assert: one rolls the three edits and the run back, the other finds the run
+    // rolled back (before: each rolled back the other's rollbacks until both gave up
+    // at the step limit, with over a hundred rollbacks written and the run as it was).
+    let mut statuses = [first?.status, second?.status];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409]);
+    let (rollbacks,): (i64,) =
+        sqlx::query_as("select count(*) from batches where kind = 'rollback'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(rollbacks, 4);
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_partial_rollback_leaves_the_findings_of_the_assets_it_skips() -> anyhow::Result<()> {
     // Arrange: a run marks every motor and flags it; one motor is changed since.
     let setup = setup().await?;

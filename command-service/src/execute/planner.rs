@@ -604,6 +604,13 @@ fn finding_message(message: String) -> Result<String, EvaluationError> {
                 .to_owned(),
         ));
     }
+    let most = crate::rules::definition::MAX_MESSAGE_BYTES;
+    if message.len() > most {
+        return Err(EvaluationError(format!(
+            "the finding's message renders {} bytes, more than {most}",
+            message.len()
+        )));
+    }
     Ok(message)
 }
 
@@ -611,6 +618,11 @@ fn finding_message(message: String) -> Result<String, EvaluationError> {
 fn scalar(value: Value, name: &str) -> Result<Value, EvaluationError> {
     match value {
         Value::Number(_) | Value::String(_) | Value::Bool(_) => Ok(value),
+        // JSON has no NaN or infinity: a double that is one reaches here as null.
+        Value::Null => Err(EvaluationError(format!(
+            "property `{name}` would be null, or a number JSON cannot hold (NaN, infinity); \
+             properties are numbers, strings or booleans"
+        ))),
         other => Err(EvaluationError(format!(
             "property `{name}` would be {other}; properties are numbers, strings or booleans"
         ))),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery};
+use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
 
@@ -25,6 +25,7 @@ pub async fn create(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<NewAsset>,
 ) -> Result<Response, ApiError> {
     let request = format!(
@@ -59,6 +60,7 @@ pub async fn update(
     Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
+    _: ApiQuery<NoQuery>,
     ApiJson(mut patch): ApiJson<AssetPatch>,
 ) -> Result<Response, ApiError> {
     patch.expected_version = expected_version(&headers, patch.expected_version)?;

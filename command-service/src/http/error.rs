@@ -31,10 +31,31 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if is_unavailable(&error) {
             ApiError::Unavailable(error)
+        } else if is_concurrent(&error) {
+            tracing::info!(%error, "request refused: it ran into a concurrent one");
+            ApiError::Client(
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    "concurrent-change",
+                    "another request changed the same data at the same time",
+                )
+                .with_detail("nothing was written; retry the request"),
+            )
         } else {
             ApiError::Internal(error.into())
         }
     }
+}
+
+/// Errors that mean "two transactions got in each other's way": a deadlock (two
+/// requests locking the same rows in opposite orders, e.g. a cable's update and its end
+/// asset's deletion) or a serialization failure. Postgres rolled the loser back whole;
+/// retrying it is safe.
+pub fn is_concurrent(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .and_then(|database_error| database_error.code())
+        .is_some_and(|code| code == "40P01" || code == "40001")
 }
 
 /// Errors that mean "Postgres is not there right now" rather than "the query is wrong".

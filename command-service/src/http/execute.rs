@@ -21,7 +21,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::PgConnection;
 use std::sync::{Arc, Mutex};
-use synapse_shared::problem::ApiJson;
+use synapse_shared::problem::{ApiJson, ApiQuery, NoQuery};
 use synapse_shared::{EventType, Problem};
 use uuid::Uuid;
 
@@ -60,6 +60,7 @@ pub async fn execute(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Response, ApiError> {
     let (request, mut problems) = body.into_request();

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
-use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery};
+use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
 
@@ -77,6 +77,7 @@ pub async fn create_cable(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<NewCable>,
 ) -> Result<Response, ApiError> {
     let request = format!(
@@ -104,6 +105,7 @@ pub async fn update_cable(
     Engineer(actor): Engineer,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
+    _: ApiQuery<NoQuery>,
     ApiJson(mut patch): ApiJson<CablePatch>,
 ) -> Result<Response, ApiError> {
     patch.expected_version = expected_version(&headers, patch.expected_version)?;
@@ -156,6 +158,7 @@ pub async fn create_relationship(
     State(state): State<AppState>,
     Engineer(actor): Engineer,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<NewRelationship>,
 ) -> Result<Response, ApiError> {
     let request = format!(

@@ -14,8 +14,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::json;
-use synapse_shared::problem::ApiJson;
+use synapse_shared::problem::{ApiJson, ApiQuery, NoQuery};
 use synapse_shared::Problem;
+
+/// The advisory lock cascades take one after the other (`'casc'` as a number, apart
+/// from the relay's and the projectors' keys).
+const CASCADE_LOCK: i64 = 0x6361_7363;
 
 impl From<RollbackError> for ApiError {
     fn from(error: RollbackError) -> Self {
@@ -127,6 +131,7 @@ pub async fn rollback(
     State(state): State<AppState>,
     Admin(actor): Admin,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
     if request.dry_run {
@@ -166,14 +171,29 @@ pub async fn rollback(
     // A cascade rolls back the batches in the way first, each in its own transaction;
     // the target's rollback, in the transaction that keeps the key, comes last. A retry
     // of a cascade that finished is answered before any of it.
-    if request.mode == Mode::Cascade {
+    //
+    // One cascade at a time: two at once took each other's rollbacks for later batches
+    // in their way and undid them, back and forth, until both hit the step limit with
+    // over a hundred rollbacks written and the target left as it was. The lock is a
+    // transaction's on a connection of its own, so that it is released however this
+    // request ends (a dropped transaction rolls back); the next cascade then finds the
+    // target rolled back (409) or the way as this one left it.
+    let cascading = if request.mode == Mode::Cascade {
+        let mut cascading = state.pool.begin().await?;
+        sqlx::query("select pg_advisory_xact_lock($1)")
+            .bind(CASCADE_LOCK)
+            .execute(&mut *cascading)
+            .await?;
         if let Some(replay) = replayed(&state.pool, &actor, &headers, &fingerprint).await? {
             return Ok(replay);
         }
         clear_the_way(&state.pool, &actor.0, request.correlation_id).await?;
-    }
+        Some(cascading)
+    } else {
+        None
+    };
     let actor_name = actor.0.clone();
-    run_command(
+    let answer = run_command(
         &state.pool,
         &actor,
         &headers,
@@ -195,5 +215,9 @@ pub async fn rollback(
             })
         },
     )
-    .await
+    .await;
+    if let Some(cascading) = cascading {
+        cascading.rollback().await?;
+    }
+    answer
 }

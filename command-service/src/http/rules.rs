@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
-use synapse_shared::problem::{ApiJson, ApiPath};
+use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use synapse_shared::Problem;
 use uuid::Uuid;
 
@@ -46,6 +46,7 @@ pub async fn define(
     State(state): State<AppState>,
     Admin(actor): Admin,
     headers: HeaderMap,
+    _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<Response, ApiError> {
     let request = format!(
@@ -74,6 +75,7 @@ pub async fn revise(
     Admin(actor): Admin,
     headers: HeaderMap,
     ApiPath(id): ApiPath<Uuid>,
+    _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<Response, ApiError> {
     let request = format!(
@@ -95,6 +97,7 @@ pub async fn revise(
 pub async fn list(
     State(state): State<AppState>,
     _viewer: Viewer,
+    _: ApiQuery<NoQuery>,
 ) -> Result<axum::Json<Vec<StoredRule>>, ApiError> {
     Ok(axum::Json(store::latest_all(&state.pool).await?))
 }

@@ -267,7 +267,14 @@ pub async fn restore(
             .zip(pre_batch)
             .filter_map(|(r, snapshot)| r.restored_from(snapshot).map(|state| (r, state)))
             .collect();
-        write_restored(connection, &restored).await?;
+        // A tag (or a relationship's kind and ends) the analysis saw free, taken since
+        // by a concurrent request: refused as concurrent, as a version taken is.
+        write_restored(connection, &restored)
+            .await
+            .map_err(|error| match error.as_database_error() {
+                Some(database) if database.is_unique_violation() => RollbackError::Concurrent,
+                _ => RollbackError::Database(error),
+            })?;
     }
 
     let restored = analysis.restorations.len();
@@ -393,10 +400,17 @@ fn rollback_event(
 /// Delete what the batch created, before any state is restored: a restored tag may be
 /// held by a row the batch created.
 /// Delete what the batch created; the assets deleted, by id and tag.
+///
+/// The assets are locked before they go, and then no link may name them but those the
+/// rollback restores elsewhere: the analysis read without locks, so a cable or
+/// relationship made to one of them meanwhile (which holds its ends `for share` until
+/// it commits) would be left naming an asset that does not exist. Such a rollback is
+/// refused as concurrent; its retry sees the link as a `linked` conflict. A link made
+/// after the lock waits for it, then finds its end gone.
 async fn delete_created(
     connection: &mut PgConnection,
     restorations: &[Restoration],
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+) -> Result<Vec<(Uuid, String)>, RollbackError> {
     let deleted = |kind: &str| -> Vec<Uuid> {
         restorations
             .iter()
@@ -412,10 +426,44 @@ async fn delete_created(
         .bind(deleted("cable"))
         .execute(&mut *connection)
         .await?;
-    sqlx::query_as("delete from assets where id = any($1) returning id, tag")
-        .bind(deleted("asset"))
-        .fetch_all(&mut *connection)
-        .await
+    let assets = deleted("asset");
+    if assets.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query("select 1 from assets where id = any($1) order by id for update")
+        .bind(&assets)
+        .execute(&mut *connection)
+        .await?;
+    let restored_links: Vec<Uuid> = restorations
+        .iter()
+        .filter(|r| is_link_type(&r.aggregate_type))
+        .map(|r| r.aggregate_id)
+        .collect();
+    let linked: bool = sqlx::query_scalar(
+        "select exists (
+             select 1 from cables
+             where (from_asset = any($1) or to_asset = any($1)) and id <> all($2)
+             union all
+             select 1 from relationships
+             where (from_asset = any($1) or to_asset = any($1)) and id <> all($2))",
+    )
+    .bind(&assets)
+    .bind(&restored_links)
+    .fetch_one(&mut *connection)
+    .await?;
+    if linked {
+        return Err(RollbackError::Concurrent);
+    }
+    Ok(
+        sqlx::query_as("delete from assets where id = any($1) returning id, tag")
+            .bind(&assets)
+            .fetch_all(&mut *connection)
+            .await?,
+    )
+}
+
+fn is_link_type(aggregate_type: &str) -> bool {
+    matches!(aggregate_type, "cable" | "relationship")
 }
 
 /// Upsert restored states with their new versions.

@@ -27,6 +27,42 @@ pub struct RuleInput {
     pub then: Vec<Action>,
 }
 
+impl RuleInput {
+    /// The rule with its codes (discipline, asset and cable types, relationship kinds)
+    /// upper-cased, as they are stored and compared: `electrical` and `ELECTRICAL` are
+    /// one definition, so saving the other spelling makes no new version.
+    pub fn normalized(mut self) -> Self {
+        self.discipline.make_ascii_uppercase();
+        for action in &mut self.then {
+            match action {
+                Action::UpsertAsset {
+                    asset_type,
+                    discipline,
+                    ..
+                } => {
+                    asset_type.make_ascii_uppercase();
+                    discipline.make_ascii_uppercase();
+                }
+                Action::UpsertCable {
+                    cable_type,
+                    discipline,
+                    ..
+                } => {
+                    cable_type.make_ascii_uppercase();
+                    if let Some(discipline) = discipline {
+                        discipline.make_ascii_uppercase();
+                    }
+                }
+                Action::CreateRelationship { kind, .. } => kind.make_ascii_uppercase(),
+                Action::SetProperty { .. }
+                | Action::RemoveProperty { .. }
+                | Action::Flag { .. } => {}
+            }
+        }
+        self
+    }
+}
+
 fn default_priority() -> i32 {
     100
 }
@@ -187,8 +223,13 @@ pub fn compile(
         line: None,
         column: None,
     };
-    if input.name.trim().is_empty() || input.name.len() > 200 {
+    if input.name.trim().is_empty() || input.name.chars().count() > 200 {
         errors.push(plain("name", "must be 1 to 200 characters"));
+    } else if input.name.chars().any(char::is_control) {
+        errors.push(plain(
+            "name",
+            "must not contain control characters (line breaks, tabs...)",
+        ));
     }
     if !input::is_code(&input.discipline) {
         errors.push(plain("discipline", input::CODE_FORMAT));
@@ -227,6 +268,10 @@ pub fn compile(
         _ => Err(errors),
     }
 }
+
+/// Longest finding message, as written in a rule and as rendered for an asset: as long
+/// as a string property may be.
+pub const MAX_MESSAGE_BYTES: usize = 4_096;
 
 fn compile_action(
     action: &Action,
@@ -345,6 +390,15 @@ fn compile_action(
             }
         }
         Action::Flag { severity, message } => {
+            if message.len() > MAX_MESSAGE_BYTES {
+                errors.push(ExpressionError {
+                    field: format!("{at}.message"),
+                    message: format!("longer than {MAX_MESSAGE_BYTES} bytes"),
+                    line: None,
+                    column: None,
+                });
+                return None;
+            }
             if message.trim().is_empty() {
                 errors.push(ExpressionError {
                     field: format!("{at}.message"),

@@ -200,8 +200,8 @@ impl Expression {
                     .map(|error| error.msg.clone())
                     .unwrap_or_else(|| errors.to_string()),
                 line: first.and_then(|error| u32::try_from(error.pos.0).ok()),
-                column: first
-                    .and_then(|error| u32::try_from(error.pos.1).ok().map(|column| column + 1)),
+                // The parser's columns count from 1 already.
+                column: first.and_then(|error| u32::try_from(error.pos.1).ok()),
             }
         })?;
         check_references(&program, field)?;
@@ -235,8 +235,9 @@ impl Expression {
     }
 
     /// A trial run on a sample asset with no properties. Errors that depend on data
-    /// (a missing property) are fine; errors that no data can fix (comparing a string
-    /// with a number, calling a function on the wrong type) are refused now.
+    /// (a missing property, an index past the end of the sample's empty name, a division
+    /// by the sample's version less one) are fine; errors that no data can fix (comparing
+    /// a string with a number, calling a function on the wrong type) are refused now.
     fn check_types(&self, field: &str) -> Result<Option<cel::Value>, ExpressionError> {
         let sample = AssetState {
             id: Uuid::nil(),
@@ -253,7 +254,8 @@ impl Expression {
         let outcome = self.program.execute(&sample.context);
         match outcome {
             Ok(value) => Ok(Some(value)),
-            Err(ExecutionError::NoSuchKey(_)) => Ok(None),
+            // A pattern that is no regular expression is as wrong on every asset.
+            Err(error) if !is_type_error(&error) && !is_bad_pattern(&error) => Ok(None),
             Err(error) => Err(ExpressionError {
                 field: field.to_owned(),
                 message: format!("type error: {error}"),
@@ -388,6 +390,11 @@ fn number(value: &serde_json::Number) -> Box<dyn Val + 'static> {
 
 /// Errors that come from the types of the values alone: whatever the values, the same
 /// types fail the same way.
+/// An error of [`matches`]: its pattern does not compile.
+fn is_bad_pattern(error: &ExecutionError) -> bool {
+    matches!(error, ExecutionError::FunctionError { function, .. } if function == "matches")
+}
+
 fn is_type_error(error: &ExecutionError) -> bool {
     matches!(
         error,
@@ -663,6 +670,19 @@ mod tests {
         assert_eq!(error.field, "when");
         assert_eq!(error.line, Some(1));
         assert!(error.column.is_some());
+        // Where the offending token starts, counted from 1.
+        for (source, position) in [
+            ("asset.tag == == 1", (1, 14)),
+            ("asset.tag = 'x'", (1, 11)),
+            ("asset.tag == 'x' &&\n  ) ", (2, 3)),
+        ] {
+            let error = Expression::compile(source, "when").unwrap_err();
+            assert_eq!(
+                (error.line, error.column),
+                (Some(position.0), Some(position.1)),
+                "{source}: {error:?}"
+            );
+        }
     }
 
     #[test]
@@ -777,6 +797,10 @@ mod tests {
             "asset.tag.startsWith('1') && int(asset.tag) > 100",
             "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
             "['A', 'B'].exists(x, x == asset.area || x > 'C')",
+            // Errors of the sample's values, not of types: a real asset may pass them.
+            "asset.area.substring(0, 4) == 'U100'",
+            "asset.name.split(' ')[1] == '101'",
+            "100 / (asset.version - 1) > 1",
         ] {
             assert!(Expression::compile(source, "when").is_ok(), "{source}");
         }

@@ -11,6 +11,7 @@ use chrono::Utc;
 use definition::{compile, CompiledRule, RuleInput};
 use expression::ExpressionError;
 use sqlx::PgConnection;
+use std::time::Duration;
 use store::StoredRule;
 use synapse_shared::{AggregateType, EventType, NewEvent};
 use uuid::Uuid;
@@ -61,10 +62,48 @@ pub async fn revise(
     let current = store::latest_for_update(connection, id)
         .await?
         .ok_or(RuleError::NotFound(id))?;
-    if current.definition.0 == input {
+    let input = input.normalized();
+    // A version stored before definitions were normalized compares as normalized too.
+    if current.definition.0.clone().normalized() == input {
         return Ok(current);
     }
     store_version(connection, actor, id, current.version + 1, input).await
+}
+
+/// How long checking a rule (compiling it and trying it on a sample asset) may take.
+/// An expression that takes longer on one asset would take that long on every asset a
+/// run reads: refused, with a message that says so.
+const CHECK_TIME: Duration = Duration::from_secs(2);
+
+/// Compile `input` off the async workers (a trial run of an expression is CPU work of
+/// no fixed bound: on a worker it held up every other request), within [`CHECK_TIME`].
+/// A check that overruns is abandoned: its thread finishes on its own.
+async fn check(id: Uuid, version: i32, input: &RuleInput) -> Result<(), RuleError> {
+    let owned = input.clone();
+    let checking = tokio::task::spawn_blocking(move || compile(id, version, &owned).map(drop));
+    match tokio::time::timeout(CHECK_TIME, checking).await {
+        Ok(Ok(checked)) => checked.map_err(RuleError::Invalid),
+        Ok(Err(failed)) => match failed.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(cancelled) => Err(RuleError::Invalid(vec![too_slow(format!(
+                "its check was cancelled ({cancelled})"
+            ))])),
+        },
+        Err(_) => Err(RuleError::Invalid(vec![too_slow(format!(
+            "trying it on a sample asset took more than {} s, and a run would take that \
+             for every asset it reads: make its expressions cheaper",
+            CHECK_TIME.as_secs()
+        ))])),
+    }
+}
+
+fn too_slow(message: String) -> ExpressionError {
+    ExpressionError {
+        field: "rule".to_owned(),
+        message,
+        line: None,
+        column: None,
+    }
 }
 
 async fn store_version(
@@ -74,7 +113,8 @@ async fn store_version(
     version: i32,
     input: RuleInput,
 ) -> Result<StoredRule, RuleError> {
-    compile(id, version, &input).map_err(RuleError::Invalid)?;
+    let input = input.normalized();
+    check(id, version, &input).await?;
     let stored = store::insert(connection, id, version, &input, actor).await?;
     let event = NewEvent {
         event_id: Uuid::now_v7(),

@@ -39,17 +39,21 @@ impl Template {
                         .map(|offset| start + offset)
                         .ok_or_else(|| ExpressionError {
                             field: field.to_owned(),
-                            message: format!("unclosed `{{` at byte {index} of the template"),
-                            line: Some(1),
-                            column: Some(index as u32 + 1),
+                            message: "unclosed `{`: write `{{` for a literal brace".to_owned(),
+                            line: Some(position(source, index).0),
+                            column: Some(position(source, index).1),
                         })?;
                     if !text.is_empty() {
                         parts.push(Part::Text(std::mem::take(&mut text)));
                     }
                     let expression =
                         Expression::compile(&source[start..end], field).map_err(|mut error| {
-                            // Report columns relative to the whole template.
-                            error.column = error.column.map(|column| column + start as u32);
+                            // Where it is in the whole template, not in the braces.
+                            if let (Some(line), Some(column)) = (error.line, error.column) {
+                                let at = start + offset(&source[start..end], line, column);
+                                let (line, column) = position(source, at);
+                                (error.line, error.column) = (Some(line), Some(column));
+                            }
                             error
                         })?;
                     parts.push(Part::Expression(expression));
@@ -60,11 +64,9 @@ impl Template {
                 '}' => {
                     return Err(ExpressionError {
                         field: field.to_owned(),
-                        message: format!(
-                            "unmatched `}}` at byte {index}; write `}}}}` for a literal brace"
-                        ),
-                        line: Some(1),
-                        column: Some(index as u32 + 1),
+                        message: "unmatched `}`: write `}}` for a literal brace".to_owned(),
+                        line: Some(position(source, index).0),
+                        column: Some(position(source, index).1),
                     })
                 }
                 other => text.push(other),
@@ -100,6 +102,33 @@ impl Template {
         }
         Ok(rendered)
     }
+}
+
+/// The 1-based line and column (in characters) of byte `at` of `text`.
+fn position(text: &str, at: usize) -> (u32, u32) {
+    let before = text.get(..at).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    (
+        u32::try_from(line).unwrap_or(u32::MAX),
+        u32::try_from(column).unwrap_or(u32::MAX),
+    )
+}
+
+/// The byte of `text` at 1-based `line` and `column` (in characters); its end if there
+/// is none.
+fn offset(text: &str, line: u32, column: u32) -> usize {
+    let mut start = 0;
+    for _ in 1..line {
+        match text[start..].find('\n') {
+            Some(newline) => start += newline + 1,
+            None => return text.len(),
+        }
+    }
+    text[start..]
+        .char_indices()
+        .nth(column.saturating_sub(1) as usize)
+        .map_or(text.len(), |(byte, _)| start + byte)
 }
 
 #[cfg(test)]
@@ -151,6 +180,24 @@ mod tests {
         assert_eq!(error.field, "then[1].tag");
         assert!(error.message.contains("colour"));
         assert!(error.column.unwrap_or(0) >= 3, "{error:?}");
+    }
+
+    #[test]
+    fn errors_are_placed_by_line_and_character_in_the_whole_template() {
+        for (source, place) in [
+            ("Check:\n{asset.nope}", (2, 8)),
+            ("ab {asset.tag +\n asset.nope}", (2, 8)),
+            ("ÜÜÜ-{asset.nope}", (1, 12)),
+            ("ÜÜÜ-{asset.tag", (1, 5)),
+            ("a\nÜ}", (2, 2)),
+        ] {
+            let error = Template::compile(source, "then[0].message").unwrap_err();
+            assert_eq!(
+                (error.line, error.column),
+                (Some(place.0), Some(place.1)),
+                "{source:?}: {error:?}"
+            );
+        }
     }
 
     #[test]
