@@ -256,6 +256,8 @@ fn validation(issuer: &str, audience: &str) -> Validation {
     validation.set_issuer(&[issuer]);
     validation.set_audience(&[audience]);
     validation.leeway = LEEWAY_SECONDS;
+    // A token is not good before its `nbf` (RFC 7519 §4.1.5) when it has one.
+    validation.validate_nbf = true;
     validation
 }
 
@@ -404,6 +406,25 @@ mod tests {
         )
         .expect("signs");
         assert!(matches!(refusal(&expired), AuthError::Expired));
+    }
+
+    #[test]
+    fn a_token_not_good_before_tomorrow_is_refused_today() {
+        let claims = |nbf: i64| {
+            serde_json::json!({"sub": "alice", "role": "admin", "iss": DEFAULT_ISSUER,
+                "aud": DEFAULT_AUDIENCE, "exp": now() + 3600, "iat": now(), "nbf": nbf})
+        };
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(ALGORITHM),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("signs")
+        };
+        let now = i64::try_from(now()).unwrap_or(i64::MAX);
+        refusal(&sign(claims(now + 86_400)));
+        assert!(authenticator().authenticate(&sign(claims(now - 60))).is_ok());
     }
 
     #[test]
