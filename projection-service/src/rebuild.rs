@@ -31,6 +31,21 @@ pub fn tables_of(projector: &str) -> Option<&'static [&'static str]> {
     }
 }
 
+/// How long the swap waits for a lock before it lets go and tries again.
+const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How many times the swap is tried.
+const SWAP_ATTEMPTS: u32 = 30;
+
+/// Whether `error` is Postgres giving up on a lock (`lock_timeout`, 55P03) or breaking
+/// a deadlock it saw (40P01).
+fn is_lock_timeout(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<sqlx::Error>())
+        .filter_map(sqlx::Error::as_database_error)
+        .any(|database| matches!(database.code().as_deref(), Some("55P03" | "40P01")))
+}
+
 /// What a rebuild did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rebuilt {
@@ -92,38 +107,84 @@ async fn rebuild_with<P: Projector>(
             position = page.1;
         }
 
-        // Catch up to the live checkpoint and swap, holding the checkpoint row so the
-        // live projector waits for the swap.
-        let mut transaction = read.begin().await?;
-        let (live,): (i64,) = sqlx::query_as(
-            "select position from public.projector_checkpoints where projector = $1 for update",
-        )
-        .bind(name)
-        .fetch_optional(&mut *transaction)
-        .await?
-        .unwrap_or((0,));
+        // Catch up, unlocked, with what the live projector applied meanwhile, until
+        // little is left: the locked catch-up below holds every projector up.
         loop {
-            let events = synapse_shared::event_log::read_after(&log, position, PAGE).await?;
-            let events: Vec<&EventEnvelope> = events
-                .iter()
-                .filter(|event| event.position <= live)
-                .collect();
-            let Some(last) = events.last().map(|event| event.position) else {
+            let live = live_position(&mut read, name).await?;
+            if live - position <= PAGE {
                 break;
-            };
-            projector.project(&mut transaction, &events).await?;
-            applied += events.len() as u64;
-            position = last;
+            }
+            while position < live {
+                let page = fold_page(&log, &mut read, &projector, position, live).await?;
+                if page.0 == 0 {
+                    break;
+                }
+                applied += page.0;
+                position = page.1;
+            }
         }
-        for table in tables {
-            sqlx::query(&format!("drop table public.{table}"))
+
+        // Catch up to the live checkpoint and swap, holding the checkpoint row so the
+        // live projector waits for the swap. The swap's `drop table` waits for every
+        // transaction on the old table, and the live projector may hold one open (the
+        // next batch, written ahead) while it waits for that row: a cycle Postgres
+        // cannot see, since one wait is in the projector. A lock timeout breaks it:
+        // the attempt rolls back (freeing the row) and is made again.
+        let mut attempt = 1;
+        let (live, caught_up) = loop {
+            let mut transaction = read.begin().await?;
+            sqlx::query(&format!("set local lock_timeout = '{}ms'", SWAP_LOCK_TIMEOUT.as_millis()))
                 .execute(&mut *transaction)
                 .await?;
-            sqlx::query(&format!("alter table {schema}.{table} set schema public"))
-                .execute(&mut *transaction)
-                .await?;
-        }
-        transaction.commit().await?;
+            let swapped = async {
+                let (live,): (i64,) = sqlx::query_as(
+                    "select position from public.projector_checkpoints where projector = $1 for update",
+                )
+                .bind(name)
+                .fetch_optional(&mut *transaction)
+                .await?
+                .unwrap_or((0,));
+                let (mut at, mut caught_up) = (position, 0);
+                loop {
+                    let events = synapse_shared::event_log::read_after(&log, at, PAGE).await?;
+                    let events: Vec<&EventEnvelope> = events
+                        .iter()
+                        .filter(|event| event.position <= live)
+                        .collect();
+                    let Some(last) = events.last().map(|event| event.position) else {
+                        break;
+                    };
+                    projector.project(&mut transaction, &events).await?;
+                    caught_up += events.len() as u64;
+                    at = last;
+                }
+                for table in tables {
+                    sqlx::query(&format!("drop table public.{table}"))
+                        .execute(&mut *transaction)
+                        .await?;
+                    sqlx::query(&format!("alter table {schema}.{table} set schema public"))
+                        .execute(&mut *transaction)
+                        .await?;
+                }
+                anyhow::Ok((live, at, caught_up))
+            }
+            .await;
+            match swapped {
+                Ok((live, at, caught_up)) => {
+                    transaction.commit().await?;
+                    position = at;
+                    break (live, caught_up);
+                }
+                Err(error) if attempt < SWAP_ATTEMPTS && is_lock_timeout(&error) => {
+                    transaction.rollback().await?;
+                    tracing::info!(projector = name, attempt, "rebuild: the swap waited too long for a lock; trying again");
+                    attempt += 1;
+                    tokio::time::sleep(SWAP_LOCK_TIMEOUT).await;
+                }
+                Err(error) => return Err(error),
+            }
+        };
+        applied += caught_up;
         anyhow::Ok(Rebuilt {
             projector: name,
             events: applied,

@@ -424,7 +424,9 @@ mod tests {
         };
         let now = i64::try_from(now()).unwrap_or(i64::MAX);
         refusal(&sign(claims(now + 86_400)));
-        assert!(authenticator().authenticate(&sign(claims(now - 60))).is_ok());
+        assert!(authenticator()
+            .authenticate(&sign(claims(now - 60)))
+            .is_ok());
     }
 
     #[test]
