@@ -26,6 +26,10 @@ pub struct Application {
 /// tag index (1.6 ms), and grew with the table.
 const RANDOM_PAGE_COST: (&str, &str) = ("random_page_cost", "1.1");
 
+/// How long shutdown waits for background executions to end their batches (within
+/// `deploy/run.sh`'s 15 s between SIGTERM and SIGKILL).
+const EXECUTIONS_GRACE: Duration = Duration::from_secs(10);
+
 impl Application {
     /// Connect to Postgres (waiting up to 30 s for it), apply migrations, connect to
     /// NATS (in the background if it is down), and bind the listener.
@@ -68,6 +72,7 @@ impl Application {
                 pool,
                 nats: client,
                 shutdown: CancellationToken::new(),
+                executions: tokio_util::task::TaskTracker::new(),
                 auth,
             },
             relay,
@@ -104,11 +109,25 @@ impl Application {
             .auth
             .warn_while_disabled("command-service", shutdown.clone());
         tracing::info!(port, "command service listening");
+        let running = self.state.executions.clone();
         let router = http::router(self.state);
         axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await
             .context("serving http")?;
+        // Background executions stop at their next chunk and record their batch as
+        // failed; without this wait the process ended first and left it `running`
+        // until a replica's sweep found it.
+        running.close();
+        if tokio::time::timeout(EXECUTIONS_GRACE, running.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "executions still running after {} s; the sweep ends their batches",
+                EXECUTIONS_GRACE.as_secs()
+            );
+        }
         if let Some(relay) = relay {
             relay.await.context("joining the relay")?;
         }

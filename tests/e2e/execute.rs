@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use synapse_tests::apps;
 use synapse_tests::client::{post_csv, send, Reply};
-use synapse_tests::plant::{as_csv, motors, pump_flag_rule, small_plant, vfd_rule};
+use synapse_tests::plant::{as_csv, motors, pump_flag_rule, pumps, small_plant, vfd_rule};
 use synapse_tests::stream::{read_all, wait_for_messages};
 use synapse_tests::{TestDatabase, TestNats};
 use uuid::Uuid;
@@ -2734,4 +2734,67 @@ async fn a_plan_is_refused_when_a_relationship_it_read_is_deleted_since() -> any
                          "tag": vfd, "planned_version": 1, "current_version": 0}]);
     setup.apply_refused(&plan, logged, errors).await?;
     setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_shutdown_during_a_background_execution_ends_its_batch_as_failed_before_it_exits(
+) -> anyhow::Result<()> {
+    // Arrange: 4,000 pumps to flag, run in the background, under way.
+    let setup = setup(false).await?;
+    setup.import(as_csv(&pumps(4_000))).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let started = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"rule_ids": [rule]})),
+    )
+    .await?
+    .expect_status(202);
+    let batch = Uuid::parse_str(started.body["correlation_id"].as_str().unwrap_or_default())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (progress,): (i64,) = sqlx::query_as(
+            "select count(*) from workflow_events
+             where correlation_id = $1 and event_type = 'BATCH_PROGRESS'",
+        )
+        .bind(batch)
+        .fetch_one(&setup.pool)
+        .await?;
+        if progress > 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the run never got under way"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: a graceful shutdown (what SIGTERM does).
+    setup.command.stop().await?;
+
+    // Assert: by the time the service has stopped, the batch is failed and says why
+    // (before: it stayed `running` until a replica's sweep found it).
+    let (status,): (String,) =
+        sqlx::query_as("select status from batches where correlation_id = $1")
+            .bind(batch)
+            .fetch_one(&setup.pool)
+            .await?;
+    let (last_type, error): (String, Option<String>) = sqlx::query_as(
+        "select event_type, payload->>'error' from workflow_events
+         where correlation_id = $1 order by position desc limit 1",
+    )
+    .bind(batch)
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(status, "failed");
+    assert_eq!(last_type, "BATCH_FAILED");
+    assert!(
+        error
+            .as_deref()
+            .is_some_and(|error| error.contains("shut down")),
+        "{error:?}"
+    );
+    Ok(())
 }

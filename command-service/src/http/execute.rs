@@ -161,7 +161,7 @@ pub async fn execute(
         shutdown: state.shutdown.clone(),
         growth: Default::default(),
     };
-    let handle = tokio::spawn(execution.run());
+    let handle = state.executions.spawn(execution.run());
     if !wait {
         return Ok(response);
     }

@@ -32,6 +32,9 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// Cancelled on shutdown: background executions stop between chunks.
     pub shutdown: synapse_shared::shutdown::CancellationToken,
+    /// Background executions, which shutdown waits for: each ends its batch as failed
+    /// ("the command service shut down during the batch") before the process exits.
+    pub executions: tokio_util::task::TaskTracker,
     /// Checks bearer tokens; handlers get the caller through `actor::Actor`.
     pub auth: Authenticator,
 }
