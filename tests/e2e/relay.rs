@@ -369,3 +369,49 @@ async fn a_relay_whose_stream_was_filled_from_another_log_publishes_nothing_and_
     assert_eq!(streamed, first_log);
     command.stop().await
 }
+
+#[tokio::test]
+async fn an_idle_relay_publishes_the_log_again_into_a_stream_that_was_lost() -> anyhow::Result<()> {
+    // Arrange: two batches relayed, then the stream is lost (its store deleted, as an
+    // operator or a crash might) while nothing else happens.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, true).await?;
+    let http = synapse_tests::client::http_client();
+    for tag in ["M-101A", "M-101B"] {
+        send(
+            &http,
+            reqwest::Method::POST,
+            &command.url("/assets"),
+            Some(&asset(tag)),
+        )
+        .await?
+        .expect_status(201);
+    }
+    let pool = PgPool::connect(&database.url).await?;
+    let logged = synapse_shared::event_log::read_after(&pool, 0, 1000).await?;
+    wait_for_messages(&nats.args, logged.len() as u64, Duration::from_secs(15)).await?;
+
+    // Act
+    synapse_tests::stream::context(&nats.args)
+        .await?
+        .delete_stream(&nats.args.nats_stream)
+        .await?;
+
+    // Assert: without any command, the stream holds the log again (before: it stayed
+    // empty until the next command).
+    wait_for_messages(&nats.args, logged.len() as u64, Duration::from_secs(30)).await?;
+    let streamed: Vec<i64> = read_all(&nats.args)
+        .await?
+        .iter()
+        .map(|message| message.envelope.position)
+        .collect();
+    let positions: Vec<i64> = logged.iter().map(|event| event.position).collect();
+    assert_eq!(streamed, positions);
+    assert_eq!(
+        log_count(&pool).await?,
+        logged.len() as i64,
+        "no command was needed"
+    );
+    command.stop().await
+}

@@ -32,6 +32,8 @@ use synapse_shared::shutdown::CancellationToken;
 const ROUND_SIZE: i64 = 500;
 /// Safety-net poll when no NOTIFY arrives.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often an idle relay checks that the stream still ends where it left it.
+const STREAM_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How often a follower retries to become the leader: well inside the lease's lifetime,
 /// so a takeover happens soon after a lease runs out.
 const FOLLOWER_RETRY: Duration = Duration::from_secs(1);
@@ -107,6 +109,7 @@ impl Relay {
             sequence = tail.sequence,
             "relay resumes"
         );
+        let mut checked = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -125,6 +128,23 @@ impl Relay {
                         if let Ok(Err(error)) = notification {
                             tracing::warn!(%error, "relay listener error; polling");
                         }
+                    }
+                }
+                // While idle, look at the stream now and then: one that lost messages
+                // (its store deleted, an OS crash losing unsynced writes) is refilled
+                // from the log now, not when the next command comes. One gone is an
+                // error here: the next term creates it again.
+                if checked.elapsed() >= STREAM_CHECK_EVERY {
+                    checked = tokio::time::Instant::now();
+                    let now = publisher.tail(&self.pool).await?;
+                    if now != tail {
+                        tracing::warn!(
+                            was = tail.position,
+                            now = now.position,
+                            "the stream's tail moved under the relay; publishing again from it"
+                        );
+                        record_checkpoint(&self.pool, now.position).await?;
+                        tail = now;
                     }
                 }
                 continue;
