@@ -59,6 +59,16 @@ impl Setup {
     }
 
     async fn execute(&self, body: Value) -> anyhow::Result<Value> {
+        self.post_execute(body, 200).await
+    }
+
+    /// `POST /rules/execute` without waiting, which must answer 202; its body.
+    async fn start(&self, body: Value) -> anyhow::Result<Value> {
+        self.post_execute(body, 202).await
+    }
+
+    /// `POST /rules/execute`, which must answer `status`; its body.
+    async fn post_execute(&self, body: Value, status: u16) -> anyhow::Result<Value> {
         let reply = send(
             &self.http,
             Method::POST,
@@ -66,7 +76,7 @@ impl Setup {
             Some(&body),
         )
         .await?;
-        Ok(reply.expect_status(200).body)
+        Ok(reply.expect_status(status).body)
     }
 
     /// `POST /rules/execute {plan_id}` with the plan of a dry run's answer; the reply,
@@ -2158,14 +2168,7 @@ async fn concurrent_runs_of_a_flag_rule_raise_each_finding_once_and_leave_one_wo
     );
 
     // Act: version 1 runs in the background while version 2, worded differently, runs.
-    let background = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/execute"),
-        Some(&json!({"rule_ids": [rule]})),
-    )
-    .await?
-    .expect_status(202);
+    let background = setup.start(json!({"rule_ids": [rule]})).await?;
     send(
         &setup.http,
         Method::PUT,
@@ -2176,7 +2179,7 @@ async fn concurrent_runs_of_a_flag_rule_raise_each_finding_once_and_leave_one_wo
     .expect_status(200);
     let reworded = setup.execute(run).await?;
     assert_eq!(reworded["status"], "completed", "{reworded}");
-    let background: Uuid = serde_json::from_value(background.body["correlation_id"].clone())?;
+    let background: Uuid = serde_json::from_value(background["correlation_id"].clone())?;
     let patience = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (status,): (String,) =
@@ -2743,15 +2746,8 @@ async fn a_shutdown_during_a_background_execution_ends_its_batch_as_failed_befor
     let setup = setup(false).await?;
     setup.import(as_csv(&pumps(4_000))).await?;
     let rule = setup.define(&pump_flag_rule()).await?;
-    let started = send(
-        &setup.http,
-        Method::POST,
-        &setup.command.url("/rules/execute"),
-        Some(&json!({"rule_ids": [rule]})),
-    )
-    .await?
-    .expect_status(202);
-    let batch = Uuid::parse_str(started.body["correlation_id"].as_str().unwrap_or_default())?;
+    let started = setup.start(json!({"rule_ids": [rule]})).await?;
+    let batch = Uuid::parse_str(started["correlation_id"].as_str().unwrap_or_default())?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (progress,): (i64,) = sqlx::query_as(

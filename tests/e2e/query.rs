@@ -497,6 +497,21 @@ async fn times_before_what_postgres_holds_are_refused_like_years_too_large_to_pa
     query.stop().await
 }
 
+/// `GET path` is a 400 `invalid-query` problem whose detail says `why`.
+async fn refused_query(query: &apps::Running, path: &str, why: &str) -> anyhow::Result<()> {
+    let reply = get_as_viewer(query, path).await?;
+    assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
+    assert!(reply.is_problem(), "GET {path}: {reply:?}");
+    assert_eq!(reply.body["type"], "/problems/invalid-query", "GET {path}");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains(why)),
+        "GET {path}: {reply:?}"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_discipline_filter_that_is_not_a_code_is_a_400_problem() -> anyhow::Result<()> {
     // Arrange: no event can have such a discipline, so the answer was an empty page.
@@ -513,16 +528,7 @@ async fn a_discipline_filter_that_is_not_a_code_is_a_400_problem() -> anyhow::Re
             "x".repeat(65).as_str(),
         ] {
             let path = format!("{route}?discipline={discipline}");
-            let reply = get_as_viewer(&query, &path).await?;
-            assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
-            assert!(reply.is_problem(), "GET {path}: {reply:?}");
-            assert_eq!(reply.body["type"], "/problems/invalid-query", "GET {path}");
-            assert!(
-                reply.body["detail"]
-                    .as_str()
-                    .is_some_and(|detail| detail.contains("discipline code")),
-                "GET {path}: {reply:?}"
-            );
+            refused_query(&query, &path, "discipline code").await?;
         }
         let lower_case = get_as_viewer(&query, &format!("{route}?discipline=electrical")).await?;
         assert_eq!(lower_case.status, 200, "{lower_case:?}");
@@ -551,17 +557,7 @@ async fn every_route_refuses_a_parameter_it_does_not_know_with_a_400_problem() -
         "/disciplines/ELECTRICAL".to_owned(),
         "/findings".to_owned(),
     ] {
-        let path = format!("{route}?x=1");
-        let reply = get_as_viewer(&query, &path).await?;
-        assert_eq!(reply.status, 400, "GET {path}: {reply:?}");
-        assert!(reply.is_problem(), "GET {path}: {reply:?}");
-        assert_eq!(reply.body["type"], "/problems/invalid-query", "GET {path}");
-        assert!(
-            reply.body["detail"]
-                .as_str()
-                .is_some_and(|detail| detail.contains("`x`")),
-            "GET {path}: {reply:?}"
-        );
+        refused_query(&query, &format!("{route}?x=1"), "`x`").await?;
     }
     query.stop().await
 }

@@ -167,6 +167,56 @@ impl Setup {
         Ok(id)
     }
 
+    /// The rollback of `deleted` would bring back `old`, whose tag or key the batch of
+    /// `created` has taken since: its dry run says it would not roll back, and strict
+    /// is refused with `reason`, naming that batch.
+    async fn refused_as_taken(
+        &self,
+        deleted: &Reply,
+        created: &Reply,
+        old: uuid::Uuid,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let batch = correlation_id(deleted);
+        let preview = self
+            .post(
+                "/rules/rollback",
+                json!({"correlation_id": batch, "dry_run": true}),
+            )
+            .await?
+            .expect_status(200);
+        assert_eq!(preview.body["would_roll_back"], false, "{:?}", preview.body);
+        let refused = self
+            .post("/rules/rollback", json!({"correlation_id": batch}))
+            .await?;
+        assert_eq!(
+            first_conflict(&refused),
+            (json!(old), json!(reason), json!([correlation_id(created)]))
+        );
+        Ok(())
+    }
+
+    /// A cascade rollback of `deleted` rolls `created` back first (as its dry run says),
+    /// then `deleted`, which leaves the state as it was `before` it.
+    async fn cascaded_back(
+        &self,
+        deleted: &Reply,
+        created: &Reply,
+        before: &BTreeMap<String, Value>,
+    ) -> anyhow::Result<()> {
+        let batch = correlation_id(deleted);
+        self.preview_cascade(&batch, &[&correlation_id(created)], [0, 0, 1])
+            .await?;
+        self.post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+        assert_eq!(&self.state().await?, before);
+        Ok(())
+    }
+
     /// Everything command-side state holds, without versions (which move on).
     async fn state(&self) -> anyhow::Result<BTreeMap<String, Value>> {
         let rows: Vec<(String, Value)> = sqlx::query_as(
@@ -1251,46 +1301,24 @@ async fn a_rollback_that_would_bring_back_a_relationship_another_one_repeats_now
         .await?
         .expect_status(201);
     let after_new = setup.state().await?;
-    let rollback = |mode: &str| json!({"correlation_id": correlation_id(&deleted), "mode": mode});
-
     // Act + Assert: the dry run says it would not roll back, strict and partial are
     // refused naming the new relationship's batch, and nothing is written (before: a
     // dry run that would roll back, then a 500 from the unique index).
-    let preview = setup
+    setup
+        .refused_as_taken(&deleted, &created, old, "link_taken")
+        .await?;
+    let partial = setup
         .post(
             "/rules/rollback",
-            json!({"correlation_id": correlation_id(&deleted), "dry_run": true}),
+            json!({"correlation_id": correlation_id(&deleted), "mode": "partial"}),
         )
-        .await?
-        .expect_status(200);
-    assert_eq!(preview.body["would_roll_back"], false, "{:?}", preview.body);
-    let refused = setup.post("/rules/rollback", rollback("strict")).await?;
-    assert_eq!(
-        first_conflict(&refused),
-        (
-            json!(old),
-            json!("link_taken"),
-            json!([correlation_id(&created)])
-        )
-    );
-    let partial = setup.post("/rules/rollback", rollback("partial")).await?;
+        .await?;
     assert_eq!(partial.status, 409, "{:?}", partial.body);
     assert_eq!(setup.state().await?, after_new);
 
     // Act + Assert: cascade rolls the new relationship back first, then brings the old
     // one back.
-    setup
-        .preview_cascade(
-            &correlation_id(&deleted),
-            &[&correlation_id(&created)],
-            [0, 0, 1],
-        )
-        .await?;
-    setup
-        .post("/rules/rollback", rollback("cascade"))
-        .await?
-        .expect_status(200);
-    assert_eq!(setup.state().await?, before);
+    setup.cascaded_back(&deleted, &created, &before).await?;
     assert_eq!(relationship_id().await?, old);
     setup.command.stop().await
 }
@@ -1311,42 +1339,15 @@ async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_confl
         .await?
         .expect_status(201);
     let after_new = setup.state().await?;
-    let rollback = |mode: &str| json!({"correlation_id": correlation_id(&deleted), "mode": mode});
-
     // Act + Assert: the dry run says it would not roll back, and strict is a 409 naming
     // the tag's new holder's batch; nothing is written (before: a 500).
-    let preview = setup
-        .post(
-            "/rules/rollback",
-            json!({"correlation_id": correlation_id(&deleted), "dry_run": true}),
-        )
-        .await?
-        .expect_status(200);
-    assert_eq!(preview.body["would_roll_back"], false, "{:?}", preview.body);
-    let refused = setup.post("/rules/rollback", rollback("strict")).await?;
-    assert_eq!(
-        first_conflict(&refused),
-        (
-            json!(old),
-            json!("tag_taken"),
-            json!([correlation_id(&created)])
-        )
-    );
+    setup
+        .refused_as_taken(&deleted, &created, old, "tag_taken")
+        .await?;
     assert_eq!(setup.state().await?, after_new);
 
     // Act + Assert: cascade rolls the new asset back first, then brings M-100 back.
-    setup
-        .preview_cascade(
-            &correlation_id(&deleted),
-            &[&correlation_id(&created)],
-            [0, 0, 1],
-        )
-        .await?;
-    setup
-        .post("/rules/rollback", rollback("cascade"))
-        .await?
-        .expect_status(200);
-    assert_eq!(setup.state().await?, before);
+    setup.cascaded_back(&deleted, &created, &before).await?;
     assert_eq!(setup.asset_id("M-100").await?, old);
     setup.command.stop().await
 }

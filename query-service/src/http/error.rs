@@ -91,3 +91,12 @@ pub fn invalid_query(detail: impl Into<String>) -> ApiError {
         .with_detail(detail),
     )
 }
+
+/// A `discipline` query parameter as the read models hold it
+/// ([`crate::read::disciplines::code`]), or a 400 that says what a discipline is.
+pub fn discipline_param(value: Option<&str>) -> Result<Option<String>, ApiError> {
+    value
+        .map(crate::read::disciplines::code)
+        .transpose()
+        .map_err(invalid_query)
+}

@@ -1,8 +1,7 @@
 //! `GET /findings`: the open findings of `flag` rules.
 
-use crate::http::error::{invalid_query, one_of, ApiError};
+use crate::http::error::{discipline_param, one_of, ApiError};
 use crate::http::pagination::PageRequest;
-use crate::read::disciplines;
 use crate::read::findings::{self, FindingFilter, FindingRow};
 use crate::state::AppState;
 use axum::extract::State;
@@ -68,12 +67,7 @@ pub async fn list(
     let filter = FindingFilter {
         asset_id: params.asset_id,
         rule_id: params.rule_id,
-        discipline: params
-            .discipline
-            .as_deref()
-            .map(disciplines::code)
-            .transpose()
-            .map_err(invalid_query)?,
+        discipline: discipline_param(params.discipline.as_deref())?,
         severity: one_of("severity", params.severity, SEVERITIES)?,
     };
     let rows = findings::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;

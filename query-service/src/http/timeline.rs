@@ -1,9 +1,8 @@
 //! `GET /events/timeline`: every event, filtered by any mix of fields, by position.
 
-use crate::http::error::{invalid_query, ApiError};
+use crate::http::error::{discipline_param, invalid_query, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::http::time;
-use crate::read::disciplines;
 use crate::read::events::{self, AssetMatch, EventFilter, TimelineEntry};
 use crate::state::AppState;
 use axum::extract::State;
@@ -94,12 +93,7 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         with_links_of_asset: false,
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
-        discipline: params
-            .discipline
-            .as_deref()
-            .map(disciplines::code)
-            .transpose()
-            .map_err(invalid_query)?,
+        discipline: discipline_param(params.discipline.as_deref())?,
         actor: params.actor.clone(),
         from: params.from,
         to: params.to,
