@@ -36,6 +36,31 @@ const SWAP_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 /// How many times the swap is tried.
 const SWAP_ATTEMPTS: u32 = 30;
 
+/// The names `like ... including all` gave the indexes of `{schema}.{table}`, each with
+/// the name its twin on `public.{table}` has (the migrations' names, which later
+/// migrations and the query planner's tests use): matched by their definitions, names
+/// and schemas aside. An index without a twin keeps its name.
+async fn index_names(
+    connection: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select made.indexname, kept.indexname
+         from pg_indexes made
+         join pg_indexes kept
+           on kept.schemaname = 'public' and kept.tablename = made.tablename
+          and replace(kept.indexdef, format('INDEX %s ON public.', kept.indexname), 'INDEX ON ')
+            = replace(made.indexdef, format('INDEX %s ON %s.', made.indexname, made.schemaname), 'INDEX ON ')
+         where made.schemaname = $1 and made.tablename = $2
+           and made.indexname <> kept.indexname",
+    )
+    .bind(schema)
+    .bind(table)
+    .fetch_all(connection)
+    .await
+}
+
 /// Whether `error` is Postgres giving up on a lock (`lock_timeout`, 55P03) or breaking
 /// a deadlock it saw (40P01).
 fn is_lock_timeout(error: &anyhow::Error) -> bool {
@@ -159,12 +184,18 @@ async fn rebuild_with<P: Projector>(
                     at = last;
                 }
                 for table in tables {
+                    let names = index_names(&mut transaction, &schema, table).await?;
                     sqlx::query(&format!("drop table public.{table}"))
                         .execute(&mut *transaction)
                         .await?;
                     sqlx::query(&format!("alter table {schema}.{table} set schema public"))
                         .execute(&mut *transaction)
                         .await?;
+                    for (made, kept) in names {
+                        sqlx::query(&format!("alter index public.{made} rename to {kept}"))
+                            .execute(&mut *transaction)
+                            .await?;
+                    }
                 }
                 anyhow::Ok((live, at, caught_up))
             }

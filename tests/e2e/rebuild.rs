@@ -52,6 +52,16 @@ async fn a_rebuild_from_the_log_swaps_in_identical_read_models_while_the_service
     system.wait_for_projection().await?;
     let pool = PgPool::connect(&system.database.url).await?;
     let live = read_models::snapshot(&pool).await?;
+    let indexes = || async {
+        let names: Vec<(String, String)> = sqlx::query_as(
+            "select tablename, indexname from pg_indexes
+             where schemaname = 'public' and tablename like 'rm\\_%' order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await?;
+        anyhow::Ok(names)
+    };
+    let indexes_before = indexes().await?;
 
     // Act
     for projector in projection_service::projectors::ALL {
@@ -72,6 +82,10 @@ async fn a_rebuild_from_the_log_swaps_in_identical_read_models_while_the_service
         BTreeMap::new(),
         "rows differing after the rebuild"
     );
+    // ...and the same indexes by the same names (before: `rm_events_aggregate_idx`
+    // came back as `rm_events_aggregate_id_position_idx`, and so on).
+    assert!(indexes_before.len() > 5, "{indexes_before:?}");
+    assert_eq!(indexes().await?, indexes_before);
     let log = synapse_shared::event_log::read_after(&pool, 0, 1_000_000).await?;
     let mut folded = BTreeMap::new();
     for event in &log {
