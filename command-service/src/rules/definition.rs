@@ -559,6 +559,54 @@ mod tests {
     }
 
     #[test]
+    fn a_name_counts_characters_and_takes_no_control_character_and_a_message_is_bounded() {
+        let rule = |name: &str, message: &str| -> RuleInput {
+            serde_json::from_value(json!({
+                "name": name, "discipline": "ELECTRICAL", "when": "true",
+                "then": [{"type": "flag", "severity": "info", "message": message}]
+            }))
+            .unwrap()
+        };
+        // 150 characters of two bytes each: within 200 characters.
+        assert!(compile(Uuid::nil(), 1, &rule(&"ü".repeat(150), "check")).is_ok());
+        let fields = |input: &RuleInput| -> Vec<String> {
+            compile(Uuid::nil(), 1, input)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|error| error.field)
+                .collect()
+        };
+        assert_eq!(fields(&rule(&"ü".repeat(201), "check")), ["name"]);
+        assert_eq!(fields(&rule("Motors\nreviewed", "check")), ["name"]);
+        assert_eq!(
+            fields(&rule("Motors", &"x".repeat(4_097))),
+            ["then[0].message"]
+        );
+    }
+
+    #[test]
+    fn codes_are_upper_cased_so_a_case_only_edit_is_the_same_definition() {
+        let rule = |discipline: &str, kind: &str| -> RuleInput {
+            serde_json::from_value(json!({
+                "name": "feeds", "discipline": discipline, "when": "true",
+                "then": [{"type": "create_relationship", "kind": kind, "from": "asset",
+                          "to": {"tag": "MCC-1"}},
+                         {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "power",
+                          "discipline": "electrical", "from": "asset", "to": {"tag": "MCC-1"}}]
+            }))
+            .unwrap()
+        };
+        let lower = rule("electrical", "feeds").normalized();
+        assert_eq!(lower, rule("ELECTRICAL", "FEEDS").normalized());
+        assert_eq!(lower.discipline, "ELECTRICAL");
+        assert!(
+            matches!(&lower.then[1], Action::UpsertCable { cable_type, discipline, .. }
+            if cable_type == "POWER" && discipline.as_deref() == Some("ELECTRICAL"))
+        );
+    }
+
+    #[test]
     fn no_rule_gives_an_asset_a_property_named_like_one_of_its_fields() {
         let input: RuleInput = serde_json::from_value(json!({
             "name": "clashes", "discipline": "ELECTRICAL", "when": "true",
