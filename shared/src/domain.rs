@@ -128,6 +128,19 @@ pub fn is_reserved_discipline(value: &str) -> bool {
     value.eq_ignore_ascii_case(crate::subject::NO_DISCIPLINE)
 }
 
+/// What is wrong with `value` as the code in `field` (a discipline, an asset or cable
+/// type, a relationship kind), if anything: not a code ([`CODE_FORMAT`]), or, as a
+/// discipline, the one subjects reserve ([`RESERVED_DISCIPLINE`]).
+pub fn code_error(field: &str, value: &str) -> Option<&'static str> {
+    if !is_code(value) {
+        Some(CODE_FORMAT)
+    } else if field == "discipline" && is_reserved_discipline(value) {
+        Some(RESERVED_DISCIPLINE)
+    } else {
+        None
+    }
+}
+
 /// What [`is_code`] asks of a code, as an error message.
 pub const CODE_FORMAT: &str = "must be 1 to 64 letters, digits, `_` or `-`";
 

@@ -101,13 +101,8 @@ pub use synapse_shared::domain::{is_code, CODE_FORMAT};
 
 /// Check a code such as a discipline or asset type and return it upper-cased.
 pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> String {
-    if !is_code(value) {
-        errors.push(FieldError::new(field, CODE_FORMAT));
-    } else if field == "discipline" && synapse_shared::domain::is_reserved_discipline(value) {
-        errors.push(FieldError::new(
-            field,
-            synapse_shared::domain::RESERVED_DISCIPLINE,
-        ));
+    if let Some(message) = synapse_shared::domain::code_error(field, value) {
+        errors.push(FieldError::new(field, message));
     }
     value.to_ascii_uppercase()
 }
@@ -115,7 +110,7 @@ pub fn check_code(field: &str, value: &str, errors: &mut Vec<FieldError>) -> Str
 /// Why Postgres cannot store a text: it holds no NUL character (U+0000) in `text` or
 /// `jsonb`. JSON bodies are refused before they get here; a CSV cell or a string a
 /// rule makes at run time is checked with this.
-const NUL_MESSAGE: &str = "contains a NUL character (U+0000), which cannot be stored";
+pub const NUL_MESSAGE: &str = "contains a NUL character (U+0000), which cannot be stored";
 
 /// Check an optional free-text field.
 pub fn check_text(field: &str, value: Option<&str>, errors: &mut Vec<FieldError>) {

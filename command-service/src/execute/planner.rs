@@ -599,10 +599,10 @@ fn finding_message(message: String) -> Result<String, EvaluationError> {
         )));
     }
     if message.contains('\0') {
-        return Err(EvaluationError(
-            "the finding's message contains a NUL character (U+0000), which cannot be stored"
-                .to_owned(),
-        ));
+        return Err(EvaluationError(format!(
+            "the finding's message {}",
+            crate::assets::input::NUL_MESSAGE
+        )));
     }
     let most = crate::rules::definition::MAX_MESSAGE_BYTES;
     if message.len() > most {

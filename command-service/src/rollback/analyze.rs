@@ -415,9 +415,9 @@ pub async fn analyze(
     let mut conflicts = listed_conflicts(connection, &listed).await?;
     let mut conflict_count = conflicting.len();
     // Then, one check after the other (each on what the ones before left): what would
-    // take a tag another asset or cable has now (or a relationship's kind and ends), then what would leave links naming
-    // assets that do not exist: links brought back to ends that are gone, and assets
-    // deleted that links of later batches name.
+    // take a tag another asset or cable has now (or a relationship's kind and ends),
+    // then what would leave links naming assets that do not exist: links brought back
+    // to ends that are gone, and assets deleted that links of later batches name.
     for check in [Check::TagsTaken, Check::GoneEnds, Check::LinkedAssets] {
         let found = match check {
             Check::TagsTaken => tags_taken(connection, correlation_id, &restorations).await?,
@@ -556,7 +556,7 @@ async fn tags_taken(
 }
 
 /// Whether a restoration is of a cable or a relationship.
-fn is_link(restoration: &Restoration) -> bool {
+pub(super) fn is_link(restoration: &Restoration) -> bool {
     matches!(
         restoration.aggregate_type.as_str(),
         "cable" | "relationship"

@@ -397,9 +397,8 @@ fn rollback_event(
     event
 }
 
-/// Delete what the batch created, before any state is restored: a restored tag may be
-/// held by a row the batch created.
-/// Delete what the batch created; the assets deleted, by id and tag.
+/// Delete what the batch created, before any state is restored (a restored tag may be
+/// held by a row the batch created); the assets deleted, by id and tag.
 ///
 /// The assets are locked before they go, and then no link may name them but those the
 /// rollback restores elsewhere: the analysis read without locks, so a cable or
@@ -436,7 +435,7 @@ async fn delete_created(
         .await?;
     let restored_links: Vec<Uuid> = restorations
         .iter()
-        .filter(|r| is_link_type(&r.aggregate_type))
+        .filter(|r| analyze::is_link(r))
         .map(|r| r.aggregate_id)
         .collect();
     let linked: bool = sqlx::query_scalar(
@@ -460,10 +459,6 @@ async fn delete_created(
             .fetch_all(&mut *connection)
             .await?,
     )
-}
-
-fn is_link_type(aggregate_type: &str) -> bool {
-    matches!(aggregate_type, "cable" | "relationship")
 }
 
 /// Upsert restored states with their new versions.

@@ -231,13 +231,8 @@ pub fn compile(
             "must not contain control characters (line breaks, tabs...)",
         ));
     }
-    if !input::is_code(&input.discipline) {
-        errors.push(plain("discipline", input::CODE_FORMAT));
-    } else if synapse_shared::domain::is_reserved_discipline(&input.discipline) {
-        errors.push(plain(
-            "discipline",
-            synapse_shared::domain::RESERVED_DISCIPLINE,
-        ));
+    if let Some(message) = synapse_shared::domain::code_error("discipline", &input.discipline) {
+        errors.push(plain("discipline", message));
     }
     if input.then.is_empty() || input.then.len() > MAX_ACTIONS {
         errors.push(plain("then", "must list 1 to 32 actions"));
@@ -454,11 +449,7 @@ fn collect<T>(result: Result<T, ExpressionError>, errors: &mut Vec<ExpressionErr
 /// be what the endpoints that write them directly accept.
 fn check_codes(at: &str, codes: &[(&str, &String)], errors: &mut Vec<ExpressionError>) {
     for (field, code) in codes {
-        let message = if !input::is_code(code) {
-            input::CODE_FORMAT
-        } else if *field == "discipline" && synapse_shared::domain::is_reserved_discipline(code) {
-            synapse_shared::domain::RESERVED_DISCIPLINE
-        } else {
+        let Some(message) = synapse_shared::domain::code_error(field, code) else {
             continue;
         };
         errors.push(ExpressionError {
