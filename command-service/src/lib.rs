@@ -9,6 +9,7 @@ pub mod http;
 pub mod idempotency;
 pub mod import;
 pub mod links;
+pub mod rebuild;
 pub mod recovery;
 pub mod relay;
 pub mod rollback;

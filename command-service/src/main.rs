@@ -1,23 +1,77 @@
+//! The command-service binary: configuration from the environment, then
+//! [`Application`] until Ctrl-C or SIGTERM; or `rebuild [--check]` to fold the
+//! current-state tables again from the event log.
+
 use clap::Parser;
-use command_service::{Application, Config};
+use command_service::{rebuild, Application, Config};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "command-service",
+    about = "SYNAPSE command service: imports, rules, executions, rollbacks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Fold the current-state tables (assets, cables, relationships, findings, rules,
+    /// batches) again from the event log and replace their rows, in one transaction
+    /// that makes command writers wait.
+    Rebuild {
+        /// Only compare the tables with the fold of the log; change nothing, and exit
+        /// with status 1 if any differs.
+        #[arg(long)]
+        check: bool,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(command_service::THREAD_STACK)
         .build()?
-        .block_on(serve())
+        .block_on(run())
 }
 
-async fn serve() -> anyhow::Result<()> {
+async fn run() -> anyhow::Result<()> {
     synapse_shared::telemetry::init_tracing();
-    let config = Config::parse();
-    let shutdown = synapse_shared::shutdown::on_signal();
-    Application::build(config)
-        .await?
-        .run_until_stopped(shutdown)
-        .await
+    let cli = Cli::parse();
+    match cli.command {
+        None => {
+            let shutdown = synapse_shared::shutdown::on_signal();
+            Application::build(cli.config)
+                .await?
+                .run_until_stopped(shutdown)
+                .await
+        }
+        Some(Command::Rebuild { check }) => {
+            let url = &cli.config.database.database_url;
+            let reports = if check {
+                rebuild::check(url).await?
+            } else {
+                rebuild::rebuild(url).await?
+            };
+            print!("{}", rebuild::render(&reports));
+            let differing = reports.iter().filter(|report| !report.agrees()).count();
+            match (check, differing) {
+                (_, 0) => println!("every table agrees with the event log"),
+                (true, _) => {
+                    println!("{differing} table(s) differ from the event log");
+                    std::process::exit(1);
+                }
+                (false, _) => println!(
+                    "{differing} table(s) differed from the event log and were rebuilt from it"
+                ),
+            }
+            Ok(())
+        }
+    }
 }

@@ -25,5 +25,6 @@ mod relay_outage;
 mod rollback;
 mod rollback_properties;
 mod rollback_read;
+mod state_rebuild;
 mod write_ahead;
 mod ws_fuzz;

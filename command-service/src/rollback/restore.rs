@@ -304,7 +304,6 @@ pub async fn restore(
         .bind(batch.correlation_id)
         .execute(&mut *connection)
         .await?;
-    batches::record(connection, &batch, BatchStatus::Completed).await?;
 
     // Events last, slice by slice: each restoration's state before, from this batch's
     // snapshot, and after, from the target's.
@@ -355,6 +354,8 @@ pub async fn restore(
         EventType::BatchCompleted,
         json!({"kind": batch.kind.as_str(), "restored": restored}),
     ));
+    // Recorded once every event is built: the row's version is the last event's.
+    batches::record(connection, &batch, BatchStatus::Completed).await?;
     append(connection, events).await?;
     Ok(RollbackOutcome {
         correlation_id: batch.correlation_id,

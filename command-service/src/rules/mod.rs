@@ -115,7 +115,9 @@ async fn store_version(
 ) -> Result<StoredRule, RuleError> {
     let input = input.normalized();
     check(id, version, &input).await?;
-    let stored = store::insert(connection, id, version, &input, actor).await?;
+    // The row and the event tell one time, so the log folds into the row.
+    let defined_at = Utc::now();
+    let stored = store::insert(connection, id, version, &input, actor, defined_at).await?;
     let event = NewEvent {
         event_id: Uuid::now_v7(),
         event_type: EventType::RuleDefined,
@@ -128,7 +130,7 @@ async fn store_version(
         rule_version: Some(version),
         discipline: Some(stored.discipline.clone()),
         actor: actor.to_owned(),
-        occurred_at: Utc::now(),
+        occurred_at: defined_at,
         payload: serde_json::json!({"version": version, "definition": input}),
     };
     crate::store::append(connection, vec![event]).await?;

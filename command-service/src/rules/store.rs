@@ -29,10 +29,12 @@ pub async fn insert(
     version: i32,
     input: &RuleInput,
     actor: &str,
+    defined_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<StoredRule, sqlx::Error> {
     sqlx::query_as(&format!(
-        "insert into rules (id, version, name, discipline, priority, enabled, definition, defined_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {COLUMNS}"
+        "insert into rules (id, version, name, discipline, priority, enabled, definition, defined_by,
+             defined_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {COLUMNS}"
     ))
     .bind(id)
     .bind(version)
@@ -42,6 +44,7 @@ pub async fn insert(
     .bind(input.enabled)
     .bind(Json(input))
     .bind(actor)
+    .bind(defined_at)
     .fetch_one(connection)
     .await
 }
