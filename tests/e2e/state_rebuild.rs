@@ -242,3 +242,62 @@ async fn a_rebuild_corrects_a_drifted_row_and_the_check_names_it() -> anyhow::Re
     assert_eq!(setup.state().await?, written);
     setup.command.stop().await
 }
+
+/// `command-service rebuild --check` as an operator runs it: its output and exit status.
+async fn run_rebuild(database_url: &str, check: bool) -> anyhow::Result<(i32, String)> {
+    let binary = synapse_tests::process::binary(synapse_tests::process::Service::Command)?;
+    let mut command = tokio::process::Command::new(binary);
+    command.arg("rebuild");
+    if check {
+        command.arg("--check");
+    }
+    let output = command
+        .env("DATABASE_URL", database_url)
+        .env("AUTH_DISABLED", "true")
+        .output()
+        .await?;
+    Ok((
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_rebuild_command_exits_with_1_while_a_table_differs_and_0_once_rebuilt(
+) -> anyhow::Result<()> {
+    // Arrange: a rule row lost.
+    let setup = rich_history().await?;
+    let url = setup.database.url.clone();
+    let lost: uuid::Uuid = sqlx::query_scalar("delete from rules where version = 2 returning id")
+        .fetch_one(&setup.pool)
+        .await?;
+
+    // Act
+    let (checked, check_output) = run_rebuild(&url, true).await?;
+    let (rebuilt, rebuild_output) = run_rebuild(&url, false).await?;
+    let (rechecked, recheck_output) = run_rebuild(&url, true).await?;
+
+    // Assert
+    assert_eq!(checked, 1, "{check_output}");
+    let rules_line = check_output
+        .lines()
+        .find(|line| line.starts_with("rules "))
+        .unwrap_or_default();
+    let counts: Vec<&str> = rules_line.split_whitespace().take(5).collect();
+    assert_eq!(counts, ["rules", "3", "2", "1", "0"], "{check_output}");
+    assert!(
+        rules_line.ends_with(&format!("e.g. {lost}")),
+        "{check_output}"
+    );
+    assert!(check_output.contains("1 table(s) differ from the event log"));
+    assert_eq!(rebuilt, 0, "{rebuild_output}");
+    assert!(rebuild_output.contains("1 table(s) differed from the event log and were rebuilt"));
+    assert_eq!(rechecked, 0, "{recheck_output}");
+    assert!(recheck_output.contains("every table agrees with the event log"));
+    let versions: i64 = sqlx::query_scalar("select count(*) from rules where id = $1")
+        .bind(lost)
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(versions, 2);
+    setup.command.stop().await
+}
