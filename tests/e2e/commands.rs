@@ -184,3 +184,71 @@ async fn a_retried_request_with_the_same_idempotency_key_returns_the_first_resul
     assert_eq!(log_count(&pool).await?, 3);
     command.stop().await
 }
+
+#[tokio::test]
+async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
+) -> anyhow::Result<()> {
+    // Arrange: a motor with a name and an area.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    let mut named = motor("M-1");
+    named["name"] = json!("Feed pump motor");
+    named["area"] = json!("U100");
+    let created = send(
+        &http,
+        reqwest::Method::POST,
+        &command.url("/assets"),
+        Some(&named),
+    )
+    .await?
+    .expect_status(201);
+    let url = command.url(&format!(
+        "/assets/{}",
+        created.body["asset"]["id"].as_str().unwrap_or_default()
+    ));
+    let patch = |body: serde_json::Value, key: &'static str| {
+        http.patch(&url)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+
+    // Act: an absent name changes nothing; a null one clears it; the same key with
+    // the other body is another request.
+    let absent = patch(json!({"area": "U200"}), "k1").await?;
+    let absent: serde_json::Value = absent.json().await?;
+    let cleared = patch(json!({"area": "U200", "name": null}), "k2").await?;
+    let cleared_status = cleared.status().as_u16();
+    let cleared: serde_json::Value = cleared.json().await?;
+    let reused = patch(json!({"area": "U200", "name": null}), "k1").await?;
+    let reused_status = reused.status().as_u16();
+    let area_cleared = patch(json!({"area": null}), "k3").await?;
+    let area_cleared: serde_json::Value = area_cleared.json().await?;
+
+    // Assert
+    assert_eq!(absent["asset"]["name"], "Feed pump motor");
+    assert_eq!(absent["asset"]["area"], "U200");
+    assert_eq!(cleared_status, 200);
+    assert_eq!(cleared["asset"]["name"], serde_json::Value::Null);
+    assert_eq!(cleared["asset"]["area"], "U200");
+    assert_eq!(reused_status, 422, "a key reused with another body");
+    assert_eq!(area_cleared["asset"]["area"], serde_json::Value::Null);
+    let (name, area): (Option<String>, Option<String>) =
+        sqlx::query_as("select name, area from assets where tag = 'M-1'")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((name, area), (None, None));
+    let after: Vec<serde_json::Value> = sqlx::query_scalar(
+        "select payload -> 'after' from workflow_events
+         where event_type = 'ASSET_UPDATED' order by position",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[1]["name"], serde_json::Value::Null);
+    assert_eq!(after[2]["area"], serde_json::Value::Null);
+    command.stop().await
+}

@@ -154,8 +154,16 @@ pub async fn update(
         .discipline
         .as_deref()
         .map(|value| check_code("discipline", value, &mut errors));
-    check_text("name", patch.name.as_deref(), &mut errors);
-    check_text("area", patch.area.as_deref(), &mut errors);
+    check_text(
+        "name",
+        patch.name.as_ref().and_then(Option::as_deref),
+        &mut errors,
+    );
+    check_text(
+        "area",
+        patch.area.as_ref().and_then(Option::as_deref),
+        &mut errors,
+    );
     if let Some(properties) = &patch.properties {
         check_properties(properties, true, &mut errors);
         check_asset_property_names(properties, &mut errors);
@@ -176,10 +184,10 @@ pub async fn update(
         after.discipline = discipline;
     }
     if let Some(name) = patch.name {
-        after.name = Some(name);
+        after.name = name;
     }
     if let Some(area) = patch.area {
-        after.area = Some(area);
+        after.area = area;
     }
     for (key, value) in patch.properties.unwrap_or_default() {
         if value.is_null() {

@@ -38,10 +38,35 @@ pub struct AssetPatch {
     pub tag: Option<String>,
     pub asset_type: Option<String>,
     pub discipline: Option<String>,
-    pub name: Option<String>,
-    pub area: Option<String>,
+    /// `null` clears the name; absent leaves it (and is left out when the patch is
+    /// written out, e.g. for an idempotency key's fingerprint).
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, nullable)]
+    pub name: Option<Option<String>>,
+    /// `null` clears the area; absent leaves it.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(value_type = Option<String>, nullable)]
+    pub area: Option<Option<String>>,
     #[schema(value_type = Option<Object>)]
     pub properties: Option<Map<String, Value>>,
+}
+
+/// A field that is present, `null` included (`Some(None)`); an absent one stays `None`
+/// through `#[serde(default)]`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 /// One thing wrong with a request, for the problem's `errors` list.
