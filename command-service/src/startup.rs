@@ -4,11 +4,13 @@ use crate::config::{Config, DEFAULT_PORT};
 use crate::http::{self, AppState};
 use crate::relay::Relay;
 use anyhow::Context;
+use std::sync::Arc;
 use std::time::Duration;
 use synapse_shared::auth::Authenticator;
 use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{db, nats};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 /// A built, bound, not yet running command service.
 pub struct Application {
@@ -74,6 +76,10 @@ impl Application {
                 shutdown: CancellationToken::new(),
                 executions: tokio_util::task::TaskTracker::new(),
                 auth,
+                wide: Arc::new(Semaphore::new(http::wide_permits(
+                    config.database.database_max_connections,
+                ))),
+                cascades: Arc::new(tokio::sync::Mutex::new(())),
             },
             relay,
             stale_after: Duration::from_secs(config.batch_stale_after_secs),

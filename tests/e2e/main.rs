@@ -13,6 +13,7 @@ mod metrics;
 mod nats_auth;
 mod pipeline;
 mod plan_locks;
+mod pool;
 mod projection;
 mod projection_rollback;
 mod query;

@@ -99,6 +99,13 @@ pub async fn execute(
     );
     if request.dry_run {
         let rules = select_rules(&state, &request.rule_ids).await?;
+        // Before the first connection: a dry run holds up to three at once.
+        let _wide = state
+            .wide
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|error| ApiError::Internal(error.into()))?;
         if headers.contains_key(idempotency::HEADER) {
             // A retry answers with the first plan instead of making another.
             let pool = state.pool.clone();

@@ -15,7 +15,9 @@ use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::routing::get;
 use axum::Router;
 use sqlx::PgPool;
+use std::sync::Arc;
 use synapse_shared::auth::{Authenticator, BearerSecurity};
+use tokio::sync::Semaphore;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -37,6 +39,22 @@ pub struct AppState {
     pub executions: tokio_util::task::TaskTracker,
     /// Checks bearer tokens; handlers get the caller through `actor::Actor`.
     pub auth: Authenticator,
+    /// Permits for requests that hold more than one pooled connection at once (dry
+    /// runs: up to three): taken before the first, so that such requests cannot fill
+    /// the pool and each wait for another connection until the acquire timeout
+    /// answers 503 ([`wide_permits`]).
+    pub wide: Arc<Semaphore>,
+    /// Cascading rollbacks of this process, one at a time: a cascade waiting for
+    /// another holds no connection (the advisory lock orders them across processes).
+    pub cascades: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// How many requests may hold several connections at once with a pool of
+/// `max_connections`: each holds at most three, and one connection stays free.
+pub fn wide_permits(max_connections: u32) -> usize {
+    usize::try_from(max_connections.saturating_sub(1) / 3)
+        .unwrap_or(1)
+        .max(1)
 }
 
 impl FromRef<AppState> for Authenticator {

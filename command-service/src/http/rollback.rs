@@ -177,7 +177,14 @@ pub async fn rollback(
     // over a hundred rollbacks written and the target left as it was. The lock is a
     // transaction's on a connection of its own, so that it is released however this
     // request ends (a dropped transaction rolls back); the next cascade then finds the
-    // target rolled back (409) or the way as this one left it.
+    // target rolled back (409) or the way as this one left it. Cascades of this
+    // process wait for their turn before they take a connection: waiting on the lock
+    // with one each, ten of them held the whole pool while the one holding the lock
+    // needed more (5 s, then a 503 from the pool's acquire timeout).
+    let turn = match request.mode {
+        Mode::Cascade => Some(state.cascades.lock().await),
+        _ => None,
+    };
     let cascading = if request.mode == Mode::Cascade {
         let mut cascading = state.pool.begin().await?;
         sqlx::query("select pg_advisory_xact_lock($1)")
@@ -219,5 +226,6 @@ pub async fn rollback(
     if let Some(cascading) = cascading {
         cascading.rollback().await?;
     }
+    drop(turn);
     answer
 }

@@ -1,0 +1,200 @@
+//! Requests that hold several pooled connections at once, many at a time: they must
+//! not fill the pool and wait on each other until its acquire timeout answers 503.
+
+use futures::future::join_all;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use synapse_tests::apps;
+use synapse_tests::client::{send, Reply};
+use synapse_tests::plant::{small_plant, vfd_rule};
+use synapse_tests::{TestDatabase, TestNats};
+
+/// As many requests as the test service's pool has connections.
+const AT_ONCE: usize = 10;
+
+async fn post_with_key(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: String,
+) -> anyhow::Result<Reply> {
+    let response = http
+        .post(url)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await?;
+    Reply::from(response).await
+}
+
+#[tokio::test]
+async fn many_keyed_dry_runs_at_once_each_get_their_plan() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    for asset in small_plant() {
+        send(&http, Method::POST, &command.url("/assets"), Some(&asset))
+            .await?
+            .expect_status(201);
+    }
+    let rule = send(
+        &http,
+        Method::POST,
+        &command.url("/rules"),
+        Some(&vfd_rule()),
+    )
+    .await?
+    .expect_status(201);
+    let body = json!({"rule_ids": [rule.body["id"]], "dry_run": true});
+    let url = command.url("/rules/execute");
+
+    // Act
+    let replies = join_all(
+        (0..AT_ONCE).map(|index| post_with_key(&http, &url, &body, format!("dry-{index}"))),
+    )
+    .await;
+
+    // Assert: every one answered with a plan of its own, and each plan is stored.
+    let mut plans = Vec::new();
+    for reply in replies {
+        let reply = reply?;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.body["rules"][0]["counts"]["executed"], 4);
+        plans.push(
+            reply.body["plan_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    plans.sort();
+    plans.dedup();
+    assert_eq!(plans.len(), AT_ONCE);
+    let stored: i64 = sqlx::query_scalar("select count(*) from execution_plans")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(stored, AT_ONCE as i64);
+    command.stop().await
+}
+
+#[tokio::test]
+async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_one(
+) -> anyhow::Result<()> {
+    // Arrange: batch A creates an asset, batch B changes it: B is in A's way.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    let created = send(
+        &http,
+        Method::POST,
+        &command.url("/assets"),
+        Some(&json!({"tag": "M-1", "asset_type": "ELECTRIC_MOTOR",
+                     "discipline": "ELECTRICAL", "properties": {"rated_power_kw": 75}})),
+    )
+    .await?
+    .expect_status(201);
+    let id = created.body["asset"]["id"].as_str().unwrap_or_default();
+    send(
+        &http,
+        Method::PATCH,
+        &command.url(&format!("/assets/{id}")),
+        Some(&json!({"name": "changed"})),
+    )
+    .await?
+    .expect_status(200);
+    let body = json!({"correlation_id": created.body["correlation_id"], "mode": "cascade"});
+    let url = command.url("/rules/rollback");
+
+    // Act
+    let replies = join_all(
+        (0..AT_ONCE).map(|index| post_with_key(&http, &url, &body, format!("cascade-{index}"))),
+    )
+    .await;
+
+    // Assert: one rolled the two batches back; the others were told it was done.
+    let mut statuses = Vec::new();
+    for reply in replies {
+        let reply = reply?;
+        if reply.status == 409 {
+            assert_eq!(reply.body["type"], "/problems/already-rolled-back");
+        }
+        statuses.push(reply.status);
+    }
+    statuses.sort_unstable();
+    let mut expected = vec![409; AT_ONCE - 1];
+    expected.insert(0, 200);
+    assert_eq!(statuses, expected);
+    let rollbacks: i64 = sqlx::query_scalar(
+        "select count(*) from workflow_events where event_type = 'BATCH_ROLLED_BACK'",
+    )
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(rollbacks, 2);
+    let assets: i64 = sqlx::query_scalar("select count(*) from assets")
+        .fetch_one(&pool)
+        .await?;
+    assert_eq!(assets, 0);
+    command.stop().await
+}
+
+#[tokio::test]
+async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
+    // Arrange: a plant large enough for executions of several chunks.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let mut plant = small_plant();
+    plant.extend(synapse_tests::plant::motors(
+        "M-9",
+        3_000,
+        json!({"rated_power_kw": 75, "mcc": "MCC-U100-01"}),
+    ));
+    synapse_tests::client::post_csv(
+        &http,
+        &command.url("/assets/import"),
+        synapse_tests::plant::as_csv(&plant),
+    )
+    .await?
+    .expect_status(201);
+    let mut rules = Vec::new();
+    for index in 0..AT_ONCE {
+        let mut rule = json!({"name": format!("stamp {index}"), "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+            "then": [{"type": "set_property", "name": format!("stamp_{index}"), "value": "true"}]});
+        rule["priority"] = json!(index);
+        let defined = send(&http, Method::POST, &command.url("/rules"), Some(&rule))
+            .await?
+            .expect_status(201);
+        rules.push(defined.body["id"].clone());
+    }
+    let url = command.url("/rules/execute");
+
+    // Act: each rule in an execution of its own, all at once.
+    let bodies: Vec<Value> = rules
+        .iter()
+        .map(|rule| json!({"rule_ids": [rule], "wait": true}))
+        .collect();
+    let replies = join_all(
+        bodies
+            .iter()
+            .enumerate()
+            .map(|(index, body)| post_with_key(&http, &url, body, format!("run-{index}"))),
+    )
+    .await;
+
+    // Assert
+    for reply in replies {
+        let reply = reply?;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.body["status"], "completed", "{:?}", reply.body);
+        assert_eq!(reply.body["rules"][0]["counts"]["changes"], 3_006);
+    }
+    command.stop().await
+}
