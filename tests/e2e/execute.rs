@@ -388,6 +388,65 @@ async fn a_plan_is_refused_naming_an_asset_deleted_since_by_its_last_tag() -> an
 }
 
 #[tokio::test]
+async fn an_applied_plan_counts_the_assets_it_covers_not_those_that_match_since(
+) -> anyhow::Result<()> {
+    // Arrange: a plan over the motors M-10*, then a motor that matches is created.
+    let setup = setup(false).await?;
+    setup.define(&vfd_rule()).await?;
+    let plan = setup
+        .execute(json!({"dry_run": true, "filters": {"tag": "M-10*"}}))
+        .await?;
+    let planned = plan["rules"][0]["counts"]["assets"].clone();
+    send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/assets"),
+        Some(
+            &json!({"tag": "M-109", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+                     "area": "U100", "properties": {"rated_power_kw": 200, "mcc": "MCC-U100-01"}}),
+        ),
+    )
+    .await?
+    .expect_status(201);
+
+    // Act
+    let applied = send(
+        &setup.http,
+        Method::POST,
+        &setup.command.url("/rules/execute"),
+        Some(&json!({"plan_id": plan["plan_id"], "wait": true})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: started, progressed and completed over the plan's six motors, and the
+    // new one was left alone.
+    assert_eq!(planned, json!(6));
+    assert_eq!(applied.body["rules"][0]["counts"]["assets"], planned);
+    let batch: Uuid = serde_json::from_value(applied.body["correlation_id"].clone())?;
+    let events = setup.events().await?;
+    let of_batch = |kind: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e.correlation_id == batch && e.event_type.as_str() == kind)
+            .map(|e| e.payload.clone())
+            .collect()
+    };
+    assert_eq!(of_batch("RULE_EXECUTION_STARTED")[0]["total"], planned);
+    let progress = of_batch("BATCH_PROGRESS");
+    let last = progress.last().cloned().unwrap_or_default();
+    assert_eq!(
+        (&last["done"], &last["total"]),
+        (&planned, &planned),
+        "{last}"
+    );
+    assert!(!events
+        .iter()
+        .any(|e| e.correlation_id == batch && e.payload.to_string().contains("M-109")));
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_stale_plan_is_refused_with_the_assets_that_changed() -> anyhow::Result<()> {
     // Arrange
     let setup = setup(false).await?;

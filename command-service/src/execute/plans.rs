@@ -289,6 +289,26 @@ pub async fn record(
     Ok(())
 }
 
+/// How many assets the dry run of `plan_id` planned `rule_id` over (its summary's
+/// count): the total an apply of the plan goes through, which leaves out assets that
+/// came to match the filter since.
+pub async fn planned_total(
+    connection: &mut PgConnection,
+    plan_id: Uuid,
+    rule_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select (rule -> 'counts' ->> 'assets')::int8
+         from execution_plans, jsonb_array_elements(summary -> 'rules') rule
+         where plan_id = $1 and rule ->> 'rule_id' = $2::text",
+    )
+    .bind(plan_id)
+    .bind(rule_id)
+    .fetch_optional(connection)
+    .await
+    .map(Option::flatten)
+}
+
 /// Finish a plan: what it creates did not exist before it, so reading it later is no
 /// dependency; the summary is what the dry run answered.
 pub async fn close(

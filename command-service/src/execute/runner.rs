@@ -299,7 +299,14 @@ impl Execution {
     /// now, not what this rule (or anyone) creates meanwhile.
     async fn start_rule(&mut self, rule: &CompiledRule) -> Result<Selection, AppendError> {
         let mut transaction = self.pool.begin().await?;
-        let selection = asset_store::select_for_execution(&mut transaction, &self.filter).await?;
+        let mut selection =
+            asset_store::select_for_execution(&mut transaction, &self.filter).await?;
+        if let Some(plan_id) = self.plan {
+            // An apply goes through what the plan covers, not what matches now.
+            if let Some(total) = plans::planned_total(&mut transaction, plan_id, rule.id).await? {
+                selection.total = total;
+            }
+        }
         let payload = json!({"rule_id": rule.id, "rule_version": rule.version, "name": rule.name, "total": selection.total});
         let started = apply::rule_event(
             &mut self.batch,
