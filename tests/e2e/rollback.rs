@@ -1351,3 +1351,38 @@ async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_confl
     assert_eq!(setup.asset_id("M-100").await?, old);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rollback_dry_run_keeps_its_idempotency_key_like_any_command() -> anyhow::Result<()> {
+    // Arrange: a batch to roll back.
+    let setup = setup().await?;
+    let batch = setup.run_rule(vfd_rule()).await?;
+    let logged = setup.logged().await?;
+    let url = setup.command.url("/rules/rollback");
+    let post = |body: Value, key: &str| {
+        setup
+            .http
+            .post(&url)
+            .header("Idempotency-Key", key)
+            .json(&body)
+            .send()
+    };
+    let preview = json!({"correlation_id": batch, "dry_run": true});
+
+    // Act
+    let bad_key = post(preview.clone(), &"k".repeat(201)).await?;
+    let first = Reply::from(post(preview.clone(), "preview-1").await?).await?;
+    let again = Reply::from(post(preview, "preview-1").await?).await?;
+    let reused = Reply::from(post(json!({"correlation_id": batch}), "preview-1").await?).await?;
+
+    // Assert: a bad key is refused as on the real rollback; the retry answers the
+    // first analysis; the key is not free for the real rollback, which did not run.
+    assert_eq!(bad_key.status().as_u16(), 400);
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    assert_eq!(first.body["would_roll_back"], true);
+    assert_eq!((again.status, &again.body), (200, &first.body));
+    assert_eq!(reused.status, 422, "{:?}", reused.body);
+    assert_eq!(reused.body["type"], "/problems/idempotency-key-reused");
+    assert_eq!(setup.logged().await?, logged);
+    setup.command.stop().await
+}

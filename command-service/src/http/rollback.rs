@@ -11,7 +11,7 @@ use crate::rollback::restore::RollbackOutcome;
 use crate::rollback::{Mode, RollbackError, RollbackRequest, MAX_LISTED};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Serialize;
 use serde_json::json;
 use synapse_shared::problem::{ApiJson, ApiQuery, NoQuery};
@@ -134,40 +134,22 @@ pub async fn rollback(
     _: ApiQuery<NoQuery>,
     ApiJson(request): ApiJson<RollbackRequest>,
 ) -> Result<Response, ApiError> {
-    if request.dry_run {
-        let mut transaction = state.pool.begin().await?;
-        let partially = lock_batch(&mut transaction, request.correlation_id).await?;
-        let analysis: Analysis = analyze(&mut transaction, request.correlation_id).await?;
-        let (would, counts, cascade) = match request.mode {
-            Mode::Cascade => {
-                let preview = cascade::preview(&mut transaction, &analysis).await?;
-                (preview.would_roll_back, preview.counts, preview.order)
-            }
-            mode => (
-                cascade::goes_ahead(&analysis, mode, partially),
-                analysis.counts(),
-                Vec::new(),
-            ),
-        };
-        let later_batches = analysis.later_batches.iter().copied().collect();
-        let (analysis, truncated) = analysis.listed(&mut transaction).await?;
-        transaction.rollback().await?;
-        let preview = RollbackAnswer::DryRun(RollbackPreview {
-            dry_run: true,
-            mode: request.mode,
-            would_roll_back: would,
-            counts,
-            truncated,
-            later_batches,
-            cascade,
-            analysis,
-        });
-        return Ok((StatusCode::OK, axum::Json(preview)).into_response());
-    }
     let fingerprint = format!(
         "POST /rules/rollback {}",
         serde_json::to_string(&request).unwrap_or_default()
     );
+    if request.dry_run {
+        // Writes nothing, but keeps its key like any command: a retry answers with the
+        // first analysis, and the key cannot be taken for another request.
+        return run_command(
+            &state.pool,
+            &actor,
+            &headers,
+            &fingerprint,
+            move |connection| Box::pin(async move { dry_run(connection, &request).await }),
+        )
+        .await;
+    }
     // A cascade rolls back the batches in the way first, each in its own transaction;
     // the target's rollback, in the transaction that keeps the key, comes last. A retry
     // of a cascade that finished is answered before any of it.
@@ -228,4 +210,37 @@ pub async fn rollback(
     }
     drop(turn);
     answer
+}
+
+/// What a rollback would do, on `connection` (which it leaves as it found it).
+async fn dry_run(
+    connection: &mut sqlx::PgConnection,
+    request: &RollbackRequest,
+) -> Result<(StatusCode, serde_json::Value), ApiError> {
+    let partially = lock_batch(connection, request.correlation_id).await?;
+    let analysis: Analysis = analyze(connection, request.correlation_id).await?;
+    let (would, counts, cascade) = match request.mode {
+        Mode::Cascade => {
+            let preview = cascade::preview(connection, &analysis).await?;
+            (preview.would_roll_back, preview.counts, preview.order)
+        }
+        mode => (
+            cascade::goes_ahead(&analysis, mode, partially),
+            analysis.counts(),
+            Vec::new(),
+        ),
+    };
+    let later_batches = analysis.later_batches.iter().copied().collect();
+    let (analysis, truncated) = analysis.listed(connection).await?;
+    let preview = RollbackAnswer::DryRun(RollbackPreview {
+        dry_run: true,
+        mode: request.mode,
+        would_roll_back: would,
+        counts,
+        truncated,
+        later_batches,
+        cascade,
+        analysis,
+    });
+    Ok((StatusCode::OK, json!(preview)))
 }
