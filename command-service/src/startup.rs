@@ -41,7 +41,14 @@ impl Application {
         let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
         // Install the metrics recorder before anything records (the relay, the first
         // request): until then `metrics` macros record into nothing.
-        let _ = synapse_shared::telemetry::metrics();
+        synapse_shared::telemetry::register(
+            &[
+                "synapse_events_appended_total",
+                "synapse_relay_published_total",
+                "synapse_execution_chunks_replanned_total",
+            ],
+            &[],
+        );
         let pool = db::connect_with_settings(
             &config.database.database_url,
             config.database.database_max_connections,

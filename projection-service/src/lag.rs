@@ -4,7 +4,8 @@
 //! - `synapse_projector_lag_events`: the stream's last sequence minus the checkpoint's;
 //! - `synapse_projector_lag_seconds`: the age of the oldest message not yet applied
 //!   (0 when caught up);
-//! - `synapse_projector_batch_seconds`: how long applying one batch took (a histogram).
+//! - `synapse_projector_batch_seconds`: how long applying one batch took (a histogram,
+//!   with the buckets of the HTTP latency).
 //!
 //! Each is labelled with `projector` and `stream`. The position is set after every
 //! batch; the lag needs a round trip to NATS and is sampled on a timer instead.
@@ -31,7 +32,8 @@ pub fn record_applied(projector: &'static str, stream: &str, applied: &Applied, 
         .increment(applied.applied as u64);
     metrics::counter!("synapse_projector_events_skipped_total", &labels)
         .increment(applied.skipped as u64);
-    metrics::histogram!("synapse_projector_batch_seconds", &labels).record(took.as_secs_f64());
+    metrics::histogram!(synapse_shared::telemetry::PROJECTOR_BATCH_SECONDS, &labels)
+        .record(took.as_secs_f64());
 }
 
 /// Measure the lag every [`SAMPLE_INTERVAL`] until `shutdown`, from the checkpoint the

@@ -45,7 +45,10 @@ impl Application {
         // to start before it connects to anything.
         let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
         // Install the recorder before anything records (the WS client gauge).
-        let _ = synapse_shared::telemetry::metrics();
+        synapse_shared::telemetry::register(
+            &["synapse_ws_lagged_clients_total"],
+            &["synapse_ws_clients"],
+        );
         let pool = synapse_shared::db::connect_with_settings(
             config.read_database_url(),
             config.database.database_max_connections,

@@ -48,14 +48,41 @@ pub fn metrics() -> PrometheusHandle {
         .clone()
 }
 
+/// How long a projector took to apply one batch (projection service; a histogram).
+pub const PROJECTOR_BATCH_SECONDS: &str = "synapse_projector_batch_seconds";
+
+/// The histograms rendered with buckets (aggregatable across replicas, unlike the
+/// summaries of the others), all with [`http_metrics::LATENCY_BUCKETS`].
+const BUCKETED: [&str; 2] = [http_metrics::REQUEST_DURATION, PROJECTOR_BATCH_SECONDS];
+
 /// The exporter's settings: bucket boundaries per histogram.
 fn builder() -> PrometheusBuilder {
-    let latency = Matcher::Full(http_metrics::REQUEST_DURATION.to_owned());
-    // Fails only for an empty bucket list, which the constant is not.
-    PrometheusBuilder::new()
-        .set_buckets_for_metric(latency, http_metrics::LATENCY_BUCKETS)
-        .unwrap_or_else(|error| {
-            tracing::warn!(%error, "HTTP latency buckets refused; rendering a summary");
-            PrometheusBuilder::new()
+    BUCKETED
+        .iter()
+        .fold(PrometheusBuilder::new(), |builder, name| {
+            // Fails only for an empty bucket list, which the constant is not.
+            builder
+                .set_buckets_for_metric(
+                    Matcher::Full((*name).to_owned()),
+                    http_metrics::LATENCY_BUCKETS,
+                )
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "histogram buckets refused; rendering summaries");
+                    PrometheusBuilder::new()
+                })
         })
+}
+
+/// Show `counters` and `gauges` (without labels) from the start, at 0 until something
+/// counts: a series that appears only at its first increment reads as "no data" on
+/// an idle replica, and `rate()` misses its first count. Values already recorded (by
+/// another service in the same process) are left as they are.
+pub fn register(counters: &[&'static str], gauges: &[&'static str]) {
+    let _ = metrics();
+    for name in counters {
+        metrics::counter!(*name).increment(0);
+    }
+    for name in gauges {
+        metrics::gauge!(*name).increment(0.0);
+    }
 }

@@ -252,3 +252,58 @@ async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
     assert_eq!(after[2]["area"], serde_json::Value::Null);
     command.stop().await
 }
+
+#[tokio::test]
+async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let pool = PgPool::connect(&database.url).await?;
+    let mut body = motor("M-1");
+    body["properties"]["offset"] = json!(-0.0);
+
+    // Act
+    let created = send(
+        &http,
+        reqwest::Method::POST,
+        &command.url("/assets"),
+        Some(&body),
+    )
+    .await?
+    .expect_status(201);
+    let id = created.body["asset"]["id"].as_str().unwrap_or_default();
+    let patched = send(
+        &http,
+        reqwest::Method::PATCH,
+        &command.url(&format!("/assets/{id}")),
+        Some(&json!({"properties": {"trim": -0.0}})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Assert: the answers say what the log says.
+    let logged: Vec<String> = sqlx::query_scalar(
+        "select (payload -> 'after' -> 'properties')::text from workflow_events
+         where aggregate_type = 'asset' order by position",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        created.body["asset"]["properties"]["offset"].to_string(),
+        "0.0"
+    );
+    assert_eq!(
+        patched.body["asset"]["properties"]["trim"].to_string(),
+        "0.0"
+    );
+    assert_eq!(
+        logged,
+        [
+            r#"{"offset": 0.0, "rated_power_kw": 75}"#,
+            r#"{"trim": 0.0, "offset": 0.0, "rated_power_kw": 75}"#
+        ]
+    );
+    command.stop().await
+}

@@ -160,8 +160,12 @@ async fn every_service_reports_http_latency_per_route_template_and_the_pipeline_
     };
     let (_, command) =
         scrape_until(http, &system.command.url("/metrics"), pipeline_settled).await?;
-    let (_, projection) = scrape_until(http, &system.projection.url("/metrics"), |_| true).await?;
+    let (projection_page, projection) =
+        scrape_until(http, &system.projection.url("/metrics"), |_| true).await?;
     let (query_page, query) = scrape_until(http, &system.query.url("/metrics"), |_| true).await?;
+    // A projector's batch time is a histogram, which adds up across replicas.
+    assert!(projection_page.contains("# TYPE synapse_projector_batch_seconds histogram"));
+    assert!(projection_page.contains("synapse_projector_batch_seconds_bucket{"));
 
     for expected in [
         expect("command", "POST", "/assets", "2xx", 2.0),
@@ -200,5 +204,39 @@ async fn every_service_reports_http_latency_per_route_template_and_the_pipeline_
     // WebSocket clients: this test's one subscriber.
     assert_eq!(metrics::value(&query, "synapse_ws_clients", &[]), Some(1.0));
     drop(live);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_pipeline_counters_and_the_client_gauge_are_there_at_0_before_anything_happens(
+) -> anyhow::Result<()> {
+    // Arrange: fresh services, no command, no client.
+    let system = System::start().await?;
+    let http = &system.http;
+
+    // Act
+    let (_, command) = scrape_until(http, &system.command.url("/metrics"), |_| true).await?;
+    let (_, query) = scrape_until(http, &system.query.url("/metrics"), |_| true).await?;
+    let (_, projection) = scrape_until(http, &system.projection.url("/metrics"), |_| true).await?;
+
+    // Assert
+    for name in [
+        "synapse_events_appended_total",
+        "synapse_relay_published_total",
+        "synapse_execution_chunks_replanned_total",
+    ] {
+        assert_eq!(metrics::value(&command, name, &[]), Some(0.0), "{name}");
+    }
+    for name in ["synapse_ws_clients", "synapse_ws_lagged_clients_total"] {
+        assert_eq!(metrics::value(&query, name, &[]), Some(0.0), "{name}");
+    }
+    assert_eq!(
+        metrics::value(
+            &projection,
+            "synapse_projector_undecodable_messages_total",
+            &[]
+        ),
+        Some(0.0)
+    );
     Ok(())
 }

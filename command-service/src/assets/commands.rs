@@ -3,7 +3,7 @@
 
 use super::input::{
     check_asset_property_names, check_code, check_merged_properties, check_properties, check_tag,
-    check_text, AssetPatch, FieldError, NewAsset,
+    check_text, signless_zeros, AssetPatch, FieldError, NewAsset,
 };
 use super::store;
 use crate::links::{cable_store, relationship_store};
@@ -92,7 +92,7 @@ impl From<&EventEnvelope> for EventSummary {
 pub async fn create(
     connection: &mut PgConnection,
     actor: &str,
-    input: NewAsset,
+    mut input: NewAsset,
 ) -> Result<CommandOutcome, AssetError> {
     let mut errors = Vec::new();
     check_tag(&input.tag, &mut errors);
@@ -100,6 +100,7 @@ pub async fn create(
     let discipline = check_code("discipline", &input.discipline, &mut errors);
     check_text("name", input.name.as_deref(), &mut errors);
     check_text("area", input.area.as_deref(), &mut errors);
+    signless_zeros(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     check_asset_property_names(&input.properties, &mut errors);
     if !errors.is_empty() {
@@ -140,7 +141,7 @@ pub async fn update(
     connection: &mut PgConnection,
     actor: &str,
     id: Uuid,
-    patch: AssetPatch,
+    mut patch: AssetPatch,
 ) -> Result<CommandOutcome, AssetError> {
     let mut errors = Vec::new();
     if let Some(tag) = &patch.tag {
@@ -164,7 +165,8 @@ pub async fn update(
         patch.area.as_ref().and_then(Option::as_deref),
         &mut errors,
     );
-    if let Some(properties) = &patch.properties {
+    if let Some(properties) = &mut patch.properties {
+        signless_zeros(properties);
         check_properties(properties, true, &mut errors);
         check_asset_property_names(properties, &mut errors);
     }

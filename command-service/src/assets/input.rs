@@ -195,6 +195,24 @@ pub fn check_asset_property_names(properties: &Map<String, Value>, errors: &mut 
     }
 }
 
+/// Make every negative zero among `properties` a zero: JSON in Postgres (`jsonb`) has
+/// none, so `-0.0` would be stored and read back as `0.0` while the command answered
+/// `-0.0`.
+pub fn signless_zeros(properties: &mut Map<String, Value>) {
+    for value in properties.values_mut() {
+        signless_zero(value);
+    }
+}
+
+/// [`signless_zeros`] for one value.
+pub fn signless_zero(value: &mut Value) {
+    if let Value::Number(number) = value {
+        if number.is_f64() && number.as_f64() == Some(0.0) {
+            *value = Value::from(0.0);
+        }
+    }
+}
+
 /// Check property names and values: scalars only (`null` allowed when `allow_null`,
 /// meaning "remove" in a patch).
 pub fn check_properties(

@@ -615,7 +615,8 @@ fn finding_message(message: String) -> Result<String, EvaluationError> {
 }
 
 /// Property values are scalars: numbers, strings, booleans.
-fn scalar(value: Value, name: &str) -> Result<Value, EvaluationError> {
+fn scalar(mut value: Value, name: &str) -> Result<Value, EvaluationError> {
+    crate::assets::input::signless_zero(&mut value);
     match value {
         Value::Number(_) | Value::String(_) | Value::Bool(_) => Ok(value),
         // JSON has no NaN or infinity: a double that is one reaches here as null.

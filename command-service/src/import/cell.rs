@@ -103,7 +103,8 @@ fn number(text: &str) -> Option<Value> {
     if value == 0.0 && mantissa.contains(|c: char| ('1'..='9').contains(&c)) {
         return None;
     }
-    Number::from_f64(value).map(Value::Number)
+    // `+ 0.0` makes a negative zero a zero, as the log (`jsonb`) would anyway.
+    Number::from_f64(value + 0.0).map(Value::Number)
 }
 
 /// A cell of a column declared numeric: a plain number, zero-padded or not (`007`,
@@ -242,6 +243,11 @@ mod tests {
         assert_eq!(type_cell("False"), Some(json!(false)));
         assert_eq!(type_cell("IP55"), Some(json!("IP55")));
         assert_eq!(type_cell(""), None);
+        // The log has no negative zero: the cell is the zero it will hold.
+        for text in ["-0.0", "-0e5"] {
+            let zero = type_cell(text).map(|value| value.to_string());
+            assert_eq!(zero.as_deref(), Some("0.0"), "{text}");
+        }
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use super::{cable_store, check_ends, LinkError};
 use crate::assets::commands::CommandOutcome;
-use crate::assets::input::{check_code, check_merged_properties, check_properties, check_tag};
+use crate::assets::input::{
+    check_code, check_merged_properties, check_properties, check_tag, signless_zeros,
+};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -42,12 +44,13 @@ pub struct CablePatch {
 pub async fn create(
     connection: &mut PgConnection,
     actor: &str,
-    input: NewCable,
+    mut input: NewCable,
 ) -> Result<CommandOutcome, LinkError> {
     let mut errors = Vec::new();
     check_tag(&input.tag, &mut errors);
     let cable_type = check_code("cable_type", &input.cable_type, &mut errors);
     let discipline = check_code("discipline", &input.discipline, &mut errors);
+    signless_zeros(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     if !errors.is_empty() {
         return Err(LinkError::Invalid(errors));
@@ -83,7 +86,7 @@ pub async fn update(
     connection: &mut PgConnection,
     actor: &str,
     id: Uuid,
-    patch: CablePatch,
+    mut patch: CablePatch,
 ) -> Result<CommandOutcome, LinkError> {
     let mut errors = Vec::new();
     let cable_type = patch
@@ -94,7 +97,8 @@ pub async fn update(
         .discipline
         .as_deref()
         .map(|value| check_code("discipline", value, &mut errors));
-    if let Some(properties) = &patch.properties {
+    if let Some(properties) = &mut patch.properties {
+        signless_zeros(properties);
         check_properties(properties, true, &mut errors);
     }
     if !errors.is_empty() {

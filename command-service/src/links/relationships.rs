@@ -2,7 +2,7 @@
 
 use super::{check_ends, relationship_store, LinkError};
 use crate::assets::commands::CommandOutcome;
-use crate::assets::input::{check_code, check_properties};
+use crate::assets::input::{check_code, check_properties, signless_zeros};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -27,10 +27,11 @@ pub struct NewRelationship {
 pub async fn create(
     connection: &mut PgConnection,
     actor: &str,
-    input: NewRelationship,
+    mut input: NewRelationship,
 ) -> Result<CommandOutcome, LinkError> {
     let mut errors = Vec::new();
     let kind = check_code("kind", &input.kind, &mut errors);
+    signless_zeros(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     if !errors.is_empty() {
         return Err(LinkError::Invalid(errors));
