@@ -2853,3 +2853,90 @@ async fn a_shutdown_during_a_background_execution_ends_its_batch_as_failed_befor
     );
     Ok(())
 }
+
+/// A rule over the pumps that sets `seal` to `value`, at `priority`.
+fn seal_rule(name: &str, priority: i32, value: &str) -> Value {
+    json!({"name": name, "discipline": "MECHANICAL", "priority": priority,
+           "when": "asset.asset_type == 'CENTRIFUGAL_PUMP'",
+           "then": [{"type": "set_property", "name": "seal", "value": value}]})
+}
+
+#[tokio::test]
+async fn two_rules_that_want_one_property_otherwise_are_a_conflict_not_a_change_on_every_run(
+) -> anyhow::Result<()> {
+    // Arrange: two rules over the same pump, one wanting `seal = 'single'` first, the
+    // other `'double'` after it; a third agrees with the first.
+    let setup = setup(false).await?;
+    let first = setup
+        .define(&seal_rule("Seals are single", 1, "'single'"))
+        .await?;
+    let second = setup
+        .define(&seal_rule("Seals are double", 2, "'double'"))
+        .await?;
+    let agreeing = setup
+        .define(&seal_rule("Seals stay single", 3, "'single'"))
+        .await?;
+    let rules = json!([first, second, agreeing]);
+
+    // Act: a dry run, then two runs.
+    let dry = setup
+        .execute(json!({"rule_ids": rules, "dry_run": true}))
+        .await?;
+    let runs = [
+        setup
+            .execute(json!({"rule_ids": rules, "wait": true}))
+            .await?,
+        setup
+            .execute(json!({"rule_ids": rules, "wait": true}))
+            .await?,
+    ];
+
+    // Assert: the first rule sets the seal once; the second is an error on every run
+    // and changes nothing; the one that agrees is skipped.
+    let counts = |report: &Value, rule: usize| -> (Value, Value, Value) {
+        let counts = &report["rules"][rule]["counts"];
+        (
+            counts["changes"].clone(),
+            counts["errors"].clone(),
+            counts["skipped"].clone(),
+        )
+    };
+    for report in [&dry, &runs[0]] {
+        assert_eq!(
+            counts(report, 0),
+            (json!(1), json!(0), json!(0)),
+            "{report}"
+        );
+        assert_eq!(
+            counts(report, 1),
+            (json!(0), json!(1), json!(0)),
+            "{report}"
+        );
+        assert_eq!(
+            counts(report, 2),
+            (json!(0), json!(0), json!(1)),
+            "{report}"
+        );
+    }
+    assert_eq!(counts(&runs[1], 0), (json!(0), json!(0), json!(1)));
+    assert_eq!(counts(&runs[1], 1), (json!(0), json!(1), json!(0)));
+    let seal: Value =
+        sqlx::query_scalar("select properties -> 'seal' from assets where tag = 'P-101A'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(seal, json!("single"));
+    let errors: Vec<String> = sqlx::query_scalar(
+        "select payload ->> 'error' from workflow_events where event_type = 'RULE_ERROR'
+         order by position",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for error in &errors {
+        assert!(
+            error.contains("rule `Seals are single` (version 1), run before this one, wants property `seal` = \"single\" where this rule wants it = \"double\""),
+            "{error}"
+        );
+    }
+    setup.command.stop().await
+}

@@ -201,11 +201,20 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
             }
         }
     }
+    let mark = ids.mark();
     match desired_changes(rule, &asset, &context, world, ids) {
         Ok(changes) if changes.is_empty() => Outcome::Skipped {
             reason: "already in desired state".to_owned(),
         },
         Ok(changes) => {
+            if let Some(message) = contested(rule, &asset, &context, &changes) {
+                // Nothing of it happens: what it would have created is not recorded.
+                ids.rewind(mark);
+                return Outcome::Error {
+                    message,
+                    matched: true,
+                };
+            }
             for change in &changes {
                 record(world, rule, change);
             }
@@ -216,6 +225,70 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
             matched: true,
         },
     }
+}
+
+/// Where a rule that ran before `rule` in this execution wants a property of `asset`
+/// that `changes` would give another value (or remove, or add): the two rules would
+/// undo each other on every run, so neither would ever be in its desired state. The
+/// earlier rule is judged on the asset as it is now, after it ran.
+fn contested(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    context: &AssetContext,
+    changes: &[PlannedChange],
+) -> Option<String> {
+    let planned = changes.iter().find_map(|change| match change {
+        PlannedChange::Asset {
+            before: Some(before),
+            after,
+        } if before.id == asset.id => Some(after),
+        _ => None,
+    })?;
+    for earlier in rule.earlier.iter() {
+        let mut matched = None;
+        for action in &earlier.actions {
+            let (name, wanted) = match action {
+                CompiledAction::SetProperty { name, value } => (name, Some(value)),
+                CompiledAction::RemoveProperty { name } => (name, None),
+                _ => continue,
+            };
+            let ours = planned.properties.get(name);
+            if ours == asset.properties.get(name) {
+                continue;
+            }
+            if !*matched.get_or_insert_with(|| earlier.condition.is_true(context).unwrap_or(false))
+            {
+                break;
+            }
+            let theirs = match wanted {
+                Some(value) => match value
+                    .evaluate(context)
+                    .ok()
+                    .and_then(|value| scalar(value, name).ok())
+                {
+                    Some(value) => Some(value),
+                    // It cannot say what it wants here: nothing to contest.
+                    None => continue,
+                },
+                None => None,
+            };
+            if theirs.as_ref() != ours {
+                let show = |value: Option<&Value>| {
+                    value.map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
+                };
+                return Some(format!(
+                    "rule `{}` (version {}), run before this one, wants property `{name}` {} \
+                     where this rule wants it {}: each would undo the other on every run; \
+                     make their conditions exclude each other or their values agree",
+                    earlier.name,
+                    earlier.version,
+                    show(theirs.as_ref()),
+                    show(ours),
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {

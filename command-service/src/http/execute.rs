@@ -10,7 +10,7 @@ use crate::execute::preview::{self, Preview};
 use crate::execute::request::{AssetFilter, ExecuteBody, MAX_RULES};
 use crate::execute::runner::{Execution, Report};
 use crate::idempotency;
-use crate::rules::definition::CompiledRule;
+use crate::rules::definition::{in_batch_order, CompiledRule};
 use crate::rules::{self, store as rule_store};
 use crate::store::append;
 use crate::store::batches::{self, Batch, BatchKind};
@@ -326,12 +326,11 @@ async fn prepare_plan(
             rules::compiled(&stored).map_err(|errors| invalid_stored_rule(stored.id, errors))?,
         );
     }
-    rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
     rule_store::own_open_findings(&mut *connection, &mut rules).await?;
     let prepared = start(
         connection,
         actor,
-        rules,
+        in_batch_order(rules),
         plan.request.0.filters.clone(),
         Some(plan_id),
     )
@@ -371,7 +370,7 @@ async fn select_rules(state: &AppState, rule_ids: &[Uuid]) -> Result<Vec<Compile
         })
         .collect::<Result<Vec<_>, _>>()?;
     rule_store::own_open_findings(&state.pool, &mut rules).await?;
-    Ok(rules)
+    Ok(in_batch_order(rules))
 }
 
 fn invalid_stored_rule(

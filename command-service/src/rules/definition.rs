@@ -5,6 +5,7 @@ use super::template::Template;
 use crate::assets::input;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Most actions one rule may have; a rule with more is a script, not a rule.
@@ -166,6 +167,35 @@ pub struct CompiledRule {
     /// look any up, until a chunk is redone locked: a concurrent run of the rule may
     /// have raised some).
     pub may_have_open_findings: bool,
+    /// The rules that set or remove properties and run before this one in the same
+    /// execution ([`in_batch_order`]; empty otherwise). Where one of them wants a
+    /// property of an asset that this rule would change, the two would undo each other
+    /// on every run: planning reports a conflict instead (`planner::contested`).
+    pub earlier: Arc<[CompiledRule]>,
+}
+
+/// `rules` in the order an execution runs them (priority, then name, then id), each
+/// knowing the property-writing rules before it ([`CompiledRule::earlier`]).
+pub fn in_batch_order(mut rules: Vec<CompiledRule>) -> Vec<CompiledRule> {
+    rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
+    let mut writers: Vec<CompiledRule> = Vec::new();
+    let mut ordered = Vec::with_capacity(rules.len());
+    for mut rule in rules {
+        rule.earlier = Arc::from(writers.as_slice());
+        if rule.actions.iter().any(|action| {
+            matches!(
+                action,
+                CompiledAction::SetProperty { .. } | CompiledAction::RemoveProperty { .. }
+            )
+        }) {
+            writers.push(CompiledRule {
+                earlier: Arc::from(Vec::new()),
+                ..rule.clone()
+            });
+        }
+        ordered.push(rule);
+    }
+    ordered
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +289,7 @@ pub fn compile(
             may_have_open_findings: true,
             condition,
             actions,
+            earlier: Arc::from(Vec::new()),
         }),
         _ => Err(errors),
     }
