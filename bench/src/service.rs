@@ -118,8 +118,13 @@ impl Service {
             command.env("RELAY_ENABLED", settings.relay.to_string());
         }
         match settings.auth {
-            Auth::Disabled => command.env("AUTH_DISABLED", "true"),
-            Auth::Secret(secret) => command.env("JWT_SECRET", secret),
+            // One or the other: a service given both refuses to start.
+            Auth::Disabled => command
+                .env("AUTH_DISABLED", "true")
+                .env_remove("JWT_SECRET"),
+            Auth::Secret(secret) => command
+                .env("JWT_SECRET", secret)
+                .env_remove("AUTH_DISABLED"),
         };
         let child = command
             .stdin(Stdio::null())

@@ -31,7 +31,9 @@ pub struct Claims {
     pub aud: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
-    /// Issued at, seconds since the Unix epoch.
+    /// Issued at, seconds since the Unix epoch (optional, as in RFC 7519: 0 when the
+    /// issuer left it out).
+    #[serde(default)]
     pub iat: u64,
     /// A ticket's id: a ticket opens one connection ([`Authenticator::authenticate_ticket`]).
     /// API tokens have none.
@@ -48,6 +50,11 @@ pub enum ConfigError {
          (local experiments only)"
     )]
     Unconfigured,
+    #[error(
+        "JWT_SECRET and AUTH_DISABLED=true are both set: unset one (a leftover \
+         AUTH_DISABLED would silently open a service that was given a secret)"
+    )]
+    Contradictory,
     #[error("JWT_SECRET is too short: use at least {MIN_SECRET_BYTES} bytes")]
     SecretTooShort,
     #[error("JWT_ISSUER and JWT_AUDIENCE must not be empty")]
@@ -127,6 +134,9 @@ impl Authenticator {
     /// by accident (no secret and not explicitly disabled) or weak (a short secret).
     pub fn from_args(args: &AuthArgs) -> Result<Self, ConfigError> {
         let origins = AllowedOrigins::parse(&args.allowed_origins).map_err(ConfigError::Origin)?;
+        if args.auth_disabled && args.jwt_secret.is_some() {
+            return Err(ConfigError::Contradictory);
+        }
         if args.auth_disabled {
             return Ok(Self {
                 inner: Arc::new(Inner {
@@ -355,6 +365,35 @@ mod tests {
             .expect("accepted");
         assert_eq!(principal.name, "alice");
         assert_eq!(principal.role, Role::Engineer);
+    }
+
+    #[test]
+    fn a_token_with_the_documented_claims_and_no_iat_is_accepted() {
+        let claims = serde_json::json!({"sub": "alice", "role": "viewer",
+            "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now() + 60});
+        let token = jsonwebtoken::encode(
+            &Header::new(ALGORITHM),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signs");
+        let principal = authenticator().authenticate(&token).expect("accepted");
+        assert_eq!(
+            (principal.name.as_str(), principal.role),
+            ("alice", Role::Viewer)
+        );
+    }
+
+    #[test]
+    fn a_secret_and_auth_disabled_together_stop_the_service() {
+        let both = AuthArgs {
+            auth_disabled: true,
+            ..AuthArgs::with_secret(SECRET)
+        };
+        assert!(matches!(
+            Authenticator::from_args(&both),
+            Err(ConfigError::Contradictory)
+        ));
     }
 
     #[test]
