@@ -227,6 +227,58 @@ pub async fn method_not_allowed() -> Problem {
     )
 }
 
+/// The probes and the scrape target: they take no input to refuse.
+const OPERATIONAL_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Document the refusals every operation may answer whatever it does: 400 for a
+/// query string, path parameter or header it does not take or cannot parse (or, with
+/// a body, malformed JSON), 503 when a dependency is unreachable; and for operations
+/// with a request body 413 (too large), 415 (not a media type it reads) and 422 (not
+/// the body it takes). Entries an operation documents itself are kept; the probes and
+/// `/metrics` get none. Call once the paths are known, before [`document_problems`].
+pub fn document_refusals(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let refusal = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in openapi.paths.paths.iter_mut() {
+        if OPERATIONAL_PATHS.contains(&path.as_str()) {
+            continue;
+        }
+        for operation in crate::auth::openapi::operations(item) {
+            let mut refusals = vec![
+                ("400", "the request was refused: a query string, path parameter or header it does not take or cannot read, or malformed JSON"),
+                ("503", "a dependency (Postgres, NATS) is unreachable or saturated; retry later"),
+            ];
+            if operation.request_body.is_some() {
+                refusals.extend([
+                    ("413", "the body is larger than the service accepts"),
+                    (
+                        "415",
+                        "the body is not of a media type this operation reads",
+                    ),
+                    ("422", "the body is not one this operation takes"),
+                ]);
+            }
+            for (status, description) in refusals {
+                operation
+                    .responses
+                    .responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| refusal(description).into());
+            }
+        }
+    }
+}
+
 /// Document the media type every error answer has: the responses of status 4xx and 5xx
 /// that an operation describes as `application/json` are `application/problem+json`,
 /// as [`Problem`] answers are sent. Call once the paths are known.

@@ -422,6 +422,16 @@ async fn a_live_feed_ticket_is_not_an_api_token_and_an_api_token_is_not_a_ticket
         .to_owned();
     let api_token = synapse_tests::token(Role::Viewer, "vera");
     let ws_url = |query: &str| format!("ws://127.0.0.1:{}/ws?{query}", system.query.port);
+    // A query string the ticket route does not take is refused, not ignored.
+    let with_query = send(
+        &viewer,
+        Method::POST,
+        &system.query.url("/ws/ticket?role=admin"),
+        None,
+    )
+    .await?;
+    assert_eq!(with_query.status, 400, "{:?}", with_query.body);
+    assert!(with_query.is_problem());
 
     // Act
     let ticket_as_bearer_on_commands = send(

@@ -307,3 +307,83 @@ async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Resu
     );
     command.stop().await
 }
+
+#[tokio::test]
+async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyhow::Result<()> {
+    // Arrange
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let command = apps::command_service(&database, &nats.args, false).await?;
+    let http = synapse_tests::client::http_client();
+    let document: serde_json::Value = http
+        .get(command.url("/openapi.json"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let any_id = uuid::Uuid::nil();
+    let json_body = Some(r#"{"tag":"M-1"}"#);
+    // (method, documented path, request path, content type and body)
+    let requests = [
+        ("post", "/assets", "/assets?zzz=1".to_owned(), json_body),
+        ("post", "/assets", "/assets".to_owned(), Some("nope")),
+        ("get", "/rules", "/rules?zzz=1".to_owned(), None),
+        (
+            "put",
+            "/rules/{id}",
+            "/rules/not-an-id".to_owned(),
+            json_body,
+        ),
+        (
+            "post",
+            "/rules/rollback",
+            "/rules/rollback".to_owned(),
+            Some(r#"{"mode":"bad"}"#),
+        ),
+        (
+            "patch",
+            "/cables/{id}",
+            format!("/cables/{any_id}"),
+            Some(r#"{"colour":1}"#),
+        ),
+        (
+            "delete",
+            "/relationships/{id}",
+            "/relationships/x".to_owned(),
+            None,
+        ),
+    ];
+
+    for (method, documented, path, body) in requests {
+        // Act
+        let mut request = http.request(method.to_uppercase().parse()?, command.url(&path));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
+        let status = request.send().await?.status().as_u16().to_string();
+        let mut plain = http.request(method.to_uppercase().parse()?, command.url(&path));
+        if body.is_some() {
+            plain = plain.header("content-type", "text/plain").body("x");
+        }
+        let plain_status = plain.send().await?.status().as_u16().to_string();
+
+        // Assert: the answer's status is one the operation documents.
+        let responses = &document["paths"][documented][method]["responses"];
+        for status in [status, plain_status] {
+            assert!(
+                responses.get(&status).is_some(),
+                "{method} {path}: {status} is not in {responses:#}"
+            );
+            assert!(status.starts_with('4'), "{method} {path}: {status}");
+        }
+    }
+    // The 202 of an execution says what it answers.
+    let started = &document["paths"]["/rules/execute"]["post"]["responses"]["202"];
+    assert_eq!(
+        started["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Started"
+    );
+    command.stop().await
+}

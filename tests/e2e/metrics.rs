@@ -230,6 +230,19 @@ async fn the_pipeline_counters_and_the_client_gauge_are_there_at_0_before_anythi
     for name in ["synapse_ws_clients", "synapse_ws_lagged_clients_total"] {
         assert_eq!(metrics::value(&query, name, &[]), Some(0.0), "{name}");
     }
+    // The live feed's position, once it follows the (empty) stream.
+    let (_, query) = scrape_until(http, &system.query.url("/metrics"), |samples| {
+        samples
+            .iter()
+            .any(|sample| sample.name == "synapse_live_hub_position")
+    })
+    .await?;
+    let positions: Vec<f64> = query
+        .iter()
+        .filter(|sample| sample.name == "synapse_live_hub_position")
+        .map(|sample| sample.value)
+        .collect();
+    assert_eq!(positions, [0.0]);
     assert_eq!(
         metrics::value(
             &projection,

@@ -43,6 +43,17 @@ pub enum ExecuteAnswer {
     Finished(Report),
 }
 
+/// The 202 answer of `POST /rules/execute`: the batch started in the background.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Started {
+    /// The batch: follow it on `/batches/{correlation_id}` or the live feed.
+    pub correlation_id: Uuid,
+    /// Always `running`.
+    pub status: String,
+    /// The plan being applied, if the request named one.
+    pub plan_id: Option<Uuid>,
+}
+
 /// Execute rules over assets. Returns `202 {correlation_id}` at once and runs in the
 /// background (`wait: true` answers with the report when done); `dry_run: true`
 /// answers with the plan and writes nothing; `plan_id` applies a plan exactly, or is
@@ -51,7 +62,7 @@ pub enum ExecuteAnswer {
     params(("Idempotency-Key" = Option<String>, Header, description = "replays the first response")),
     responses(
         (status = 200, description = "finished (wait) or the dry-run plan", body = ExecuteAnswer),
-        (status = 202, description = "started; follow the correlation_id"),
+        (status = 202, description = "started; follow the correlation_id", body = Started),
         (status = 404, description = "unknown plan", body = Problem),
         (status = 409, description = "plan is stale or already applied", body = Problem),
         (status = 422, description = "invalid request or unknown rules", body = Problem),
@@ -136,19 +147,38 @@ pub async fn execute(
         None => select_rules(&state, &request.rule_ids).await?,
     };
     let wait = request.wait;
-    let response = run_command(&state.pool, &actor, &headers, &fingerprint, move |connection| {
-        Box::pin(async move {
-            let ready = match request.plan_id {
-                Some(plan_id) => prepare_plan(connection, &actor_name, plan_id).await?,
-                None => start(connection, &actor_name, rules, request.filters.clone(), None).await?,
-            };
-            let body = json!({"correlation_id": ready.batch.correlation_id, "status": "running", "plan_id": request.plan_id});
-            if let Ok(mut slot) = slot.lock() {
-                *slot = Some(ready);
-            }
-            Ok((StatusCode::ACCEPTED, body))
-        })
-    })
+    let response = run_command(
+        &state.pool,
+        &actor,
+        &headers,
+        &fingerprint,
+        move |connection| {
+            Box::pin(async move {
+                let ready = match request.plan_id {
+                    Some(plan_id) => prepare_plan(connection, &actor_name, plan_id).await?,
+                    None => {
+                        start(
+                            connection,
+                            &actor_name,
+                            rules,
+                            request.filters.clone(),
+                            None,
+                        )
+                        .await?
+                    }
+                };
+                let body = json!(Started {
+                    correlation_id: ready.batch.correlation_id,
+                    status: "running".to_owned(),
+                    plan_id: request.plan_id,
+                });
+                if let Ok(mut slot) = slot.lock() {
+                    *slot = Some(ready);
+                }
+                Ok((StatusCode::ACCEPTED, body))
+            })
+        },
+    )
     .await?;
     let ready = prepared.lock().ok().and_then(|mut slot| slot.take());
     let Some(ready) = ready else {

@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let mut openapi = openapi;
     BearerSecurity::document_refusals(&mut openapi);
+    synapse_shared::problem::document_refusals(&mut openapi);
     synapse_shared::problem::document_problems(&mut openapi);
     let openapi_json = openapi.clone();
     api.route(

@@ -72,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .split_for_parts();
     let mut api = api;
     BearerSecurity::open(&mut api, &["/healthz", "/readyz", "/metrics"]);
+    synapse_shared::problem::document_refusals(&mut api);
     synapse_shared::problem::document_problems(&mut api);
     let api = Arc::new(api);
     router

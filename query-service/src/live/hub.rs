@@ -99,12 +99,21 @@ impl Hub {
     /// Record where the stream stood when the hub started: everything up to `position`
     /// predates the hub and is served from the read models.
     pub fn start_at(&self, position: i64) {
-        {
+        let latest = {
             let mut window = self.lock();
             window.evicted_upto = window.evicted_upto.max(position);
             window.latest = window.latest.max(position);
-        }
+            window.latest
+        };
+        self.record_position(latest);
         self.shared.ready.send_replace(true);
+    }
+
+    /// How far the live feed has got, to compare with the relay's published position:
+    /// from the start (where the stream stood), then with every event.
+    fn record_position(&self, position: i64) {
+        metrics::gauge!("synapse_live_hub_position", "stream" => self.shared.stream.clone())
+            .set(position as f64);
     }
 
     /// Whether the hub has started following the stream.
@@ -142,9 +151,7 @@ impl Hub {
         // An error only means no session is listening right now.
         let _ = self.shared.sender.send(event);
         drop(window);
-        // How far the live feed has got, to compare with the relay's published position.
-        metrics::gauge!("synapse_live_hub_position", "stream" => self.shared.stream.clone())
-            .set(position as f64);
+        self.record_position(position);
     }
 
     /// Subscribe, waiting until the hub has started. With `snapshot`, the ring's

@@ -8,6 +8,7 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::Json;
 use synapse_shared::auth::{Principal, Ticket};
+use synapse_shared::problem::{ApiQuery, NoQuery};
 use synapse_shared::Problem;
 
 /// A ticket for the caller to open `/ws?ticket=...`.
@@ -23,6 +24,7 @@ use synapse_shared::Problem;
 pub async fn ticket(
     caller: Principal,
     State(state): State<AppState>,
+    _: ApiQuery<NoQuery>,
 ) -> Result<Json<Ticket>, Problem> {
     state.auth.issue_ticket(&caller).map(Json).map_err(|error| {
         tracing::error!(%error, "cannot sign a WebSocket ticket");
