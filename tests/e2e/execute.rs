@@ -2940,3 +2940,136 @@ async fn two_rules_that_want_one_property_otherwise_are_a_conflict_not_a_change_
     }
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_are_not(
+) -> anyhow::Result<()> {
+    // Arrange: one asset per case, and rules over each asset type.
+    let setup = setup(false).await?;
+    for (tag, asset_type, properties) in [
+        ("T-1", "TRANSITION_TEST", json!({"state": "draft"})),
+        ("F-1", "SETTLING_TEST", json!({"kind": "dol"})),
+        ("U-1", "UPSERT_TEST", json!({})),
+        ("B-1", "BIG_TEST", json!({"flow": 10000.0})),
+    ] {
+        send(
+            &setup.http,
+            Method::POST,
+            &setup.command.url("/assets"),
+            Some(
+                &json!({"tag": tag, "asset_type": asset_type, "discipline": "PROCESS",
+                         "properties": properties}),
+            ),
+        )
+        .await?
+        .expect_status(201);
+    }
+    let rule = |name: &str, priority: i32, when: &str, then: Value| {
+        json!({"name": name, "discipline": "PROCESS", "priority": priority, "when": when,
+               "then": then})
+    };
+    let set =
+        |name: &str, value: &str| json!({"type": "set_property", "name": name, "value": value});
+    let is = |asset_type: &str| format!("asset.asset_type == '{asset_type}'");
+    for defined in [
+        // Moves the asset out of its own condition; the later rule moves it back.
+        rule(
+            "T-A",
+            1,
+            &format!(
+                "{} && asset.properties.state == 'draft'",
+                is("TRANSITION_TEST")
+            ),
+            json!([set("state", "'checked'")]),
+        ),
+        rule(
+            "T-B",
+            2,
+            &is("TRANSITION_TEST"),
+            json!([set("state", "'draft'")]),
+        ),
+        // The later rule takes the asset out of the earlier one's condition: it settles.
+        rule(
+            "F-A",
+            1,
+            &format!("{} && asset.properties.kind != 'vfd'", is("SETTLING_TEST")),
+            json!([set("x", "1")]),
+        ),
+        rule(
+            "F-B",
+            2,
+            &is("SETTLING_TEST"),
+            json!([set("kind", "'vfd'"), set("x", "2")]),
+        ),
+        // An upsert of the asset's own tag wants its properties too.
+        rule(
+            "U-A",
+            1,
+            &is("UPSERT_TEST"),
+            json!([{"type": "upsert_asset", "tag": "{asset.tag}",
+             "asset_type": "UPSERT_TEST", "discipline": "PROCESS", "properties": {"x": "1"}}]),
+        ),
+        rule("U-B", 2, &is("UPSERT_TEST"), json!([set("x", "2")])),
+        // A whole double from 1e16 up, which the log holds as an integer.
+        rule(
+            "B-A",
+            1,
+            &is("BIG_TEST"),
+            json!([set("big", "asset.properties.flow * 1e12")]),
+        ),
+    ] {
+        setup.define(&defined).await?;
+    }
+
+    // Act
+    let dry = setup.execute(json!({"dry_run": true})).await?;
+    let first = setup.execute(json!({"wait": true})).await?;
+    let second = setup.execute(json!({"wait": true})).await?;
+
+    // Assert
+    let by_rule = |report: &Value| -> BTreeMap<String, (i64, i64)> {
+        report["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|rule| {
+                let counts = &rule["counts"];
+                (
+                    rule["name"].as_str().unwrap_or_default().to_owned(),
+                    (
+                        counts["changes"].as_i64().unwrap_or(-1),
+                        counts["errors"].as_i64().unwrap_or(-1),
+                    ),
+                )
+            })
+            .collect()
+    };
+    let expected_first: BTreeMap<String, (i64, i64)> = [
+        ("B-A", (1, 0)),
+        ("F-A", (1, 0)),
+        ("F-B", (1, 0)),
+        ("T-A", (1, 0)),
+        ("T-B", (0, 1)),
+        ("U-A", (1, 0)),
+        ("U-B", (0, 1)),
+    ]
+    .into_iter()
+    .map(|(name, counts)| (name.to_owned(), counts))
+    .collect();
+    assert_eq!(by_rule(&dry), expected_first, "{dry}");
+    assert_eq!(by_rule(&first), expected_first, "{first}");
+    assert_eq!(second["totals"]["changes"], 0, "{second}");
+    assert_eq!(second["totals"]["errors"], 2, "{second}");
+    let state: BTreeMap<String, Value> = sqlx::query_as::<_, (String, Value)>(
+        "select tag, properties from assets where tag like '_-1'",
+    )
+    .fetch_all(&setup.pool)
+    .await?
+    .into_iter()
+    .collect();
+    assert_eq!(state["T-1"], json!({"state": "checked"}));
+    assert_eq!(state["F-1"], json!({"kind": "vfd", "x": 2}));
+    assert_eq!(state["U-1"], json!({"x": 1}));
+    assert_eq!(state["B-1"]["big"].to_string(), "10000000000000000");
+    setup.command.stop().await
+}

@@ -2,8 +2,8 @@
 //! (`BATCH_STARTED`, the change, `BATCH_COMPLETED`) written in the caller's transaction.
 
 use super::input::{
-    check_asset_property_names, check_code, check_merged_properties, check_properties, check_tag,
-    check_text, signless_zeros, AssetPatch, FieldError, NewAsset,
+    as_stored_numbers, check_asset_property_names, check_code, check_merged_properties,
+    check_properties, check_tag, check_text, AssetPatch, FieldError, NewAsset,
 };
 use super::store;
 use crate::links::{cable_store, relationship_store};
@@ -100,7 +100,7 @@ pub async fn create(
     let discipline = check_code("discipline", &input.discipline, &mut errors);
     check_text("name", input.name.as_deref(), &mut errors);
     check_text("area", input.area.as_deref(), &mut errors);
-    signless_zeros(&mut input.properties);
+    as_stored_numbers(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     check_asset_property_names(&input.properties, &mut errors);
     if !errors.is_empty() {
@@ -166,7 +166,7 @@ pub async fn update(
         &mut errors,
     );
     if let Some(properties) = &mut patch.properties {
-        signless_zeros(properties);
+        as_stored_numbers(properties);
         check_properties(properties, true, &mut errors);
         check_asset_property_names(properties, &mut errors);
     }

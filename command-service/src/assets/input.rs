@@ -195,20 +195,37 @@ pub fn check_asset_property_names(properties: &Map<String, Value>, errors: &mut 
     }
 }
 
-/// Make every negative zero among `properties` a zero: JSON in Postgres (`jsonb`) has
-/// none, so `-0.0` would be stored and read back as `0.0` while the command answered
-/// `-0.0`.
-pub fn signless_zeros(properties: &mut Map<String, Value>) {
+/// Make every number among `properties` the number the log gives back
+/// ([`as_stored_number`]).
+pub fn as_stored_numbers(properties: &mut Map<String, Value>) {
     for value in properties.values_mut() {
-        signless_zero(value);
+        as_stored_number(value);
     }
 }
 
-/// [`signless_zeros`] for one value.
-pub fn signless_zero(value: &mut Value) {
-    if let Value::Number(number) = value {
-        if number.is_f64() && number.as_f64() == Some(0.0) {
-            *value = Value::from(0.0);
+/// `value` as Postgres' `jsonb` gives it back, so that what a command answers and a
+/// rule compares is what the log holds: a negative zero is a zero (`jsonb` has none),
+/// and a whole double of at least 1e16 in magnitude (which `serde_json` writes with an
+/// exponent, `1e16`, and `jsonb` gives back as `10000000000000000`) is that integer
+/// where 64 bits hold it. Without this a rule computing `1e16` found it changed on
+/// every run.
+pub fn as_stored_number(value: &mut Value) {
+    let Value::Number(number) = value else {
+        return;
+    };
+    let Some(float) = number.as_f64().filter(|_| number.is_f64()) else {
+        return;
+    };
+    // 2^63 and 2^64, exactly.
+    const I64_END: f64 = 9_223_372_036_854_775_808.0;
+    const U64_END: f64 = 18_446_744_073_709_551_616.0;
+    if float == 0.0 {
+        *value = Value::from(0.0);
+    } else if float.fract() == 0.0 && float.abs() >= 1e16 {
+        if (-I64_END..I64_END).contains(&float) {
+            *value = Value::from(float as i64);
+        } else if (0.0..U64_END).contains(&float) {
+            *value = Value::from(float as u64);
         }
     }
 }
@@ -297,6 +314,28 @@ pub fn check_written(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_are_made_what_the_log_gives_back() {
+        let stored = |value: Value| {
+            let mut value = value;
+            as_stored_number(&mut value);
+            value.to_string()
+        };
+        assert_eq!(stored(json!(-0.0)), "0.0");
+        assert_eq!(stored(json!(1e16)), "10000000000000000");
+        assert_eq!(stored(json!(-1.5e16)), "-15000000000000000");
+        assert_eq!(stored(json!(1e19)), "10000000000000000000");
+        assert_eq!(
+            stored(json!(9_223_372_036_854_775_808.0)),
+            "9223372036854775808"
+        );
+        // Written without an exponent, or beyond 64 bits: given back as doubles.
+        assert_eq!(stored(json!(1e15)), "1000000000000000.0");
+        assert_eq!(stored(json!(1e20)), "1e+20");
+        assert_eq!(stored(json!(0.5)), "0.5");
+        assert_eq!(stored(json!(7)), "7");
+    }
     use serde_json::json;
 
     #[test]

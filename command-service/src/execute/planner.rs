@@ -207,7 +207,7 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
             reason: "already in desired state".to_owned(),
         },
         Ok(changes) => {
-            if let Some(message) = contested(rule, &asset, &context, &changes) {
+            if let Some(message) = contested(rule, &asset, &changes) {
                 // Nothing of it happens: what it would have created is not recorded.
                 ids.rewind(mark);
                 return Outcome::Error {
@@ -227,16 +227,16 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
     }
 }
 
-/// Where a rule that ran before `rule` in this execution wants a property of `asset`
-/// that `changes` would give another value (or remove, or add): the two rules would
-/// undo each other on every run, so neither would ever be in its desired state. The
-/// earlier rule is judged on the asset as it is now, after it ran.
-fn contested(
-    rule: &CompiledRule,
-    asset: &AssetState,
-    context: &AssetContext,
-    changes: &[PlannedChange],
-) -> Option<String> {
+/// Where a rule that ran before `rule` in this execution wants otherwise a field or
+/// property of `asset` that `changes` would change: the earlier rule, judged on the
+/// asset as `rule` would leave it, would change it back on the next run, and the two
+/// would undo each other for ever. The earlier rule's wishes for the asset itself
+/// count (`set_property`, `remove_property`, `upsert_asset` of its own tag); what it
+/// wants of other assets and of cables does not.
+fn contested(rule: &CompiledRule, asset: &AssetState, changes: &[PlannedChange]) -> Option<String> {
+    if rule.earlier.is_empty() {
+        return None;
+    }
     let planned = changes.iter().find_map(|change| match change {
         PlannedChange::Asset {
             before: Some(before),
@@ -244,51 +244,123 @@ fn contested(
         } if before.id == asset.id => Some(after),
         _ => None,
     })?;
+    let left = AssetContext::new(planned);
     for earlier in rule.earlier.iter() {
-        let mut matched = None;
-        for action in &earlier.actions {
-            let (name, wanted) = match action {
-                CompiledAction::SetProperty { name, value } => (name, Some(value)),
-                CompiledAction::RemoveProperty { name } => (name, None),
-                _ => continue,
+        if !earlier.condition.is_true(&left).unwrap_or(false) {
+            continue;
+        }
+        // It cannot say what it wants here: nothing to contest.
+        let Ok(wanted) = own_desired(earlier, planned, &left) else {
+            continue;
+        };
+        let fields = [
+            (
+                "asset_type",
+                json_text(&planned.asset_type),
+                json_text(&wanted.asset_type),
+            ),
+            (
+                "discipline",
+                json_text(&planned.discipline),
+                json_text(&wanted.discipline),
+            ),
+            (
+                "name",
+                json_option(&planned.name),
+                json_option(&wanted.name),
+            ),
+            (
+                "area",
+                json_option(&planned.area),
+                json_option(&wanted.area),
+            ),
+        ];
+        let changed_field = |field: &str| match field {
+            "asset_type" => planned.asset_type != asset.asset_type,
+            "discipline" => planned.discipline != asset.discipline,
+            "name" => planned.name != asset.name,
+            _ => planned.area != asset.area,
+        };
+        let mut contested = fields
+            .into_iter()
+            .filter(|(field, ours, theirs)| changed_field(field) && ours != theirs)
+            .map(|(field, ours, theirs)| (format!("`{field}`"), Some(ours), Some(theirs)));
+        let mut keys: BTreeSet<&String> = planned.properties.keys().collect();
+        keys.extend(asset.properties.keys());
+        let property = keys.into_iter().find_map(|key| {
+            let ours = planned.properties.get(key);
+            let theirs = wanted.properties.get(key);
+            (ours != asset.properties.get(key) && ours != theirs)
+                .then(|| (format!("property `{key}`"), ours.cloned(), theirs.cloned()))
+        });
+        if let Some((what, ours, theirs)) = contested.next().or(property) {
+            let show = |value: Option<Value>| {
+                value.map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
             };
-            let ours = planned.properties.get(name);
-            if ours == asset.properties.get(name) {
-                continue;
-            }
-            if !*matched.get_or_insert_with(|| earlier.condition.is_true(context).unwrap_or(false))
-            {
-                break;
-            }
-            let theirs = match wanted {
-                Some(value) => match value
-                    .evaluate(context)
-                    .ok()
-                    .and_then(|value| scalar(value, name).ok())
-                {
-                    Some(value) => Some(value),
-                    // It cannot say what it wants here: nothing to contest.
-                    None => continue,
-                },
-                None => None,
-            };
-            if theirs.as_ref() != ours {
-                let show = |value: Option<&Value>| {
-                    value.map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
-                };
-                return Some(format!(
-                    "rule `{}` (version {}), run before this one, wants property `{name}` {} \
-                     where this rule wants it {}: each would undo the other on every run; \
-                     make their conditions exclude each other or their values agree",
-                    earlier.name,
-                    earlier.version,
-                    show(theirs.as_ref()),
-                    show(ours),
-                ));
-            }
+            return Some(format!(
+                "rule `{}` (version {}), run before this one, wants {what} {} where this \
+                 rule wants it {}: each would undo the other on every run; make their \
+                 conditions exclude each other or their values agree",
+                earlier.name,
+                earlier.version,
+                show(theirs),
+                show(ours),
+            ));
         }
     }
     None
+}
+
+fn json_text(text: &str) -> Value {
+    Value::String(text.to_owned())
+}
+
+fn json_option(text: &Option<String>) -> Value {
+    text.as_deref().map_or(Value::Null, json_text)
+}
+
+/// What `rule` wants of `asset` itself (its properties set or removed, its own tag
+/// upserted), with its expressions evaluated in `context`, as the planner applies it.
+fn own_desired(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    context: &AssetContext,
+) -> Result<AssetState, EvaluationError> {
+    let mut wanted = asset.clone();
+    for action in &rule.actions {
+        match action {
+            CompiledAction::SetProperty { name, value } => {
+                let value = scalar(value.evaluate(context)?, name)?;
+                wanted.properties.insert(name.clone(), value);
+            }
+            CompiledAction::RemoveProperty { name } => {
+                wanted.properties.remove(name);
+            }
+            CompiledAction::UpsertAsset {
+                tag,
+                asset_type,
+                discipline,
+                name,
+                area,
+                properties,
+            } if tag.render(context)? == asset.tag => {
+                wanted.asset_type = asset_type.clone();
+                wanted.discipline = discipline.clone();
+                if let Some(name) = name {
+                    wanted.name = Some(name.render(context)?);
+                }
+                if let Some(area) = area {
+                    wanted.area = Some(area.render(context)?);
+                }
+                for (property, expression) in properties {
+                    let value = scalar(expression.evaluate(context)?, property)?;
+                    wanted.properties.insert(property.clone(), value);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(wanted)
 }
 
 fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {
@@ -689,7 +761,7 @@ fn finding_message(message: String) -> Result<String, EvaluationError> {
 
 /// Property values are scalars: numbers, strings, booleans.
 fn scalar(mut value: Value, name: &str) -> Result<Value, EvaluationError> {
-    crate::assets::input::signless_zero(&mut value);
+    crate::assets::input::as_stored_number(&mut value);
     match value {
         Value::Number(_) | Value::String(_) | Value::Bool(_) => Ok(value),
         // JSON has no NaN or infinity: a double that is one reaches here as null.

@@ -103,8 +103,10 @@ fn number(text: &str) -> Option<Value> {
     if value == 0.0 && mantissa.contains(|c: char| ('1'..='9').contains(&c)) {
         return None;
     }
-    // `+ 0.0` makes a negative zero a zero, as the log (`jsonb`) would anyway.
-    Number::from_f64(value + 0.0).map(Value::Number)
+    // The number the log will hold (no negative zero; `1e16` an integer).
+    let mut value = Value::Number(Number::from_f64(value)?);
+    crate::assets::input::as_stored_number(&mut value);
+    Some(value)
 }
 
 /// A cell of a column declared numeric: a plain number, zero-padded or not (`007`,
@@ -243,10 +245,15 @@ mod tests {
         assert_eq!(type_cell("False"), Some(json!(false)));
         assert_eq!(type_cell("IP55"), Some(json!("IP55")));
         assert_eq!(type_cell(""), None);
-        // The log has no negative zero: the cell is the zero it will hold.
-        for text in ["-0.0", "-0e5"] {
-            let zero = type_cell(text).map(|value| value.to_string());
-            assert_eq!(zero.as_deref(), Some("0.0"), "{text}");
+        // The cell is the number the log will hold: no negative zero, and a double
+        // written with an exponent from 1e16 up is an integer there.
+        for (text, held) in [
+            ("-0.0", "0.0"),
+            ("-0e5", "0.0"),
+            ("1e16", "10000000000000000"),
+        ] {
+            let typed = type_cell(text).map(|value| value.to_string());
+            assert_eq!(typed.as_deref(), Some(held), "{text}");
         }
     }
 

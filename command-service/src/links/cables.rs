@@ -3,7 +3,7 @@
 use super::{cable_store, check_ends, LinkError};
 use crate::assets::commands::CommandOutcome;
 use crate::assets::input::{
-    check_code, check_merged_properties, check_properties, check_tag, signless_zeros,
+    as_stored_numbers, check_code, check_merged_properties, check_properties, check_tag,
 };
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
@@ -50,7 +50,7 @@ pub async fn create(
     check_tag(&input.tag, &mut errors);
     let cable_type = check_code("cable_type", &input.cable_type, &mut errors);
     let discipline = check_code("discipline", &input.discipline, &mut errors);
-    signless_zeros(&mut input.properties);
+    as_stored_numbers(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     if !errors.is_empty() {
         return Err(LinkError::Invalid(errors));
@@ -98,7 +98,7 @@ pub async fn update(
         .as_deref()
         .map(|value| check_code("discipline", value, &mut errors));
     if let Some(properties) = &mut patch.properties {
-        signless_zeros(properties);
+        as_stored_numbers(properties);
         check_properties(properties, true, &mut errors);
     }
     if !errors.is_empty() {

@@ -2,7 +2,7 @@
 
 use super::{check_ends, relationship_store, LinkError};
 use crate::assets::commands::CommandOutcome;
-use crate::assets::input::{check_code, check_properties, signless_zeros};
+use crate::assets::input::{as_stored_numbers, check_code, check_properties};
 use crate::store::batches::ChangeTarget;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -31,7 +31,7 @@ pub async fn create(
 ) -> Result<CommandOutcome, LinkError> {
     let mut errors = Vec::new();
     let kind = check_code("kind", &input.kind, &mut errors);
-    signless_zeros(&mut input.properties);
+    as_stored_numbers(&mut input.properties);
     check_properties(&input.properties, false, &mut errors);
     if !errors.is_empty() {
         return Err(LinkError::Invalid(errors));

@@ -167,15 +167,15 @@ pub struct CompiledRule {
     /// look any up, until a chunk is redone locked: a concurrent run of the rule may
     /// have raised some).
     pub may_have_open_findings: bool,
-    /// The rules that set or remove properties and run before this one in the same
-    /// execution ([`in_batch_order`]; empty otherwise). Where one of them wants a
+    /// The rules that set or remove properties or upsert assets and run before this
+    /// one in the same execution ([`in_batch_order`]; empty otherwise). Where one of them wants a
     /// property of an asset that this rule would change, the two would undo each other
     /// on every run: planning reports a conflict instead (`planner::contested`).
     pub earlier: Arc<[CompiledRule]>,
 }
 
 /// `rules` in the order an execution runs them (priority, then name, then id), each
-/// knowing the property-writing rules before it ([`CompiledRule::earlier`]).
+/// knowing the rules before it that write assets ([`CompiledRule::earlier`]).
 pub fn in_batch_order(mut rules: Vec<CompiledRule>) -> Vec<CompiledRule> {
     rules.sort_by(|a, b| (a.priority, &a.name, a.id).cmp(&(b.priority, &b.name, b.id)));
     let mut writers: Vec<CompiledRule> = Vec::new();
@@ -185,7 +185,9 @@ pub fn in_batch_order(mut rules: Vec<CompiledRule>) -> Vec<CompiledRule> {
         if rule.actions.iter().any(|action| {
             matches!(
                 action,
-                CompiledAction::SetProperty { .. } | CompiledAction::RemoveProperty { .. }
+                CompiledAction::SetProperty { .. }
+                    | CompiledAction::RemoveProperty { .. }
+                    | CompiledAction::UpsertAsset { .. }
             )
         }) {
             writers.push(CompiledRule {
