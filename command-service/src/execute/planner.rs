@@ -328,39 +328,70 @@ fn own_desired(
 ) -> Result<AssetState, EvaluationError> {
     let mut wanted = asset.clone();
     for action in &rule.actions {
-        match action {
-            CompiledAction::SetProperty { name, value } => {
-                let value = scalar(value.evaluate(context)?, name)?;
-                wanted.properties.insert(name.clone(), value);
+        if set_or_remove(action, &mut wanted, context)? {
+            continue;
+        }
+        if let CompiledAction::UpsertAsset { tag, .. } = action {
+            if tag.render(context)? == asset.tag {
+                upsert_fields(action, &mut wanted, context)?;
             }
-            CompiledAction::RemoveProperty { name } => {
-                wanted.properties.remove(name);
-            }
-            CompiledAction::UpsertAsset {
-                tag,
-                asset_type,
-                discipline,
-                name,
-                area,
-                properties,
-            } if tag.render(context)? == asset.tag => {
-                wanted.asset_type = asset_type.clone();
-                wanted.discipline = discipline.clone();
-                if let Some(name) = name {
-                    wanted.name = Some(name.render(context)?);
-                }
-                if let Some(area) = area {
-                    wanted.area = Some(area.render(context)?);
-                }
-                for (property, expression) in properties {
-                    let value = scalar(expression.evaluate(context)?, property)?;
-                    wanted.properties.insert(property.clone(), value);
-                }
-            }
-            _ => {}
         }
     }
     Ok(wanted)
+}
+
+/// Apply `action` to `target` if it is a `set_property` or `remove_property`; whether
+/// it was one.
+fn set_or_remove(
+    action: &CompiledAction,
+    target: &mut AssetState,
+    context: &AssetContext,
+) -> Result<bool, EvaluationError> {
+    match action {
+        CompiledAction::SetProperty { name, value } => {
+            let value = scalar(value.evaluate(context)?, name)?;
+            target.properties.insert(name.clone(), value);
+            Ok(true)
+        }
+        CompiledAction::RemoveProperty { name } => {
+            target.properties.remove(name);
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// What an `upsert_asset` action sets on the asset it makes or finds (nothing for
+/// another action).
+fn upsert_fields(
+    action: &CompiledAction,
+    desired: &mut AssetState,
+    context: &AssetContext,
+) -> Result<(), EvaluationError> {
+    let CompiledAction::UpsertAsset {
+        asset_type,
+        discipline,
+        name,
+        area,
+        properties,
+        ..
+    } = action
+    else {
+        return Ok(());
+    };
+    desired.asset_type = asset_type.clone();
+    desired.discipline = discipline.clone();
+    if let Some(name) = name {
+        desired.name = Some(name.render(context)?);
+    }
+    if let Some(area) = area {
+        desired.area = Some(area.render(context)?);
+    }
+    for (property, expression) in properties {
+        let value = scalar(expression.evaluate(context)?, property)?;
+        desired.properties.insert(property.clone(), value);
+    }
+    Ok(())
 }
 
 fn record(world: &mut World, rule: &CompiledRule, change: &PlannedChange) {
@@ -429,21 +460,15 @@ fn desired_changes(
     let mut flagged: Vec<(String, Severity)> = Vec::new();
     let mut raises = Vec::new();
     for action in &rule.actions {
+        if set_or_remove(action, &mut target, context)? {
+            continue;
+        }
         match action {
-            CompiledAction::SetProperty { name, value } => {
-                let value = scalar(value.evaluate(context)?, name)?;
-                target.properties.insert(name.clone(), value);
-            }
-            CompiledAction::RemoveProperty { name } => {
-                target.properties.remove(name);
-            }
             CompiledAction::UpsertAsset {
                 tag,
                 asset_type,
                 discipline,
-                name,
-                area,
-                properties,
+                ..
             } => {
                 let tag = valid_tag(tag.render(context)?)?;
                 // An earlier action of the rule that made the same tag: build on it.
@@ -470,20 +495,7 @@ fn desired_changes(
                     properties: Map::new(),
                     version: 0,
                 });
-                desired.asset_type = asset_type.clone();
-                desired.discipline = discipline.clone();
-                if let Some(name) = name {
-                    desired.name = Some(name.render(context)?);
-                }
-                if let Some(area) = area {
-                    desired.area = Some(area.render(context)?);
-                }
-                for (property, expression) in properties {
-                    desired.properties.insert(
-                        property.clone(),
-                        scalar(expression.evaluate(context)?, property)?,
-                    );
-                }
+                upsert_fields(action, &mut desired, context)?;
                 if desired.id == asset.id {
                     target = desired;
                 } else {
@@ -593,6 +605,8 @@ fn desired_changes(
                 }
                 flagged.push((message, *severity));
             }
+            // Applied above.
+            CompiledAction::SetProperty { .. } | CompiledAction::RemoveProperty { .. } => {}
         }
     }
     if rule.owns_findings {
