@@ -12,8 +12,9 @@ pub fn on_signal() -> CancellationToken {
     let cancel = token.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown signal received; draining");
+        // First: nothing this task does after it (a log line) may keep the service up.
         cancel.cancel();
+        tracing::info!("shutdown signal received; draining");
     });
     token
 }

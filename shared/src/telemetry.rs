@@ -11,7 +11,13 @@ use tracing_subscriber::EnvFilter;
 pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A log line that cannot be written (stdout closed: `service | head -1`) is
+    // dropped; by default the subscriber reported it with `eprint!`, which panics when
+    // stderr is closed too, killing the task that logged: the service died at start,
+    // or its shutdown task did and SIGTERM no longer stopped it.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false);
     // `try_init` fails only when a subscriber is already installed (tests start several
     // services in one process), which is fine.
     let _ = if json {

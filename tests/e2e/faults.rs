@@ -1060,3 +1060,29 @@ async fn postgres_stopped_mid_rollback_gives_a_503_writes_nothing_and_a_retry_ro
     assert_clean(&stream, 0, api.bad_5xx());
     Ok(())
 }
+
+#[tokio::test]
+async fn every_service_stops_on_sigterm_when_nobody_reads_its_output_any_more() -> anyhow::Result<()>
+{
+    // Arrange: each service's stdout and stderr closed at the reading end, as
+    // `service | head -1` leaves them once `head` has its line.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let mut env = ServiceEnv::new(&database, &nats.args);
+    env.output_closed = true;
+    let mut services = Vec::new();
+    for service in [Service::Command, Service::Projection, Service::Query] {
+        services.push(ServiceProcess::start(service, env.clone()).await?);
+    }
+
+    // Act + Assert: SIGTERM stops each one, gracefully, within the patience.
+    for mut service in services {
+        let graceful = service.terminate().await?;
+        assert!(
+            graceful,
+            "{} did not exit cleanly",
+            service.service.binary_name()
+        );
+    }
+    Ok(())
+}

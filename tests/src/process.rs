@@ -86,6 +86,9 @@ pub struct ServiceEnv {
     pub relay_enabled: bool,
     /// Further variables, e.g. `RUST_LOG`.
     pub extra: Vec<(String, String)>,
+    /// Give the service a stdout and stderr whose reading end is closed at once (as
+    /// `service | head -1` leaves it), instead of the log file.
+    pub output_closed: bool,
 }
 
 impl ServiceEnv {
@@ -96,6 +99,7 @@ impl ServiceEnv {
             batch_stale_after_secs: 8,
             relay_enabled: true,
             extra: Vec::new(),
+            output_closed: false,
         }
     }
 
@@ -107,6 +111,7 @@ impl ServiceEnv {
             batch_stale_after_secs: 8,
             relay_enabled: true,
             extra: Vec::new(),
+            output_closed: false,
         }
     }
 
@@ -227,13 +232,19 @@ impl ServiceProcess {
             .open(&self.log_path)?;
         let mut command = Command::new(&binary);
         self.env.apply(&mut command, port);
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
-        let child = command
+        command.stdin(Stdio::null());
+        if self.env.output_closed {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        } else {
+            command
+                .stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log));
+        }
+        let mut child = command
             .spawn()
             .map_err(|error| anyhow::anyhow!("could not spawn {}: {error}", binary.display()))?;
+        // Dropping the reading ends closes them: every write of the service fails.
+        drop((child.stdout.take(), child.stderr.take()));
         self.child = Some(child);
         self.port = port;
         self.starts += 1;
