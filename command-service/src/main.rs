@@ -27,7 +27,7 @@ enum Command {
     /// that makes command writers wait.
     Rebuild {
         /// Only compare the tables with the fold of the log; change nothing, and exit
-        /// with status 1 if any differs.
+        /// with status 1 if any differs (2 if the comparison could not be made).
         #[arg(long)]
         check: bool,
     },
@@ -54,10 +54,18 @@ async fn run() -> anyhow::Result<()> {
         }
         Some(Command::Rebuild { check }) => {
             let url = &cli.config.database.database_url;
-            let reports = if check {
-                rebuild::check(url).await?
+            let done = if check {
+                rebuild::check(url).await
             } else {
-                rebuild::rebuild(url).await?
+                rebuild::rebuild(url).await
+            };
+            // Status 1 says the tables differ; 2 that the command could not do its work.
+            let reports = match done {
+                Ok(reports) => reports,
+                Err(error) => {
+                    eprintln!("command-service rebuild: {error}");
+                    std::process::exit(2);
+                }
             };
             print!("{}", rebuild::render(&reports));
             let differing = reports.iter().filter(|report| !report.agrees()).count();

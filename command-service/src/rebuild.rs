@@ -16,9 +16,10 @@ const CHANGE_EVENTS: &str = "'ASSET_CREATED', 'ASSET_UPDATED', 'ASSET_DELETED', 
      'CABLE_CREATED', 'CABLE_UPDATED', 'CABLE_DELETED', 'RELATIONSHIP_CREATED', \
      'RELATIONSHIP_DELETED', 'ROLLBACK'";
 
-/// How long a rebuild waits for the tables' locks (writers in flight finish first)
-/// before it gives up.
-const LOCK_TIMEOUT: &str = "10s";
+/// How long a rebuild keeps trying to take the tables' locks before it gives up.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+/// The pause between two tries.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// One current-state table and how the log folds into it.
 struct Table {
@@ -234,19 +235,22 @@ pub async fn check(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error> 
 /// later ones wait until it commits. Reports how the tables compared before.
 pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error> {
     let mut connection = PgConnection::connect(database_url).await?;
-    let mut transaction = connection.begin().await?;
-    sqlx::query(&format!("set local lock_timeout = '{LOCK_TIMEOUT}'"))
-        .execute(&mut *transaction)
-        .await?;
-    let names: Vec<&str> = TABLES.iter().map(|table| table.name).collect();
-    // Every transaction that appends events writes one of these tables (a batch's row
-    // at least), so once they are held no event commits until this does.
-    sqlx::query(&format!(
-        "lock table {} in exclusive mode",
-        names.join(", ")
-    ))
-    .execute(&mut *transaction)
-    .await?;
+    let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
+    let mut transaction = loop {
+        let mut transaction = connection.begin().await?;
+        if locked(&mut transaction).await? {
+            break transaction;
+        }
+        transaction.rollback().await?;
+        if tokio::time::Instant::now() >= deadline {
+            return Err(sqlx::Error::Protocol(format!(
+                "writers kept the state tables locked for {} s; try again when the \
+                 service is quieter",
+                LOCK_PATIENCE.as_secs()
+            )));
+        }
+        tokio::time::sleep(LOCK_RETRY).await;
+    };
     let reports = fold_and_compare(&mut transaction).await?;
     for table in &TABLES {
         let name = table.name;
@@ -291,6 +295,33 @@ pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error
     }
     transaction.commit().await?;
     Ok(reports)
+}
+
+/// Take every table's exclusive lock without waiting: `false` if a writer holds one
+/// (the caller lets go of those it took and tries again). Waiting for one while
+/// holding others deadlocked with writers that hold row locks in one table and want
+/// another (a rollback deleting links, then assets; a cable PATCH checking its ends),
+/// and Postgres then aborted the writer (a 409) or the rebuild. Every transaction
+/// that appends events writes one of these tables (a batch's row at least), so once
+/// they are all held no event commits until the rebuild does.
+async fn locked(connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    for table in &TABLES {
+        let taken = sqlx::query(&format!(
+            "lock table {} in exclusive mode nowait",
+            table.name
+        ))
+        .execute(&mut *connection)
+        .await;
+        match taken {
+            Ok(_) => {}
+            // lock_not_available
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("55P03") => {
+                return Ok(false)
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(true)
 }
 
 /// The reports as a table for a terminal.

@@ -263,7 +263,7 @@ async fn run_rebuild(database_url: &str, check: bool) -> anyhow::Result<(i32, St
 }
 
 #[tokio::test]
-async fn the_rebuild_command_exits_with_1_while_a_table_differs_and_0_once_rebuilt(
+async fn the_rebuild_command_exits_with_1_while_a_table_differs_0_once_rebuilt_2_if_it_cannot_run(
 ) -> anyhow::Result<()> {
     // Arrange: a rule row lost.
     let setup = rich_history().await?;
@@ -276,6 +276,8 @@ async fn the_rebuild_command_exits_with_1_while_a_table_differs_and_0_once_rebui
     let (checked, check_output) = run_rebuild(&url, true).await?;
     let (rebuilt, rebuild_output) = run_rebuild(&url, false).await?;
     let (rechecked, recheck_output) = run_rebuild(&url, true).await?;
+    let nowhere = format!("{}_missing", url);
+    let (unable, _) = run_rebuild(&nowhere, true).await?;
 
     // Assert
     assert_eq!(checked, 1, "{check_output}");
@@ -293,11 +295,49 @@ async fn the_rebuild_command_exits_with_1_while_a_table_differs_and_0_once_rebui
     assert_eq!(rebuilt, 0, "{rebuild_output}");
     assert!(rebuild_output.contains("1 table(s) differed from the event log and were rebuilt"));
     assert_eq!(rechecked, 0, "{recheck_output}");
+    assert_eq!(unable, 2, "a check that cannot run is not a difference");
     assert!(recheck_output.contains("every table agrees with the event log"));
     let versions: i64 = sqlx::query_scalar("select count(*) from rules where id = $1")
         .bind(lost)
         .fetch_one(&setup.pool)
         .await?;
     assert_eq!(versions, 2);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_rebuild_waits_for_writers_without_deadlocking_with_them() -> anyhow::Result<()> {
+    // Arrange: a writer holding a cable's row lock, as a cable PATCH does before it
+    // checks its ends in `assets`.
+    let setup = rich_history().await?;
+    let url = setup.database.url.clone();
+    let mut writer = setup.pool.begin().await?;
+    let cable: uuid::Uuid =
+        sqlx::query_scalar("select id from cables order by id limit 1 for update")
+            .fetch_one(&mut *writer)
+            .await?;
+
+    // Act: a rebuild starts; then the writer goes on to write in `assets`, and commits.
+    let rebuild = tokio::spawn({
+        let url = url.clone();
+        async move { command_service::rebuild::rebuild(&url).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let wrote = sqlx::query("update assets set version = version where tag = 'M-101'")
+        .execute(&mut *writer)
+        .await;
+    let committed = writer.commit().await;
+    let rebuilt = rebuild.await?;
+
+    // Assert: neither was aborted; the rebuild ran after the writer.
+    assert!(wrote.is_ok(), "{wrote:?}");
+    assert!(committed.is_ok(), "{committed:?}");
+    let rebuilt = rebuilt?;
+    assert!(rebuilt.iter().all(|report| report.agrees()), "{rebuilt:?}");
+    let still: i64 = sqlx::query_scalar("select count(*) from cables where id = $1")
+        .bind(cable)
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(still, 1);
     setup.command.stop().await
 }
