@@ -2951,6 +2951,10 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("F-1", "SETTLING_TEST", json!({"kind": "dol"})),
         ("U-1", "UPSERT_TEST", json!({})),
         ("B-1", "BIG_TEST", json!({"flow": 10000.0})),
+        ("V-1", "VFD_TEST", json!({})),
+        ("C-1", "CABLE_TEST", json!({})),
+        ("MCC-T1", "MOTOR_CONTROL_CENTRE", json!({})),
+        ("MCC-T2", "MOTOR_CONTROL_CENTRE", json!({})),
     ] {
         send(
             &setup.http,
@@ -3017,6 +3021,35 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
             &is("BIG_TEST"),
             json!([set("big", "asset.properties.flow * 1e12")]),
         ),
+        // Two rules upserting one other asset, and one cable, otherwise.
+        rule(
+            "V-A",
+            1,
+            &is("VFD_TEST"),
+            json!([{"type": "upsert_asset", "tag": "{asset.tag}-VFD",
+             "asset_type": "VFD", "discipline": "PROCESS", "properties": {"speed": "1"}}]),
+        ),
+        rule(
+            "V-B",
+            2,
+            &is("VFD_TEST"),
+            json!([{"type": "upsert_asset", "tag": "{asset.tag}-VFD",
+             "asset_type": "VFD", "discipline": "PROCESS", "properties": {"speed": "2"}}]),
+        ),
+        rule(
+            "C-A",
+            1,
+            &is("CABLE_TEST"),
+            json!([{"type": "upsert_cable", "tag": "W-{asset.tag}",
+             "cable_type": "POWER", "from": {"tag": "MCC-T1"}, "to": "asset"}]),
+        ),
+        rule(
+            "C-B",
+            2,
+            &is("CABLE_TEST"),
+            json!([{"type": "upsert_cable", "tag": "W-{asset.tag}",
+             "cable_type": "POWER", "from": {"tag": "MCC-T2"}, "to": "asset"}]),
+        ),
     ] {
         setup.define(&defined).await?;
     }
@@ -3046,12 +3079,16 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     };
     let expected_first: BTreeMap<String, (i64, i64)> = [
         ("B-A", (1, 0)),
+        ("C-A", (1, 0)),
+        ("C-B", (0, 1)),
         ("F-A", (1, 0)),
         ("F-B", (1, 0)),
         ("T-A", (1, 0)),
         ("T-B", (0, 1)),
         ("U-A", (1, 0)),
         ("U-B", (0, 1)),
+        ("V-A", (1, 0)),
+        ("V-B", (0, 1)),
     ]
     .into_iter()
     .map(|(name, counts)| (name.to_owned(), counts))
@@ -3059,7 +3096,18 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     assert_eq!(by_rule(&dry), expected_first, "{dry}");
     assert_eq!(by_rule(&first), expected_first, "{first}");
     assert_eq!(second["totals"]["changes"], 0, "{second}");
-    assert_eq!(second["totals"]["errors"], 2, "{second}");
+    assert_eq!(second["totals"]["errors"], 4, "{second}");
+    let speed: Value =
+        sqlx::query_scalar("select properties -> 'speed' from assets where tag = 'V-1-VFD'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(speed, json!(1));
+    let from: String = sqlx::query_scalar(
+        "select a.tag from cables c join assets a on a.id = c.from_asset where c.tag = 'W-C-1'",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert_eq!(from, "MCC-T1");
     let state: BTreeMap<String, Value> = sqlx::query_as::<_, (String, Value)>(
         "select tag, properties from assets where tag like '_-1'",
     )

@@ -207,7 +207,7 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
             reason: "already in desired state".to_owned(),
         },
         Ok(changes) => {
-            if let Some(message) = contested(rule, &asset, &changes) {
+            if let Some(message) = contested(rule, &asset, &changes, world) {
                 // Nothing of it happens: what it would have created is not recorded.
                 ids.rewind(mark);
                 return Outcome::Error {
@@ -228,78 +228,67 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
 }
 
 /// Where a rule that ran before `rule` in this execution wants otherwise a field or
-/// property of `asset` that `changes` would change: the earlier rule, judged on the
-/// asset as `rule` would leave it, would change it back on the next run, and the two
-/// would undo each other for ever. The earlier rule's wishes for the asset itself
-/// count (`set_property`, `remove_property`, `upsert_asset` of its own tag); what it
-/// wants of other assets and of cables does not.
-fn contested(rule: &CompiledRule, asset: &AssetState, changes: &[PlannedChange]) -> Option<String> {
+/// property that `changes` would change: the earlier rule, judged on the asset as
+/// `rule` would leave it, would change it back on the next run, and the two would
+/// undo each other for ever. Compared: what the earlier rule wants of the asset itself
+/// (`set_property`, `remove_property`, `upsert_asset` of its own tag), and of the
+/// assets and cables both rules upsert by the same tag.
+fn contested(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    changes: &[PlannedChange],
+    world: &mut World,
+) -> Option<String> {
     if rule.earlier.is_empty() {
         return None;
     }
-    let planned = changes.iter().find_map(|change| match change {
-        PlannedChange::Asset {
-            before: Some(before),
-            after,
-        } if before.id == asset.id => Some(after),
-        _ => None,
-    })?;
+    let planned = changes
+        .iter()
+        .find_map(|change| match change {
+            PlannedChange::Asset { after, .. } if after.id == asset.id => Some(after),
+            _ => None,
+        })
+        .unwrap_or(asset);
     let left = AssetContext::new(planned);
     for earlier in rule.earlier.iter() {
         if !earlier.condition.is_true(&left).unwrap_or(false) {
             continue;
         }
-        // It cannot say what it wants here: nothing to contest.
-        let Ok(wanted) = own_desired(earlier, planned, &left) else {
-            continue;
-        };
-        let fields = [
-            (
-                "asset_type",
-                json_text(&planned.asset_type),
-                json_text(&wanted.asset_type),
-            ),
-            (
-                "discipline",
-                json_text(&planned.discipline),
-                json_text(&wanted.discipline),
-            ),
-            (
-                "name",
-                json_option(&planned.name),
-                json_option(&wanted.name),
-            ),
-            (
-                "area",
-                json_option(&planned.area),
-                json_option(&wanted.area),
-            ),
-        ];
-        let changed_field = |field: &str| match field {
-            "asset_type" => planned.asset_type != asset.asset_type,
-            "discipline" => planned.discipline != asset.discipline,
-            "name" => planned.name != asset.name,
-            _ => planned.area != asset.area,
-        };
-        let mut contested = fields
-            .into_iter()
-            .filter(|(field, ours, theirs)| changed_field(field) && ours != theirs)
-            .map(|(field, ours, theirs)| (format!("`{field}`"), Some(ours), Some(theirs)));
-        let mut keys: BTreeSet<&String> = planned.properties.keys().collect();
-        keys.extend(asset.properties.keys());
-        let property = keys.into_iter().find_map(|key| {
-            let ours = planned.properties.get(key);
-            let theirs = wanted.properties.get(key);
-            (ours != asset.properties.get(key) && ours != theirs)
-                .then(|| (format!("property `{key}`"), ours.cloned(), theirs.cloned()))
-        });
-        if let Some((what, ours, theirs)) = contested.next().or(property) {
+        // Where it cannot say what it wants, there is nothing to contest.
+        let mut disputes = Vec::new();
+        if let Ok(wanted) = own_desired(earlier, planned, &left) {
+            disputes.push((String::new(), json(asset), json(planned), json(&wanted)));
+        }
+        for change in changes {
+            match change {
+                PlannedChange::Asset { before, after } if after.id != asset.id => {
+                    if let Ok(Some(wanted)) = upserted_asset(earlier, after, &left) {
+                        let before = before.as_ref().map_or(Value::Null, json);
+                        let what = format!("asset `{}`'s ", after.tag);
+                        disputes.push((what, before, json(after), json(&wanted)));
+                    }
+                }
+                PlannedChange::Cable { before, after } => {
+                    let wanted = upserted_cable(earlier, after, asset, &left, world, changes);
+                    if let Ok(Some(wanted)) = wanted {
+                        let before = before.as_ref().map_or(Value::Null, json);
+                        let what = format!("cable `{}`'s ", after.tag);
+                        disputes.push((what, before, json(after), json(&wanted)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (what, before, ours, theirs) in disputes {
+            let Some((aspect, ours, theirs)) = disputed(&before, &ours, &theirs) else {
+                continue;
+            };
             let show = |value: Option<Value>| {
                 value.map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
             };
             return Some(format!(
-                "rule `{}` (version {}), run before this one, wants {what} {} where this \
-                 rule wants it {}: each would undo the other on every run; make their \
+                "rule `{}` (version {}), run before this one, wants {what}{aspect} {} where \
+                 this rule wants it {}: each would undo the other on every run; make their \
                  conditions exclude each other or their values agree",
                 earlier.name,
                 earlier.version,
@@ -311,12 +300,86 @@ fn contested(rule: &CompiledRule, asset: &AssetState, changes: &[PlannedChange])
     None
 }
 
-fn json_text(text: &str) -> Value {
-    Value::String(text.to_owned())
+fn json<T: serde::Serialize>(state: &T) -> Value {
+    serde_json::to_value(state).unwrap_or(Value::Null)
 }
 
-fn json_option(text: &Option<String>) -> Value {
-    text.as_deref().map_or(Value::Null, json_text)
+/// The first field or property of a state that `ours` changes from `before` and
+/// `theirs` wants otherwise: its name (`discipline`, `property \`x\``) and the two
+/// values (`None`: absent).
+fn disputed(
+    before: &Value,
+    ours: &Value,
+    theirs: &Value,
+) -> Option<(String, Option<Value>, Option<Value>)> {
+    let flat = |state: &Value| -> BTreeMap<String, Value> {
+        let mut flat = BTreeMap::new();
+        for (key, value) in state.as_object().into_iter().flatten() {
+            match key.as_str() {
+                "version" | "id" => {}
+                "properties" => {
+                    for (name, value) in value.as_object().into_iter().flatten() {
+                        flat.insert(format!("property `{name}`"), value.clone());
+                    }
+                }
+                _ => {
+                    flat.insert(format!("`{key}`"), value.clone());
+                }
+            }
+        }
+        flat
+    };
+    let (before, ours, theirs) = (flat(before), flat(ours), flat(theirs));
+    let mut aspects: BTreeSet<&String> = ours.keys().collect();
+    aspects.extend(before.keys());
+    let found = aspects.into_iter().find_map(|aspect| {
+        let mine = ours.get(aspect);
+        (mine != before.get(aspect) && mine != theirs.get(aspect))
+            .then(|| (aspect.clone(), mine.cloned(), theirs.get(aspect).cloned()))
+    });
+    found
+}
+
+/// What `rule` wants of `other` (an asset the later rule upserts) where it upserts
+/// the same tag; `None` where it does not.
+fn upserted_asset(
+    rule: &CompiledRule,
+    other: &AssetState,
+    context: &AssetContext,
+) -> Result<Option<AssetState>, EvaluationError> {
+    let mut wanted = None;
+    for action in &rule.actions {
+        if let CompiledAction::UpsertAsset { tag, .. } = action {
+            if tag.render(context)? == other.tag {
+                let state = wanted.get_or_insert_with(|| other.clone());
+                upsert_fields(action, state, context)?;
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// What `rule` wants of `cable` (which the later rule upserts, planning `asset`)
+/// where it upserts the same tag; `None` where it does not.
+fn upserted_cable(
+    rule: &CompiledRule,
+    cable: &CableState,
+    asset: &AssetState,
+    context: &AssetContext,
+    world: &mut World,
+    planned: &[PlannedChange],
+) -> Result<Option<CableState>, EvaluationError> {
+    let mut wanted = None;
+    for action in &rule.actions {
+        if let CompiledAction::UpsertCable { tag, from, to, .. } = action {
+            if tag.render(context)? == cable.tag {
+                let ends = ends(from, to, asset, context, world, planned)?;
+                let state = wanted.get_or_insert_with(|| cable.clone());
+                cable_fields(action, state, ends, context)?;
+            }
+        }
+    }
+    Ok(wanted)
 }
 
 /// What `rule` wants of `asset` itself (its properties set or removed, its own tag
@@ -338,6 +401,36 @@ fn own_desired(
         }
     }
     Ok(wanted)
+}
+
+/// What an `upsert_cable` action sets on the cable it makes or finds, between `ends`
+/// (nothing for another action).
+fn cable_fields(
+    action: &CompiledAction,
+    desired: &mut CableState,
+    (from_asset, to_asset): (Uuid, Uuid),
+    context: &AssetContext,
+) -> Result<(), EvaluationError> {
+    let CompiledAction::UpsertCable {
+        cable_type,
+        discipline,
+        properties,
+        ..
+    } = action
+    else {
+        return Ok(());
+    };
+    desired.from_asset = from_asset;
+    desired.to_asset = to_asset;
+    desired.cable_type = cable_type.clone();
+    if let Some(discipline) = discipline {
+        desired.discipline = discipline.clone();
+    }
+    for (property, expression) in properties {
+        let value = scalar(expression.evaluate(context)?, property)?;
+        desired.properties.insert(property.clone(), value);
+    }
+    Ok(())
 }
 
 /// Apply `action` to `target` if it is a `set_property` or `remove_property`; whether
@@ -516,7 +609,7 @@ fn desired_changes(
                 discipline,
                 from,
                 to,
-                properties,
+                ..
             } => {
                 let tag = valid_tag(tag.render(context)?)?;
                 let (from_asset, to_asset) = ends(from, to, asset, context, world, &others)?;
@@ -545,18 +638,7 @@ fn desired_changes(
                     properties: Map::new(),
                     version: 0,
                 });
-                desired.from_asset = from_asset;
-                desired.to_asset = to_asset;
-                desired.cable_type = cable_type.clone();
-                if let Some(discipline) = discipline {
-                    desired.discipline = discipline.clone();
-                }
-                for (property, expression) in properties {
-                    desired.properties.insert(
-                        property.clone(),
-                        scalar(expression.evaluate(context)?, property)?,
-                    );
-                }
+                cable_fields(action, &mut desired, (from_asset, to_asset), context)?;
                 desired.version = existing.as_ref().map_or(0, |existing| existing.version);
                 let change = (existing.as_ref() != Some(&desired)).then(|| {
                     desired.version += 1;

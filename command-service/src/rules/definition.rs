@@ -167,8 +167,8 @@ pub struct CompiledRule {
     /// look any up, until a chunk is redone locked: a concurrent run of the rule may
     /// have raised some).
     pub may_have_open_findings: bool,
-    /// The rules that set or remove properties or upsert assets and run before this
-    /// one in the same execution ([`in_batch_order`]; empty otherwise). Where one of them wants a
+    /// The rules that set or remove properties or upsert assets or cables and run
+    /// before this one in the same execution ([`in_batch_order`]; empty otherwise). Where one of them wants a
     /// property of an asset that this rule would change, the two would undo each other
     /// on every run: planning reports a conflict instead (`planner::contested`).
     pub earlier: Arc<[CompiledRule]>,
@@ -188,6 +188,7 @@ pub fn in_batch_order(mut rules: Vec<CompiledRule>) -> Vec<CompiledRule> {
                 CompiledAction::SetProperty { .. }
                     | CompiledAction::RemoveProperty { .. }
                     | CompiledAction::UpsertAsset { .. }
+                    | CompiledAction::UpsertCable { .. }
             )
         }) {
             writers.push(CompiledRule {
