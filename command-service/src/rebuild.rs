@@ -251,6 +251,19 @@ pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error
         }
         tokio::time::sleep(LOCK_RETRY).await;
     };
+    // A running execution could not write its heartbeat while the tables are held (a
+    // fold of a million events holds them for seconds), and another replica's sweep
+    // would then fail it while it runs.
+    let running: i64 = sqlx::query_scalar("select count(*) from batches where status = 'running'")
+        .fetch_one(&mut *transaction)
+        .await?;
+    if running > 0 {
+        transaction.rollback().await?;
+        return Err(sqlx::Error::Protocol(format!(
+            "{running} batch(es) are running: wait until they end (a batch whose executor \
+             died is marked failed after BATCH_STALE_AFTER_SECS), then rebuild"
+        )));
+    }
     let reports = fold_and_compare(&mut transaction).await?;
     for table in &TABLES {
         let name = table.name;

@@ -341,3 +341,37 @@ async fn a_rebuild_waits_for_writers_without_deadlocking_with_them() -> anyhow::
     assert_eq!(still, 1);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_rebuild_refuses_while_a_batch_runs_and_changes_nothing() -> anyhow::Result<()> {
+    // Arrange: a batch recorded as running (its executor between two chunks).
+    let setup = rich_history().await?;
+    let url = setup.database.url.clone();
+    let written = setup.state().await?;
+    let batch = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into batches (correlation_id, kind, status, actor)
+         values ($1, 'rule_execution', 'running', 'erin')",
+    )
+    .bind(batch)
+    .execute(&setup.pool)
+    .await?;
+
+    // Act
+    let refused = command_service::rebuild::rebuild(&url).await;
+    sqlx::query("delete from batches where correlation_id = $1")
+        .bind(batch)
+        .execute(&setup.pool)
+        .await?;
+    let rebuilt = command_service::rebuild::rebuild(&url).await?;
+
+    // Assert
+    let message = refused
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+    assert!(message.contains("1 batch(es) are running"), "{message}");
+    assert!(rebuilt.iter().all(|report| report.agrees()), "{rebuilt:?}");
+    assert_eq!(setup.state().await?, written);
+    setup.command.stop().await
+}
