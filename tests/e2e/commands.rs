@@ -189,11 +189,13 @@ async fn a_retried_request_with_the_same_idempotency_key_returns_the_first_resul
 async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
 ) -> anyhow::Result<()> {
     // Arrange: a motor with a name and an area.
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
-    let pool = PgPool::connect(&database.url).await?;
+    let apps::CommandOnly {
+        command,
+        http,
+        pool,
+        database: _database,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     let mut named = motor("M-1");
     named["name"] = json!("Feed pump motor");
     named["area"] = json!("U100");
@@ -256,11 +258,13 @@ async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
 #[tokio::test]
 async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Result<()> {
     // Arrange
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
-    let pool = PgPool::connect(&database.url).await?;
+    let apps::CommandOnly {
+        command,
+        http,
+        pool,
+        database: _database,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     let mut body = motor("M-1");
     body["properties"]["offset"] = json!(-0.0);
 
@@ -311,10 +315,13 @@ async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Resu
 #[tokio::test]
 async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyhow::Result<()> {
     // Arrange
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
+    let apps::CommandOnly {
+        command,
+        http,
+        database: _database,
+        pool: _pool,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     let document: serde_json::Value = http
         .get(command.url("/openapi.json"))
         .send()

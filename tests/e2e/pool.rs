@@ -4,11 +4,9 @@
 use futures::future::join_all;
 use reqwest::Method;
 use serde_json::{json, Value};
-use sqlx::PgPool;
 use synapse_tests::apps;
 use synapse_tests::client::{send, Reply};
 use synapse_tests::plant::{small_plant, vfd_rule};
-use synapse_tests::{TestDatabase, TestNats};
 
 /// As many requests as the test service's pool has connections.
 const AT_ONCE: usize = 10;
@@ -31,11 +29,13 @@ async fn post_with_key(
 #[tokio::test]
 async fn many_keyed_dry_runs_at_once_each_get_their_plan() -> anyhow::Result<()> {
     // Arrange
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
-    let pool = PgPool::connect(&database.url).await?;
+    let apps::CommandOnly {
+        command,
+        http,
+        pool,
+        database: _database,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     for asset in small_plant() {
         send(&http, Method::POST, &command.url("/assets"), Some(&asset))
             .await?
@@ -85,11 +85,13 @@ async fn many_keyed_dry_runs_at_once_each_get_their_plan() -> anyhow::Result<()>
 async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_one(
 ) -> anyhow::Result<()> {
     // Arrange: batch A creates an asset, batch B changes it: B is in A's way.
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
-    let pool = PgPool::connect(&database.url).await?;
+    let apps::CommandOnly {
+        command,
+        http,
+        pool,
+        database: _database,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     let created = send(
         &http,
         Method::POST,
@@ -146,10 +148,13 @@ async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_o
 #[tokio::test]
 async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
     // Arrange: a plant large enough for executions of several chunks.
-    let database = TestDatabase::create().await?;
-    let nats = TestNats::new();
-    let command = apps::command_service(&database, &nats.args, false).await?;
-    let http = synapse_tests::client::http_client();
+    let apps::CommandOnly {
+        command,
+        http,
+        database: _database,
+        pool: _pool,
+        nats: _nats,
+    } = apps::CommandOnly::start().await?;
     let mut plant = small_plant();
     plant.extend(synapse_tests::plant::motors(
         "M-9",

@@ -137,6 +137,31 @@ pub async fn query_service_with_limits(
 }
 
 /// The whole system on one database and one isolated stream.
+/// The command service alone (relay off), with a client and a pool on its database.
+pub struct CommandOnly {
+    pub database: TestDatabase,
+    pub nats: crate::TestNats,
+    pub command: Running,
+    pub http: reqwest::Client,
+    pub pool: sqlx::PgPool,
+}
+
+impl CommandOnly {
+    pub async fn start() -> anyhow::Result<Self> {
+        let database = TestDatabase::create().await?;
+        let nats = crate::TestNats::new();
+        let command = command_service(&database, &nats.args, false).await?;
+        let pool = sqlx::PgPool::connect(&database.url).await?;
+        Ok(Self {
+            database,
+            nats,
+            command,
+            http: crate::client::http_client(),
+            pool,
+        })
+    }
+}
+
 pub struct System {
     pub database: TestDatabase,
     pub nats: crate::TestNats,
