@@ -55,7 +55,9 @@ async fn run() -> anyhow::Result<()> {
         Some(Command::Rebuild { check }) => {
             let url = &cli.config.database.database_url;
             let done = if check {
-                rebuild::check(url).await
+                rebuild::check(url)
+                    .await
+                    .map_err(rebuild::RebuildError::from)
             } else {
                 rebuild::rebuild(url).await
             };

@@ -147,6 +147,24 @@ pub fn tables() -> impl Iterator<Item = (&'static str, &'static str)> {
     TABLES.iter().map(|table| (table.name, table.columns))
 }
 
+/// Why a rebuild did not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "writers kept the state tables locked for {} s; try again when the service is \
+         quieter",
+        LOCK_PATIENCE.as_secs()
+    )]
+    Busy,
+    #[error(
+        "{0} batch(es) are running: wait until they end (a batch whose executor died is \
+         marked failed after BATCH_STALE_AFTER_SECS), then rebuild"
+    )]
+    Running(i64),
+}
+
 /// How one table compares with the fold of the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableReport {
@@ -233,7 +251,7 @@ pub async fn check(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error> 
 /// Replace the rows of every current-state table with the fold of the log, in one
 /// transaction that holds the tables' locks: command writers in flight finish first,
 /// later ones wait until it commits. Reports how the tables compared before.
-pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error> {
+pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, RebuildError> {
     let mut connection = PgConnection::connect(database_url).await?;
     let deadline = tokio::time::Instant::now() + LOCK_PATIENCE;
     let mut transaction = loop {
@@ -243,11 +261,7 @@ pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error
         }
         transaction.rollback().await?;
         if tokio::time::Instant::now() >= deadline {
-            return Err(sqlx::Error::Protocol(format!(
-                "writers kept the state tables locked for {} s; try again when the \
-                 service is quieter",
-                LOCK_PATIENCE.as_secs()
-            )));
+            return Err(RebuildError::Busy);
         }
         tokio::time::sleep(LOCK_RETRY).await;
     };
@@ -259,10 +273,7 @@ pub async fn rebuild(database_url: &str) -> Result<Vec<TableReport>, sqlx::Error
         .await?;
     if running > 0 {
         transaction.rollback().await?;
-        return Err(sqlx::Error::Protocol(format!(
-            "{running} batch(es) are running: wait until they end (a batch whose executor \
-             died is marked failed after BATCH_STALE_AFTER_SECS), then rebuild"
-        )));
+        return Err(RebuildError::Running(running));
     }
     let reports = fold_and_compare(&mut transaction).await?;
     for table in &TABLES {
