@@ -189,30 +189,25 @@ async fn a_retried_request_with_the_same_idempotency_key_returns_the_first_resul
 async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
 ) -> anyhow::Result<()> {
     // Arrange: a motor with a name and an area.
-    let apps::CommandOnly {
-        command,
-        http,
-        pool,
-        database: _database,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
+    let app = apps::CommandOnly::start().await?;
     let mut named = motor("M-1");
     named["name"] = json!("Feed pump motor");
     named["area"] = json!("U100");
     let created = send(
-        &http,
+        &app.http,
         reqwest::Method::POST,
-        &command.url("/assets"),
+        &app.command.url("/assets"),
         Some(&named),
     )
     .await?
     .expect_status(201);
-    let url = command.url(&format!(
+    let url = app.command.url(&format!(
         "/assets/{}",
         created.body["asset"]["id"].as_str().unwrap_or_default()
     ));
     let patch = |body: serde_json::Value, key: &'static str| {
-        http.patch(&url)
+        app.http
+            .patch(&url)
             .header("Idempotency-Key", key)
             .json(&body)
             .send()
@@ -240,48 +235,42 @@ async fn a_patch_with_a_null_name_or_area_clears_it_and_an_absent_one_leaves_it(
     assert_eq!(area_cleared["asset"]["area"], serde_json::Value::Null);
     let (name, area): (Option<String>, Option<String>) =
         sqlx::query_as("select name, area from assets where tag = 'M-1'")
-            .fetch_one(&pool)
+            .fetch_one(&app.pool)
             .await?;
     assert_eq!((name, area), (None, None));
     let after: Vec<serde_json::Value> = sqlx::query_scalar(
         "select payload -> 'after' from workflow_events
          where event_type = 'ASSET_UPDATED' order by position",
     )
-    .fetch_all(&pool)
+    .fetch_all(&app.pool)
     .await?;
     assert_eq!(after.len(), 3);
     assert_eq!(after[1]["name"], serde_json::Value::Null);
     assert_eq!(after[2]["area"], serde_json::Value::Null);
-    command.stop().await
+    app.command.stop().await
 }
 
 #[tokio::test]
 async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Result<()> {
     // Arrange
-    let apps::CommandOnly {
-        command,
-        http,
-        pool,
-        database: _database,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
+    let app = apps::CommandOnly::start().await?;
     let mut body = motor("M-1");
     body["properties"]["offset"] = json!(-0.0);
 
     // Act
     let created = send(
-        &http,
+        &app.http,
         reqwest::Method::POST,
-        &command.url("/assets"),
+        &app.command.url("/assets"),
         Some(&body),
     )
     .await?
     .expect_status(201);
     let id = created.body["asset"]["id"].as_str().unwrap_or_default();
     let patched = send(
-        &http,
+        &app.http,
         reqwest::Method::PATCH,
-        &command.url(&format!("/assets/{id}")),
+        &app.command.url(&format!("/assets/{id}")),
         Some(&json!({"properties": {"trim": -0.0}})),
     )
     .await?
@@ -292,7 +281,7 @@ async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Resu
         "select (payload -> 'after' -> 'properties')::text from workflow_events
          where aggregate_type = 'asset' order by position",
     )
-    .fetch_all(&pool)
+    .fetch_all(&app.pool)
     .await?;
     assert_eq!(
         created.body["asset"]["properties"]["offset"].to_string(),
@@ -309,21 +298,16 @@ async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Resu
             r#"{"trim": 0.0, "offset": 0.0, "rated_power_kw": 75}"#
         ]
     );
-    command.stop().await
+    app.command.stop().await
 }
 
 #[tokio::test]
 async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyhow::Result<()> {
     // Arrange
-    let apps::CommandOnly {
-        command,
-        http,
-        database: _database,
-        pool: _pool,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
-    let document: serde_json::Value = http
-        .get(command.url("/openapi.json"))
+    let app = apps::CommandOnly::start().await?;
+    let document: serde_json::Value = app
+        .http
+        .get(app.command.url("/openapi.json"))
         .send()
         .await?
         .json()
@@ -363,14 +347,18 @@ async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyh
 
     for (method, documented, path, body) in requests {
         // Act
-        let mut request = http.request(method.to_uppercase().parse()?, command.url(&path));
+        let mut request = app
+            .http
+            .request(method.to_uppercase().parse()?, app.command.url(&path));
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
                 .body(body);
         }
         let status = request.send().await?.status().as_u16().to_string();
-        let mut plain = http.request(method.to_uppercase().parse()?, command.url(&path));
+        let mut plain = app
+            .http
+            .request(method.to_uppercase().parse()?, app.command.url(&path));
         if body.is_some() {
             plain = plain.header("content-type", "text/plain").body("x");
         }
@@ -392,5 +380,5 @@ async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyh
         started["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/Started"
     );
-    command.stop().await
+    app.command.stop().await
 }

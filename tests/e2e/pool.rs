@@ -26,37 +26,45 @@ async fn post_with_key(
     Reply::from(response).await
 }
 
+/// [`AT_ONCE`] posts of `body` to `url`, all at once, each with its own
+/// `Idempotency-Key` (`{key}-{n}`).
+async fn at_once(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    key: &str,
+) -> Vec<anyhow::Result<Reply>> {
+    join_all((0..AT_ONCE).map(|index| post_with_key(http, url, body, format!("{key}-{index}"))))
+        .await
+}
+
 #[tokio::test]
 async fn many_keyed_dry_runs_at_once_each_get_their_plan() -> anyhow::Result<()> {
     // Arrange
-    let apps::CommandOnly {
-        command,
-        http,
-        pool,
-        database: _database,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
+    let app = apps::CommandOnly::start().await?;
     for asset in small_plant() {
-        send(&http, Method::POST, &command.url("/assets"), Some(&asset))
-            .await?
-            .expect_status(201);
+        send(
+            &app.http,
+            Method::POST,
+            &app.command.url("/assets"),
+            Some(&asset),
+        )
+        .await?
+        .expect_status(201);
     }
     let rule = send(
-        &http,
+        &app.http,
         Method::POST,
-        &command.url("/rules"),
+        &app.command.url("/rules"),
         Some(&vfd_rule()),
     )
     .await?
     .expect_status(201);
     let body = json!({"rule_ids": [rule.body["id"]], "dry_run": true});
-    let url = command.url("/rules/execute");
+    let url = app.command.url("/rules/execute");
 
     // Act
-    let replies = join_all(
-        (0..AT_ONCE).map(|index| post_with_key(&http, &url, &body, format!("dry-{index}"))),
-    )
-    .await;
+    let replies = at_once(&app.http, &url, &body, "dry").await;
 
     // Assert: every one answered with a plan of its own, and each plan is stored.
     let mut plans = Vec::new();
@@ -75,27 +83,21 @@ async fn many_keyed_dry_runs_at_once_each_get_their_plan() -> anyhow::Result<()>
     plans.dedup();
     assert_eq!(plans.len(), AT_ONCE);
     let stored: i64 = sqlx::query_scalar("select count(*) from execution_plans")
-        .fetch_one(&pool)
+        .fetch_one(&app.pool)
         .await?;
     assert_eq!(stored, AT_ONCE as i64);
-    command.stop().await
+    app.command.stop().await
 }
 
 #[tokio::test]
 async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_one(
 ) -> anyhow::Result<()> {
     // Arrange: batch A creates an asset, batch B changes it: B is in A's way.
-    let apps::CommandOnly {
-        command,
-        http,
-        pool,
-        database: _database,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
+    let app = apps::CommandOnly::start().await?;
     let created = send(
-        &http,
+        &app.http,
         Method::POST,
-        &command.url("/assets"),
+        &app.command.url("/assets"),
         Some(&json!({"tag": "M-1", "asset_type": "ELECTRIC_MOTOR",
                      "discipline": "ELECTRICAL", "properties": {"rated_power_kw": 75}})),
     )
@@ -103,21 +105,18 @@ async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_o
     .expect_status(201);
     let id = created.body["asset"]["id"].as_str().unwrap_or_default();
     send(
-        &http,
+        &app.http,
         Method::PATCH,
-        &command.url(&format!("/assets/{id}")),
+        &app.command.url(&format!("/assets/{id}")),
         Some(&json!({"name": "changed"})),
     )
     .await?
     .expect_status(200);
     let body = json!({"correlation_id": created.body["correlation_id"], "mode": "cascade"});
-    let url = command.url("/rules/rollback");
+    let url = app.command.url("/rules/rollback");
 
     // Act
-    let replies = join_all(
-        (0..AT_ONCE).map(|index| post_with_key(&http, &url, &body, format!("cascade-{index}"))),
-    )
-    .await;
+    let replies = at_once(&app.http, &url, &body, "cascade").await;
 
     // Assert: one rolled the two batches back; the others were told it was done.
     let mut statuses = Vec::new();
@@ -135,26 +134,20 @@ async fn many_cascades_of_one_batch_at_once_roll_it_back_once_and_answer_every_o
     let rollbacks: i64 = sqlx::query_scalar(
         "select count(*) from workflow_events where event_type = 'BATCH_ROLLED_BACK'",
     )
-    .fetch_one(&pool)
+    .fetch_one(&app.pool)
     .await?;
     assert_eq!(rollbacks, 2);
     let assets: i64 = sqlx::query_scalar("select count(*) from assets")
-        .fetch_one(&pool)
+        .fetch_one(&app.pool)
         .await?;
     assert_eq!(assets, 0);
-    command.stop().await
+    app.command.stop().await
 }
 
 #[tokio::test]
 async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
     // Arrange: a plant large enough for executions of several chunks.
-    let apps::CommandOnly {
-        command,
-        http,
-        database: _database,
-        pool: _pool,
-        nats: _nats,
-    } = apps::CommandOnly::start().await?;
+    let app = apps::CommandOnly::start().await?;
     let mut plant = small_plant();
     plant.extend(synapse_tests::plant::motors(
         "M-9",
@@ -162,8 +155,8 @@ async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
         json!({"rated_power_kw": 75, "mcc": "MCC-U100-01"}),
     ));
     synapse_tests::client::post_csv(
-        &http,
-        &command.url("/assets/import"),
+        &app.http,
+        &app.command.url("/assets/import"),
         synapse_tests::plant::as_csv(&plant),
     )
     .await?
@@ -174,12 +167,17 @@ async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
             "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
             "then": [{"type": "set_property", "name": format!("stamp_{index}"), "value": "true"}]});
         rule["priority"] = json!(index);
-        let defined = send(&http, Method::POST, &command.url("/rules"), Some(&rule))
-            .await?
-            .expect_status(201);
+        let defined = send(
+            &app.http,
+            Method::POST,
+            &app.command.url("/rules"),
+            Some(&rule),
+        )
+        .await?
+        .expect_status(201);
         rules.push(defined.body["id"].clone());
     }
-    let url = command.url("/rules/execute");
+    let url = app.command.url("/rules/execute");
 
     // Act: each rule in an execution of its own, all at once.
     let bodies: Vec<Value> = rules
@@ -190,7 +188,7 @@ async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
         bodies
             .iter()
             .enumerate()
-            .map(|(index, body)| post_with_key(&http, &url, body, format!("run-{index}"))),
+            .map(|(index, body)| post_with_key(&app.http, &url, body, format!("run-{index}"))),
     )
     .await;
 
@@ -201,5 +199,5 @@ async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
         assert_eq!(reply.body["status"], "completed", "{:?}", reply.body);
         assert_eq!(reply.body["rules"][0]["counts"]["changes"], 3_006);
     }
-    command.stop().await
+    app.command.stop().await
 }
