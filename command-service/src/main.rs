@@ -57,19 +57,33 @@ async fn run() -> anyhow::Result<()> {
             let done = if check {
                 rebuild::check(url)
                     .await
+                    .map(|reports| (reports, None))
                     .map_err(rebuild::RebuildError::from)
             } else {
-                rebuild::rebuild(url).await
+                rebuild::rebuild(url).await.map(|rebuilt| {
+                    let timing = format!(
+                        "folded the log to position {} in {:.2} s without locks; held the \
+                         tables for {:.2} s, catching up with {} event(s) appended meanwhile",
+                        rebuilt.folded_to,
+                        rebuilt.fold_time.as_secs_f64(),
+                        rebuilt.held.as_secs_f64(),
+                        rebuilt.caught_up
+                    );
+                    (rebuilt.reports, Some(timing))
+                })
             };
             // Status 1 says the tables differ; 2 that the command could not do its work.
-            let reports = match done {
-                Ok(reports) => reports,
+            let (reports, timing) = match done {
+                Ok(done) => done,
                 Err(error) => {
                     eprintln!("command-service rebuild: {error}");
                     std::process::exit(2);
                 }
             };
             print!("{}", rebuild::render(&reports));
+            if let Some(timing) = timing {
+                println!("{timing}");
+            }
             let differing = reports.iter().filter(|report| !report.agrees()).count();
             match (check, differing) {
                 (_, 0) => println!("every table agrees with the event log"),

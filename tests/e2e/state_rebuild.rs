@@ -195,7 +195,8 @@ async fn the_state_tables_folded_from_the_log_equal_the_written_ones_and_replace
     let rebuilt = command_service::rebuild::rebuild(&url).await?;
 
     // Assert
-    assert_eq!(rebuilt, broken);
+    assert_eq!(rebuilt.reports, broken);
+    assert_eq!(rebuilt.caught_up, 0);
     assert_eq!(setup.state().await?, written);
     assert!(command_service::rebuild::check(&url)
         .await?
@@ -238,8 +239,109 @@ async fn a_rebuild_corrects_a_drifted_row_and_the_check_names_it() -> anyhow::Re
             assert!(report.agrees(), "{report:?}");
         }
     }
-    assert_eq!(rebuilt, checked);
+    assert_eq!(rebuilt.reports, checked);
     assert_eq!(setup.state().await?, written);
+    setup.command.stop().await
+}
+
+#[tokio::test]
+async fn a_rebuild_keeps_what_commands_wrote_between_its_fold_and_its_locks() -> anyhow::Result<()>
+{
+    // Arrange: rows drifted behind the service's back (an asset's name and another's
+    // area, a batch's status, a finding's time), then the fold, taken without locks.
+    let setup = rich_history().await?;
+    let url = setup.database.url.clone();
+    let renamed = setup.asset_id("M-101").await?;
+    let moved = setup.asset_id("M-103").await?;
+    for drift in [
+        "update assets set name = 'drifted' where tag = 'M-101'",
+        "update assets set area = 'drifted' where tag = 'M-103'",
+        "update batches set status = 'failed'
+         where correlation_id = (select min(correlation_id::text)::uuid from batches)",
+        "update findings set raised_at = raised_at - interval '1 day'",
+    ] {
+        assert_eq!(
+            sqlx::query(drift)
+                .execute(&setup.pool)
+                .await?
+                .rows_affected(),
+            1,
+            "{drift}"
+        );
+    }
+    let mut folded = command_service::rebuild::Folded::fold(&url).await?;
+
+    // Act: commands land between the fold and the rebuild's locks: the drifted asset
+    // renamed, a new pump flagged by a run, a new rule version, a rollback of the run.
+    setup
+        .send(
+            Method::PATCH,
+            &format!("/assets/{renamed}"),
+            json!({"name": "named after the fold"}),
+        )
+        .await?
+        .expect_status(200);
+    setup
+        .send(
+            Method::POST,
+            "/assets",
+            json!({"tag": "P-103A", "asset_type": "CENTRIFUGAL_PUMP",
+                   "discipline": "MECHANICAL", "area": "U100", "properties": {}}),
+        )
+        .await?
+        .expect_status(201);
+    let rule: uuid::Uuid = sqlx::query_scalar("select id from rules where name = $1 limit 1")
+        .bind(vfd_rule()["name"].as_str().unwrap_or_default())
+        .fetch_one(&setup.pool)
+        .await?;
+    let mut disabled = vfd_rule();
+    disabled["enabled"] = json!(false);
+    setup
+        .send(Method::PUT, &format!("/rules/{rule}"), disabled)
+        .await?
+        .expect_status(200);
+    let run = setup.execute().await?;
+    setup.rollback(&run["correlation_id"], "strict").await?;
+    let redo = setup.execute().await?;
+    let rebuilt = folded.replace().await?;
+
+    // Assert: the rebuild rewrote the drifted rows and nothing the commands wrote.
+    let appended: i64 =
+        sqlx::query_scalar("select count(*) from workflow_events where position > $1")
+            .bind(rebuilt.folded_to)
+            .fetch_one(&setup.pool)
+            .await?;
+    assert!(appended > 0);
+    assert_eq!(rebuilt.caught_up, appended);
+    let name: Option<String> = sqlx::query_scalar("select name from assets where id = $1")
+        .bind(renamed)
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(name.as_deref(), Some("named after the fold"));
+    for report in &rebuilt.reports {
+        let differed = match report.table {
+            "assets" => (1, 1),
+            "batches" | "findings" => (1, 1),
+            _ => (0, 0),
+        };
+        assert_eq!((report.missing, report.extra), differed, "{report:?}");
+        if report.table == "assets" {
+            assert_eq!(report.sample, vec![moved.to_string()]);
+        }
+    }
+    let after = command_service::rebuild::check(&url).await?;
+    assert!(after.iter().all(|report| report.agrees()), "{after:?}");
+    let open: Vec<String> = sqlx::query_scalar(
+        "select a.tag from findings f join assets a on a.id = f.asset_id order by 1",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(
+        open,
+        ["P-102A", "P-103A"],
+        "the redo flagged the new pump again"
+    );
+    assert_eq!(redo["status"], json!("completed"), "{redo}");
     setup.command.stop().await
 }
 
@@ -332,7 +434,7 @@ async fn a_rebuild_waits_for_writers_without_deadlocking_with_them() -> anyhow::
     // Assert: neither was aborted; the rebuild ran after the writer.
     assert!(wrote.is_ok(), "{wrote:?}");
     assert!(committed.is_ok(), "{committed:?}");
-    let rebuilt = rebuilt?;
+    let rebuilt = rebuilt?.reports;
     assert!(rebuilt.iter().all(|report| report.agrees()), "{rebuilt:?}");
     let still: i64 = sqlx::query_scalar("select count(*) from cables where id = $1")
         .bind(cable)
@@ -363,7 +465,7 @@ async fn a_rebuild_refuses_while_a_batch_runs_and_changes_nothing() -> anyhow::R
         .bind(batch)
         .execute(&setup.pool)
         .await?;
-    let rebuilt = command_service::rebuild::rebuild(&url).await?;
+    let rebuilt = command_service::rebuild::rebuild(&url).await?.reports;
 
     // Assert
     let message = refused
