@@ -746,6 +746,56 @@ async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::R
 }
 
 #[tokio::test]
+async fn a_batch_partially_rolled_back_whose_rollback_was_redone_is_rolled_back_whole(
+) -> anyhow::Result<()> {
+    // Arrange: a run marks two motors; a PATCH of one gets in its way; a partial
+    // rollback undoes the other, and its rollback (a redo) brings the mark back.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let batch = setup
+        .run_rule(json!({
+            "name": "Two motors are marked", "discipline": "ELECTRICAL",
+            "when": "asset.tag in ['M-101', 'M-102']",
+            "then": [{"type": "set_property", "name": "marked", "value": "true"}]
+        }))
+        .await?;
+    let in_the_way = setup.asset_id("M-101").await?;
+    setup.set_power(in_the_way, &[31]).await?;
+    let partial = setup.roll_back_partially(&batch).await?;
+    assert_eq!(partial.body["restored"], 1, "{}", partial.body);
+    let redo = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": partial.body["correlation_id"]}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(redo.body["restored"], 1, "{}", redo.body);
+
+    // Act: the batch rolled back by cascade, after a dry run.
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "cascade", "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let rollback = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Assert: both motors are as before the run (before: the redone one kept its mark).
+    assert_eq!(preview.body["counts"]["restored"], 2, "{}", preview.body);
+    assert_eq!(rollback.body["restored"], 2, "{}", rollback.body);
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_all(
 ) -> anyhow::Result<()> {
     // Arrange: 1,006 motors, each changed by one batch and then again by a later one.

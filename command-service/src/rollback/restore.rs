@@ -298,6 +298,7 @@ pub async fn restore(
         &analysis.restorations,
     )
     .await?;
+    unmark_redone(connection, target, &analysis.restorations).await?;
     sqlx::query("update batches set status = $2, rolled_back_by = $3 where correlation_id = $1")
         .bind(target)
         .bind(status)
@@ -518,6 +519,25 @@ async fn mark_rolled_back(
             .map(|r| r.aggregate_id)
             .collect::<Vec<_>>(),
     )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// When `target` is itself a rollback, this one redoes what it undid: the changes it
+/// had marked rolled back on the restored aggregates are live again, and a rollback of
+/// their batch (one a partial rollback left to finish) must undo them once more.
+async fn unmark_redone(
+    connection: &mut PgConnection,
+    target: Uuid,
+    restorations: &[Restoration],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "delete from event_rollbacks r using workflow_events e
+         where r.rolled_back_by = $1 and e.event_id = r.event_id and e.aggregate_id = any($2)",
+    )
+    .bind(target)
+    .bind(ids(restorations))
     .execute(connection)
     .await?;
     Ok(())
