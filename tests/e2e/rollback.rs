@@ -515,6 +515,70 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
 }
 
 #[tokio::test]
+async fn a_cascade_whose_idempotency_key_another_request_holds_waits_and_writes_nothing_when_refused(
+) -> anyhow::Result<()> {
+    // Arrange: a change (the target) and a later one in its way; another request holds
+    // the key the cascade will send (claimed in its transaction, not yet committed).
+    let setup = setup().await?;
+    let motor = setup.asset_id("M-101").await?;
+    let batches = setup.set_power(motor, &[20, 21]).await?;
+    let key = "shared-key";
+    // The name the test client acts under, as a keyed request records it.
+    let probe = setup
+        .http
+        .post(setup.command.url("/rules/rollback"))
+        .header("Idempotency-Key", "probe")
+        .json(&json!({"correlation_id": batches[0], "dry_run": true}));
+    Reply::from(probe.send().await?).await?.expect_status(200);
+    let actor: String =
+        sqlx::query_scalar("select actor from idempotency_keys where key = 'probe'")
+            .fetch_one(&setup.pool)
+            .await?;
+    let mut other = setup.pool.begin().await?;
+    sqlx::query(
+        "insert into idempotency_keys (actor, key, request_fingerprint, status, body)
+         values ($1, $2, 'another request', 0, 'null')",
+    )
+    .bind(&actor)
+    .bind(key)
+    .execute(&mut *other)
+    .await?;
+    let logged = setup.logged().await?;
+
+    // Act: the cascade is sent; the other request then commits.
+    let cascade = tokio::spawn({
+        let request = setup
+            .http
+            .post(setup.command.url("/rules/rollback"))
+            .header("Idempotency-Key", key)
+            .json(&json!({"correlation_id": batches[0], "mode": "cascade"}));
+        async move { Reply::from(request.send().await?).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let logged_meanwhile = setup.logged().await?;
+    sqlx::query("update idempotency_keys set status = 201, body = '{}' where key = $1")
+        .bind(key)
+        .execute(&mut *other)
+        .await?;
+    other.commit().await?;
+    let refused = cascade.await??;
+
+    // Assert: refused as a reused key, and nothing written, not even the rollback of
+    // the batch in the way (before: that one was written before the key was claimed).
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert_eq!(refused.body["type"], "/problems/idempotency-key-reused");
+    assert_eq!((logged_meanwhile, setup.logged().await?), (logged, logged));
+    let statuses: Vec<String> = sqlx::query_scalar(
+        "select status from batches where correlation_id::text = any($1) order by started_at",
+    )
+    .bind(&batches)
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(statuses, ["completed", "completed"]);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
 ) -> anyhow::Result<()> {
     // Arrange: M-100's power 10 → 11 (batch T), → 12 (L1), → 13 (L2).

@@ -3,7 +3,7 @@
 
 use super::actor::Admin;
 use super::error::ApiError;
-use super::transaction::{replayed, run_command};
+use super::transaction::{run_command, run_command_in};
 use super::AppState;
 use crate::rollback::analyze::{analyze, Analysis, AnalysisCounts, ListedAnalysis};
 use crate::rollback::cascade::{self, clear_the_way, lock_batch, rollback_one};
@@ -150,66 +150,58 @@ pub async fn rollback(
         )
         .await;
     }
+    let work = rollback_work(actor.0.clone(), request.correlation_id, request.mode);
+    if request.mode != Mode::Cascade {
+        return run_command(&state.pool, &actor, &headers, &fingerprint, work).await;
+    }
     // A cascade rolls back the batches in the way first, each in its own transaction;
-    // the target's rollback, in the transaction that keeps the key, comes last. A retry
-    // of a cascade that finished is answered before any of it.
+    // the target's rollback comes last, in the transaction that claimed the key before
+    // any of them: a retry of a cascade that finished, or a key used for another
+    // request, is answered before any of it, and a request with the same key waits.
     //
     // One cascade at a time: two at once took each other's rollbacks for later batches
     // in their way and undid them, back and forth, until both hit the step limit with
-    // over a hundred rollbacks written and the target left as it was. The lock is a
-    // transaction's on a connection of its own, so that it is released however this
-    // request ends (a dropped transaction rolls back); the next cascade then finds the
-    // target rolled back (409) or the way as this one left it. Cascades of this
-    // process wait for their turn before they take a connection: waiting on the lock
-    // with one each, ten of them held the whole pool while the one holding the lock
-    // needed more (5 s, then a 503 from the pool's acquire timeout).
-    let turn = match request.mode {
-        Mode::Cascade => Some(state.cascades.lock().await),
-        _ => None,
-    };
-    let cascading = if request.mode == Mode::Cascade {
-        let mut cascading = state.pool.begin().await?;
-        sqlx::query("select pg_advisory_xact_lock($1)")
-            .bind(CASCADE_LOCK)
-            .execute(&mut *cascading)
-            .await?;
-        if let Some(replay) = replayed(&state.pool, &actor, &headers, &fingerprint).await? {
-            return Ok(replay);
-        }
+    // over a hundred rollbacks written and the target left as it was. The lock is that
+    // transaction's, so that it is released however this request ends (a dropped
+    // transaction rolls back); the next cascade then finds the target rolled back (409)
+    // or the way as this one left it. Cascades of this process wait for their turn
+    // before they take a connection: waiting on the lock with one each, ten of them
+    // held the whole pool while the one holding the lock needed more (5 s, then a 503
+    // from the pool's acquire timeout).
+    let _turn = state.cascades.lock().await;
+    let mut cascading = state.pool.begin().await?;
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(CASCADE_LOCK)
+        .execute(&mut *cascading)
+        .await?;
+    let clear = async {
         clear_the_way(&state.pool, &actor.0, request.correlation_id).await?;
-        Some(cascading)
-    } else {
-        None
+        Ok(())
     };
-    let actor_name = actor.0.clone();
-    let answer = run_command(
-        &state.pool,
-        &actor,
-        &headers,
-        &fingerprint,
-        move |connection| {
-            Box::pin(async move {
-                let mut outcome = rollback_one(
-                    connection,
-                    &actor_name,
-                    request.correlation_id,
-                    request.mode,
-                )
-                .await?;
-                if request.mode == Mode::Cascade {
-                    outcome.cascaded =
-                        cascade::cascaded_for(connection, request.correlation_id).await?;
-                }
-                Ok((StatusCode::OK, json!(RollbackAnswer::RolledBack(outcome))))
-            })
-        },
-    )
-    .await;
-    if let Some(cascading) = cascading {
-        cascading.rollback().await?;
+    run_command_in(cascading, &actor, &headers, &fingerprint, clear, work).await
+}
+
+/// The rollback of `correlation_id` as the work of a command's transaction: the
+/// target's own rollback (a cascade has cleared the way before).
+fn rollback_work(
+    actor: String,
+    correlation_id: uuid::Uuid,
+    mode: Mode,
+) -> impl for<'c> FnOnce(
+    &'c mut sqlx::PgConnection,
+) -> futures::future::BoxFuture<
+    'c,
+    Result<(StatusCode, serde_json::Value), ApiError>,
+> {
+    move |connection| {
+        Box::pin(async move {
+            let mut outcome = rollback_one(connection, &actor, correlation_id, mode).await?;
+            if mode == Mode::Cascade {
+                outcome.cascaded = cascade::cascaded_for(connection, correlation_id).await?;
+            }
+            Ok((StatusCode::OK, json!(RollbackAnswer::RolledBack(outcome))))
+        })
     }
-    drop(turn);
-    answer
 }
 
 /// What a rollback would do, on `connection` (which it leaves as it found it).

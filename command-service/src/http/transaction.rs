@@ -8,7 +8,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
+use std::future::Future;
 use std::hash::{Hash, Hasher};
 use synapse_shared::Problem;
 
@@ -26,11 +27,31 @@ pub async fn run_command<F>(
 where
     F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(StatusCode, Value), ApiError>>,
 {
+    let transaction = pool.begin().await?;
+    run_command_in(transaction, actor, headers, request, async { Ok(()) }, work).await
+}
+
+/// [`run_command`] in `transaction`, which may hold locks already, with `first` run
+/// once the key is claimed and before `work`: for a command that works in other
+/// transactions before the one that keeps the key (a cascade rollback). A retry or a
+/// reused key is answered before any of that work, and a request with the same key
+/// that comes meanwhile waits for this one to end (the claim is this transaction's).
+pub async fn run_command_in<F, P>(
+    mut transaction: Transaction<'_, Postgres>,
+    actor: &Actor,
+    headers: &HeaderMap,
+    request: &str,
+    first: P,
+    work: F,
+) -> Result<Response, ApiError>
+where
+    F: for<'c> FnOnce(&'c mut PgConnection) -> BoxFuture<'c, Result<(StatusCode, Value), ApiError>>,
+    P: Future<Output = Result<(), ApiError>>,
+{
     let key = idempotency::key_of(headers).map_err(|reason| {
         Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", reason)
     })?;
     let fingerprint = fingerprint(request);
-    let mut transaction = pool.begin().await?;
     if let Some(key) = &key {
         if let Claim::Replay(stored) =
             idempotency::claim(&mut transaction, &actor.0, key, &fingerprint).await?
@@ -38,6 +59,7 @@ where
             return replay(stored, &fingerprint);
         }
     }
+    first.await?;
     let (status, body) = work(&mut transaction).await?;
     if let Some(key) = &key {
         idempotency::remember(&mut transaction, &actor.0, key, status, &body).await?;
@@ -81,28 +103,6 @@ where
         })
     })
     .await
-}
-
-/// The response stored for the request's `Idempotency-Key`, if it has one and it was
-/// used before: for a command that works in several transactions before the one that
-/// keeps the key (a cascade rollback), so that a retry does none of them again.
-pub async fn replayed(
-    pool: &PgPool,
-    actor: &Actor,
-    headers: &HeaderMap,
-    request: &str,
-) -> Result<Option<Response>, ApiError> {
-    let key = idempotency::key_of(headers).map_err(|reason| {
-        Problem::new(StatusCode::BAD_REQUEST, "invalid-idempotency-key", reason)
-    })?;
-    let Some(key) = key else {
-        return Ok(None);
-    };
-    let mut connection = pool.acquire().await?;
-    match idempotency::stored(&mut connection, &actor.0, &key).await? {
-        Some(stored) => replay(stored, &fingerprint(request)).map(Some),
-        None => Ok(None),
-    }
 }
 
 /// The stored response of a key, if it was stored for this request.

@@ -89,7 +89,7 @@ pub async fn rollback_one(
 /// batch in its way (itself by cascade), each in its own transaction; the rollbacks
 /// made, oldest first. The target itself is left for the caller to roll back
 /// ([`rollback_one`] in `Mode::Cascade`), in a transaction of its own choosing (the one
-/// that keeps the request's `Idempotency-Key`). A later batch found rolled back
+/// that claimed the request's `Idempotency-Key` before the cascade began). A later batch found rolled back
 /// meanwhile (by a concurrent cascade) is out of the way already.
 ///
 /// The cascade's own rollbacks are never in the way: each changes the aggregates it
