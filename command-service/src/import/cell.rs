@@ -117,7 +117,13 @@ fn declared_number(text: &str) -> Option<Value> {
         None => ("", text),
     };
     let unpadded = unsigned.trim_start_matches('0');
-    let zero = if unpadded.is_empty() || unpadded.starts_with(['.', 'e', 'E']) {
+    // Put back the one zero the padding held (`000` is 0, `00.5` is 0.5), and the one
+    // a leading point leaves out (`.5`); never a zero that no digit was written for
+    // (`-`, `e5` are no numbers).
+    let padded = unpadded.len() < unsigned.len();
+    let zero = if (padded && (unpadded.is_empty() || unpadded.starts_with(['.', 'e', 'E'])))
+        || unpadded.starts_with('.')
+    {
         "0"
     } else {
         ""
@@ -294,6 +300,12 @@ mod tests {
         assert_eq!(number("-05.5"), Ok(Some(json!(-5.5))));
         assert_eq!(number("0"), Ok(Some(json!(0))));
         assert_eq!(number("0.25"), Ok(Some(json!(0.25))));
+        assert_eq!(number("000"), Ok(Some(json!(0))));
+        assert_eq!(number("00e5"), Ok(Some(json!(0.0))));
+        // No digit, no number (before: each read as 0).
+        for cell in ["-", "e5", "-e5", "E9", "-."] {
+            assert!(number(cell).is_err(), "{cell}");
+        }
         assert_eq!(
             number("n/a"),
             Err("`n/a` is not a number as the header declares".to_owned())

@@ -62,6 +62,7 @@ pub fn stray_quote(text: &str, delimiter: u8) -> Option<StrayQuote> {
     let mut row = 1u64;
     let mut field = 0usize;
     let mut record_started = false;
+    let mut previous = 0u8;
     for &byte in text.as_bytes() {
         let terminator = matches!(byte, b'\r' | b'\n');
         if !record_started && !terminator {
@@ -110,9 +111,11 @@ pub fn stray_quote(text: &str, delimiter: u8) -> Option<StrayQuote> {
                 State::Unquoted
             }
         };
-        if byte == b'\n' {
+        // A line ends at `\n`, `\r\n` or a bare `\r`, as `super::lines` counts them.
+        if byte == b'\r' || (byte == b'\n' && previous != b'\r') {
             line += 1;
         }
+        previous = byte;
     }
     match state {
         State::Quoted { .. } => Some(StrayQuote {
@@ -179,5 +182,28 @@ mod tests {
         );
         let message = stray(text).map(|stray| stray.message()).unwrap_or_default();
         assert!(message.contains("runs to line 4"), "{message}");
+    }
+
+    #[test]
+    fn lines_ending_in_a_bare_carriage_return_are_lines_too() {
+        // Before, only `\n` ended a line, so in such a file no quoted cell spanned
+        // lines and a row was read into the cell before it without a word.
+        for (text, closed_on) in [
+            ("tag;note\rV-1;\"6 inch line\rV-2\" oops\rV-3;ok\r", Some(3)),
+            (
+                "tag;note\r\nV-1;\"6 inch line\r\nV-2\" oops\r\nV-3;ok\r\n",
+                Some(3),
+            ),
+            ("tag;note\rV-1;ok\rV-2;\"6 inch line\rV-3;ok\r", None),
+        ] {
+            let found = stray(text);
+            assert_eq!(
+                found.as_ref().map(|stray| (stray.field, stray.closed_on)),
+                Some((1, closed_on)),
+                "{text:?}"
+            );
+            let row = if closed_on.is_some() { 2 } else { 3 };
+            assert_eq!(found.map(|stray| stray.row), Some(row), "{text:?}");
+        }
     }
 }
