@@ -2323,6 +2323,52 @@ async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_rule_edit_with_a_stale_if_match_is_a_409_and_makes_no_version() -> anyhow::Result<()> {
+    // Arrange: version 1, then an editor saves version 2.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let url = setup.command.url(&format!("/rules/{rule}"));
+    let edit = |priority: i64, if_match: &str| {
+        let mut edited = pump_flag_rule();
+        edited["priority"] = json!(priority);
+        setup
+            .http
+            .put(&url)
+            .header("If-Match", if_match)
+            .json(&edited)
+            .send()
+    };
+    let second = Reply::from(edit(21, "\"1\"").await?)
+        .await?
+        .expect_status(200);
+    let logged = setup.events().await?.len();
+
+    // Act: another editor, who read version 1, saves over it; then one who read 2.
+    let stale = Reply::from(edit(22, "\"1\"").await?).await?;
+    let garbled = Reply::from(edit(22, "latest").await?).await?;
+    let current = Reply::from(edit(23, "2").await?).await?;
+
+    // Assert: the stale edit is refused naming both versions and writes nothing
+    // (before: it made version 3 over version 2); a current one makes version 3.
+    assert_eq!(second.body["version"], 2);
+    assert_eq!(stale.status, 409, "{:?}", stale.body);
+    assert_eq!(stale.body["type"], "/problems/version-conflict");
+    assert_eq!(
+        stale.body["errors"],
+        json!({"rule_id": rule, "expected_version": 1, "current_version": 2})
+    );
+    assert_eq!(garbled.status, 400, "{:?}", garbled.body);
+    assert_eq!(garbled.body["type"], "/problems/invalid-if-match");
+    assert_eq!(setup.events().await?.len(), logged + 1);
+    let current = current.expect_status(200);
+    assert_eq!(
+        (&current.body["version"], &current.body["priority"]),
+        (&json!(3), &json!(23))
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn concurrent_edits_of_one_rule_each_make_a_version() -> anyhow::Result<()> {
     // Arrange: a rule, and eight edits that differ in priority.
     let setup = setup(false).await?;

@@ -156,7 +156,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
             Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid-if-match",
-                "If-Match must carry the asset version, e.g. \"3\"",
+                "If-Match must carry the version the change expects, e.g. \"3\"",
             )
             .into()
         })

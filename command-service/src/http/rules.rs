@@ -30,6 +30,21 @@ impl From<RuleError> for ApiError {
                     .with_detail(format!("rule {id} does not exist"))
                     .into()
             }
+            RuleError::VersionConflict {
+                id,
+                expected,
+                current,
+            } => Problem::new(
+                StatusCode::CONFLICT,
+                "version-conflict",
+                "the rule changed since you read it",
+            )
+            .with_detail(format!(
+                "rule {id} is at version {current}, not the {expected} If-Match expects"
+            ))
+            .with_errors(json!({"rule_id": id, "expected_version": expected,
+                                "current_version": current}))
+            .into(),
             RuleError::Database(error) => error.into(),
         }
     }
@@ -63,11 +78,14 @@ pub async fn define(
     .await
 }
 
-/// Store a new version of a rule; earlier versions stay as they were.
-#[utoipa::path(put, path = "/rules/{id}", request_body = RuleInput, params(("id" = Uuid, Path)),
+/// Store a new version of a rule; earlier versions stay as they were. With `If-Match`,
+/// only if the rule's latest version is that one (a stale edit is a 409).
+#[utoipa::path(put, path = "/rules/{id}", request_body = RuleInput,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
     responses(
         (status = 200, description = "the new version", body = StoredRule),
         (status = 404, description = "no such rule", body = Problem),
+        (status = 409, description = "the rule is at another version than If-Match expects", body = Problem),
         (status = 422, description = "does not compile", body = Problem),
     ))]
 pub async fn revise(
@@ -78,14 +96,15 @@ pub async fn revise(
     _: ApiQuery<NoQuery>,
     ApiJson(input): ApiJson<RuleInput>,
 ) -> Result<Response, ApiError> {
+    let expected = super::assets::expected_version(&headers, None)?;
     let request = format!(
-        "PUT /rules/{id} {}",
+        "PUT /rules/{id} {expected:?} {}",
         serde_json::to_string(&input).unwrap_or_default()
     );
     let actor_name = actor.0.clone();
     run_command(&state.pool, &actor, &headers, &request, move |connection| {
         Box::pin(async move {
-            let stored = rules::revise(connection, &actor_name, id, input).await?;
+            let stored = rules::revise(connection, &actor_name, id, input, expected).await?;
             Ok((StatusCode::OK, json!(stored)))
         })
     })

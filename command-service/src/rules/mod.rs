@@ -23,6 +23,12 @@ pub enum RuleError {
     Invalid(Vec<ExpressionError>),
     #[error("rule {0} does not exist")]
     NotFound(Uuid),
+    #[error("rule {id} is at version {current}, not {expected}")]
+    VersionConflict {
+        id: Uuid,
+        expected: i64,
+        current: i32,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -52,16 +58,25 @@ pub async fn define(
 }
 
 /// Store a new version of an existing rule; a definition equal to the latest version's
-/// is that version (no new one, no event): saving a rule twice changes nothing.
+/// is that version (no new one, no event): saving a rule twice changes nothing. With
+/// `expected`, the latest version must be that one (an edit of what the editor read).
 pub async fn revise(
     connection: &mut PgConnection,
     actor: &str,
     id: Uuid,
     input: RuleInput,
+    expected: Option<i64>,
 ) -> Result<StoredRule, RuleError> {
     let current = store::latest_for_update(connection, id)
         .await?
         .ok_or(RuleError::NotFound(id))?;
+    if let Some(expected) = expected.filter(|expected| *expected != i64::from(current.version)) {
+        return Err(RuleError::VersionConflict {
+            id,
+            expected,
+            current: current.version,
+        });
+    }
     let input = input.normalized();
     // A version stored before definitions were normalized compares as normalized too.
     if current.definition.0.clone().normalized() == input {
