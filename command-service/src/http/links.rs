@@ -98,7 +98,8 @@ pub async fn create_cable(
 }
 
 /// Change a cable (one batch); a stale `expected_version` or `If-Match` is a 409.
-#[utoipa::path(patch, path = "/cables/{id}", request_body = CablePatch, params(("id" = Uuid, Path)),
+#[utoipa::path(patch, path = "/cables/{id}", request_body = CablePatch,
+    params(("id" = Uuid, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
     responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn update_cable(
     State(state): State<AppState>,
@@ -127,7 +128,8 @@ pub async fn update_cable(
 }
 
 /// Delete a cable (one batch).
-#[utoipa::path(delete, path = "/cables/{id}", params(("id" = Uuid, Path), DeleteParams),
+#[utoipa::path(delete, path = "/cables/{id}",
+    params(("id" = Uuid, Path), DeleteParams, ("If-Match" = Option<String>, Header, description = "expected version")),
     responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete_cable(
     State(state): State<AppState>,
@@ -179,7 +181,8 @@ pub async fn create_relationship(
 }
 
 /// Delete a relationship (one batch).
-#[utoipa::path(delete, path = "/relationships/{id}", params(("id" = Uuid, Path), DeleteParams),
+#[utoipa::path(delete, path = "/relationships/{id}",
+    params(("id" = Uuid, Path), DeleteParams, ("If-Match" = Option<String>, Header, description = "expected version")),
     responses((status = 200, body = CommandOutcome), (status = 404, body = Problem), (status = 409, body = Problem)))]
 pub async fn delete_relationship(
     State(state): State<AppState>,

@@ -73,6 +73,58 @@ impl FromRef<AppState> for Authenticator {
 )]
 struct ApiDoc;
 
+/// Every command (each operation but a `GET`) honours `Idempotency-Key`
+/// ([`transaction::run_command`]), and refuses a key used for another request with a
+/// 422: documented on each, whether or not its annotation says so.
+fn document_idempotency_keys(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+    for item in openapi.paths.paths.values_mut() {
+        let commands = [
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in commands.into_iter().flatten() {
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            if !parameters
+                .iter()
+                .any(|parameter| parameter.name == "Idempotency-Key")
+            {
+                parameters.push(
+                    ParameterBuilder::new()
+                        .name("Idempotency-Key")
+                        .parameter_in(ParameterIn::Header)
+                        .required(Required::False)
+                        .description(Some("replays the first response"))
+                        .schema(Some(
+                            utoipa::openapi::ObjectBuilder::new()
+                                .schema_type(utoipa::openapi::schema::Type::String),
+                        ))
+                        .build(),
+                );
+            }
+            operation
+                .responses
+                .responses
+                .entry("422".to_owned())
+                .or_insert_with(|| {
+                    ResponseBuilder::new()
+                        .description("the Idempotency-Key was used for another request")
+                        .content(
+                            synapse_shared::problem::PROBLEM_JSON,
+                            ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build(),
+                        )
+                        .build()
+                        .into()
+                });
+        }
+    }
+}
+
 /// The router with every route and the OpenAPI document at `/openapi.json`.
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -89,6 +141,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(links::delete_relationship))
         .split_for_parts();
     let mut openapi = openapi;
+    document_idempotency_keys(&mut openapi);
     BearerSecurity::document_refusals(&mut openapi);
     synapse_shared::problem::document_refusals(&mut openapi);
     synapse_shared::problem::document_problems(&mut openapi);

@@ -32,6 +32,13 @@ const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// Decode the body, dropping a UTF-8 byte order mark.
 pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, ImportError> {
+    if is_utf16(bytes) {
+        return Err(ImportError::Encoding(
+            "the file is UTF-16 (e.g. Excel's \"Unicode Text\"), which an import does not \
+             read: save it as \"CSV UTF-8\""
+                .to_owned(),
+        ));
+    }
     let bytes = bytes.strip_prefix(UTF8_BOM).unwrap_or(bytes);
     match encoding {
         Encoding::Utf8 => std::str::from_utf8(bytes)
@@ -41,6 +48,17 @@ pub fn decode(bytes: &[u8], encoding: Encoding) -> Result<Cow<'_, str>, ImportEr
         Encoding::Windows1252 => Ok(encoding_rs::WINDOWS_1252
             .decode_without_bom_handling(bytes)
             .0),
+    }
+}
+
+/// A UTF-16 byte order mark, or the zero byte beside each ASCII character that UTF-16
+/// text without one starts with. Neither decoding would help: as UTF-8 it is refused
+/// at the first odd byte, as Windows-1252 it becomes text with a NUL between letters.
+fn is_utf16(bytes: &[u8]) -> bool {
+    match bytes {
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] => true,
+        [a, 0, b, 0, ..] | [0, a, 0, b, ..] => a.is_ascii() && b.is_ascii() && *a != 0,
+        _ => false,
     }
 }
 
@@ -77,6 +95,28 @@ mod tests {
         };
         assert!(message.contains("byte 0xB0 on line 2"), "{message}");
         assert!(message.contains("?encoding=windows-1252"), "{message}");
+    }
+
+    #[test]
+    fn utf16_is_refused_with_the_way_out_in_either_encoding() {
+        let text = "tag,name\nM-1,Moteur\n";
+        let little: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let big: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+        let with_bom = [&[0xFF, 0xFE][..], &little].concat();
+        for bytes in [&little, &big, &with_bom] {
+            for encoding in [Encoding::Utf8, Encoding::Windows1252] {
+                let Err(ImportError::Encoding(message)) = decode(bytes, encoding) else {
+                    panic!("{bytes:?} was decoded as {encoding:?}");
+                };
+                // Before: the way out offered was ?encoding=windows-1252.
+                assert!(message.contains("UTF-16"), "{message}");
+                assert!(!message.contains("windows-1252"), "{message}");
+            }
+        }
+        assert_eq!(
+            decode(b"tag\nM-1\n", Encoding::Utf8).ok().as_deref(),
+            Some("tag\nM-1\n")
+        );
     }
 
     #[test]
