@@ -305,13 +305,7 @@ async fn a_negative_zero_is_answered_as_the_zero_the_log_holds() -> anyhow::Resu
 async fn every_refusal_a_command_route_answers_is_in_its_openapi_entry() -> anyhow::Result<()> {
     // Arrange
     let app = apps::CommandOnly::start().await?;
-    let document: serde_json::Value = app
-        .http
-        .get(app.command.url("/openapi.json"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let document = app.command.openapi(&app.http).await?;
     let any_id = uuid::Uuid::nil();
     let json_body = Some(r#"{"tag":"M-1"}"#);
     // (method, documented path, request path, content type and body)
@@ -388,13 +382,7 @@ async fn every_command_documents_the_idempotency_key_and_the_versioned_ones_if_m
 ) -> anyhow::Result<()> {
     // Arrange
     let app = apps::CommandOnly::start().await?;
-    let document: serde_json::Value = app
-        .http
-        .get(app.command.url("/openapi.json"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let document = app.command.openapi(&app.http).await?;
     let headers = |path: &str, method: &str| -> Vec<String> {
         document["paths"][path][method]["parameters"]
             .as_array()

@@ -714,13 +714,7 @@ async fn the_openapi_document_describes_the_import_with_a_csv_body() -> anyhow::
     let app = ImportApp::spawn().await?;
 
     // Act
-    let document: Value = app
-        .http
-        .get(app.command.url("/openapi.json"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let document = app.command.openapi(&app.http).await?;
 
     // Assert
     let import = &document["paths"]["/assets/import"]["post"];

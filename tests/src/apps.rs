@@ -19,6 +19,16 @@ impl Running {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The service's OpenAPI document.
+    pub async fn openapi(&self, http: &reqwest::Client) -> anyhow::Result<serde_json::Value> {
+        Ok(http
+            .get(self.url("/openapi.json"))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
     /// Cancel and wait until the service has stopped.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
