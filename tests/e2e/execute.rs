@@ -2291,6 +2291,74 @@ async fn a_filter_given_as_an_empty_list_is_refused_rather_than_run_over_every_a
 }
 
 #[tokio::test]
+async fn a_rule_giving_several_assets_one_target_tag_settles_on_the_first_and_reports_the_others(
+) -> anyhow::Result<()> {
+    // Arrange: one junction box per area, saying which motor it feeds: three motors of
+    // each area want it otherwise.
+    let setup = setup(false).await?;
+    let rule = setup
+        .define(&json!({
+            "name": "One box per area", "discipline": "ELECTRICAL",
+            "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+            "then": [{"type": "upsert_asset", "tag": "JB-{asset.area}-M",
+                      "asset_type": "JUNCTION_BOX", "discipline": "ELECTRICAL",
+                      "properties": {"fed_motor": "asset.tag"}}]
+        }))
+        .await?;
+    let run = || setup.execute(json!({"rule_ids": [rule], "wait": true}));
+
+    // Act: the same run three times.
+    let runs = [run().await?, run().await?, run().await?];
+
+    // Assert: the first motor of each area (in id order) makes its box; the other two
+    // get a RULE_ERROR naming it, on every run; later runs change nothing (before: the
+    // box changed hands four times per run, for ever).
+    let counts: Vec<(Value, Value)> = runs
+        .iter()
+        .map(|report| {
+            let counts = &report["rules"][0]["counts"];
+            (counts["changes"].clone(), counts["errors"].clone())
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (json!(2), json!(4)),
+            (json!(0), json!(4)),
+            (json!(0), json!(4))
+        ]
+    );
+    let boxes: Vec<(String, Value, i64)> = sqlx::query_as(
+        "select tag, properties -> 'fed_motor', version from assets
+         where tag like 'JB-%-M' order by tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(
+        boxes,
+        [
+            ("JB-U100-M".to_owned(), json!("M-100"), 1),
+            ("JB-U200-M".to_owned(), json!("M-101"), 1)
+        ]
+    );
+    let errors: Vec<String> = sqlx::query_scalar(
+        "select payload ->> 'error' from workflow_events
+         where event_type = 'RULE_ERROR' and correlation_id = $1 order by position",
+    )
+    .bind(uuid::Uuid::parse_str(
+        runs[2]["correlation_id"].as_str().unwrap_or_default(),
+    )?)
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(errors.len(), 4);
+    assert!(
+        errors[0].starts_with("this rule upserts asset `JB-U100-M` for asset `M-100` too"),
+        "{errors:?}"
+    );
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
     // Arrange: version 1, and a reworded version 2.
     let setup = setup(false).await?;

@@ -10,6 +10,7 @@
 //! locked way. Either way each chunk is one transaction with its snapshots and events.
 
 use super::apply::{self, Counts, StateWrites};
+use super::planner::Claims;
 use super::plans;
 use super::request::AssetFilter;
 use super::runner::{plan_chunk, scope, Reads};
@@ -59,6 +60,8 @@ pub struct Planning {
     /// The running batch, detached ([`Batch::detached`]).
     pub batch: Batch,
     pub selection: Selection,
+    /// The targets the rule's run upserts, and which asset holds each.
+    pub claims: Claims,
 }
 
 /// A plan in the making; dropping it aborts it.
@@ -102,6 +105,7 @@ impl Planning {
             &mut scoped.ids,
             world,
             Reads::Optimistic,
+            &self.claims,
         )
         .await?;
         let unverified = match self.plan {

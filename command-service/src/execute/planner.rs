@@ -9,7 +9,9 @@ use super::world::{OpenFinding, World};
 use crate::rules::definition::{CompiledAction, CompiledEnd, CompiledRule, Severity};
 use crate::rules::expression::{AssetContext, EvaluationError};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use synapse_shared::domain::{AssetState, CableState, RelationshipState};
 use uuid::Uuid;
 
@@ -182,8 +184,125 @@ impl Ids {
     }
 }
 
+/// In one run of a rule, which asset holds each asset or cable the rule upserts by a
+/// tag other than the asset's own (`asset:TAG`, `cable:TAG`), and how it wants it.
+/// When the tag template gives several assets one tag (`JB-{asset.area}`), the first
+/// of them in id order holds it; a later one that wants it otherwise is a
+/// `RULE_ERROR`, since the two would undo each other on every run. Shared by the
+/// chunks of the run, whatever order they are planned in (ahead, again under locks):
+/// an asset takes over a hold of one after it in id order, so the holder is the same.
+#[derive(Debug, Clone, Default)]
+pub struct Claims(Arc<Mutex<HashMap<String, Claim>>>);
+
+#[derive(Debug)]
+struct Claim {
+    holder: Uuid,
+    holder_tag: String,
+    /// A hash of the state the holder wants (its version left out).
+    wanted: u64,
+}
+
+/// What one asset's plan wants of a target it upserts: its key, and the state.
+struct Wanted {
+    key: String,
+    state: Value,
+}
+
+impl Wanted {
+    fn hash(&self) -> u64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.state.to_string().hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+impl Claims {
+    /// Where a target `asset` upserts is held by an earlier asset that wants it
+    /// otherwise: the error's message. Otherwise the targets are `asset`'s to hold.
+    fn settle(
+        &self,
+        asset: &AssetState,
+        wanted: &[Wanted],
+        changes: &[PlannedChange],
+    ) -> Option<String> {
+        if wanted.is_empty() {
+            return None;
+        }
+        let mut claims = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for target in wanted {
+            let Some(claim) = claims.get(&target.key) else {
+                continue;
+            };
+            if claim.holder < asset.id && claim.wanted != target.hash() {
+                // What the holder left it as: this plan's change starts from it.
+                let held = changes.iter().find_map(|change| match change {
+                    PlannedChange::Asset { before, after }
+                        if target.key == format!("asset:{}", after.tag) =>
+                    {
+                        before.as_ref().map(json)
+                    }
+                    PlannedChange::Cable { before, after }
+                        if target.key == format!("cable:{}", after.tag) =>
+                    {
+                        before.as_ref().map(json)
+                    }
+                    _ => None,
+                });
+                let show = |value: Option<Value>| {
+                    value.map_or_else(|| "absent".to_owned(), |value| value.to_string())
+                };
+                let aspect = held
+                    .and_then(|held| disputed(&held, &target.state, &held))
+                    .map(|(aspect, ours, theirs)| {
+                        format!(
+                            " ({aspect} {} for `{}`, {} for `{}`)",
+                            show(theirs),
+                            claim.holder_tag,
+                            show(ours),
+                            asset.tag
+                        )
+                    })
+                    .unwrap_or_default();
+                let (kind, tag) = target.key.split_once(':').unwrap_or(("", &target.key));
+                return Some(format!(
+                    "this rule upserts {kind} `{tag}` for asset `{}` too, and wants it \
+                     otherwise there{aspect}: the two would undo each other on every run; \
+                     give each asset a tag of its own (e.g. with {{asset.tag}}) or make \
+                     the values agree",
+                    claim.holder_tag
+                ));
+            }
+        }
+        for target in wanted {
+            let hold = claims
+                .get(&target.key)
+                .is_none_or(|claim| claim.holder >= asset.id);
+            if hold {
+                claims.insert(
+                    target.key.clone(),
+                    Claim {
+                        holder: asset.id,
+                        holder_tag: asset.tag.clone(),
+                        wanted: target.hash(),
+                    },
+                );
+            }
+        }
+        None
+    }
+}
+
 /// Plan `rule` for the asset `asset_id` and record its changes in `world`.
-pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Ids) -> Outcome {
+pub fn plan(
+    rule: &CompiledRule,
+    asset_id: Uuid,
+    world: &mut World,
+    ids: &mut Ids,
+    claims: &Claims,
+) -> Outcome {
     let Some(asset) = world.asset(asset_id) else {
         return Outcome::Error {
             message: format!("asset {asset_id} no longer exists"),
@@ -202,17 +321,24 @@ pub fn plan(rule: &CompiledRule, asset_id: Uuid, world: &mut World, ids: &mut Id
         }
     }
     let mark = ids.mark();
-    match desired_changes(rule, &asset, &context, world, ids) {
-        Ok(changes) if changes.is_empty() => Outcome::Skipped {
-            reason: "already in desired state".to_owned(),
-        },
+    let mut wanted = Vec::new();
+    match desired_changes(rule, &asset, &context, world, ids, &mut wanted) {
         Ok(changes) => {
-            if let Some(message) = contested(rule, &asset, &changes, world) {
+            let disputed = match changes.is_empty() {
+                true => None,
+                false => contested(rule, &asset, &changes, world),
+            };
+            if let Some(message) = disputed.or_else(|| claims.settle(&asset, &wanted, &changes)) {
                 // Nothing of it happens: what it would have created is not recorded.
                 ids.rewind(mark);
                 return Outcome::Error {
                     message,
                     matched: true,
+                };
+            }
+            if changes.is_empty() {
+                return Outcome::Skipped {
+                    reason: "already in desired state".to_owned(),
                 };
             }
             for change in &changes {
@@ -539,12 +665,15 @@ fn resolutions(
         .collect()
 }
 
+/// What `rule` makes true for `asset`; `wanted` gets the state it wants of each asset
+/// (other than `asset`) and cable it upserts, changed or not.
 fn desired_changes(
     rule: &CompiledRule,
     asset: &AssetState,
     context: &AssetContext,
     world: &mut World,
     ids: &mut Ids,
+    wanted: &mut Vec<Wanted>,
 ) -> Result<Vec<PlannedChange>, EvaluationError> {
     let mut target = asset.clone();
     let mut others = Vec::new();
@@ -592,6 +721,8 @@ fn desired_changes(
                 if desired.id == asset.id {
                     target = desired;
                 } else {
+                    desired.version = 0;
+                    wants(wanted, format!("asset:{tag}"), json(&desired));
                     desired.version = existing.as_ref().map_or(0, |existing| existing.version);
                     let change = (existing.as_ref() != Some(&desired)).then(|| {
                         desired.version += 1;
@@ -639,6 +770,8 @@ fn desired_changes(
                     version: 0,
                 });
                 cable_fields(action, &mut desired, (from_asset, to_asset), context)?;
+                desired.version = 0;
+                wants(wanted, format!("cable:{tag}"), json(&desired));
                 desired.version = existing.as_ref().map_or(0, |existing| existing.version);
                 let change = (existing.as_ref() != Some(&desired)).then(|| {
                     desired.version += 1;
@@ -708,6 +841,15 @@ fn desired_changes(
         held_to_limits(change)?;
     }
     Ok(changes)
+}
+
+/// Record that the plan wants `state` of the target `key`; a later action of the rule
+/// on the same target builds on the earlier one, so its state replaces it.
+fn wants(wanted: &mut Vec<Wanted>, key: String, state: Value) {
+    match wanted.iter_mut().find(|target| target.key == key) {
+        Some(target) => target.state = state,
+        None => wanted.push(Wanted { key, state }),
+    }
 }
 
 /// An error for a change that writes what `POST /assets` or `PATCH /assets/{id}` (and a
@@ -963,7 +1105,13 @@ mod tests {
             findings: vec![((id, rule.id), open, 0)],
             ..Loaded::default()
         });
-        plan(rule, id, &mut world, &mut Ids::default())
+        plan(
+            rule,
+            id,
+            &mut world,
+            &mut Ids::default(),
+            &Claims::default(),
+        )
     }
 
     fn kinds(outcome: &Outcome) -> Vec<(&'static str, String)> {
@@ -1014,9 +1162,108 @@ mod tests {
         rule.owns_findings = false;
         let mut world = World::default();
         world.load_assets([pump(true)]);
-        let outcome = plan(&rule, Uuid::from_u128(1), &mut world, &mut Ids::default());
+        let outcome = plan(
+            &rule,
+            Uuid::from_u128(1),
+            &mut world,
+            &mut Ids::default(),
+            &Claims::default(),
+        );
         assert_eq!(outcome, Outcome::NotMatched);
         assert!(world.needs.findings.is_empty());
+    }
+
+    #[test]
+    fn assets_a_rule_gives_one_target_tag_hold_it_in_id_order_when_they_want_it_otherwise() {
+        // Arrange: two motors of one area; a rule gives each area one junction box (and
+        // says which motor it feeds) and one cable.
+        let rule = |fed: &str| {
+            let input: RuleInput = serde_json::from_value(json!({
+                "name": "One box per area", "discipline": "ELECTRICAL", "when": "true",
+                "then": [
+                    {"type": "upsert_asset", "tag": "JB-{asset.area}", "asset_type": "JUNCTION_BOX",
+                     "discipline": "ELECTRICAL", "properties": {"fed_motor": fed}},
+                    {"type": "upsert_cable", "tag": "W-{asset.area}", "cable_type": "POWER",
+                     "from": {"tag": "JB-{asset.area}"}, "to": "asset"}
+                ],
+            }))
+            .unwrap();
+            compile(Uuid::nil(), 1, &input).unwrap()
+        };
+        let motor = |id: u128, tag: &str| AssetState {
+            id: Uuid::from_u128(id),
+            tag: tag.into(),
+            asset_type: "ELECTRIC_MOTOR".into(),
+            discipline: "ELECTRICAL".into(),
+            name: None,
+            area: Some("U900".into()),
+            properties: Map::new(),
+            version: 1,
+        };
+        let run_with = |claims: &Claims, rule: &CompiledRule, world: &mut World, order: &[u128]| {
+            let mut ids = Ids::default();
+            order
+                .iter()
+                .map(|id| plan(rule, Uuid::from_u128(*id), world, &mut ids, claims))
+                .collect::<Vec<Outcome>>()
+        };
+        let run = |rule: &CompiledRule, world: &mut World, order: &[u128]| {
+            run_with(&Claims::default(), rule, world, order)
+        };
+
+        // Act / Assert: each motor wants the box to name it, and its cable to end at it.
+        let mut world = World::default();
+        world.load_assets([motor(1, "FM-1"), motor(2, "FM-2")]);
+        let first = run(&rule("asset.tag"), &mut world, &[1, 2]);
+        assert!(matches!(first[0], Outcome::Executed { .. }), "{first:?}");
+        let Outcome::Error { message, matched } = &first[1] else {
+            panic!("the second motor changed what the first holds: {first:?}");
+        };
+        assert!(matched);
+        assert!(
+            message.starts_with("this rule upserts asset `JB-U900` for asset `FM-1` too"),
+            "{message}"
+        );
+        assert!(
+            message.contains("(property `fed_motor` \"FM-1\" for `FM-1`, \"FM-2\" for `FM-2`)"),
+            "{message}"
+        );
+        // The next run (the world as the first left it) changes nothing, where before
+        // the two took turns; so too when the second motor's chunk was planned first
+        // and that plan dropped (planned ahead on a chunk that did not commit).
+        let again = run(&rule("asset.tag"), &mut world.clone(), &[1, 2]);
+        assert!(matches!(again[0], Outcome::Skipped { .. }), "{again:?}");
+        assert!(matches!(again[1], Outcome::Error { .. }), "{again:?}");
+        let claims = Claims::default();
+        let dropped = run_with(&claims, &rule("asset.tag"), &mut world.clone(), &[2]);
+        assert!(
+            matches!(dropped[0], Outcome::Executed { .. }),
+            "{dropped:?}"
+        );
+        let replanned = run_with(&claims, &rule("asset.tag"), &mut world.clone(), &[1, 2]);
+        assert!(
+            matches!(replanned[0], Outcome::Skipped { .. }),
+            "{replanned:?}"
+        );
+        assert!(
+            matches!(replanned[1], Outcome::Error { .. }),
+            "{replanned:?}"
+        );
+        // Wanting the same of the box is no dispute; the cable still ends at each motor.
+        let mut world = World::default();
+        world.load_assets([motor(1, "FM-1"), motor(2, "FM-2")]);
+        let outcomes = run(&rule("'both'"), &mut world, &[1, 2]);
+        assert!(
+            matches!(outcomes[0], Outcome::Executed { .. }),
+            "{outcomes:?}"
+        );
+        let Outcome::Error { message, .. } = &outcomes[1] else {
+            panic!("{outcomes:?}");
+        };
+        assert!(
+            message.starts_with("this rule upserts cable `W-U900`"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use super::apply::{AssetOutcome, Counts, StateWrites};
 use super::overlay::{self, Overlay};
-use super::planner::{Ids, Outcome, PlannedChange};
+use super::planner::{Claims, Ids, Outcome, PlannedChange};
 use super::plans;
 use super::request::{AssetFilter, ExecuteRequest};
 use super::runner::{plan_chunk, Reads, RuleReport, CHUNK_SIZE};
@@ -84,6 +84,7 @@ pub async fn preview(
     for rule in rules {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
+        let claims = Claims::default();
         // As a real run: the assets selected when the rule starts.
         let selection = asset_store::select_for_execution(&mut transaction, filter).await?;
         loop {
@@ -107,6 +108,7 @@ pub async fn preview(
                 &mut ids,
                 World::default(),
                 Reads::Optimistic,
+                &claims,
             )
             .await?;
             for outcome in &outcomes {

@@ -4,7 +4,7 @@
 
 use super::ahead::{self, Ahead, Planned, Planning};
 use super::apply::{self, AssetOutcome, Counts, StateWrites};
-use super::planner::{self, Ids};
+use super::planner::{self, Claims, Ids};
 use super::plans;
 use super::request::AssetFilter;
 use super::world::{FindingOwner, Loaded, OpenFinding, World, FINDINGS_FINGERPRINT};
@@ -170,6 +170,7 @@ impl Execution {
             plan: self.plan,
             batch: self.batch.detached(),
             selection,
+            claims: Claims::default(),
         };
         // The plan of the next chunk, made while this one is written (dropping it
         // aborts it).
@@ -269,7 +270,7 @@ impl Execution {
                 ahead = None;
                 planning.rule.may_have_open_findings |= rule.owns_findings;
                 match self
-                    .chunk_with_retries(rule, selection, after, counts, pace.size)
+                    .chunk_with_retries(rule, &planning.claims, selection, after, counts, pace.size)
                     .await?
                 {
                     Some(last) => {
@@ -343,6 +344,7 @@ impl Execution {
     async fn chunk_with_retries(
         &mut self,
         rule: &CompiledRule,
+        claims: &Claims,
         selection: Selection,
         after: Uuid,
         counts: &mut Counts,
@@ -353,7 +355,7 @@ impl Execution {
             let batch = self.batch.clone();
             let mut chunk_counts = *counts;
             match self
-                .chunk(rule, selection, after, &mut chunk_counts, limit)
+                .chunk(rule, claims, selection, after, &mut chunk_counts, limit)
                 .await
             {
                 Ok(Locked::Committed(last)) => {
@@ -378,6 +380,7 @@ impl Execution {
     async fn chunk(
         &mut self,
         rule: &CompiledRule,
+        claims: &Claims,
         selection: Selection,
         after: Uuid,
         counts: &mut Counts,
@@ -410,6 +413,7 @@ impl Execution {
             &mut scoped.ids,
             World::default(),
             Reads::Locked,
+            claims,
         )
         .await?;
         let unverified = match self.plan {
@@ -785,6 +789,7 @@ pub async fn plan_chunk(
     ids: &mut Ids,
     mut world: World,
     reads: Reads,
+    claims: &Claims,
 ) -> Result<(Vec<AssetOutcome>, World), sqlx::Error> {
     let order: Vec<(Uuid, String)> = page
         .iter()
@@ -820,7 +825,7 @@ pub async fn plan_chunk(
             .map(|(asset_id, tag)| AssetOutcome {
                 asset_id: *asset_id,
                 tag: tag.clone(),
-                outcome: planner::plan(rule, *asset_id, world, ids),
+                outcome: planner::plan(rule, *asset_id, world, ids, claims),
             })
             .collect()
     };
