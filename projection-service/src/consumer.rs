@@ -20,6 +20,7 @@ use crate::backoff::Backoff;
 use crate::checkpoint::{self, Checkpoint};
 use crate::config::ProjectorArgs;
 use crate::lag;
+use crate::leadership::Lease;
 use crate::projectors::{AnyProjector, Projector};
 use async_nats::jetstream::consumer::pull::{Ordered, OrderedConfig, OrderedError};
 use async_nats::jetstream::consumer::DeliverPolicy;
@@ -99,24 +100,45 @@ impl Consumer {
         }
     }
 
-    /// Follow the stream until `shutdown` is cancelled; the batch being applied at that
-    /// moment is finished first.
+    /// Follow the stream until `shutdown` is cancelled, while this replica holds the
+    /// projection's lease ([`Lease`]); the batch being applied when either ends is
+    /// finished first.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
-        loop {
-            match self.follow(&shutdown, &mut backoff).await {
-                Ok(()) => break,
+        while !shutdown.is_cancelled() {
+            let lease = match Lease::take(&self.pool, &shutdown).await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => break,
                 Err(error) => {
                     let delay = backoff.next_delay();
-                    let error = anyhow::Error::from(error);
                     tracing::error!(
-                        error = format!("{error:#}"),
+                        %error,
                         retry_in_ms = delay.as_millis() as u64,
-                        "projection stopped following the stream; resuming from the checkpoints"
+                        "projection could not ask for its lease"
                     );
                     tokio::select! {
                         () = shutdown.cancelled() => break,
                         () = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            };
+            let following = lease.token();
+            loop {
+                match self.follow(following, &mut backoff).await {
+                    Ok(()) => break,
+                    Err(error) => {
+                        let delay = backoff.next_delay();
+                        let error = anyhow::Error::from(error);
+                        tracing::error!(
+                            error = format!("{error:#}"),
+                            retry_in_ms = delay.as_millis() as u64,
+                            "projection stopped following the stream; resuming from the checkpoints"
+                        );
+                        tokio::select! {
+                            () = following.cancelled() => break,
+                            () = tokio::time::sleep(delay) => {}
+                        }
                     }
                 }
             }

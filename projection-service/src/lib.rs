@@ -9,6 +9,7 @@
 //! - [`startup`]: [`startup::Application`], the process as `main` and the tests run it.
 //! - [`config`]: the environment/CLI configuration.
 //! - [`consumer`]: follows the stream, batches messages, backs off and recovers.
+//! - [`leadership`]: one replica follows the stream at a time; the others stand by.
 //! - [`apply`]: one batch, one transaction: lock the checkpoint, skip what was applied,
 //!   project, advance the checkpoint.
 //! - [`checkpoint`]: the `projector_checkpoints` table.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod consumer;
 pub mod http;
 pub mod lag;
+pub mod leadership;
 pub mod projectors;
 pub mod rebuild;
 pub mod startup;

@@ -50,7 +50,10 @@ impl Application {
     /// and bind the HTTP port. The stream need not exist yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
-        synapse_shared::telemetry::register(&["synapse_projector_undecodable_messages_total"], &[]);
+        synapse_shared::telemetry::register(
+            &["synapse_projector_undecodable_messages_total"],
+            &["synapse_projection_active"],
+        );
         let pool = read_model_pool(&config)
             .await
             .context("parsing the read database url")?;

@@ -511,11 +511,7 @@ async fn a_restarted_service_resumes_from_its_checkpoint_and_applies_each_event_
     let database = TestDatabase::create().await?;
     let relay = Relay::new().await?;
     let pool = connect(&database).await?;
-    let mut history = History::new();
-    let mut all = Vec::new();
-    for _ in 0..100 {
-        all.extend(history.motor_life(Uuid::now_v7(), 9));
-    }
+    let all = motor_lives(100);
     let (early, late) = all.split_at(all.len() / 2);
     relay.publish(early).await?;
     let first_run = ProjectionApp::spawn(&database, &relay.nats).await?;
@@ -535,15 +531,78 @@ async fn a_restarted_service_resumes_from_its_checkpoint_and_applies_each_event_
         stopped_at < last,
         "the first run must stop before the end of the stream"
     );
-    let positions: Vec<i64> = event_rows(&pool)
+    assert_projected_once(&pool, &all).await?;
+    second_run.stop().await
+}
+
+/// The events of `motors` motors, each created and re-rated 9 times.
+fn motor_lives(motors: usize) -> Vec<EventEnvelope> {
+    let mut history = History::new();
+    (0..motors)
+        .flat_map(|_| history.motor_life(Uuid::now_v7(), 9))
+        .collect()
+}
+
+/// Every one of `all` is in `rm_events` once, in order, and `rm_aggregates` is their
+/// fold.
+async fn assert_projected_once(pool: &PgPool, all: &[EventEnvelope]) -> anyhow::Result<()> {
+    let positions: Vec<i64> = event_rows(pool)
         .await?
         .iter()
         .map(|row| row.position)
         .collect();
     let expected: Vec<i64> = all.iter().map(|event| event.position).collect();
     assert_eq!(positions, expected);
-    assert_eq!(aggregate_rows(&pool).await?, fold(&all));
-    second_run.stop().await
+    assert_eq!(aggregate_rows(pool).await?, fold(all));
+    Ok(())
+}
+
+/// How many sessions hold the projection's lease on the test's database.
+async fn lease_holders(pool: &PgPool) -> anyhow::Result<i64> {
+    let key = projection_service::leadership::KEY;
+    Ok(sqlx::query_scalar(
+        "select count(*) from pg_locks
+         where locktype = 'advisory' and granted and objsubid = 1
+           and classid::int8 = $1 and objid::int8 = $2
+           and database = (select oid from pg_database where datname = current_database())",
+    )
+    .bind(key >> 32)
+    .bind(key & 0xffff_ffff)
+    .fetch_one(pool)
+    .await?)
+}
+
+#[tokio::test]
+async fn of_two_replicas_one_applies_and_the_other_takes_over_when_it_stops() -> anyhow::Result<()>
+{
+    // Arrange: one replica applying, then a second beside it, on one database and stream.
+    let database = TestDatabase::create().await?;
+    let relay = Relay::new().await?;
+    let pool = connect(&database).await?;
+    let all = motor_lives(400);
+    let (early, late) = all.split_at(all.len() / 2);
+    let first = ProjectionApp::spawn(&database, &relay.nats).await?;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while lease_holders(&pool).await? == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let second = ProjectionApp::spawn(&database, &relay.nats).await?;
+
+    // Act: half the events with both running; the first stops; the rest.
+    relay.publish(early).await?;
+    wait_for_position(&pool, early.last().map_or(0, |event| event.position)).await?;
+    let holders_with_two = lease_holders(&pool).await?;
+    first.stop().await?;
+    relay.publish(late).await?;
+    wait_for_position(&pool, all.last().map_or(0, |event| event.position)).await?;
+
+    // Assert: one replica applied at a time (before: both did, and two replicas
+    // stopped each other for good within a batch of a few thousand events), the
+    // second took over, and every event is in the read models once.
+    assert_eq!(holders_with_two, 1);
+    assert_eq!(lease_holders(&pool).await?, 1);
+    assert_projected_once(&pool, &all).await?;
+    second.stop().await
 }
 
 #[tokio::test]

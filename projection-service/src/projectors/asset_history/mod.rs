@@ -168,7 +168,8 @@ impl RolledBack {
 /// The checkpoint already keeps repeats out, so the rows go in with a plain `insert`:
 /// `on conflict do nothing` (speculative insertion into a table with two unique and
 /// thirteen other indexes) made the statement a quarter slower. Only rows left behind
-/// by hand (a checkpoint reset without its tables) can collide; then the insert is
+/// by hand (a checkpoint reset without its tables), or a replica's last batch that
+/// committed as another took over, can collide; then the insert is
 /// undone to a savepoint and repeated with `on conflict do nothing`, so a replay over
 /// them stays harmless. Link rows are keyed by position too, so they go with their
 /// events, undone and repeated alike.
