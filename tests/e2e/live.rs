@@ -8,6 +8,7 @@ use query_service::live::LiveLimits;
 use serde_json::{json, Value};
 use std::time::Duration;
 use synapse_shared::config::NatsArgs;
+use synapse_shared::shutdown::CancellationToken;
 use synapse_shared::{EventEnvelope, EventType};
 use synapse_tests::apps::{self, Running};
 use synapse_tests::auth::{bearer, Role, TEST_ADMIN};
@@ -829,6 +830,94 @@ async fn a_client_too_far_behind_is_told_where_to_resume_and_resumes_without_a_g
         rest_received,
         rest.into_iter().map(message).collect::<Vec<_>>()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_resuming_from_far_back_while_changes_go_by_is_not_told_it_lagged(
+) -> anyhow::Result<()> {
+    // Arrange: small buffers; a log of some thousand events, projected; then a writer
+    // that keeps changing an asset while a client resumes from the start, so that far
+    // more than the client's buffer goes by live during its replay.
+    let limits = LiveLimits {
+        ring_capacity: 16,
+        broadcast_capacity: 16,
+        ..LiveLimits::default()
+    };
+    let stack = Stack::start_with_limits(limits).await?;
+    stack.import(&as_csv(&pumps(3_000))).await?;
+    stack.settle().await?;
+    wait_for_hub(
+        &stack.system.query,
+        &stack.system.nats.args,
+        stack.head().await?,
+    )
+    .await;
+    let asset = stack
+        .create_asset(&json!({"tag": "P-LIVE", "asset_type": "CENTRIFUGAL_PUMP",
+                                           "discipline": "MECHANICAL", "properties": {}}))
+        .await?;
+    let writing = CancellationToken::new();
+    let writer = tokio::spawn({
+        let (client, url, writing) = (
+            stack.engineer.clone(),
+            stack.system.command.url(&format!("/assets/{asset}")),
+            writing.clone(),
+        );
+        async move {
+            let mut changes = 0;
+            while !writing.is_cancelled() {
+                let body = json!({"properties": {"step": changes}});
+                send(&client, reqwest::Method::PATCH, &url, Some(&body))
+                    .await?
+                    .expect_status(200);
+                changes += 1;
+            }
+            anyhow::Ok(changes)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Act: resume from the start, reading as fast as possible; the writer stops once
+    // the client has got what the log held when it subscribed.
+    let subscribed_at = stack.head().await?;
+    let mut resumed = subscribe(
+        stack.system.query.port,
+        json!({"type": "subscribe", "after": 0}),
+    )
+    .await;
+    let mut writer = Some(writer);
+    let (mut changes, mut head) = (0, None);
+    let mut received: Vec<Value> = Vec::new();
+    loop {
+        let last = received
+            .last()
+            .and_then(|message| message["position"].as_i64());
+        if last >= Some(subscribed_at) {
+            if let Some(writer) = writer.take() {
+                writing.cancel();
+                changes = writer.await??;
+                stack.settle().await?;
+                head = Some(stack.head().await?);
+            }
+        }
+        if head.is_some() && last == head {
+            break;
+        }
+        match receive(&mut resumed).await {
+            Received::Json(message) if message["type"] == "LAGGED" => {
+                panic!("told it lagged after {} events: {message}", received.len())
+            }
+            Received::Json(message) => received.push(message),
+            Received::Closed(code) => panic!("closed after {} events: {code:?}", received.len()),
+        }
+    }
+
+    // Assert: the whole log once, in order (before: every event up to the head, then
+    // LAGGED and close 1008, its buffer having overflowed while it replayed).
+    let log = stack.log().await?;
+    assert!(changes > 10, "{changes}");
+    assert_eq!(received, log.iter().map(message).collect::<Vec<_>>());
     Ok(())
 }
 

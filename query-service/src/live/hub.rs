@@ -52,6 +52,7 @@ struct Shared {
     /// that a subscriber could not know which events it must replay.
     ready: watch::Sender<bool>,
     ring_capacity: usize,
+    broadcast_capacity: usize,
 }
 
 /// What the hub remembers. Changed only under the mutex, together with the broadcast
@@ -75,11 +76,22 @@ pub struct Subscription {
     /// The ring at the moment of subscribing, oldest first. A snapshot rather than a
     /// later read, because the ring may evict entries while the session replays.
     pub recent: Vec<Arc<LiveEvent>>,
+    /// How many events the receiver holds before it lags.
+    capacity: usize,
+}
+
+impl Subscription {
+    /// Whether the receiver is half full or more: events go by live faster than the
+    /// session takes them (a long replay), and it will soon have lost some.
+    pub fn filling_up(&self) -> bool {
+        self.receiver.len() * 2 >= self.capacity
+    }
 }
 
 impl Hub {
     pub fn new(stream: &str, limits: &LiveLimits) -> Self {
-        let (sender, _) = broadcast::channel(limits.broadcast_capacity.max(1));
+        let broadcast_capacity = limits.broadcast_capacity.max(1);
+        let (sender, _) = broadcast::channel(broadcast_capacity);
         let (ready, _) = watch::channel(false);
         Self {
             shared: Arc::new(Shared {
@@ -92,6 +104,7 @@ impl Hub {
                 sender,
                 ready,
                 ring_capacity: limits.ring_capacity.max(1),
+                broadcast_capacity,
             }),
         }
     }
@@ -170,6 +183,7 @@ impl Hub {
             } else {
                 Vec::new()
             },
+            capacity: self.shared.broadcast_capacity,
         }
     }
 

@@ -123,10 +123,17 @@ async fn catch_up(
                 break;
             }
         }
-        if projected >= subscription.evicted_upto {
+        // Done once the read models reach the ring, unless live events piled up in the
+        // receiver meanwhile: a long replay (a client resuming from far back during a
+        // large batch) overflowed it, and the client was told it lagged although it
+        // was reading as fast as it could.
+        let projected_enough = projected >= subscription.evicted_upto;
+        if projected_enough && !subscription.filling_up() {
             break;
         }
-        tokio::time::sleep(PROJECTOR_POLL).await;
+        if !projected_enough {
+            tokio::time::sleep(PROJECTOR_POLL).await;
+        }
         // Everything the old receiver buffered is in the new ring or at or below the new
         // `evicted_upto`, which the read models must reach before the ring is sent.
         *subscription = hub.subscribe(true).await;
