@@ -553,7 +553,7 @@ fn cable_fields(
         desired.discipline = discipline.clone();
     }
     for (property, expression) in properties {
-        let value = scalar(expression.evaluate(context)?, property)?;
+        let value = scalar(expression.evaluate_property(context)?, property)?;
         desired.properties.insert(property.clone(), value);
     }
     Ok(())
@@ -568,7 +568,7 @@ fn set_or_remove(
 ) -> Result<bool, EvaluationError> {
     match action {
         CompiledAction::SetProperty { name, value } => {
-            let value = scalar(value.evaluate(context)?, name)?;
+            let value = scalar(value.evaluate_property(context)?, name)?;
             target.properties.insert(name.clone(), value);
             Ok(true)
         }
@@ -607,7 +607,7 @@ fn upsert_fields(
         desired.area = Some(area.render(context)?);
     }
     for (property, expression) in properties {
-        let value = scalar(expression.evaluate(context)?, property)?;
+        let value = scalar(expression.evaluate_property(context)?, property)?;
         desired.properties.insert(property.clone(), value);
     }
     Ok(())

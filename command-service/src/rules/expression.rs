@@ -224,6 +224,32 @@ impl Expression {
         })
     }
 
+    /// Evaluate a property's value, as JSON. A duration (it would become nanoseconds)
+    /// and bytes (base64) have no faithful JSON form and are refused; a timestamp
+    /// becomes its RFC 3339 text.
+    pub fn evaluate_property(&self, asset: &AssetContext) -> Result<Value, EvaluationError> {
+        let value = self
+            .program
+            .execute(&asset.context)
+            .map_err(|error| EvaluationError(error.to_string()))?;
+        let refused = match &value {
+            cel::Value::Duration(_) => Some("a duration: give a number, e.g. `d.getSeconds()`"),
+            cel::Value::Bytes(_) => Some("bytes: give a string, e.g. `string(b)`"),
+            cel::Value::Function(..) | cel::Value::Opaque(_) | cel::Value::Struct(_) => {
+                Some("not a value a property can hold")
+            }
+            _ => None,
+        };
+        if let Some(refused) = refused {
+            return Err(EvaluationError(format!(
+                "the value is {refused}; properties are numbers, strings or booleans"
+            )));
+        }
+        value.json().map_err(|error| {
+            EvaluationError(format!("result is not representable as JSON: {error:?}"))
+        })
+    }
+
     /// Evaluate as a condition: must yield a boolean.
     pub fn is_true(&self, asset: &AssetContext) -> Result<bool, EvaluationError> {
         match self.evaluate(asset)? {
@@ -749,6 +775,29 @@ mod tests {
                 .unwrap(),
             json!("101")
         );
+    }
+
+    #[test]
+    fn a_property_value_without_a_faithful_json_form_is_refused() {
+        let value = |source: &str| {
+            Expression::compile(source, "then[0].value")
+                .unwrap()
+                .evaluate_property(&AssetContext::new(&motor(json!(1))))
+        };
+        // Before: 3600000000000 (nanoseconds) and "YWJj" (base64).
+        for (source, refused) in [("duration('1h')", "a duration"), ("b'abc'", "bytes")] {
+            let error = value(source).unwrap_err();
+            assert!(
+                error.0.starts_with(&format!("the value is {refused}")),
+                "{error:?}"
+            );
+        }
+        assert_eq!(
+            value("timestamp('2024-05-01T10:00:00Z')").unwrap(),
+            json!("2024-05-01T10:00:00+00:00")
+        );
+        assert_eq!(value("duration('1h').getSeconds()").unwrap(), json!(3600));
+        assert_eq!(value("string(b'abc')").unwrap(), json!("abc"));
     }
 
     #[test]
