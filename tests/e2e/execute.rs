@@ -2359,6 +2359,40 @@ async fn a_rule_giving_several_assets_one_target_tag_settles_on_the_first_and_re
 }
 
 #[tokio::test]
+async fn a_chunk_that_keeps_losing_a_tag_to_other_commands_says_so() -> anyhow::Result<()> {
+    // Arrange: the error an execution's write gets when another command took the tag it
+    // was creating (as the database gives it), and one that is something else.
+    let setup = setup(false).await?;
+    let taken = sqlx::query(
+        "insert into assets (id, tag, asset_type, discipline, properties, version)
+         select gen_random_uuid(), tag, asset_type, discipline, properties, 1
+         from assets where tag = 'M-101'",
+    )
+    .execute(&setup.pool)
+    .await
+    .expect_err("the tag is taken");
+    let other = sqlx::query("select 1 / 0")
+        .execute(&setup.pool)
+        .await
+        .expect_err("no zero");
+
+    // Act
+    let told = command_service::execute::runner::given_up(taken.into(), 5).to_string();
+    let passed_on = command_service::execute::runner::given_up(other.into(), 5).to_string();
+
+    // Assert: the batch's error names the tag and what to do (before: the database's
+    // `duplicate key value violates unique constraint "assets_tag_key"`).
+    assert_eq!(
+        told,
+        "another command created an asset with a tag this execution was creating \
+         (Key (tag)=(M-101) already exists.), in each of its 5 tries at this chunk; the \
+         chunk wrote nothing: run the rules again, and they update what exists by then"
+    );
+    assert!(passed_on.contains("division by zero"), "{passed_on}");
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn saving_a_rule_unchanged_makes_no_new_version() -> anyhow::Result<()> {
     // Arrange: version 1, and a reworded version 2.
     let setup = setup(false).await?;

@@ -370,7 +370,7 @@ impl Execution {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
                 }
-                Err(error) => return Err(error.into()),
+                Err(error) => return Err(given_up(error, attempt + 1)),
             }
         }
     }
@@ -974,6 +974,37 @@ async fn open_findings(
 /// the chunk's transaction did not commit, or, lost during its commit, did, and then the
 /// batch's next version is taken and the retry is refused by the log (never applied
 /// twice). Before, one terminated connection failed the whole batch.
+/// The error a chunk ends its batch with after `attempts` tries. A tag that another
+/// command took while the chunk was creating it, on every try (a steady stream of
+/// creates of the very tags a rule makes), is told as such, not in the database's
+/// words (`duplicate key value violates unique constraint "assets_tag_key"`).
+pub fn given_up(error: AppendError, attempts: u32) -> anyhow::Error {
+    let taken = match &error {
+        AppendError::Database(database) => database.as_database_error().and_then(|error| {
+            let kind = match error.constraint()? {
+                "assets_tag_key" => "an asset",
+                "cables_tag_key" => "a cable",
+                _ => return None,
+            };
+            let detail = error
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|error| error.detail())
+                .unwrap_or("")
+                .to_owned();
+            Some((kind, detail))
+        }),
+        _ => None,
+    };
+    match taken {
+        Some((kind, detail)) => anyhow::anyhow!(
+            "another command created {kind} with a tag this execution was creating ({detail}), \
+             in each of its {attempts} tries at this chunk; the chunk wrote nothing: run the \
+             rules again, and they update what exists by then"
+        ),
+        None => error.into(),
+    }
+}
+
 fn retryable(error: &AppendError) -> bool {
     let error = match error {
         AppendError::Database(error) => error,
