@@ -268,6 +268,11 @@ pub fn check_properties(
             )),
         }
     }
+    // A change's body may rename one to the other (`{"Power": null, "power": 5}`):
+    // its merged result is checked instead.
+    if !allow_null {
+        check_case_twins(None, properties, errors);
+    }
 }
 
 /// Check the properties a change leaves on an aggregate (`before`: what it had): at most
@@ -287,6 +292,39 @@ pub fn check_merged_properties(
                 after.len()
             ),
         ));
+    }
+    check_case_twins(before, after, errors);
+}
+
+/// Two property names that differ only in case (`Power`, `power`) that the change
+/// would leave side by side, where `before` did not have both: an export's header
+/// names each column once whatever the case, so such an asset could not be imported
+/// back, and a rule's `asset.properties.power` would not see `Power`.
+fn check_case_twins(
+    before: Option<&Map<String, Value>>,
+    after: &Map<String, Value>,
+    errors: &mut Vec<FieldError>,
+) {
+    let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    for key in after.keys() {
+        let Some(other) = seen.insert(key.to_ascii_lowercase(), key) else {
+            continue;
+        };
+        let had_both =
+            before.is_some_and(|before| before.contains_key(key) && before.contains_key(other));
+        if !had_both {
+            let (kept, new) = match before.is_some_and(|before| before.contains_key(key)) {
+                true => (key.as_str(), other),
+                false => (other, key.as_str()),
+            };
+            errors.push(FieldError::new(
+                format!("properties.{new}"),
+                format!(
+                    "differs from property `{kept}` only in case: names are one property \
+                     whatever their case; write it as `{kept}`"
+                ),
+            ));
+        }
     }
 }
 
@@ -314,6 +352,37 @@ pub fn check_written(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn property_names_that_differ_only_in_case_are_refused_where_a_change_makes_them() {
+        let map = |value: Value| value.as_object().cloned().unwrap_or_default();
+        let fields = |before: Option<Value>, after: Value| {
+            let mut errors = Vec::new();
+            let before = before.map(map);
+            check_merged_properties(before.as_ref(), &map(after), &mut errors);
+            errors
+                .into_iter()
+                .map(|error| error.field)
+                .collect::<Vec<_>>()
+        };
+        // Before: both kept side by side, and the asset's export could not be imported.
+        assert_eq!(
+            fields(Some(json!({"Power": 5})), json!({"Power": 5, "power": 7})),
+            ["properties.power"]
+        );
+        assert_eq!(
+            fields(None, json!({"Power": 1, "power": 2})),
+            ["properties.power"]
+        );
+        // Renamed in one change, or a pair that was there before: left alone.
+        assert!(fields(Some(json!({"Power": 5})), json!({"power": 5})).is_empty());
+        assert!(fields(Some(json!({"A": 1, "a": 2})), json!({"A": 1, "a": 3})).is_empty());
+        let mut errors = Vec::new();
+        check_properties(&map(json!({"Power": 1, "power": 2})), false, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        check_properties(&map(json!({"Power": null, "power": 2})), true, &mut errors);
+        assert_eq!(errors.len(), 1, "a patch body may rename");
+    }
 
     #[test]
     fn numbers_are_made_what_the_log_gives_back() {
