@@ -102,6 +102,17 @@ pub fn check_tag(tag: &str, errors: &mut Vec<FieldError>) {
             "tag",
             "must not contain whitespace, control or invisible characters",
         ));
+    } else if !unicode_normalization::is_nfkc(tag) {
+        // `Ü` as `U` and a combining mark, fullwidth `Ｍ`: each looks like a tag it is
+        // not, and a rule's end `{asset.properties.motor}` would find only one of them.
+        let usual: String = unicode_normalization::UnicodeNormalization::nfkc(tag).collect();
+        errors.push(FieldError::new(
+            "tag",
+            format!(
+                "is written with characters that look like `{usual}` but are not \
+                 (combining marks, fullwidth or other compatibility forms): write `{usual}`"
+            ),
+        ));
     }
 }
 
@@ -430,6 +441,23 @@ mod tests {
         }
         let mut errors = Vec::new();
         check_tag("P-101/Ä", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn a_tag_that_only_looks_like_another_is_refused() {
+        // Before: each became an asset of its own beside `Ü-401` and `M-101`.
+        for (tag, usual) in [("U\u{0308}-401", "Ü-401"), ("\u{FF2D}-101", "M-101")] {
+            let mut errors = Vec::new();
+            check_tag(tag, &mut errors);
+            assert_eq!(errors.len(), 1, "{tag:?}");
+            assert!(
+                errors[0].message.ends_with(&format!("write `{usual}`")),
+                "{errors:?}"
+            );
+        }
+        let mut errors = Vec::new();
+        check_tag("Ü-401", &mut errors);
         assert!(errors.is_empty(), "{errors:?}");
     }
 
