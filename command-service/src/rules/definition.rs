@@ -302,6 +302,54 @@ pub fn compile(
 /// as a string property may be.
 pub const MAX_MESSAGE_BYTES: usize = 4_096;
 
+/// A tag template without an expression makes the same tag for every asset: if that
+/// is no valid tag, the action fails on every asset, so it is refused now.
+fn check_constant_tag(tag: Option<&Template>, at: &str, errors: &mut Vec<ExpressionError>) {
+    let Some(constant) = tag.and_then(Template::constant) else {
+        return;
+    };
+    let mut invalid = Vec::new();
+    input::check_tag(constant, &mut invalid);
+    if let Some(error) = invalid.first() {
+        errors.push(ExpressionError {
+            field: format!("{at}.tag"),
+            message: format!(
+                "makes `{constant}` for every asset, which is not a valid tag: it {}",
+                error.message
+            ),
+            line: None,
+            column: None,
+        });
+    }
+}
+
+/// A cable or relationship whose two ends are the same asset for every asset (both the
+/// asset, or one tag written twice) fails on every asset: refused now.
+fn check_distinct_ends(
+    from: Option<&CompiledEnd>,
+    to: Option<&CompiledEnd>,
+    at: &str,
+    errors: &mut Vec<ExpressionError>,
+) {
+    let same = match (from, to) {
+        (Some(CompiledEnd::Asset), Some(CompiledEnd::Asset)) => true,
+        (Some(CompiledEnd::Tag(from)), Some(CompiledEnd::Tag(to))) => {
+            from.constant().is_some() && from.constant() == to.constant()
+        }
+        _ => false,
+    };
+    if same {
+        errors.push(ExpressionError {
+            field: format!("{at}.to"),
+            message: "names the same asset as `from` for every asset: a link joins two \
+                      different assets"
+                .to_owned(),
+            line: None,
+            column: None,
+        });
+    }
+}
+
 fn compile_action(
     action: &Action,
     at: &str,
@@ -361,6 +409,7 @@ fn compile_action(
                 errors,
             );
             let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
+            check_constant_tag(tag.as_ref(), at, errors);
             let name = name
                 .as_ref()
                 .and_then(|name| collect(Template::compile(name, &format!("{at}.name")), errors));
@@ -390,8 +439,10 @@ fn compile_action(
                 check_codes(at, &[("discipline", discipline)], errors);
             }
             let tag = collect(Template::compile(tag, &format!("{at}.tag")), errors);
+            check_constant_tag(tag.as_ref(), at, errors);
             let from = compile_end(from, &format!("{at}.from"), errors);
             let to = compile_end(to, &format!("{at}.to"), errors);
+            check_distinct_ends(from.as_ref(), to.as_ref(), at, errors);
             let properties = compile_properties(properties, at, errors, &mut check_name);
             match (tag, from, to) {
                 (Some(tag), Some(from), Some(to)) => Some(CompiledAction::UpsertCable {
@@ -409,6 +460,7 @@ fn compile_action(
             check_codes(at, &[("kind", kind)], errors);
             let from = compile_end(from, &format!("{at}.from"), errors);
             let to = compile_end(to, &format!("{at}.to"), errors);
+            check_distinct_ends(from.as_ref(), to.as_ref(), at, errors);
             match (from, to) {
                 (Some(from), Some(to)) => Some(CompiledAction::CreateRelationship {
                     kind: kind.to_ascii_uppercase(),
@@ -547,6 +599,46 @@ mod tests {
         let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
         let fields: Vec<_> = errors.iter().map(|error| error.field.as_str()).collect();
         assert_eq!(fields, vec!["then[0].message"]);
+    }
+
+    #[test]
+    fn actions_that_would_fail_on_every_asset_are_refused() {
+        // Before: each was stored, and every run gave every asset the same RULE_ERROR.
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "always wrong",
+            "discipline": "ELECTRICAL",
+            "when": "true",
+            "then": [
+                {"type": "upsert_asset", "tag": "", "asset_type": "JUNCTION_BOX",
+                 "discipline": "ELECTRICAL"},
+                {"type": "upsert_asset", "tag": "plain tag", "asset_type": "JUNCTION_BOX",
+                 "discipline": "ELECTRICAL"},
+                {"type": "upsert_cable", "tag": "W-{asset.tag}", "cable_type": "POWER",
+                 "from": "asset", "to": "asset"},
+                {"type": "create_relationship", "kind": "FEEDS", "from": {"tag": "A"},
+                 "to": {"tag": "A"}},
+                // Fine: ends that may differ, a tag made per asset.
+                {"type": "create_relationship", "kind": "FEEDS", "from": {"tag": "A"},
+                 "to": {"tag": "{asset.tag}"}},
+                {"type": "upsert_asset", "tag": "JB-1", "asset_type": "JUNCTION_BOX",
+                 "discipline": "ELECTRICAL"}
+            ]
+        }))
+        .unwrap();
+        let errors = compile(Uuid::nil(), 1, &input).unwrap_err();
+        let fields: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|error| (error.field.as_str(), error.message.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                ("then[0].tag", "makes `` for every asset, which is not a valid tag: it must not be empty"),
+                ("then[1].tag", "makes `plain tag` for every asset, which is not a valid tag: it must not contain whitespace, control or invisible characters"),
+                ("then[2].to", "names the same asset as `from` for every asset: a link joins two different assets"),
+                ("then[3].to", "names the same asset as `from` for every asset: a link joins two different assets"),
+            ]
+        );
     }
 
     #[test]

@@ -18,6 +18,15 @@ pub struct Template {
 }
 
 impl Template {
+    /// What the template renders for every asset, if it has no expression in it.
+    pub fn constant(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [] => Some(""),
+            [Part::Text(text)] => Some(text),
+            _ => None,
+        }
+    }
+
     pub fn compile(source: &str, field: &str) -> Result<Self, ExpressionError> {
         let mut parts = Vec::new();
         let mut text = String::new();
