@@ -360,7 +360,7 @@ async fn duplicate_tags_ragged_rows_and_non_numeric_cells_are_all_listed_and_not
         json!([
             {"row": 2, "column": "tag", "message": "duplicate tag `M-1` (rows 2, 5)"},
             {"row": 3, "column": "power_kw",
-             "message": "non-numeric value `n/a` in a numeric column (3 of 4 values are numbers)"},
+             "message": "non-numeric value `n/a` in a numeric column (3 of 4 values are numbers) (if the column mixes numbers and text on purpose, declare it `NAME:text`)"},
             {"row": 4, "column": null, "message": "the row has 3 fields, the header has 4"},
             {"row": 5, "column": "tag", "message": "duplicate tag `M-1` (rows 2, 5)"},
             {"row": 6, "column": "discipline",

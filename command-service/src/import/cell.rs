@@ -201,7 +201,7 @@ impl ColumnTally {
         let hint = if looks_like_decimal_comma(&shown) {
             " (use `.` as the decimal separator, or declare the column `NAME:text`)"
         } else {
-            ""
+            " (if the column mixes numbers and text on purpose, declare it `NAME:text`)"
         };
         RowError::new(
             row,
@@ -341,7 +341,8 @@ mod tests {
         assert_eq!((error.row, error.column.as_deref()), (3, Some("power_kw")));
         assert_eq!(
             error.message,
-            "non-numeric value `n/a` in a numeric column (3 of 5 values are numbers)"
+            "non-numeric value `n/a` in a numeric column (3 of 5 values are numbers) \
+             (if the column mixes numbers and text on purpose, declare it `NAME:text`)"
         );
         let comma = tally.stray(5, "power_kw", &json!("75,5"));
         assert!(comma

@@ -100,7 +100,8 @@ fn every_bad_cell_and_ragged_row_is_reported_with_row_and_column() {
             error(
                 5,
                 Some("power_kw"),
-                "non-numeric value `n/a` in a numeric column (3 of 4 values are numbers)"
+                "non-numeric value `n/a` in a numeric column (3 of 4 values are numbers) \
+                 (if the column mixes numbers and text on purpose, declare it `NAME:text`)"
             ),
             error(6, Some("tag"), "must not be empty"),
         ]
