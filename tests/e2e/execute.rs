@@ -248,6 +248,39 @@ async fn an_execution_derives_state_with_causation_chains_and_a_rerun_changes_no
         assert_eq!(change.rule_id.map(|id| id.to_string()), Some(vfd.clone()));
         assert_eq!(change.correlation_id, batch[0].correlation_id);
     }
+    // ...and the batch's own events chain up to its BATCH_STARTED: the rule's outcomes
+    // and completion to its RULE_EXECUTION_STARTED, the rest to the BATCH_STARTED
+    // (before: none of them named a cause).
+    let id_of = |event_type: &str| {
+        batch
+            .iter()
+            .find(|e| e.event_type.as_str() == event_type)
+            .map(|e| e.event_id)
+    };
+    let (started, rule_started) = (id_of("BATCH_STARTED"), id_of("RULE_EXECUTION_STARTED"));
+    let causes: BTreeMap<&str, BTreeSet<Option<Uuid>>> = batch
+        .iter()
+        .filter(|e| !e.event_type.is_state_change())
+        .fold(BTreeMap::new(), |mut causes, e| {
+            causes
+                .entry(e.event_type.as_str())
+                .or_insert_with(BTreeSet::new)
+                .insert(e.causation_id);
+            causes
+        });
+    let expected: BTreeMap<&str, BTreeSet<Option<Uuid>>> = [
+        ("BATCH_STARTED", None),
+        ("RULE_EXECUTION_STARTED", started),
+        ("RULE_EXECUTED", rule_started),
+        ("BATCH_PROGRESS", rule_started),
+        ("RULE_EXECUTION_COMPLETED", rule_started),
+        ("BATCH_COMPLETED", started),
+    ]
+    .into_iter()
+    .filter(|(event_type, _)| id_of(event_type).is_some())
+    .map(|(event_type, cause)| (event_type, BTreeSet::from([cause])))
+    .collect();
+    assert_eq!(causes, expected);
     // Stream: exactly the log.
     wait_for_messages(
         &setup.nats.args,

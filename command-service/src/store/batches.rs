@@ -56,6 +56,11 @@ pub struct Batch {
     pub kind: BatchKind,
     /// Version of the batch aggregate after the last event built.
     version: i64,
+    /// The batch's `BATCH_STARTED`, once built: what its later batch events follow from.
+    started: Option<Uuid>,
+    /// The `RULE_EXECUTION_STARTED` of the rule running, once built: what the rule's
+    /// outcomes and completion follow from.
+    rule_started: Option<Uuid>,
 }
 
 impl Batch {
@@ -66,6 +71,8 @@ impl Batch {
             actor: actor.into(),
             kind,
             version: 0,
+            started: None,
+            rule_started: None,
         }
     }
 
@@ -99,17 +106,35 @@ impl Batch {
         }
     }
 
-    /// A batch-level event (`BATCH_*`, `RULE_EXECUTION_*`, rule outcomes).
+    /// A batch-level event (`BATCH_*`, `RULE_EXECUTION_*`, rule outcomes), caused by
+    /// what it follows from (SPEC §4): a rule's outcomes, progress and completion by
+    /// the rule's `RULE_EXECUTION_STARTED`, every other by the `BATCH_STARTED`, which
+    /// itself has no cause in the log (a request). A caller may name another cause.
     pub fn event(&mut self, event_type: EventType, payload: Value) -> NewEvent {
         self.version += 1;
+        let event_id = Uuid::now_v7();
+        let causation_id = match event_type {
+            EventType::BatchStarted => None,
+            EventType::RuleExecuted
+            | EventType::RuleSkipped
+            | EventType::RuleError
+            | EventType::RuleExecutionCompleted
+            | EventType::BatchProgress => self.rule_started.or(self.started),
+            _ => self.started,
+        };
+        match event_type {
+            EventType::BatchStarted => self.started = Some(event_id),
+            EventType::RuleExecutionStarted => self.rule_started = Some(event_id),
+            _ => {}
+        }
         NewEvent {
-            event_id: Uuid::now_v7(),
+            event_id,
             event_type,
             aggregate_type: AggregateType::Batch,
             aggregate_id: self.correlation_id,
             aggregate_version: self.version,
             correlation_id: self.correlation_id,
-            causation_id: None,
+            causation_id,
             rule_id: None,
             rule_version: None,
             discipline: None,
