@@ -152,7 +152,8 @@ impl Setup {
         assert_eq!(preview.body["cascade"], json!(order), "{:?}", preview.body);
         assert_eq!(
             preview.body["counts"],
-            json!({"restored": restored, "deleted": deleted, "recreated": recreated, "conflicts": 0})
+            json!({"restored": restored, "deleted": deleted, "recreated": recreated, "conflicts": 0,
+                   "findings_closed": 0, "findings_reopened": 0})
         );
         assert_eq!(preview.body["would_roll_back"], true);
         assert_eq!(self.state().await?, state, "a dry run writes nothing");
@@ -464,7 +465,8 @@ async fn a_rollback_in_the_way_of_a_later_batch_is_refused_then_partial_and_casc
     assert_eq!(preview.body["cascade"], json!([later[1], later[0]]));
     assert_eq!(
         preview.body["counts"],
-        json!({"restored": 2, "deleted": 0, "recreated": 0, "conflicts": 0})
+        json!({"restored": 2, "deleted": 0, "recreated": 0, "conflicts": 0,
+               "findings_closed": 0, "findings_reopened": 0})
     );
     assert_eq!(preview.body["would_roll_back"], true);
     assert_eq!(
@@ -888,7 +890,8 @@ async fn a_rollback_answer_lists_at_most_a_thousand_aggregates_and_counts_them_a
     // Assert: all counted, the first 1,000 listed.
     assert_eq!(
         preview.body["counts"],
-        json!({"restored": 1_006, "deleted": 0, "recreated": 0, "conflicts": 0})
+        json!({"restored": 1_006, "deleted": 0, "recreated": 0, "conflicts": 0,
+               "findings_closed": 0, "findings_reopened": 0})
     );
     assert_eq!(preview.body["truncated"], true);
     assert_eq!(
@@ -1266,7 +1269,20 @@ async fn a_rule_version_that_changes_a_findings_severity_raises_it_again_and_a_r
     let raised_again = run().await?;
     let errors = findings().await?;
     let again = run().await?;
-    setup.roll_back(&raised_again["correlation_id"]).await?;
+    let rollback_preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": raised_again["correlation_id"], "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let rollback = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": raised_again["correlation_id"]}),
+        )
+        .await?
+        .expect_status(200);
 
     // Assert: each motor's finding is resolved and raised again as an error by version
     // 2 (before: skipped as "already in desired state", a warning for ever); the next
@@ -1297,6 +1313,26 @@ async fn a_rule_version_that_changes_a_findings_severity_raises_it_again_and_a_r
     assert_eq!(again["totals"]["skipped"], 6, "{again}");
     assert_eq!(again["totals"]["findings"], 0, "{again}");
     assert_eq!(findings().await?, warnings);
+    // The rollback's preview and answer say what it did to the findings (before: 0
+    // restored and nothing else, though it closed 6 and reopened 6).
+    let previewed = &rollback_preview.body["counts"];
+    assert_eq!(
+        (
+            &previewed["findings_closed"],
+            &previewed["findings_reopened"]
+        ),
+        (&json!(6), &json!(6)),
+        "{previewed}"
+    );
+    assert_eq!(
+        (
+            &rollback.body["findings_closed"],
+            &rollback.body["findings_reopened"]
+        ),
+        (&json!(6), &json!(6)),
+        "{}",
+        rollback.body
+    );
     setup.command.stop().await
 }
 

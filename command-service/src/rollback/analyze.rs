@@ -155,6 +155,11 @@ pub struct Analysis {
     /// Whether the batch raised or resolved findings, which a rollback undoes besides
     /// its restorations.
     pub findings: bool,
+    /// Of those, what the rollback would do now: close the ones the batch raised that
+    /// are still open as it raised them, reopen the ones it resolved that are not open
+    /// again (on assets that still exist); none on the assets it leaves in conflict.
+    pub findings_closed: usize,
+    pub findings_reopened: usize,
 }
 
 /// A conflicting aggregate, as a cascade would find it after rolling back the batches
@@ -220,6 +225,10 @@ pub struct AnalysisCounts {
     pub recreated: usize,
     /// Left alone: a later batch changed them.
     pub conflicts: usize,
+    /// Findings the batch raised that the rollback closes (`FINDING_RESOLVED`).
+    pub findings_closed: usize,
+    /// Findings the batch resolved that the rollback opens again (`FINDING_RAISED`).
+    pub findings_reopened: usize,
 }
 
 impl AnalysisCounts {
@@ -236,6 +245,8 @@ impl Analysis {
     pub fn counts(&self) -> AnalysisCounts {
         let mut counts = AnalysisCounts {
             conflicts: self.conflict_count,
+            findings_closed: self.findings_closed,
+            findings_reopened: self.findings_reopened,
             ..AnalysisCounts::default()
         };
         for restoration in &self.restorations {
@@ -448,13 +459,37 @@ pub async fn analyze(
         restorations.retain(|restoration| !dropped.contains(&restoration.aggregate_id));
     }
     // Findings are the batch's own events, not aggregates: a rollback undoes them
-    // whatever conflicts.
-    let findings = sqlx::query_scalar(
-        "select exists (select 1 from workflow_events
-                        where correlation_id = $1
-                          and event_type in ('FINDING_RAISED', 'FINDING_RESOLVED'))",
+    // whatever conflicts, but for those of the assets a partial rollback leaves.
+    // Counted as `restore::restore_findings` undoes them.
+    let kept: Vec<Uuid> = pending.iter().map(|pending| pending.aggregate_id).collect();
+    let (findings, findings_closed, findings_reopened): (bool, i64, i64) = sqlx::query_as(
+        "with events as (
+             select e.event_type, (e.payload ->> 'asset_id')::uuid as asset_id, e.rule_id,
+                 e.payload ->> 'message' as message,
+                 coalesce((e.payload ->> 'raised_in')::uuid, e.correlation_id) as raised_in
+             from workflow_events e
+             where e.correlation_id = $1
+               and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED'))
+         select count(*) > 0,
+             count(*) filter (
+                 where event_type = 'FINDING_RAISED' and rule_id is not null
+                   and asset_id <> all($2)
+                   and exists (select 1 from findings f
+                               where (f.asset_id, f.rule_id, f.message, f.correlation_id)
+                                     = (events.asset_id, events.rule_id, events.message,
+                                        events.raised_in))),
+             count(*) filter (
+                 where event_type = 'FINDING_RESOLVED' and rule_id is not null
+                   and asset_id <> all($2)
+                   and exists (select 1 from assets a where a.id = events.asset_id)
+                   and not exists (select 1 from findings f
+                                   where (f.asset_id, f.rule_id, f.message)
+                                         = (events.asset_id, events.rule_id, events.message)
+                                     and f.correlation_id <> $1))
+         from events",
     )
     .bind(correlation_id)
+    .bind(&kept)
     .fetch_one(&mut *connection)
     .await?;
     Ok(Analysis {
@@ -465,6 +500,8 @@ pub async fn analyze(
         later_batches,
         pending,
         findings,
+        findings_closed: usize::try_from(findings_closed).unwrap_or_default(),
+        findings_reopened: usize::try_from(findings_reopened).unwrap_or_default(),
     })
 }
 

@@ -34,6 +34,11 @@ pub struct RollbackOutcome {
     pub skipped: Vec<super::analyze::Conflict>,
     /// How many aggregates were left alone.
     pub skipped_count: usize,
+    /// Findings closed (`FINDING_RESOLVED`): raised by the batch, or still open on an
+    /// asset the rollback deleted.
+    pub findings_closed: usize,
+    /// Findings the batch resolved that were opened again (`FINDING_RAISED`).
+    pub findings_reopened: usize,
     /// Cascade mode: the rollbacks run first, in the order they ran (the newest batch in
     /// the way first), those of an earlier attempt of the cascade included.
     pub cascaded: Vec<Uuid>,
@@ -72,9 +77,10 @@ async fn restore_findings(
     target: Uuid,
     kept: &[Uuid],
     started_id: Uuid,
-) -> Result<(), RollbackError> {
+) -> Result<(usize, usize), RollbackError> {
     let kept: HashSet<Uuid> = kept.iter().copied().collect();
     let mut after = 0;
+    let (mut closed_count, mut reopened_count) = (0, 0);
     loop {
         let slice: Vec<FindingEvent> = sqlx::query_as(
             "select e.position, e.event_type, (e.payload->>'asset_id')::uuid as asset_id,
@@ -98,7 +104,7 @@ async fn restore_findings(
         .fetch_all(&mut *connection)
         .await?;
         let Some(last) = slice.last() else {
-            return Ok(());
+            return Ok((closed_count, reopened_count));
         };
         after = last.position;
         let (raised, resolved): (Vec<&FindingEvent>, Vec<&FindingEvent>) = slice
@@ -168,14 +174,22 @@ async fn restore_findings(
         .await?
         .into_iter()
         .collect();
-        let events: Vec<NewEvent> = raised
+        let raised: Vec<&FindingEvent> = raised
             .into_iter()
             .filter(|finding| closed.contains(&key(finding)))
+            .collect();
+        let resolved: Vec<&FindingEvent> = resolved
+            .into_iter()
+            .filter(|finding| reopened.contains(&key(finding)))
+            .collect();
+        closed_count += raised.len();
+        reopened_count += resolved.len();
+        let events: Vec<NewEvent> = raised
+            .into_iter()
             .map(|finding| (EventType::FindingResolved, finding))
             .chain(
                 resolved
                     .into_iter()
-                    .filter(|finding| reopened.contains(&key(finding)))
                     .map(|finding| (EventType::FindingRaised, finding)),
             )
             .map(|(event_type, finding)| {
@@ -333,7 +347,8 @@ pub async fn restore(
     // A partial rollback leaves the assets it skips as the batch left them, findings
     // included.
     let kept: Vec<Uuid> = analysis.pending.iter().map(|p| p.aggregate_id).collect();
-    restore_findings(connection, &mut batch, target, &kept, started_id).await?;
+    let (mut findings_closed, findings_reopened) =
+        restore_findings(connection, &mut batch, target, &kept, started_id).await?;
     // What is still open on the assets it deleted (raised by later batches) is closed,
     // as a deletion of the asset closes it.
     for slice in gone.chunks(SLICE) {
@@ -342,6 +357,7 @@ pub async fn restore(
             .into_iter()
             .map(|finding| single::resolution(&mut batch, finding, started_id, Some(target)))
             .collect();
+        findings_closed += resolutions.len();
         append(connection, resolutions).await?;
     }
     let mut rolled = batch.event(
@@ -365,6 +381,8 @@ pub async fn restore(
         restored,
         skipped: analysis.conflicts,
         skipped_count,
+        findings_closed,
+        findings_reopened,
         cascaded: Vec::new(),
     })
 }
