@@ -722,7 +722,9 @@ fn desired_changes(
                     target = desired;
                 } else {
                     desired.version = 0;
-                    wants(wanted, format!("asset:{tag}"), json(&desired));
+                    if may_share(rule, action) {
+                        wants(wanted, format!("asset:{tag}"), json(&desired));
+                    }
                     desired.version = existing.as_ref().map_or(0, |existing| existing.version);
                     let change = (existing.as_ref() != Some(&desired)).then(|| {
                         desired.version += 1;
@@ -771,7 +773,9 @@ fn desired_changes(
                 });
                 cable_fields(action, &mut desired, (from_asset, to_asset), context)?;
                 desired.version = 0;
-                wants(wanted, format!("cable:{tag}"), json(&desired));
+                if may_share(rule, action) {
+                    wants(wanted, format!("cable:{tag}"), json(&desired));
+                }
                 desired.version = existing.as_ref().map_or(0, |existing| existing.version);
                 let change = (existing.as_ref() != Some(&desired)).then(|| {
                     desired.version += 1;
@@ -841,6 +845,29 @@ fn desired_changes(
         held_to_limits(change)?;
     }
     Ok(changes)
+}
+
+/// Whether two assets may upsert one target with `action` ([`Claims`]): not when it is
+/// the rule's only upsert of an asset (or of a cable) and its tag template is the
+/// asset's own tag between fixed texts (`W-{asset.tag}-PWR`), as in most rules; so
+/// their runs hold nothing, and an execution's memory stays flat in its size.
+fn may_share(rule: &CompiledRule, action: &CompiledAction) -> bool {
+    let cable = matches!(action, CompiledAction::UpsertCable { .. });
+    let (CompiledAction::UpsertAsset { tag, .. } | CompiledAction::UpsertCable { tag, .. }) =
+        action
+    else {
+        return false;
+    };
+    let upserts = rule
+        .actions
+        .iter()
+        .filter(|other| match other {
+            CompiledAction::UpsertCable { .. } => cable,
+            CompiledAction::UpsertAsset { .. } => !cable,
+            _ => false,
+        })
+        .count();
+    upserts > 1 || !tag.is_own_tag()
 }
 
 /// Record that the plan wants `state` of the target `key`; a later action of the rule

@@ -18,6 +18,20 @@ pub struct Template {
 }
 
 impl Template {
+    /// Whether the template is the asset's own tag between fixed texts
+    /// (`W-{asset.tag}-PWR`): then two assets (whose tags differ) never render the
+    /// same.
+    pub fn is_own_tag(&self) -> bool {
+        let own = |part: &Part| matches!(part, Part::Expression(expression) if expression.source.trim() == "asset.tag");
+        let text = |part: &Part| matches!(part, Part::Text(_));
+        match self.parts.as_slice() {
+            [tag] => own(tag),
+            [first, second] => (text(first) && own(second)) || (own(first) && text(second)),
+            [before, tag, after] => text(before) && own(tag) && text(after),
+            _ => false,
+        }
+    }
+
     /// What the template renders for every asset, if it has no expression in it.
     pub fn constant(&self) -> Option<&str> {
         match self.parts.as_slice() {
@@ -146,6 +160,27 @@ mod tests {
     use serde_json::{json, Map};
     use synapse_shared::domain::AssetState;
     use uuid::Uuid;
+
+    #[test]
+    fn a_template_of_the_asset_s_own_tag_between_fixed_texts_is_told_apart() {
+        let own = |source: &str| Template::compile(source, "tag").unwrap().is_own_tag();
+        for source in [
+            "{asset.tag}",
+            "W-{asset.tag}-PWR",
+            "VFD-{asset.tag}",
+            "{ asset.tag }-M",
+        ] {
+            assert!(own(source), "{source}");
+        }
+        for source in [
+            "JB-{asset.area}",
+            "W-{asset.tag}-{asset.area}",
+            "{asset.tag.substring(0, 3)}",
+            "JB-1",
+        ] {
+            assert!(!own(source), "{source}");
+        }
+    }
 
     fn motor() -> AssetState {
         let mut properties = Map::new();
