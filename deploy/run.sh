@@ -7,7 +7,7 @@
 #
 # Ensures PostgreSQL and NATS are up, creates the `synapse` database, builds the
 # binaries (dev profile, shared with the tests), starts command-service (8081),
-# query-service (8082) and projection-service (8083), waits until each answers
+# projection-service (8083) and query-service (8082), waits until each answers
 # /healthz, loads the demo plant, prints where everything listens, and stays in the
 # foreground. Ctrl-C or SIGTERM stops the three services (SIGTERM, then SIGKILL after
 # a grace period). Logs go to .run/logs/.

@@ -32,6 +32,9 @@ const RANDOM_PAGE_COST: (&str, &str) = ("random_page_cost", "1.1");
 /// `deploy/run.sh`'s 15 s between SIGTERM and SIGKILL).
 const EXECUTIONS_GRACE: Duration = Duration::from_secs(10);
 
+/// The fewest pooled connections the command service works with.
+pub const MIN_CONNECTIONS: u32 = 2;
+
 impl Application {
     /// Connect to Postgres (waiting up to 30 s for it), apply migrations, connect to
     /// NATS (in the background if it is down), and bind the listener.
@@ -39,6 +42,14 @@ impl Application {
         // First, so a service that would run without authentication by accident
         // refuses to start before touching anything.
         let auth = Authenticator::from_args(&config.auth).context("configuring authentication")?;
+        // A dry run holds two connections at once (its overlay and its plan's rows): with
+        // one, every dry run waited for a second and answered 503 after 5 s.
+        anyhow::ensure!(
+            config.database.database_max_connections >= MIN_CONNECTIONS,
+            "DATABASE_MAX_CONNECTIONS is {}; the command service needs at least \
+             {MIN_CONNECTIONS} (a dry run holds two at once)",
+            config.database.database_max_connections
+        );
         // Install the metrics recorder before anything records (the relay, the first
         // request): until then `metrics` macros record into nothing.
         synapse_shared::telemetry::register(

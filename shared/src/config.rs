@@ -9,7 +9,8 @@ use crate::subject::SubjectScheme;
 /// Where the command-side database lives.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL of the event log and command-side state.
+    /// Postgres URL: of the event log and command-side state (command service), and of
+    /// the read models unless `READ_DATABASE_URL` names another database.
     #[arg(
         long,
         env = "DATABASE_URL",
@@ -18,7 +19,8 @@ pub struct DatabaseArgs {
     pub database_url: String,
     /// Upper bound of pooled connections of this process. Every replica of every service
     /// holds up to this many, so keep the sum under Postgres' `max_connections` (100).
-    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10)]
+    #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub database_max_connections: u32,
 }
 

@@ -629,6 +629,58 @@ async fn a_cascade_through_two_later_batches_on_one_asset_rolls_each_back_once(
 }
 
 #[tokio::test]
+async fn a_cascade_leaves_a_rollback_of_a_later_batch_alone_and_does_what_its_dry_run_says(
+) -> anyhow::Result<()> {
+    // Arrange: M-101's power 37 → 11 (T) → 12 (L1) → 13 (L2); L2 rolled back by hand.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let motor = setup.asset_id("M-101").await?;
+    let batches = setup.set_power(motor, &[11, 12, 13]).await?;
+    let (target, l1, l2) = (&batches[0], &batches[1], &batches[2]);
+    setup.roll_back(&json!(l2)).await?;
+    let logged = setup.logged().await?;
+
+    // Act
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": target, "mode": "cascade", "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": target, "mode": "cascade"}),
+        )
+        .await?;
+
+    // Assert: only L1 is rolled back first, then T, as the dry run said (before: the
+    // cascade rolled back the rollback of L2, redoing it, went round until its step
+    // limit and answered 422, leaving the motor at 13).
+    let rolled_back: Vec<String> = sqlx::query_scalar(
+        "select request ->> 'target_correlation_id' from batches
+         where kind = 'rollback' and request ->> 'cascade_of' = $1",
+    )
+    .bind(target)
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(
+        preview.body["cascade"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        preview.body
+    );
+    assert_eq!(preview.body["would_roll_back"], true);
+    let cascade = cascade.expect_status(200);
+    assert_eq!(rolled_back, [l1.clone()]);
+    assert_eq!(cascade.body["restored"], 1, "{}", cascade.body);
+    assert!(setup.logged().await? > logged);
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_cascades_dry_run_stops_where_a_later_batch_set_the_value_back() -> anyhow::Result<()> {
     // Arrange: M-100's power set to 60 (batch T), 70 (L1), 60 again (L2), 80 (L3).
     let setup = setup().await?;

@@ -95,7 +95,8 @@ pub async fn rollback_one(
 /// The cascade's own rollbacks are never in the way: each changes the aggregates it
 /// restores after the target, so counting them made the cascade roll back its own
 /// rollback, redoing what it had undone, until its step limit (two later batches that
-/// changed the same asset were enough). A batch still in the way after the cascade
+/// changed the same asset were enough). Nor is any other rollback of a later batch
+/// ([`in_the_way`]). A batch still in the way after the cascade
 /// rolled it back is a conflict the cascade cannot clear, and ends it.
 pub async fn clear_the_way(
     pool: &PgPool,
@@ -124,12 +125,13 @@ pub async fn clear_the_way(
             }
         }
         let analysis = analyze(&mut transaction, current).await?;
-        let in_the_way: Vec<Uuid> = analysis
+        let candidates: Vec<Uuid> = analysis
             .later_batches
             .iter()
             .filter(|batch| !cascaded.contains(*batch))
             .copied()
             .collect();
+        let in_the_way = in_the_way(&mut transaction, current, candidates).await?;
         match newest(&mut transaction, &in_the_way).await? {
             Some(later) if !stack.contains(&later) && !undone.contains(&later) => {
                 transaction.rollback().await?;
@@ -234,6 +236,19 @@ pub async fn preview(
                 }
             },
         };
+        // Rollbacks of batches after this one are out of its way already: taken as
+        // undone, as the cascade's own rollbacks are.
+        let later: BTreeSet<Uuid> = analysed
+            .pending
+            .iter()
+            .flat_map(|pending| pending.later_batches.iter().copied())
+            .filter(|batch| !cleared.rolled.contains(batch))
+            .collect();
+        let later: Vec<Uuid> = later.into_iter().collect();
+        let kept = in_the_way(&mut *connection, current, later.clone()).await?;
+        cleared
+            .rolled
+            .extend(later.into_iter().filter(|batch| !kept.contains(batch)));
         cleared.returned = returned(&mut *connection, analysed, &cleared.rolled).await?;
         let in_the_way: BTreeSet<Uuid> = analysed
             .still_conflicting(&cleared)
@@ -324,6 +339,39 @@ async fn returned(
     .fetch_all(connection)
     .await?;
     Ok(returned.into_iter().collect())
+}
+
+/// Of `later`, the batches that a cascade clearing the way of `current` rolls back: not
+/// a rollback of a batch that came after `current`, which only undid what came after
+/// it, as the cascade means to (the cascade's own rollbacks, an earlier attempt's, or
+/// anyone's). Rolling one back redid the batch it undid, which was then in the way
+/// again and could not be rolled back a second time: the cascade went round until its
+/// step limit and answered 422 with the redo written.
+async fn in_the_way(
+    connection: &mut PgConnection,
+    current: Uuid,
+    later: Vec<Uuid>,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    if later.is_empty() {
+        return Ok(later);
+    }
+    let passed: HashSet<Uuid> = sqlx::query_scalar(
+        "select r.correlation_id
+         from batches r
+         join batches undone on undone.correlation_id = (r.request ->> 'target_correlation_id')::uuid
+         where r.correlation_id = any($1) and r.kind = 'rollback'
+           and undone.started_at > (select started_at from batches where correlation_id = $2)",
+    )
+    .bind(&later)
+    .bind(current)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(later
+        .into_iter()
+        .filter(|batch| !passed.contains(batch))
+        .collect())
 }
 
 /// The most recent of the batches `later` (by their last event).

@@ -55,9 +55,9 @@ pub struct AuthArgs {
     /// For local experiments only; the service logs a warning at start and every minute.
     #[arg(long, env = "AUTH_DISABLED", default_value_t = false, action = clap::ArgAction::Set)]
     pub auth_disabled: bool,
-    /// Origins allowed to open the WebSocket feed (comma-separated, e.g.
+    /// Query service: origins allowed to open the WebSocket feed (comma-separated, e.g.
     /// `https://ops.example.com`). Empty: only clients that send no `Origin` (non-browser
-    /// clients) or whose `Origin` host equals the `Host` header.
+    /// clients) or whose `Origin` host equals the `Host` header. Other services ignore it.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 }
