@@ -201,3 +201,48 @@ async fn many_executions_at_once_each_finish() -> anyhow::Result<()> {
     }
     app.command.stop().await
 }
+
+/// `service` run with `DATABASE_MAX_CONNECTIONS=connections`: its exit status and
+/// what it wrote to stderr.
+async fn started_with(
+    service: synapse_tests::process::Service,
+    connections: &str,
+) -> anyhow::Result<(Option<i32>, String)> {
+    let database = synapse_tests::TestDatabase::create().await?;
+    let output = tokio::process::Command::new(synapse_tests::process::binary(service)?)
+        .env("DATABASE_URL", &database.url)
+        .env("DATABASE_MAX_CONNECTIONS", connections)
+        .env("AUTH_DISABLED", "true")
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(std::time::Duration::from_secs(30), output).await??;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn a_pool_too_small_to_work_with_stops_a_service_at_start_with_a_message(
+) -> anyhow::Result<()> {
+    use synapse_tests::process::Service;
+    // Act
+    let none = started_with(Service::Query, "0").await?;
+    let one = started_with(Service::Command, "1").await?;
+
+    // Assert: a message, not a panic (before: `capacity must be non-zero` and status
+    // 101 for 0; with 1 the command service started and answered every dry run 503).
+    assert_eq!(none.0, Some(2), "{}", none.1);
+    assert!(none.1.contains("DATABASE_MAX_CONNECTIONS"), "{}", none.1);
+    assert!(!none.1.contains("panicked"), "{}", none.1);
+    assert_ne!(one.0, Some(0));
+    assert!(
+        one.1
+            .contains("DATABASE_MAX_CONNECTIONS is 1; the command service needs at least 2"),
+        "{}",
+        one.1
+    );
+    Ok(())
+}

@@ -673,7 +673,7 @@ async fn a_cascade_leaves_a_rollback_of_a_later_batch_alone_and_does_what_its_dr
     );
     assert_eq!(preview.body["would_roll_back"], true);
     let cascade = cascade.expect_status(200);
-    assert_eq!(rolled_back, [l1.clone()]);
+    assert_eq!(rolled_back, std::slice::from_ref(l1));
     assert_eq!(cascade.body["restored"], 1, "{}", cascade.body);
     assert!(setup.logged().await? > logged);
     assert_eq!(setup.state().await?, before);
