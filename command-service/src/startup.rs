@@ -63,7 +63,7 @@ impl Application {
         let pool = db::connect_with_settings(
             &config.database.database_url,
             config.database.database_max_connections,
-            &[RANDOM_PAGE_COST],
+            &[RANDOM_PAGE_COST, db::IDLE_IN_TRANSACTION],
         )
         .await
         .context("configuring the database pool")?;

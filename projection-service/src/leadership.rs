@@ -9,7 +9,7 @@
 //! others stand by and take the lock as soon as its holder stops, dies or loses that
 //! connection (the lock ends with the session).
 
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,12 @@ impl Lease {
         shutdown: &CancellationToken,
     ) -> Result<Option<Lease>, sqlx::Error> {
         let mut connection = pool.acquire().await?.detach();
+        // A holder frozen (SIGSTOP, a stalled VM) keeps its session, and with it the
+        // lock, open: Postgres ends a session idle this long, and the holder's keeper
+        // is never idle half as long while it runs.
+        sqlx::query("set idle_session_timeout = '5s'")
+            .execute(&mut connection)
+            .await?;
         let mut told = false;
         loop {
             let (taken,): (bool,) = sqlx::query_as("select pg_try_advisory_lock($1)")
@@ -81,7 +87,7 @@ async fn keep(mut connection: PgConnection, token: CancellationToken) {
             () = token.cancelled() => std::future::pending::<()>().await,
             () = tokio::time::sleep(INTERVAL) => {}
         }
-        if let Err(error) = connection.ping().await {
+        if let Err(error) = sqlx::query("select 1").execute(&mut connection).await {
             tracing::warn!(%error, "lost the connection that holds the projection's lock; stopping");
             token.cancel();
             return;

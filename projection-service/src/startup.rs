@@ -31,7 +31,7 @@ async fn read_model_pool(config: &Config) -> Result<PgPool, sqlx::Error> {
     db::connect_with_settings(
         config.read_database_url(),
         config.database.database_max_connections,
-        &[("synchronous_commit", "off")],
+        &[("synchronous_commit", "off"), db::IDLE_IN_TRANSACTION],
     )
     .await
 }

@@ -15,6 +15,13 @@ use std::time::Duration;
 static COMMAND_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/command");
 static READ_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/read");
 
+/// A session setting for the pools of the services that write: a transaction left idle
+/// longer than this, by a process frozen (`SIGSTOP`, a stalled VM) while it held locks
+/// (the log's append lock, rows), is ended by Postgres, so the other replicas' writers
+/// wait at most this long instead of until the process thaws. A transaction meant to
+/// stay open while its process works elsewhere sets its own (`set local ... = 0`).
+pub const IDLE_IN_TRANSACTION: (&str, &str) = ("idle_in_transaction_session_timeout", "30s");
+
 /// A pool whose connections are checked out for at most `acquire_timeout`: a client
 /// gets a 503 rather than hanging when Postgres is down.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {

@@ -70,12 +70,20 @@ pub async fn preview(
         rules.iter().map(|rule| (rule.id, rule.version)).collect();
     // The plan's rows, chunk by chunk, committed when the dry run has finished.
     let mut plan = pool.begin().await?;
+    // Open while the dry run plans on the other connection (a chunk may take longer
+    // than the pool's idle limit).
+    sqlx::query("set local idle_in_transaction_session_timeout = 0")
+        .execute(&mut *plan)
+        .await?;
     plans::open(&mut plan, plan_id, actor, request, &rule_versions).await?;
     // The dry run's own changes, in an overlay that the rollback at the end removes,
     // on a connection that is closed afterwards (see `overlay`).
     let mut connection = pool.acquire().await?;
     connection.close_on_drop();
     let mut transaction = connection.begin().await?;
+    sqlx::query("set local idle_in_transaction_session_timeout = 0")
+        .execute(&mut *transaction)
+        .await?;
     let mut overlay = Overlay::open(&mut transaction).await?;
     let mut ids = Ids::recording();
     let mut reports = Vec::new();

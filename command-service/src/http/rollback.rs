@@ -170,6 +170,10 @@ pub async fn rollback(
     // from the pool's acquire timeout).
     let _turn = state.cascades.lock().await;
     let mut cascading = state.pool.begin().await?;
+    // Open while the cascade's own rollbacks run in other transactions.
+    sqlx::query("set local idle_in_transaction_session_timeout = 0")
+        .execute(&mut *cascading)
+        .await?;
     sqlx::query("select pg_advisory_xact_lock($1)")
         .bind(CASCADE_LOCK)
         .execute(&mut *cascading)
