@@ -1,6 +1,6 @@
 //! `GET /batches` and `GET /batches/{correlation_id}`: batch list and detail.
 
-use crate::http::error::{one_of, ApiError};
+use crate::http::error::{actor_param, one_of, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::http::NoParams;
 use crate::read::batches::{self, BatchFilter, BatchRow, RuleRunRow};
@@ -84,7 +84,7 @@ pub async fn list(
     let filter = BatchFilter {
         status: one_of("status", params.status, STATUSES)?,
         kind: one_of("kind", params.kind, KINDS)?,
-        actor: params.actor,
+        actor: actor_param(params.actor)?,
     };
     let rows = batches::page(&state.pool, &filter, page.after, page.fetch_limit()).await?;
     let (batches, next_after) = page.finish(rows, |batch| batch.first_position);

@@ -94,6 +94,17 @@ pub fn invalid_query(detail: impl Into<String>) -> ApiError {
 
 /// A `discipline` query parameter as the read models hold it
 /// ([`crate::read::disciplines::code`]), or a 400 that says what a discipline is.
+/// An `actor` filter: who did it, as events record it. A blank one asks for nobody:
+/// refused, as every other blank filter is.
+pub fn actor_param(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value {
+        Some(actor) if actor.trim().is_empty() => Err(invalid_query(
+            "`actor` is blank; leave it out to get every actor's".to_owned(),
+        )),
+        actor => Ok(actor),
+    }
+}
+
 pub fn discipline_param(value: Option<&str>) -> Result<Option<String>, ApiError> {
     value
         .map(crate::read::disciplines::code)

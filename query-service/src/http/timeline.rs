@@ -1,6 +1,6 @@
 //! `GET /events/timeline`: every event, filtered by any mix of fields, by position.
 
-use crate::http::error::{discipline_param, invalid_query, ApiError};
+use crate::http::error::{actor_param, discipline_param, invalid_query, ApiError};
 use crate::http::pagination::PageRequest;
 use crate::http::time;
 use crate::read::events::{self, AssetMatch, EventFilter, TimelineEntry};
@@ -94,7 +94,7 @@ fn filter_from(params: &TimelineParams) -> Result<EventFilter, ApiError> {
         event_types: parse_event_types(params.event_type.as_deref())?,
         rule_id: params.rule_id,
         discipline: discipline_param(params.discipline.as_deref())?,
-        actor: params.actor.clone(),
+        actor: actor_param(params.actor.clone())?,
         from: params.from,
         to: params.to,
         include_rolled_back: params.include_rolled_back.unwrap_or(true),
