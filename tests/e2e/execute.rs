@@ -2481,6 +2481,8 @@ async fn a_rule_edit_with_a_stale_if_match_is_a_409_and_makes_no_version() -> an
     // Act: another editor, who read version 1, saves over it; then one who read 2.
     let stale = Reply::from(edit(22, "\"1\"").await?).await?;
     let garbled = Reply::from(edit(22, "latest").await?).await?;
+    // A weak tag never matches in If-Match (before: taken as version 2).
+    let weak = Reply::from(edit(22, "W/\"2\"").await?).await?;
     let current = Reply::from(edit(23, "2").await?).await?;
 
     // Assert: the stale edit is refused naming both versions and writes nothing
@@ -2494,6 +2496,10 @@ async fn a_rule_edit_with_a_stale_if_match_is_a_409_and_makes_no_version() -> an
     );
     assert_eq!(garbled.status, 400, "{:?}", garbled.body);
     assert_eq!(garbled.body["type"], "/problems/invalid-if-match");
+    assert_eq!(
+        (weak.status, &weak.body["type"]),
+        (400, &json!("/problems/invalid-if-match"))
+    );
     assert_eq!(setup.events().await?.len(), logged + 1);
     let current = current.expect_status(200);
     assert_eq!(

@@ -146,10 +146,12 @@ fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
+    // A weak tag (`W/"3"`) never matches in `If-Match` (RFC 9110 §13.1.1): refused
+    // as any other value that is no version.
     value
         .to_str()
         .ok()
-        .map(|text| text.trim().trim_start_matches("W/").trim_matches('"'))
+        .map(|text| text.trim().trim_matches('"'))
         .and_then(|text| text.parse::<i64>().ok())
         .map(Some)
         .ok_or_else(|| {
