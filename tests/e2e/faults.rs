@@ -566,7 +566,8 @@ async fn a_command_replica_frozen_while_it_holds_the_log_s_append_lock_holds_up_
     loop {
         let holders: i64 = sqlx::query_scalar(
             "select count(*) from pg_locks where locktype = 'advisory' and granted
-               and objid::int8 = 7346298401 % 4294967296",
+               and objid::int8 = 7346298401 % 4294967296
+               and database = (select oid from pg_database where datname = current_database())",
         )
         .fetch_one(&pool)
         .await?;

@@ -131,7 +131,9 @@ async fn flag_pumps_in_the_background(pumps: usize) -> anyhow::Result<FlagRun> {
 #[tokio::test]
 async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() -> anyhow::Result<()>
 {
-    // Arrange: 3,000 pumps and a rule that flags each, run in the background.
+    // Arrange: 10,000 pumps and a rule that flags each, run in the background (enough
+    // chunks for a sweep to land between two of them on a busy machine: with 3,000, the
+    // batch ended first in one full-suite run).
     let FlagRun {
         _database,
         _nats,
@@ -139,7 +141,7 @@ async fn an_executor_whose_batch_another_replica_failed_writes_nothing_more() ->
         pool,
         rule,
         batch,
-    } = flag_pumps_in_the_background(3_000).await?;
+    } = flag_pumps_in_the_background(10_000).await?;
 
     // Act: another replica's sweep judges it abandoned while it runs (a sweep skips a
     // batch whose row a chunk holds, so try until one lands between chunks).
