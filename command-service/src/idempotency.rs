@@ -29,11 +29,16 @@ pub enum Claim {
     Replay(StoredResponse),
 }
 
-/// The key of a request, if it sent one. Empty or overlong keys are a client error.
+/// The key of a request, if it sent one. Empty or overlong keys are a client error, and
+/// so are two: which one the client meant is not for the service to pick.
 pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, &'static str> {
-    let Some(value) = headers.get(HEADER) else {
+    let mut values = headers.get_all(HEADER).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err("send one Idempotency-Key header, not several");
+    }
     match value.to_str() {
         Ok(key) if !key.is_empty() && key.len() <= MAX_KEY_LENGTH => Ok(Some(key.to_owned())),
         _ => Err("Idempotency-Key must be 1 to 200 visible ASCII characters"),
@@ -99,4 +104,26 @@ pub async fn remember(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn a_request_has_no_key_one_key_or_a_refusal() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(key_of(&headers), Ok(None));
+        headers.insert(HEADER, HeaderValue::from_static("k-1"));
+        assert_eq!(key_of(&headers), Ok(Some("k-1".to_owned())));
+        // Before: the first of two was used without a word.
+        headers.append(HEADER, HeaderValue::from_static("k-2"));
+        assert_eq!(
+            key_of(&headers),
+            Err("send one Idempotency-Key header, not several")
+        );
+        headers.insert(HEADER, HeaderValue::from_static(""));
+        assert!(key_of(&headers).is_err());
+    }
 }
