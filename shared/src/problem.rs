@@ -101,6 +101,21 @@ pub fn from_json_rejection(rejection: axum::extract::rejection::JsonRejection) -
     Problem::new(status, kind, "the request body was refused").with_detail(rejection.body_text())
 }
 
+/// The charset a request's `Content-Type` names, when it is not UTF-8 (which a JSON
+/// body must be: parsed as UTF-8 regardless, it was refused as malformed JSON, a 400
+/// that named the wrong fault).
+fn foreign_charset(headers: &axum::http::HeaderMap) -> Option<String> {
+    let content_type: mime::Mime = headers
+        .get(axum::http::header::CONTENT_TYPE)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    let charset = content_type.get_param(mime::CHARSET)?;
+    let utf8 = charset == mime::UTF_8 || charset.as_str().eq_ignore_ascii_case("utf8");
+    (!utf8).then(|| charset.as_str().to_owned())
+}
+
 /// `Json<T>` whose rejection is a [`Problem`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
@@ -118,6 +133,17 @@ where
         // NUL and for integers beyond 64 bits once they parse; `Bytes` shares them with
         // the JSON parser, no copy.
         let headers = req.headers().clone();
+        if let Some(charset) = foreign_charset(&headers) {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "the request body was refused",
+            )
+            .with_detail(format!(
+                "the body says it is JSON in `charset={charset}`; JSON is UTF-8 (RFC 8259): \
+                 send UTF-8, with `charset=utf-8` or no charset"
+            )));
+        }
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| from_json_rejection(rejection.into()))?;
@@ -304,6 +330,36 @@ pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
 mod tests {
     use super::*;
     use utoipa::PartialSchema;
+
+    #[test]
+    fn a_json_body_in_another_charset_than_utf8_is_told_apart() {
+        let charset = |content_type: &str| {
+            let mut headers = axum::http::HeaderMap::new();
+            headers.insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_str(content_type).unwrap(),
+            );
+            foreign_charset(&headers)
+        };
+        for utf8 in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/json; charset=UTF-8",
+            "application/json;charset=\"utf-8\"",
+            "application/json; charset=utf8",
+        ] {
+            assert_eq!(charset(utf8), None, "{utf8}");
+        }
+        // Before: a 400 `malformed-json` for a body that may be well-formed JSON.
+        assert_eq!(
+            charset("application/json; charset=iso-8859-1").as_deref(),
+            Some("iso-8859-1")
+        );
+        assert_eq!(
+            charset("application/json; charset=utf-16").as_deref(),
+            Some("utf-16")
+        );
+    }
 
     #[test]
     fn the_documented_errors_of_a_problem_may_be_a_list_or_an_object() {
