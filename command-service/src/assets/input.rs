@@ -171,7 +171,8 @@ fn value_error(value: &Value) -> Option<String> {
         }
         Value::String(text) if text.contains('\0') => Some(NUL_MESSAGE.to_owned()),
         Value::Number(number) if number.is_u64() && !number.is_i64() => Some(format!(
-            "{number} is beyond the integers a property holds ({} to {})",
+            "{number} is beyond the integers a property holds ({} to {}); a whole number \
+             written as a double (`1e19`) is stored as this integer too: send it as a string",
             i64::MIN,
             i64::MAX
         )),
@@ -393,6 +394,26 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         check_properties(&map(json!({"Power": null, "power": 2})), true, &mut errors);
         assert_eq!(errors.len(), 1, "a patch body may rename");
+    }
+
+    #[test]
+    fn a_double_from_2_63_to_2_64_is_refused_saying_it_would_be_an_integer() {
+        // Before: "10000000000000000000 is beyond the integers ..." for a request that
+        // sent 1e19, without a word on why it became an integer.
+        let mut properties = json!({"big": 1e19})
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        as_stored_numbers(&mut properties);
+        let mut errors = Vec::new();
+        check_properties(&properties, false, &mut errors);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].message.ends_with(
+                "written as a double (`1e19`) is stored as this integer too: send it as a string"
+            ),
+            "{errors:?}"
+        );
     }
 
     #[test]
