@@ -317,6 +317,12 @@ fn check_case_twins(
     after: &Map<String, Value>,
     errors: &mut Vec<FieldError>,
 ) {
+    // No pair without two names, and none new without a new name (most changes a run
+    // or an import makes): nothing to look at, on the hot path.
+    let added = |key: &String| before.is_none_or(|before| !before.contains_key(key));
+    if after.len() < 2 || !after.keys().any(added) {
+        return;
+    }
     let mut seen: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     for key in after.keys() {
         let Some(other) = seen.insert(key.to_ascii_lowercase(), key) else {
