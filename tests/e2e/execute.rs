@@ -1582,6 +1582,92 @@ async fn deeply_nested_rules_get_a_422_and_the_service_lives_on() -> anyhow::Res
 }
 
 #[tokio::test]
+async fn rules_that_could_exhaust_the_service_get_a_422_and_it_lives_on() -> anyhow::Result<()> {
+    // Arrange: six replacements of 'a' by 50 of them ask for 15.6 GiB; the trial run
+    // of a rule on a sample asset aborted the service on the allocation. A name grown
+    // by its own length twice is nothing on the sample (no name) and 17 MiB on an asset
+    // with a 256-byte name. 100^3 elements took a second per asset.
+    let setup = setup(false).await?;
+    let logged = setup.events().await?.len();
+    let fifty = "a".repeat(50);
+    let grown = (0..6).fold("'a'".to_owned(), |source, _| {
+        format!("{source}.replace('a', '{fifty}')")
+    });
+    let hundred = format!(
+        "[{}]",
+        (0..100)
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let rule = |when: String, value: &str| {
+        json!({"name": "costly", "discipline": "ELECTRICAL", "when": when,
+        "then": [{"type": "set_property", "name": "x", "value": value}]})
+    };
+
+    // Act
+    let started = std::time::Instant::now();
+    let memory = setup
+        .post_rule(&rule(format!("{grown}.size() > 0"), "1"))
+        .await?;
+    let from_data = setup
+        .post_rule(&rule(
+            "true".to_owned(),
+            "asset.name.replace('', asset.name).replace('', asset.name)",
+        ))
+        .await?;
+    let iterations = setup
+        .post_rule(&rule(
+            format!("{hundred}.map(a, {hundred}.map(b, {hundred}.map(c, 1))).size() > 0"),
+            "1",
+        ))
+        .await?;
+    let answered_in = started.elapsed();
+
+    // Assert: each refused with where and why, at once (not by the check's 2 s timeout).
+    for (reply, field, column) in [
+        (&memory, "when", 280),
+        (&from_data, "then[0].value", 43),
+        (&iterations, "when", 296),
+    ] {
+        assert_eq!(reply.status, 422, "{reply:?}");
+        assert!(reply.is_problem());
+        assert_eq!(reply.body["type"], "/problems/invalid-rule");
+        let error = &reply.body["errors"][0];
+        assert_eq!(error["field"], field, "{error}");
+        assert_eq!(
+            (&error["line"], &error["column"]),
+            (&json!(1), &json!(column)),
+            "{error}"
+        );
+        let message = error["message"].as_str().unwrap_or("");
+        assert!(
+            message.starts_with("could build a value of up to"),
+            "{message}"
+        );
+    }
+    assert!(
+        answered_in < std::time::Duration::from_secs(2),
+        "{answered_in:?}"
+    );
+    let (rules,): (i64,) = sqlx::query_as("select count(*) from rules")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(rules, 0);
+    assert_eq!(setup.events().await?.len(), logged);
+    // The service still answers, and runs a rule.
+    let fine = setup
+        .post_rule(&rule("asset.tag != ''".to_owned(), "1"))
+        .await?;
+    assert_eq!(fine.status, 201, "{fine:?}");
+    let report = setup
+        .execute(json!({"rule_ids": [fine.body["id"]], "wait": true}))
+        .await?;
+    assert_eq!(report["status"], "completed", "{report}");
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rule_runs_over_the_assets_selected_when_it_starts_not_over_what_it_creates(
 ) -> anyhow::Result<()> {
     // Arrange: a rule whose created assets would match it again (a spare for every big

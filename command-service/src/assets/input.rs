@@ -5,10 +5,12 @@ use serde_json::{Map, Value};
 
 /// Longest tag, name, area or string property accepted; a plant tag is short, a limit
 /// keeps a hostile body from storing megabytes per row.
-const MAX_TEXT: usize = 256;
-const MAX_STRING_PROPERTY: usize = 4096;
+pub const MAX_TEXT: usize = 256;
+pub const MAX_STRING_PROPERTY: usize = 4096;
 /// Most properties one asset may carry (CFIHOS tag classes carry well under 100).
-const MAX_PROPERTIES: usize = 200;
+pub const MAX_PROPERTIES: usize = 200;
+/// Longest name of a property.
+pub const MAX_PROPERTY_NAME: usize = 64;
 
 /// Body of `POST /assets`.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
@@ -259,7 +261,7 @@ pub fn check_properties(
     for (key, value) in properties {
         let field = format!("properties.{key}");
         let key_valid = !key.is_empty()
-            && key.len() <= 64
+            && key.len() <= MAX_PROPERTY_NAME
             && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !key_valid {
             errors.push(FieldError::new(

@@ -205,6 +205,19 @@ impl Expression {
             }
         })?;
         check_references(&program, field)?;
+        super::cost::check(program.expression()).map_err(|refusal| {
+            let (line, column) = program
+                .source_info()
+                .offset_for(refusal.node)
+                .map(|(start, _)| line_and_column(&program.source_info().source, start as usize))
+                .map_or((None, None), |(line, column)| (Some(line), Some(column)));
+            ExpressionError {
+                field: field.to_owned(),
+                message: refusal.message,
+                line,
+                column,
+            }
+        })?;
         let expression = Self {
             source: source.to_owned(),
             program: Arc::new(program),

@@ -2,6 +2,7 @@
 //! actions. Defining a rule compiles it first; a rule that does not compile is never
 //! stored.
 
+pub mod cost;
 pub mod definition;
 pub mod expression;
 pub mod store;

@@ -1,0 +1,648 @@
+//! The most an expression can take to evaluate, worked out from its syntax tree before
+//! it ever runs: the bytes of the largest value it can build and the steps it can take
+//! on the largest asset the service stores.
+//!
+//! A rule's expressions run once per asset a run reads, inside the command service.
+//! CEL has no loops, but its macros iterate (`lists.range(1000000).map(i, ...)`) and
+//! some functions grow their input (`replace`, `join`, `format`): a few dozen bytes of
+//! expression can ask for more memory than the machine has, which aborts the process,
+//! or for hours of work per asset. The trial run on a sample asset cannot catch it: it
+//! would run the blow-up itself, and a sample's empty name does not show what
+//! `asset.name.replace('', asset.name)` makes of a 256-byte name. So every node gets an
+//! upper bound, from the limits on what an asset holds ([`crate::assets::input`]) and
+//! what each function can make of its operands; an expression whose bound passes
+//! [`MAX_VALUE_BYTES`] or [`MAX_STEPS`] is refused, pointed at the first node (innermost
+//! first) that passes it.
+
+use crate::assets::input::{MAX_PROPERTIES, MAX_PROPERTY_NAME, MAX_STRING_PROPERTY, MAX_TEXT};
+use cel::common::ast::{EntryExpr, Expr, LiteralValue};
+use cel::IdedExpr;
+
+/// The most bytes one value of an evaluation may hold (a string's bytes, a list's
+/// elements with [`ELEMENT`] each).
+pub const MAX_VALUE_BYTES: u64 = 16 << 20;
+/// The most steps one evaluation may take: roughly bytes touched, about a second of
+/// work at worst.
+pub const MAX_STEPS: u64 = 1 << 30;
+
+/// What a list or map element costs besides its content.
+const ELEMENT: u64 = 16;
+/// A number, boolean, null, timestamp or duration; also the most text one becomes
+/// (`string(-1.2345678901234567e-308)` is 24 bytes).
+const SCALAR: u64 = 32;
+/// The most text one clause of `format` makes of a number (`%.100f` of `1e308`).
+const FORMATTED_NUMBER: u64 = 420;
+/// The `lists` extension's largest `lists.range`.
+const MAX_RANGE: u64 = 1_000_000;
+
+/// Why an expression was refused: the message and the node it points at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TooCostly {
+    pub message: String,
+    pub node: u64,
+}
+
+/// Check `expression` (the root of a compiled program) against [`MAX_VALUE_BYTES`]
+/// and [`MAX_STEPS`].
+pub fn check(expression: &IdedExpr) -> Result<(), TooCostly> {
+    let bound = Bounds::default().of(expression)?;
+    if bound.steps > MAX_STEPS {
+        return Err(too_many_steps(expression.id, bound.steps));
+    }
+    Ok(())
+}
+
+/// An upper bound on a value and on the work of making it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Bound {
+    /// Bytes of the value.
+    bytes: u64,
+    /// Elements, when it is iterated or indexed (a list, a map's keys).
+    items: u64,
+    /// Bytes of its largest element.
+    item_bytes: u64,
+    /// Known to be a number, boolean, null, timestamp or duration: `+` of it adds.
+    scalar: bool,
+    /// Steps to evaluate it.
+    steps: u64,
+}
+
+impl Bound {
+    const SCALAR: Self = Self {
+        bytes: SCALAR,
+        items: 1,
+        item_bytes: SCALAR,
+        scalar: true,
+        steps: 1,
+    };
+
+    /// A string of up to `bytes` bytes (or a value whose type is not known, as large).
+    fn text(bytes: u64) -> Self {
+        Self {
+            bytes,
+            items: 1,
+            item_bytes: bytes,
+            scalar: false,
+            steps: 1,
+        }
+    }
+
+    /// A list or map of up to `items` elements of up to `item_bytes` each.
+    fn collection(items: u64, item_bytes: u64) -> Self {
+        Self {
+            bytes: items.saturating_mul(item_bytes.saturating_add(ELEMENT)),
+            items,
+            item_bytes,
+            scalar: false,
+            steps: 1,
+        }
+    }
+
+    /// One element of this value, as indexing or iterating gives it.
+    fn element(&self) -> Self {
+        Self {
+            bytes: self.item_bytes,
+            items: (self.item_bytes / ELEMENT).max(1),
+            item_bytes: self.item_bytes,
+            scalar: false,
+            steps: 1,
+        }
+    }
+
+    /// The larger of two (the branches of `_?_:_`).
+    fn or(self, other: Self) -> Self {
+        Self {
+            bytes: self.bytes.max(other.bytes),
+            items: self.items.max(other.items),
+            item_bytes: self.item_bytes.max(other.item_bytes),
+            scalar: self.scalar && other.scalar,
+            steps: self.steps.max(other.steps),
+        }
+    }
+
+    /// With `steps` taken besides.
+    fn plus_steps(mut self, steps: u64) -> Self {
+        self.steps = self.steps.saturating_add(steps);
+        self
+    }
+}
+
+/// The bounds of the variables in scope: `asset`, and the comprehension variables of
+/// the enclosing macros (innermost last).
+#[derive(Default)]
+struct Bounds {
+    variables: Vec<(String, Bound)>,
+}
+
+/// An asset's `properties`: a map of up to [`MAX_PROPERTIES`] names and values.
+fn properties() -> Bound {
+    Bound::collection(
+        MAX_PROPERTIES as u64,
+        (MAX_PROPERTY_NAME + MAX_STRING_PROPERTY) as u64,
+    )
+}
+
+/// An asset's field named `field`.
+fn asset_field(field: &str) -> Bound {
+    match field {
+        "properties" => properties(),
+        "version" => Bound::SCALAR,
+        _ => Bound::text(MAX_TEXT as u64),
+    }
+}
+
+impl Bounds {
+    fn variable(&self, name: &str) -> Bound {
+        match self.variables.iter().rev().find(|(bound, _)| bound == name) {
+            Some((_, bound)) => *bound,
+            None if name == "asset" => {
+                let fields = super::expression::ASSET_FIELDS;
+                let item_bytes = properties().bytes;
+                Bound::collection(fields.len() as u64, item_bytes)
+            }
+            // A type's name (`double`).
+            None => Bound::SCALAR,
+        }
+    }
+
+    /// The bound of `node`, each part checked against [`MAX_VALUE_BYTES`] and
+    /// [`MAX_STEPS`] as it is worked out.
+    fn of(&mut self, node: &IdedExpr) -> Result<Bound, TooCostly> {
+        let bound = match &node.expr {
+            Expr::Unspecified => Bound::SCALAR,
+            Expr::Literal(LiteralValue::String(text)) => Bound::text(text.inner().len() as u64),
+            Expr::Literal(LiteralValue::Bytes(bytes)) => Bound::text(bytes.inner().len() as u64),
+            Expr::Literal(_) => Bound::SCALAR,
+            Expr::Ident(name) => self.variable(name),
+            Expr::Select(select) => {
+                let operand = self.of(&select.operand)?;
+                let selected = match &select.operand.expr {
+                    _ if select.test => Bound::SCALAR,
+                    Expr::Ident(name) if name == "asset" && !self.is_bound("asset") => {
+                        asset_field(&select.field)
+                    }
+                    Expr::Select(inner)
+                        if inner.field == "properties"
+                            && matches!(&inner.operand.expr, Expr::Ident(name) if name == "asset")
+                            && !self.is_bound("asset") =>
+                    {
+                        Bound::text(MAX_STRING_PROPERTY as u64)
+                    }
+                    _ => operand.element(),
+                };
+                selected.plus_steps(operand.steps)
+            }
+            Expr::List(list) => {
+                let elements = self.all(list.elements.iter())?;
+                let item_bytes = elements.iter().map(|e| e.bytes).max().unwrap_or(0);
+                Bound::collection(elements.len() as u64, item_bytes)
+                    .plus_steps(total_steps(&elements))
+            }
+            Expr::Map(map) => self.entries(&map.entries)?,
+            Expr::Struct(structure) => self.entries(&structure.entries)?,
+            Expr::Call(call) => {
+                let operands = self.all(call.target.as_deref().into_iter().chain(&call.args))?;
+                let bound = called(&call.func_name, &call.args, &operands);
+                bound.plus_steps(total_steps(&operands))
+            }
+            Expr::Comprehension(comprehension) => {
+                let range = self.of(&comprehension.iter_range)?;
+                let init = self.of(&comprehension.accu_init)?;
+                let element = range.element();
+                let mut scope = vec![(comprehension.iter_var.clone(), element)];
+                if let Some(second) = &comprehension.iter_var2 {
+                    scope.push((second.clone(), element));
+                }
+                let n = range.items;
+                // The accumulator after every step: a macro's step keeps it (`all`,
+                // `exists`) or adds to it what one element gives (`map`, `filter`),
+                // the same bound each time; two steps tell which.
+                let first = self.step(&scope, comprehension, init)?;
+                let second = self.step(&scope, comprehension, first)?;
+                let last = if n == 0 {
+                    init
+                } else if second.bytes <= first.bytes && second.items <= first.items {
+                    init.or(first)
+                } else {
+                    let more = n - 1;
+                    Bound {
+                        bytes: first.bytes.saturating_add(
+                            more.saturating_mul(second.bytes.saturating_sub(first.bytes)),
+                        ),
+                        items: first.items.saturating_add(
+                            more.saturating_mul(second.items.saturating_sub(first.items)),
+                        ),
+                        ..first.or(second)
+                    }
+                };
+                self.check_bytes(&comprehension.loop_step, last)?;
+                // Each step at its largest accumulator.
+                let each = self.step(&scope, comprehension, last)?;
+                let condition = self.scoped(
+                    &scope,
+                    &comprehension.accu_var,
+                    last,
+                    &comprehension.loop_cond,
+                )?;
+                let result =
+                    self.scoped(&[], &comprehension.accu_var, last, &comprehension.result)?;
+                let loops = n.saturating_mul(each.steps.saturating_add(condition.steps));
+                Bound { steps: 1, ..result }
+                    .plus_steps(range.steps)
+                    .plus_steps(init.steps)
+                    .plus_steps(loops)
+                    .plus_steps(result.steps)
+            }
+        };
+        self.check_bytes(node, bound)?;
+        if bound.steps > MAX_STEPS {
+            return Err(too_many_steps(node.id, bound.steps));
+        }
+        Ok(bound)
+    }
+
+    fn is_bound(&self, name: &str) -> bool {
+        self.variables.iter().any(|(bound, _)| bound == name)
+    }
+
+    fn check_bytes(&self, node: &IdedExpr, bound: Bound) -> Result<(), TooCostly> {
+        if bound.bytes > MAX_VALUE_BYTES {
+            return Err(TooCostly {
+                message: format!(
+                    "could build a value of up to {} here, more than the {} one evaluation \
+                     may hold (with assets as large as the service stores: text fields of \
+                     {MAX_TEXT} bytes, {MAX_PROPERTIES} properties of {MAX_STRING_PROPERTY} \
+                     bytes); iterate over fewer elements or grow text less",
+                    human(bound.bytes),
+                    human(MAX_VALUE_BYTES)
+                ),
+                node: node.id,
+            });
+        }
+        Ok(())
+    }
+
+    /// One step of `comprehension` with the accumulator at `accumulator`.
+    fn step(
+        &mut self,
+        scope: &[(String, Bound)],
+        comprehension: &cel::common::ast::ComprehensionExpr,
+        accumulator: Bound,
+    ) -> Result<Bound, TooCostly> {
+        self.scoped(
+            scope,
+            &comprehension.accu_var,
+            accumulator,
+            &comprehension.loop_step,
+        )
+    }
+
+    /// The bound of `node` with `scope` and the accumulator in scope.
+    fn scoped(
+        &mut self,
+        scope: &[(String, Bound)],
+        accumulator: &str,
+        bound: Bound,
+        node: &IdedExpr,
+    ) -> Result<Bound, TooCostly> {
+        let depth = self.variables.len();
+        self.variables.extend(scope.iter().cloned());
+        self.variables
+            .push((accumulator.to_owned(), Bound { steps: 1, ..bound }));
+        let outcome = self.of(node);
+        self.variables.truncate(depth);
+        outcome
+    }
+
+    fn all<'e>(
+        &mut self,
+        nodes: impl Iterator<Item = &'e IdedExpr>,
+    ) -> Result<Vec<Bound>, TooCostly> {
+        nodes.map(|node| self.of(node)).collect()
+    }
+
+    fn entries(&mut self, entries: &[cel::common::ast::IdedEntryExpr]) -> Result<Bound, TooCostly> {
+        let mut item_bytes = 0u64;
+        let mut steps = 0u64;
+        for entry in entries {
+            let parts = match &entry.expr {
+                EntryExpr::MapEntry(entry) => vec![self.of(&entry.key)?, self.of(&entry.value)?],
+                EntryExpr::StructField(field) => vec![self.of(&field.value)?],
+            };
+            item_bytes = item_bytes.max(
+                parts
+                    .iter()
+                    .fold(0u64, |sum, part| sum.saturating_add(part.bytes)),
+            );
+            steps = steps.saturating_add(total_steps(&parts));
+        }
+        Ok(Bound::collection(entries.len() as u64, item_bytes).plus_steps(steps))
+    }
+}
+
+fn total_steps(bounds: &[Bound]) -> u64 {
+    bounds
+        .iter()
+        .fold(0u64, |sum, bound| sum.saturating_add(bound.steps))
+}
+
+fn total_bytes(bounds: &[Bound]) -> u64 {
+    bounds
+        .iter()
+        .fold(0u64, |sum, bound| sum.saturating_add(bound.bytes))
+}
+
+/// What calling `function` on `operands` (the target first) can give, and the steps
+/// of the call itself (touching its operands and its result).
+fn called(function: &str, args: &[IdedExpr], operands: &[Bound]) -> Bound {
+    let first = operands.first().copied().unwrap_or(Bound::SCALAR);
+    let second = operands.get(1).copied().unwrap_or(Bound::SCALAR);
+    let read = total_bytes(operands);
+    let result = match function {
+        "_?_:_" => {
+            let chosen = second.or(operands.get(2).copied().unwrap_or(Bound::SCALAR));
+            return Bound { steps: 1, ..chosen };
+        }
+        "_[_]" | "_[?_]" => {
+            return Bound {
+                steps: 1,
+                ..first.element()
+            }
+        }
+        "_+_" if first.scalar || second.scalar => Bound::SCALAR,
+        "_+_" => Bound {
+            bytes: first.bytes.saturating_add(second.bytes),
+            items: first.items.saturating_add(second.items),
+            item_bytes: first.item_bytes.max(second.item_bytes),
+            scalar: false,
+            steps: 1,
+        },
+        "replace" => {
+            // Each of the text's positions may take the replacement: with an empty
+            // pattern, `to` goes between every two bytes.
+            let to = operands.get(2).copied().unwrap_or(Bound::SCALAR);
+            Bound::text(
+                first
+                    .bytes
+                    .saturating_add(first.bytes.saturating_add(1).saturating_mul(to.bytes)),
+            )
+        }
+        "split" => {
+            let items = first.bytes.saturating_add(1);
+            Bound::collection(items, first.bytes)
+        }
+        "join" => {
+            let separator = if operands.len() > 1 { second.bytes } else { 0 };
+            Bound::text(
+                first
+                    .bytes
+                    .saturating_add(first.items.saturating_mul(separator)),
+            )
+        }
+        "format" => Bound::text(
+            first
+                .bytes
+                .saturating_add(second.items.saturating_mul(FORMATTED_NUMBER))
+                .saturating_add(second.bytes.saturating_mul(3)),
+        ),
+        "strings.quote" => Bound::text(first.bytes.saturating_mul(6).saturating_add(2)),
+        "lists.range" => {
+            let items = match args.first().map(|arg| &arg.expr) {
+                Some(Expr::Literal(LiteralValue::Int(n))) => {
+                    u64::try_from(*n.inner()).unwrap_or(0).min(MAX_RANGE)
+                }
+                _ => MAX_RANGE,
+            };
+            Bound::collection(items, SCALAR)
+        }
+        "flatten" => Bound {
+            items: first.bytes / ELEMENT,
+            steps: 1,
+            ..first
+        },
+        // Every pair of elements may be compared.
+        "sort" | "distinct" | "@sortByAssociatedKeys" => {
+            return Bound { steps: 1, ..first }
+                .plus_steps(read)
+                .plus_steps(first.items.saturating_mul(first.items))
+        }
+        // What only reads its operands: a number, a boolean, an index.
+        "_==_"
+        | "_!=_"
+        | "_<_"
+        | "_<=_"
+        | "_>_"
+        | "_>=_"
+        | "_&&_"
+        | "_||_"
+        | "!_"
+        | "-_"
+        | "_-_"
+        | "_*_"
+        | "_/_"
+        | "_%_"
+        | "@in"
+        | "@not_strictly_false"
+        | "size"
+        | "has"
+        | "contains"
+        | "startsWith"
+        | "endsWith"
+        | "matches"
+        | "indexOf"
+        | "lastIndexOf"
+        | "int"
+        | "uint"
+        | "double"
+        | "bool"
+        | "timestamp"
+        | "duration"
+        | "type" => Bound::SCALAR,
+        "string" | "bytes" => Bound::text(first.bytes.max(SCALAR)),
+        // The rest give at most what they are given: `trim`, `substring`, `reverse`,
+        // `slice`, `lowerAscii`, `dyn`, the `math` functions...
+        _ => Bound {
+            bytes: read.max(SCALAR),
+            items: operands
+                .iter()
+                .fold(0u64, |sum, operand| sum.saturating_add(operand.items)),
+            item_bytes: operands
+                .iter()
+                .map(|o| o.item_bytes)
+                .max()
+                .unwrap_or(SCALAR),
+            scalar: operands.iter().all(|operand| operand.scalar),
+            steps: 1,
+        },
+    };
+    result.plus_steps(read).plus_steps(result.bytes)
+}
+
+fn too_many_steps(node: u64, steps: u64) -> TooCostly {
+    TooCostly {
+        message: format!(
+            "could take up to {steps} steps on one asset, more than the {MAX_STEPS} a rule may \
+             take per asset (with assets as large as the service stores); iterate over fewer \
+             elements"
+        ),
+        node,
+    }
+}
+
+fn human(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / f64::from(1 << 30)),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / f64::from(1 << 20)),
+        b => format!("{b} bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::expression::{AssetContext, Expression, ExpressionError};
+    use super::*;
+    use synapse_shared::domain::AssetState;
+
+    fn refused(source: &str) -> ExpressionError {
+        match Expression::compile(source, "when") {
+            Ok(_) => panic!("`{source}` compiled"),
+            Err(error) => error,
+        }
+    }
+
+    /// A list literal of the numbers below `n`.
+    fn numbers(n: usize) -> String {
+        let items: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        format!("[{}]", items.join(","))
+    }
+
+    #[test]
+    fn text_that_grows_past_the_limit_is_refused_where_it_does_before_it_runs() {
+        // Six replacements make 50^6 bytes (15.6 GiB): the trial run on the sample
+        // asset aborted the service on the allocation. The fifth makes 297 MiB.
+        let fifty = "a".repeat(50);
+        let growing: String = (0..6).fold("'a'".to_owned(), |source, _| {
+            format!("{source}.replace('a', '{fifty}')")
+        });
+        let error = refused(&format!("{growing}.size() > 0"));
+        assert!(
+            error.message.contains("could build a value of up to"),
+            "{error:?}"
+        );
+        assert!(
+            error.message.contains("more than the 16.0 MiB"),
+            "{error:?}"
+        );
+        // At the parenthesis of the fifth `.replace(`: 3 bytes of `'a'`, then 67 per
+        // call.
+        let column = 3 + 4 * 67 + ".replace(".len();
+        assert_eq!(
+            (error.line, error.column),
+            (Some(1), Some(column as u32)),
+            "{error:?}"
+        );
+        // Four stay within the limit (6 MiB).
+        let four = (0..4).fold("'a'".to_owned(), |source, _| {
+            format!("{source}.replace('a', '{fifty}')")
+        });
+        Expression::compile(&format!("{four}.size() > 0"), "when").unwrap();
+    }
+
+    #[test]
+    fn growth_from_the_assets_data_is_bounded_by_what_an_asset_may_hold() {
+        // On the sample (an empty name) this is instant; on a 256-byte name the second
+        // replacement makes 17 MiB and the third 4 GiB.
+        let error = refused(
+            "asset.name.replace('', asset.name).replace('', asset.name).replace('', asset.name) != ''",
+        );
+        assert!(
+            error.message.contains("text fields of 256 bytes"),
+            "{error:?}"
+        );
+        Expression::compile("asset.name.replace('', asset.name) != ''", "when").unwrap();
+    }
+
+    #[test]
+    fn nested_iteration_is_bounded_in_memory_and_steps() {
+        let hundred = numbers(100);
+        // 100^3 elements took 0.96 s on the trial run (release build) and as long
+        // again for every asset of a run; 10^7 ran on after the trial's 2 s timeout.
+        let error = refused(&format!(
+            "{hundred}.map(a, {hundred}.map(b, {hundred}.map(c, 1))).size() > 0"
+        ));
+        assert!(error.message.contains("could build a value"), "{error:?}");
+        let ten = numbers(10);
+        let nested = (0..7).fold("1".to_owned(), |body, i| format!("{ten}.map(v{i}, {body})"));
+        refused(&format!("{nested}.size() > 0"));
+        // `exists` keeps one boolean however long it runs: only its steps count.
+        Expression::compile(
+            &format!(
+                "{hundred}.exists(a, {hundred}.exists(b, {hundred}.exists(c, a + b + c == 7)))"
+            ),
+            "when",
+        )
+        .unwrap();
+        let error = refused(&format!(
+            "{hundred}.exists(a, {hundred}.exists(b, {hundred}.exists(c, {hundred}.exists(d, \
+             {hundred}.exists(e, a + b + c + d + e == 7)))))"
+        ));
+        assert!(error.message.contains("steps on one asset"), "{error:?}");
+    }
+
+    #[test]
+    fn everyday_expressions_are_well_within_the_limits() {
+        for source in [
+            "asset.asset_type == 'ELECTRIC_MOTOR' && asset.properties.rated_power_kw > 55",
+            "asset.properties.rated_power_kw > 100 ? 95 : 50",
+            "has(asset.properties.driver) && asset.properties.driver != ''",
+            "asset.properties.exists(k, k.startsWith('rated_') && asset.properties[k] == 0)",
+            "asset.properties.all(k, asset.properties[k] != '')",
+            "asset.tag.split('-').map(part, part.lowerAscii()).join('_') != ''",
+            "['A', 'B', 'C'].exists(area, area == asset.area)",
+            "asset.tag.matches('^[FPLT][TV]-[0-9]+$')",
+            "'%s-%d'.format([asset.tag, asset.version]) != ''",
+            "asset.properties.filter(k, k.endsWith('_kw')).size() < 3",
+            "asset.tag + '-' + asset.area + '-' + asset.name != ''",
+        ] {
+            if let Err(error) = Expression::compile(source, "when") {
+                panic!("`{source}`: {error:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bound_holds_what_an_evaluation_gives() {
+        // The bound of a growing text is at least what it makes of a full-size asset.
+        let source = "asset.name.replace('', asset.tag) + asset.properties.label";
+        let compiled = Expression::compile(source, "value").unwrap();
+        let asset = AssetState {
+            id: uuid::Uuid::nil(),
+            tag: "T".repeat(MAX_TEXT),
+            asset_type: "SAMPLE".into(),
+            discipline: "SAMPLE".into(),
+            name: Some("N".repeat(MAX_TEXT)),
+            area: None,
+            properties: [(
+                "label".to_owned(),
+                serde_json::Value::String("L".repeat(MAX_STRING_PROPERTY)),
+            )]
+            .into_iter()
+            .collect(),
+            version: 1,
+        };
+        let made = compiled.evaluate(&AssetContext::new(&asset)).unwrap();
+        let made = made.as_str().unwrap().len() as u64;
+        let program = cel::Program::compile(source).unwrap();
+        let bound = Bounds::default().of(program.expression()).unwrap();
+        assert!(
+            made <= bound.bytes,
+            "made {made} bytes, bound {}",
+            bound.bytes
+        );
+        assert!(
+            made > bound.bytes / 2,
+            "made {made} bytes, bound {}",
+            bound.bytes
+        );
+    }
+}
