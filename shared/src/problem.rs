@@ -5,6 +5,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod duplicates;
 pub mod integers;
 pub mod nul;
 
@@ -147,6 +148,11 @@ where
         let body = axum::body::Bytes::from_request(req, state)
             .await
             .map_err(|rejection| from_json_rejection(rejection.into()))?;
+        // Before the typed parse, which refuses a struct's field named twice in words
+        // of its own (and keeps the last of a map's).
+        if let Some(found) = duplicates::repeated_key(&body) {
+            return Err(duplicates::refusal(&found));
+        }
         let mut request = axum::extract::Request::new(axum::body::Body::from(body.clone()));
         *request.headers_mut() = headers;
         match axum::Json::<T>::from_request(request, state).await {

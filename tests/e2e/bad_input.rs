@@ -353,6 +353,66 @@ async fn an_integer_beyond_64_bits_in_a_body_is_a_422_problem_and_writes_nothing
     Ok(())
 }
 
+#[tokio::test]
+async fn a_key_named_twice_in_an_object_of_a_body_is_a_422_problem_and_writes_nothing(
+) -> anyhow::Result<()> {
+    // Arrange: before, the last of two values of a property was stored and the first
+    // dropped without a word.
+    let system = apps::System::start().await?;
+    let http = &system.http;
+    let pool = PgPool::connect(&system.database.url).await?;
+    let before = synapse_shared::event_log::head(&pool).await?;
+    let bodies = [
+        (
+            "/assets",
+            r#"{"tag": "M-1", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL",
+ "properties": {"rated_power_kw": 55, "rated_power_kw": 75}}"#,
+            "the key `rated_power_kw` appears twice in one object at line 2 column 54",
+        ),
+        (
+            "/rules",
+            r#"{"name": "r", "discipline": "ELECTRICAL", "when": "true",
+ "then": [{"type": "upsert_asset", "tag": "{asset.tag}-X", "asset_type": "X", "discipline": "ELECTRICAL",
+  "properties": {"kw": "1", "kw": "2"}}]}"#,
+            "the key `kw` appears twice in one object at line 3 column 32",
+        ),
+        (
+            "/rules/execute",
+            r#"{"dry_run": true, "filters": {"tag": "M-*", "tag": "P-*"}}"#,
+            "the key `tag` appears twice in one object at line 1 column 49",
+        ),
+    ];
+
+    // Act
+    let mut replies = Vec::new();
+    for (path, body, _) in &bodies {
+        let reply = http
+            .post(system.command.url(path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await?;
+        replies.push(synapse_tests::client::Reply::from(reply).await?);
+    }
+    let after = synapse_shared::event_log::head(&pool).await?;
+
+    // Assert
+    for ((path, _, place), reply) in bodies.iter().zip(&replies) {
+        assert_eq!(reply.status, 422, "{path}: {reply:?}");
+        assert!(reply.is_problem(), "{path}: {reply:?}");
+        assert_eq!(reply.body["type"], "/problems/repeated-key");
+        let detail = reply.body["detail"].as_str().unwrap_or_default();
+        assert!(detail.starts_with(place), "{path}: {detail}");
+    }
+    assert_eq!(after, before, "nothing appended");
+    let (assets, rules): (i64, i64) =
+        sqlx::query_as("select (select count(*) from assets), (select count(*) from rules)")
+            .fetch_one(&pool)
+            .await?;
+    assert_eq!((assets, rules), (0, 0));
+    Ok(())
+}
+
 /// A method a route does not serve, and a plain GET of the live feed, were answered
 /// with an empty or a text body: every refusal is a problem.
 #[tokio::test]
