@@ -204,6 +204,23 @@ proptest! {
     }
 }
 
+/// `body` sent as it is written, as JSON, to the command service.
+async fn send_text(
+    system: &apps::System,
+    method: Method,
+    path: &str,
+    body: &str,
+) -> anyhow::Result<synapse_tests::client::Reply> {
+    let reply = system
+        .http
+        .request(method, system.command.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await?;
+    synapse_tests::client::Reply::from(reply).await
+}
+
 /// Found by schemathesis (deploy/schemathesis.sh): Postgres cannot store U+0000, and
 /// each of these reached the database and answered 500.
 #[tokio::test]
@@ -312,13 +329,7 @@ async fn an_integer_beyond_64_bits_in_a_body_is_a_422_problem_and_writes_nothing
     // Act
     let mut replies = Vec::new();
     for (method, path, body, _) in &bodies {
-        let reply = http
-            .request(method.clone(), system.command.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        replies.push(synapse_tests::client::Reply::from(reply).await?);
+        replies.push(send_text(&system, method.clone(), path, body).await?);
     }
     let after = synapse_shared::event_log::head(&pool).await?;
 
@@ -359,7 +370,6 @@ async fn a_key_named_twice_in_an_object_of_a_body_is_a_422_problem_and_writes_no
     // Arrange: before, the last of two values of a property was stored and the first
     // dropped without a word.
     let system = apps::System::start().await?;
-    let http = &system.http;
     let pool = PgPool::connect(&system.database.url).await?;
     let before = synapse_shared::event_log::head(&pool).await?;
     let bodies = [
@@ -386,13 +396,7 @@ async fn a_key_named_twice_in_an_object_of_a_body_is_a_422_problem_and_writes_no
     // Act
     let mut replies = Vec::new();
     for (path, body, _) in &bodies {
-        let reply = http
-            .post(system.command.url(path))
-            .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await?;
-        replies.push(synapse_tests::client::Reply::from(reply).await?);
+        replies.push(send_text(&system, Method::POST, path, body).await?);
     }
     let after = synapse_shared::event_log::head(&pool).await?;
 
