@@ -37,9 +37,10 @@ pub enum ConnectError {
     },
 }
 
-/// The connection options every service uses: its name, its own credentials, and a
+/// The connection options every service uses: its name, its own credentials, a
 /// retry in the background if NATS is not up yet (off by default in async-nats: a
-/// service started before NATS would otherwise fail).
+/// service started before NATS would otherwise fail), and reconnect attempts at most
+/// [`MAX_RECONNECT_DELAY`] apart.
 pub async fn connect_options(
     args: &NatsArgs,
     name: &str,
@@ -47,13 +48,58 @@ pub async fn connect_options(
     let mut options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
-        .connection_timeout(Duration::from_secs(2));
+        .connection_timeout(Duration::from_secs(2))
+        .reconnect_delay_callback(reconnect_delay);
     if args.credentials.auth()? == NatsAuth::Anonymous {
         if let Some((user, password)) = user_in_url(&args.nats_url) {
             options = options.user_and_password(user, password);
         }
     }
     args.credentials.apply(options).await
+}
+
+/// The longest wait between two attempts to reconnect. async-nats doubles its wait
+/// up to 4 s: a NATS restarted after an outage of half a minute was reached 3.9 s
+/// later (the projection then followed it; the relay and the live feed waited as
+/// long). An attempt a second costs a NATS server nothing.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+/// The wait before reconnect attempt `attempts` (1 for the first): none, then 2, 4,
+/// 8 ... ms, up to [`MAX_RECONNECT_DELAY`].
+fn reconnect_delay(attempts: usize) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1)).unwrap_or(u32::MAX);
+    match attempts {
+        0 | 1 => Duration::ZERO,
+        _ => Duration::from_millis(2u64.saturating_pow(doublings)).min(MAX_RECONNECT_DELAY),
+    }
+}
+
+/// Whether a NATS client reconnected since a moment (a consumer's creation): a server
+/// restart drops ephemeral consumers, and an ordered consumer only notices when its
+/// idle heartbeats lapse, 15 s or more later.
+pub struct Reconnects {
+    statistics: std::sync::Arc<async_nats::Statistics>,
+    at_start: u64,
+}
+
+impl Reconnects {
+    pub fn since_now(client: &async_nats::Client) -> Self {
+        let statistics = client.statistics();
+        let at_start = statistics
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed);
+        Self {
+            statistics,
+            at_start,
+        }
+    }
+
+    pub fn happened(&self) -> bool {
+        self.statistics
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != self.at_start
+    }
 }
 
 /// The user and password in `nats://user:pass@host:4222` (the first server that has
@@ -210,7 +256,30 @@ pub fn event_id_header(headers: Option<&HeaderMap>) -> Option<uuid::Uuid> {
 
 #[cfg(test)]
 mod tests {
-    use super::user_in_url;
+    use super::{reconnect_delay, user_in_url, MAX_RECONNECT_DELAY};
+    use std::time::Duration;
+
+    #[test]
+    fn reconnect_attempts_come_at_once_then_doubling_up_to_a_second_apart() {
+        let delays: Vec<Duration> = [1, 2, 3, 10, 11, 12, 100, usize::MAX]
+            .into_iter()
+            .map(reconnect_delay)
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            delays,
+            [
+                ms(0),
+                ms(2),
+                ms(4),
+                ms(512),
+                MAX_RECONNECT_DELAY,
+                MAX_RECONNECT_DELAY,
+                MAX_RECONNECT_DELAY,
+                MAX_RECONNECT_DELAY
+            ]
+        );
+    }
 
     #[test]
     fn a_user_and_password_in_the_url_are_found_in_any_server_of_the_list() {

@@ -11,7 +11,6 @@ use async_nats::jetstream::consumer::pull::{OrderedConfig, OrderedErrorKind};
 use async_nats::jetstream::consumer::DeliverPolicy;
 use async_nats::jetstream::{self, stream::Stream};
 use futures::StreamExt;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use synapse_shared::config::NatsArgs;
 use synapse_shared::nats;
@@ -49,10 +48,10 @@ pub async fn run(
         }
     };
     tracing::info!(stream = %args.nats_stream, next_sequence, "live hub following the stream");
-    let statistics = context.client().statistics();
+    let client = context.client();
     let mut reconnect_check = tokio::time::interval(RECONNECT_CHECK);
     loop {
-        let connects_at_creation = statistics.connects.load(Ordering::Relaxed);
+        let reconnects = nats::Reconnects::since_now(&client);
         let consumer = stream
             .create_consumer(OrderedConfig {
                 deliver_policy: DeliverPolicy::ByStartSequence {
@@ -86,7 +85,7 @@ pub async fn run(
                 () = shutdown.cancelled() => return,
                 item = messages.next() => item,
                 _ = reconnect_check.tick() => {
-                    if statistics.connects.load(Ordering::Relaxed) != connects_at_creation {
+                    if reconnects.happened() {
                         tracing::info!(next_sequence, "live hub: NATS reconnected; recreating the consumer");
                         break;
                     }
