@@ -14,6 +14,7 @@
 //! [`MAX_VALUE_BYTES`] or [`MAX_STEPS`] is refused, pointed at the first node (innermost
 //! first) that passes it.
 
+use super::expression::qualified_function;
 use crate::assets::input::{MAX_PROPERTIES, MAX_PROPERTY_NAME, MAX_STRING_PROPERTY, MAX_TEXT};
 use cel::common::ast::{EntryExpr, Expr, LiteralValue, MapExpr, StructExpr};
 use cel::IdedExpr;
@@ -291,8 +292,12 @@ impl Bounds {
             Expr::Map(map) => self.entries(&map.entries)?,
             Expr::Struct(structure) => self.entries(&structure.entries)?,
             Expr::Call(call) => {
-                let operands = self.all(call.target.as_deref().into_iter().chain(&call.args))?;
-                let bound = called(&call.func_name, &call.args, &operands);
+                // `lists.range(n)`: the target names the function, it is no operand.
+                let qualified = qualified_function(call).and_then(Result::ok);
+                let target = call.target.as_deref().filter(|_| qualified.is_none());
+                let operands = self.all(target.into_iter().chain(&call.args))?;
+                let function = qualified.as_deref().unwrap_or(&call.func_name);
+                let bound = called(function, &call.args, &operands);
                 bound.plus_steps(total_steps(&operands))
             }
             Expr::Comprehension(comprehension) => {
@@ -692,6 +697,20 @@ mod tests {
         Expression::compile(&exists, "when").unwrap();
         let took = started.elapsed();
         assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+    }
+
+    #[test]
+    fn a_qualified_function_is_bounded_as_what_it_makes() {
+        // `lists.range` makes up to a million elements: a `map` over two of them
+        // builds 10^12.
+        let error =
+            refused("lists.range(1000000).map(i, lists.range(1000000).map(j, i)).size() > 0");
+        assert!(error.message.contains("could build a value"), "{error:?}");
+        Expression::compile("lists.range(10).map(i, i * 2).size() == 10", "when").unwrap();
+        let error = refused(
+            "strings.quote(strings.quote(strings.quote(strings.quote(asset.name.replace('', asset.name))))) != ''",
+        );
+        assert!(error.message.contains("could build a value"), "{error:?}");
     }
 
     #[test]

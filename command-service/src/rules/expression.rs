@@ -460,9 +460,68 @@ const TYPE_NAMES: &[&str] = &[
     "uint",
 ];
 
+/// The functions of the extensions that are called by a qualified name
+/// (`math.ceil(x)`): the parser reads `math` as the call's target, a variable.
+pub const QUALIFIED_FUNCTIONS: &[&str] = &[
+    "lists.range",
+    "math.abs",
+    "math.bitAnd",
+    "math.bitNot",
+    "math.bitOr",
+    "math.bitShiftLeft",
+    "math.bitShiftRight",
+    "math.bitXor",
+    "math.ceil",
+    "math.floor",
+    "math.isFinite",
+    "math.isInf",
+    "math.isNaN",
+    "math.round",
+    "math.sign",
+    "math.sqrt",
+    "math.trunc",
+    "strings.quote",
+];
+
+/// The qualified name of a call such as `math.ceil(x)`, when its target spells the
+/// namespace of one of the [`QUALIFIED_FUNCTIONS`]: `Ok(name)` for one of them, `Err`
+/// with the name for another function of such a namespace (`math.ceiling`).
+pub fn qualified_function(call: &cel::common::ast::CallExpr) -> Option<Result<String, String>> {
+    let Expr::Ident(namespace) = &call.target.as_deref()?.expr else {
+        return None;
+    };
+    let is_namespace = QUALIFIED_FUNCTIONS
+        .iter()
+        .any(|name| name.split('.').next() == Some(namespace.as_str()));
+    if !is_namespace {
+        return None;
+    }
+    let name = format!("{namespace}.{}", call.func_name);
+    Some(if QUALIFIED_FUNCTIONS.contains(&name.as_str()) {
+        Ok(name)
+    } else {
+        Err(name)
+    })
+}
+
 /// Only `asset` (and the names of types) may be referenced, and only its known fields
-/// selected.
+/// selected; functions called by a qualified name must exist.
 fn check_references(program: &Program, field: &str) -> Result<(), ExpressionError> {
+    // The namespaces of qualified calls (`math` of `math.ceil(x)`), which are no
+    // variables: by node id.
+    let mut namespaces = Vec::new();
+    walk(
+        program.expression(),
+        &mut Vec::new(),
+        1,
+        &mut |node, _, _| {
+            if let Expr::Call(call) = &node.expr {
+                if let (Some(Ok(_)), Some(target)) = (qualified_function(call), &call.target) {
+                    namespaces.push(target.id);
+                }
+            }
+        },
+    );
     let mut error = None;
     walk(
         program.expression(),
@@ -484,8 +543,18 @@ fn check_references(program: &Program, field: &str) -> Result<(), ExpressionErro
             _ if depth > MAX_DEPTH => Some(format!(
                 "nested more than {MAX_DEPTH} levels deep (a chain of operators counts one level per operator); split it up"
             )),
+            Expr::Call(call) => match qualified_function(call) {
+                Some(Err(name)) => Some(format!(
+                    "unknown function `{name}`; the qualified ones are {}",
+                    QUALIFIED_FUNCTIONS.join(", ")
+                )),
+                _ => None,
+            },
             Expr::Ident(name)
-                if name != "asset" && !TYPE_NAMES.contains(&name.as_str()) && !bound.contains(name) =>
+                if name != "asset"
+                    && !TYPE_NAMES.contains(&name.as_str())
+                    && !bound.contains(name)
+                    && !namespaces.contains(&node.id) =>
             {
                 Some(format!("unknown variable `{name}`; rules can use `asset`"))
             }
@@ -737,6 +806,52 @@ mod tests {
         let error = Expression::compile("motor.tag == 'x'", "when").unwrap_err();
         assert!(error.message.contains("unknown variable `motor`"));
         assert_eq!((error.line, error.column), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn the_extensions_functions_are_called_by_their_qualified_names() {
+        // Before, `math` was refused as an unknown variable.
+        let mut asset = motor(json!(75.5));
+        asset.properties.insert("phases".into(), json!(-3));
+        let context = AssetContext::new(&asset);
+        for (source, expected) in [
+            ("math.ceil(asset.properties.rated_power_kw)", json!(76.0)),
+            (
+                "math.floor(asset.properties.rated_power_kw / 10.0)",
+                json!(7.0),
+            ),
+            ("math.round(asset.properties.rated_power_kw)", json!(76.0)),
+            ("math.trunc(asset.properties.rated_power_kw)", json!(75.0)),
+            ("math.abs(asset.properties.phases)", json!(3)),
+            ("math.sign(asset.properties.phases)", json!(-1)),
+            ("math.sqrt(16)", json!(4.0)),
+            (
+                "math.isFinite(asset.properties.rated_power_kw)",
+                json!(true),
+            ),
+            ("math.isInf(1.0 / 0.0)", json!(true)),
+            ("math.isNaN(0.0 / 0.0)", json!(true)),
+            ("math.bitAnd(6, 3)", json!(2)),
+            ("math.bitOr(6, 3)", json!(7)),
+            ("math.bitXor(6, 3)", json!(5)),
+            ("math.bitNot(0)", json!(-1)),
+            ("math.bitShiftLeft(1, 4)", json!(16)),
+            ("math.bitShiftRight(16, 4)", json!(1)),
+            ("math.greatest(1, 5, 3)", json!(5)),
+            ("lists.range(3)", json!([0, 1, 2])),
+            ("strings.quote(asset.tag)", json!("\"M-101\"")),
+        ] {
+            let expression = Expression::compile(source, "value")
+                .unwrap_or_else(|error| panic!("`{source}`: {error:?}"));
+            assert_eq!(expression.evaluate(&context).unwrap(), expected, "{source}");
+        }
+        // Every qualified function the service lets through was run above.
+        assert_eq!(QUALIFIED_FUNCTIONS.len(), 18);
+        let error = Expression::compile("math.ceiling(1.5) > 1.0", "when").unwrap_err();
+        assert!(
+            error.message.starts_with("unknown function `math.ceiling`"),
+            "{error:?}"
+        );
     }
 
     #[test]
