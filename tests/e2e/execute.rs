@@ -2596,6 +2596,79 @@ async fn a_rule_edit_with_a_stale_if_match_is_a_409_and_makes_no_version() -> an
 }
 
 #[tokio::test]
+async fn a_rule_is_read_with_its_version_as_the_etag_that_guards_an_edit() -> anyhow::Result<()> {
+    // Arrange: a rule at version 2. Before, `GET /rules/{id}` was a 405: an editor had
+    // to find the rule in the whole list to learn its version.
+    let setup = setup(false).await?;
+    let rule = setup.define(&pump_flag_rule()).await?;
+    let url = setup.command.url(&format!("/rules/{rule}"));
+    let mut edited = pump_flag_rule();
+    edited["priority"] = json!(21);
+    let second = Reply::from(setup.http.put(&url).json(&edited).send().await?)
+        .await?
+        .expect_status(200);
+
+    // Act: read it (as a viewer), edit with the tag read, then edit with it again.
+    let viewer = synapse_tests::client::http_client_as(synapse_tests::auth::Role::Viewer, "viewer");
+    let read = viewer.get(&url).send().await?;
+    let etag = read
+        .headers()
+        .get("etag")
+        .and_then(|tag| tag.to_str().ok())
+        .map(str::to_owned);
+    let read = Reply::from(read).await?.expect_status(200);
+    let etag = etag.expect("an ETag");
+    edited["priority"] = json!(22);
+    let third = Reply::from(
+        setup
+            .http
+            .put(&url)
+            .header("If-Match", &etag)
+            .json(&edited)
+            .send()
+            .await?,
+    )
+    .await?;
+    edited["priority"] = json!(23);
+    let stale = Reply::from(
+        setup
+            .http
+            .put(&url)
+            .header("If-Match", &etag)
+            .json(&edited)
+            .send()
+            .await?,
+    )
+    .await?;
+    let unknown = Reply::from(
+        viewer
+            .get(
+                setup
+                    .command
+                    .url(&format!("/rules/{}", uuid::Uuid::now_v7())),
+            )
+            .send()
+            .await?,
+    )
+    .await?;
+
+    // Assert
+    assert_eq!(read.body, second.body);
+    assert_eq!(etag, "\"2\"");
+    assert_eq!(third.status, 200, "{:?}", third.body);
+    assert_eq!(
+        (&third.body["version"], &third.body["priority"]),
+        (&json!(3), &json!(22))
+    );
+    assert_eq!(stale.status, 409, "{:?}", stale.body);
+    assert_eq!(stale.body["type"], "/problems/version-conflict");
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+    assert!(unknown.is_problem());
+    assert_eq!(unknown.body["type"], "/problems/rule-not-found");
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn concurrent_edits_of_one_rule_each_make_a_version() -> anyhow::Result<()> {
     // Arrange: a rule, and eight edits that differ in priority.
     let setup = setup(false).await?;

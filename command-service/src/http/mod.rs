@@ -132,7 +132,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(assets::update, assets::delete))
         .routes(routes!(import::import_assets))
         .routes(routes!(rules::define, rules::list))
-        .routes(routes!(rules::revise))
+        .routes(routes!(rules::revise, rules::show))
         .routes(routes!(execute::execute))
         .routes(routes!(rollback::rollback))
         .routes(routes!(links::create_cable))

@@ -1,4 +1,4 @@
-//! `POST /rules`, `PUT /rules/{id}`, `GET /rules`.
+//! `POST /rules`, `PUT /rules/{id}`, `GET /rules`, `GET /rules/{id}`.
 
 use super::actor::{Admin, Viewer};
 use super::error::ApiError;
@@ -8,8 +8,8 @@ use crate::rules::definition::RuleInput;
 use crate::rules::store::{self, StoredRule};
 use crate::rules::{self, RuleError};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use synapse_shared::problem::{ApiJson, ApiPath, ApiQuery, NoQuery};
 use synapse_shared::Problem;
@@ -109,6 +109,27 @@ pub async fn revise(
         })
     })
     .await
+}
+
+/// The newest version of a rule, with its version as the `ETag`: sent back as
+/// `If-Match` with a `PUT`, the edit is refused if the rule changed meanwhile.
+#[utoipa::path(get, path = "/rules/{id}", params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "the newest version", body = StoredRule,
+         headers(("ETag" = String, description = "the version, e.g. `\"3\"`"))),
+        (status = 404, description = "no such rule", body = Problem),
+    ))]
+pub async fn show(
+    State(state): State<AppState>,
+    _viewer: Viewer,
+    ApiPath(id): ApiPath<Uuid>,
+    _: ApiQuery<NoQuery>,
+) -> Result<Response, ApiError> {
+    let stored = store::latest(&state.pool, id)
+        .await?
+        .ok_or(RuleError::NotFound(id))?;
+    let tag = format!("\"{}\"", stored.version);
+    Ok(([(header::ETAG, tag)], axum::Json(stored)).into_response())
 }
 
 /// The newest version of every rule, in execution order.

@@ -75,6 +75,16 @@ pub async fn latest_for_update(
     .await
 }
 
+/// The newest version of one rule.
+pub async fn latest(pool: &PgPool, id: Uuid) -> Result<Option<StoredRule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from rules where id = $1 order by version desc limit 1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The newest version of every rule, by priority then name.
 pub async fn latest_all(pool: &PgPool) -> Result<Vec<StoredRule>, sqlx::Error> {
     sqlx::query_as(&format!(
