@@ -2618,28 +2618,14 @@ async fn a_rule_is_read_with_its_version_as_the_etag_that_guards_an_edit() -> an
         .map(str::to_owned);
     let read = Reply::from(read).await?.expect_status(200);
     let etag = etag.expect("an ETag");
-    edited["priority"] = json!(22);
-    let third = Reply::from(
-        setup
-            .http
-            .put(&url)
-            .header("If-Match", &etag)
-            .json(&edited)
-            .send()
-            .await?,
-    )
-    .await?;
-    edited["priority"] = json!(23);
-    let stale = Reply::from(
-        setup
-            .http
-            .put(&url)
-            .header("If-Match", &etag)
-            .json(&edited)
-            .send()
-            .await?,
-    )
-    .await?;
+    let edit = |priority: i64| {
+        let mut edited = pump_flag_rule();
+        edited["priority"] = json!(priority);
+        let request = setup.http.put(&url).header("If-Match", &etag).json(&edited);
+        async move { Reply::from(request.send().await?).await }
+    };
+    let third = edit(22).await?;
+    let stale = edit(23).await?;
     let unknown = Reply::from(
         viewer
             .get(
