@@ -3285,6 +3285,7 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("B-1", "BIG_TEST", json!({"flow": 10000.0})),
         ("V-1", "VFD_TEST", json!({})),
         ("C-1", "CABLE_TEST", json!({})),
+        ("D-1", "DRIVE_TEST", json!({"voltage": 400})),
         ("MCC-T1", "MOTOR_CONTROL_CENTRE", json!({})),
         ("MCC-T2", "MOTOR_CONTROL_CENTRE", json!({})),
     ] {
@@ -3368,6 +3369,18 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
             json!([{"type": "upsert_asset", "tag": "{asset.tag}-VFD",
              "asset_type": "VFD", "discipline": "PROCESS", "properties": {"speed": "2"}}]),
         ),
+        // A drive made for each motor with the motor's voltage, and every drive set to
+        // 690 V by a later rule: before, each run set it back and forth (found by a
+        // helper with two of the demo's kind of rules).
+        rule(
+            "D-A",
+            1,
+            &is("DRIVE_TEST"),
+            json!([{"type": "upsert_asset", "tag": "VSD-{asset.tag}",
+             "asset_type": "VSD_TEST", "discipline": "PROCESS",
+             "properties": {"voltage": "asset.properties.voltage"}}]),
+        ),
+        rule("D-B", 2, &is("VSD_TEST"), json!([set("voltage", "690")])),
         rule(
             "C-A",
             1,
@@ -3413,6 +3426,8 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("B-A", (1, 0)),
         ("C-A", (1, 0)),
         ("C-B", (0, 1)),
+        ("D-A", (1, 0)),
+        ("D-B", (0, 1)),
         ("F-A", (1, 0)),
         ("F-B", (1, 0)),
         ("T-A", (1, 0)),
@@ -3428,7 +3443,7 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     assert_eq!(by_rule(&dry), expected_first, "{dry}");
     assert_eq!(by_rule(&first), expected_first, "{first}");
     assert_eq!(second["totals"]["changes"], 0, "{second}");
-    assert_eq!(second["totals"]["errors"], 4, "{second}");
+    assert_eq!(second["totals"]["errors"], 5, "{second}");
     let speed: Value =
         sqlx::query_scalar("select properties -> 'speed' from assets where tag = 'V-1-VFD'")
             .fetch_one(&setup.pool)
@@ -3451,5 +3466,20 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     assert_eq!(state["F-1"], json!({"kind": "vfd", "x": 2}));
     assert_eq!(state["U-1"], json!({"x": 1}));
     assert_eq!(state["B-1"]["big"].to_string(), "10000000000000000");
+    let drive: Value = sqlx::query_scalar("select properties from assets where tag = 'VSD-D-1'")
+        .fetch_one(&setup.pool)
+        .await?;
+    assert_eq!(drive, json!({"voltage": 400}));
+    let error: String = sqlx::query_scalar(
+        "select payload ->> 'error' from workflow_events
+         where event_type = 'RULE_ERROR' and rule_id = (select id from rules where name = 'D-B')
+         order by position desc limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert!(
+        error.starts_with("rule `D-A` (version 1), run before this one, wants property `voltage` = 400 where this rule wants it = 690"),
+        "{error}"
+    );
     setup.command.stop().await
 }

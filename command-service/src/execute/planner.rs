@@ -377,33 +377,12 @@ fn contested(
         .unwrap_or(asset);
     let left = AssetContext::new(planned);
     for earlier in rule.earlier.iter() {
-        if !earlier.condition.is_true(&left).unwrap_or(false) {
-            continue;
-        }
-        // Where it cannot say what it wants, there is nothing to contest.
         let mut disputes = Vec::new();
-        if let Ok(wanted) = own_desired(earlier, planned, &left) {
+        if let Some(wanted) = made_for_another(earlier, asset, planned, world) {
             disputes.push((String::new(), json(asset), json(planned), json(&wanted)));
         }
-        for change in changes {
-            match change {
-                PlannedChange::Asset { before, after } if after.id != asset.id => {
-                    if let Ok(Some(wanted)) = upserted_asset(earlier, after, &left) {
-                        let before = before.as_ref().map_or(Value::Null, json);
-                        let what = format!("asset `{}`'s ", after.tag);
-                        disputes.push((what, before, json(after), json(&wanted)));
-                    }
-                }
-                PlannedChange::Cable { before, after } => {
-                    let wanted = upserted_cable(earlier, after, asset, &left, world, changes);
-                    if let Ok(Some(wanted)) = wanted {
-                        let before = before.as_ref().map_or(Value::Null, json);
-                        let what = format!("cable `{}`'s ", after.tag);
-                        disputes.push((what, before, json(after), json(&wanted)));
-                    }
-                }
-                _ => {}
-            }
+        if earlier.condition.is_true(&left).unwrap_or(false) {
+            disputes.extend(wanted_by(earlier, asset, planned, &left, changes, world));
         }
         for (what, before, ours, theirs) in disputes {
             let Some((aspect, ours, theirs)) = disputed(&before, &ours, &theirs) else {
@@ -424,6 +403,69 @@ fn contested(
         }
     }
     None
+}
+
+/// What `earlier`, whose condition holds on the asset as `planned`, wants otherwise of
+/// what `changes` change: the asset itself (`set_property`, `remove_property`,
+/// `upsert_asset` of its own tag), and the assets and cables both rules upsert by the
+/// same tag. Each as (what, before, ours, theirs).
+fn wanted_by(
+    earlier: &CompiledRule,
+    asset: &AssetState,
+    planned: &AssetState,
+    left: &AssetContext,
+    changes: &[PlannedChange],
+    world: &mut World,
+) -> Vec<(String, Value, Value, Value)> {
+    let mut disputes = Vec::new();
+    // Where it cannot say what it wants, there is nothing to contest.
+    if let Ok(wanted) = own_desired(earlier, planned, left) {
+        disputes.push((String::new(), json(asset), json(planned), json(&wanted)));
+    }
+    for change in changes {
+        match change {
+            PlannedChange::Asset { before, after } if after.id != asset.id => {
+                if let Ok(Some(wanted)) = upserted_asset(earlier, after, left) {
+                    let before = before.as_ref().map_or(Value::Null, json);
+                    let what = format!("asset `{}`'s ", after.tag);
+                    disputes.push((what, before, json(after), json(&wanted)));
+                }
+            }
+            PlannedChange::Cable { before, after } => {
+                let wanted = upserted_cable(earlier, after, asset, left, world, changes);
+                if let Ok(Some(wanted)) = wanted {
+                    let before = before.as_ref().map_or(Value::Null, json);
+                    let what = format!("cable `{}`'s ", after.tag);
+                    disputes.push((what, before, json(after), json(&wanted)));
+                }
+            }
+            _ => {}
+        }
+    }
+    disputes
+}
+
+/// What `rule` wants of `asset` where it upserts it for another asset by that asset's
+/// own tag between fixed texts (`VFD-{asset.tag}` makes `VFD-M-101` for `M-101`): a
+/// later rule over the VFD that sets what the earlier one sets on it would undo it on
+/// every run, and the earlier one would set it back.
+fn made_for_another(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    planned: &AssetState,
+    world: &mut World,
+) -> Option<AssetState> {
+    rule.actions.iter().find_map(|action| {
+        let CompiledAction::UpsertAsset { tag, .. } = action else {
+            return None;
+        };
+        let source = world.asset_by_tag(tag.own_tag_source(&asset.tag)?)?;
+        let context = AssetContext::new(&source);
+        if !rule.condition.is_true(&context).unwrap_or(false) {
+            return None;
+        }
+        upserted_asset(rule, planned, &context).ok().flatten()
+    })
 }
 
 fn json<T: serde::Serialize>(state: &T) -> Value {

@@ -32,6 +32,27 @@ impl Template {
         }
     }
 
+    /// The tag of the asset this template renders `rendered` for, when it is the
+    /// asset's own tag between fixed texts ([`Template::is_own_tag`]) that `rendered`
+    /// has: `M-101` for `VFD-M-101` and `VFD-{asset.tag}`.
+    pub fn own_tag_source<'r>(&self, rendered: &'r str) -> Option<&'r str> {
+        // `{asset.tag}` alone is the asset itself.
+        if !self.is_own_tag() || self.parts.len() < 2 {
+            return None;
+        }
+        fn text(part: Option<&Part>) -> &str {
+            match part {
+                Some(Part::Text(text)) => text,
+                _ => "",
+            }
+        }
+        let (first, last) = (self.parts.first(), self.parts.last());
+        let source = rendered
+            .strip_prefix(text(first))?
+            .strip_suffix(text(last))?;
+        (!source.is_empty()).then_some(source)
+    }
+
     /// What the template renders for every asset, if it has no expression in it.
     pub fn constant(&self) -> Option<&str> {
         match self.parts.as_slice() {
