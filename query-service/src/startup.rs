@@ -3,7 +3,7 @@
 pub use crate::config::{Config, DEFAULT_PORT};
 
 use crate::http;
-use crate::live::consumer::{self, StreamHead};
+use crate::live::consumer;
 use crate::live::hub::Hub;
 use crate::state::AppState;
 use anyhow::Context;
@@ -73,7 +73,6 @@ impl Application {
             pool,
             nats: client,
             hub: Hub::new(&config.nats.nats_stream, &config.live),
-            stream_head: StreamHead::new(jetstream.clone(), &config.nats.nats_stream),
             live_limits: config.live,
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),

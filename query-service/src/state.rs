@@ -1,6 +1,5 @@
 //! What every request handler and WebSocket session shares.
 
-use crate::live::consumer::StreamHead;
 use crate::live::hub::Hub;
 use crate::live::LiveLimits;
 use axum::extract::FromRef;
@@ -18,8 +17,6 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// The process-wide live feed.
     pub hub: Hub,
-    /// Where the events stream stands, for subscriptions resuming beyond the hub.
-    pub stream_head: StreamHead,
     /// Queue and buffer sizes of WebSocket sessions.
     pub live_limits: LiveLimits,
     /// Cancelled on shutdown: every WebSocket session watches it, because axum's graceful

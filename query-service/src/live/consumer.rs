@@ -131,49 +131,18 @@ async fn start(
     args: &NatsArgs,
 ) -> anyhow::Result<(Stream, u64)> {
     let mut stream = nats::ensure_stream(context, args).await?;
-    let (last_sequence, last_position) = last_message(&mut stream).await?;
+    let last_sequence = stream.info().await?.state.last_sequence;
+    let last_position = if last_sequence == 0 {
+        0
+    } else {
+        let message = stream.get_raw_message(last_sequence).await?;
+        match nats::position_header(Some(&message.headers)) {
+            Some(position) => position,
+            None => nats::decode(&message.payload)?.position,
+        }
+    };
     hub.start_at(last_position);
     Ok((stream, last_sequence + 1))
-}
-
-/// The stream's last sequence and the log position of its message (0 and 0 when it is
-/// empty).
-async fn last_message(stream: &mut Stream) -> anyhow::Result<(u64, i64)> {
-    let last_sequence = stream.info().await?.state.last_sequence;
-    if last_sequence == 0 {
-        return Ok((0, 0));
-    }
-    let message = stream.get_raw_message(last_sequence).await?;
-    let position = match nats::position_header(Some(&message.headers)) {
-        Some(position) => position,
-        None => nats::decode(&message.payload)?.position,
-    };
-    Ok((last_sequence, position))
-}
-
-/// Where the stream stands now, asked when a client resumes beyond what the hub has
-/// seen: every position a client can know came through the stream (to the hub of this
-/// replica or another one, or to the read models), so one beyond its last message
-/// comes from elsewhere (another deployment, a log that was reset).
-#[derive(Clone)]
-pub struct StreamHead {
-    context: jetstream::Context,
-    stream: String,
-}
-
-impl StreamHead {
-    pub fn new(context: jetstream::Context, stream: &str) -> Self {
-        Self {
-            context,
-            stream: stream.to_owned(),
-        }
-    }
-
-    /// The log position of the stream's last message.
-    pub async fn position(&self) -> anyhow::Result<i64> {
-        let mut stream = self.context.get_stream(&self.stream).await?;
-        Ok(last_message(&mut stream).await?.1)
-    }
 }
 
 /// Whether an error means the consumer is gone (e.g. "consumer not found" after a

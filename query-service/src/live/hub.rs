@@ -109,11 +109,6 @@ impl Hub {
         }
     }
 
-    /// The newest position the hub has seen (0 before it started).
-    pub fn latest(&self) -> i64 {
-        self.lock().latest
-    }
-
     /// Record where the stream stood when the hub started: everything up to `position`
     /// predates the hub and is served from the read models.
     pub fn start_at(&self, position: i64) {

@@ -53,8 +53,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
         every rollback of that batch; a `discipline` filter is a code in any case, never \
         blank. Authenticate with `Authorization: Bearer <token>` or \
         `?ticket=` from `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a \
-        client too far behind; `ERROR_PROTOCOL` answers an invalid message, and an `after` \
-        beyond the stream's newest event (it names that position). A new `subscribe` \
+        client too far behind; `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` \
         replaces the previous one.",
     params(HandshakeParams),
     responses(
@@ -161,36 +160,22 @@ async fn session(socket: WebSocket, state: AppState) {
                     detail: "`after` must be a position, 0 or more".to_owned(),
                 }),
                 Ok(ClientMessage::Subscribe { filters, after }) => {
-                    match beyond_the_stream(&state, after).await {
-                        Some(newest) => Some(ControlMessage::ProtocolError {
-                            detail: format!(
-                                "`after` {} is beyond the newest event, at position {newest}: \
-                                 no event of this log has that position (one from another \
-                                 deployment, or from before the log was reset?); subscribe \
-                                 with `after` at most {newest}, or without it for live \
-                                 events only",
-                                after.unwrap_or_default()
-                            ),
-                        }),
-                        None => {
-                            // A new subscription replaces the previous one, once that one has
-                            // stopped: aborting only asks a task to stop at its next wait, and one
-                            // sending a replay into a queue with room does not wait, so frames of
-                            // the old subscription followed the new one's `SUBSCRIBED`.
-                            if let Some(previous) = current.take() {
-                                previous.abort();
-                                let _ = previous.await;
-                            }
-                            current = Some(tokio::spawn(subscription::run(
-                                state.hub.clone(),
-                                state.pool.clone(),
-                                filters,
-                                after,
-                                outbound.clone(),
-                            )));
-                            None
-                        }
+                    // A new subscription replaces the previous one, once that one has
+                    // stopped: aborting only asks a task to stop at its next wait, and one
+                    // sending a replay into a queue with room does not wait, so frames of
+                    // the old subscription followed the new one's `SUBSCRIBED`.
+                    if let Some(previous) = current.take() {
+                        previous.abort();
+                        let _ = previous.await;
                     }
+                    current = Some(tokio::spawn(subscription::run(
+                        state.hub.clone(),
+                        state.pool.clone(),
+                        filters,
+                        after,
+                        outbound.clone(),
+                    )));
+                    None
                 }
                 Err(error) => Some(ControlMessage::ProtocolError {
                     detail: error.to_string(),
@@ -226,48 +211,6 @@ async fn session(socket: WebSocket, state: AppState) {
     }
     session_end.cancel();
     let _ = writer.await;
-}
-
-/// How long asking NATS where the stream stands may take; without an answer the
-/// subscription goes ahead as asked.
-const STREAM_HEAD_PATIENCE: Duration = Duration::from_secs(2);
-
-/// How long a position beyond the stream may wait for the relay to publish up to it
-/// (it trails the log by milliseconds, more when NATS was away).
-const RELAY_GRACE: Duration = Duration::from_secs(1);
-
-/// The newest position of the stream, when `after` is beyond it even after
-/// [`RELAY_GRACE`]. A position the hub has seen is never beyond; above that (the hub
-/// may trail another replica's by milliseconds, and the stream the log) the stream
-/// itself is asked. If NATS cannot say, the subscription goes ahead: it then delivers
-/// events above `after` as they come.
-async fn beyond_the_stream(state: &AppState, after: Option<i64>) -> Option<i64> {
-    let after = after.filter(|after| *after > state.hub.latest())?;
-    let deadline = tokio::time::Instant::now() + RELAY_GRACE;
-    loop {
-        let newest =
-            match tokio::time::timeout(STREAM_HEAD_PATIENCE, state.stream_head.position()).await {
-                Ok(Ok(newest)) => newest,
-                Ok(Err(error)) => {
-                    tracing::debug!(
-                        error = format!("{error:#}"),
-                        "live feed: cannot read the stream's head"
-                    );
-                    return None;
-                }
-                Err(_) => {
-                    tracing::debug!("live feed: the stream's head took too long to read");
-                    return None;
-                }
-            };
-        if after <= newest {
-            return None;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Some(newest);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The close frame for a client whose socket failed because it broke the WebSocket
