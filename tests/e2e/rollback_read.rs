@@ -153,3 +153,119 @@ async fn history_and_timeline_show_rolled_back_events_and_the_feed_says_rolled_b
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_rollback_of_a_rollback_shows_the_change_it_brings_back_as_live_again(
+) -> anyhow::Result<()> {
+    // Arrange: a change D to an asset, rolled back by R1.
+    let system = System::start().await?;
+    let http = &system.http;
+    let created = send(
+        http,
+        Method::POST,
+        &system.command.url("/assets"),
+        Some(
+            &json!({"tag": "P-1", "asset_type": "PUMP", "discipline": "MECHANICAL",
+                     "properties": {"p": 100}}),
+        ),
+    )
+    .await?
+    .expect_status(201);
+    let asset = created.body["asset"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let change = send(
+        http,
+        Method::PATCH,
+        &system.command.url(&format!("/assets/{asset}")),
+        Some(&json!({"properties": {"z": 1}})),
+    )
+    .await?
+    .expect_status(200);
+    let url = system.command.url("/rules/rollback");
+    let rollback = |batch: Value| {
+        let url = url.clone();
+        async move {
+            send(
+                http,
+                Method::POST,
+                &url,
+                Some(&json!({"correlation_id": batch})),
+            )
+            .await
+        }
+    };
+    let first = rollback(change.body["correlation_id"].clone())
+        .await?
+        .expect_status(200);
+
+    // Act: R2 rolls R1 back, which brings D's change back.
+    let second = rollback(first.body["correlation_id"].clone())
+        .await?
+        .expect_status(200);
+    system.wait_for_projection().await?;
+
+    // Assert: the read model flags exactly what the command side's log does (before:
+    // D's change stayed flagged as rolled back by R1), and a read without rolled-back
+    // events shows D's change.
+    let pool = sqlx::PgPool::connect(&system.database.url).await?;
+    let differing: Vec<(i64, bool, Option<uuid::Uuid>)> = sqlx::query_as(
+        "select e.position, r.event_id is not null, r.rolled_back_by
+         from workflow_events e
+         left join event_rollbacks r on r.event_id = e.event_id
+         join rm_events m on m.position = e.position
+         where m.rolled_back is distinct from (r.event_id is not null)
+            or m.rolled_back_by is distinct from r.rolled_back_by",
+    )
+    .fetch_all(&pool)
+    .await?;
+    assert_eq!(
+        differing,
+        vec![],
+        "rm_events flags that differ from event_rollbacks"
+    );
+    let batch = change.body["correlation_id"].as_str().unwrap_or_default();
+    let live = send(
+        http,
+        Method::GET,
+        &system.query.url(&format!(
+            "/events/timeline?correlation_id={batch}&include_rolled_back=false"
+        )),
+        None,
+    )
+    .await?
+    .expect_status(200);
+    let kinds: Vec<&str> = live.body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["aggregate_id"] == asset.as_str())
+        .filter_map(|event| event["event_type"].as_str())
+        .collect();
+    assert_eq!(kinds, vec!["ASSET_UPDATED"], "{}", live.body);
+    let undone = send(
+        http,
+        Method::GET,
+        &system.query.url(&format!(
+            "/events/timeline?correlation_id={}",
+            first.body["correlation_id"].as_str().unwrap_or_default()
+        )),
+        None,
+    )
+    .await?
+    .expect_status(200);
+    let rollback_event = undone.body["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|event| event["event_type"] == "ROLLBACK")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(rollback_event["rolled_back"], true, "{rollback_event}");
+    assert_eq!(
+        rollback_event["rolled_back_by"],
+        second.body["correlation_id"]
+    );
+    Ok(())
+}

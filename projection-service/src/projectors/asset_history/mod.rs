@@ -74,6 +74,29 @@ async fn mark_rolled_back(
     connection: &mut PgConnection,
     events: &[&EventEnvelope],
 ) -> Result<(), sqlx::Error> {
+    // Rollbacks in log order, one after the other: a rollback of a rollback in the
+    // same slice unmarks what the first one marked (`unmark_redone`) only after it did.
+    let rollbacks = events.chunk_by(|a, b| {
+        let rollback = |event: &EventEnvelope| {
+            matches!(
+                event.event_type,
+                EventType::Rollback | EventType::BatchRolledBack
+            )
+            .then_some(event.correlation_id)
+        };
+        rollback(a) == rollback(b)
+    });
+    for run in rollbacks {
+        mark_rolled_back_by_one(connection, run).await?;
+    }
+    Ok(())
+}
+
+/// [`mark_rolled_back`] for events of which the rollback events are of one batch.
+async fn mark_rolled_back_by_one(
+    connection: &mut PgConnection,
+    events: &[&EventEnvelope],
+) -> Result<(), sqlx::Error> {
     let mut on_aggregates = RolledBack::default();
     let mut aggregates: Vec<Uuid> = Vec::new();
     let mut batch_level = RolledBack::default();
@@ -89,6 +112,7 @@ async fn mark_rolled_back(
         }
     }
     if !on_aggregates.targets.is_empty() {
+        unmark_redone(connection, &on_aggregates.targets, &aggregates).await?;
         sqlx::query(MARK_AGGREGATE_ROLLBACKS)
             .bind(on_aggregates.targets)
             .bind(aggregates)
@@ -110,6 +134,50 @@ async fn mark_rolled_back(
         .execute(&mut *connection)
         .await?;
     }
+    Ok(())
+}
+
+/// A rollback of a rollback redoes what that one undid: the events it had marked
+/// rolled back on the aggregates it restores are live again, as the command side's
+/// `event_rollbacks` says (`rollback::restore::unmark_redone`). Per `ROLLBACK` (target
+/// batch `targets[i]` on aggregate `aggregates[i]`): only where the target is itself a
+/// rollback (it has `ROLLBACK` events), the aggregate's events it had marked. Before,
+/// the change a redo brought back stayed flagged rolled back in every read, and
+/// `include_rolled_back=false` hid it.
+async fn unmark_redone(
+    connection: &mut PgConnection,
+    targets: &[Uuid],
+    aggregates: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    let mut distinct = targets.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let rollbacks: Vec<Uuid> = sqlx::query_scalar(
+        "select target from unnest($1::uuid[]) as t(target)
+         where exists (select 1 from rm_events
+                       where correlation_id = t.target and event_type = 'ROLLBACK')",
+    )
+    .bind(&distinct)
+    .fetch_all(&mut *connection)
+    .await?;
+    if rollbacks.is_empty() {
+        return Ok(());
+    }
+    let (redone_targets, redone_aggregates): (Vec<Uuid>, Vec<Uuid>) = targets
+        .iter()
+        .zip(aggregates)
+        .filter(|(target, _)| rollbacks.contains(target))
+        .map(|(target, aggregate)| (*target, *aggregate))
+        .unzip();
+    sqlx::query(
+        "update rm_events e set rolled_back = false, rolled_back_by = null
+         from unnest($1::uuid[], $2::uuid[]) as m(target, aggregate_id)
+         where e.aggregate_id = m.aggregate_id and e.rolled_back_by = m.target",
+    )
+    .bind(redone_targets)
+    .bind(redone_aggregates)
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
