@@ -81,20 +81,8 @@ async fn history_and_timeline_show_rolled_back_events_and_the_feed_says_rolled_b
     );
     // The timeline: every event of the batch is flagged, by the rollback.
     system.wait_for_projection().await?;
-    let timeline = send(
-        http,
-        Method::GET,
-        &system.query.url(&format!(
-            "/events/timeline?correlation_id={batch}&limit=1000"
-        )),
-        None,
-    )
-    .await?
-    .expect_status(200);
-    let events = timeline.body["events"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let page = timeline(&system, &format!("correlation_id={batch}&limit=1000")).await?;
+    let events = page["events"].as_array().cloned().unwrap_or_default();
     assert!(!events.is_empty());
     assert!(
         events
@@ -102,17 +90,12 @@ async fn history_and_timeline_show_rolled_back_events_and_the_feed_says_rolled_b
             .all(|e| e["rolled_back"] == true && e["rolled_back_by"] == rollback_id.as_str()),
         "{events:?}"
     );
-    let hidden = send(
-        http,
-        Method::GET,
-        &system.query.url(&format!(
-            "/events/timeline?correlation_id={batch}&include_rolled_back=false"
-        )),
-        None,
+    let hidden = timeline(
+        &system,
+        &format!("correlation_id={batch}&include_rolled_back=false"),
     )
-    .await?
-    .expect_status(200);
-    assert_eq!(hidden.body["events"].as_array().map(Vec::len), Some(0));
+    .await?;
+    assert_eq!(hidden["events"].as_array().map(Vec::len), Some(0));
     // A motor's history: its update is rolled back, followed by the ROLLBACK linked to the batch.
     let motor = events
         .iter()
@@ -226,36 +209,22 @@ async fn a_rollback_of_a_rollback_shows_the_change_it_brings_back_as_live_again(
         "rm_events flags that differ from event_rollbacks"
     );
     let batch = change.body["correlation_id"].as_str().unwrap_or_default();
-    let live = send(
-        http,
-        Method::GET,
-        &system.query.url(&format!(
-            "/events/timeline?correlation_id={batch}&include_rolled_back=false"
-        )),
-        None,
+    let live = timeline(
+        &system,
+        &format!("correlation_id={batch}&include_rolled_back=false"),
     )
-    .await?
-    .expect_status(200);
-    let kinds: Vec<&str> = live.body["events"]
+    .await?;
+    let kinds: Vec<&str> = live["events"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|event| event["aggregate_id"] == asset.as_str())
         .filter_map(|event| event["event_type"].as_str())
         .collect();
-    assert_eq!(kinds, vec!["ASSET_UPDATED"], "{}", live.body);
-    let undone = send(
-        http,
-        Method::GET,
-        &system.query.url(&format!(
-            "/events/timeline?correlation_id={}",
-            first.body["correlation_id"].as_str().unwrap_or_default()
-        )),
-        None,
-    )
-    .await?
-    .expect_status(200);
-    let rollback_event = undone.body["events"]
+    assert_eq!(kinds, vec!["ASSET_UPDATED"], "{live}");
+    let first_id = first.body["correlation_id"].as_str().unwrap_or_default();
+    let undone = timeline(&system, &format!("correlation_id={first_id}")).await?;
+    let rollback_event = undone["events"]
         .as_array()
         .into_iter()
         .flatten()
@@ -268,4 +237,11 @@ async fn a_rollback_of_a_rollback_shows_the_change_it_brings_back_as_live_again(
         second.body["correlation_id"]
     );
     Ok(())
+}
+
+/// A page of the query service's timeline, for `query` (without the `?`).
+async fn timeline(system: &System, query: &str) -> anyhow::Result<Value> {
+    let path = format!("/events/timeline?{query}");
+    let page = send(&system.http, Method::GET, &system.query.url(&path), None).await?;
+    Ok(page.expect_status(200).body)
 }
