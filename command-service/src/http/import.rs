@@ -37,7 +37,9 @@ pub struct ImportParams {
 /// The header names `tag`, `asset_type`, `discipline` (required), `name`, `area`
 /// (case-insensitive); every other column is a property, typed per cell (numbers,
 /// `true`/`false`, else text; an empty cell is absent), or as its header declares:
-/// `line_number:text`, `power_kw:number`, `spare:boolean`. An existing asset keeps what
+/// `line_number:text`, `power_kw:number`, `spare:boolean`, or `size:json` (a JSON
+/// number, string or boolean per cell, as an export writes a column of mixed types).
+/// An existing asset keeps what
 /// the file does not list: properties missing from the file and empty cells never
 /// remove anything. Any error refuses the whole file with every row/column error.
 #[utoipa::path(post, path = "/assets/import",

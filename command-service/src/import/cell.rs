@@ -7,28 +7,33 @@
 //! that has a zero-padded one (`001` ... `150`). Nothing is ever evaluated.
 //!
 //! A column can also say what it holds (`line_number:text`, [`Declared`]): then every
-//! cell is that type or an error, whatever it looks like.
+//! cell is that type or an error, whatever it looks like. A `:json` column holds each
+//! cell as a JSON number, string or boolean (`100`, `"100"`, `true`, `" padded "`):
+//! what an export writes for a column of several types, or of text a plain cell
+//! would not keep (empty, or with spaces at either end).
 
 use super::RowError;
 use serde_json::{Number, Value};
 
 /// The type a header declares for its column: `name:text`, `name:number`,
-/// `name:boolean`.
+/// `name:boolean`, `name:json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Declared {
     Text,
     Number,
     Boolean,
+    Json,
 }
 
 impl Declared {
-    pub const NAMES: &str = "text, number or boolean";
+    pub const NAMES: &str = "text, number, boolean or json";
 
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "text" => Some(Self::Text),
             "number" => Some(Self::Number),
             "boolean" => Some(Self::Boolean),
+            "json" => Some(Self::Json),
             _ => None,
         }
     }
@@ -46,6 +51,7 @@ impl Declared {
                 _ => None,
             },
             Self::Number => declared_number(text),
+            Self::Json => json_cell(text),
         };
         value.map(Some).ok_or_else(|| {
             let hint = if self == Self::Number && looks_like_decimal_comma(text) {
@@ -65,7 +71,19 @@ impl Declared {
             Self::Text => "text",
             Self::Number => "number",
             Self::Boolean => "boolean (true or false)",
+            Self::Json => "JSON number, string or boolean (`7.5`, `\"007\"`, `true`)",
         }
+    }
+}
+
+/// A cell of a `:json` column: a JSON string, `true`, `false`, or a number as the
+/// import reads any other (a plain decimal: `1e400` or 20 digits would change).
+fn json_cell(text: &str) -> Option<Value> {
+    match text {
+        "true" => Some(Value::Bool(true)),
+        "false" => Some(Value::Bool(false)),
+        _ if text.starts_with('"') => serde_json::from_str::<String>(text).ok().map(Value::String),
+        _ => number(text),
     }
 }
 
@@ -288,8 +306,44 @@ mod tests {
     }
 
     #[test]
+    fn a_json_column_keeps_each_cells_type_and_text_as_written() {
+        let json = |cell| Declared::Json.type_cell(cell);
+        assert_eq!(json("100"), Ok(Some(json!(100))));
+        assert_eq!(json("-7.5"), Ok(Some(json!(-7.5))));
+        assert_eq!(json("\"100\""), Ok(Some(json!("100"))));
+        assert_eq!(json("true"), Ok(Some(json!(true))));
+        assert_eq!(json("\"true\""), Ok(Some(json!("true"))));
+        assert_eq!(json("\"\""), Ok(Some(json!(""))));
+        assert_eq!(
+            json("\"  padded \\\"x\\\" \""),
+            Ok(Some(json!("  padded \"x\" ")))
+        );
+        assert_eq!(json("\"caf\\u00e9\""), Ok(Some(json!("café"))));
+        assert_eq!(json(""), Ok(None));
+        // Not a JSON scalar, or a number the import would not keep as written.
+        for cell in [
+            "abc",
+            "\"open",
+            "[1]",
+            "{}",
+            "null",
+            "TRUE",
+            "007",
+            "1e400",
+            "123456789012345678901234",
+        ] {
+            let error = json(cell).unwrap_err();
+            assert!(
+                error.contains("is not a JSON number, string or boolean"),
+                "{cell}: {error}"
+            );
+        }
+    }
+
+    #[test]
     fn a_declared_column_types_every_cell_as_declared_or_says_why_not() {
         assert_eq!(Declared::parse("TEXT"), Some(Declared::Text));
+        assert_eq!(Declared::parse("json"), Some(Declared::Json));
         assert_eq!(Declared::parse("integer"), None);
         let text = |cell| Declared::Text.type_cell(cell);
         assert_eq!(text("1001"), Ok(Some(json!("1001"))));

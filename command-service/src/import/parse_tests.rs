@@ -252,7 +252,7 @@ fn an_unknown_type_or_a_type_on_a_fixed_column_is_a_header_error() {
             error(
                 1,
                 Some("power_kw:integer"),
-                "unknown column type `integer`: declare text, number or boolean"
+                "unknown column type `integer`: declare text, number, boolean or json"
             ),
         ]
     );

@@ -41,6 +41,16 @@ pub fn property(value: Option<&Value>) -> Cow<'_, str> {
     }
 }
 
+/// A property value as a cell of a `:json` column: its JSON (`100`, `"100"`, `true`);
+/// an absent or null value empty. Text starts with `"`, which no spreadsheet reads as
+/// a formula.
+pub fn json(value: Option<&Value>) -> Cow<'_, str> {
+    match value {
+        None | Some(Value::Null) => Cow::Borrowed(""),
+        Some(value) => Cow::Owned(value.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,12 +105,10 @@ async fn write_all(
     let mut encoder = Encoder::new();
     let header: Vec<String> = columns.iter().map(rows::Column::header).collect();
     encoder.header(&header)?;
-    let properties: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
-    let properties = properties.as_slice();
     let mut assets = rows::assets(connection, filter);
     while let Some(row) = assets.next().await {
         let row = row.map_err(|error| Stop::Failed(error.into()))?;
-        encoder.row(&row, properties)?;
+        encoder.row(&row, columns)?;
         if encoder.buffered() >= CHUNK_BYTES {
             hand_over(sender, encoder.take()?).await?;
         }
@@ -162,7 +160,7 @@ impl Encoder {
         self.write(names)
     }
 
-    fn row(&mut self, row: &AssetRow, properties: &[String]) -> Result<(), Stop> {
+    fn row(&mut self, row: &AssetRow, columns: &[rows::Column]) -> Result<(), Stop> {
         let fixed = [
             row.tag.as_str(),
             row.asset_type.as_str(),
@@ -171,11 +169,16 @@ impl Encoder {
             row.area.as_deref().unwrap_or(""),
         ];
         let values = row.properties.as_ref().and_then(|value| value.as_object());
-        let cells = fixed.into_iter().map(cells::text).chain(
-            properties
-                .iter()
-                .map(|name| cells::property(values.and_then(|values| values.get(name)))),
-        );
+        let cells = fixed
+            .into_iter()
+            .map(cells::text)
+            .chain(columns.iter().map(|column| {
+                let value = values.and_then(|values| values.get(&column.name));
+                match column.declared {
+                    Some(rows::JSON) => cells::json(value),
+                    _ => cells::property(value),
+                }
+            }));
         self.write(cells)
     }
 
@@ -220,28 +223,37 @@ mod tests {
     #[test]
     fn rows_follow_the_header_with_empty_cells_for_missing_properties() {
         let mut encoder = Encoder::new();
-        let properties = ["power_kw".to_owned(), "note".to_owned()];
-        assert!(encoder.header(&properties).is_ok());
+        let column = |name: &str, declared| rows::Column {
+            name: name.to_owned(),
+            declared,
+        };
+        let columns = [
+            column("power_kw", None),
+            column("note", None),
+            column("mixed", Some(rows::JSON)),
+        ];
+        let header: Vec<String> = columns.iter().map(rows::Column::header).collect();
+        assert!(encoder.header(&header).is_ok());
         let row = AssetRow {
             tag: "P-101".to_owned(),
             asset_type: "PUMP".to_owned(),
             discipline: "MECHANICAL".to_owned(),
             name: Some("Feed pump, \"north\"".to_owned()),
             area: None,
-            properties: Some(json!({"power_kw": -5.5})),
+            properties: Some(json!({"power_kw": -5.5, "mixed": 7})),
         };
-        assert!(encoder.row(&row, &properties).is_ok());
+        assert!(encoder.row(&row, &columns).is_ok());
         let second = AssetRow {
             tag: "=HYPERLINK(\"x\")".to_owned(),
-            properties: Some(json!({"note": "@SUM(A1)"})),
+            properties: Some(json!({"note": "@SUM(A1)", "mixed": "=7"})),
             ..row
         };
-        assert!(encoder.row(&second, &properties).is_ok());
+        assert!(encoder.row(&second, &columns).is_ok());
         assert_eq!(
             text(&mut encoder),
-            "tag,asset_type,discipline,name,area,power_kw,note\n\
-             P-101,PUMP,MECHANICAL,\"Feed pump, \"\"north\"\"\",,-5.5,\n\
-             \"'=HYPERLINK(\"\"x\"\")\",PUMP,MECHANICAL,\"Feed pump, \"\"north\"\"\",,,'@SUM(A1)\n"
+            "tag,asset_type,discipline,name,area,power_kw,note,mixed:json\n\
+             P-101,PUMP,MECHANICAL,\"Feed pump, \"\"north\"\"\",,-5.5,,7\n\
+             \"'=HYPERLINK(\"\"x\"\")\",PUMP,MECHANICAL,\"Feed pump, \"\"north\"\"\",,,'@SUM(A1),\"\"\"=7\"\"\"\n"
         );
         assert_eq!(text(&mut encoder), "", "taking leaves the encoder empty");
     }

@@ -41,10 +41,14 @@ macro_rules! current_assets {
     };
 }
 
-/// A property column of an export: its name, and the type its header declares
-/// (`name:text`) when every value it holds is of that one type, so that a re-import
-/// reads `"100"` back as text and `75` as a number whatever the other cells look like.
-/// A column of mixed types declares none: the import then types each cell by its look.
+/// A property column of an export: its name, and the type its header declares, so
+/// that a re-import reads every value back as it is: `name:text` (or `number`,
+/// `boolean`) when every value it holds is of that one type, so `"100"` comes back as
+/// text and `75` as a number whatever the other cells look like; `name:json` when it
+/// holds several types, or text that a plain cell would not keep (empty, or with
+/// spaces at either end, which the import trims): each cell is then the value's JSON
+/// (`100`, `"100"`, `" padded "`). Before, a column of `100` and `"100"` declared
+/// nothing and both came back as the number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Column {
     pub name: String,
@@ -69,7 +73,9 @@ pub async fn property_columns(
 ) -> Result<Vec<Column>, sqlx::Error> {
     const SQL: &str = concat!(
         "select name collate \"C\" as name,
-             array_agg(distinct jsonb_typeof(value)) filter (where jsonb_typeof(value) <> 'null')
+             array_agg(distinct jsonb_typeof(value)) filter (where jsonb_typeof(value) <> 'null'),
+             coalesce(bool_or(jsonb_typeof(value) = 'string'
+                 and (value #>> '{}' = '' or value #>> '{}' ~ $4)), false)
          from (select state -> 'properties' as properties",
         current_assets!(),
         ") as assets,
@@ -78,23 +84,32 @@ pub async fn property_columns(
          group by 1
          order by 1"
     );
-    let rows: Vec<(String, Option<Vec<String>>)> = sqlx::query_as(SQL)
+    let rows: Vec<(String, Option<Vec<String>>, bool)> = sqlx::query_as(SQL)
         .bind(AggregateType::Asset.as_str())
         .bind(&filter.disciplines)
         .bind(&filter.asset_types)
+        .bind(EDGE_SPACE)
         .fetch_all(connection)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(name, types)| Column {
+        .map(|(name, types, fragile_text)| Column {
             name,
             declared: match types.as_deref() {
-                Some([only]) => declared(only),
-                _ => None,
+                None | Some([]) => None,
+                Some([only]) if !fragile_text => declared(only),
+                Some(_) => Some(JSON),
             },
         })
         .collect())
 }
+
+/// What the import trims from a cell, at either end of a text (Postgres regular
+/// expression): Unicode white space, as Rust's `str::trim`.
+const EDGE_SPACE: &str = r"^[[:space:]\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0085]|[[:space:]\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\u0085]$";
+
+/// The declaration of a column whose cells are each the value's JSON.
+pub const JSON: &str = "json";
 
 /// The import's declaration of a column whose values are all of JSON type `json_type`.
 fn declared(json_type: &str) -> Option<&'static str> {

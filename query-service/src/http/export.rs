@@ -36,7 +36,9 @@ pub struct ExportParams {
     description = "Streams the current assets as CSV (RFC 4180, UTF-8, comma, header row). \
         Columns: `tag, asset_type, discipline, name, area`, then one column per property \
         name found in the exported assets, in byte order; an asset without a property has \
-        an empty cell. Numbers and booleans are written as the import types them. Text \
+        an empty cell. Each property column declares its type (`name:text`, `:number`, \
+        `:boolean`; `:json` with the value's JSON per cell where a column mixes types or \
+        holds text a plain cell would not keep), so a re-import changes nothing. Text \
         cells starting with `=`, `+`, `-`, `@`, tab or carriage return are prefixed with \
         `'` so that a spreadsheet shows them instead of running them as formulas (CSV \
         injection); numbers are never prefixed. The whole file is one consistent snapshot. \
