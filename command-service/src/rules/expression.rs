@@ -80,40 +80,44 @@ fn matches(text: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelBool, Exe
     Ok(CelBool::from(compiled.is_match(text.inner())))
 }
 
-/// Most patterns kept compiled: rules name a handful; a pattern built from each
-/// asset's data must not grow the cache without bound, so it starts over when full.
+/// Most patterns kept, compiled or refused: rules name a handful; a pattern built from
+/// each asset's data must not grow the cache without bound, so it starts over when
+/// full.
 const MAX_PATTERNS: usize = 256;
 
-static PATTERNS: LazyLock<Mutex<HashMap<String, Arc<Regex>>>> = LazyLock::new(Mutex::default);
+/// Patterns compiled, and those that failed to (a pattern built from the asset's data
+/// that fails for one asset fails for the next without compiling again).
+type Compiled = Result<Arc<Regex>, regex::Error>;
+
+static PATTERNS: LazyLock<Mutex<HashMap<String, Compiled>>> = LazyLock::new(Mutex::default);
 
 /// The most a pattern may compile to. Patterns in a rule's source are compiled when
 /// it is defined, but one built from an asset's data is compiled as the rule runs, per
 /// asset: with the crate's default (10 MiB) a 4 KiB pattern of counted repetitions
-/// took 90 ms to compile, 200 of them per asset 18 s. Refused at 1 MiB within a few
-/// milliseconds; patterns that name tags compile to a few KiB.
-const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+/// took 90 ms to compile, 200 of them per asset 18 s; at 1 MiB a failing one still took
+/// 60-75 ms (debug build). Patterns that name tags compile to a few KiB.
+const PATTERN_SIZE_LIMIT: usize = 256 << 10;
 
-fn compiled(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+fn compiled(pattern: &str) -> Compiled {
     let known = PATTERNS
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .get(pattern)
         .cloned();
     if let Some(compiled) = known {
-        return Ok(compiled);
+        return compiled;
     }
     // Compiled without the lock: a slow pattern holds up no other rule's `matches`.
-    let compiled = Arc::new(
-        regex::RegexBuilder::new(pattern)
-            .size_limit(PATTERN_SIZE_LIMIT)
-            .build()?,
-    );
+    let compiled = regex::RegexBuilder::new(pattern)
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .build()
+        .map(Arc::new);
     let mut patterns = PATTERNS.lock().unwrap_or_else(PoisonError::into_inner);
     if patterns.len() >= MAX_PATTERNS {
         patterns.clear();
     }
     patterns.insert(pattern.to_owned(), compiled.clone());
-    Ok(compiled)
+    compiled
 }
 
 /// A rejected expression: where and why.
