@@ -445,27 +445,40 @@ fn wanted_by(
     disputes
 }
 
-/// What `rule` wants of `asset` where it upserts it for another asset by that asset's
-/// own tag between fixed texts (`VFD-{asset.tag}` makes `VFD-M-101` for `M-101`): a
-/// later rule over the VFD that sets what the earlier one sets on it would undo it on
-/// every run, and the earlier one would set it back.
+/// What `rule` wants of `asset` where it upserts it for another asset, found from the
+/// tag (`VFD-{asset.tag}` makes `VFD-M-101` for `M-101`, see
+/// [`Template::source_candidates`](crate::rules::template::Template::source_candidates);
+/// each candidate is checked by rendering the tag for it): a later rule over the VFD
+/// that sets what the earlier one sets on it would undo it on every run, and the
+/// earlier one would set it back.
 fn made_for_another(
     rule: &CompiledRule,
     asset: &AssetState,
     planned: &AssetState,
     world: &mut World,
 ) -> Option<AssetState> {
-    rule.actions.iter().find_map(|action| {
+    for action in &rule.actions {
         let CompiledAction::UpsertAsset { tag, .. } = action else {
-            return None;
+            continue;
         };
-        let source = world.asset_by_tag(tag.own_tag_source(&asset.tag)?)?;
-        let context = AssetContext::new(&source);
-        if !rule.condition.is_true(&context).unwrap_or(false) {
-            return None;
+        for candidate in tag.source_candidates(&asset.tag) {
+            let Some(source) = world.asset_by_tag(&candidate) else {
+                continue;
+            };
+            let context = AssetContext::new(&source);
+            let makes_it = tag.render(&context).is_ok_and(|made| made == asset.tag);
+            if source.id == asset.id
+                || !makes_it
+                || !rule.condition.is_true(&context).unwrap_or(false)
+            {
+                continue;
+            }
+            if let Ok(Some(wanted)) = upserted_asset(rule, planned, &context) {
+                return Some(wanted);
+            }
         }
-        upserted_asset(rule, planned, &context).ok().flatten()
-    })
+    }
+    None
 }
 
 fn json<T: serde::Serialize>(state: &T) -> Value {

@@ -17,6 +17,42 @@ pub struct Template {
     parts: Vec<Part>,
 }
 
+/// Most tags [`Template::source_candidates`] offers for one rendered tag.
+pub const MAX_SOURCES: usize = 8;
+
+/// Where each occurrence of `text` in `rendered` ends.
+fn ends_of(rendered: &str, text: &str) -> Vec<usize> {
+    rendered
+        .match_indices(text)
+        .map(|(start, found)| start + found.len())
+        .collect()
+}
+
+/// Where each occurrence of `text` in `rendered` starts.
+fn starts_of(rendered: &str, text: &str) -> Vec<usize> {
+    rendered
+        .match_indices(text)
+        .map(|(start, _)| start)
+        .collect()
+}
+
+/// For `asset.tag.replace('A', 'B')`, the tag that became `rendered`: `rendered` with
+/// `B` put back to `A`.
+fn replaced_tag(source: &str, rendered: &str) -> Option<String> {
+    let arguments = source
+        .strip_prefix("asset.tag.replace(")?
+        .strip_suffix(')')?;
+    let quoted = |text: &str| -> Option<String> {
+        let text = text.trim();
+        let quote = text.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+        let inner = text.strip_prefix(quote)?.strip_suffix(quote)?;
+        (!inner.contains(quote) && !inner.contains('\\')).then(|| inner.to_owned())
+    };
+    let (from, to) = arguments.split_once(',')?;
+    let (from, to) = (quoted(from)?, quoted(to)?);
+    (!to.is_empty() && rendered.contains(&to)).then(|| rendered.replace(&to, &from))
+}
+
 impl Template {
     /// Whether the template is the asset's own tag between fixed texts
     /// (`W-{asset.tag}-PWR`): then two assets (whose tags differ) never render the
@@ -32,25 +68,44 @@ impl Template {
         }
     }
 
-    /// The tag of the asset this template renders `rendered` for, when it is the
-    /// asset's own tag between fixed texts ([`Template::is_own_tag`]) that `rendered`
-    /// has: `M-101` for `VFD-M-101` and `VFD-{asset.tag}`.
-    pub fn own_tag_source<'r>(&self, rendered: &'r str) -> Option<&'r str> {
-        // `{asset.tag}` alone is the asset itself.
-        if !self.is_own_tag() || self.parts.len() < 2 {
-            return None;
+    /// Tags of the assets this template may render `rendered` for, to be checked by
+    /// rendering it for each: the asset's own tag where the template names it between
+    /// fixed texts (`VFD-{asset.tag}`, `{asset.area}-{asset.tag}`: after each `-`),
+    /// or replaces a text in it (`{asset.tag.replace('M-', 'VFD-')}`). At most
+    /// [`MAX_SOURCES`]; none for other templates, or for `{asset.tag}` alone (the asset
+    /// itself).
+    pub fn source_candidates(&self, rendered: &str) -> Vec<String> {
+        let own = |part: &Part| matches!(part, Part::Expression(expression) if expression.source.trim() == "asset.tag");
+        if let [Part::Expression(expression)] = self.parts.as_slice() {
+            return replaced_tag(expression.source.trim(), rendered)
+                .into_iter()
+                .collect();
         }
-        fn text(part: Option<&Part>) -> &str {
-            match part {
-                Some(Part::Text(text)) => text,
-                _ => "",
+        let mut tags = self.parts.iter().enumerate().filter(|(_, part)| own(part));
+        let (Some((at, _)), None) = (tags.next(), tags.next()) else {
+            return Vec::new();
+        };
+        // Where the tag may start and end: right after the text before it (or at the
+        // start), right before the text after it (or at the end).
+        let starts: Vec<usize> = match at.checked_sub(1).map(|before| &self.parts[before]) {
+            None => vec![0],
+            Some(Part::Text(text)) => ends_of(rendered, text),
+            Some(Part::Expression(_)) => return Vec::new(),
+        };
+        let ends: Vec<usize> = match self.parts.get(at + 1) {
+            None => vec![rendered.len()],
+            Some(Part::Text(text)) => starts_of(rendered, text),
+            Some(Part::Expression(_)) => return Vec::new(),
+        };
+        let mut candidates = Vec::new();
+        for start in starts {
+            for end in ends.iter().copied().filter(|end| *end > start) {
+                if candidates.len() < MAX_SOURCES {
+                    candidates.push(rendered[start..end].to_owned());
+                }
             }
         }
-        let (first, last) = (self.parts.first(), self.parts.last());
-        let source = rendered
-            .strip_prefix(text(first))?
-            .strip_suffix(text(last))?;
-        (!source.is_empty()).then_some(source)
+        candidates
     }
 
     /// What the template renders for every asset, if it has no expression in it.
@@ -181,6 +236,32 @@ mod tests {
     use serde_json::{json, Map};
     use synapse_shared::domain::AssetState;
     use uuid::Uuid;
+
+    #[test]
+    fn the_tags_a_template_may_have_rendered_a_tag_for_are_offered() {
+        let candidates = |source: &str, rendered: &str| {
+            Template::compile(source, "tag")
+                .unwrap()
+                .source_candidates(rendered)
+        };
+        assert_eq!(candidates("VFD-{asset.tag}", "VFD-M-101"), ["M-101"]);
+        assert_eq!(candidates("{asset.tag}-VFD", "M-101-VFD"), ["M-101"]);
+        assert_eq!(candidates("W-{asset.tag}-PWR", "W-M-1-PWR"), ["M-1"]);
+        assert_eq!(
+            candidates("{asset.tag.replace('M-', 'VFD-')}", "VFD-101A"),
+            ["M-101A"]
+        );
+        assert_eq!(
+            candidates("{asset.area}-{asset.tag}", "U100-M-101"),
+            ["M-101", "101"]
+        );
+        // Not made by the template, or made from no other asset's tag.
+        assert!(candidates("VFD-{asset.tag}", "XYZ").is_empty());
+        assert!(candidates("{asset.tag}", "M-101").is_empty());
+        assert!(candidates("JB-{asset.area}", "JB-U100").is_empty());
+        assert!(candidates("{asset.area}{asset.tag}", "U100M-1").is_empty());
+        assert!(candidates("{asset.tag.replace('M-', '')}", "101").is_empty());
+    }
 
     #[test]
     fn a_template_of_the_asset_s_own_tag_between_fixed_texts_is_told_apart() {
