@@ -1588,3 +1588,57 @@ async fn a_rollback_dry_run_keeps_its_idempotency_key_like_any_command() -> anyh
     assert_eq!(setup.logged().await?, logged);
     setup.command.stop().await
 }
+
+#[tokio::test]
+async fn a_partial_rollback_redone_then_undone_leaves_the_batch_finishable_by_a_cascade(
+) -> anyhow::Result<()> {
+    // Arrange: an execution E over the small plant's motors; a later PATCH P of one
+    // of them; E rolled back partially (RP: that motor is a conflict), RP rolled back
+    // (RR: E's changes back), RR rolled back (RRR: undone again). Found by a helper:
+    // E's changes were then in no rollback's marks, so every rollback of E counted
+    // them as conflicts and a cascade answered 422 "more than 50 batches".
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let execution = setup
+        .run_rule(motor_rule("Oil", "oil", "'ISO VG 220'"))
+        .await?;
+    let motor = setup.asset_id("M-101").await?;
+    let patch = setup.set_power(motor, &[99]).await?;
+    let partial = setup.roll_back_partially(&execution).await?;
+    let redo = setup.roll_back(&partial.body["correlation_id"]).await?;
+    let (redo_id,): (String,) = sqlx::query_as(
+        "select correlation_id::text from batches
+         where kind = 'rollback' and request ->> 'target_correlation_id' = $1",
+    )
+    .bind(partial.body["correlation_id"].as_str().unwrap_or_default())
+    .fetch_one(&setup.pool)
+    .await?;
+    setup.roll_back(&json!(redo_id)).await?;
+    let undone = setup.state().await?;
+
+    // Act
+    let preview = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": execution, "mode": "cascade", "dry_run": true}),
+        )
+        .await?
+        .expect_status(200);
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": execution, "mode": "cascade"}),
+        )
+        .await?;
+
+    // Assert: the cascade rolls back P, then only what is left of E (M-101), as its
+    // dry run says, and the plant is as before E.
+    assert_ne!(undone, before, "M-101 keeps E's change and P's");
+    assert!(redo.as_u64().is_some_and(|restored| restored > 0));
+    assert_eq!(preview.body["cascade"], json!(patch), "{}", preview.body);
+    assert_eq!(preview.body["counts"]["restored"], 1, "{}", preview.body);
+    let cascade = cascade.expect_status(200);
+    assert_eq!(cascade.body["restored"], 1, "{}", cascade.body);
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}

@@ -193,18 +193,8 @@ async fn a_rollback_of_a_rollback_shows_the_change_it_brings_back_as_live_again(
     // D's change stayed flagged as rolled back by R1), and a read without rolled-back
     // events shows D's change.
     let pool = sqlx::PgPool::connect(&system.database.url).await?;
-    let differing: Vec<(i64, bool, Option<uuid::Uuid>)> = sqlx::query_as(
-        "select e.position, r.event_id is not null, r.rolled_back_by
-         from workflow_events e
-         left join event_rollbacks r on r.event_id = e.event_id
-         join rm_events m on m.position = e.position
-         where m.rolled_back is distinct from (r.event_id is not null)
-            or m.rolled_back_by is distinct from r.rolled_back_by",
-    )
-    .fetch_all(&pool)
-    .await?;
     assert_eq!(
-        differing,
+        flags_differing(&pool).await?,
         vec![],
         "rm_events flags that differ from event_rollbacks"
     );
@@ -236,7 +226,60 @@ async fn a_rollback_of_a_rollback_shows_the_change_it_brings_back_as_live_again(
         rollback_event["rolled_back_by"],
         second.body["correlation_id"]
     );
+
+    // And R3 rolls R2 back: D's change is undone again, marked by R1 as it was after
+    // R1 (before: in no rollback's marks, on the command side as in the read model).
+    rollback(second.body["correlation_id"].clone())
+        .await?
+        .expect_status(200);
+    system.wait_for_projection().await?;
+    assert_eq!(
+        flags_differing(&pool).await?,
+        vec![],
+        "rm_events flags that differ from event_rollbacks"
+    );
+    let (update_marked_by,): (Option<uuid::Uuid>,) = sqlx::query_as(
+        "select r.rolled_back_by from workflow_events e
+         left join event_rollbacks r on r.event_id = e.event_id
+         where e.correlation_id = $1 and e.event_type = 'ASSET_UPDATED'",
+    )
+    .bind(uuid::Uuid::parse_str(batch)?)
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        update_marked_by.map(|id| id.to_string()).as_deref(),
+        Some(first_id)
+    );
+    let undone_again = timeline(
+        &system,
+        &format!("correlation_id={batch}&include_rolled_back=false"),
+    )
+    .await?;
+    let shown = undone_again["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|event| event["aggregate_id"] == asset.as_str())
+        .count();
+    assert_eq!(shown, 0, "{undone_again}");
     Ok(())
+}
+
+/// Events whose `rm_events` flags differ from the command side's `event_rollbacks`:
+/// (position, marked on the command side, by which rollback).
+async fn flags_differing(
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<Vec<(i64, bool, Option<uuid::Uuid>)>> {
+    Ok(sqlx::query_as(
+        "select e.position, r.event_id is not null, r.rolled_back_by
+         from workflow_events e
+         left join event_rollbacks r on r.event_id = e.event_id
+         join rm_events m on m.position = e.position
+         where m.rolled_back is distinct from (r.event_id is not null)
+            or m.rolled_back_by is distinct from r.rolled_back_by",
+    )
+    .fetch_all(pool)
+    .await?)
 }
 
 /// A page of the query service's timeline, for `query` (without the `?`).

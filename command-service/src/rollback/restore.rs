@@ -313,6 +313,7 @@ pub async fn restore(
     )
     .await?;
     unmark_redone(connection, target, &analysis.restorations).await?;
+    remark_undone(connection, target, &analysis.restorations).await?;
     sqlx::query("update batches set status = $2, rolled_back_by = $3 where correlation_id = $1")
         .bind(target)
         .bind(status)
@@ -553,6 +554,39 @@ async fn unmark_redone(
     sqlx::query(
         "delete from event_rollbacks r using workflow_events e
          where r.rolled_back_by = $1 and e.event_id = r.event_id and e.aggregate_id = any($2)",
+    )
+    .bind(target)
+    .bind(ids(restorations))
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// When `target` redid what a rollback X undid (it rolled X back), this one undoes
+/// that again: the changes X had undone on the restored aggregates (those of the batch
+/// X rolled back) are undone once more, and marked rolled back by X as they were
+/// before `target` cleared the marks ([`unmark_redone`]). Before, after a rollback, a
+/// rollback of it and a rollback of that, the first batch's changes were in no
+/// rollback's marks although undone: its dry runs counted them as conflicts and a
+/// cascade tried to undo them again.
+async fn remark_undone(
+    connection: &mut PgConnection,
+    target: Uuid,
+    restorations: &[Restoration],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into event_rollbacks (event_id, rolled_back_by)
+         select undone.event_id, redone.correlation_id
+         from workflow_events redo
+         join workflow_events redone
+           on redone.aggregate_id = redo.aggregate_id and redone.event_type = 'ROLLBACK'
+          and redone.correlation_id = (redo.payload ->> 'rolled_back_correlation_id')::uuid
+         join workflow_events undone
+           on undone.aggregate_id = redo.aggregate_id
+          and undone.correlation_id = (redone.payload ->> 'rolled_back_correlation_id')::uuid
+         where redo.correlation_id = $1 and redo.event_type = 'ROLLBACK'
+           and redo.aggregate_id = any($2)
+         on conflict (event_id) do nothing",
     )
     .bind(target)
     .bind(ids(restorations))

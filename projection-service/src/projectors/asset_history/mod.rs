@@ -174,8 +174,28 @@ async fn unmark_redone(
          from unnest($1::uuid[], $2::uuid[]) as m(target, aggregate_id)
          where e.aggregate_id = m.aggregate_id and e.rolled_back_by = m.target",
     )
-    .bind(redone_targets)
-    .bind(redone_aggregates)
+    .bind(&redone_targets)
+    .bind(&redone_aggregates)
+    .execute(&mut *connection)
+    .await?;
+    // Where the target itself redid what a rollback X undid, that is undone again:
+    // the events X had undone on the aggregate are X's once more, as the command
+    // side's `rollback::restore::remark_undone` says.
+    sqlx::query(
+        "update rm_events e set rolled_back = true, rolled_back_by = redone.correlation_id
+         from unnest($1::uuid[], $2::uuid[]) as m(target, aggregate_id)
+         join rm_events redo
+           on redo.aggregate_id = m.aggregate_id and redo.correlation_id = m.target
+          and redo.event_type = 'ROLLBACK'
+         join rm_events redone
+           on redone.aggregate_id = m.aggregate_id and redone.event_type = 'ROLLBACK'
+          and redone.correlation_id = (redo.payload ->> 'rolled_back_correlation_id')::uuid
+         where e.aggregate_id = m.aggregate_id
+           and e.correlation_id = (redone.payload ->> 'rolled_back_correlation_id')::uuid
+           and not e.rolled_back",
+    )
+    .bind(&redone_targets)
+    .bind(&redone_aggregates)
     .execute(connection)
     .await?;
     Ok(())
