@@ -850,16 +850,29 @@ async fn rolling_back_a_rollback_restores_the_rolled_back_changes() -> anyhow::R
     assert_eq!(
         again.body["errors"],
         json!({"correlation_id": batch, "rolled_back_by": rollback.body["correlation_id"],
-               "redone_by": redo.body["correlation_id"]})
+               "redone_by": redo.body["correlation_id"], "undone_again_by": null})
     );
     let detail = again.body["detail"].as_str().unwrap_or_default();
     let redo_id = redo.body["correlation_id"].as_str().unwrap_or_default();
     assert!(detail.contains(&format!("roll back {redo_id}")), "{detail}");
-    setup
+    let undo = setup
         .post("/rules/rollback", json!({"correlation_id": redo_id}))
         .await?
         .expect_status(200);
     assert_eq!(setup.state().await?, before_batch);
+    // Once the redo is undone too, the refusal says the changes are undone (before:
+    // it still sent the user to the redo, whose rollback was refused in turn).
+    let once_more = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?;
+    assert_eq!(once_more.status, 409);
+    assert_eq!(
+        once_more.body["errors"],
+        json!({"correlation_id": batch, "rolled_back_by": rollback.body["correlation_id"],
+               "redone_by": null, "undone_again_by": undo.body["correlation_id"]})
+    );
+    let detail = once_more.body["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("undone again"), "{detail}");
     setup.command.stop().await
 }
 

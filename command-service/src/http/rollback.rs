@@ -38,13 +38,15 @@ impl From<RollbackError> for ApiError {
                 correlation_id,
                 rolled_back_by,
                 redone_by,
+                undone_again_by,
             } => Problem::new(
                 StatusCode::CONFLICT,
                 "already-rolled-back",
                 "the batch was already rolled back",
             )
             .with_errors(json!({"correlation_id": correlation_id,
-                "rolled_back_by": rolled_back_by, "redone_by": redone_by})),
+                "rolled_back_by": rolled_back_by, "redone_by": redone_by,
+                "undone_again_by": undone_again_by})),
             RollbackError::Conflicts(analysis) => {
                 let nothing_else = analysis.restorations.is_empty();
                 let (conflicts, truncated) = analysis.listed_conflicts();

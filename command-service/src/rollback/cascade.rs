@@ -29,17 +29,34 @@ pub async fn lock_batch(
             Err(RollbackError::StillRunning(correlation_id))
         }
         Some((status, Some(rolled_back_by))) if status == "rolled_back" => {
-            let redone_by: Option<(Option<Uuid>,)> = sqlx::query_as(
-                "select rolled_back_by from batches
-                 where correlation_id = $1 and status = 'rolled_back'",
+            // The rollbacks of that rollback, of that one, and so on: each redoes or
+            // undoes the batch's changes in turn, and only the last one tells which
+            // holds now.
+            let chain: Vec<Uuid> = sqlx::query_scalar(
+                "with recursive chain (correlation_id, depth) as (
+                     select $1::uuid, 0
+                     union all
+                     select b.rolled_back_by, chain.depth + 1
+                     from chain join batches b on b.correlation_id = chain.correlation_id
+                     where b.status = 'rolled_back' and b.rolled_back_by is not null
+                       and chain.depth < 1000
+                 )
+                 select correlation_id from chain where depth > 0 order by depth",
             )
             .bind(rolled_back_by)
-            .fetch_optional(&mut *connection)
+            .fetch_all(&mut *connection)
             .await?;
+            let last = chain.last().copied();
+            // An odd count of rollbacks after the first redoes the changes.
+            let (redone_by, undone_again_by) = match chain.len() % 2 {
+                1 => (last, None),
+                _ => (None, last),
+            };
             Err(RollbackError::AlreadyRolledBack {
                 correlation_id,
                 rolled_back_by,
-                redone_by: redone_by.and_then(|(redone_by,)| redone_by),
+                redone_by,
+                undone_again_by,
             })
         }
         Some((status, _)) => Ok(Partially(status == "partially_rolled_back")),

@@ -55,18 +55,24 @@ pub enum RollbackError {
     #[error("batch {0} is still running")]
     StillRunning(Uuid),
     #[error(
-        "batch {correlation_id} was already rolled back by {rolled_back_by}{}",
+        "batch {correlation_id} was already rolled back by {rolled_back_by}{}{}",
         redone_by.map_or_else(String::new, |redone_by| format!(
-            ", which was rolled back by {redone_by}, bringing its changes back: \
-             roll back {redone_by} to undo them again"
+            "; its changes are in effect again since {redone_by} (a rollback of a \
+             rollback): roll back {redone_by} to undo them again"
+        )),
+        undone_again_by.map_or_else(String::new, |undone| format!(
+            "; rolled back and redone since, its changes are undone again, last by \
+             {undone}: nothing is left to roll back"
         ))
     )]
     AlreadyRolledBack {
         correlation_id: Uuid,
         rolled_back_by: Uuid,
-        /// The batch that rolled back that rollback, bringing the changes back: the
-        /// one to roll back to undo them again.
+        /// The last of the rollbacks of rollbacks since, where it brought the changes
+        /// back: the one to roll back to undo them again.
         redone_by: Option<Uuid>,
+        /// The last of them, where it undid the changes again.
+        undone_again_by: Option<Uuid>,
     },
     #[error("later batches changed {} of the aggregates this batch touched", .0.conflict_count)]
     Conflicts(analyze::Analysis),
