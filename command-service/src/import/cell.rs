@@ -44,6 +44,16 @@ impl Declared {
         if text.is_empty() {
             return Ok(None);
         }
+        let digits = text.strip_prefix('-').unwrap_or(text);
+        let integer = !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+        if self == Self::Json && integer && text.parse::<i64>().is_err() {
+            return Err(format!(
+                "`{text}` is beyond the integers a property holds ({} to {}): send it as \
+                 a string, `\"{text}\"`, to keep its digits",
+                i64::MIN,
+                i64::MAX
+            ));
+        }
         let value = match self {
             Self::Text => Some(Value::String(text.to_owned())),
             Self::Boolean => match type_cell(text) {
@@ -321,22 +331,25 @@ mod tests {
         assert_eq!(json("\"caf\\u00e9\""), Ok(Some(json!("café"))));
         assert_eq!(json(""), Ok(None));
         // Not a JSON scalar, or a number the import would not keep as written.
-        for cell in [
-            "abc",
-            "\"open",
-            "[1]",
-            "{}",
-            "null",
-            "TRUE",
-            "007",
-            "1e400",
-            "123456789012345678901234",
-        ] {
+        for cell in ["abc", "\"open", "[1]", "{}", "null", "TRUE", "007", "1e400"] {
             let error = json(cell).unwrap_err();
             assert!(
                 error.contains("is not a JSON number, string or boolean"),
                 "{cell}: {error}"
             );
+        }
+        // An integer beyond 64 bits is said to be one, with what to send instead.
+        for cell in [
+            "123456789012345678901234",
+            "9223372036854775808",
+            "-9223372036854775809",
+        ] {
+            let error = json(cell).unwrap_err();
+            assert!(
+                error.contains("beyond the integers a property holds"),
+                "{cell}: {error}"
+            );
+            assert!(error.contains(&format!("`\"{cell}\"`")), "{cell}: {error}");
         }
     }
 

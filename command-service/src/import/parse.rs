@@ -234,7 +234,15 @@ fn located(row: u64, columns: &Columns, error: FieldError) -> RowError {
         "discipline" => Some(columns.discipline),
         "name" => columns.name,
         "area" => columns.area,
-        _ => None,
+        // A property's column as its header says it (`serial:json`), as the cell
+        // errors of that column do.
+        field => field.strip_prefix("properties.").and_then(|name| {
+            columns
+                .properties
+                .iter()
+                .find(|column| column.name == name)
+                .map(|column| column.index)
+        }),
     };
     let column = match index.and_then(|index| columns.names.get(index)) {
         Some(name) => name.as_str(),

@@ -344,3 +344,18 @@ fn a_code_column_keeps_every_cell_as_written_and_a_number_column_its_numbers() {
         vec![json!(1.5), json!(0), json!(1000.0), json!(75), json!(0)]
     );
 }
+
+#[test]
+fn a_property_error_names_the_column_as_its_header_says() {
+    // Found by a helper: a NUL in a `:json` cell was reported in column `j`, and the
+    // cells' own errors in column `j:json`.
+    let text = "tag,asset_type,discipline,j:json,plain\n\
+                M-1,MOTOR,ELECTRICAL,\"\"\"a\\u0000b\"\"\",x\n\
+                M-2,MOTOR,ELECTRICAL,\"\"\"open\",y\n";
+
+    let errors = invalid(text, None);
+
+    let columns: Vec<Option<&str>> = errors.iter().map(|e| e.column.as_deref()).collect();
+    assert_eq!(columns, vec![Some("j:json"), Some("j:json")], "{errors:?}");
+    assert!(errors[0].message.contains("NUL"), "{errors:?}");
+}
