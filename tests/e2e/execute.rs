@@ -2626,6 +2626,19 @@ async fn a_rule_is_read_with_its_version_as_the_etag_that_guards_an_edit() -> an
     };
     let third = edit(22).await?;
     let stale = edit(23).await?;
+    // `*` matches whatever version the rule is at (before: 400 invalid-if-match).
+    let mut edited = pump_flag_rule();
+    edited["priority"] = json!(24);
+    let any = Reply::from(
+        setup
+            .http
+            .put(&url)
+            .header("If-Match", "*")
+            .json(&edited)
+            .send()
+            .await?,
+    )
+    .await?;
     let unknown = Reply::from(
         viewer
             .get(
@@ -2648,6 +2661,12 @@ async fn a_rule_is_read_with_its_version_as_the_etag_that_guards_an_edit() -> an
     );
     assert_eq!(stale.status, 409, "{:?}", stale.body);
     assert_eq!(stale.body["type"], "/problems/version-conflict");
+    assert_eq!(
+        (any.status, &any.body["version"]),
+        (200, &json!(4)),
+        "{:?}",
+        any.body
+    );
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
     assert!(unknown.is_problem());
     assert_eq!(unknown.body["type"], "/problems/rule-not-found");

@@ -141,11 +141,16 @@ pub(super) fn expected_version(
     }
 }
 
-/// The version in an `If-Match` header (`"3"` or `3`).
+/// The version in an `If-Match` header (`"3"` or `3`); none for `*`, which matches
+/// whatever version exists (RFC 9110 §13.1.1: the change needs only that it exists,
+/// which it does anyway).
 fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };
+    if value.to_str().is_ok_and(|text| text.trim() == "*") {
+        return Ok(None);
+    }
     // A weak tag (`W/"3"`) never matches in `If-Match` (RFC 9110 §13.1.1): refused
     // as any other value that is no version.
     value
