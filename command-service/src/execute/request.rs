@@ -123,8 +123,9 @@ pub struct ExecuteRequest {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
-    /// Rules to run (newest versions); empty or left out: every enabled rule. Run by
-    /// priority.
+    /// Rules to run (newest versions), enabled or not: a rule is disabled to keep it
+    /// out of runs of every rule, and runs when named. Empty or left out: every
+    /// enabled rule. Run by priority.
     #[serde(default)]
     pub rule_ids: Vec<Uuid>,
     #[serde(default)]
