@@ -3307,6 +3307,7 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("D-1", "DRIVE_TEST", json!({"voltage": 400})),
         ("M-7", "REPLACE_TEST", json!({})),
         ("A-1", "AREA_TEST", json!({})),
+        ("I-1", "NUMBER_TEST", json!({})),
         ("MCC-T1", "MOTOR_CONTROL_CENTRE", json!({})),
         ("MCC-T2", "MOTOR_CONTROL_CENTRE", json!({})),
     ] {
@@ -3422,6 +3423,9 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
              "properties": {"hz": "50"}}]),
         ),
         rule("E-B", 2, &is("AREA_DRIVE_TEST"), json!([set("hz", "60")])),
+        // One value as an integer and as a double: equal in CEL, stored apart.
+        rule("I-A", 1, &is("NUMBER_TEST"), json!([set("v", "400")])),
+        rule("I-B", 2, &is("NUMBER_TEST"), json!([set("v", "400.0")])),
         rule(
             "C-A",
             1,
@@ -3473,6 +3477,8 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("E-B", (0, 1)),
         ("F-A", (1, 0)),
         ("F-B", (1, 0)),
+        ("I-A", (1, 0)),
+        ("I-B", (0, 1)),
         ("R-A", (1, 0)),
         ("R-B", (0, 1)),
         ("T-A", (1, 0)),
@@ -3488,7 +3494,7 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     assert_eq!(by_rule(&dry), expected_first, "{dry}");
     assert_eq!(by_rule(&first), expected_first, "{first}");
     assert_eq!(second["totals"]["changes"], 0, "{second}");
-    assert_eq!(second["totals"]["errors"], 7, "{second}");
+    assert_eq!(second["totals"]["errors"], 8, "{second}");
     let speed: Value =
         sqlx::query_scalar("select properties -> 'speed' from assets where tag = 'V-1-VFD'")
             .fetch_one(&setup.pool)
@@ -3526,5 +3532,13 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         error.starts_with("rule `D-A` (version 1), run before this one, wants property `voltage` = 400 where this rule wants it = 690"),
         "{error}"
     );
+    let error: String = sqlx::query_scalar(
+        "select payload ->> 'error' from workflow_events
+         where event_type = 'RULE_ERROR' and rule_id = (select id from rules where name = 'I-B')
+         order by position desc limit 1",
+    )
+    .fetch_one(&setup.pool)
+    .await?;
+    assert!(error.ends_with("(an integer and a double of one value are stored apart: write both as integers or both as doubles)"), "{error}");
     setup.command.stop().await
 }

@@ -388,17 +388,28 @@ fn contested(
             let Some((aspect, ours, theirs)) = disputed(&before, &ours, &theirs) else {
                 continue;
             };
-            let show = |value: Option<Value>| {
-                value.map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
+            let show = |value: &Option<Value>| {
+                value
+                    .as_ref()
+                    .map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
+            };
+            // `400` and `400.0` compare equal in CEL but are stored apart.
+            let number = |value: &Option<Value>| value.as_ref().and_then(Value::as_f64);
+            let kinds = match (number(&theirs), number(&ours)) {
+                (Some(a), Some(b)) if a == b => {
+                    " (an integer and a double of one value are stored apart: write both \
+                     as integers or both as doubles)"
+                }
+                _ => "",
             };
             return Some(format!(
                 "rule `{}` (version {}), run before this one, wants {what}{aspect} {} where \
                  this rule wants it {}: each would undo the other on every run; make their \
-                 conditions exclude each other or their values agree",
+                 conditions exclude each other or their values agree{kinds}",
                 earlier.name,
                 earlier.version,
-                show(theirs),
-                show(ours),
+                show(&theirs),
+                show(&ours),
             ));
         }
     }
