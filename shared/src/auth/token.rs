@@ -28,6 +28,10 @@ pub struct Claims {
     pub sub: String,
     pub role: Role,
     pub iss: String,
+    /// One audience; a token may also name several (RFC 7519 §4.1.3: a list, as
+    /// identity providers issue), which the validation checks for ours, and of which
+    /// the first is kept.
+    #[serde(deserialize_with = "one_audience")]
     pub aud: String,
     /// Expiry, seconds since the Unix epoch.
     pub exp: u64,
@@ -39,6 +43,23 @@ pub struct Claims {
     /// API tokens have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+}
+
+/// `aud` as one string or the first of a list of them.
+fn one_audience<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Audience {
+        One(String),
+        Several(Vec<String>),
+    }
+    match Audience::deserialize(deserializer)? {
+        Audience::One(audience) => Ok(audience),
+        Audience::Several(audiences) => audiences
+            .into_iter()
+            .next()
+            .ok_or_else(|| serde::de::Error::custom("an empty list of audiences")),
+    }
 }
 
 /// The configuration cannot work: the service must not start.
@@ -291,6 +312,10 @@ fn verify_claims(
             ErrorKind::InvalidIssuer => "the token has another issuer",
             ErrorKind::InvalidAudience => "the token is meant for another audience",
             ErrorKind::MissingRequiredClaim(_) => "the token lacks a required claim",
+            ErrorKind::ImmatureSignature => "the token is not valid yet (its `nbf` is to come)",
+            ErrorKind::Json(error) if error.to_string().starts_with("missing field") => {
+                "the token lacks a required claim (sub, role, iss, aud and exp are)"
+            }
             ErrorKind::Json(_) | ErrorKind::InvalidClaimFormat(_) => {
                 "the token's header or claims are not what SYNAPSE issues"
             }
@@ -448,6 +473,47 @@ mod tests {
     }
 
     #[test]
+    fn an_audience_list_naming_ours_is_accepted_and_a_missing_claim_is_named_as_such() {
+        // Identity providers issue `aud` as a list (RFC 7519 §4.1.3): before, such a
+        // token was refused as "not what SYNAPSE issues".
+        let sign = |claims: serde_json::Value| {
+            jsonwebtoken::encode(
+                &Header::new(ALGORITHM),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .expect("signs")
+        };
+        let claims = serde_json::json!({"sub": "alice", "role": "engineer", "iss": DEFAULT_ISSUER,
+            "aud": ["other-api", DEFAULT_AUDIENCE], "exp": now() + 3600});
+        let principal = authenticator()
+            .authenticate(&sign(claims))
+            .expect("accepted");
+        assert_eq!(
+            (principal.name.as_str(), principal.role),
+            ("alice", Role::Engineer)
+        );
+        let elsewhere = serde_json::json!({"sub": "alice", "role": "engineer",
+            "iss": DEFAULT_ISSUER, "aud": ["other-api"], "exp": now() + 3600});
+        assert_eq!(
+            refusal(&sign(elsewhere)),
+            AuthError::Invalid("the token is meant for another audience")
+        );
+        for missing in ["sub", "role"] {
+            let mut claims = serde_json::json!({"sub": "alice", "role": "engineer",
+                "iss": DEFAULT_ISSUER, "aud": DEFAULT_AUDIENCE, "exp": now() + 3600});
+            claims.as_object_mut().map(|claims| claims.remove(missing));
+            assert_eq!(
+                refusal(&sign(claims)),
+                AuthError::Invalid(
+                    "the token lacks a required claim (sub, role, iss, aud and exp are)"
+                ),
+                "{missing}"
+            );
+        }
+    }
+
+    #[test]
     fn a_token_not_good_before_tomorrow_is_refused_today() {
         let claims = |nbf: i64| {
             serde_json::json!({"sub": "alice", "role": "admin", "iss": DEFAULT_ISSUER,
@@ -462,7 +528,10 @@ mod tests {
             .expect("signs")
         };
         let now = i64::try_from(now()).unwrap_or(i64::MAX);
-        refusal(&sign(claims(now + 86_400)));
+        assert_eq!(
+            refusal(&sign(claims(now + 86_400))),
+            AuthError::Invalid("the token is not valid yet (its `nbf` is to come)")
+        );
         assert!(authenticator()
             .authenticate(&sign(claims(now - 60)))
             .is_ok());
