@@ -377,6 +377,16 @@ mod tests {
         .expect("signs")
     }
 
+    /// `claims` signed with the test secret.
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(ALGORITHM),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("signs")
+    }
+
     fn refusal(token: &str) -> AuthError {
         authenticator()
             .authenticate(token)
@@ -476,14 +486,6 @@ mod tests {
     fn an_audience_list_naming_ours_is_accepted_and_a_missing_claim_is_named_as_such() {
         // Identity providers issue `aud` as a list (RFC 7519 §4.1.3): before, such a
         // token was refused as "not what SYNAPSE issues".
-        let sign = |claims: serde_json::Value| {
-            jsonwebtoken::encode(
-                &Header::new(ALGORITHM),
-                &claims,
-                &EncodingKey::from_secret(SECRET.as_bytes()),
-            )
-            .expect("signs")
-        };
         let claims = serde_json::json!({"sub": "alice", "role": "engineer", "iss": DEFAULT_ISSUER,
             "aud": ["other-api", DEFAULT_AUDIENCE], "exp": now() + 3600});
         let principal = authenticator()
@@ -518,14 +520,6 @@ mod tests {
         let claims = |nbf: i64| {
             serde_json::json!({"sub": "alice", "role": "admin", "iss": DEFAULT_ISSUER,
                 "aud": DEFAULT_AUDIENCE, "exp": now() + 3600, "iat": now(), "nbf": nbf})
-        };
-        let sign = |claims: serde_json::Value| {
-            jsonwebtoken::encode(
-                &Header::new(ALGORITHM),
-                &claims,
-                &EncodingKey::from_secret(SECRET.as_bytes()),
-            )
-            .expect("signs")
         };
         let now = i64::try_from(now()).unwrap_or(i64::MAX);
         assert_eq!(
