@@ -599,6 +599,13 @@ async fn a_retried_import_with_the_same_idempotency_key_returns_the_first_respon
     assert_eq!(app.count("workflow_events").await?, logged);
     assert_eq!(app.count("batches").await?, 1);
     assert_problem(&other_file, 422, "idempotency-key-reused");
+    // The refusal says which answer the key holds (before: no detail at all).
+    let detail = other_file.body["detail"].as_str().unwrap_or_default();
+    let batch = first.body["correlation_id"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&format!("status 201, batch {batch}")),
+        "{detail}"
+    );
     app.stop().await
 }
 

@@ -108,11 +108,22 @@ where
 /// The stored response of a key, if it was stored for this request.
 fn replay(stored: StoredResponse, fingerprint: &str) -> Result<Response, ApiError> {
     if stored.request_fingerprint != fingerprint {
+        // Which request it answered, as far as its stored answer says.
+        let batch = stored.body["correlation_id"]
+            .as_str()
+            .map(|batch| format!(", batch {batch}"))
+            .unwrap_or_default();
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency-key-reused",
             "this Idempotency-Key was used for a different request",
         )
+        .with_detail(format!(
+            "the key answered another request (method, path or body differ) with status \
+             {}{batch}; send a new key for a new request, or that request again to get its \
+             answer",
+            stored.status
+        ))
         .into());
     }
     let status = StatusCode::from_u16(stored.status as u16).unwrap_or(StatusCode::OK);
