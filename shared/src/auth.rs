@@ -102,6 +102,9 @@ pub struct Principal {
     /// The token's `sub`; recorded as the `actor` of every event the caller causes.
     pub name: String,
     pub role: Role,
+    /// When the token that authenticated the caller expires (seconds since the Unix
+    /// epoch): a live-feed session ends then. None with authentication disabled.
+    pub expires_at: Option<u64>,
 }
 
 impl Principal {
@@ -129,10 +132,12 @@ mod tests {
         let admin = Principal {
             name: "a".into(),
             role: Role::Admin,
+            expires_at: None,
         };
         let viewer = Principal {
             name: "v".into(),
             role: Role::Viewer,
+            expires_at: None,
         };
         assert!(admin.require(Role::Engineer).is_ok());
         assert!(viewer.require(Role::Viewer).is_ok());

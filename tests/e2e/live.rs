@@ -1250,6 +1250,46 @@ async fn the_live_feed_carries_on_after_nats_restarts() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_session_ends_when_the_token_that_opened_it_expires_and_so_does_a_tickets(
+) -> anyhow::Result<()> {
+    // Arrange: a viewer token valid for 3 s more. Before, a session it opened went
+    // on serving after it expired, and a ticket got with it outlived it by 30 s.
+    let stack = Stack::start().await?;
+    wait_for_hub(&stack.system.query, &stack.system.nats.args, 0).await;
+    let ws_url = format!("ws://127.0.0.1:{}/ws", stack.system.query.port);
+    let short = synapse_shared::auth::issue_token(
+        synapse_tests::auth::TEST_SECRET,
+        "short-lived",
+        Role::Viewer,
+        Duration::from_secs(3),
+        synapse_shared::auth::DEFAULT_ISSUER,
+        synapse_shared::auth::DEFAULT_AUDIENCE,
+    )?;
+    let bearer = format!("Bearer {short}");
+
+    // Act
+    let mut socket = ws::connect_with(&ws_url, Some(&bearer), None).await?;
+    subscribe_on(&mut socket, json!({"type": "subscribe"})).await;
+    let ticket: Value = reqwest::Client::new()
+        .post(stack.system.query.url("/ws/ticket"))
+        .header("authorization", &bearer)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let ticket = ticket["ticket"].as_str().unwrap_or_default().to_owned();
+    let mut by_ticket = ws::connect_with(&format!("{ws_url}?ticket={ticket}"), None, None).await?;
+    subscribe_on(&mut by_ticket, json!({"type": "subscribe"})).await;
+    let closed = receive(&mut socket).await;
+    let ticket_closed = receive(&mut by_ticket).await;
+
+    // Assert: both closed with "policy violation" once the token expired.
+    assert_eq!(closed, Received::Closed(Some(1008)));
+    assert_eq!(ticket_closed, Received::Closed(Some(1008)));
+    Ok(())
+}
+
+#[tokio::test]
 async fn the_feed_needs_a_token_and_a_browser_opens_it_with_a_ticket_from_its_own_origin(
 ) -> anyhow::Result<()> {
     // Arrange

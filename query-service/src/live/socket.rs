@@ -52,7 +52,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
         ROLLED_BACK. A `correlation_id` filter keeps the batch's events and the ROLLED_BACK of \
         every rollback of that batch; a `discipline` filter is a code in any case, never \
         blank. Authenticate with `Authorization: Bearer <token>` or \
-        `?ticket=` from `POST /ws/ticket`. `LAGGED` (`resume_after`) precedes a close for a \
+        `?ticket=` from `POST /ws/ticket`; the session ends (close 1008) when that token \
+        (or the token the ticket was got with) expires. `LAGGED` (`resume_after`) precedes a close for a \
         client too far behind; `ERROR_PROTOCOL` answers an invalid message. A new `subscribe` \
         replaces the previous one.",
     params(HandshakeParams),
@@ -69,9 +70,10 @@ pub async fn upgrade(
     ApiQuery(params): ApiQuery<HandshakeParams>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    if let Err(refused) = authenticate(&state, &headers, &params) {
-        return refused.into_response();
-    }
+    let principal = match authenticate(&state, &headers, &params) {
+        Ok(principal) => principal,
+        Err(refused) => return refused.into_response(),
+    };
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         // Not a WebSocket handshake (a plain GET, a missing key, another version): a
@@ -91,7 +93,9 @@ pub async fn upgrade(
         .max_message_size(MAX_CLIENT_MESSAGE)
         // A single frame is refused at its header, before its payload is buffered.
         .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| sessions.track_future(session(socket, state)))
+        .on_upgrade(move |socket| {
+            sessions.track_future(session(socket, state, principal.expires_at))
+        })
 }
 
 /// Counts connected clients in the `synapse_ws_clients` gauge for as long as it lives.
@@ -110,7 +114,20 @@ impl Drop for ClientGauge {
     }
 }
 
-async fn session(socket: WebSocket, state: AppState) {
+/// Returns when the token that opened a session expires (never without one): the
+/// session ends then, as a request with that token would be refused. Before, a
+/// session (or a ticket's) went on serving for as long as the client stayed.
+async fn token_expiry(expires_at: Option<u64>) {
+    let Some(expires_at) = expires_at else {
+        return std::future::pending().await;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    tokio::time::sleep(Duration::from_secs(expires_at.saturating_sub(now))).await;
+}
+
+async fn session(socket: WebSocket, state: AppState, expires_at: Option<u64>) {
     let _gauge = ClientGauge::connect();
     let (sink, mut incoming) = socket.split();
     let (outbound, queue) = mpsc::channel(state.live_limits.client_queue.max(1));
@@ -126,9 +143,15 @@ async fn session(socket: WebSocket, state: AppState) {
     let mut current: Option<JoinHandle<()>> = None;
     // Why the session ends, when the client broke the protocol: sent as the close frame.
     let mut farewell = None;
+    let expiry = token_expiry(expires_at);
+    tokio::pin!(expiry);
     loop {
         let received = tokio::select! {
             () = session_end.cancelled() => break,
+            () = &mut expiry => {
+                farewell = Some((close_code::POLICY, "the token expired: reconnect with a new one"));
+                break;
+            }
             received = tokio::time::timeout(IDLE_TIMEOUT, incoming.next()) => received,
         };
         let message = match received {

@@ -43,6 +43,10 @@ pub struct Claims {
     /// API tokens have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// A ticket's: when the token it was issued for expires, which ends the session
+    /// it opens. API tokens have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 /// `aud` as one string or the first of a list of them.
@@ -117,6 +121,7 @@ pub fn issue_token(
         exp: now.saturating_add(ttl.as_secs()),
         iat: now,
         jti: None,
+        until: None,
     };
     sign(secret, &claims)
 }
@@ -226,32 +231,43 @@ impl Authenticator {
                 "the ticket was used already: ask POST /ws/ticket for another",
             ));
         }
-        Ok(principal(claims))
+        // The session it opens lasts as long as the token it was issued for.
+        let until = claims.until;
+        Ok(Principal {
+            expires_at: until,
+            ..principal(claims)
+        })
     }
 
     /// A ticket for `principal` to open the WebSocket feed: a JWT with the ticket
     /// audience, so it is useless as an API token, valid for [`TICKET_TTL`].
     pub fn issue_ticket(&self, principal: &Principal) -> Result<Ticket, IssueError> {
         let ticket = match &self.inner.keys {
-            None => DISABLED_PRINCIPAL.to_owned(),
+            None => (DISABLED_PRINCIPAL.to_owned(), TICKET_TTL.as_secs()),
             Some(keys) => {
                 let now = now();
+                // Never beyond the token it is issued for.
+                let exp = now
+                    .saturating_add(TICKET_TTL.as_secs())
+                    .min(principal.expires_at.unwrap_or(u64::MAX));
                 let claims = Claims {
                     sub: principal.name.clone(),
                     role: principal.role,
                     iss: keys.issuer.clone(),
                     aud: TICKET_AUDIENCE.to_owned(),
-                    exp: now.saturating_add(TICKET_TTL.as_secs()),
+                    exp,
                     iat: now,
                     jti: Some(uuid::Uuid::new_v4().to_string()),
+                    until: principal.expires_at,
                 };
-                sign(keys.secret.expose(), &claims)?
+                (
+                    sign(keys.secret.expose(), &claims)?,
+                    exp.saturating_sub(now),
+                )
             }
         };
-        Ok(Ticket {
-            ticket,
-            expires_in: TICKET_TTL.as_secs(),
-        })
+        let (ticket, expires_in) = ticket;
+        Ok(Ticket { ticket, expires_in })
     }
 
     /// Refuse a browser handshake from an origin that is not allowed.
@@ -339,6 +355,7 @@ fn principal(claims: Claims) -> Principal {
     Principal {
         name: claims.sub,
         role: claims.role,
+        expires_at: Some(claims.exp),
     }
 }
 
@@ -346,6 +363,7 @@ fn disabled_principal() -> Principal {
     Principal {
         name: DISABLED_PRINCIPAL.to_owned(),
         role: Role::Admin,
+        expires_at: None,
     }
 }
 
@@ -441,6 +459,7 @@ mod tests {
             exp: now() + 3600,
             iat: now(),
             jti: None,
+            until: None,
         };
         let hs384 = jsonwebtoken::encode(
             &Header::new(Algorithm::HS384),
@@ -472,6 +491,7 @@ mod tests {
             exp: now() - 60,
             iat: now() - 120,
             jti: None,
+            until: None,
         };
         let expired = jsonwebtoken::encode(
             &Header::new(ALGORITHM),
@@ -608,11 +628,32 @@ mod tests {
     }
 
     #[test]
+    fn a_ticket_lasts_no_longer_than_the_token_it_was_issued_for() {
+        let auth = authenticator();
+        let token = issue_token(
+            SECRET,
+            "bob",
+            Role::Viewer,
+            Duration::from_secs(10),
+            DEFAULT_ISSUER,
+            DEFAULT_AUDIENCE,
+        )
+        .expect("signs");
+        let bob = auth.authenticate(&token).expect("valid");
+        let ticket = auth.issue_ticket(&bob).expect("issued");
+        assert!(ticket.expires_in <= 10, "{}", ticket.expires_in);
+        let opened = auth.authenticate_ticket(&ticket.ticket).expect("valid");
+        assert_eq!(opened.expires_at, bob.expires_at);
+        assert!(bob.expires_at.is_some());
+    }
+
+    #[test]
     fn tickets_and_api_tokens_are_not_interchangeable() {
         let auth = authenticator();
         let alice = Principal {
             name: "alice".into(),
             role: Role::Viewer,
+            expires_at: None,
         };
         let ticket = auth.issue_ticket(&alice).expect("issued");
         assert_eq!(ticket.expires_in, 30);
