@@ -1636,6 +1636,31 @@ async fn the_service_documents_its_api_and_reports_health_and_metrics() -> anyho
     assert!(openapi["components"]["schemas"]
         .get("TimelineEntry")
         .is_some());
+    // Page bounds are in the schema, where a generated client checks them (before:
+    // only in the prose, `limit` documented as any integer from 0).
+    for (path, parameter, bounds) in [
+        ("/events/timeline", "limit", json!([1, 1000])),
+        ("/events/timeline", "after", json!([0, null])),
+        ("/batches", "limit", json!([1, 1000])),
+        ("/findings", "after", json!([0, null])),
+        ("/events/assets/{id}/history", "limit", json!([1, 1000])),
+        ("/disciplines/{discipline}", "limit", json!([1, 1000])),
+    ] {
+        let parameters = openapi["paths"][path]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let schema = parameters
+            .iter()
+            .find(|found| found["name"] == parameter)
+            .map(|found| found["schema"].clone())
+            .unwrap_or_default();
+        assert_eq!(
+            json!([schema["minimum"], schema["maximum"]]),
+            bounds,
+            "{path} {parameter}: {schema}"
+        );
+    }
     assert_eq!(health["status"], "ok");
     assert_eq!(ready["status"], "ready");
     // At least this test's client (other tests share the process's recorder).

@@ -56,6 +56,7 @@ pub struct DisciplineDetail {
 #[into_params(parameter_in = Query)]
 pub struct DisciplineParams {
     /// Recent batches to list, 1 to 1000 (default 20).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

@@ -30,8 +30,10 @@ pub struct FindingListParams {
     /// `info`, `warning` or `error`.
     pub severity: Option<String>,
     /// Return findings raised after this position (the previous page's `next_after`).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 

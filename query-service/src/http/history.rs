@@ -22,8 +22,10 @@ use uuid::Uuid;
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Return events after this position (the previous page's `next_after`).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
     /// Also list the change events of every cable and relationship with the asset at
     /// either end, before or after the change (default true); `false` lists only the

@@ -40,8 +40,10 @@ pub struct TimelineParams {
     /// Whether events a rollback undid are listed (default true).
     pub include_rolled_back: Option<bool>,
     /// Return events after this position (the previous page's `next_after`).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
