@@ -9,6 +9,9 @@ pub mod duplicates;
 pub mod integers;
 pub mod nul;
 
+/// How long a client should wait before retrying a 503.
+pub const RETRY_AFTER_SECONDS: &str = "1";
+
 /// Media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -83,6 +86,14 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        // Every 503 asks to retry later (a dependency away, the exports all busy):
+        // said where a client's retry logic looks for it (RFC 9110 §10.2.3).
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECONDS),
+            );
+        }
         response
     }
 }
@@ -327,6 +338,16 @@ pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
                 if let Some(content) = response.content.shift_remove("application/json") {
                     response.content.insert(PROBLEM_JSON.to_owned(), content);
                 }
+                if status == "503" {
+                    let seconds = utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::Integer)
+                        .minimum(Some(0));
+                    let header = utoipa::openapi::header::HeaderBuilder::new()
+                        .schema(seconds)
+                        .description(Some("seconds to wait before retrying"))
+                        .build();
+                    response.headers.insert("Retry-After".to_owned(), header);
+                }
             }
         }
     }
@@ -336,6 +357,18 @@ pub fn document_problems(openapi: &mut utoipa::openapi::OpenApi) {
 mod tests {
     use super::*;
     use utoipa::PartialSchema;
+
+    #[test]
+    fn a_503_says_when_to_retry_and_other_problems_do_not() {
+        let unavailable = Problem::unavailable("postgres").into_response();
+        assert_eq!(unavailable.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            unavailable.headers().get(header::RETRY_AFTER),
+            Some(&HeaderValue::from_static("1"))
+        );
+        let conflict = Problem::new(StatusCode::CONFLICT, "x", "y").into_response();
+        assert_eq!(conflict.headers().get(header::RETRY_AFTER), None);
+    }
 
     #[test]
     fn a_json_body_in_another_charset_than_utf8_is_told_apart() {

@@ -1661,6 +1661,9 @@ async fn the_service_documents_its_api_and_reports_health_and_metrics() -> anyho
             "{path} {parameter}: {schema}"
         );
     }
+    let retry_after =
+        &openapi["paths"]["/events/timeline"]["get"]["responses"]["503"]["headers"]["Retry-After"];
+    assert_eq!(retry_after["schema"]["type"], "integer", "{retry_after}");
     assert_eq!(health["status"], "ok");
     assert_eq!(ready["status"], "ready");
     // At least this test's client (other tests share the process's recorder).
