@@ -256,7 +256,13 @@ impl From<ImportError> for ApiError {
                 .with_errors(json!(errors))
                 .into();
             }
-            ImportError::TagTaken | ImportError::Concurrent => Problem::new(
+            ImportError::TagTaken(tag) => Problem::new(
+                StatusCode::CONFLICT,
+                "import-conflict",
+                "assets in the file changed concurrently",
+            )
+            .with_errors(json!({"tag": tag})),
+            ImportError::Concurrent => Problem::new(
                 StatusCode::CONFLICT,
                 "import-conflict",
                 "assets in the file changed concurrently",

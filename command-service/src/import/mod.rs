@@ -106,9 +106,13 @@ pub enum ImportError {
         total: usize,
         hint: Option<String>,
     },
-    /// 409: another request created or changed one of the tags while this one ran.
-    #[error("a tag in the file was created by a concurrent request; retry the import")]
-    TagTaken,
+    /// 409: another request created or changed one of the tags while this one ran (the
+    /// tag, as Postgres named it).
+    #[error(
+        "{} in the file was created by a concurrent request; retry the import",
+        .0.as_deref().map_or_else(|| "a tag".to_owned(), |tag| format!("tag `{tag}`"))
+    )]
+    TagTaken(Option<String>),
     /// 409: an asset was changed concurrently (optimistic concurrency backstop).
     #[error("an asset was changed concurrently; retry the import")]
     Concurrent,
@@ -124,7 +128,10 @@ impl From<sqlx::Error> for ImportError {
         let database_error = error.as_database_error();
         if database_error.and_then(|e| e.constraint()) == Some(crate::assets::store::TAG_CONSTRAINT)
         {
-            return ImportError::TagTaken;
+            let detail = database_error
+                .and_then(|e| e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>())
+                .and_then(|e| e.detail());
+            return ImportError::TagTaken(detail.and_then(taken_tag));
         }
         let code = database_error.and_then(|e| e.code());
         if matches!(code.as_deref(), Some("40P01" | "40001")) {
@@ -132,6 +139,14 @@ impl From<sqlx::Error> for ImportError {
         }
         ImportError::Database(error)
     }
+}
+
+/// The tag in Postgres's detail of a unique violation on the tag:
+/// `Key (tag)=(M-101) already exists.`
+fn taken_tag(detail: &str) -> Option<String> {
+    let tag = detail.strip_prefix("Key (tag)=(")?;
+    let tag = tag.strip_suffix(") already exists.")?;
+    Some(tag.to_owned())
 }
 
 impl ImportError {
@@ -182,5 +197,26 @@ impl Extend<RowError> for ErrorList {
         for error in errors {
             self.push(error);
         }
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+
+    #[test]
+    fn a_tag_taken_concurrently_is_named_as_postgres_names_it() {
+        // Found by a helper: the 409 said only "a tag in the file".
+        let tag = taken_tag("Key (tag)=(NEW-0-000) already exists.");
+        assert_eq!(tag.as_deref(), Some("NEW-0-000"));
+        assert_eq!(
+            ImportError::TagTaken(tag).to_string(),
+            "tag `NEW-0-000` in the file was created by a concurrent request; retry the import"
+        );
+        assert_eq!(taken_tag("Key (id)=(x) already exists."), None);
+        assert_eq!(
+            ImportError::TagTaken(None).to_string(),
+            "a tag in the file was created by a concurrent request; retry the import"
+        );
     }
 }
