@@ -1395,6 +1395,12 @@ async fn batches_show_status_rules_counts_errors_timings_and_who_ran_and_rolled_
     assert_eq!(rerun_detail["rolled_back_by"], Value::Null);
     assert_eq!(unknown.status, 404, "{unknown:?}");
     assert!(unknown.is_problem());
+    // A batch accepted a moment ago is not projected yet: the answer says to retry.
+    let detail = unknown.body["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.ends_with("appears here within moments: retry"),
+        "{detail}"
+    );
     Ok(())
 }
 

@@ -119,8 +119,12 @@ pub async fn detail(
     let batch = batches::find(&mut snapshot, correlation_id)
         .await?
         .ok_or_else(|| {
-            Problem::new(StatusCode::NOT_FOUND, "batch-not-found", "no such batch")
-                .with_detail(format!("no batch has correlation id {correlation_id}"))
+            Problem::new(StatusCode::NOT_FOUND, "batch-not-found", "no such batch").with_detail(
+                format!(
+                    "no batch has correlation id {correlation_id} in the read models; one the \
+                     command service has just accepted appears here within moments: retry"
+                ),
+            )
         })?;
     let rules = batches::rule_runs(&mut snapshot, correlation_id).await?;
     Ok(Json(BatchDetail { batch, rules }))
