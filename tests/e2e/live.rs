@@ -1250,6 +1250,59 @@ async fn the_live_feed_carries_on_after_nats_restarts() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn a_page_from_a_listed_origin_may_ask_for_a_ticket_across_origins_and_others_may_not(
+) -> anyhow::Result<()> {
+    // Arrange: a query service that lists one browser origin. Before, a page there
+    // could not get a ticket: the browser's preflight for `POST /ws/ticket` (it
+    // carries `Authorization`) was a 405.
+    let database = TestDatabase::create().await?;
+    let nats = TestNats::new();
+    let query =
+        apps::query_service_with_origins(&database, &nats.args, &["https://ops.example.com"])
+            .await?;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, query.url("/ws/ticket"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+
+    // Act
+    let listed = preflight("https://ops.example.com").await?;
+    let other = preflight("https://evil.example").await?;
+    let ticket = http
+        .post(query.url("/ws/ticket"))
+        .header("origin", "https://ops.example.com")
+        .header("authorization", bearer(Role::Viewer, "browser"))
+        .send()
+        .await?;
+
+    // Assert
+    let allowed = |response: &reqwest::Response| {
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert!(listed.status().is_success(), "{}", listed.status());
+    assert_eq!(allowed(&listed).as_deref(), Some("https://ops.example.com"));
+    let methods = listed
+        .headers()
+        .get("access-control-allow-methods")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(methods.contains("POST"), "{methods}");
+    assert_eq!(allowed(&other), None);
+    assert_eq!(ticket.status(), 200);
+    assert_eq!(allowed(&ticket).as_deref(), Some("https://ops.example.com"));
+    query.stop().await
+}
+
+#[tokio::test]
 async fn a_session_ends_when_the_token_that_opened_it_expires_and_so_does_a_tickets(
 ) -> anyhow::Result<()> {
     // Arrange: a viewer token valid for 3 s more. Before, a session it opened went

@@ -135,6 +135,24 @@ pub async fn query_service_with_limits(
         query_service::startup::Config::new(database_args(database), nats.clone(), any_port())
             .with_auth(crate::auth::args());
     config.live = limits;
+    start_query_service(config).await
+}
+
+/// Start the query service with the test secret and these browser origins allowed.
+pub async fn query_service_with_origins(
+    database: &TestDatabase,
+    nats: &NatsArgs,
+    origins: &[&str],
+) -> anyhow::Result<Running> {
+    let mut auth = crate::auth::args();
+    auth.allowed_origins = origins.iter().map(|origin| (*origin).to_owned()).collect();
+    let config =
+        query_service::startup::Config::new(database_args(database), nats.clone(), any_port())
+            .with_auth(auth);
+    start_query_service(config).await
+}
+
+async fn start_query_service(config: query_service::startup::Config) -> anyhow::Result<Running> {
     let app = query_service::startup::Application::build(config).await?;
     let port = app.port();
     let shutdown = CancellationToken::new();

@@ -75,7 +75,8 @@ pub fn router(state: AppState) -> Router {
     synapse_shared::problem::document_refusals(&mut api);
     synapse_shared::problem::document_problems(&mut api);
     let api = Arc::new(api);
-    router
+    let cors = cors(state.auth.allowed_origins());
+    let router = router
         .route(
             "/openapi.json",
             get(move || async move { Json(api.as_ref().clone()) }),
@@ -89,6 +90,30 @@ pub fn router(state: AppState) -> Router {
             |request: &axum::http::Request<axum::body::Body>| {
                 tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
             },
-        ))
-        .with_state(state)
+        ));
+    match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+    .with_state(state)
+}
+
+/// Cross-origin requests from the browser origins `ALLOWED_ORIGINS` lists: a page
+/// served from one of them may read and ask for a live-feed ticket (whose request
+/// carries `Authorization`, so the browser asks first with a preflight `OPTIONS`,
+/// which got a 405 before). None listed: same origin only, no CORS headers at all.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{header, HeaderValue, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    (!origins.is_empty()).then(|| {
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(std::time::Duration::from_secs(600))
+    })
 }

@@ -29,6 +29,11 @@ impl AllowedOrigins {
         Ok(Self(origins))
     }
 
+    /// The origins listed (none: only the service's own host).
+    pub(super) fn listed(&self) -> &[String] {
+        &self.0
+    }
+
     pub(super) fn check(&self, headers: &HeaderMap) -> Result<(), AuthError> {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());

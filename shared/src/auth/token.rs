@@ -270,6 +270,12 @@ impl Authenticator {
         Ok(Ticket { ticket, expires_in })
     }
 
+    /// The browser origins `ALLOWED_ORIGINS` lists (normalized); empty when only the
+    /// service's own host may open the feed.
+    pub fn allowed_origins(&self) -> &[String] {
+        self.inner.origins.listed()
+    }
+
     /// Refuse a browser handshake from an origin that is not allowed.
     pub fn check_origin(&self, headers: &axum::http::HeaderMap) -> Result<(), AuthError> {
         self.inner.origins.check(headers)
