@@ -469,9 +469,17 @@ fn made_for_another(
     world: &mut World,
 ) -> Option<AssetState> {
     for action in &rule.actions {
-        let CompiledAction::UpsertAsset { tag, .. } = action else {
+        // An asset of another type than the upsert gives is not one it made (the
+        // earlier rule ran first in this execution): no lookups of candidates for it.
+        let CompiledAction::UpsertAsset {
+            tag, asset_type, ..
+        } = action
+        else {
             continue;
         };
+        if *asset_type != asset.asset_type {
+            continue;
+        }
         for candidate in tag.source_candidates(&asset.tag) {
             let Some(source) = world.asset_by_tag(&candidate) else {
                 continue;
