@@ -312,8 +312,17 @@ pub async fn restore(
         &analysis.restorations,
     )
     .await?;
-    unmark_redone(connection, target, &analysis.restorations).await?;
-    remark_undone(connection, target, &analysis.restorations).await?;
+    // Only a rollback's rollback redoes (or undoes a redo): for any other target both
+    // are no-ops, and the second would read every event of the target to find it.
+    let (target_is_rollback,): (bool,) =
+        sqlx::query_as("select kind = 'rollback' from batches where correlation_id = $1")
+            .bind(target)
+            .fetch_one(&mut *connection)
+            .await?;
+    if target_is_rollback {
+        unmark_redone(connection, target, &analysis.restorations).await?;
+        remark_undone(connection, target, &analysis.restorations).await?;
+    }
     sqlx::query("update batches set status = $2, rolled_back_by = $3 where correlation_id = $1")
         .bind(target)
         .bind(status)
