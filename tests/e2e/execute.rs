@@ -3310,6 +3310,16 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("I-1", "NUMBER_TEST", json!({})),
         ("MCC-T1", "MOTOR_CONTROL_CENTRE", json!({})),
         ("MCC-T2", "MOTOR_CONTROL_CENTRE", json!({})),
+        ("J-1", "JUNCTION_TEST", json!({})),
+        ("J-2", "JUNCTION_TEST", json!({})),
+        ("K-1", "K_SOURCE_TEST", json!({})),
+        ("WM-1", "W_MOTOR_TEST", json!({"mcc": "WMCC-1"})),
+        ("WMCC-1", "W_MCC_TEST", json!({})),
+        ("XM-1", "X_MOTOR_TEST", json!({"mcc": "XMCC-1"})),
+        ("XMCC-1", "X_MCC_TEST", json!({})),
+        ("TR-1", "TRANSFORMER_TEST", json!({})),
+        ("P-1", "PARTNER_TEST", json!({"partner": "P-2"})),
+        ("P-2", "PARTNER_TEST", json!({"partner": "P-1"})),
     ] {
         send(
             &setup.http,
@@ -3317,7 +3327,7 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
             &setup.command.url("/assets"),
             Some(
                 &json!({"tag": tag, "asset_type": asset_type, "discipline": "PROCESS",
-                         "properties": properties}),
+                         "area": "U7", "properties": properties}),
             ),
         )
         .await?
@@ -3426,6 +3436,66 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         // One value as an integer and as a double: equal in CEL, stored apart.
         rule("I-A", 1, &is("NUMBER_TEST"), json!([set("v", "400")])),
         rule("I-B", 2, &is("NUMBER_TEST"), json!([set("v", "400.0")])),
+        // A junction box per area (`JB-{asset.area}`: no single asset's tag), and
+        // a later rule setting what the earlier one sets on it; then the other way
+        // round (found by a helper: each run set it back and forth).
+        rule(
+            "J-A",
+            1,
+            &is("JUNCTION_TEST"),
+            json!([{"type": "upsert_asset", "tag": "JB-{asset.area}",
+             "asset_type": "JB_TEST", "discipline": "PROCESS", "properties": {"cap": "10"}}]),
+        ),
+        rule("J-B", 2, &is("JB_TEST"), json!([set("cap", "20")])),
+        rule("K-A", 1, &is("JB2_TEST"), json!([set("cap", "20")])),
+        rule(
+            "K-B",
+            2,
+            &is("K_SOURCE_TEST"),
+            json!([{"type": "upsert_asset", "tag": "JB2-{asset.area}",
+             "asset_type": "JB2_TEST", "discipline": "PROCESS", "properties": {"cap": "10"}}]),
+        ),
+        // One cable tag made by two rules for different assets with different ends:
+        // by a property first, by the asset's own tag first.
+        rule(
+            "W-A",
+            1,
+            &is("W_MOTOR_TEST"),
+            json!([{"type": "upsert_cable", "tag": "W-{asset.properties.mcc}",
+             "cable_type": "POWER", "from": {"tag": "{asset.properties.mcc}"}, "to": "asset"}]),
+        ),
+        rule(
+            "W-B",
+            2,
+            &is("W_MCC_TEST"),
+            json!([{"type": "upsert_cable", "tag": "W-{asset.tag}",
+             "cable_type": "POWER", "from": {"tag": "TR-1"}, "to": "asset"}]),
+        ),
+        rule(
+            "X-A",
+            1,
+            &is("X_MCC_TEST"),
+            json!([{"type": "upsert_cable", "tag": "X-{asset.tag}",
+             "cable_type": "POWER", "from": {"tag": "TR-1"}, "to": "asset"}]),
+        ),
+        rule(
+            "X-B",
+            2,
+            &is("X_MOTOR_TEST"),
+            json!([{"type": "upsert_cable", "tag": "X-{asset.properties.mcc}",
+             "cable_type": "POWER", "from": {"tag": "{asset.properties.mcc}"}, "to": "asset"}]),
+        ),
+        // One rule over two assets that name each other: each sets its own role and
+        // upserts its partner with another.
+        rule(
+            "P-A",
+            1,
+            &is("PARTNER_TEST"),
+            json!([set("role", "'self'"),
+                   {"type": "upsert_asset", "tag": "{asset.properties.partner}",
+                    "asset_type": "PARTNER_TEST", "discipline": "PROCESS",
+                    "properties": {"role": "'partner of ' + asset.tag"}}]),
+        ),
         rule(
             "C-A",
             1,
@@ -3479,6 +3549,11 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("F-B", (1, 0)),
         ("I-A", (1, 0)),
         ("I-B", (0, 1)),
+        ("J-A", (1, 0)),
+        ("J-B", (0, 1)),
+        ("K-A", (0, 0)),
+        ("K-B", (0, 1)),
+        ("P-A", (0, 2)),
         ("R-A", (1, 0)),
         ("R-B", (0, 1)),
         ("T-A", (1, 0)),
@@ -3487,6 +3562,10 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("U-B", (0, 1)),
         ("V-A", (1, 0)),
         ("V-B", (0, 1)),
+        ("W-A", (1, 0)),
+        ("W-B", (0, 1)),
+        ("X-A", (1, 0)),
+        ("X-B", (0, 1)),
     ]
     .into_iter()
     .map(|(name, counts)| (name.to_owned(), counts))
@@ -3494,7 +3573,26 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     assert_eq!(by_rule(&dry), expected_first, "{dry}");
     assert_eq!(by_rule(&first), expected_first, "{first}");
     assert_eq!(second["totals"]["changes"], 0, "{second}");
-    assert_eq!(second["totals"]["errors"], 8, "{second}");
+    assert_eq!(second["totals"]["errors"], 14, "{second}");
+    let cap: Value =
+        sqlx::query_scalar("select properties -> 'cap' from assets where tag = 'JB-U7'")
+            .fetch_one(&setup.pool)
+            .await?;
+    assert_eq!(cap, json!(10));
+    let ends: Vec<(String, String, String)> = sqlx::query_as(
+        "select c.tag, f.tag, t.tag from cables c
+         join assets f on f.id = c.from_asset join assets t on t.id = c.to_asset
+         where c.tag in ('W-WMCC-1', 'X-XMCC-1') order by c.tag",
+    )
+    .fetch_all(&setup.pool)
+    .await?;
+    assert_eq!(
+        ends,
+        [
+            ("W-WMCC-1".into(), "WMCC-1".into(), "WM-1".into()),
+            ("X-XMCC-1".into(), "TR-1".into(), "XMCC-1".into())
+        ]
+    );
     let speed: Value =
         sqlx::query_scalar("select properties -> 'speed' from assets where tag = 'V-1-VFD'")
             .fetch_one(&setup.pool)
@@ -3540,5 +3638,26 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
     .fetch_one(&setup.pool)
     .await?;
     assert!(error.ends_with("(an integer and a double of one value are stored apart: write both as integers or both as doubles)"), "{error}");
+    let errors: BTreeMap<String, String> = sqlx::query_as(
+        "select distinct on (r.name) r.name, e.payload ->> 'error' from workflow_events e
+         join rules r on r.id = e.rule_id
+         where e.event_type = 'RULE_ERROR' and r.name in ('J-B', 'K-B', 'W-B', 'X-B', 'P-A')
+         order by r.name, e.position",
+    )
+    .fetch_all(&setup.pool)
+    .await?
+    .into_iter()
+    .collect();
+    let expected = [
+        ("J-B", "rule `J-A` (version 1), run before this one, wants property `cap` = 10 where this rule wants it = 20"),
+        ("K-B", "rule `K-A` (version 1), run before this one, wants asset `JB2-U7`'s property `cap` = 20 where this rule wants it = 10"),
+        ("W-B", "rule `W-A` (version 1), run before this one, wants cable `W-WMCC-1`'s `from_asset`"),
+        ("X-B", "rule `X-A` (version 1), run before this one, wants cable `X-XMCC-1`'s `from_asset`"),
+        ("P-A", "this rule, run on asset `P-2` itself, wants property `role` = \"self\" where this rule wants it = \"partner of P-1\""),
+    ];
+    for (rule, start) in expected {
+        let error = errors.get(rule).map(String::as_str).unwrap_or_default();
+        assert!(error.starts_with(start), "{rule}: {error}");
+    }
     setup.command.stop().await
 }

@@ -191,8 +191,17 @@ impl Ids {
 /// `RULE_ERROR`, since the two would undo each other on every run. Shared by the
 /// chunks of the run, whatever order they are planned in (ahead, again under locks):
 /// an asset takes over a hold of one after it in id order, so the holder is the same.
+///
+/// The claims of the rules that ran before in the same execution stay readable
+/// ([`Claims::after`]): a later rule that changes such a target otherwise than its
+/// holder wants it gets a `RULE_ERROR` too (`contested`), which the tag alone could not
+/// trace back (`JB-{asset.area}` names no single asset).
 #[derive(Debug, Clone, Default)]
-pub struct Claims(Arc<Mutex<HashMap<String, Claim>>>);
+pub struct Claims {
+    held: Arc<Mutex<HashMap<String, Claim>>>,
+    /// By rule id, the claims of the rules that ran before this one.
+    earlier: Arc<HashMap<Uuid, Claims>>,
+}
 
 #[derive(Debug)]
 struct Claim {
@@ -217,6 +226,40 @@ impl Wanted {
 }
 
 impl Claims {
+    /// The claims of a rule that runs after those whose claims `earlier` holds (by
+    /// rule id).
+    pub fn after(earlier: Arc<HashMap<Uuid, Claims>>) -> Self {
+        Self {
+            held: Arc::default(),
+            earlier,
+        }
+    }
+
+    /// The claims of this rule's run and of those before it, for the next rule of
+    /// the execution.
+    pub fn with_earlier(&self, rule: Uuid) -> Arc<HashMap<Uuid, Claims>> {
+        let mut all = HashMap::clone(&self.earlier);
+        all.insert(
+            rule,
+            Self {
+                held: self.held.clone(),
+                earlier: Arc::default(),
+            },
+        );
+        Arc::new(all)
+    }
+
+    /// The tag of the asset that holds the target `key` (`asset:TAG`, `cable:TAG`) in
+    /// the run of the earlier rule `rule`.
+    fn holder_in(&self, rule: Uuid, key: &str) -> Option<String> {
+        let claims = self.earlier.get(&rule)?;
+        let held = claims
+            .held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        held.get(key).map(|claim| claim.holder_tag.clone())
+    }
+
     /// Where a target `asset` upserts is held by an earlier asset that wants it
     /// otherwise: the error's message. Otherwise the targets are `asset`'s to hold.
     fn settle(
@@ -229,7 +272,7 @@ impl Claims {
             return None;
         }
         let mut claims = self
-            .0
+            .held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for target in wanted {
@@ -326,7 +369,7 @@ pub fn plan(
         Ok(changes) => {
             let disputed = match changes.is_empty() {
                 true => None,
-                false => contested(rule, &asset, &changes, world),
+                false => contested(rule, &asset, &changes, world, claims),
             };
             if let Some(message) = disputed.or_else(|| claims.settle(&asset, &wanted, &changes)) {
                 // Nothing of it happens: what it would have created is not recorded.
@@ -357,15 +400,24 @@ pub fn plan(
 /// property that `changes` would change: the earlier rule, judged on the asset as
 /// `rule` would leave it, would change it back on the next run, and the two would
 /// undo each other for ever. Compared: what the earlier rule wants of the asset itself
-/// (`set_property`, `remove_property`, `upsert_asset` of its own tag), and of the
-/// assets and cables both rules upsert by the same tag.
+/// (`set_property`, `remove_property`, `upsert_asset` of its own tag), of the assets
+/// and cables both rules upsert by the same tag, and of the assets and cables
+/// `changes` touch that the earlier rule wants for another asset (traced back from
+/// the tag, or found in the earlier rule's [`Claims`]) or, where its condition holds
+/// on them, for themselves. Also `rule` itself, on the assets it upserts here: where
+/// its condition holds on one of them, its own run there would undo this upsert.
 fn contested(
     rule: &CompiledRule,
     asset: &AssetState,
     changes: &[PlannedChange],
     world: &mut World,
+    claims: &Claims,
 ) -> Option<String> {
-    if rule.earlier.is_empty() {
+    let upserts_others = changes.iter().any(|change| match change {
+        PlannedChange::Asset { after, .. } => after.id != asset.id,
+        _ => false,
+    });
+    if rule.earlier.is_empty() && !upserts_others {
         return None;
     }
     let planned = changes
@@ -378,42 +430,146 @@ fn contested(
     let left = AssetContext::new(planned);
     for earlier in rule.earlier.iter() {
         let mut disputes = Vec::new();
-        if let Some(wanted) = made_for_another(earlier, asset, planned, world) {
+        let held = claims.holder_in(earlier.id, &format!("asset:{}", asset.tag));
+        if let Some(wanted) = made_for_another(earlier, asset, planned, world, held, asset.id) {
             disputes.push((String::new(), json(asset), json(planned), json(&wanted)));
         }
         if earlier.condition.is_true(&left).unwrap_or(false) {
             disputes.extend(wanted_by(earlier, asset, planned, &left, changes, world));
         }
-        for (what, before, ours, theirs) in disputes {
-            let Some((aspect, ours, theirs)) = disputed(&before, &ours, &theirs) else {
-                continue;
-            };
-            let show = |value: &Option<Value>| {
-                value
-                    .as_ref()
-                    .map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
-            };
-            // `400` and `400.0` compare equal in CEL but are stored apart.
-            let number = |value: &Option<Value>| value.as_ref().and_then(Value::as_f64);
-            let kinds = match (number(&theirs), number(&ours)) {
-                (Some(a), Some(b)) if a == b => {
-                    " (an integer and a double of one value are stored apart: write both \
-                     as integers or both as doubles)"
-                }
-                _ => "",
-            };
-            return Some(format!(
-                "rule `{}` (version {}), run before this one, wants {what}{aspect} {} where \
-                 this rule wants it {}: each would undo the other on every run; make their \
-                 conditions exclude each other or their values agree{kinds}",
-                earlier.name,
-                earlier.version,
-                show(&theirs),
-                show(&ours),
-            ));
+        disputes.extend(targets_wanted_by(earlier, asset, changes, world, claims));
+        let who = format!(
+            "rule `{}` (version {}), run before this one,",
+            earlier.name, earlier.version
+        );
+        if let Some(message) = dispute_message(&who, disputes) {
+            return Some(message);
+        }
+    }
+    for change in changes {
+        let PlannedChange::Asset { before, after } = change else {
+            continue;
+        };
+        if after.id == asset.id {
+            continue;
+        }
+        let there = AssetContext::new(after);
+        if !rule.condition.is_true(&there).unwrap_or(false) {
+            continue;
+        }
+        let Ok(wanted) = own_desired(rule, after, &there) else {
+            continue;
+        };
+        let before = before.as_ref().map_or(Value::Null, json);
+        let dispute = (String::new(), before, json(after), json(&wanted));
+        let who = format!("this rule, run on asset `{}` itself,", after.tag);
+        if let Some(message) = dispute_message(&who, vec![dispute]) {
+            return Some(message);
         }
     }
     None
+}
+
+/// The error for the first of `disputes` (what, before, ours, theirs) where `who`
+/// wants otherwise what this plan changes.
+fn dispute_message(who: &str, disputes: Vec<(String, Value, Value, Value)>) -> Option<String> {
+    for (what, before, ours, theirs) in disputes {
+        let Some((aspect, ours, theirs)) = disputed(&before, &ours, &theirs) else {
+            continue;
+        };
+        let show = |value: &Option<Value>| {
+            value
+                .as_ref()
+                .map_or_else(|| "removed".to_owned(), |value| format!("= {value}"))
+        };
+        // `400` and `400.0` compare equal in CEL but are stored apart.
+        let number = |value: &Option<Value>| value.as_ref().and_then(Value::as_f64);
+        let kinds = match (number(&theirs), number(&ours)) {
+            (Some(a), Some(b)) if a == b => {
+                " (an integer and a double of one value are stored apart: write both \
+                 as integers or both as doubles)"
+            }
+            _ => "",
+        };
+        return Some(format!(
+            "{who} wants {what}{aspect} {} where this rule wants it {}: each would undo \
+             the other on every run; make their conditions exclude each other or their \
+             values agree{kinds}",
+            show(&theirs),
+            show(&ours),
+        ));
+    }
+    None
+}
+
+/// What `earlier` wants otherwise of the other assets and the cables that `changes`
+/// touch (for `asset`): an asset it upserts for another asset or, where its condition
+/// holds on it, sets on itself; a cable it upserts for another asset (the tag traced
+/// back, or the holder its claims name). Each as (what, before, ours, theirs).
+fn targets_wanted_by(
+    earlier: &CompiledRule,
+    asset: &AssetState,
+    changes: &[PlannedChange],
+    world: &mut World,
+    claims: &Claims,
+) -> Vec<(String, Value, Value, Value)> {
+    let mut disputes = Vec::new();
+    for change in changes {
+        match change {
+            PlannedChange::Asset { before, after } if after.id != asset.id => {
+                let what = format!("asset `{}`'s ", after.tag);
+                let before = before.as_ref().map_or(Value::Null, json);
+                let held = claims.holder_in(earlier.id, &format!("asset:{}", after.tag));
+                if let Some(wanted) = made_for_another(earlier, after, after, world, held, asset.id)
+                {
+                    disputes.push((what.clone(), before.clone(), json(after), json(&wanted)));
+                }
+                let there = AssetContext::new(after);
+                if earlier.condition.is_true(&there).unwrap_or(false) {
+                    if let Ok(wanted) = own_desired(earlier, after, &there) {
+                        disputes.push((what, before, json(after), json(&wanted)));
+                    }
+                }
+            }
+            PlannedChange::Cable { before, after } => {
+                let held = claims.holder_in(earlier.id, &format!("cable:{}", after.tag));
+                let candidates: Vec<String> = earlier
+                    .actions
+                    .iter()
+                    .filter_map(|action| match action {
+                        CompiledAction::UpsertCable { tag, .. } => {
+                            Some(tag.source_candidates(&after.tag))
+                        }
+                        _ => None,
+                    })
+                    .flatten()
+                    .chain(held)
+                    .collect();
+                for candidate in candidates {
+                    let Some(source) = world.asset_by_tag(&candidate) else {
+                        continue;
+                    };
+                    // For the asset itself, `wanted_by` compares.
+                    if source.id == asset.id {
+                        continue;
+                    }
+                    let context = AssetContext::new(&source);
+                    if !earlier.condition.is_true(&context).unwrap_or(false) {
+                        continue;
+                    }
+                    let wanted = upserted_cable(earlier, after, &source, &context, world, changes);
+                    if let Ok(Some(wanted)) = wanted {
+                        let before = before.as_ref().map_or(Value::Null, json);
+                        let what = format!("cable `{}`'s ", after.tag);
+                        disputes.push((what, before, json(after), json(&wanted)));
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    disputes
 }
 
 /// What `earlier`, whose condition holds on the asset as `planned`, wants otherwise of
@@ -462,11 +618,17 @@ fn wanted_by(
 /// each candidate is checked by rendering the tag for it): a later rule over the VFD
 /// that sets what the earlier one sets on it would undo it on every run, and the
 /// earlier one would set it back.
+///
+/// `held`: the asset that holds `asset` in `rule`'s claims, where the tag names no
+/// single asset (`JB-{asset.area}`). `planning`: the asset whose plan asks, whose
+/// own wishes are compared on the asset as the plan leaves it (`wanted_by`), not here.
 fn made_for_another(
     rule: &CompiledRule,
     asset: &AssetState,
     planned: &AssetState,
     world: &mut World,
+    held: Option<String>,
+    planning: Uuid,
 ) -> Option<AssetState> {
     for action in &rule.actions {
         // An asset of another type than the upsert gives is not one it made (the
@@ -480,13 +642,15 @@ fn made_for_another(
         if *asset_type != asset.asset_type {
             continue;
         }
-        for candidate in tag.source_candidates(&asset.tag) {
+        let candidates = tag.source_candidates(&asset.tag);
+        for candidate in candidates.into_iter().chain(held.clone()) {
             let Some(source) = world.asset_by_tag(&candidate) else {
                 continue;
             };
             let context = AssetContext::new(&source);
             let makes_it = tag.render(&context).is_ok_and(|made| made == asset.tag);
             if source.id == asset.id
+                || source.id == planning
                 || !makes_it
                 || !rule.condition.is_true(&context).unwrap_or(false)
             {

@@ -22,6 +22,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgPool};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Most per-asset entries returned with a plan, and most stale reads listed when a
@@ -89,10 +90,11 @@ pub async fn preview(
     let mut reports = Vec::new();
     let mut totals = Counts::default();
     let mut entries = Entries::default();
+    let mut earlier = Arc::default();
     for rule in rules {
         let mut counts = Counts::default();
         let mut after = Uuid::nil();
-        let claims = Claims::default();
+        let claims = Claims::after(earlier);
         // As a real run: the assets selected when the rule starts.
         let selection = asset_store::select_for_execution(&mut transaction, filter).await?;
         loop {
@@ -143,6 +145,7 @@ pub async fn preview(
                     .await?;
             }
         }
+        earlier = claims.with_earlier(rule.id);
         totals.merge(&counts);
         reports.push(RuleReport {
             rule_id: rule.id,

@@ -21,6 +21,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use synapse_shared::domain::CableState;
 use synapse_shared::shutdown::CancellationToken;
@@ -97,11 +98,14 @@ impl Execution {
         let _stop_heartbeat = alive.drop_guard();
         let mut reports = Vec::new();
         let mut failure = None;
+        let mut earlier = Arc::default();
         for rule in self.rules.clone() {
             // What the rule's committed chunks did: a rule that fails keeps the counts
             // of the chunks that landed before it failed, as the log has their events.
             let mut counts = Counts::default();
-            let outcome = self.run_rule(&rule, &mut counts).await;
+            let claims = Claims::after(earlier);
+            let outcome = self.run_rule(&rule, &claims, &mut counts).await;
+            earlier = claims.with_earlier(rule.id);
             reports.push(RuleReport {
                 rule_id: rule.id,
                 rule_version: rule.version,
@@ -145,7 +149,12 @@ impl Execution {
 
     /// Run `rule` chunk by chunk; `counts` are those of the chunks committed so far,
     /// also when it fails.
-    async fn run_rule(&mut self, rule: &CompiledRule, counts: &mut Counts) -> anyhow::Result<()> {
+    async fn run_rule(
+        &mut self,
+        rule: &CompiledRule,
+        claims: &Claims,
+        counts: &mut Counts,
+    ) -> anyhow::Result<()> {
         let mut attempt = 0;
         let selection = loop {
             let batch = self.batch.clone();
@@ -170,7 +179,7 @@ impl Execution {
             plan: self.plan,
             batch: self.batch.detached(),
             selection,
-            claims: Claims::default(),
+            claims: claims.clone(),
         };
         // The plan of the next chunk, made while this one is written (dropping it
         // aborts it).
