@@ -1,5 +1,6 @@
 //! Batch rollback: restores, conflicts (strict, partial, cascade), idempotence, redo.
 
+use anyhow::Context;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -8,6 +9,7 @@ use synapse_tests::apps;
 use synapse_tests::client::{post_csv, send, Reply};
 use synapse_tests::plant::{as_csv, motors, small_plant, vfd_rule};
 use synapse_tests::{TestDatabase, TestNats};
+use uuid::Uuid;
 
 struct Setup {
     _database: TestDatabase,
@@ -1397,6 +1399,29 @@ async fn a_rule_version_that_changes_a_findings_severity_raises_it_again_and_a_r
         (&json!(6), &json!(6)),
         "{}",
         rollback.body
+    );
+    // The rollback's events in log order: its start first, its end last, the batch's
+    // versions growing with the positions (before, with no aggregate to restore, the
+    // 12 finding events came before `BATCH_STARTED`).
+    let rollback_id = rollback.body["correlation_id"]
+        .as_str()
+        .and_then(|id| id.parse::<Uuid>().ok())
+        .context("the rollback's correlation_id")?;
+    let order: Vec<(String, i64)> = sqlx::query_as(
+        "select event_type, aggregate_version from workflow_events
+         where correlation_id = $1 order by position",
+    )
+    .bind(rollback_id)
+    .fetch_all(&setup.pool)
+    .await?;
+    let types: Vec<&str> = order.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(types.first(), Some(&"BATCH_STARTED"), "{types:?}");
+    assert_eq!(types.last(), Some(&"BATCH_COMPLETED"), "{types:?}");
+    assert_eq!(order.len(), 15, "{types:?}");
+    let versions: Vec<i64> = order.iter().map(|(_, version)| *version).collect();
+    assert!(
+        versions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{versions:?}"
     );
     setup.command.stop().await
 }

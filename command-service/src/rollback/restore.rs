@@ -354,6 +354,11 @@ pub async fn restore(
         ));
         append(connection, std::mem::take(&mut events)).await?;
     }
+    // A rollback that restores no aggregate (one of a run that only raised or
+    // resolved findings) appends its `BATCH_STARTED` here, before its finding events.
+    if !events.is_empty() {
+        append(connection, std::mem::take(&mut events)).await?;
+    }
     // A partial rollback leaves the assets it skips as the batch left them, findings
     // included.
     let kept: Vec<Uuid> = analysis.pending.iter().map(|p| p.aggregate_id).collect();
