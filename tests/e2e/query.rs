@@ -1535,7 +1535,12 @@ async fn disciplines_summarise_the_logged_events_errors_and_batches_of_each_disc
                 .count()
         };
         let mut batches: Vec<Uuid> = Vec::new();
-        for event in events.iter().rev() {
+        // A rule definition is no batch.
+        for event in events
+            .iter()
+            .rev()
+            .filter(|e| e.event_type != EventType::RuleDefined)
+        {
             if !batches.contains(&event.correlation_id) {
                 batches.push(event.correlation_id);
             }

@@ -1,7 +1,8 @@
 //! The discipline read model: `rm_disciplines` (per discipline, how many events of each
 //! type) and `rm_discipline_batches` (per discipline and batch: events, errors, last
 //! activity). Events without a discipline (batch lifecycle, rollback markers) are not
-//! about any discipline and are passed over.
+//! about any discipline and are passed over; a `RULE_DEFINED` counts by type but
+//! belongs to no batch.
 //!
 //! Like the other projectors, a slice is folded in memory and each table written with
 //! one statement; rows carry the last position applied and ignore anything not past it.
@@ -88,6 +89,10 @@ impl Fold {
                 .entry((discipline.to_owned(), event.event_type.as_str()))
                 .or_insert_with(|| Tally::new(event))
                 .add(event);
+            // A rule definition's correlation id is its own, no batch's.
+            if event.event_type == EventType::RuleDefined {
+                continue;
+            }
             fold.by_batch
                 .entry((discipline.to_owned(), event.correlation_id))
                 .or_insert_with(|| Tally::new(event))

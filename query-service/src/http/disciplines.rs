@@ -46,7 +46,8 @@ pub struct DisciplineList {
 pub struct DisciplineDetail {
     #[serde(flatten)]
     pub summary: DisciplineSummary,
-    /// Newest first.
+    /// Most recently active first (by the log position of the discipline's last event
+    /// in each batch).
     pub recent_batches: Vec<DisciplineBatchRow>,
 }
 

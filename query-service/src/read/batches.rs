@@ -52,7 +52,10 @@ pub struct RuleRunRow {
     pub executed: i64,
     pub skipped: i64,
     pub errors: i64,
-    /// Assets the rule's condition matched (executed + skipped + errors).
+    /// Assets the rule's condition matched: `executed + skipped + errors`, less the
+    /// executions that only resolved findings of assets it no longer matches
+    /// (`RULE_EXECUTED` with `"matched": false`) and the errors of conditions that
+    /// could not be evaluated (`RULE_ERROR` with `"matched": false`).
     pub matched: i64,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
