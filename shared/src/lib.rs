@@ -20,6 +20,7 @@ pub mod problem;
 pub mod shutdown;
 pub mod subject;
 pub mod telemetry;
+pub mod unread_body;
 
 pub use event::{AggregateType, EventEnvelope, EventType, NewEvent};
 pub use problem::Problem;

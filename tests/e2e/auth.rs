@@ -122,6 +122,63 @@ async fn a_request_without_a_token_is_a_401_problem_with_a_bearer_challenge() ->
     Ok(())
 }
 
+/// The head of the answer to `request`, sent on a new connection to `address`.
+async fn answer_head(address: &str, request: &[u8]) -> anyhow::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream.write_all(request).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await??;
+        anyhow::ensure!(read == 1, "connection closed in the answer's head");
+        head.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&head).to_lowercase())
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_body_was_read_tells_the_client_to_close_the_connection(
+) -> anyhow::Result<()> {
+    // Arrange: a 200 kB body the service never reads (no token), and one it reads.
+    let setup = setup(synapse_tests::auth::args()).await?;
+    let address = setup
+        .command
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let body = format!(
+        "{{\"tag\": \"M-1\", \"name\": \"{}\"}}",
+        "a".repeat(200_000)
+    );
+    let unread = format!(
+        "POST /assets HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let token = synapse_tests::auth::token(Role::Engineer, "test-engineer");
+    let small = r#"{"tag": "M-1"}"#;
+    let read = format!(
+        "POST /assets HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{small}",
+        small.len()
+    );
+
+    // Act
+    let refused = answer_head(&address, unread.as_bytes()).await?;
+    let invalid = answer_head(&address, read.as_bytes()).await?;
+
+    // Assert: hyper closes a connection whose request body is left unread; the
+    // answer says so (before, it did not, and a client's next request on it failed).
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("\r\nconnection: close\r\n"), "{refused}");
+    // A body read to its end (an invalid asset) leaves the connection open.
+    assert!(invalid.starts_with("http/1.1 422"), "{invalid}");
+    assert!(!invalid.contains("connection: close"), "{invalid}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn expired_foreign_forged_and_other_algorithm_tokens_are_all_401() -> anyhow::Result<()> {
     // Arrange

@@ -156,6 +156,9 @@ pub fn router(state: AppState) -> Router {
     .fallback(synapse_shared::problem::not_found)
     .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .layer(axum::middleware::from_fn(
+        synapse_shared::unread_body::close_if_unread,
+    ))
     .layer(synapse_shared::http_metrics::layer("command"))
     .layer(TraceLayer::new_for_http())
     .with_state(state)

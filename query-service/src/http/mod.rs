@@ -84,6 +84,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(synapse_shared::problem::not_found)
         .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
         .layer(axum::middleware::from_fn(error::log_failures))
+        .layer(axum::middleware::from_fn(
+            synapse_shared::unread_body::close_if_unread,
+        ))
         .layer(synapse_shared::http_metrics::layer("query"))
         // Spans name the path, not the whole URI: `/ws?ticket=` carries a credential.
         .layer(TraceLayer::new_for_http().make_span_with(
