@@ -913,13 +913,47 @@ fn desired_changes(
     ids: &mut Ids,
     wanted: &mut Vec<Wanted>,
 ) -> Result<Vec<PlannedChange>, EvaluationError> {
+    let mut at = None;
+    actions_changes(rule, asset, context, world, ids, wanted, &mut at).map_err(|error| {
+        match at.and_then(|index| Some((index, rule.actions.get(index)?))) {
+            Some((index, action)) => {
+                EvaluationError(format!("then[{index}] ({}): {}", describe(action), error.0))
+            }
+            None => error,
+        }
+    })
+}
+
+/// An action as an error names it: its type, and the property it sets or removes.
+fn describe(action: &CompiledAction) -> String {
+    match action {
+        CompiledAction::SetProperty { name, .. } => format!("set_property `{name}`"),
+        CompiledAction::RemoveProperty { name } => format!("remove_property `{name}`"),
+        CompiledAction::UpsertAsset { .. } => "upsert_asset".to_owned(),
+        CompiledAction::UpsertCable { .. } => "upsert_cable".to_owned(),
+        CompiledAction::CreateRelationship { .. } => "create_relationship".to_owned(),
+        CompiledAction::Flag { .. } => "flag".to_owned(),
+    }
+}
+
+/// [`desired_changes`]; `at` is the index of the action being planned, if one is.
+fn actions_changes(
+    rule: &CompiledRule,
+    asset: &AssetState,
+    context: &AssetContext,
+    world: &mut World,
+    ids: &mut Ids,
+    wanted: &mut Vec<Wanted>,
+    at: &mut Option<usize>,
+) -> Result<Vec<PlannedChange>, EvaluationError> {
     let mut target = asset.clone();
     let mut others = Vec::new();
     // Each message once, with the severity of the first action that flags it; raised
     // after the resolutions, which may close the same message at another severity.
     let mut flagged: Vec<(String, Severity)> = Vec::new();
     let mut raises = Vec::new();
-    for action in &rule.actions {
+    for (index, action) in rule.actions.iter().enumerate() {
+        *at = Some(index);
         if set_or_remove(action, &mut target, context)? {
             continue;
         }
@@ -942,6 +976,20 @@ fn desired_changes(
                     _ if tag == asset.tag => (Some(target.clone()), Some(target.clone())),
                     _ => {
                         let existing = world.asset_by_tag(&tag);
+                        // Another asset's tag: the upsert finds it only if it is of
+                        // the type the rule makes (before, a pump took the tag of a
+                        // VFD-to-be and silently became a VFD).
+                        if let Some(other) = existing
+                            .as_ref()
+                            .filter(|other| other.asset_type != *asset_type)
+                        {
+                            return Err(EvaluationError(format!(
+                                "asset `{tag}` exists and is a `{}`, not the `{asset_type}` \
+                                 this action makes: it is left as it is; give the new \
+                                 asset a tag of its own",
+                                other.asset_type
+                            )));
+                        }
                         (existing.clone(), existing)
                     }
                 };
@@ -1066,6 +1114,7 @@ fn desired_changes(
             CompiledAction::SetProperty { .. } | CompiledAction::RemoveProperty { .. } => {}
         }
     }
+    *at = None;
     if rule.owns_findings {
         others.extend(resolutions(rule, asset, world, &flagged));
     }
@@ -1560,11 +1609,42 @@ mod tests {
             else {
                 panic!("{then} was planned");
             };
+            // The action is named: its place in `then` and its type.
+            let kind = then["type"].as_str().unwrap_or_default();
             assert!(
-                message.starts_with(&format!("the tag template made {made}")),
+                message.starts_with(&format!("then[0] ({kind}): the tag template made {made}")),
                 "{message}"
             );
         }
+        // A tag another asset holds is found only if that asset is of the type the
+        // action makes: a pump `M-P-1` is not made a motor.
+        let mut world = World::default();
+        let mut taken = pump(false);
+        taken.id = Uuid::from_u128(2);
+        taken.tag = "M-P-1".into();
+        world.load_assets([pump(false), taken]);
+        let motors = rule(motor("M-{asset.tag}"));
+        world.record(Loaded {
+            findings: vec![((Uuid::from_u128(1), motors.id), Vec::new(), 0)],
+            ..Loaded::default()
+        });
+        let outcome = plan(
+            &motors,
+            Uuid::from_u128(1),
+            &mut world,
+            &mut Ids::default(),
+            &Claims::default(),
+        );
+        let Outcome::Error { message, .. } = outcome else {
+            panic!("the pump was made a motor: {outcome:?}");
+        };
+        assert!(
+            message.starts_with(
+                "then[0] (upsert_asset): asset `M-P-1` exists and is a `CENTRIFUGAL_PUMP`, \
+                 not the `ELECTRIC_MOTOR` this action makes"
+            ),
+            "{message}"
+        );
         // A valid one is planned.
         assert!(matches!(
             plan_with(&rule(motor("M-{asset.tag}")), pump(false), &[]),
@@ -1576,7 +1656,26 @@ mod tests {
         let Outcome::Error { message, .. } = plan_with(&rule(to_itself), pump(false), &[]) else {
             panic!("a link to itself was planned");
         };
-        assert_eq!(message, "both ends of the link are the same asset");
+        assert_eq!(
+            message,
+            "then[0] (create_relationship): both ends of the link are the same asset"
+        );
+        // An expression that fails at run time names its action too.
+        let input: RuleInput = serde_json::from_value(json!({
+            "name": "Ranges", "discipline": "MECHANICAL", "when": "true",
+            "then": [{"type": "set_property", "name": "x", "value": "1"},
+                     {"type": "set_property", "name": "range_unit",
+                      "value": "asset.properties.unit"}],
+        }))
+        .unwrap();
+        let ranges = compile(Uuid::nil(), 1, &input).unwrap();
+        let Outcome::Error { message, .. } = plan_with(&ranges, pump(false), &[]) else {
+            panic!("a missing property was read");
+        };
+        assert!(
+            message.starts_with("then[1] (set_property `range_unit`): "),
+            "{message}"
+        );
     }
 
     #[test]
