@@ -1,6 +1,7 @@
-//! `GET /assets/{id}`: an asset's current state, or its state as of a time.
+//! `GET /assets/{id}`: an asset's current state, or its state as of a time;
+//! `GET /assets?tag=`: the current asset with a tag.
 
-use crate::http::error::ApiError;
+use crate::http::error::{invalid_query, ApiError};
 use crate::http::time;
 use crate::read::{aggregates, events};
 use crate::state::AppState;
@@ -129,3 +130,62 @@ fn deleted(asset_id: Uuid, detail: &str) -> ApiError {
         .with_detail(format!("asset {asset_id}: {detail}"))
         .into()
 }
+
+/// The asset to find.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FindParams {
+    /// The asset's tag, exactly as stored (case and spaces count), e.g. `M-101A`.
+    pub tag: String,
+}
+
+/// The current assets with the tag asked for.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct AssetList {
+    /// The asset with that tag, or none (a deleted asset's tag finds nothing).
+    pub assets: Vec<AssetView>,
+}
+
+/// The current asset with a tag: its id (for `/assets/{id}`, its history, or an
+/// execution's `asset_ids` filter) and state.
+#[utoipa::path(
+    get,
+    path = "/assets",
+    tag = "assets",
+    params(FindParams),
+    responses(
+        (status = 200, description = "The asset with that tag, or an empty list", body = AssetList),
+        (status = 400, description = "No tag, a blank one, or an unknown parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid bearer token", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn find(
+    // Reading needs the viewer role, the lowest: any authenticated caller has it.
+    _caller: Principal,
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<FindParams>,
+) -> Result<Json<AssetList>, ApiError> {
+    if params.tag.trim().is_empty() || params.tag.len() > MAX_TAG_BYTES {
+        return Err(invalid_query(format!(
+            "`tag` must be a tag: 1 to {MAX_TAG_BYTES} bytes, not blank"
+        )));
+    }
+    let rows = aggregates::assets_by_tag(&state.pool, &params.tag).await?;
+    let assets = rows
+        .into_iter()
+        .filter_map(|row| {
+            Some(AssetView {
+                id: row.aggregate_id,
+                state: row.state?,
+                version: Some(row.version),
+                last_position: row.last_position,
+                as_of: None,
+            })
+        })
+        .collect();
+    Ok(Json(AssetList { assets }))
+}
+
+/// The longest tag an asset may have.
+const MAX_TAG_BYTES: usize = 256;

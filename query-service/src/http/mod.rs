@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(timeline::timeline))
         .routes(routes!(history::history))
         .routes(routes!(assets::asset))
+        .routes(routes!(assets::find))
         .routes(routes!(export::export_assets))
         .routes(routes!(batches::list))
         .routes(routes!(batches::detail))

@@ -26,3 +26,17 @@ pub async fn find(pool: &PgPool, aggregate_id: Uuid) -> Result<Option<AggregateR
     .fetch_optional(pool)
     .await
 }
+
+/// The current (not deleted) assets with this tag: one, or none (tags are unique among
+/// current assets; the projection may briefly hold two while it applies a rename).
+pub async fn assets_by_tag(pool: &PgPool, tag: &str) -> Result<Vec<AggregateRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select aggregate_id, aggregate_type, state, version, last_position \
+         from rm_aggregates \
+         where aggregate_type = 'asset' and state is not null and state ->> 'tag' = $1 \
+         order by aggregate_id",
+    )
+    .bind(tag)
+    .fetch_all(pool)
+    .await
+}
