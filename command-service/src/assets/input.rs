@@ -266,7 +266,7 @@ pub fn check_properties(
         if !key_valid {
             errors.push(FieldError::new(
                 field.clone(),
-                "property names are 1 to 64 letters, digits or `_`",
+                "property names are 1 to 64 ASCII letters, digits or `_`",
             ));
         }
         match value {

@@ -53,12 +53,20 @@ impl AssetFilter {
                 ));
             }
         }
-        if self
-            .tag
-            .as_ref()
-            .is_some_and(|tag| tag.is_empty() || tag.len() > 256)
-        {
-            problems.push("filters.tag must be 1 to 256 characters".to_owned());
+        if let Some(tag) = &self.tag {
+            if tag.is_empty() || tag.len() > 256 {
+                problems.push("filters.tag must be 1 to 256 bytes (UTF-8)".to_owned());
+            } else if !unicode_normalization::is_nfkc(tag) {
+                // No tag is written so (the import refuses them): the pattern would
+                // select nothing, silently.
+                let usual: String =
+                    unicode_normalization::UnicodeNormalization::nfkc(tag.as_str()).collect();
+                problems.push(format!(
+                    "filters.tag is written with characters that look like `{usual}` but \
+                     are not (combining marks, fullwidth or other compatibility forms), as \
+                     no tag is: write `{usual}`"
+                ));
+            }
         }
         problems
     }
@@ -198,6 +206,27 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(filter.tag_like().as_deref(), Some("M-1%\\__\\%"));
+    }
+
+    #[test]
+    fn a_tag_pattern_no_tag_could_match_is_a_problem() {
+        let problems = |tag: &str| {
+            AssetFilter {
+                tag: Some(tag.to_owned()),
+                ..AssetFilter::default()
+            }
+            .problems()
+        };
+        assert_eq!(problems("Ä*"), Vec::<String>::new());
+        // `A` and a combining diaeresis: looks like `Ä*`, as no tag is written.
+        let decomposed = problems("A\u{308}*");
+        assert_eq!(decomposed.len(), 1, "{decomposed:?}");
+        assert!(decomposed[0].contains("write `Ä*`"), "{decomposed:?}");
+        // 200 `é` are 400 bytes: the limit is in bytes and says so.
+        assert_eq!(
+            problems(&"é".repeat(200)),
+            ["filters.tag must be 1 to 256 bytes (UTF-8)"]
+        );
     }
 
     #[test]

@@ -249,6 +249,8 @@ impl From<ImportError> for ApiError {
                 .with_detail(hint.unwrap_or_else(|| {
                     if listed < total {
                         format!("{total} errors; the first {listed} are listed")
+                    } else if total == 1 {
+                        "1 error".to_owned()
                     } else {
                         format!("{total} errors")
                     }

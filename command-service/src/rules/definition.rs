@@ -363,7 +363,7 @@ fn compile_action(
         if !valid {
             errors.push(ExpressionError {
                 field: format!("{at}.{field}"),
-                message: "must be 1 to 64 letters, digits or `_`".into(),
+                message: "must be 1 to 64 ASCII letters, digits or `_`".into(),
                 line: None,
                 column: None,
             });

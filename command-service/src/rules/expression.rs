@@ -219,6 +219,13 @@ impl Expression {
                 field: field.to_owned(),
                 message: first
                     .map(|error| error.msg.clone())
+                    .map(|message| match message.contains("Recursion limit") {
+                        // The parser's own words were its debug text (`OtherError(...)`).
+                        true => "nested too deep to parse (about 90 levels of parentheses \
+                                 or operators at most): write it with fewer levels"
+                            .to_owned(),
+                        false => message,
+                    })
                     .unwrap_or_else(|| errors.to_string()),
                 line: first.and_then(|error| u32::try_from(error.pos.0).ok()),
                 // The parser's columns count from 1 already.
@@ -1026,7 +1033,10 @@ mod tests {
         let nested = |depth: usize| "(".repeat(depth) + "asset.version > 1" + &")".repeat(depth);
         assert!(Expression::condition(&nested(90), "when").is_ok());
         let error = Expression::condition(&nested(500), "when").unwrap_err();
-        assert!(error.message.contains("Recursion limit"), "{error:?}");
+        assert!(
+            error.message.starts_with("nested too deep to parse"),
+            "{error:?}"
+        );
         // A chain nests one level per operator: too deep to evaluate, refused.
         let error = Expression::condition(&sum_of(MAX_DEPTH + 1), "when").unwrap_err();
         assert_eq!(error.field, "when");

@@ -24,7 +24,7 @@ pub fn storable<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Err
 where
     D: Deserializer<'de>,
 {
-    held(Option::<DateTime<Utc>>::deserialize(deserializer)?, false)
+    held(parsed(Option::<String>::deserialize(deserializer)?)?, false)
 }
 
 /// As [`storable`], for a time that bounds from below (`from`: at or after): digits
@@ -35,7 +35,22 @@ pub fn storable_from<'de, D>(deserializer: D) -> Result<Option<DateTime<Utc>>, D
 where
     D: Deserializer<'de>,
 {
-    held(Option::<DateTime<Utc>>::deserialize(deserializer)?, true)
+    held(parsed(Option::<String>::deserialize(deserializer)?)?, true)
+}
+
+/// A time as chrono reads one (RFC 3339, and the same with a space for the `T` or an
+/// offset without its colon), or an error that says what a time looks like: before,
+/// `2026-11-30` was refused as "premature end of input".
+fn parsed<E: serde::de::Error>(text: Option<String>) -> Result<Option<DateTime<Utc>>, E> {
+    text.map(|text| {
+        text.parse::<DateTime<Utc>>().map_err(|error| {
+            E::custom(format!(
+                "`{text}` is no time ({error}): give a date, a time and an offset \
+                 (RFC 3339), e.g. `2026-11-30T08:00:00Z` or `2026-11-30T09:00:00+01:00`"
+            ))
+        })
+    })
+    .transpose()
 }
 
 fn held<E: serde::de::Error>(
@@ -124,5 +139,28 @@ mod tests {
         }
         let absent = serde_json::from_value::<Params>(json!({}));
         assert!(absent.is_ok_and(|params| params.at.is_none()));
+    }
+
+    #[test]
+    fn a_time_without_an_offset_or_a_clock_is_refused_with_an_example() {
+        // A space for the `T`, an offset without its colon: as chrono reads them.
+        for lenient in ["2026-11-30 08:00:00Z", "2026-11-30T09:00:00+0100"] {
+            assert!(parse(lenient).is_ok_and(|at| at.is_some()), "{lenient}");
+        }
+        for (given, hint) in [
+            ("2026-11-30", "premature end of input"),
+            ("2026-11-30T07:34:59.169096", "premature end of input"),
+            ("yesterday", "input contains invalid characters"),
+        ] {
+            let refusal = parse(given).err().map(|error| error.to_string());
+            assert!(
+                refusal
+                    .as_deref()
+                    .is_some_and(|refusal| refusal.starts_with(&format!(
+                        "`{given}` is no time ({hint}): give a date, a time and an offset"
+                    )) && refusal.contains("2026-11-30T08:00:00Z")),
+                "{refusal:?}"
+            );
+        }
     }
 }
