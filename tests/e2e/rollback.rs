@@ -1593,6 +1593,64 @@ async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_confl
 }
 
 #[tokio::test]
+async fn a_tag_reused_and_changed_since_names_the_batch_that_took_it_and_a_cascade_does_what_its_dry_run_says(
+) -> anyhow::Result<()> {
+    // Arrange: M-100 is deleted (batch D), a new asset takes its tag (batch N), and a
+    // later batch (L) changes the new one (a helper, area D: the conflict named L, the
+    // cascade's dry run said it would roll back L and then D, and the real cascade rolled
+    // L back, then answered 409 `tag_taken`, naming its own rollback of L).
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let old = setup.asset_id("M-100").await?;
+    let deleted = setup.delete(&format!("/assets/{old}")).await?;
+    let created = setup
+        .post(
+            "/assets",
+            json!({"tag": "M-100", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
+        )
+        .await?
+        .expect_status(201);
+    let new = setup.asset_id("M-100").await?;
+    let changed = send(
+        &setup.http,
+        Method::PATCH,
+        &setup.command.url(&format!("/assets/{new}")),
+        Some(&json!({"properties": {"rated_power_kw": 90}})),
+    )
+    .await?
+    .expect_status(200);
+
+    // Act + Assert: strict is refused naming N, the batch that took the tag.
+    setup
+        .refused_as_taken(&deleted, &created, old, "tag_taken")
+        .await?;
+    // The cascade's dry run rolls back L, then N, then D; the cascade does that.
+    let batch = correlation_id(&deleted);
+    let (later, taker) = (correlation_id(&changed), correlation_id(&created));
+    setup
+        .preview_cascade(&batch, &[&later, &taker], [0, 0, 1])
+        .await?;
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(
+        cascade.body["cascaded"]
+            .as_array()
+            .map(|cascaded| cascaded.len()),
+        Some(2),
+        "{:?}",
+        cascade.body
+    );
+    assert_eq!(setup.state().await?, before);
+    assert_eq!(setup.asset_id("M-100").await?, old);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_dry_run_keeps_its_idempotency_key_like_any_command() -> anyhow::Result<()> {
     // Arrange: a batch to roll back.
     let setup = setup().await?;

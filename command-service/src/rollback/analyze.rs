@@ -547,10 +547,17 @@ async fn tags_taken(
         return Ok(Vec::new());
     }
     let handled: HashSet<Uuid> = restorations.iter().map(|r| r.aggregate_id).collect();
-    // Each one's pre-batch tag, who has it now, and the batch of the holder's last event.
+    // Each one's pre-batch tag, who has it now, and the batch that gave the holder
+    // that tag (made it, renamed it, or brought it back): the one to roll back to free
+    // the tag. Before, the batch of the holder's last event was named, a later one that
+    // only changed it: a cascade rolled that back and still found the tag taken.
     let holders: Vec<(Uuid, String, Uuid, Option<Uuid>)> = sqlx::query_as(
         "select s.aggregate_id, s.aggregate_type, h.id,
-             (select w.correlation_id from workflow_events w where w.aggregate_id = h.id
+             (select w.correlation_id from workflow_events w
+              where w.aggregate_id = h.id and jsonb_typeof(w.payload -> 'after') = 'object'
+                and (jsonb_typeof(w.payload -> 'before') is distinct from 'object'
+                     or (w.payload -> 'before' ->> 'tag')
+                        is distinct from (w.payload -> 'after' ->> 'tag'))
               order by w.aggregate_version desc limit 1)
          from execution_snapshots s
          cross join lateral (
