@@ -288,3 +288,149 @@ async fn timeline(system: &System, query: &str) -> anyhow::Result<Value> {
     let page = send(&system.http, Method::GET, &system.query.url(&path), None).await?;
     Ok(page.expect_status(200).body)
 }
+
+#[tokio::test]
+async fn a_finding_event_is_rolled_back_exactly_when_a_rollback_undid_its_finding(
+) -> anyhow::Result<()> {
+    // Arrange: a run B sets a property on two pumps and flags them; P-1 is changed
+    // since. A partial rollback RP skips P-1 and undoes P-2; a rollback RR of RP redoes
+    // P-2 (helpers, areas A and E: RP marked the raise of P-1's finding, still open, and
+    // after RR both raises stayed marked while both findings were open).
+    let system = System::start().await?;
+    let http = &system.http;
+    let service = &system.command;
+    let command = |method: Method, path: String, body: Value| async move {
+        send(http, method, &service.url(&path), Some(&body)).await
+    };
+    let mut pumps = Vec::new();
+    for tag in ["P-1", "P-2"] {
+        let created = command(
+            Method::POST,
+            "/assets".into(),
+            json!({"tag": tag, "asset_type": "PUMP", "discipline": "MECHANICAL"}),
+        )
+        .await?
+        .expect_status(201);
+        pumps.push(
+            created.body["asset"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let rule = command(
+        Method::POST,
+        "/rules".into(),
+        json!({"name": "Pumps are reviewed", "discipline": "MECHANICAL",
+               "when": "asset.asset_type == 'PUMP'",
+               "then": [{"type": "set_property", "name": "review", "value": "'due'"},
+                        {"type": "flag", "severity": "warning", "message": "review {asset.tag}"}]}),
+    )
+    .await?
+    .expect_status(201);
+    let run = command(
+        Method::POST,
+        "/rules/execute".into(),
+        json!({"rule_ids": [rule.body["id"]], "wait": true}),
+    )
+    .await?
+    .expect_status(200);
+    let batch = run.body["correlation_id"].clone();
+    command(
+        Method::PATCH,
+        format!("/assets/{}", pumps[0]),
+        json!({"properties": {"review": "done"}}),
+    )
+    .await?
+    .expect_status(200);
+
+    // Act
+    let partial = command(
+        Method::POST,
+        "/rules/rollback".into(),
+        json!({"correlation_id": batch, "mode": "partial"}),
+    )
+    .await?
+    .expect_status(200);
+    let pool = sqlx::PgPool::connect(&system.database.url).await?;
+    let raises_marked = || async {
+        let marked: Vec<(String, Option<uuid::Uuid>)> = sqlx::query_as(
+            "select e.payload ->> 'message', r.rolled_back_by from workflow_events e
+             left join event_rollbacks r on r.event_id = e.event_id
+             where e.correlation_id = $1::text::uuid and e.event_type = 'FINDING_RAISED'
+             order by 1",
+        )
+        .bind(batch.as_str())
+        .fetch_all(&pool)
+        .await?;
+        anyhow::Ok(marked)
+    };
+    let after_partial = raises_marked().await?;
+    let redo = command(
+        Method::POST,
+        "/rules/rollback".into(),
+        json!({"correlation_id": partial.body["correlation_id"]}),
+    )
+    .await?
+    .expect_status(200);
+    let after_redo = raises_marked().await?;
+    system.wait_for_projection().await?;
+
+    // Assert: P-1's raise (its finding open throughout) is never marked; P-2's is
+    // marked by RP, then live again after RR, which marks RP's resolution instead.
+    let rp = partial.body["correlation_id"]
+        .as_str()
+        .and_then(|id| id.parse::<uuid::Uuid>().ok());
+    assert_eq!(
+        after_partial,
+        [
+            ("review P-1".to_owned(), None),
+            ("review P-2".to_owned(), rp)
+        ]
+    );
+    assert_eq!(
+        after_redo,
+        [
+            ("review P-1".to_owned(), None),
+            ("review P-2".to_owned(), None)
+        ]
+    );
+    let (resolution_marked_by,): (Option<uuid::Uuid>,) = sqlx::query_as(
+        "select r.rolled_back_by from workflow_events e
+         left join event_rollbacks r on r.event_id = e.event_id
+         where e.correlation_id = $1::text::uuid and e.event_type = 'FINDING_RESOLVED'",
+    )
+    .bind(partial.body["correlation_id"].as_str())
+    .fetch_one(&pool)
+    .await?;
+    assert_eq!(
+        resolution_marked_by.map(|id| id.to_string()).as_deref(),
+        redo.body["correlation_id"].as_str()
+    );
+    // The read model agrees, and a read without rolled-back events shows both raises,
+    // as `/findings` shows both findings open.
+    assert_eq!(
+        flags_differing(&pool).await?,
+        vec![],
+        "rm_events flags that differ from event_rollbacks"
+    );
+    let live = timeline(
+        &system,
+        &format!(
+            "correlation_id={}&event_type=FINDING_RAISED&include_rolled_back=false",
+            batch.as_str().unwrap_or_default()
+        ),
+    )
+    .await?;
+    assert_eq!(live["events"].as_array().map(Vec::len), Some(2), "{live}");
+    let open = send(http, Method::GET, &system.query.url("/findings"), None)
+        .await?
+        .expect_status(200);
+    assert_eq!(
+        open.body["findings"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        open.body
+    );
+    Ok(())
+}

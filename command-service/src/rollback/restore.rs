@@ -375,6 +375,7 @@ pub async fn restore(
         findings_closed += resolutions.len();
         append(connection, resolutions).await?;
     }
+    mark_findings(connection, target, batch.correlation_id).await?;
     let mut rolled = batch.event(
         EventType::BatchRolledBack,
         json!({"target_correlation_id": target, "mode": mode, "restored": restored,
@@ -530,8 +531,8 @@ fn ids(restorations: &[Restoration]) -> Vec<Uuid> {
     restorations.iter().map(|r| r.aggregate_id).collect()
 }
 
-/// Mark the target's events of the restored aggregates, and its batch-level events,
-/// as rolled back by `rollback`.
+/// Mark the target's events of the restored aggregates, and its batch-level events
+/// but its findings' ([`mark_findings`]), as rolled back by `rollback`.
 async fn mark_rolled_back(
     connection: &mut PgConnection,
     target: Uuid,
@@ -541,7 +542,10 @@ async fn mark_rolled_back(
     sqlx::query(
         "insert into event_rollbacks (event_id, rolled_back_by)
          select event_id, $2 from workflow_events
-         where correlation_id = $1 and (aggregate_type = 'batch' or aggregate_id = any($3))
+         where correlation_id = $1
+           and ((aggregate_type = 'batch'
+                 and event_type not in ('FINDING_RAISED', 'FINDING_RESOLVED'))
+                or aggregate_id = any($3))
          on conflict (event_id) do nothing",
     )
     .bind(target)
@@ -552,6 +556,64 @@ async fn mark_rolled_back(
             .map(|r| r.aggregate_id)
             .collect::<Vec<_>>(),
     )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The finding events of `target` that `rollback` undid, by its own finding events
+/// (each names `target` and the finding: a `FINDING_RESOLVED` undoes a raise, a
+/// `FINDING_RAISED` a resolution), are rolled back by it; where `target` is a rollback
+/// that had undone the same finding event of its own target, that event is live again.
+/// Before, every finding event of the target was marked, also those of the assets a
+/// partial rollback left as they were, and a rollback of the rollback left them marked
+/// while their findings were open again (a helper, area A).
+async fn mark_findings(
+    connection: &mut PgConnection,
+    target: Uuid,
+    rollback: Uuid,
+) -> Result<(), sqlx::Error> {
+    const SAME_FINDING: &str = "f.rule_id = e.rule_id
+        and f.payload ->> 'asset_id' = e.payload ->> 'asset_id'
+        and f.payload ->> 'message' = e.payload ->> 'message'";
+    const FINDINGS: &str = "('FINDING_RAISED', 'FINDING_RESOLVED')";
+    let undone_by_target: Option<(Option<Uuid>,)> = sqlx::query_as(
+        "select (payload ->> 'target_correlation_id')::uuid from workflow_events
+         where correlation_id = $1 and event_type = 'BATCH_STARTED'
+           and payload ->> 'kind' = 'rollback'",
+    )
+    .bind(target)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some((Some(undone),)) = undone_by_target {
+        sqlx::query(&format!(
+            "delete from event_rollbacks r
+             using workflow_events e, workflow_events f
+             where e.correlation_id = $3 and e.event_type in {FINDINGS}
+               and r.event_id = e.event_id and r.rolled_back_by = $1
+               and f.correlation_id = $2 and f.event_type = e.event_type
+               and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
+               and {SAME_FINDING}"
+        ))
+        .bind(target)
+        .bind(rollback)
+        .bind(undone)
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::query(&format!(
+        "insert into event_rollbacks (event_id, rolled_back_by)
+         select e.event_id, $2
+         from workflow_events f
+         join workflow_events e
+           on e.correlation_id = $1 and e.event_type in {FINDINGS}
+          and e.event_type <> f.event_type and {SAME_FINDING}
+         where f.correlation_id = $2 and f.event_type in {FINDINGS}
+           and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
+         on conflict (event_id) do nothing"
+    ))
+    .bind(target)
+    .bind(rollback)
     .execute(connection)
     .await?;
     Ok(())

@@ -78,10 +78,10 @@ async fn mark_rolled_back(
     // same slice unmarks what the first one marked (`unmark_redone`) only after it did.
     let rollbacks = events.chunk_by(|a, b| {
         let rollback = |event: &EventEnvelope| {
-            matches!(
+            (matches!(
                 event.event_type,
                 EventType::Rollback | EventType::BatchRolledBack
-            )
+            ) || UndoneFinding::of(event).is_some())
             .then_some(event.correlation_id)
         };
         rollback(a) == rollback(b)
@@ -100,6 +100,10 @@ async fn mark_rolled_back_by_one(
     let mut on_aggregates = RolledBack::default();
     let mut aggregates: Vec<Uuid> = Vec::new();
     let mut batch_level = RolledBack::default();
+    let findings: Vec<UndoneFinding> = events
+        .iter()
+        .filter_map(|event| UndoneFinding::of(event))
+        .collect();
     for event in events {
         match event.event_type {
             EventType::Rollback if on_aggregates.add(event, "rolled_back_correlation_id") => {
@@ -127,6 +131,7 @@ async fn mark_rolled_back_by_one(
             "update rm_events e set rolled_back = true, rolled_back_by = m.rollback
              from unnest($1::uuid[], $2::uuid[]) as m(target, rollback)
              where e.correlation_id = m.target and e.aggregate_type = 'batch'
+               and e.event_type not in ('FINDING_RAISED', 'FINDING_RESOLVED')
                and not e.rolled_back",
         )
         .bind(batch_level.targets)
@@ -134,6 +139,87 @@ async fn mark_rolled_back_by_one(
         .execute(&mut *connection)
         .await?;
     }
+    if !findings.is_empty() {
+        mark_findings(connection, &findings).await?;
+    }
+    Ok(())
+}
+
+/// A finding event of a rollback: it closes (`FINDING_RESOLVED`) or reopens
+/// (`FINDING_RAISED`) a finding the target batch had raised or resolved.
+struct UndoneFinding {
+    rollback: Uuid,
+    target: Uuid,
+    event_type: &'static str,
+    rule_id: Uuid,
+    asset_id: Uuid,
+    message: String,
+}
+
+impl UndoneFinding {
+    fn of(event: &EventEnvelope) -> Option<Self> {
+        if !matches!(
+            event.event_type,
+            EventType::FindingRaised | EventType::FindingResolved
+        ) {
+            return None;
+        }
+        let text = |key: &str| event.payload.get(key).and_then(Value::as_str);
+        Some(Self {
+            rollback: event.correlation_id,
+            target: text("rolled_back_correlation_id")?.parse().ok()?,
+            event_type: event.event_type.as_str(),
+            rule_id: event.rule_id?,
+            asset_id: text("asset_id")?.parse().ok()?,
+            message: text("message")?.to_owned(),
+        })
+    }
+}
+
+/// As the command side's `rollback::restore::mark_findings`: the target's finding
+/// event that a rollback's finding event undoes (same finding, the other type) is
+/// rolled back by it; where the target is a rollback that had undone the same finding
+/// event of its own target, that one is live again. Before, a rollback marked every
+/// finding event of its target, and a rollback of it left them marked.
+async fn mark_findings(
+    connection: &mut PgConnection,
+    findings: &[UndoneFinding],
+) -> Result<(), sqlx::Error> {
+    let column = |pick: fn(&UndoneFinding) -> Uuid| findings.iter().map(pick).collect::<Vec<_>>();
+    let types: Vec<&str> = findings.iter().map(|f| f.event_type).collect();
+    let messages: Vec<&str> = findings.iter().map(|f| f.message.as_str()).collect();
+    sqlx::query(
+        "update rm_events e set rolled_back = false, rolled_back_by = null
+         from unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::text[])
+             as m(target, event_type, rule_id, asset_id, message)
+         where e.asset_id = m.asset_id and e.rolled_back_by = m.target
+           and e.event_type = m.event_type and e.rule_id = m.rule_id
+           and e.payload ->> 'message' = m.message",
+    )
+    .bind(column(|f| f.target))
+    .bind(&types)
+    .bind(column(|f| f.rule_id))
+    .bind(column(|f| f.asset_id))
+    .bind(&messages)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "update rm_events e set rolled_back = true, rolled_back_by = m.rollback
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
+             as m(target, rollback, event_type, rule_id, asset_id, message)
+         where e.asset_id = m.asset_id and e.correlation_id = m.target
+           and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
+           and e.event_type <> m.event_type and e.rule_id = m.rule_id
+           and e.payload ->> 'message' = m.message and not e.rolled_back",
+    )
+    .bind(column(|f| f.target))
+    .bind(column(|f| f.rollback))
+    .bind(&types)
+    .bind(column(|f| f.rule_id))
+    .bind(column(|f| f.asset_id))
+    .bind(&messages)
+    .execute(connection)
+    .await?;
     Ok(())
 }
 
