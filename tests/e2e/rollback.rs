@@ -1651,6 +1651,63 @@ async fn a_tag_reused_and_changed_since_names_the_batch_that_took_it_and_a_casca
 }
 
 #[tokio::test]
+async fn a_cascade_rolls_back_a_redo_in_its_way_as_its_dry_run_says() -> anyhow::Result<()> {
+    // Arrange: B1 and B2 change M-100; B2 is rolled back (RB2), and RB2 rolled back
+    // (RRB2: B2's change is back). A helper, area E: the cascade of B1 passed RRB2 over
+    // as "a rollback of a later batch", went round B2 (already rolled back) and answered
+    // 422 `cascade-too-long`, while its dry run said it would roll B1 back.
+    let setup = setup().await?;
+    let before = setup.state().await?;
+    let motor = setup.asset_id("M-100").await?;
+    let (http, url) = (&setup.http, setup.command.url(&format!("/assets/{motor}")));
+    let patch = |power: i64| {
+        let url = url.clone();
+        async move {
+            let body = json!({"properties": {"rated_power_kw": power}});
+            send(http, Method::PATCH, &url, Some(&body)).await
+        }
+    };
+    let first = patch(1).await?.expect_status(200);
+    let second = patch(2).await?.expect_status(200);
+    let undo = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&second)}),
+        )
+        .await?
+        .expect_status(200);
+    let redo = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&undo)}),
+        )
+        .await?
+        .expect_status(200);
+
+    // Act + Assert: the dry run rolls the redo back first, and so does the cascade,
+    // which leaves M-100 as it was before B1.
+    let batch = correlation_id(&first);
+    setup
+        .preview_cascade(&batch, &[&correlation_id(&redo)], [1, 0, 0])
+        .await?;
+    let cascade = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": batch, "mode": "cascade"}),
+        )
+        .await?
+        .expect_status(200);
+    assert_eq!(
+        cascade.body["cascaded"].as_array().map(Vec::len),
+        Some(1),
+        "{:?}",
+        cascade.body
+    );
+    assert_eq!(setup.state().await?, before);
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_dry_run_keeps_its_idempotency_key_like_any_command() -> anyhow::Result<()> {
     // Arrange: a batch to roll back.
     let setup = setup().await?;

@@ -361,7 +361,9 @@ async fn returned(
 /// Of `later`, the batches that a cascade clearing the way of `current` rolls back: not
 /// a rollback of a batch that came after `current`, which only undid what came after
 /// it, as the cascade means to (the cascade's own rollbacks, an earlier attempt's, or
-/// anyone's). Rolling one back redid the batch it undid, which was then in the way
+/// anyone's); but a rollback of such a rollback (a redo) is, as it brought the later
+/// batch's changes back (before, it was passed over too, and the cascade went round
+/// the later batch, already rolled back, until its step limit: 422). Rolling one back redid the batch it undid, which was then in the way
 /// again and could not be rolled back a second time: the cascade went round until its
 /// step limit and answered 422 with the redo written.
 async fn in_the_way(
@@ -372,11 +374,22 @@ async fn in_the_way(
     if later.is_empty() {
         return Ok(later);
     }
+    // Down each rollback's chain of targets to the first batch that is no rollback: an
+    // odd number of rollbacks undid it, an even number redid it (a rollback of a
+    // rollback brought a later batch's changes back, and is in the way like it).
     let passed: HashSet<Uuid> = sqlx::query_scalar(
-        "select r.correlation_id
-         from batches r
-         join batches undone on undone.correlation_id = (r.request ->> 'target_correlation_id')::uuid
-         where r.correlation_id = any($1) and r.kind = 'rollback'
+        "with recursive chain (start, hops, kind, target) as (
+             select b.correlation_id, 1, b.kind, (b.request ->> 'target_correlation_id')::uuid
+             from batches b where b.correlation_id = any($1) and b.kind = 'rollback'
+             union all
+             select c.start, c.hops + 1, t.kind, (t.request ->> 'target_correlation_id')::uuid
+             from chain c join batches t on t.correlation_id = c.target
+             where t.kind = 'rollback' and c.hops < 1000
+         )
+         select c.start
+         from chain c
+         join batches undone on undone.correlation_id = c.target
+         where undone.kind <> 'rollback' and c.hops % 2 = 1
            and undone.started_at > (select started_at from batches where correlation_id = $2)",
     )
     .bind(&later)
