@@ -1708,6 +1708,73 @@ async fn a_cascade_rolls_back_a_redo_in_its_way_as_its_dry_run_says() -> anyhow:
 }
 
 #[tokio::test]
+async fn a_rollback_dry_run_counts_the_findings_of_assets_it_brings_back_or_deletes(
+) -> anyhow::Result<()> {
+    // Arrange: every motor is flagged (F); M-100 is deleted (D, which closes its
+    // finding); M-900 is made (C) and flagged by a second run (F2). A helper, area E:
+    // the dry run of D's rollback said 0 findings reopened where the rollback reopened
+    // 1 (M-100 did not exist yet when counted), and that of C's 0 closed where the
+    // rollback closed F2's finding on the motor it deletes.
+    let setup = setup().await?;
+    let flag = json!({"name": "Motors are reviewed", "discipline": "ELECTRICAL",
+                      "when": "asset.asset_type == 'ELECTRIC_MOTOR'",
+                      "then": [{"type": "flag", "severity": "warning",
+                                "message": "review {asset.tag}"}]});
+    let rule = setup.post("/rules", flag).await?.expect_status(201).body["id"].clone();
+    let run = || async {
+        setup
+            .post(
+                "/rules/execute",
+                json!({"rule_ids": [rule.clone()], "wait": true}),
+            )
+            .await
+            .map(|reply| reply.expect_status(200))
+    };
+    run().await?;
+    let old = setup.asset_id("M-100").await?;
+    let deleted = setup.delete(&format!("/assets/{old}")).await?;
+    let created = setup
+        .post(
+            "/assets",
+            json!({"tag": "M-900", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
+        )
+        .await?
+        .expect_status(201);
+    run().await?;
+
+    // Act + Assert: each dry run counts what its rollback then does.
+    for (batch, counted) in [
+        (correlation_id(&deleted), "findings_reopened"),
+        (correlation_id(&created), "findings_closed"),
+    ] {
+        let preview = setup
+            .post(
+                "/rules/rollback",
+                json!({"correlation_id": batch, "dry_run": true}),
+            )
+            .await?
+            .expect_status(200);
+        let rollback = setup
+            .post("/rules/rollback", json!({"correlation_id": batch}))
+            .await?
+            .expect_status(200);
+        assert_eq!(rollback.body[counted], 1, "{:?}", rollback.body);
+        assert_eq!(
+            preview.body["counts"][counted], rollback.body[counted],
+            "{counted}: {:?}",
+            preview.body
+        );
+        for other in ["findings_closed", "findings_reopened"] {
+            assert_eq!(
+                preview.body["counts"][other], rollback.body[other],
+                "{other}"
+            );
+        }
+    }
+    setup.command.stop().await
+}
+
+#[tokio::test]
 async fn a_rollback_dry_run_keeps_its_idempotency_key_like_any_command() -> anyhow::Result<()> {
     // Arrange: a batch to roll back.
     let setup = setup().await?;

@@ -462,6 +462,16 @@ pub async fn analyze(
     // whatever conflicts, but for those of the assets a partial rollback leaves.
     // Counted as `restore::restore_findings` undoes them.
     let kept: Vec<Uuid> = pending.iter().map(|pending| pending.aggregate_id).collect();
+    // The assets the rollback brings back (a finding on one reopens) and those it
+    // deletes (their findings close, whoever raised them, as a deletion closes them).
+    let assets = |returns: bool| -> Vec<Uuid> {
+        restorations
+            .iter()
+            .filter(|r| r.aggregate_type == "asset" && r.returns == returns)
+            .map(|r| r.aggregate_id)
+            .collect()
+    };
+    let (back, deleted) = (assets(true), assets(false));
     let (findings, findings_closed, findings_reopened): (bool, i64, i64) = sqlx::query_as(
         "with events as (
              select e.event_type, (e.payload ->> 'asset_id')::uuid as asset_id, e.rule_id,
@@ -477,11 +487,14 @@ pub async fn analyze(
                    and exists (select 1 from findings f
                                where (f.asset_id, f.rule_id, f.message, f.correlation_id)
                                      = (events.asset_id, events.rule_id, events.message,
-                                        events.raised_in))),
+                                        events.raised_in)))
+             + (select count(*) from findings f
+                where f.asset_id = any($4) and f.correlation_id <> $1)::bigint,
              count(*) filter (
                  where event_type = 'FINDING_RESOLVED' and rule_id is not null
-                   and asset_id <> all($2)
-                   and exists (select 1 from assets a where a.id = events.asset_id)
+                   and asset_id <> all($2) and asset_id <> all($4)
+                   and (asset_id = any($3)
+                        or exists (select 1 from assets a where a.id = events.asset_id))
                    and not exists (select 1 from findings f
                                    where (f.asset_id, f.rule_id, f.message)
                                          = (events.asset_id, events.rule_id, events.message)
@@ -490,6 +503,8 @@ pub async fn analyze(
     )
     .bind(correlation_id)
     .bind(&kept)
+    .bind(&back)
+    .bind(&deleted)
     .fetch_one(&mut *connection)
     .await?;
     Ok(Analysis {
