@@ -1620,10 +1620,22 @@ async fn a_tag_reused_and_changed_since_names_the_batch_that_took_it_and_a_casca
     .await?
     .expect_status(200);
 
-    // Act + Assert: strict is refused naming N, the batch that took the tag.
+    // Act + Assert: strict is refused naming N, the batch that took the tag, and the
+    // tag (the asset is gone: as the deletion knew it).
     setup
         .refused_as_taken(&deleted, &created, old, "tag_taken")
         .await?;
+    let refused = setup
+        .post(
+            "/rules/rollback",
+            json!({"correlation_id": correlation_id(&deleted)}),
+        )
+        .await?;
+    assert_eq!(
+        refused.body["errors"][0]["tag"], "M-100",
+        "{:?}",
+        refused.body
+    );
     // The cascade's dry run rolls back L, then N, then D; the cascade does that.
     let batch = correlation_id(&deleted);
     let (later, taker) = (correlation_id(&changed), correlation_id(&created));
@@ -1687,6 +1699,18 @@ async fn a_cascade_rolls_back_a_redo_in_its_way_as_its_dry_run_says() -> anyhow:
     // Act + Assert: the dry run rolls the redo back first, and so does the cascade,
     // which leaves M-100 as it was before B1.
     let batch = correlation_id(&first);
+    let strict = setup
+        .post("/rules/rollback", json!({"correlation_id": batch}))
+        .await?;
+    assert_eq!(
+        (
+            &strict.body["errors"][0]["tag"],
+            &strict.body["errors"][0]["reason"]
+        ),
+        (&json!("M-100"), &json!("changed")),
+        "{:?}",
+        strict.body
+    );
     setup
         .preview_cascade(&batch, &[&correlation_id(&redo)], [1, 0, 0])
         .await?;

@@ -122,6 +122,9 @@ impl ListedRestoration {
 pub struct Conflict {
     pub aggregate_type: String,
     pub aggregate_id: Uuid,
+    /// An asset's or cable's tag: as it is now, or as the batch knew it if it is gone;
+    /// none for a relationship.
+    pub tag: Option<String>,
     /// `changed`: a later batch changed it. `tag_taken`: another asset or cable has its
     /// pre-batch tag now. `link_taken`: another relationship of its kind joins its two
     /// assets now. `linked`: an asset the batch created, which cables or
@@ -458,6 +461,7 @@ pub async fn analyze(
         }
         restorations.retain(|restoration| !dropped.contains(&restoration.aggregate_id));
     }
+    name_conflicts(connection, correlation_id, &mut conflicts).await?;
     // Findings are the batch's own events, not aggregates: a rollback undoes them
     // whatever conflicts, but for those of the assets a partial rollback leaves.
     // Counted as `restore::restore_findings` undoes them.
@@ -598,6 +602,7 @@ async fn tags_taken(
         .into_iter()
         .filter(|(_, _, holder, _)| !handled.contains(holder))
         .map(|(aggregate_id, aggregate_type, _, last_batch)| Conflict {
+            tag: None,
             reason: if aggregate_type == "relationship" {
                 "link_taken"
             } else {
@@ -669,6 +674,7 @@ async fn links_to_gone_ends(
             continue;
         }
         conflicts.push(Conflict {
+            tag: None,
             aggregate_type,
             aggregate_id: link,
             reason: "end_gone",
@@ -724,6 +730,7 @@ async fn linked_assets(
         }
         if conflicts.last().is_none_or(|c| c.aggregate_id != asset) {
             conflicts.push(Conflict {
+                tag: None,
                 aggregate_type: "asset".to_owned(),
                 aggregate_id: asset,
                 reason: "linked",
@@ -812,6 +819,7 @@ async fn listed_conflicts(
                 .unwrap_or_default();
             later.sort();
             Conflict {
+                tag: None,
                 aggregate_type: aggregate.aggregate_type.clone(),
                 aggregate_id: aggregate.aggregate_id,
                 reason: "changed",
@@ -868,4 +876,43 @@ mod tests {
         assert!(!same_but_version(Some(&a), None));
         assert!(!same_but_version(None, Some(&a)));
     }
+}
+
+/// Give each listed conflict its tag (a helper, area A: the answers named aggregates
+/// by id only, where a stale plan's names them by tag): the asset's or cable's now,
+/// else the one the batch last gave it.
+async fn name_conflicts(
+    connection: &mut PgConnection,
+    correlation_id: Uuid,
+    conflicts: &mut [Conflict],
+) -> Result<(), sqlx::Error> {
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = conflicts.iter().map(|c| c.aggregate_id).collect();
+    let tags: HashMap<Uuid, String> = sqlx::query_as::<_, (Uuid, Option<String>)>(
+        "select c.id, coalesce(
+             (select tag from assets where id = c.id),
+             (select tag from cables where id = c.id),
+             (select s.state ->> 'tag' from execution_snapshots s
+              where s.correlation_id = $2 and s.aggregate_id = c.id),
+             (select coalesce(nullif(w.payload -> 'after', 'null'::jsonb),
+                              w.payload -> 'before') ->> 'tag'
+              from workflow_events w where w.aggregate_id = c.id and w.correlation_id = $2
+              order by w.aggregate_version desc limit 1))
+         from unnest($1::uuid[]) as c(id)",
+    )
+    .bind(&ids)
+    .bind(correlation_id)
+    .fetch_all(connection)
+    .await?
+    .into_iter()
+    .filter_map(|(id, tag)| Some((id, tag?)))
+    .collect();
+    for conflict in conflicts {
+        if conflict.aggregate_type != "relationship" {
+            conflict.tag = tags.get(&conflict.aggregate_id).cloned();
+        }
+    }
+    Ok(())
 }
