@@ -3313,6 +3313,9 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("J-1", "JUNCTION_TEST", json!({})),
         ("J-2", "JUNCTION_TEST", json!({})),
         ("K-1", "K_SOURCE_TEST", json!({})),
+        ("JB2-U7", "JB2_TEST", json!({})),
+        ("S-1", "STANDBY_TEST", json!({})),
+        ("G-1", "G_SOURCE_TEST", json!({})),
         ("WM-1", "W_MOTOR_TEST", json!({"mcc": "WMCC-1"})),
         ("WMCC-1", "W_MCC_TEST", json!({})),
         ("XM-1", "X_MOTOR_TEST", json!({"mcc": "XMCC-1"})),
@@ -3447,6 +3450,8 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
              "asset_type": "JB_TEST", "discipline": "PROCESS", "properties": {"cap": "10"}}]),
         ),
         rule("J-B", 2, &is("JB_TEST"), json!([set("cap", "20")])),
+        // (An existing box: one the later rule creates is not judged, as a rule after
+        // it may take it out of the earlier one's condition.)
         rule("K-A", 1, &is("JB2_TEST"), json!([set("cap", "20")])),
         rule(
             "K-B",
@@ -3455,6 +3460,48 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
             json!([{"type": "upsert_asset", "tag": "JB2-{asset.area}",
              "asset_type": "JB2_TEST", "discipline": "PROCESS", "properties": {"cap": "10"}}]),
         ),
+        // Rule sets that settle although a rule's condition holds on what another
+        // makes, until a later rule takes it out (a helper, area F: neither was ever
+        // made, when assets a plan creates were judged too). A standby of each pump,
+        // marked as one by a later rule; a junction box set to IP55 by an earlier
+        // rule until a later one certifies it.
+        rule(
+            "S-A",
+            1,
+            &format!(
+                "{} && !has(asset.properties.standby_of)",
+                is("STANDBY_TEST")
+            ),
+            json!([set("duty", "'duty'"),
+                   {"type": "upsert_asset", "tag": "{asset.tag}B", "asset_type": "STANDBY_TEST",
+                    "discipline": "PROCESS", "properties": {"duty": "'standby'"}}]),
+        ),
+        rule(
+            "S-B",
+            2,
+            &format!(
+                "{} && has(asset.properties.duty) && asset.properties.duty == 'standby'",
+                is("STANDBY_TEST")
+            ),
+            json!([set(
+                "standby_of",
+                "asset.tag.substring(0, size(asset.tag) - 1)"
+            )]),
+        ),
+        rule(
+            "G-A",
+            1,
+            &format!("{} && !has(asset.properties.certified)", is("JB3_TEST")),
+            json!([set("ip", "'IP55'")]),
+        ),
+        rule(
+            "G-B",
+            2,
+            &is("G_SOURCE_TEST"),
+            json!([{"type": "upsert_asset", "tag": "JB3-{asset.area}",
+             "asset_type": "JB3_TEST", "discipline": "PROCESS", "properties": {"ip": "'IP66'"}}]),
+        ),
+        rule("G-C", 3, &is("JB3_TEST"), json!([set("certified", "true")])),
         // One cable tag made by two rules for different assets with different ends:
         // by a property first, by the asset's own tag first.
         rule(
@@ -3547,15 +3594,20 @@ async fn rules_that_would_undo_each_other_are_conflicts_and_rules_that_settle_ar
         ("E-B", (0, 1)),
         ("F-A", (1, 0)),
         ("F-B", (1, 0)),
+        ("G-A", (0, 0)),
+        ("G-B", (1, 0)),
+        ("G-C", (1, 0)),
         ("I-A", (1, 0)),
         ("I-B", (0, 1)),
         ("J-A", (1, 0)),
         ("J-B", (0, 1)),
-        ("K-A", (0, 0)),
+        ("K-A", (1, 0)),
         ("K-B", (0, 1)),
         ("P-A", (0, 2)),
         ("R-A", (1, 0)),
         ("R-B", (0, 1)),
+        ("S-A", (2, 0)),
+        ("S-B", (1, 0)),
         ("T-A", (1, 0)),
         ("T-B", (0, 1)),
         ("U-A", (1, 0)),

@@ -404,8 +404,10 @@ pub fn plan(
 /// and cables both rules upsert by the same tag, and of the assets and cables
 /// `changes` touch that the earlier rule wants for another asset (traced back from
 /// the tag, or found in the earlier rule's [`Claims`]) or, where its condition holds
-/// on them, for themselves. Also `rule` itself, on the assets it upserts here: where
-/// its condition holds on one of them, its own run there would undo this upsert.
+/// on existing ones, for themselves. Also `rule` itself, on the existing assets it
+/// upserts here: where its condition holds on one of them, its own run there would
+/// undo this upsert. An asset the plan creates is not judged so: a later rule may yet
+/// take it out of the condition, and the check would keep it from ever being made.
 fn contested(
     rule: &CompiledRule,
     asset: &AssetState,
@@ -447,7 +449,13 @@ fn contested(
         }
     }
     for change in changes {
-        let PlannedChange::Asset { before, after } = change else {
+        // An asset this plan creates is left out, as above: a later rule may take it
+        // out of this rule's condition (a standby pump marked as one).
+        let PlannedChange::Asset {
+            before: Some(before),
+            after,
+        } = change
+        else {
             continue;
         };
         if after.id == asset.id {
@@ -460,8 +468,7 @@ fn contested(
         let Ok(wanted) = own_desired(rule, after, &there) else {
             continue;
         };
-        let before = before.as_ref().map_or(Value::Null, json);
-        let dispute = (String::new(), before, json(after), json(&wanted));
+        let dispute = (String::new(), json(before), json(after), json(&wanted));
         let who = format!("this rule, run on asset `{}` itself,", after.tag);
         if let Some(message) = dispute_message(&who, vec![dispute]) {
             return Some(message);
@@ -518,14 +525,19 @@ fn targets_wanted_by(
         match change {
             PlannedChange::Asset { before, after } if after.id != asset.id => {
                 let what = format!("asset `{}`'s ", after.tag);
+                let existed = before.is_some();
                 let before = before.as_ref().map_or(Value::Null, json);
                 let held = claims.holder_in(earlier.id, &format!("asset:{}", after.tag));
                 if let Some(wanted) = made_for_another(earlier, after, after, world, held, asset.id)
                 {
                     disputes.push((what.clone(), before.clone(), json(after), json(&wanted)));
                 }
+                // Only an asset that exists: one this plan creates may yet be taken out
+                // of the earlier rule's condition by a rule after this one (a helper,
+                // area F: junction boxes an earlier rule sets IP55 on until a later
+                // one certifies them were never created).
                 let there = AssetContext::new(after);
-                if earlier.condition.is_true(&there).unwrap_or(false) {
+                if existed && earlier.condition.is_true(&there).unwrap_or(false) {
                     if let Ok(wanted) = own_desired(earlier, after, &there) {
                         disputes.push((what, before, json(after), json(&wanted)));
                     }
