@@ -162,6 +162,21 @@ impl Setup {
         Ok(json!(restored + deleted + recreated))
     }
 
+    /// Delete M-100 (batch D), then make a new asset with its tag (batch N): the old
+    /// id, and the answers of D and N.
+    async fn delete_m100_and_reuse_its_tag(&self) -> anyhow::Result<(uuid::Uuid, Reply, Reply)> {
+        let old = self.asset_id("M-100").await?;
+        let deleted = self.delete(&format!("/assets/{old}")).await?;
+        let created = self
+            .post(
+                "/assets",
+                json!({"tag": "M-100", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
+            )
+            .await?
+            .expect_status(201);
+        Ok((old, deleted, created))
+    }
+
     async fn asset_id(&self, tag: &str) -> anyhow::Result<uuid::Uuid> {
         let (id,): (uuid::Uuid,) = sqlx::query_as("select id from assets where tag = $1")
             .bind(tag)
@@ -1569,15 +1584,7 @@ async fn a_rollback_that_would_bring_back_a_tag_another_asset_has_now_is_a_confl
     // Arrange: M-100 is deleted (batch D), then a new asset takes its tag (batch N).
     let setup = setup().await?;
     let before = setup.state().await?;
-    let old = setup.asset_id("M-100").await?;
-    let deleted = setup.delete(&format!("/assets/{old}")).await?;
-    let created = setup
-        .post(
-            "/assets",
-            json!({"tag": "M-100", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
-        )
-        .await?
-        .expect_status(201);
+    let (old, deleted, created) = setup.delete_m100_and_reuse_its_tag().await?;
     let after_new = setup.state().await?;
     // Act + Assert: the dry run says it would not roll back, and strict is a 409 naming
     // the tag's new holder's batch; nothing is written (before: a 500).
@@ -1601,15 +1608,7 @@ async fn a_tag_reused_and_changed_since_names_the_batch_that_took_it_and_a_casca
     // L back, then answered 409 `tag_taken`, naming its own rollback of L).
     let setup = setup().await?;
     let before = setup.state().await?;
-    let old = setup.asset_id("M-100").await?;
-    let deleted = setup.delete(&format!("/assets/{old}")).await?;
-    let created = setup
-        .post(
-            "/assets",
-            json!({"tag": "M-100", "asset_type": "ELECTRIC_MOTOR", "discipline": "ELECTRICAL"}),
-        )
-        .await?
-        .expect_status(201);
+    let (old, deleted, created) = setup.delete_m100_and_reuse_its_tag().await?;
     let new = setup.asset_id("M-100").await?;
     let changed = send(
         &setup.http,
