@@ -270,8 +270,9 @@ pub async fn method_not_allowed() -> Problem {
     )
 }
 
-/// The probes and the scrape target: they take no input to refuse.
-const OPERATIONAL_PATHS: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// The probes and the scrape target: open to every caller, and they take no input to
+/// refuse, so their documents list no refusals.
+pub const OPERATIONAL_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
 /// Document the refusals every operation may answer whatever it does: 400 for a
 /// query string, path parameter or header it does not take or cannot parse (or, with

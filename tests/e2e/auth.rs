@@ -112,12 +112,23 @@ async fn a_request_without_a_token_is_a_401_problem_with_a_bearer_challenge() ->
     assert!(challenge.is_some_and(|value| value.starts_with("Bearer")));
     assert_refused(&list, 401, "unauthenticated");
     assert_eq!(health.status(), 200, "health stays open");
+    assert_eq!(
+        health.json::<Value>().await?,
+        json!({"status": "ok"}),
+        "as the other services answer"
+    );
     assert_eq!(openapi.status, 200, "the API description stays open");
     assert_eq!(
         openapi.body["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
     assert!(openapi.body["paths"]["/rules/rollback"]["post"]["responses"]["403"].is_object());
+    // The probes are documented, open, without refusals.
+    for probe in ["/healthz", "/readyz", "/metrics"] {
+        let operation = &openapi.body["paths"][probe]["get"];
+        assert_eq!(operation["security"], json!([{}]), "{probe}: {operation}");
+        assert!(operation["responses"]["401"].is_null(), "{probe}: {operation}");
+    }
     assert!(setup.events().await?.is_empty());
     Ok(())
 }

@@ -636,7 +636,7 @@ async fn kill_9_of_nats_mid_batch_commands_still_succeed_and_the_stream_catches_
     assert_eq!(ready.status, 200);
     assert_eq!(
         ready.body,
-        json!({"postgres": "ok", "nats": "disconnected"})
+        json!({"status": "ready", "postgres": "ok", "nats": "disconnected"})
     );
     // Commands keep succeeding.
     for index in 0..3 {

@@ -139,8 +139,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(links::update_cable, links::delete_cable))
         .routes(routes!(links::create_relationship))
         .routes(routes!(links::delete_relationship))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .split_for_parts();
     let mut openapi = openapi;
+    BearerSecurity::open(&mut openapi, synapse_shared::problem::OPERATIONAL_PATHS);
     document_idempotency_keys(&mut openapi);
     BearerSecurity::document_refusals(&mut openapi);
     synapse_shared::problem::document_refusals(&mut openapi);
@@ -150,9 +154,6 @@ pub fn router(state: AppState) -> Router {
         "/openapi.json",
         get(move || async move { axum::Json(openapi_json) }),
     )
-    .route("/healthz", get(health::healthz))
-    .route("/readyz", get(health::readyz))
-    .route("/metrics", get(health::metrics))
     .fallback(synapse_shared::problem::not_found)
     .method_not_allowed_fallback(synapse_shared::problem::method_not_allowed)
     .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

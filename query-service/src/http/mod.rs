@@ -72,7 +72,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ticket::ticket))
         .split_for_parts();
     let mut api = api;
-    BearerSecurity::open(&mut api, &["/healthz", "/readyz", "/metrics"]);
+    BearerSecurity::open(&mut api, synapse_shared::problem::OPERATIONAL_PATHS);
     synapse_shared::problem::document_refusals(&mut api);
     synapse_shared::problem::document_problems(&mut api);
     let api = Arc::new(api);

@@ -54,7 +54,11 @@ impl BearerSecurity {
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build()
         };
-        for item in openapi.paths.paths.values_mut() {
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // The probes and `/metrics` take no token.
+            if crate::problem::OPERATIONAL_PATHS.contains(&path.as_str()) {
+                continue;
+            }
             for operation in operations(item) {
                 let responses = &mut operation.responses.responses;
                 responses.entry("401".to_owned()).or_insert_with(|| {
