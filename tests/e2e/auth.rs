@@ -127,7 +127,10 @@ async fn a_request_without_a_token_is_a_401_problem_with_a_bearer_challenge() ->
     for probe in ["/healthz", "/readyz", "/metrics"] {
         let operation = &openapi.body["paths"][probe]["get"];
         assert_eq!(operation["security"], json!([{}]), "{probe}: {operation}");
-        assert!(operation["responses"]["401"].is_null(), "{probe}: {operation}");
+        assert!(
+            operation["responses"]["401"].is_null(),
+            "{probe}: {operation}"
+        );
     }
     assert!(setup.events().await?.is_empty());
     Ok(())

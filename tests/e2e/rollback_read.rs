@@ -432,5 +432,39 @@ async fn a_finding_event_is_rolled_back_exactly_when_a_rollback_undid_its_findin
         "{}",
         open.body
     );
+
+    // Act + Assert: R3 rolls the redo back: P-2's finding is closed again, B's raise
+    // marked by RP again (RP's resolution is live, as R3's own), the redo's raise by R3
+    // (a helper, area G: B's raise stayed live beside the two resolutions).
+    command(
+        Method::POST,
+        "/rules/rollback".into(),
+        json!({"correlation_id": redo.body["correlation_id"]}),
+    )
+    .await?
+    .expect_status(200);
+    assert_eq!(
+        raises_marked().await?,
+        [
+            ("review P-1".to_owned(), None),
+            ("review P-2".to_owned(), rp)
+        ]
+    );
+    system.wait_for_projection().await?;
+    assert_eq!(
+        flags_differing(&pool).await?,
+        vec![],
+        "rm_events flags that differ from event_rollbacks"
+    );
+    let p2 = format!("asset_id={}&include_rolled_back=false", pumps[1]);
+    let live = timeline(&system, &p2).await?;
+    let findings: Vec<&str> = live["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|event| event["event_type"].as_str())
+        .filter(|kind| kind.starts_with("FINDING"))
+        .collect();
+    assert_eq!(findings, ["FINDING_RESOLVED", "FINDING_RESOLVED"], "{live}");
     Ok(())
 }

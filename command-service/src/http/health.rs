@@ -71,7 +71,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 pub async fn metrics() -> impl IntoResponse {
     (
         StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         synapse_shared::telemetry::metrics().render(),
     )
 }

@@ -577,15 +577,7 @@ async fn mark_findings(
         and f.payload ->> 'asset_id' = e.payload ->> 'asset_id'
         and f.payload ->> 'message' = e.payload ->> 'message'";
     const FINDINGS: &str = "('FINDING_RAISED', 'FINDING_RESOLVED')";
-    let undone_by_target: Option<(Option<Uuid>,)> = sqlx::query_as(
-        "select (payload ->> 'target_correlation_id')::uuid from workflow_events
-         where correlation_id = $1 and event_type = 'BATCH_STARTED'
-           and payload ->> 'kind' = 'rollback'",
-    )
-    .bind(target)
-    .fetch_optional(&mut *connection)
-    .await?;
-    if let Some((Some(undone),)) = undone_by_target {
+    if let Some(undone) = rolled_back_by_rollback(connection, target).await? {
         sqlx::query(&format!(
             "delete from event_rollbacks r
              using workflow_events e, workflow_events f
@@ -600,6 +592,29 @@ async fn mark_findings(
         .bind(undone)
         .execute(&mut *connection)
         .await?;
+        // Where `target` was a redo (its target a rollback too), the events of that
+        // rollback it had unmarked are live again and undo their target's as before:
+        // marked by it once more (a helper, area G: after a partial rollback, its redo
+        // and the redo's undo, the first raise was live beside two resolutions).
+        if let Some(first) = rolled_back_by_rollback(connection, undone).await? {
+            sqlx::query(&format!(
+                "insert into event_rollbacks (event_id, rolled_back_by)
+                 select e.event_id, $3
+                 from workflow_events f
+                 join workflow_events e
+                   on e.correlation_id = $4 and e.event_type in {FINDINGS}
+                  and e.event_type <> f.event_type and {SAME_FINDING}
+                 where f.correlation_id = $2 and f.event_type in {FINDINGS}
+                   and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
+                 on conflict (event_id) do nothing"
+            ))
+            .bind(target)
+            .bind(rollback)
+            .bind(undone)
+            .bind(first)
+            .execute(&mut *connection)
+            .await?;
+        }
     }
     sqlx::query(&format!(
         "insert into event_rollbacks (event_id, rolled_back_by)
@@ -617,6 +632,22 @@ async fn mark_findings(
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// The batch that `batch` rolled back, if it is a rollback.
+async fn rolled_back_by_rollback(
+    connection: &mut PgConnection,
+    batch: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    let target: Option<(Option<Uuid>,)> = sqlx::query_as(
+        "select (payload ->> 'target_correlation_id')::uuid from workflow_events
+         where correlation_id = $1 and event_type = 'BATCH_STARTED'
+           and payload ->> 'kind' = 'rollback'",
+    )
+    .bind(batch)
+    .fetch_optional(connection)
+    .await?;
+    Ok(target.and_then(|(target,)| target))
 }
 
 /// When `target` is itself a rollback, this one redoes what it undid: the changes it

@@ -18,6 +18,7 @@ use super::Projector;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::collections::HashMap;
 use synapse_shared::{EventEnvelope, EventType};
 use uuid::Uuid;
 
@@ -218,9 +219,93 @@ async fn mark_findings(
     .bind(column(|f| f.rule_id))
     .bind(column(|f| f.asset_id))
     .bind(&messages)
+    .execute(&mut *connection)
+    .await?;
+    // Where the target was a redo, the events of the rollback it redid that are live
+    // again undo their own target's once more (`rollback::restore::mark_findings`).
+    let mut targets: Vec<Uuid> = column(|f| f.target);
+    targets.sort_unstable();
+    targets.dedup();
+    let undone = rolled_back_by_rollbacks(connection, &targets).await?;
+    let mut middle: Vec<Uuid> = undone.values().copied().collect();
+    middle.sort_unstable();
+    middle.dedup();
+    let first = rolled_back_by_rollbacks(connection, &middle).await?;
+    let redone: Vec<(&UndoneFinding, Uuid, Uuid)> = findings
+        .iter()
+        .filter_map(|f| {
+            let undone = *undone.get(&f.target)?;
+            Some((f, undone, *first.get(&undone)?))
+        })
+        .collect();
+    if redone.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "update rm_events e set rolled_back = true, rolled_back_by = m.undone
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
+             as m(first, undone, event_type, rule_id, asset_id, message)
+         where e.asset_id = m.asset_id and e.correlation_id = m.first
+           and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
+           and e.event_type <> m.event_type and e.rule_id = m.rule_id
+           and e.payload ->> 'message' = m.message and not e.rolled_back",
+    )
+    .bind(
+        redone
+            .iter()
+            .map(|(_, _, first)| *first)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        redone
+            .iter()
+            .map(|(_, undone, _)| *undone)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        redone
+            .iter()
+            .map(|(f, _, _)| f.event_type)
+            .collect::<Vec<_>>(),
+    )
+    .bind(redone.iter().map(|(f, _, _)| f.rule_id).collect::<Vec<_>>())
+    .bind(
+        redone
+            .iter()
+            .map(|(f, _, _)| f.asset_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        redone
+            .iter()
+            .map(|(f, _, _)| f.message.as_str())
+            .collect::<Vec<_>>(),
+    )
     .execute(connection)
     .await?;
     Ok(())
+}
+
+/// Of `batches`, the rollbacks, each with the batch it rolled back.
+async fn rolled_back_by_rollbacks(
+    connection: &mut PgConnection,
+    batches: &[Uuid],
+) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
+    if batches.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, Option<Uuid>)> = sqlx::query_as(
+        "select correlation_id, (payload ->> 'target_correlation_id')::uuid from rm_events
+         where correlation_id = any($1) and event_type = 'BATCH_STARTED'
+           and payload ->> 'kind' = 'rollback'",
+    )
+    .bind(batches)
+    .fetch_all(connection)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(batch, target)| Some((batch, target?)))
+        .collect())
 }
 
 /// A rollback of a rollback redoes what that one undid: the events it had marked
