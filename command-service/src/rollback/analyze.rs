@@ -850,34 +850,6 @@ fn same_but_version(a: Option<&Value>, b: Option<&Value>) -> bool {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::same_but_version;
-    use serde_json::json;
-
-    #[test]
-    fn states_that_differ_only_in_version_are_the_same() {
-        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
-        let b = json!({"version": 4, "properties": {"kw": 75}, "tag": "M-1"});
-        assert!(same_but_version(Some(&a), Some(&b)));
-        assert!(same_but_version(None, None));
-    }
-
-    #[test]
-    fn a_changed_missing_or_extra_field_is_a_difference() {
-        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
-        let changed = json!({"tag": "M-1", "properties": {"kw": 90}, "version": 2});
-        let missing = json!({"tag": "M-1", "version": 2});
-        let extra = json!({"tag": "M-1", "properties": {"kw": 75}, "area": "U1", "version": 2});
-        for other in [&changed, &missing, &extra] {
-            assert!(!same_but_version(Some(&a), Some(other)), "{other}");
-            assert!(!same_but_version(Some(other), Some(&a)), "{other}");
-        }
-        assert!(!same_but_version(Some(&a), None));
-        assert!(!same_but_version(None, Some(&a)));
-    }
-}
-
 /// Give each listed conflict its tag (a helper, area A: the answers named aggregates
 /// by id only, where a stale plan's names them by tag): the asset's or cable's now,
 /// else the one the batch last gave it.
@@ -915,4 +887,32 @@ async fn name_conflicts(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_but_version;
+    use serde_json::json;
+
+    #[test]
+    fn states_that_differ_only_in_version_are_the_same() {
+        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
+        let b = json!({"version": 4, "properties": {"kw": 75}, "tag": "M-1"});
+        assert!(same_but_version(Some(&a), Some(&b)));
+        assert!(same_but_version(None, None));
+    }
+
+    #[test]
+    fn a_changed_missing_or_extra_field_is_a_difference() {
+        let a = json!({"tag": "M-1", "properties": {"kw": 75}, "version": 2});
+        let changed = json!({"tag": "M-1", "properties": {"kw": 90}, "version": 2});
+        let missing = json!({"tag": "M-1", "version": 2});
+        let extra = json!({"tag": "M-1", "properties": {"kw": 75}, "area": "U1", "version": 2});
+        for other in [&changed, &missing, &extra] {
+            assert!(!same_but_version(Some(&a), Some(other)), "{other}");
+            assert!(!same_but_version(Some(other), Some(&a)), "{other}");
+        }
+        assert!(!same_but_version(Some(&a), None));
+        assert!(!same_but_version(None, Some(&a)));
+    }
 }
