@@ -307,7 +307,7 @@ async fn a_refused_nats_password_leaves_the_service_not_ready_and_says_why() -> 
     assert!(probes >= 5, "{probes} probes");
     assert_eq!(
         command_ready.body,
-        json!({"postgres": "ok", "nats": "disconnected"}),
+        json!({"status": "ready", "postgres": "ok", "nats": "disconnected"}),
         "commands are still taken (the relay catches up), NATS shows as disconnected"
     );
     assert!(accepted.is_ok(), "{accepted:?}");
