@@ -415,8 +415,12 @@ fn contested(
     world: &mut World,
     claims: &Claims,
 ) -> Option<String> {
+    // Existing assets it upserts besides this one, which the rule itself is checked on.
     let upserts_others = changes.iter().any(|change| match change {
-        PlannedChange::Asset { after, .. } => after.id != asset.id,
+        PlannedChange::Asset {
+            before: Some(_),
+            after,
+        } => after.id != asset.id,
         _ => false,
     });
     if rule.earlier.is_empty() && !upserts_others {

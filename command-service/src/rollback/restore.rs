@@ -573,15 +573,11 @@ async fn mark_findings(
     target: Uuid,
     rollback: Uuid,
 ) -> Result<(), sqlx::Error> {
-    const SAME_FINDING: &str = "f.rule_id = e.rule_id
-        and f.payload ->> 'asset_id' = e.payload ->> 'asset_id'
-        and f.payload ->> 'message' = e.payload ->> 'message'";
-    const FINDINGS: &str = "('FINDING_RAISED', 'FINDING_RESOLVED')";
-    if let Some(undone) = rolled_back_by_rollback(connection, target).await? {
+    if let Some(undone) = target_of_rollback(connection, target).await? {
         sqlx::query(&format!(
             "delete from event_rollbacks r
              using workflow_events e, workflow_events f
-             where e.correlation_id = $3 and e.event_type in {FINDINGS}
+             where e.correlation_id = $3 and e.event_type in {FINDING_EVENTS}
                and r.event_id = e.event_id and r.rolled_back_by = $1
                and f.correlation_id = $2 and f.event_type = e.event_type
                and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
@@ -596,46 +592,51 @@ async fn mark_findings(
         // rollback it had unmarked are live again and undo their target's as before:
         // marked by it once more (a helper, area G: after a partial rollback, its redo
         // and the redo's undo, the first raise was live beside two resolutions).
-        if let Some(first) = rolled_back_by_rollback(connection, undone).await? {
-            sqlx::query(&format!(
-                "insert into event_rollbacks (event_id, rolled_back_by)
-                 select e.event_id, $3
-                 from workflow_events f
-                 join workflow_events e
-                   on e.correlation_id = $4 and e.event_type in {FINDINGS}
-                  and e.event_type <> f.event_type and {SAME_FINDING}
-                 where f.correlation_id = $2 and f.event_type in {FINDINGS}
-                   and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
-                 on conflict (event_id) do nothing"
-            ))
-            .bind(target)
-            .bind(rollback)
-            .bind(undone)
-            .bind(first)
-            .execute(&mut *connection)
-            .await?;
+        if let Some(first) = target_of_rollback(connection, undone).await? {
+            mark_undone_findings(connection, (rollback, target), first, undone).await?;
         }
     }
+    mark_undone_findings(connection, (rollback, target), target, rollback).await
+}
+
+/// Of `rollback`'s finding events that name `target`, each undoes the finding event
+/// of `batch` of the same finding and the other type: mark those rolled back by
+/// `marker`.
+async fn mark_undone_findings(
+    connection: &mut PgConnection,
+    (rollback, target): (Uuid, Uuid),
+    batch: Uuid,
+    marker: Uuid,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
         "insert into event_rollbacks (event_id, rolled_back_by)
-         select e.event_id, $2
+         select e.event_id, $4
          from workflow_events f
          join workflow_events e
-           on e.correlation_id = $1 and e.event_type in {FINDINGS}
+           on e.correlation_id = $3 and e.event_type in {FINDING_EVENTS}
           and e.event_type <> f.event_type and {SAME_FINDING}
-         where f.correlation_id = $2 and f.event_type in {FINDINGS}
+         where f.correlation_id = $2 and f.event_type in {FINDING_EVENTS}
            and (f.payload ->> 'rolled_back_correlation_id')::uuid = $1
          on conflict (event_id) do nothing"
     ))
     .bind(target)
     .bind(rollback)
+    .bind(batch)
+    .bind(marker)
     .execute(connection)
     .await?;
     Ok(())
 }
 
+/// The finding event types, as SQL.
+const FINDING_EVENTS: &str = "('FINDING_RAISED', 'FINDING_RESOLVED')";
+/// Finding events `f` and `e` of one finding (rule, asset, message), as SQL.
+const SAME_FINDING: &str = "f.rule_id = e.rule_id
+    and f.payload ->> 'asset_id' = e.payload ->> 'asset_id'
+    and f.payload ->> 'message' = e.payload ->> 'message'";
+
 /// The batch that `batch` rolled back, if it is a rollback.
-async fn rolled_back_by_rollback(
+async fn target_of_rollback(
     connection: &mut PgConnection,
     batch: Uuid,
 ) -> Result<Option<Uuid>, sqlx::Error> {
