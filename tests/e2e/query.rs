@@ -1209,7 +1209,14 @@ async fn an_asset_is_shown_current_or_as_of_a_time_and_a_deleted_or_unknown_one_
         ))
         .await?;
     assert_eq!(lower, json!({"assets": []}), "tags are exact");
-    for query in ["", "?tag=", "?tag=%20", "?tag=M-1&area=U1"] {
+    // ... and a tag no asset can have: `A` and a combining diaeresis (looks like `Ä`).
+    for query in [
+        "",
+        "?tag=",
+        "?tag=%20",
+        "?tag=M-1&area=U1",
+        "?tag=A%CC%88-1",
+    ] {
         let reply = stack.get(&format!("/assets{query}")).await?;
         assert_eq!(reply.status, 400, "{query}: {reply:?}");
         assert!(reply.is_problem(), "{reply:?}");

@@ -171,6 +171,17 @@ pub async fn find(
             "`tag` must be a tag: 1 to {MAX_TAG_BYTES} bytes, not blank"
         )));
     }
+    // No tag is written so (the command service refuses them): it would find nothing,
+    // silently (a helper, area G: `Ü-100` typed as `U` and a combining mark).
+    if !unicode_normalization::is_nfkc(&params.tag) {
+        let usual: String =
+            unicode_normalization::UnicodeNormalization::nfkc(params.tag.as_str()).collect();
+        return Err(invalid_query(format!(
+            "`tag` is written with characters that look like `{usual}` but are not \
+             (combining marks, fullwidth or other compatibility forms), as no tag is: \
+             write `{usual}`"
+        )));
+    }
     let rows = aggregates::assets_by_tag(&state.pool, &params.tag).await?;
     let assets = rows
         .into_iter()

@@ -44,8 +44,18 @@ where
 fn parsed<E: serde::de::Error>(text: Option<String>) -> Result<Option<DateTime<Utc>>, E> {
     text.map(|text| {
         text.parse::<DateTime<Utc>>().map_err(|error| {
+            // `+01:00` sent as is arrives as ` 01:00`: a query string reads `+` as a space.
+            let plus = match text.trim_end().rsplit_once(' ') {
+                Some((_, offset))
+                    if (offset.len() == 5 && offset.as_bytes()[2] == b':')
+                        || (offset.len() == 4 && offset.bytes().all(|b| b.is_ascii_digit())) =>
+                {
+                    " (a `+` in a query string must be sent as `%2B`)"
+                }
+                _ => "",
+            };
             E::custom(format!(
-                "`{text}` is no time ({error}): give a date, a time and an offset \
+                "`{text}` is no time ({error}){plus}: give a date, a time and an offset \
                  (RFC 3339), e.g. `2026-11-30T08:00:00Z` or `2026-11-30T09:00:00+01:00`"
             ))
         })
@@ -162,5 +172,25 @@ mod tests {
                 "{refusal:?}"
             );
         }
+        // An unencoded `+` of the offset arrives as a space; a space for the `T` of a
+        // time without offset gets no such hint.
+        let refusal = parse("2026-11-30 08:52:00")
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|refusal| !refusal.contains("%2B")),
+            "{refusal:?}"
+        );
+        let refusal = parse("2026-11-30T08:52:00 01:00")
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            refusal
+                .as_deref()
+                .is_some_and(|refusal| refusal.contains("must be sent as `%2B`")),
+            "{refusal:?}"
+        );
     }
 }
