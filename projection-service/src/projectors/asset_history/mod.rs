@@ -204,81 +204,66 @@ async fn mark_findings(
     .bind(&messages)
     .execute(&mut *connection)
     .await?;
-    sqlx::query(
-        "update rm_events e set rolled_back = true, rolled_back_by = m.rollback
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
-             as m(target, rollback, event_type, rule_id, asset_id, message)
-         where e.asset_id = m.asset_id and e.correlation_id = m.target
-           and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
-           and e.event_type <> m.event_type and e.rule_id = m.rule_id
-           and e.payload ->> 'message' = m.message and not e.rolled_back",
-    )
-    .bind(column(|f| f.target))
-    .bind(column(|f| f.rollback))
-    .bind(&types)
-    .bind(column(|f| f.rule_id))
-    .bind(column(|f| f.asset_id))
-    .bind(&messages)
-    .execute(&mut *connection)
-    .await?;
+    let marks: Vec<(Uuid, Uuid, &UndoneFinding)> =
+        findings.iter().map(|f| (f.target, f.rollback, f)).collect();
+    mark_undone_findings(connection, &marks).await?;
     // Where the target was a redo, the events of the rollback it redid that are live
     // again undo their own target's once more (`rollback::restore::mark_findings`).
     let mut targets: Vec<Uuid> = column(|f| f.target);
     targets.sort_unstable();
     targets.dedup();
-    let undone = rolled_back_by_rollbacks(connection, &targets).await?;
+    let undone = targets_of_rollbacks(connection, &targets).await?;
     let mut middle: Vec<Uuid> = undone.values().copied().collect();
     middle.sort_unstable();
     middle.dedup();
-    let first = rolled_back_by_rollbacks(connection, &middle).await?;
-    let redone: Vec<(&UndoneFinding, Uuid, Uuid)> = findings
+    let first = targets_of_rollbacks(connection, &middle).await?;
+    let redone: Vec<(Uuid, Uuid, &UndoneFinding)> = findings
         .iter()
         .filter_map(|f| {
             let undone = *undone.get(&f.target)?;
-            Some((f, undone, *first.get(&undone)?))
+            Some((*first.get(&undone)?, undone, f))
         })
         .collect();
-    if redone.is_empty() {
+    mark_undone_findings(connection, &redone).await
+}
+
+/// For each (batch, marker, finding event): the event of `batch` of the same finding
+/// and the other type is undone by it, and marked rolled back by `marker`.
+async fn mark_undone_findings(
+    connection: &mut PgConnection,
+    marks: &[(Uuid, Uuid, &UndoneFinding)],
+) -> Result<(), sqlx::Error> {
+    if marks.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "update rm_events e set rolled_back = true, rolled_back_by = m.undone
+        "update rm_events e set rolled_back = true, rolled_back_by = m.marker
          from unnest($1::uuid[], $2::uuid[], $3::text[], $4::uuid[], $5::uuid[], $6::text[])
-             as m(first, undone, event_type, rule_id, asset_id, message)
-         where e.asset_id = m.asset_id and e.correlation_id = m.first
+             as m(batch, marker, event_type, rule_id, asset_id, message)
+         where e.asset_id = m.asset_id and e.correlation_id = m.batch
            and e.event_type in ('FINDING_RAISED', 'FINDING_RESOLVED')
            and e.event_type <> m.event_type and e.rule_id = m.rule_id
            and e.payload ->> 'message' = m.message and not e.rolled_back",
     )
+    .bind(marks.iter().map(|(batch, _, _)| *batch).collect::<Vec<_>>())
     .bind(
-        redone
+        marks
             .iter()
-            .map(|(_, _, first)| *first)
+            .map(|(_, marker, _)| *marker)
             .collect::<Vec<_>>(),
     )
     .bind(
-        redone
+        marks
             .iter()
-            .map(|(_, undone, _)| *undone)
+            .map(|(_, _, f)| f.event_type)
             .collect::<Vec<_>>(),
     )
+    .bind(marks.iter().map(|(_, _, f)| f.rule_id).collect::<Vec<_>>())
+    .bind(marks.iter().map(|(_, _, f)| f.asset_id).collect::<Vec<_>>())
     .bind(
-        redone
+        marks
             .iter()
-            .map(|(f, _, _)| f.event_type)
-            .collect::<Vec<_>>(),
-    )
-    .bind(redone.iter().map(|(f, _, _)| f.rule_id).collect::<Vec<_>>())
-    .bind(
-        redone
-            .iter()
-            .map(|(f, _, _)| f.asset_id)
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        redone
-            .iter()
-            .map(|(f, _, _)| f.message.as_str())
+            .map(|(_, _, f)| f.message.as_str())
             .collect::<Vec<_>>(),
     )
     .execute(connection)
@@ -287,7 +272,7 @@ async fn mark_findings(
 }
 
 /// Of `batches`, the rollbacks, each with the batch it rolled back.
-async fn rolled_back_by_rollbacks(
+async fn targets_of_rollbacks(
     connection: &mut PgConnection,
     batches: &[Uuid],
 ) -> Result<HashMap<Uuid, Uuid>, sqlx::Error> {
