@@ -236,7 +236,12 @@ async fn wait_for_replayed(state: &AppState, response: Response) -> Result<Respo
             return Ok((StatusCode::OK, axum::Json(report)).into_response());
         }
         if batches::finished(&state.pool, correlation_id).await? {
-            return Ok(replayed());
+            // It may have finished between the two reads (the CI run of the session's
+            // review saw the 202 answered so): its report is there now, if it has one.
+            return Ok(match batches::report(&state.pool, correlation_id).await? {
+                Some(report) => (StatusCode::OK, axum::Json(report)).into_response(),
+                None => replayed(),
+            });
         }
         tokio::select! {
             () = state.shutdown.cancelled() => return Ok(replayed()),
